@@ -1,0 +1,156 @@
+//! DCEP (RFC 8832) messages on PPI 50, through rtc-datachannel's codec.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |  Message Type |  Channel Type |            Priority           |
+//! |                    Reliability Parameter                      |
+//! |         Label Length          |       Protocol Length         |
+//! |                 Label ...     |        Protocol ...           |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! ```
+//! OPEN is type 0x03, ACK is 0x02. Only these two exist on the wire; rtc-datachannel's
+//! "close"/"threshold" messages are library-internal and are refused here.
+
+use super::ChannelInit;
+use bytes::Bytes;
+use rtc_datachannel::message::message_channel_ack::DataChannelAck;
+use rtc_datachannel::message::message_channel_open::{ChannelType, DataChannelOpen};
+use rtc_datachannel::message::Message as DcepMessage;
+use rtc_sctp::ReliabilityType;
+use rtc_shared::marshal::{Marshal, Unmarshal};
+
+/// A parsed DCEP message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Dcep {
+    Open { label: String, init: ChannelInit },
+    Ack,
+}
+
+/// How a channel maps onto an SCTP stream: (unordered, reliability type, value).
+pub(crate) fn reliability(init: &ChannelInit) -> (bool, ReliabilityType, u32) {
+    match (init.max_retransmits, init.max_packet_life_time) {
+        (Some(n), _) => (init.unordered, ReliabilityType::Rexmit, u32::from(n)),
+        (None, Some(ms)) => (init.unordered, ReliabilityType::Timed, u32::from(ms)),
+        (None, None) => (init.unordered, ReliabilityType::Reliable, 0),
+    }
+}
+
+pub(crate) fn parse(data: &[u8]) -> Result<Dcep, String> {
+    let mut buf = data;
+    match DcepMessage::unmarshal(&mut buf).map_err(|e| format!("bad DCEP message: {e}"))? {
+        DcepMessage::DataChannelAck(_) => Ok(Dcep::Ack),
+        DcepMessage::DataChannelOpen(open) => {
+            let label = String::from_utf8(open.label)
+                .map_err(|_| "DCEP OPEN label is not UTF-8".to_string())?;
+            let protocol = String::from_utf8(open.protocol)
+                .map_err(|_| "DCEP OPEN protocol is not UTF-8".to_string())?;
+            let p = open.reliability_parameter;
+            // Values above u16 are clamped: W3C exposes both as unsigned short.
+            let p16 = p.min(u32::from(u16::MAX)) as u16;
+            let (unordered, max_retransmits, max_packet_life_time) = match open.channel_type {
+                ChannelType::Reliable => (false, None, None),
+                ChannelType::ReliableUnordered => (true, None, None),
+                ChannelType::PartialReliableRexmit => (false, Some(p16), None),
+                ChannelType::PartialReliableRexmitUnordered => (true, Some(p16), None),
+                ChannelType::PartialReliableTimed => (false, None, Some(p16)),
+                ChannelType::PartialReliableTimedUnordered => (true, None, Some(p16)),
+                _ => return Err("unknown DCEP channel type".into()),
+            };
+            Ok(Dcep::Open {
+                label,
+                init: ChannelInit {
+                    unordered,
+                    max_retransmits,
+                    max_packet_life_time,
+                    protocol,
+                    negotiated: None,
+                },
+            })
+        }
+        _ => Err("DCEP message type is not OPEN or ACK".into()),
+    }
+}
+
+pub(crate) fn open(label: &str, init: &ChannelInit) -> Bytes {
+    let (unordered, rel, value) = reliability(init);
+    let channel_type = match (rel, unordered) {
+        (ReliabilityType::Reliable, false) => ChannelType::Reliable,
+        (ReliabilityType::Reliable, true) => ChannelType::ReliableUnordered,
+        (ReliabilityType::Rexmit, false) => ChannelType::PartialReliableRexmit,
+        (ReliabilityType::Rexmit, true) => ChannelType::PartialReliableRexmitUnordered,
+        (ReliabilityType::Timed, false) => ChannelType::PartialReliableTimed,
+        (ReliabilityType::Timed, true) => ChannelType::PartialReliableTimedUnordered,
+        (_, false) => ChannelType::Reliable,
+        (_, true) => ChannelType::ReliableUnordered,
+    };
+    let msg = DcepMessage::DataChannelOpen(DataChannelOpen {
+        channel_type,
+        priority: 256,
+        reliability_parameter: value,
+        label: label.as_bytes().to_vec(),
+        protocol: init.protocol.as_bytes().to_vec(),
+    });
+    // Marshalling into a buffer sized by marshal_size cannot fail.
+    msg.marshal().map(|b| b.freeze()).unwrap_or_default()
+}
+
+pub(crate) fn ack() -> Bytes {
+    DcepMessage::DataChannelAck(DataChannelAck {})
+        .marshal()
+        .map(|b| b.freeze())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_round_trips_every_reliability_mode() {
+        let cases = [
+            ChannelInit::default(),
+            ChannelInit {
+                unordered: true,
+                ..Default::default()
+            },
+            ChannelInit {
+                max_retransmits: Some(3),
+                protocol: "chat".into(),
+                ..Default::default()
+            },
+            ChannelInit {
+                unordered: true,
+                max_packet_life_time: Some(150),
+                ..Default::default()
+            },
+        ];
+        for init in cases {
+            let wire = open("bear-noises", &init);
+            assert_eq!(wire[0], 0x03, "OPEN message type");
+            assert_eq!(
+                parse(&wire).unwrap(),
+                Dcep::Open {
+                    label: "bear-noises".into(),
+                    init: init.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn ack_is_one_byte_0x02() {
+        assert_eq!(&ack()[..], &[0x02]);
+        assert_eq!(parse(&[0x02]).unwrap(), Dcep::Ack);
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panic() {
+        for bad in [&[][..], &[0x03], &[0x03, 0, 0, 0], &[0x04], &[0xff; 40], &[0x00]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        // Label length pointing past the end.
+        assert!(parse(&[0x03, 0, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]).is_err());
+    }
+}

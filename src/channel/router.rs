@@ -1,0 +1,524 @@
+//! The channel router actor: maps data channels onto SCTP streams.
+//!
+//! It owns the channel table. Stream ids follow RFC 8832 §6: the DTLS client takes even ids,
+//! the server odd ones; channels created before SCTP is up wait for it. In-band channels open
+//! with DCEP OPEN/ACK on PPI 50; negotiated ones open as soon as SCTP does. Close is an SCTP
+//! stream reset (RFC 8831 §6.7), never a DCEP message.
+//!
+//! Two inboxes: events from the SCTP actor, and commands from [`DataChannel`] handles. When
+//! the user's event stream is backlogged the router stops taking SCTP input (so unread data
+//! stays in SCTP and its receive window closes) but keeps serving commands.
+
+use super::dcep::{self, Dcep};
+use super::{ChannelCmd, ChannelShared, ChannelState, DataChannel, Message};
+use crate::peer::Event;
+use crate::runtime::{self, Link, Wake};
+use crate::sctp::SctpMsg;
+use async_channel::{Receiver, Sender};
+use bytes::Bytes;
+use rtc_sctp::PayloadProtocolIdentifier as Ppi;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::future::Future;
+use std::task::Poll;
+
+/// What the SCTP actor tells the router.
+pub(crate) enum RouterMsg {
+    /// The association is up.
+    Connected {
+        dtls_client: bool,
+        max_streams: u16,
+        max_message_size: usize,
+    },
+    /// A whole message arrived on a stream.
+    Data { stream: u16, ppi: Ppi, data: Bytes },
+    /// Queued bytes of a stream were acknowledged or abandoned.
+    Released { stream: u16, bytes: usize },
+    /// The stream was reset (both directions) and is gone.
+    StreamClosed { stream: u16 },
+    /// The association is gone; every channel is closed.
+    AssociationClosed,
+}
+
+struct Channel {
+    handle: DataChannel,
+    stream: Option<u16>,
+    state: ChannelState,
+    /// Bytes of DCEP control messages in the SCTP send buffer: released before user bytes.
+    control_bytes: usize,
+}
+
+/// Named bound: channels a peer connection may hold at once.
+pub const DEFAULT_MAX_CHANNELS: usize = 1024;
+
+pub(crate) struct Router {
+    channels: HashMap<u32, Channel>,
+    by_stream: HashMap<u16, u32>,
+    connected: Option<(bool, u16)>,
+    max_channels: usize,
+    max_message_size: Arc<AtomicUsize>,
+    next_key: Arc<AtomicU32>,
+    cmds_tx: Sender<Vec<ChannelCmd>>,
+    sctp: Link<SctpMsg>,
+    events: Link<Event>,
+    closed: bool,
+}
+
+impl Router {
+    pub(crate) fn new(
+        sctp: Link<SctpMsg>,
+        events: Link<Event>,
+        cmds_tx: Sender<Vec<ChannelCmd>>,
+        next_key: Arc<AtomicU32>,
+        max_message_size: Arc<AtomicUsize>,
+        max_channels: usize,
+    ) -> Self {
+        Self {
+            channels: HashMap::new(),
+            by_stream: HashMap::new(),
+            connected: None,
+            max_channels,
+            max_message_size,
+            next_key,
+            cmds_tx,
+            sctp,
+            events,
+            closed: false,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        inbox: Receiver<Vec<RouterMsg>>,
+        cmds: Receiver<Vec<ChannelCmd>>,
+    ) {
+        let mut cmd_batch: Option<Vec<ChannelCmd>> = None;
+        let mut cmds_open = true;
+        loop {
+            self.sctp.flush();
+            self.events.flush();
+            if self.closed && !self.sctp.is_backlogged() && !self.events.is_backlogged() {
+                return;
+            }
+            let read_sctp = !self.events.is_backlogged();
+            let listen = cmds_open;
+            let mut recv_cmd = std::pin::pin!(async {
+                if listen {
+                    cmds.recv().await.ok()
+                } else {
+                    futures_lite::future::pending().await
+                }
+            });
+            let mut extra = |cx: &mut std::task::Context<'_>| match recv_cmd.as_mut().poll(cx) {
+                Poll::Ready(b) => {
+                    cmd_batch = Some(b.unwrap_or_default());
+                    if cmd_batch.as_ref().is_some_and(Vec::is_empty) {
+                        cmds_open = false;
+                    }
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            };
+            let wake = runtime::wait(
+                &inbox,
+                read_sctp,
+                None,
+                &mut [&mut self.sctp, &mut self.events],
+                &mut extra,
+            )
+            .await;
+            match wake {
+                Wake::Inbox(Some(batch)) => {
+                    for msg in batch {
+                        self.handle_sctp(msg);
+                    }
+                }
+                Wake::Inbox(None) => self.association_closed(),
+                Wake::Extra => {
+                    for cmd in cmd_batch.take().unwrap_or_default() {
+                        self.handle_cmd(cmd);
+                    }
+                }
+                Wake::Timer | Wake::Link => {}
+            }
+            // Commands that piled up meanwhile are cheap to take now.
+            while let Ok(batch) = cmds.try_recv() {
+                for cmd in batch {
+                    self.handle_cmd(cmd);
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
+    fn set_state(&mut self, key: u32, state: ChannelState) {
+        if let Some(ch) = self.channels.get_mut(&key) {
+            ch.state = state;
+            ch.handle.shared.set_state(state);
+        }
+    }
+
+    fn handle_cmd(&mut self, cmd: ChannelCmd) {
+        match cmd {
+            ChannelCmd::Create(shared) => self.create(shared),
+            ChannelCmd::Send { key, message } => self.send(key, message),
+            ChannelCmd::Close { key } => self.close(key),
+        }
+    }
+
+    fn create(&mut self, shared: Arc<ChannelShared>) {
+        let handle = DataChannel {
+            shared,
+            cmds: self.cmds_tx.clone(),
+        };
+        let key = handle.shared.key;
+        if self.closed {
+            handle.shared.set_state(ChannelState::Closed);
+            self.emit(Event::ChannelClosed(handle));
+            return;
+        }
+        if self.channels.len() >= self.max_channels {
+            log::warn!(
+                "channel {:?} refused: max_channels ({}) reached",
+                handle.label(),
+                self.max_channels
+            );
+            handle.shared.set_state(ChannelState::Closed);
+            self.emit(Event::ChannelClosed(handle));
+            return;
+        }
+        if let Some(id) = handle.shared.init.negotiated {
+            if self.by_stream.contains_key(&id) {
+                log::warn!("negotiated channel {:?}: stream {id} is taken", handle.label());
+                handle.shared.set_state(ChannelState::Closed);
+                self.emit(Event::ChannelClosed(handle));
+                return;
+            }
+        }
+        self.channels.insert(
+            key,
+            Channel {
+                handle,
+                stream: None,
+                state: ChannelState::Connecting,
+                control_bytes: 0,
+            },
+        );
+        if self.connected.is_some() {
+            self.open_local(key);
+        } else if let Some(id) = self.channels[&key].handle.shared.init.negotiated {
+            // Reserve the id now so an in-band channel cannot take it later.
+            self.by_stream.insert(id, key);
+        }
+    }
+
+    /// Picks a stream id of our parity (RFC 8832 §6) that is free.
+    fn free_stream(&self) -> Option<u16> {
+        let (dtls_client, max_streams) = self.connected?;
+        let start = if dtls_client { 0 } else { 1 };
+        (start..max_streams)
+            .step_by(2)
+            .find(|id| !self.by_stream.contains_key(id))
+    }
+
+    fn open_local(&mut self, key: u32) {
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        let init = ch.handle.shared.init.clone();
+        let label = ch.handle.shared.label.clone();
+        let stream = match init.negotiated {
+            Some(id) => id,
+            None => match self.free_stream() {
+                Some(id) => id,
+                None => {
+                    log::warn!("channel {label:?}: no free stream id");
+                    self.drop_channel(key);
+                    return;
+                }
+            },
+        };
+        self.by_stream.insert(stream, key);
+        let (unordered, rel, value) = dcep::reliability(&init);
+        self.sctp.push(SctpMsg::Open {
+            stream,
+            unordered,
+            rel,
+            value,
+        });
+        let ch = self.channels.get_mut(&key).expect("checked above");
+        ch.stream = Some(stream);
+        ch.handle.shared.set_id(stream);
+        if init.negotiated.is_some() {
+            self.set_state(key, ChannelState::Open);
+            let h = self.channels[&key].handle.clone();
+            log::info!("data channel {h} open (negotiated)");
+            self.emit(Event::ChannelOpen(h));
+        } else {
+            let open = dcep::open(&label, &init);
+            ch.control_bytes += open.len();
+            self.sctp.push(SctpMsg::Write {
+                stream,
+                ppi: Ppi::Dcep,
+                data: open,
+            });
+        }
+    }
+
+    fn send(&mut self, key: u32, message: Message) {
+        let len = message.len();
+        let target = self
+            .channels
+            .get(&key)
+            .filter(|ch| ch.state == ChannelState::Open)
+            .and_then(|ch| ch.stream);
+        let Some(stream) = target else {
+            // Raced with a close: the bytes will never be sent.
+            if let Some(ch) = self.channels.get(&key) {
+                ch.handle.shared.buffered.fetch_sub(
+                    len.min(ch.handle.buffered_amount()),
+                    Ordering::AcqRel,
+                );
+            }
+            log::debug!("message of {len} bytes dropped: channel not open");
+            return;
+        };
+        let (ppi, data) = match message {
+            Message::Text(s) if s.is_empty() => (Ppi::StringEmpty, Bytes::from_static(&[0])),
+            Message::Text(s) => (Ppi::String, Bytes::from(s)),
+            Message::Binary(b) if b.is_empty() => (Ppi::BinaryEmpty, Bytes::from_static(&[0])),
+            Message::Binary(b) => (Ppi::Binary, b),
+        };
+        self.sctp.push(SctpMsg::Write { stream, ppi, data });
+    }
+
+    fn close(&mut self, key: u32) {
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        match (ch.state, ch.stream) {
+            (ChannelState::Closing | ChannelState::Closed, _) => {}
+            (_, Some(stream)) if self.connected.is_some() => {
+                log::info!("data channel {} closing (stream reset)", ch.handle);
+                self.set_state(key, ChannelState::Closing);
+                self.sctp.push(SctpMsg::Reset { stream });
+            }
+            _ => self.drop_channel(key),
+        }
+    }
+
+    fn drop_channel(&mut self, key: u32) {
+        if let Some(ch) = self.channels.remove(&key) {
+            if let Some(s) = ch.stream.or(ch.handle.shared.init.negotiated) {
+                if self.by_stream.get(&s) == Some(&key) {
+                    self.by_stream.remove(&s);
+                }
+            }
+            ch.handle.shared.set_state(ChannelState::Closed);
+            log::info!("data channel {} closed", ch.handle);
+            self.emit(Event::ChannelClosed(ch.handle));
+        }
+    }
+
+    fn handle_sctp(&mut self, msg: RouterMsg) {
+        match msg {
+            RouterMsg::Connected {
+                dtls_client,
+                max_streams,
+                max_message_size,
+            } => {
+                self.max_message_size
+                    .store(max_message_size, Ordering::Release);
+                self.connected = Some((dtls_client, max_streams));
+                // Negotiated ids were reserved; give them back so open_local can claim them.
+                let mut pending: Vec<u32> = self
+                    .channels
+                    .iter()
+                    .filter(|(_, c)| c.stream.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
+                pending.sort_unstable(); // creation order
+                for key in &pending {
+                    if let Some(id) = self.channels[key].handle.shared.init.negotiated {
+                        self.by_stream.remove(&id);
+                    }
+                }
+                for key in pending {
+                    self.open_local(key);
+                }
+            }
+            RouterMsg::Data { stream, ppi, data } => self.data(stream, ppi, data),
+            RouterMsg::Released { stream, bytes } => self.released(stream, bytes),
+            RouterMsg::StreamClosed { stream } => {
+                if let Some(key) = self.by_stream.get(&stream).copied() {
+                    self.drop_channel(key);
+                }
+            }
+            RouterMsg::AssociationClosed => self.association_closed(),
+        }
+    }
+
+    fn association_closed(&mut self) {
+        let mut keys: Vec<u32> = self.channels.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.drop_channel(key);
+        }
+        self.closed = true;
+        self.sctp.push(SctpMsg::Close);
+    }
+
+    fn data(&mut self, stream: u16, ppi: Ppi, data: Bytes) {
+        let key = self.by_stream.get(&stream).copied();
+        if ppi == Ppi::Dcep {
+            match dcep::parse(&data) {
+                Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
+                Ok(Dcep::Ack) => {
+                    let Some(key) = key else { return };
+                    if self.channels[&key].state == ChannelState::Connecting {
+                        self.set_state(key, ChannelState::Open);
+                        let h = self.channels[&key].handle.clone();
+                        log::info!("data channel {h} open");
+                        self.emit(Event::ChannelOpen(h));
+                    }
+                }
+                Err(e) => log::warn!("stream {stream}: {e}; ignored"),
+            }
+            return;
+        }
+        let Some(key) = key else {
+            log::debug!("stream {stream}: data for no channel dropped");
+            return;
+        };
+        // RFC 8832 §6: data before the ACK means the peer got our OPEN.
+        if self.channels[&key].state == ChannelState::Connecting {
+            self.set_state(key, ChannelState::Open);
+            let h = self.channels[&key].handle.clone();
+            self.emit(Event::ChannelOpen(h));
+        }
+        let message = match ppi {
+            Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("stream {stream}: text message is not UTF-8; replaced");
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                }
+            }),
+            Ppi::StringEmpty => Message::Text(String::new()),
+            Ppi::Binary => Message::Binary(data),
+            Ppi::BinaryEmpty => Message::Binary(Bytes::new()),
+            other => {
+                log::debug!("stream {stream}: PPI {other} ignored");
+                return;
+            }
+        };
+        let h = self.channels[&key].handle.clone();
+        self.emit(Event::ChannelMessage(h, message));
+    }
+
+    fn remote_open(
+        &mut self,
+        stream: u16,
+        existing: Option<u32>,
+        label: String,
+        init: super::ChannelInit,
+    ) {
+        if let Some((dtls_client, _)) = self.connected {
+            // The opener uses its own parity: even from the DTLS client.
+            let theirs_even = !dtls_client;
+            if (stream % 2 == 0) != theirs_even {
+                log::warn!("DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored");
+                return;
+            }
+        }
+        if existing.is_some() {
+            log::warn!("DCEP OPEN {label:?} on stream {stream} already in use; ignored");
+            return;
+        }
+        if self.channels.len() >= self.max_channels {
+            log::warn!(
+                "DCEP OPEN {label:?} refused: max_channels ({}) reached",
+                self.max_channels
+            );
+            self.sctp.push(SctpMsg::Reset { stream });
+            return;
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(ChannelShared::new(
+            key,
+            label,
+            init.clone(),
+            self.max_message_size.clone(),
+        ));
+        shared.set_id(stream);
+        shared.set_state(ChannelState::Open);
+        let handle = DataChannel {
+            shared,
+            cmds: self.cmds_tx.clone(),
+        };
+        let (unordered, rel, value) = dcep::reliability(&init);
+        self.sctp.push(SctpMsg::Open {
+            stream,
+            unordered,
+            rel,
+            value,
+        });
+        let ack = dcep::ack();
+        self.sctp.push(SctpMsg::Write {
+            stream,
+            ppi: Ppi::Dcep,
+            data: ack.clone(),
+        });
+        self.by_stream.insert(stream, key);
+        self.channels.insert(
+            key,
+            Channel {
+                handle: handle.clone(),
+                stream: Some(stream),
+                state: ChannelState::Open,
+                control_bytes: ack.len(),
+            },
+        );
+        log::info!("data channel {handle} announced by the peer, open");
+        self.emit(Event::DataChannel(handle.clone()));
+        self.emit(Event::ChannelOpen(handle));
+    }
+
+    fn released(&mut self, stream: u16, bytes: usize) {
+        let Some(key) = self.by_stream.get(&stream).copied() else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let control = bytes.min(ch.control_bytes);
+        ch.control_bytes -= control;
+        let user = bytes - control;
+        if user == 0 {
+            return;
+        }
+        let shared = &ch.handle.shared;
+        let mut before = shared.buffered.load(Ordering::Acquire);
+        let after = loop {
+            let after = before.saturating_sub(user);
+            match shared.buffered.compare_exchange(
+                before,
+                after,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break after,
+                Err(now) => before = now,
+            }
+        };
+        let threshold = shared.low_threshold.load(Ordering::Acquire);
+        if before > threshold && after <= threshold {
+            let h = ch.handle.clone();
+            self.emit(Event::ChannelBufferedAmountLow(h));
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The DTLS transport actor (RFC 8842 roles, RFC 8122 fingerprints), around rtc-dtls.
+//!
+//! Input: DTLS records demultiplexed by the ICE agent, SCTP packets to protect, and the
+//! role + remote fingerprints from the remote description. The DTLS client starts the
+//! handshake once ICE has a selected pair; the remote certificate must hash to one of the
+//! SDP fingerprints or the connection fails with [`Error::FingerprintMismatch`].
+
+mod cert;
+
+pub(crate) use cert::provider as crypto_provider;
+
+pub use cert::Certificate;
+
+use crate::error::Error;
+use crate::ice::IceMsg;
+use crate::peer::PeerMsg;
+use crate::runtime::{self, Link, Wake};
+use crate::sctp::SctpMsg;
+use crate::sdp::Fingerprint;
+use async_channel::Receiver;
+use bytes::{Bytes, BytesMut};
+use rtc_dtls::config::{
+    ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig,
+    VerifyPeerCertificateFn,
+};
+use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc_shared::TransportProtocol;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Inputs of the DTLS actor.
+pub(crate) enum DtlsMsg {
+    /// A DTLS record datagram from the ICE agent.
+    Datagram(BytesMut),
+    /// An SCTP packet to protect and send.
+    Send(Bytes),
+    /// From the remote description: our role and the fingerprints to accept.
+    Start {
+        client: bool,
+        remote_fingerprints: Vec<Fingerprint>,
+    },
+    /// ICE selected a pair: the client may send its ClientHello.
+    IceConnected,
+    /// Send close_notify, then pass Close on to ICE.
+    Close,
+}
+
+/// What the DTLS actor reports to the peer connection.
+#[derive(Debug)]
+pub(crate) enum DtlsReport {
+    Connecting,
+    Connected,
+    Failed(Error),
+    Closed,
+}
+
+// ICE routes the datagrams; rtc-dtls only needs a stable key for the one association.
+const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+const REMOTE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+const EARLY_DATAGRAMS: usize = 16;
+
+pub(crate) struct DtlsActor {
+    cert: Certificate,
+    endpoint: Option<Endpoint>,
+    client_config: Option<Arc<HandshakeConfig>>,
+    client: bool,
+    ice_ready: bool,
+    connecting: bool,
+    handshake_done: bool,
+    mismatch: Arc<AtomicBool>,
+    early: Vec<BytesMut>,
+    closed: bool,
+    ice: Link<IceMsg>,
+    sctp: Link<SctpMsg>,
+    peer: Link<PeerMsg>,
+}
+
+impl DtlsActor {
+    pub(crate) fn new(
+        cert: Certificate,
+        ice: Link<IceMsg>,
+        sctp: Link<SctpMsg>,
+        peer: Link<PeerMsg>,
+    ) -> Self {
+        Self {
+            cert,
+            endpoint: None,
+            client_config: None,
+            client: false,
+            ice_ready: false,
+            connecting: false,
+            handshake_done: false,
+            mismatch: Arc::new(AtomicBool::new(false)),
+            early: Vec::new(),
+            closed: false,
+            ice,
+            sctp,
+            peer,
+        }
+    }
+
+    pub(crate) async fn run(mut self, inbox: Receiver<Vec<DtlsMsg>>) {
+        loop {
+            self.drain();
+            self.ice.flush();
+            self.sctp.flush();
+            self.peer.flush();
+            if self.closed && !self.ice.is_backlogged() {
+                return;
+            }
+            let deadline = self.endpoint.as_ref().and_then(|e| e.poll_timeout(&REMOTE));
+            let wake = runtime::wait(
+                &inbox,
+                true,
+                deadline,
+                &mut [&mut self.ice, &mut self.sctp, &mut self.peer],
+                &mut runtime::no_extra,
+            )
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Inbox(Some(batch)) => {
+                    for msg in batch {
+                        self.handle(now, msg);
+                    }
+                }
+                Wake::Inbox(None) => self.close(now),
+                Wake::Timer => {
+                    if let Some(ep) = self.endpoint.as_mut() {
+                        if let Err(e) = ep.handle_timeout(REMOTE, now) {
+                            self.fail(now, Error::Dtls(format!("handshake timed out: {e}")));
+                        }
+                    }
+                }
+                Wake::Link | Wake::Extra => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Instant, msg: DtlsMsg) {
+        if self.closed {
+            return;
+        }
+        match msg {
+            DtlsMsg::Datagram(d) => self.datagram(now, d),
+            DtlsMsg::Send(p) => {
+                if !self.handshake_done {
+                    log::debug!("DTLS: SCTP packet before handshake dropped");
+                    return;
+                }
+                if let Some(ep) = self.endpoint.as_mut() {
+                    if let Err(e) = ep.write(now, REMOTE, &p) {
+                        log::warn!("DTLS: write failed: {e}");
+                    }
+                }
+            }
+            DtlsMsg::Start {
+                client,
+                remote_fingerprints,
+            } => self.start(now, client, remote_fingerprints),
+            DtlsMsg::IceConnected => {
+                self.ice_ready = true;
+                self.connect(now);
+            }
+            DtlsMsg::Close => self.close(now),
+        }
+    }
+
+    fn config(&self, client: bool, fingerprints: Vec<Fingerprint>) -> Result<HandshakeConfig, Error> {
+        let provider = cert::provider()?;
+        let verify_provider = provider.clone();
+        let mismatch = self.mismatch.clone();
+        let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
+            match certs.first() {
+                Some(der) if cert::matches(&verify_provider, der, &fingerprints) => Ok(()),
+                _ => {
+                    mismatch.store(true, Ordering::Release);
+                    Err(rtc_shared::error::Error::Other(
+                        "remote certificate does not match the SDP fingerprint".into(),
+                    ))
+                }
+            }
+        });
+        ConfigBuilder::default()
+            .with_crypto_provider(provider)
+            .with_certificates(vec![self.cert.dtls.clone()])
+            .with_insecure_skip_verify(true)
+            .with_client_auth(ClientAuthType::RequireAnyClientCert)
+            .with_extended_master_secret(ExtendedMasterSecretType::Require)
+            .with_verify_peer_certificate(Some(verify))
+            .build(client, Some(REMOTE))
+            .map_err(|e| Error::Dtls(format!("config: {e}")))
+    }
+
+    fn start(&mut self, now: Instant, client: bool, fingerprints: Vec<Fingerprint>) {
+        if self.endpoint.is_some() {
+            return; // renegotiation keeps the running association
+        }
+        let config = match self.config(client, fingerprints) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return self.fail(now, e),
+        };
+        self.client = client;
+        let server = (!client).then(|| config.clone());
+        self.endpoint = Some(Endpoint::new(LOCAL, TransportProtocol::UDP, server));
+        if client {
+            self.client_config = Some(config);
+            self.connect(now);
+        } else {
+            self.peer.push(PeerMsg::Dtls(DtlsReport::Connecting));
+        }
+        for d in std::mem::take(&mut self.early) {
+            self.datagram(now, d);
+        }
+    }
+
+    fn connect(&mut self, now: Instant) {
+        if !self.client || !self.ice_ready || self.connecting {
+            return;
+        }
+        let (Some(ep), Some(cfg)) = (self.endpoint.as_mut(), self.client_config.clone()) else {
+            return;
+        };
+        self.connecting = true;
+        self.peer.push(PeerMsg::Dtls(DtlsReport::Connecting));
+        if let Err(e) = ep.connect(now, REMOTE, cfg, None) {
+            self.fail(now, Error::Dtls(format!("connect: {e}")));
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, d: BytesMut) {
+        let Some(ep) = self.endpoint.as_mut() else {
+            if self.early.len() < EARLY_DATAGRAMS {
+                self.early.push(d);
+            }
+            return;
+        };
+        if self.client && !self.connecting {
+            return; // nothing to say to a server before our ClientHello
+        }
+        match ep.read(now, REMOTE, None, d) {
+            Ok(events) => {
+                for ev in events {
+                    match ev {
+                        EndpointEvent::HandshakeComplete => {
+                            self.handshake_done = true;
+                            log::info!(
+                                "DTLS handshake complete ({})",
+                                if self.client { "client" } else { "server" }
+                            );
+                            self.peer.push(PeerMsg::Dtls(DtlsReport::Connected));
+                            self.sctp.push(SctpMsg::Start {
+                                client: self.client,
+                            });
+                        }
+                        EndpointEvent::ApplicationData(data) => {
+                            self.sctp.push(SctpMsg::Packet(data));
+                        }
+                        EndpointEvent::PeerClosed => {
+                            log::info!("DTLS close_notify from the peer");
+                            self.peer.push(PeerMsg::Dtls(DtlsReport::Closed));
+                            self.sctp.push(SctpMsg::Close);
+                            self.closed = true;
+                            self.ice.push(IceMsg::Close);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                if self.mismatch.load(Ordering::Acquire) {
+                    self.fail(now, Error::FingerprintMismatch);
+                } else if !self.handshake_done && ep.get_connection_state(REMOTE).is_none() {
+                    self.fail(now, Error::Dtls(e.to_string()));
+                } else {
+                    // A stray or forged record must not end a working association.
+                    log::debug!("DTLS: datagram ignored: {e}");
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        if let Some(ep) = self.endpoint.as_mut() {
+            while let Some(t) = ep.poll_transmit() {
+                self.ice.push(IceMsg::Transmit(t.message));
+            }
+        }
+    }
+
+    fn fail(&mut self, now: Instant, e: Error) {
+        if self.closed {
+            return;
+        }
+        log::warn!("DTLS failed: {e}");
+        self.peer.push(PeerMsg::Dtls(DtlsReport::Failed(e)));
+        self.sctp.push(SctpMsg::Close);
+        self.close(now);
+    }
+
+    fn close(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let Some(ep) = self.endpoint.as_mut() {
+            let _ = ep.close(now);
+        }
+        self.drain();
+        self.peer.push(PeerMsg::Dtls(DtlsReport::Closed));
+        self.ice.push(IceMsg::Close);
+    }
+}

@@ -1,0 +1,63 @@
+//! Host candidate gathering: one UDP socket per local address (RFC 8445 §5.1.1.1).
+
+use async_io::Async;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+/// Which local addresses become host candidates.
+#[derive(Clone, Debug, Default)]
+pub struct HostPolicy {
+    /// Bind exactly these addresses; empty means every address of every up interface.
+    pub addresses: Vec<IpAddr>,
+    /// Include loopback addresses (always done when nothing else is up).
+    pub include_loopback: bool,
+    /// Include (non-link-local) IPv6 addresses.
+    pub ipv6: bool,
+}
+
+/// The addresses to bind under `policy`, in a stable order (IPv4 first).
+pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
+    if !policy.addresses.is_empty() {
+        return policy.addresses.clone();
+    }
+    let mut all: Vec<IpAddr> = match rtc_shared::ifaces::ifaces() {
+        Ok(ifs) => ifs
+            .into_iter()
+            .filter_map(|i| i.addr.map(|a| a.ip()))
+            .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
+            .filter(|ip| match ip {
+                IpAddr::V4(_) => true,
+                // Link-local v6 needs a scope id on every send; skip it.
+                IpAddr::V6(v6) => policy.ipv6 && (v6.segments()[0] & 0xffc0) != 0xfe80,
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("ICE: cannot list interfaces: {e}; using loopback");
+            Vec::new()
+        }
+    };
+    all.sort_by_key(|ip| (ip.is_ipv6(), ip.is_loopback(), *ip));
+    all.dedup();
+    let non_loopback = all.iter().any(|ip| !ip.is_loopback());
+    if non_loopback && !policy.include_loopback {
+        all.retain(|ip| !ip.is_loopback());
+    }
+    if all.is_empty() {
+        all.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    all
+}
+
+/// Binds one non-blocking UDP socket per address; failures are logged and skipped.
+pub fn bind(addresses: &[IpAddr]) -> Vec<(SocketAddr, Async<UdpSocket>)> {
+    let mut out = Vec::new();
+    for ip in addresses {
+        match Async::<UdpSocket>::bind(SocketAddr::new(*ip, 0)) {
+            Ok(sock) => match sock.get_ref().local_addr() {
+                Ok(addr) => out.push((addr, sock)),
+                Err(e) => log::warn!("ICE: {ip}: {e}"),
+            },
+            Err(e) => log::warn!("ICE: cannot bind {ip}: {e}"),
+        }
+    }
+    out
+}

@@ -1,0 +1,582 @@
+//! The peer actor: signaling state, descriptions, and the connection state derived from
+//! the ICE and DTLS actors' reports. It wires the remote description into the pipeline:
+//! ICE credentials and candidates, the DTLS role (RFC 8842) and fingerprints, and the
+//! remote's max-message-size for SCTP.
+
+use super::{ConnectionState, Event, SignalingState};
+use crate::dtls::{DtlsMsg, DtlsReport};
+use crate::error::{Error, Result};
+use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
+use crate::runtime::{self, Link, Reply, Wake};
+use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
+use crate::sdp::{self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup};
+use async_channel::Receiver;
+
+/// Inputs of the peer actor: API calls and the other actors' reports.
+pub(crate) enum PeerMsg {
+    Cmd(PeerCmd),
+    Ice(IceReport),
+    Dtls(DtlsReport),
+    Sctp(SctpReport),
+}
+
+pub(crate) enum PeerCmd {
+    CreateOffer(Reply<Result<Description>>),
+    CreateAnswer(Reply<Result<Description>>),
+    SetLocal(Description, Reply<Result<()>>),
+    SetRemote(Description, Reply<Result<()>>),
+    AddCandidate(IceCandidateInit, Reply<Result<()>>),
+    LocalDescription(Reply<Option<Description>>),
+    RemoteDescription(Reply<Option<Description>>),
+    States(Reply<(SignalingState, GatheringState, ConnectionState)>),
+    ChannelCreated,
+    Close(Option<Reply<()>>),
+}
+
+/// ICE credentials from the crypto RNG: 16-char ufrag, 32-char password (RFC 8839 ice-char).
+pub(crate) fn ice_credentials() -> Result<(String, String)> {
+    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let provider = crate::dtls::crypto_provider()?;
+    let mut raw = [0u8; 48];
+    provider
+        .random()
+        .fill(&mut raw)
+        .map_err(|e| Error::Ice(format!("random: {e}")))?;
+    let s: String = raw.iter().map(|b| ICE_CHARS[(b & 63) as usize] as char).collect();
+    Ok((s[..16].to_owned(), s[16..].to_owned()))
+}
+
+const DEFAULT_MID: &str = "0";
+
+pub(crate) struct PeerActor {
+    name: String,
+    config: super::Config,
+    fingerprint: Fingerprint,
+    ufrag: String,
+    pwd: String,
+    session_id: u64,
+    session_version: u64,
+    signaling: SignalingState,
+    /// Our last created offer/answer kind and setup role, for an implicit set_local.
+    pending_local: Option<(SdpType, Setup, String)>,
+    /// The description set locally: kind, setup and mid (candidates are added on read).
+    local: Option<(SdpType, Setup, String)>,
+    remote: Option<(Description, RemoteSession)>,
+    offerer: Option<bool>,
+    transport_started: bool,
+    data_negotiated: bool,
+    negotiation_needed: bool,
+    candidates: Vec<String>,
+    gathering: GatheringState,
+    ice_state: IceConnectionState,
+    dtls_connected: bool,
+    dtls_connecting: bool,
+    dtls_failed: bool,
+    connection: ConnectionState,
+    closed: bool,
+    teardown_sent: bool,
+    ice: Link<IceMsg>,
+    dtls: Link<DtlsMsg>,
+    sctp: Link<SctpMsg>,
+    events: Link<Event>,
+}
+
+impl PeerActor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        config: super::Config,
+        fingerprint: Fingerprint,
+        ufrag: String,
+        pwd: String,
+        ice_ok: bool,
+        ice: Link<IceMsg>,
+        dtls: Link<DtlsMsg>,
+        sctp: Link<SctpMsg>,
+        events: Link<Event>,
+    ) -> Self {
+        let session_id = u64::from_le_bytes(
+            ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]),
+        ) & 0x3fff_ffff_ffff_ffff;
+        Self {
+            name,
+            config,
+            fingerprint,
+            ufrag,
+            pwd,
+            session_id,
+            session_version: 1,
+            signaling: SignalingState::Stable,
+            pending_local: None,
+            local: None,
+            remote: None,
+            offerer: None,
+            transport_started: false,
+            data_negotiated: false,
+            negotiation_needed: false,
+            candidates: Vec::new(),
+            gathering: GatheringState::New,
+            ice_state: if ice_ok {
+                IceConnectionState::New
+            } else {
+                IceConnectionState::Failed
+            },
+            dtls_connected: false,
+            dtls_connecting: false,
+            dtls_failed: false,
+            connection: ConnectionState::New,
+            closed: false,
+            teardown_sent: false,
+            ice,
+            dtls,
+            sctp,
+            events,
+        }
+    }
+
+    pub(crate) async fn run(mut self, inbox: Receiver<Vec<PeerMsg>>) {
+        loop {
+            self.ice.flush();
+            self.dtls.flush();
+            self.sctp.flush();
+            self.events.flush();
+            let wake = runtime::wait(
+                &inbox,
+                true,
+                None,
+                &mut [
+                    &mut self.ice,
+                    &mut self.dtls,
+                    &mut self.sctp,
+                    &mut self.events,
+                ],
+                &mut runtime::no_extra,
+            )
+            .await;
+            match wake {
+                Wake::Inbox(Some(batch)) => {
+                    for msg in batch {
+                        self.handle(msg);
+                    }
+                }
+                Wake::Inbox(None) => {
+                    self.close();
+                    self.ice.flush();
+                    self.dtls.flush();
+                    self.sctp.flush();
+                    self.events.flush();
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn log_state(&self, what: &str, value: &dyn std::fmt::Display) {
+        log::info!("[{}] {what}: {value}", self.name);
+    }
+
+    fn handle(&mut self, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Cmd(cmd) => self.command(cmd),
+            PeerMsg::Ice(r) => self.ice_report(r),
+            PeerMsg::Dtls(r) => self.dtls_report(r),
+            PeerMsg::Sctp(r) => match r {
+                SctpReport::Connected => log::info!("[{}] SCTP connected", self.name),
+                SctpReport::Closed(why) => log::info!("[{}] SCTP closed: {why}", self.name),
+            },
+        }
+    }
+
+    fn command(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::CreateOffer(r) => {
+                let _ = r.try_send(self.create_offer());
+            }
+            PeerCmd::CreateAnswer(r) => {
+                let _ = r.try_send(self.create_answer());
+            }
+            PeerCmd::SetLocal(d, r) => {
+                let _ = r.try_send(self.set_local(d));
+            }
+            PeerCmd::SetRemote(d, r) => {
+                let res = self.set_remote(d);
+                if let Err(e) = &res {
+                    log::warn!("[{}] remote description refused: {e}", self.name);
+                }
+                let _ = r.try_send(res);
+            }
+            PeerCmd::AddCandidate(c, r) => {
+                let _ = r.try_send(self.add_candidate(c));
+            }
+            PeerCmd::LocalDescription(r) => {
+                let _ = r.try_send(self.local_description());
+            }
+            PeerCmd::RemoteDescription(r) => {
+                let _ = r.try_send(self.remote.as_ref().map(|(d, _)| d.clone()));
+            }
+            PeerCmd::States(r) => {
+                let _ = r.try_send((self.signaling, self.gathering, self.connection));
+            }
+            PeerCmd::ChannelCreated => {
+                if !self.data_negotiated && !self.negotiation_needed && !self.closed {
+                    self.negotiation_needed = true;
+                    log::info!("[{}] negotiation needed", self.name);
+                    self.events.push(Event::NegotiationNeeded);
+                }
+            }
+            PeerCmd::Close(r) => {
+                self.close();
+                if let Some(r) = r {
+                    let _ = r.try_send(());
+                }
+            }
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::InvalidState("peer connection is closed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn local_session(&self, setup: Setup, mid: &str) -> LocalSession {
+        LocalSession {
+            session_id: self.session_id,
+            session_version: self.session_version,
+            ice_ufrag: self.ufrag.clone(),
+            ice_pwd: self.pwd.clone(),
+            fingerprint: self.fingerprint.clone(),
+            setup,
+            mid: mid.to_owned(),
+            sctp_port: 5000,
+            max_message_size: self.config.sctp.max_message_size as u64,
+            candidates: self.candidates.clone(),
+            end_of_candidates: self.gathering == GatheringState::Complete,
+            ice_options_trickle: true,
+        }
+    }
+
+    fn create_offer(&mut self) -> Result<Description> {
+        self.check_open()?;
+        if self.signaling == SignalingState::HaveRemoteOffer {
+            return Err(Error::InvalidState(
+                "create_offer while a remote offer awaits an answer".into(),
+            ));
+        }
+        let mid = self
+            .local
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        self.pending_local = Some((SdpType::Offer, Setup::ActPass, mid.clone()));
+        Ok(Description {
+            kind: SdpType::Offer,
+            sdp: sdp::write_offer(&self.local_session(Setup::ActPass, &mid)),
+        })
+    }
+
+    /// Our DTLS role when answering `remote` (RFC 8842 §5.3): active unless it is.
+    fn answer_setup(remote: &RemoteSession) -> Setup {
+        match remote.setup {
+            Some(Setup::Active) => Setup::Passive,
+            _ => Setup::Active,
+        }
+    }
+
+    fn create_answer(&mut self) -> Result<Description> {
+        self.check_open()?;
+        if self.signaling != SignalingState::HaveRemoteOffer {
+            return Err(Error::InvalidState(format!(
+                "create_answer needs a remote offer (signaling state is {})",
+                self.signaling
+            )));
+        }
+        let (_, remote) = self.remote.as_ref().expect("have-remote-offer has a remote");
+        let setup = Self::answer_setup(remote);
+        let mid = remote
+            .mid
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        let sdp = sdp::write_answer(&self.local_session(setup, &mid), remote);
+        self.pending_local = Some((SdpType::Answer, setup, mid));
+        Ok(Description {
+            kind: SdpType::Answer,
+            sdp,
+        })
+    }
+
+    fn set_signaling(&mut self, s: SignalingState) {
+        if self.signaling != s {
+            self.signaling = s;
+            self.log_state("signaling state", &s);
+            self.events.push(Event::SignalingState(s));
+        }
+    }
+
+    fn set_local(&mut self, d: Description) -> Result<()> {
+        self.check_open()?;
+        let (kind, setup, mid) = match &self.pending_local {
+            Some(p) if p.0 == d.kind => p.clone(),
+            _ => {
+                return Err(Error::InvalidState(format!(
+                    "set_local_description({:?}) without a matching create_{}",
+                    d.kind,
+                    if d.kind == SdpType::Answer { "answer" } else { "offer" }
+                )))
+            }
+        };
+        // Our own text is regenerated from state; a caller's edits are not supported.
+        if !d.sdp.is_empty() {
+            sdp::parse(&d.sdp)?;
+        }
+        match (kind, self.signaling) {
+            (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
+                self.offerer = Some(true);
+                self.set_signaling(SignalingState::HaveLocalOffer);
+            }
+            (SdpType::Answer, SignalingState::HaveRemoteOffer) => {
+                self.set_signaling(SignalingState::Stable);
+                self.negotiated();
+            }
+            (k, s) => {
+                return Err(Error::InvalidState(format!(
+                    "cannot set a local {k:?} in signaling state {s}"
+                )))
+            }
+        }
+        self.local = Some((kind, setup, mid));
+        self.pending_local = None;
+        if self.gathering == GatheringState::New {
+            self.gathering = GatheringState::Gathering;
+            self.log_state("ICE gathering state", &self.gathering);
+            self.events
+                .push(Event::IceGatheringState(GatheringState::Gathering));
+            self.ice.push(IceMsg::Gather);
+        }
+        Ok(())
+    }
+
+    fn negotiated(&mut self) {
+        self.data_negotiated = true;
+        self.negotiation_needed = false;
+        self.session_version += 1;
+    }
+
+    fn set_remote(&mut self, d: Description) -> Result<()> {
+        self.check_open()?;
+        let remote = sdp::parse(&d.sdp)?;
+        if remote.fingerprints.is_empty() {
+            return Err(Error::InvalidArgument("remote description has no a=fingerprint".into()));
+        }
+        if !remote.fingerprints.iter().any(|f| f.algorithm == "sha-256") {
+            return Err(Error::InvalidArgument(
+                "remote a=fingerprint uses no sha-256 hash (the only one smolrtc checks)".into(),
+            ));
+        }
+        let is_offer = match (d.kind, self.signaling) {
+            (SdpType::Offer, SignalingState::Stable) => true,
+            (SdpType::Answer, SignalingState::HaveLocalOffer) => false,
+            (k, s) => {
+                return Err(Error::InvalidState(format!(
+                    "cannot set a remote {k:?} in signaling state {s}"
+                )))
+            }
+        };
+        let our_setup_is_client = if is_offer {
+            Self::answer_setup(&remote) == Setup::Active
+        } else {
+            match remote.setup {
+                Some(Setup::Active) | None => false,
+                Some(Setup::Passive) => true,
+                Some(s) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "answer with a=setup:{s:?}; expected active or passive"
+                    )))
+                }
+            }
+        };
+        let candidates = remote.candidates.clone();
+        let end = remote.end_of_candidates;
+        if !self.transport_started {
+            self.transport_started = true;
+            if is_offer {
+                self.offerer = Some(false);
+            }
+            let controlling = self.offerer == Some(true) || remote.ice_lite;
+            self.ice.push(IceMsg::Start {
+                controlling,
+                ufrag: remote.ice_ufrag.clone(),
+                pwd: remote.ice_pwd.clone(),
+            });
+            self.sctp.push(SctpMsg::Configure {
+                remote_max_message_size: remote
+                    .max_message_size
+                    .map_or(DEFAULT_REMOTE_MAX_MESSAGE_SIZE, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+            });
+            log::info!(
+                "[{}] DTLS role: {}",
+                self.name,
+                if our_setup_is_client { "client (active)" } else { "server (passive)" }
+            );
+            self.dtls.push(DtlsMsg::Start {
+                client: our_setup_is_client,
+                remote_fingerprints: remote.fingerprints.clone(),
+            });
+        }
+        for c in candidates {
+            self.ice.push(IceMsg::RemoteCandidate(c));
+        }
+        if end {
+            self.ice.push(IceMsg::EndOfCandidates);
+        }
+        self.remote = Some((d, remote));
+        if is_offer {
+            self.set_signaling(SignalingState::HaveRemoteOffer);
+        } else {
+            self.set_signaling(SignalingState::Stable);
+            self.negotiated();
+        }
+        Ok(())
+    }
+
+    fn add_candidate(&mut self, c: IceCandidateInit) -> Result<()> {
+        self.check_open()?;
+        if self.remote.is_none() {
+            return Err(Error::InvalidState(
+                "add_ice_candidate before set_remote_description".into(),
+            ));
+        }
+        let line = c.candidate.trim();
+        if line.is_empty() {
+            self.ice.push(IceMsg::EndOfCandidates);
+            return Ok(());
+        }
+        let raw = line.strip_prefix("a=").unwrap_or(line);
+        let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
+        rtc_ice::candidate::unmarshal_candidate(raw)
+            .map_err(|e| Error::InvalidArgument(format!("candidate {line:?}: {e}")))?;
+        self.ice.push(IceMsg::RemoteCandidate(raw.to_owned()));
+        Ok(())
+    }
+
+    fn local_description(&self) -> Option<Description> {
+        let (kind, setup, mid) = self.local.as_ref()?;
+        let local = self.local_session(*setup, mid);
+        let sdp = match (kind, &self.remote) {
+            (SdpType::Answer, Some((_, remote))) => sdp::write_answer(&local, remote),
+            _ => sdp::write_offer(&local),
+        };
+        Some(Description { kind: *kind, sdp })
+    }
+
+    fn ice_report(&mut self, r: IceReport) {
+        match r {
+            IceReport::Candidate(c) => {
+                self.candidates.push(c.clone());
+                let mid = self
+                    .local
+                    .as_ref()
+                    .map(|(_, _, m)| m.clone())
+                    .unwrap_or_else(|| DEFAULT_MID.to_owned());
+                self.events.push(Event::IceCandidate(Some(IceCandidateInit {
+                    candidate: c,
+                    sdp_mid: Some(mid),
+                    sdp_mline_index: Some(0),
+                    username_fragment: Some(self.ufrag.clone()),
+                })));
+            }
+            IceReport::GatheringComplete => {
+                self.gathering = GatheringState::Complete;
+                self.log_state("ICE gathering state", &self.gathering);
+                self.events.push(Event::IceCandidate(None));
+                self.events
+                    .push(Event::IceGatheringState(GatheringState::Complete));
+            }
+            IceReport::State(s) => {
+                if self.ice_state != s {
+                    self.ice_state = s;
+                    self.log_state("ICE connection state", &s);
+                    self.events.push(Event::IceConnectionState(s));
+                    self.update_connection();
+                }
+            }
+            IceReport::SelectedPair { local, remote } => {
+                log::info!("[{}] ICE selected pair: {local} <-> {remote}", self.name);
+            }
+            IceReport::BadCandidate(why) => {
+                log::warn!("[{}] remote candidate ignored: {why}", self.name);
+            }
+        }
+    }
+
+    fn dtls_report(&mut self, r: DtlsReport) {
+        match r {
+            DtlsReport::Connecting => self.dtls_connecting = true,
+            DtlsReport::Connected => self.dtls_connected = true,
+            DtlsReport::Failed(e) => {
+                self.dtls_failed = true;
+                log::warn!("[{}] {e}", self.name);
+                self.events.push(Event::Error(e));
+            }
+            DtlsReport::Closed => {
+                if !self.closed && self.dtls_connected && !self.dtls_failed {
+                    // The peer said goodbye (close_notify): the connection is over.
+                    self.closed = true;
+                    self.set_signaling(SignalingState::Closed);
+                }
+            }
+        }
+        self.update_connection();
+    }
+
+    fn update_connection(&mut self) {
+        let next = if self.closed {
+            ConnectionState::Closed
+        } else if self.dtls_failed || self.ice_state == IceConnectionState::Failed {
+            ConnectionState::Failed
+        } else if self.ice_state == IceConnectionState::Disconnected {
+            ConnectionState::Disconnected
+        } else if matches!(
+            self.ice_state,
+            IceConnectionState::Connected | IceConnectionState::Completed
+        ) && self.dtls_connected
+        {
+            ConnectionState::Connected
+        } else if self.ice_state == IceConnectionState::Checking || self.dtls_connecting {
+            ConnectionState::Connecting
+        } else {
+            self.connection
+        };
+        if next != self.connection {
+            self.connection = next;
+            self.log_state("connection state", &next);
+            self.events.push(Event::ConnectionState(next));
+        }
+        if matches!(next, ConnectionState::Failed | ConnectionState::Closed) {
+            self.teardown();
+        }
+    }
+
+    /// Frees the pipeline: SCTP aborts, then DTLS and ICE close in turn.
+    fn teardown(&mut self) {
+        if !self.teardown_sent {
+            self.teardown_sent = true;
+            self.sctp.push(SctpMsg::Close);
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        log::info!("[{}] closing", self.name);
+        self.closed = true;
+        self.set_signaling(SignalingState::Closed);
+        self.update_connection();
+    }
+}

@@ -1,0 +1,382 @@
+//! The peer connection: the W3C `RTCPeerConnection` shape over the actors.
+//!
+//! [`PeerConnection`] is a `Send + Sync` handle. The connection itself — its peer actor,
+//! ICE agent, DTLS transport, SCTP association and channel router — lives on a smolrtc
+//! thread ([`Runtime`]); the handle only sends commands and reads events, so any thread may
+//! drive it (as rawrtc was driven from a kore task thread). Dropping the last handle closes
+//! the connection.
+
+mod actor;
+
+pub(crate) use actor::PeerMsg;
+
+use crate::channel::router::{Router, DEFAULT_MAX_CHANNELS};
+use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message};
+use crate::dtls::{Certificate, DtlsActor};
+use crate::error::{Error, Result};
+use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
+use crate::runtime::{reply_channel, Link, Runtime, INBOX_BATCHES};
+use crate::sctp::{SctpActor, SctpConfig};
+use crate::sdp::{Description, IceCandidateInit};
+use actor::{PeerActor, PeerCmd};
+use async_channel::{Receiver, Sender};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Peer connection settings.
+#[derive(Clone, Default)]
+pub struct Config {
+    /// Name used in log lines (a session id, "A"/"B", ...).
+    pub name: String,
+    /// ICE settings.
+    pub ice: IceConfig,
+    /// SCTP settings.
+    pub sctp: SctpConfig,
+    /// Most data channels at once (0 = [`DEFAULT_MAX_CHANNELS`]).
+    pub max_channels: usize,
+    /// The DTLS certificate; a fresh ECDSA P-256 one when `None`.
+    pub certificate: Option<Certificate>,
+}
+
+/// W3C `RTCSignalingState` (without the provisional-answer states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalingState {
+    /// No offer/answer exchange in progress.
+    Stable,
+    /// A local offer is set; waiting for the answer.
+    HaveLocalOffer,
+    /// A remote offer is set; an answer is due.
+    HaveRemoteOffer,
+    /// The connection is closed.
+    Closed,
+}
+
+/// W3C `RTCPeerConnectionState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Nothing started.
+    New,
+    /// ICE or DTLS in progress.
+    Connecting,
+    /// ICE and DTLS up.
+    Connected,
+    /// ICE lost consent for a while.
+    Disconnected,
+    /// ICE or DTLS failed; resources are freed.
+    Failed,
+    /// Closed locally or by the peer.
+    Closed,
+}
+
+macro_rules! display_lowercase_debug {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = format!("{self:?}");
+                // CamelCase to the W3C's dashed lowercase: HaveLocalOffer -> have-local-offer.
+                let mut out = String::new();
+                for (i, c) in s.chars().enumerate() {
+                    if c.is_uppercase() && i > 0 {
+                        out.push('-');
+                    }
+                    out.extend(c.to_lowercase());
+                }
+                f.write_str(&out)
+            }
+        }
+    )*};
+}
+display_lowercase_debug!(
+    SignalingState,
+    ConnectionState,
+    IceConnectionState,
+    GatheringState
+);
+
+/// Everything a peer connection reports, in order.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A change needs an offer/answer exchange (the first data channel).
+    NegotiationNeeded,
+    /// A local candidate to trickle to the peer; `None` is end-of-candidates.
+    IceCandidate(Option<IceCandidateInit>),
+    /// Gathering state changed.
+    IceGatheringState(GatheringState),
+    /// ICE connection state changed.
+    IceConnectionState(IceConnectionState),
+    /// Signaling state changed.
+    SignalingState(SignalingState),
+    /// Peer connection state changed.
+    ConnectionState(ConnectionState),
+    /// An error that changed the connection state (fingerprint mismatch, DTLS failure, ...).
+    Error(Error),
+    /// The peer opened a channel in-band (DCEP); an open event follows.
+    DataChannel(DataChannel),
+    /// A channel is open.
+    ChannelOpen(DataChannel),
+    /// A message arrived on a channel.
+    ChannelMessage(DataChannel, Message),
+    /// A channel's buffered amount fell to its low threshold.
+    ChannelBufferedAmountLow(DataChannel),
+    /// A channel is closed.
+    ChannelClosed(DataChannel),
+}
+
+/// The receiving end of a peer connection's events. Events are delivered once: take one
+/// stream per connection.
+pub struct EventStream {
+    rx: Receiver<Vec<Event>>,
+    buf: VecDeque<Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the connection is closed and every event was read.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.buf.pop_front() {
+                return Some(e);
+            }
+            self.buf.extend(self.rx.recv().await.ok()?);
+        }
+    }
+
+    /// The next event if one is ready now.
+    pub fn try_next(&mut self) -> Option<Event> {
+        if self.buf.is_empty() {
+            if let Ok(batch) = self.rx.try_recv() {
+                self.buf.extend(batch);
+            }
+        }
+        self.buf.pop_front()
+    }
+
+    /// Blocking [`EventStream::next`], for threads without an executor.
+    pub fn next_blocking(&mut self) -> Option<Event> {
+        futures_lite::future::block_on(self.next())
+    }
+}
+
+struct Inner {
+    peer: Sender<Vec<PeerMsg>>,
+    channel_cmds: Sender<Vec<ChannelCmd>>,
+    events: Receiver<Vec<Event>>,
+    next_key: Arc<AtomicU32>,
+    max_message_size: Arc<AtomicUsize>,
+    _runtime: Runtime,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.peer.try_send(vec![PeerMsg::Cmd(PeerCmd::Close(None))]);
+    }
+}
+
+/// A WebRTC peer connection for data channels. See the module documentation.
+#[derive(Clone)]
+pub struct PeerConnection {
+    inner: Arc<Inner>,
+}
+
+impl PeerConnection {
+    /// Creates a peer connection on the process-wide smolrtc thread.
+    pub fn new(config: Config) -> Result<Self> {
+        Self::with_runtime(Runtime::global(), config)
+    }
+
+    /// Creates a peer connection on the given smolrtc thread.
+    pub fn with_runtime(runtime: &Runtime, config: Config) -> Result<Self> {
+        let certificate = match &config.certificate {
+            Some(c) => c.clone(),
+            None => Certificate::generate()?,
+        };
+        let (ufrag, pwd) = actor::ice_credentials()?;
+        let (peer_tx, peer_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (ice_tx, ice_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (dtls_tx, dtls_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (sctp_tx, sctp_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (router_tx, router_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (cmds_tx, cmds_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (events_tx, events_rx) = async_channel::bounded(INBOX_BATCHES * 4);
+        let next_key = Arc::new(AtomicU32::new(1));
+        let max_message_size = Arc::new(AtomicUsize::new(0));
+
+        let name = config.name.clone();
+        let fingerprint = certificate.fingerprint().clone();
+        let (k, m, c) = (next_key.clone(), max_message_size.clone(), cmds_tx.clone());
+        let peer_tx2 = peer_tx.clone();
+        runtime.spawn_actors(move |ex| {
+            let link_peer = || Link::new(peer_tx2.clone());
+            let ice = IceActor::new(
+                config.ice.clone(),
+                ufrag.clone(),
+                pwd.clone(),
+                Link::new(dtls_tx.clone()),
+                link_peer(),
+            );
+            let ice_ok = match ice {
+                Ok(ice) => {
+                    ex.spawn(ice.run(ice_rx)).detach();
+                    true
+                }
+                Err(e) => {
+                    log::error!("[{name}] ICE agent: {e}");
+                    false
+                }
+            };
+            let dtls = DtlsActor::new(
+                certificate,
+                Link::new(ice_tx.clone()),
+                Link::new(sctp_tx.clone()),
+                link_peer(),
+            );
+            ex.spawn(dtls.run(dtls_rx)).detach();
+            let sctp = SctpActor::new(
+                config.sctp.clone(),
+                Link::new(router_tx),
+                Link::new(dtls_tx.clone()),
+                link_peer(),
+            );
+            ex.spawn(sctp.run(sctp_rx)).detach();
+            let max_channels = match config.max_channels {
+                0 => DEFAULT_MAX_CHANNELS,
+                n => n,
+            };
+            let router = Router::new(
+                Link::new(sctp_tx.clone()),
+                Link::new(events_tx.clone()),
+                c,
+                k,
+                m,
+                max_channels,
+            );
+            ex.spawn(router.run(router_rx, cmds_rx)).detach();
+            let peer = PeerActor::new(
+                name,
+                config,
+                fingerprint,
+                ufrag,
+                pwd,
+                ice_ok,
+                Link::new(ice_tx),
+                Link::new(dtls_tx),
+                Link::new(sctp_tx),
+                Link::new(events_tx),
+            );
+            ex.spawn(peer.run(peer_rx)).detach();
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                peer: peer_tx,
+                channel_cmds: cmds_tx,
+                events: events_rx,
+                next_key,
+                max_message_size,
+                _runtime: runtime.clone(),
+            }),
+        })
+    }
+
+    /// The event stream. Take it once, before signaling starts, and keep reading it.
+    pub fn events(&self) -> EventStream {
+        EventStream {
+            rx: self.inner.events.clone(),
+            buf: VecDeque::new(),
+        }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Sender<T>) -> PeerCmd) -> Result<T> {
+        let (tx, rx) = reply_channel();
+        self.inner
+            .peer
+            .send(vec![PeerMsg::Cmd(make(tx))])
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.recv().await.map_err(|_| Error::Closed)
+    }
+
+    /// W3C `createOffer`: a data-channel offer with the candidates gathered so far.
+    pub async fn create_offer(&self) -> Result<Description> {
+        self.call(PeerCmd::CreateOffer).await?
+    }
+
+    /// W3C `createAnswer`, after a remote offer.
+    pub async fn create_answer(&self) -> Result<Description> {
+        self.call(PeerCmd::CreateAnswer).await?
+    }
+
+    /// W3C `setLocalDescription`; starts gathering. An empty `sdp` uses the last created
+    /// offer or answer.
+    pub async fn set_local_description(&self, description: Description) -> Result<()> {
+        self.call(|r| PeerCmd::SetLocal(description, r)).await?
+    }
+
+    /// W3C `setRemoteDescription`; starts ICE checks and fixes the DTLS role.
+    pub async fn set_remote_description(&self, description: Description) -> Result<()> {
+        self.call(|r| PeerCmd::SetRemote(description, r)).await?
+    }
+
+    /// W3C `addIceCandidate`; an empty `candidate` is end-of-candidates.
+    pub async fn add_ice_candidate(&self, candidate: IceCandidateInit) -> Result<()> {
+        self.call(|r| PeerCmd::AddCandidate(candidate, r)).await?
+    }
+
+    /// The local description with every candidate gathered so far.
+    pub async fn local_description(&self) -> Option<Description> {
+        self.call(PeerCmd::LocalDescription).await.ok().flatten()
+    }
+
+    /// The remote description as set.
+    pub async fn remote_description(&self) -> Option<Description> {
+        self.call(PeerCmd::RemoteDescription).await.ok().flatten()
+    }
+
+    /// Current signaling, ICE gathering and connection states.
+    pub async fn states(&self) -> Result<(SignalingState, GatheringState, ConnectionState)> {
+        self.call(PeerCmd::States).await
+    }
+
+    /// W3C `createDataChannel`. The channel opens once SCTP is up (negotiated channels) or
+    /// the peer acknowledges it (in-band); watch for [`Event::ChannelOpen`].
+    pub async fn create_data_channel(&self, label: &str, init: ChannelInit) -> Result<DataChannel> {
+        init.validate()?;
+        if label.len() > u16::MAX as usize {
+            return Err(Error::InvalidArgument("label longer than 65535 bytes".into()));
+        }
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(ChannelShared::new(
+            key,
+            label.to_owned(),
+            init,
+            self.inner.max_message_size.clone(),
+        ));
+        let channel = DataChannel {
+            shared: shared.clone(),
+            cmds: self.inner.channel_cmds.clone(),
+        };
+        self.inner
+            .channel_cmds
+            .send(vec![ChannelCmd::Create(shared)])
+            .await
+            .map_err(|_| Error::Closed)?;
+        let _ = self
+            .inner
+            .peer
+            .send(vec![PeerMsg::Cmd(PeerCmd::ChannelCreated)])
+            .await;
+        Ok(channel)
+    }
+
+    /// W3C `close`: channels close, SCTP aborts, DTLS sends close_notify, sockets close.
+    pub async fn close(&self) {
+        let _ = self.call(|r| PeerCmd::Close(Some(r))).await;
+    }
+}
+
+impl fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerConnection")
+    }
+}

@@ -1,0 +1,396 @@
+//! The SCTP association actor (RFC 8261 over DTLS), around rtc-sctp's sans-IO association.
+//!
+//! Input: decrypted SCTP packets from the DTLS actor, stream commands from the router.
+//! Output: SCTP packets to the DTLS actor, stream events and whole messages to the router.
+//! Messages are read out of SCTP only while the router keeps up, so a slow application
+//! closes the receive window (DESIGN.md's backpressure rule).
+
+use crate::channel::router::RouterMsg;
+use crate::dtls::DtlsMsg;
+use crate::peer::PeerMsg;
+use crate::runtime::{self, Link, Wake};
+use async_channel::Receiver;
+use bytes::{Bytes, BytesMut};
+use rtc_sctp::{
+    Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
+    EndpointConfig, Event, Payload, PayloadProtocolIdentifier as Ppi, ReliabilityType,
+    ServerConfig, StreamEvent, TransportConfig,
+};
+use rtc_shared::TransportProtocol;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// SCTP settings (DESIGN.md defaults).
+#[derive(Clone, Debug)]
+pub struct SctpConfig {
+    /// Inbound and outbound streams offered (Chrome uses 1024).
+    pub max_streams: u16,
+    /// Receive buffer (advertised window), bytes.
+    pub receive_buffer: u32,
+    /// Our `a=max-message-size`: the largest message we accept.
+    pub max_message_size: usize,
+    /// SCTP packet size budget (the whole SCTP packet, before DTLS).
+    pub mtu: u32,
+}
+
+impl Default for SctpConfig {
+    fn default() -> Self {
+        Self {
+            max_streams: 1024,
+            receive_buffer: 1024 * 1024,
+            max_message_size: 256 * 1024,
+            mtu: 1200,
+        }
+    }
+}
+
+/// The remote's max-message-size when its description has none (RFC 8841 §6.1).
+pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Inputs of the SCTP actor.
+pub(crate) enum SctpMsg {
+    /// One decrypted SCTP packet.
+    Packet(BytesMut),
+    /// DTLS is up: start the association (the DTLS client sends INIT).
+    Start { client: bool },
+    /// From the remote description: its max-message-size (0 = unlimited).
+    Configure { remote_max_message_size: usize },
+    /// Create or configure an outgoing stream.
+    Open {
+        stream: u16,
+        unordered: bool,
+        rel: ReliabilityType,
+        value: u32,
+    },
+    /// Send one message.
+    Write { stream: u16, ppi: Ppi, data: Bytes },
+    /// Reset an outgoing stream (closes the channel).
+    Reset { stream: u16 },
+    /// Abort the association, then pass Close on to DTLS.
+    Close,
+}
+
+/// What the SCTP actor reports to the peer connection.
+#[derive(Debug)]
+pub(crate) enum SctpReport {
+    Connected,
+    Closed(String),
+}
+
+// The DTLS actor is our one transport: rtc-sctp needs addresses, so it gets fixed ones.
+const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+const REMOTE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+/// Messages read out of SCTP before the router link is flushed.
+const READ_BATCH: usize = 64;
+/// Packets kept while the association is not started yet.
+const EARLY_PACKETS: usize = 32;
+
+pub(crate) struct SctpActor {
+    config: SctpConfig,
+    remote_max_message_size: usize,
+    endpoint: Option<Endpoint>,
+    assoc: Option<(AssociationHandle, Association)>,
+    client: bool,
+    connected: bool,
+    closed: bool,
+    readable: VecDeque<u16>,
+    early: Vec<BytesMut>,
+    router: Link<RouterMsg>,
+    dtls: Link<DtlsMsg>,
+    peer: Link<PeerMsg>,
+}
+
+impl SctpActor {
+    pub(crate) fn new(
+        config: SctpConfig,
+        router: Link<RouterMsg>,
+        dtls: Link<DtlsMsg>,
+        peer: Link<PeerMsg>,
+    ) -> Self {
+        Self {
+            config,
+            remote_max_message_size: DEFAULT_REMOTE_MAX_MESSAGE_SIZE,
+            endpoint: None,
+            assoc: None,
+            client: false,
+            connected: false,
+            closed: false,
+            readable: VecDeque::new(),
+            early: Vec::new(),
+            router,
+            dtls,
+            peer,
+        }
+    }
+
+    pub(crate) async fn run(mut self, inbox: Receiver<Vec<SctpMsg>>) {
+        loop {
+            self.drain(Instant::now());
+            self.router.flush();
+            self.dtls.flush();
+            self.peer.flush();
+            if self.closed && !self.dtls.is_backlogged() {
+                return;
+            }
+            let deadline = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
+            let wake = runtime::wait(
+                &inbox,
+                true,
+                deadline,
+                &mut [&mut self.router, &mut self.dtls, &mut self.peer],
+                &mut runtime::no_extra,
+            )
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Inbox(Some(batch)) => {
+                    for msg in batch {
+                        self.handle(now, msg);
+                    }
+                }
+                Wake::Inbox(None) => self.close(),
+                Wake::Timer => {
+                    if let Some((_, a)) = self.assoc.as_mut() {
+                        a.handle_timeout(now);
+                    }
+                }
+                Wake::Link | Wake::Extra => {}
+            }
+        }
+    }
+
+    fn transport(&self) -> TransportConfig {
+        let max_out = match self.remote_max_message_size {
+            0 => u32::MAX,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        };
+        TransportConfig::default()
+            .with_max_receive_buffer_size(self.config.receive_buffer)
+            .with_max_message_size(max_out)
+            .with_max_num_inbound_streams(self.config.max_streams)
+            .with_max_num_outbound_streams(self.config.max_streams)
+    }
+
+    fn handle(&mut self, now: Instant, msg: SctpMsg) {
+        match msg {
+            SctpMsg::Packet(p) => self.packet(now, p),
+            SctpMsg::Start { client } => self.start(now, client),
+            SctpMsg::Configure {
+                remote_max_message_size,
+            } => self.remote_max_message_size = remote_max_message_size,
+            SctpMsg::Open {
+                stream,
+                unordered,
+                rel,
+                value,
+            } => {
+                let Some((_, a)) = self.assoc.as_mut() else {
+                    return;
+                };
+                let res = match a.stream(stream) {
+                    Ok(mut s) => s.set_reliability_params(unordered, rel, value),
+                    Err(_) => a
+                        .open_stream(stream, Ppi::Binary)
+                        .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
+                };
+                if let Err(e) = res {
+                    log::warn!("SCTP: cannot open stream {stream}: {e}");
+                }
+            }
+            SctpMsg::Write { stream, ppi, data } => {
+                let len = data.len();
+                let res = match self.assoc.as_mut() {
+                    Some((_, a)) => a
+                        .stream(stream)
+                        .and_then(|mut s| s.write_sctp(now, &data, ppi))
+                        .map_err(|e| e.to_string()),
+                    None => Err("association not up".into()),
+                };
+                if let Err(e) = res {
+                    log::warn!("SCTP: message of {len} bytes on stream {stream} not sent: {e}");
+                    self.router.push(RouterMsg::Released { stream, bytes: len });
+                }
+            }
+            SctpMsg::Reset { stream } => {
+                let Some((_, a)) = self.assoc.as_mut() else {
+                    return;
+                };
+                if let Err(e) = a.stream(stream).and_then(|mut s| s.close(now)) {
+                    log::debug!("SCTP: reset of stream {stream}: {e}");
+                    self.router.push(RouterMsg::StreamClosed { stream });
+                }
+            }
+            SctpMsg::Close => self.close(),
+        }
+    }
+
+    fn start(&mut self, now: Instant, client: bool) {
+        if self.endpoint.is_some() {
+            return;
+        }
+        self.client = client;
+        let mut ep_config = EndpointConfig::new();
+        ep_config.max_payload_size(rtc_sctp::max_payload_size_for_mtu(self.config.mtu));
+        let server = (!client).then(|| Arc::new(ServerConfig::new(self.transport())));
+        let mut endpoint = Endpoint::new(LOCAL, TransportProtocol::UDP, Arc::new(ep_config), server);
+        if client {
+            match endpoint.connect(now, ClientConfig::new(self.transport()), REMOTE) {
+                Ok(pair) => self.assoc = Some(pair),
+                Err(e) => {
+                    self.peer
+                        .push(PeerMsg::Sctp(SctpReport::Closed(format!("connect: {e}"))));
+                    return;
+                }
+            }
+        }
+        self.endpoint = Some(endpoint);
+        for p in std::mem::take(&mut self.early) {
+            self.packet(now, p);
+        }
+    }
+
+    fn packet(&mut self, now: Instant, p: BytesMut) {
+        let Some(endpoint) = self.endpoint.as_mut() else {
+            if self.early.len() < EARLY_PACKETS {
+                self.early.push(p);
+            }
+            return;
+        };
+        match endpoint.handle(now, REMOTE, None, p.freeze()) {
+            Some((ch, DatagramEvent::NewAssociation(a))) => {
+                if self.assoc.is_none() {
+                    self.assoc = Some((ch, a));
+                }
+            }
+            Some((ch, DatagramEvent::AssociationEvent(ev))) => {
+                if let Some((h, a)) = self.assoc.as_mut() {
+                    if *h == ch {
+                        a.handle_event(ev);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Pulls everything the association has to say, after every input.
+    fn drain(&mut self, now: Instant) {
+        let (Some(endpoint), Some((ch, a))) = (self.endpoint.as_mut(), self.assoc.as_mut()) else {
+            return;
+        };
+        while let Some(ev) = a.poll_endpoint_event() {
+            endpoint.handle_event(*ch, ev);
+        }
+        while let Some(ev) = a.poll() {
+            match ev {
+                Event::Connected => {
+                    self.connected = true;
+                    let max_streams = a
+                        .negotiated_max_streams()
+                        .unwrap_or(self.config.max_streams);
+                    log::info!(
+                        "SCTP association up ({}, {max_streams} streams)",
+                        if self.client { "client" } else { "server" }
+                    );
+                    self.router.push(RouterMsg::Connected {
+                        dtls_client: self.client,
+                        max_streams,
+                        max_message_size: match self.remote_max_message_size {
+                            0 => usize::MAX,
+                            n => n,
+                        },
+                    });
+                    self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
+                }
+                Event::Stream(StreamEvent::Readable { id }) => {
+                    if !self.readable.contains(&id) {
+                        self.readable.push_back(id);
+                    }
+                }
+                Event::Stream(StreamEvent::Opened { .. }) => {
+                    // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
+                    while a.accept_stream().is_some() {}
+                }
+                Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
+                    self.router.push(RouterMsg::Released {
+                        stream: id,
+                        bytes: n_bytes,
+                    });
+                }
+                Event::AssociationLost { reason, id } => {
+                    if reason == AssociationError::Reset {
+                        self.router.push(RouterMsg::StreamClosed { stream: id });
+                    }
+                }
+                Event::HandshakeFailed { reason } => {
+                    log::warn!("SCTP handshake failed: {reason}");
+                    self.connected = true; // let the close below run
+                }
+                _ => {}
+            }
+        }
+        // Read whole messages while the router keeps up.
+        while !self.router.is_backlogged() && !self.readable.is_empty() {
+            let mut n = 0;
+            while n < READ_BATCH {
+                let Some(&id) = self.readable.front() else {
+                    break;
+                };
+                match a.stream(id).and_then(|mut s| s.read_sctp()) {
+                    Ok(Some(chunks)) => {
+                        let ppi = chunks.ppi;
+                        match chunks.to_payload(usize::MAX) {
+                            Ok(data) => self.router.push(RouterMsg::Data {
+                                stream: id,
+                                ppi,
+                                data: data.freeze(),
+                            }),
+                            Err(e) => log::warn!("SCTP: stream {id}: {e}"),
+                        }
+                        n += 1;
+                    }
+                    Ok(None) | Err(_) => {
+                        self.readable.pop_front();
+                    }
+                }
+            }
+            self.router.flush();
+        }
+        while let Some(t) = a.poll_transmit(now) {
+            if let Payload::RawEncode(packets) = t.message {
+                for p in packets {
+                    self.dtls.push(DtlsMsg::Send(p));
+                }
+            }
+        }
+        // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
+        if self.connected && a.is_closed() && !self.closed {
+            self.closed = true;
+            log::info!("SCTP association closed");
+            self.router.push(RouterMsg::AssociationClosed);
+            self.peer
+                .push(PeerMsg::Sctp(SctpReport::Closed("association closed".into())));
+            self.dtls.push(DtlsMsg::Close);
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Some((_, a)) = self.assoc.as_mut() {
+            // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
+            let _ = a.abort();
+            let now = Instant::now();
+            self.drain(now);
+        }
+        if !self.closed {
+            self.closed = true;
+            self.router.push(RouterMsg::AssociationClosed);
+            self.dtls.push(DtlsMsg::Close);
+        }
+    }
+}

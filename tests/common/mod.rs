@@ -1,0 +1,95 @@
+//! Shared helpers for the loopback tests: two real peer connections over real UDP on
+//! 127.0.0.1, signaled in-process.
+#![allow(dead_code)]
+
+use smolrtc::ice::{HostPolicy, IceConfig};
+use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn init_log() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .parse_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+}
+
+pub fn loopback_config(name: &str) -> Config {
+    Config {
+        name: name.into(),
+        ice: IceConfig {
+            hosts: HostPolicy {
+                addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+pub struct Peer {
+    pub pc: PeerConnection,
+    pub events: EventStream,
+}
+
+impl Peer {
+    pub fn new(name: &str) -> Self {
+        Self::with_config(loopback_config(name))
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let pc = PeerConnection::new(config).expect("peer connection");
+        let events = pc.events();
+        Self { pc, events }
+    }
+
+    /// Waits (bounded) for the first event `f` maps to `Some`, skipping the rest.
+    pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = async_io::Timer::after(TIMEOUT);
+        let events = &mut self.events;
+        let found = futures_lite::future::or(
+            async {
+                while let Some(e) = events.next().await {
+                    if let Some(t) = f(&e) {
+                        return Some(t);
+                    }
+                }
+                None
+            },
+            async {
+                deadline.await;
+                None
+            },
+        )
+        .await;
+        found.unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
+    }
+
+    /// The local description once gathering is complete (non-trickle, as rawrtc's tool).
+    pub async fn complete_description(&mut self) -> Description {
+        self.expect("gathering complete", |e| {
+            matches!(e, Event::IceCandidate(None)).then_some(())
+        })
+        .await;
+        self.pc.local_description().await.expect("local description")
+    }
+}
+
+/// Offer from `a`, answer from `b`, complete descriptions both ways.
+pub async fn connect(a: &mut Peer, b: &mut Peer) {
+    let offer = a.pc.create_offer().await.unwrap();
+    a.pc.set_local_description(offer).await.unwrap();
+    let offer = a.complete_description().await;
+    b.pc.set_remote_description(offer).await.unwrap();
+    let answer = b.pc.create_answer().await.unwrap();
+    b.pc.set_local_description(answer).await.unwrap();
+    let answer = b.complete_description().await;
+    a.pc.set_remote_description(answer).await.unwrap();
+}
+
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(f)
+}
