@@ -3,10 +3,36 @@
 mod common;
 
 use common::*;
-use smolrtc::{ChannelInit, ConnectionState, Event, Message};
+use smolrtc::{ChannelInit, ChannelState, ConnectionState, DataChannel, Error, Event, Message};
+use std::net::UdpSocket;
+
+async fn open(p: &mut Peer, label: &str) -> DataChannel {
+    let label = label.to_owned();
+    p.expect(&format!("{label} open"), |e| match e {
+        Event::ChannelOpen(c) if c.label() == label => Some(c.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn message(p: &mut Peer, label: &str) -> Message {
+    let label = label.to_owned();
+    p.expect(&format!("message on {label}"), |e| match e {
+        Event::ChannelMessage(c, m) if c.label() == label => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn connected(p: &mut Peer) {
+    p.expect("connected", |e| {
+        matches!(e, Event::ConnectionState(ConnectionState::Connected)).then_some(())
+    })
+    .await;
+}
 
 #[test]
-fn negotiated_channel_carries_messages_both_ways() {
+fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
     init_log();
     block_on(async {
         let mut a = Peer::new("A");
@@ -14,20 +40,312 @@ fn negotiated_channel_carries_messages_both_ways() {
         let ca = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
         let cb = b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
         connect(&mut a, &mut b).await;
-        a.expect("A connected", |e| matches!(e, Event::ConnectionState(ConnectionState::Connected)).then_some(())).await;
-        a.expect("A cat open", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await;
-        b.expect("B cat open", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await;
+        connected(&mut a).await;
+        open(&mut a, "cat-noises").await;
+        open(&mut b, "cat-noises").await;
+        assert_eq!(ca.id(), Some(0));
         ca.send(vec![b'M'; 8192]).await.unwrap();
-        let got = b.expect("B message", |e| match e {
-            Event::ChannelMessage(_, m) => Some(m.clone()),
-            _ => None,
-        }).await;
-        assert_eq!(got, Message::Binary(vec![b'M'; 8192].into()));
+        assert_eq!(message(&mut b, "cat-noises").await, Message::Binary(vec![b'M'; 8192].into()));
+        cb.send(vec![b'M'; 16384]).await.unwrap();
+        assert_eq!(message(&mut a, "cat-noises").await, Message::Binary(vec![b'M'; 16384].into()));
         cb.send("meow").await.unwrap();
-        let got = a.expect("A message", |e| match e {
-            Event::ChannelMessage(_, m) => Some(m.clone()),
+        assert_eq!(message(&mut a, "cat-noises").await, Message::Text("meow".into()));
+        // Empty messages keep their kind (sent as one byte with an "empty" PPI).
+        ca.send("").await.unwrap();
+        ca.send(Vec::<u8>::new()).await.unwrap();
+        assert_eq!(message(&mut b, "cat-noises").await, Message::Text(String::new()));
+        assert_eq!(message(&mut b, "cat-noises").await, Message::Binary(Default::default()));
+    });
+}
+
+#[test]
+fn in_band_channels_from_both_sides_with_stream_parity() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        // The offerer needs one channel for the SDP to carry a data section.
+        a.pc.create_data_channel("bear-noises", ChannelInit::default()).await.unwrap();
+        connect(&mut a, &mut b).await;
+        let bear_a = open(&mut a, "bear-noises").await;
+        let bear_b = b
+            .expect("bear announced", |e| match e {
+                Event::DataChannel(c) => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(bear_b.label(), "bear-noises");
+        assert_eq!(bear_a.id(), bear_b.id());
+        // The answerer created after connecting: its channel opens in-band too.
+        let lion_b = b.pc.create_data_channel("lion-noises", ChannelInit::default()).await.unwrap();
+        let lion_a = a
+            .expect("lion announced", |e| match e {
+                Event::DataChannel(c) => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        open(&mut b, "lion-noises").await;
+        assert_eq!(lion_a.label(), "lion-noises");
+        // RFC 8832 §6: the DTLS client (the answerer here: a=setup:active) uses even ids.
+        let (bear, lion) = (bear_a.id().unwrap(), lion_b.id().unwrap());
+        assert_eq!(bear % 2, 1, "offerer is the DTLS server: odd ids");
+        assert_eq!(lion % 2, 0, "answerer is the DTLS client: even ids");
+        lion_b.send(vec![7u8; 8192]).await.unwrap();
+        assert_eq!(message(&mut a, "lion-noises").await.len(), 8192);
+        bear_b.send(vec![9u8; 16384]).await.unwrap();
+        assert_eq!(message(&mut a, "bear-noises").await, Message::Binary(vec![9u8; 16384].into()));
+    });
+}
+
+#[test]
+fn large_messages_arrive_intact_and_in_order() {
+    init_log();
+    block_on(async {
+        let mut cfg_a = loopback_config("A");
+        let mut cfg_b = loopback_config("B");
+        for c in [&mut cfg_a, &mut cfg_b] {
+            c.sctp.max_message_size = 2 * 1024 * 1024;
+            c.sctp.receive_buffer = 4 * 1024 * 1024;
+        }
+        let mut a = Peer::with_config(cfg_a);
+        let mut b = Peer::with_config(cfg_b);
+        let ch = a.pc.create_data_channel("big", ChannelInit::default()).await.unwrap();
+        connect(&mut a, &mut b).await;
+        open(&mut a, "big").await;
+        assert_eq!(ch.max_message_size(), Some(2 * 1024 * 1024));
+        let sizes = [1, 1000, 8192, 16384, 1 << 20, 70_000, 3, 1 << 20];
+        for (i, n) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..*n).map(|j| ((i * 31 + j) % 256) as u8).collect();
+            ch.send(body).await.unwrap();
+        }
+        for (i, n) in sizes.iter().enumerate() {
+            let m = message(&mut b, "big").await;
+            let expect: Vec<u8> = (0..*n).map(|j| ((i * 31 + j) % 256) as u8).collect();
+            assert_eq!(m.as_bytes(), &expect[..], "message {i} ({n} bytes)");
+        }
+        // Everything was acknowledged: the buffered amount drains to zero.
+        for _ in 0..200 {
+            if ch.buffered_amount() == 0 {
+                break;
+            }
+            async_io::Timer::after(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(ch.buffered_amount(), 0);
+    });
+}
+
+#[test]
+fn message_over_remote_max_message_size_is_refused() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch = a.pc.create_data_channel("x", ChannelInit::default()).await.unwrap();
+        connect(&mut a, &mut b).await;
+        open(&mut a, "x").await;
+        let max = ch.max_message_size().unwrap();
+        assert_eq!(max, 256 * 1024, "the default a=max-message-size");
+        let err = ch.send(vec![0u8; max + 1]).await.unwrap_err();
+        assert!(matches!(err, Error::Limit(_)), "{err}");
+        ch.send(vec![1u8; max]).await.unwrap();
+        assert_eq!(message(&mut b, "x").await.len(), max);
+    });
+}
+
+#[test]
+fn unordered_and_partially_reliable_channels_open_and_deliver() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let inits = [
+            ("unordered", ChannelInit { unordered: true, ..Default::default() }),
+            ("rexmit", ChannelInit { unordered: true, max_retransmits: Some(0), ..Default::default() }),
+            ("lifetime", ChannelInit { max_packet_life_time: Some(150), protocol: "telemetry".into(), ..Default::default() }),
+        ];
+        let mut mine = Vec::new();
+        for (label, init) in &inits {
+            mine.push(a.pc.create_data_channel(label, init.clone()).await.unwrap());
+        }
+        connect(&mut a, &mut b).await;
+        let mut theirs = Vec::new();
+        while theirs.len() < inits.len() {
+            theirs.push(
+                b.expect("announced", |e| match e {
+                    Event::DataChannel(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .await,
+            );
+        }
+        for (label, init) in &inits {
+            let remote = theirs.iter().find(|c| c.label() == *label).expect(label);
+            assert_eq!(remote.init(), init, "{label}: DCEP carried the options");
+        }
+        for ch in &mine {
+            while ch.state() != ChannelState::Open {
+                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+            }
+            for i in 0..20u8 {
+                ch.send(vec![i; 100]).await.unwrap();
+            }
+        }
+        // No loss on loopback: every message arrives (unordered ones in any order).
+        let mut counts = std::collections::HashMap::new();
+        while counts.values().sum::<usize>() < 60 {
+            let (label, m) = b
+                .expect("data", |e| match e {
+                    Event::ChannelMessage(c, m) => Some((c.label().to_owned(), m.clone())),
+                    _ => None,
+                })
+                .await;
+            assert_eq!(m.len(), 100);
+            *counts.entry(label).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+    });
+}
+
+#[test]
+fn close_is_seen_on_both_sides() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch = a.pc.create_data_channel("bear-noises", ChannelInit::default()).await.unwrap();
+        let keep = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        let keep_b = b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        connect(&mut a, &mut b).await;
+        open(&mut a, "bear-noises").await;
+        open(&mut b, "bear-noises").await;
+        ch.close();
+        let closed = |e: &Event| match e {
+            Event::ChannelClosed(c) if c.label() == "bear-noises" => Some(c.clone()),
             _ => None,
-        }).await;
-        assert_eq!(got, Message::Text("meow".into()));
+        };
+        a.expect("closed on A", closed).await;
+        let remote = b.expect("closed on B", closed).await;
+        assert_eq!(remote.state(), ChannelState::Closed);
+        assert_eq!(ch.state(), ChannelState::Closed);
+        assert!(ch.send("late").await.is_err());
+        // The other channel is untouched.
+        keep.send("still here").await.unwrap();
+        assert_eq!(message(&mut b, "cat-noises").await, Message::Text("still here".into()));
+        assert_eq!(keep_b.state(), ChannelState::Open);
+        // Closing the connection closes the rest, on both sides.
+        a.pc.close().await;
+        a.expect("A cat closed", |e| matches!(e, Event::ChannelClosed(_)).then_some(())).await;
+        b.expect("B cat closed", |e| matches!(e, Event::ChannelClosed(_)).then_some(())).await;
+        // The peer's close_notify closed B's connection too.
+        assert_eq!(b.pc.states().await.unwrap().2, ConnectionState::Closed);
+    });
+}
+
+#[test]
+fn fingerprint_mismatch_is_refused() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        a.pc.create_data_channel("x", ChannelInit::default()).await.unwrap();
+        let offer = a.pc.create_offer().await.unwrap();
+        a.pc.set_local_description(offer).await.unwrap();
+        let offer = a.complete_description().await;
+        b.pc.set_remote_description(offer).await.unwrap();
+        let answer = b.pc.create_answer().await.unwrap();
+        b.pc.set_local_description(answer).await.unwrap();
+        let mut answer = b.complete_description().await;
+        // Someone in the signaling path swapped the fingerprint (same length, other value).
+        let at = answer.sdp.find("a=fingerprint:sha-256 ").unwrap() + 22;
+        let flipped = if &answer.sdp[at..at + 2] == "00" { "11" } else { "00" };
+        answer.sdp.replace_range(at..at + 2, flipped);
+        a.pc.set_remote_description(answer).await.unwrap();
+        let err = a
+            .expect("mismatch error", |e| match e {
+                Event::Error(err) => Some(err.to_string()),
+                _ => None,
+            })
+            .await;
+        assert!(err.contains("fingerprint"), "{err}");
+        a.expect("A failed", |e| {
+            matches!(e, Event::ConnectionState(ConnectionState::Failed)).then_some(())
+        })
+        .await;
+        // No channel ever opened.
+        assert!(a.events.try_next().is_none_or(|e| !matches!(e, Event::ChannelOpen(_))));
+    });
+}
+
+#[test]
+fn garbage_datagrams_do_not_disturb_an_open_connection() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        connect(&mut a, &mut b).await;
+        open(&mut a, "cat-noises").await;
+        open(&mut b, "cat-noises").await;
+        // Both peers' candidate ports, from their descriptions.
+        let mut ports = Vec::new();
+        for p in [&a, &b] {
+            let d = p.pc.local_description().await.unwrap();
+            for line in d.sdp.lines().filter(|l| l.starts_with("a=candidate:")) {
+                ports.push(line.split(' ').nth(5).unwrap().parse::<u16>().unwrap());
+            }
+        }
+        assert_eq!(ports.len(), 2);
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut junk: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![22, 254, 253, 0, 1, 0, 0, 0, 0, 0, 9, 0, 3, 1, 2, 3], // DTLS-looking record
+            vec![0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 6, 0, 4, 1, 2, 3, 4], // STUN binding, bad integrity
+            vec![0xff; 1500],
+        ];
+        let mut seed = 12345u32;
+        for _ in 0..200 {
+            let len = (seed % 1200) as usize;
+            junk.push((0..len).map(|_| { seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345); (seed >> 16) as u8 }).collect());
+        }
+        for port in &ports {
+            for j in &junk {
+                let _ = attacker.send_to(j, ("127.0.0.1", *port));
+            }
+        }
+        for i in 0..50u32 {
+            ch.send(i.to_be_bytes().to_vec()).await.unwrap();
+        }
+        for i in 0..50u32 {
+            assert_eq!(message(&mut b, "cat-noises").await.as_bytes(), &i.to_be_bytes());
+        }
+        assert_eq!(ch.state(), ChannelState::Open);
+    });
+}
+
+#[test]
+fn signaling_misuse_gets_clear_errors() {
+    init_log();
+    block_on(async {
+        let a = Peer::new("A");
+        let err = a.pc.create_answer().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidState(_)), "{err}");
+        let err = a
+            .pc
+            .add_ice_candidate(smolrtc::IceCandidateInit {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: None,
+                sdp_mline_index: None,
+                username_fragment: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidState(_)), "{err}");
+        let bad = smolrtc::Description { kind: smolrtc::SdpType::Offer, sdp: "v=0\r\nbogus\r\n".into() };
+        let err = a.pc.set_remote_description(bad).await.unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        a.pc.close().await;
+        assert!(a.pc.create_offer().await.is_err());
     });
 }
