@@ -53,6 +53,7 @@ struct Channel {
 pub const DEFAULT_MAX_CHANNELS: usize = 1024;
 
 pub(crate) struct Router {
+    name: Arc<str>,
     channels: HashMap<u32, Channel>,
     by_stream: HashMap<u16, u32>,
     connected: Option<(bool, u16)>,
@@ -67,6 +68,7 @@ pub(crate) struct Router {
 
 impl Router {
     pub(crate) fn new(
+        name: Arc<str>,
         sctp: Link<SctpMsg>,
         events: Link<Event>,
         cmds_tx: Sender<Vec<ChannelCmd>>,
@@ -75,6 +77,7 @@ impl Router {
         max_channels: usize,
     ) -> Self {
         Self {
+            name,
             channels: HashMap::new(),
             by_stream: HashMap::new(),
             connected: None,
@@ -183,7 +186,7 @@ impl Router {
         }
         if self.channels.len() >= self.max_channels {
             log::warn!(
-                "channel {:?} refused: max_channels ({}) reached",
+                "[{}] channel {:?} refused: max_channels ({}) reached", self.name,
                 handle.label(),
                 self.max_channels
             );
@@ -193,7 +196,7 @@ impl Router {
         }
         if let Some(id) = handle.shared.init.negotiated {
             if self.by_stream.contains_key(&id) {
-                log::warn!("negotiated channel {:?}: stream {id} is taken", handle.label());
+                log::warn!("[{}] negotiated channel {:?}: stream {id} is taken", self.name, handle.label());
                 handle.shared.set_state(ChannelState::Closed);
                 self.emit(Event::ChannelClosed(handle));
                 return;
@@ -236,7 +239,7 @@ impl Router {
             None => match self.free_stream() {
                 Some(id) => id,
                 None => {
-                    log::warn!("channel {label:?}: no free stream id");
+                    log::warn!("[{}] channel {label:?}: no free stream id", self.name);
                     self.drop_channel(key);
                     return;
                 }
@@ -256,7 +259,7 @@ impl Router {
         if init.negotiated.is_some() {
             self.set_state(key, ChannelState::Open);
             let h = self.channels[&key].handle.clone();
-            log::info!("data channel {h} open (negotiated)");
+            log::info!("[{}] data channel {h} open (negotiated)", self.name);
             self.emit(Event::ChannelOpen(h));
         } else {
             let open = dcep::open(&label, &init);
@@ -284,7 +287,7 @@ impl Router {
                     Ordering::AcqRel,
                 );
             }
-            log::debug!("message of {len} bytes dropped: channel not open");
+            log::debug!("[{}] message of {len} bytes dropped: channel not open", self.name);
             return;
         };
         let (ppi, data) = match message {
@@ -303,7 +306,7 @@ impl Router {
         match (ch.state, ch.stream) {
             (ChannelState::Closing | ChannelState::Closed, _) => {}
             (_, Some(stream)) if self.connected.is_some() => {
-                log::info!("data channel {} closing (stream reset)", ch.handle);
+                log::info!("[{}] data channel {} closing (stream reset)", self.name, ch.handle);
                 self.set_state(key, ChannelState::Closing);
                 self.sctp.push(SctpMsg::Reset { stream });
             }
@@ -319,7 +322,7 @@ impl Router {
                 }
             }
             ch.handle.shared.set_state(ChannelState::Closed);
-            log::info!("data channel {} closed", ch.handle);
+            log::info!("[{}] data channel {} closed", self.name, ch.handle);
             self.emit(Event::ChannelClosed(ch.handle));
         }
     }
@@ -382,16 +385,16 @@ impl Router {
                     if self.channels[&key].state == ChannelState::Connecting {
                         self.set_state(key, ChannelState::Open);
                         let h = self.channels[&key].handle.clone();
-                        log::info!("data channel {h} open");
+                        log::info!("[{}] data channel {h} open", self.name);
                         self.emit(Event::ChannelOpen(h));
                     }
                 }
-                Err(e) => log::warn!("stream {stream}: {e}; ignored"),
+                Err(e) => log::warn!("[{}] stream {stream}: {e}; ignored", self.name),
             }
             return;
         }
         let Some(key) = key else {
-            log::debug!("stream {stream}: data for no channel dropped");
+            log::debug!("[{}] stream {stream}: data for no channel dropped", self.name);
             return;
         };
         // RFC 8832 §6: data before the ACK means the peer got our OPEN.
@@ -404,7 +407,7 @@ impl Router {
             Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
-                    log::warn!("stream {stream}: text message is not UTF-8; replaced");
+                    log::warn!("[{}] stream {stream}: text message is not UTF-8; replaced", self.name);
                     String::from_utf8_lossy(e.as_bytes()).into_owned()
                 }
             }),
@@ -412,7 +415,7 @@ impl Router {
             Ppi::Binary => Message::Binary(data),
             Ppi::BinaryEmpty => Message::Binary(Bytes::new()),
             other => {
-                log::debug!("stream {stream}: PPI {other} ignored");
+                log::debug!("[{}] stream {stream}: PPI {other} ignored", self.name);
                 return;
             }
         };
@@ -431,17 +434,17 @@ impl Router {
             // The opener uses its own parity: even from the DTLS client.
             let theirs_even = !dtls_client;
             if (stream % 2 == 0) != theirs_even {
-                log::warn!("DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored");
+                log::warn!("[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored", self.name);
                 return;
             }
         }
         if existing.is_some() {
-            log::warn!("DCEP OPEN {label:?} on stream {stream} already in use; ignored");
+            log::warn!("[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored", self.name);
             return;
         }
         if self.channels.len() >= self.max_channels {
             log::warn!(
-                "DCEP OPEN {label:?} refused: max_channels ({}) reached",
+                "[{}] DCEP OPEN {label:?} refused: max_channels ({}) reached", self.name,
                 self.max_channels
             );
             self.sctp.push(SctpMsg::Reset { stream });
@@ -483,7 +486,7 @@ impl Router {
                 control_bytes: ack.len(),
             },
         );
-        log::info!("data channel {handle} announced by the peer, open");
+        log::info!("[{}] data channel {handle} announced by the peer, open", self.name);
         self.emit(Event::DataChannel(handle.clone()));
         self.emit(Event::ChannelOpen(handle));
     }

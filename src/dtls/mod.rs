@@ -63,6 +63,7 @@ const REMOTE: SocketAddr =
 const EARLY_DATAGRAMS: usize = 16;
 
 pub(crate) struct DtlsActor {
+    name: Arc<str>,
     cert: Certificate,
     endpoint: Option<Endpoint>,
     client_config: Option<Arc<HandshakeConfig>>,
@@ -80,12 +81,14 @@ pub(crate) struct DtlsActor {
 
 impl DtlsActor {
     pub(crate) fn new(
+        name: Arc<str>,
         cert: Certificate,
         ice: Link<IceMsg>,
         sctp: Link<SctpMsg>,
         peer: Link<PeerMsg>,
     ) -> Self {
         Self {
+            name,
             cert,
             endpoint: None,
             client_config: None,
@@ -148,12 +151,12 @@ impl DtlsActor {
             DtlsMsg::Datagram(d) => self.datagram(now, d),
             DtlsMsg::Send(p) => {
                 if !self.handshake_done {
-                    log::debug!("DTLS: SCTP packet before handshake dropped");
+                    log::debug!("[{}] DTLS: SCTP packet before handshake dropped", self.name);
                     return;
                 }
                 if let Some(ep) = self.endpoint.as_mut() {
                     if let Err(e) = ep.write(now, REMOTE, &p) {
-                        log::warn!("DTLS: write failed: {e}");
+                        log::warn!("[{}] DTLS: write failed: {e}", self.name);
                     }
                 }
             }
@@ -248,7 +251,7 @@ impl DtlsActor {
                         EndpointEvent::HandshakeComplete => {
                             self.handshake_done = true;
                             log::info!(
-                                "DTLS handshake complete ({})",
+                                "[{}] DTLS handshake complete ({})", self.name,
                                 if self.client { "client" } else { "server" }
                             );
                             self.peer.push(PeerMsg::Dtls(DtlsReport::Connected));
@@ -260,7 +263,7 @@ impl DtlsActor {
                             self.sctp.push(SctpMsg::Packet(data));
                         }
                         EndpointEvent::PeerClosed => {
-                            log::info!("DTLS close_notify from the peer");
+                            log::info!("[{}] DTLS close_notify from the peer", self.name);
                             self.peer.push(PeerMsg::Dtls(DtlsReport::Closed));
                             self.sctp.push(SctpMsg::Close);
                             self.closed = true;
@@ -277,7 +280,7 @@ impl DtlsActor {
                     self.fail(now, Error::Dtls(e.to_string()));
                 } else {
                     // A stray or forged record must not end a working association.
-                    log::debug!("DTLS: datagram ignored: {e}");
+                    log::debug!("[{}] DTLS: datagram ignored: {e}", self.name);
                 }
             }
         }
@@ -295,7 +298,7 @@ impl DtlsActor {
         if self.closed {
             return;
         }
-        log::warn!("DTLS failed: {e}");
+        log::warn!("[{}] DTLS failed: {e}", self.name);
         self.peer.push(PeerMsg::Dtls(DtlsReport::Failed(e)));
         self.sctp.push(SctpMsg::Close);
         self.close(now);

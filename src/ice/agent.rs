@@ -61,6 +61,7 @@ pub(crate) enum IceReport {
 const READ_BUDGET: usize = 256;
 
 pub(crate) struct IceActor {
+    name: Arc<str>,
     config: IceConfig,
     agent: Agent,
     sockets: Vec<(SocketAddr, Async<UdpSocket>)>,
@@ -73,6 +74,7 @@ pub(crate) struct IceActor {
 
 impl IceActor {
     pub(crate) fn new(
+        name: Arc<str>,
         config: IceConfig,
         ufrag: String,
         pwd: String,
@@ -93,6 +95,7 @@ impl IceActor {
         let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider)
             .map_err(|e| crate::Error::Ice(e.to_string()))?;
         Ok(Self {
+            name,
             config,
             agent,
             sockets: Vec::new(),
@@ -147,7 +150,7 @@ impl IceActor {
                 Wake::Extra => self.read_sockets(&mut buf),
                 Wake::Timer => {
                     if let Err(e) = self.agent.handle_timeout(now) {
-                        log::debug!("ICE timeout: {e}");
+                        log::debug!("[{}] ICE timeout: {e}", self.name);
                     }
                 }
                 Wake::Link => {}
@@ -168,7 +171,7 @@ impl IceActor {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // ICMP errors surface here (ECONNREFUSED); they are not fatal.
-                        log::debug!("ICE: recv on {local}: {e}");
+                        log::debug!("[{}] ICE: recv on {local}: {e}", self.name);
                         break;
                     }
                 }
@@ -194,17 +197,17 @@ impl IceActor {
                     message: data,
                 };
                 if let Err(e) = self.agent.handle_read(msg) {
-                    log::debug!("ICE: STUN from {from} ignored: {e}");
+                    log::debug!("[{}] ICE: STUN from {from} ignored: {e}", self.name);
                 }
             }
             20..=63 => {
                 if self.agent.is_valid_non_stun_traffic(now, transport) {
                     self.dtls.push(DtlsMsg::Datagram(data));
                 } else {
-                    log::debug!("ICE: DTLS from unknown address {from} dropped");
+                    log::debug!("[{}] ICE: DTLS from unknown address {from} dropped", self.name);
                 }
             }
-            _ => log::debug!("ICE: datagram from {from} with first byte {first} dropped"),
+            _ => log::debug!("[{}] ICE: datagram from {from} with first byte {first} dropped", self.name),
         }
     }
 
@@ -212,7 +215,7 @@ impl IceActor {
         match msg {
             IceMsg::Transmit(data) => match self.selected {
                 Some((i, to)) => self.send(i, to, &data).await,
-                None => log::debug!("ICE: no selected pair; DTLS record dropped"),
+                None => log::debug!("[{}] ICE: no selected pair; DTLS record dropped", self.name),
             },
             IceMsg::Gather => self.gather(),
             IceMsg::Start {
@@ -221,14 +224,14 @@ impl IceActor {
                 pwd,
             } => {
                 log::info!(
-                    "ICE checks start ({})",
+                    "[{}] ICE checks start ({})", self.name,
                     if controlling { "controlling" } else { "controlled" }
                 );
                 if let Err(e) = self
                     .agent
                     .start_connectivity_checks(now, controlling, ufrag, pwd)
                 {
-                    log::warn!("ICE: cannot start checks: {e}");
+                    log::warn!("[{}] ICE: cannot start checks: {e}", self.name);
                     self.peer
                         .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Failed)));
                 }
@@ -239,20 +242,20 @@ impl IceActor {
                 let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
                 match unmarshal_candidate(raw) {
                     Ok(c) => {
-                        log::info!("ICE remote candidate {}", c.marshal());
+                        log::info!("[{}] ICE remote candidate {}", self.name, c.marshal());
                         if let Err(e) = self.agent.add_remote_candidate(c) {
-                            log::warn!("ICE: remote candidate refused: {e}");
+                            log::warn!("[{}] ICE: remote candidate refused: {e}", self.name);
                         }
                     }
                     Err(e) => {
-                        log::warn!("ICE: bad remote candidate {raw:?}: {e}");
+                        log::warn!("[{}] ICE: bad remote candidate {raw:?}: {e}", self.name);
                         self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
                             "{raw:?}: {e}"
                         ))));
                     }
                 }
             }
-            IceMsg::EndOfCandidates => log::debug!("ICE: remote end-of-candidates"),
+            IceMsg::EndOfCandidates => log::debug!("[{}] ICE: remote end-of-candidates", self.name),
             IceMsg::Close => self.close(),
         }
     }
@@ -281,14 +284,14 @@ impl IceActor {
                     let line = c.marshal();
                     match self.agent.add_local_candidate(c) {
                         Ok(_) => {
-                            log::info!("ICE local candidate {line}");
+                            log::info!("[{}] ICE local candidate {line}", self.name);
                             self.peer
                                 .push(PeerMsg::Ice(IceReport::Candidate(format!("candidate:{line}"))));
                         }
-                        Err(e) => log::warn!("ICE: local candidate {addr} refused: {e}"),
+                        Err(e) => log::warn!("[{}] ICE: local candidate {addr} refused: {e}", self.name),
                     }
                 }
-                Err(e) => log::warn!("ICE: candidate for {addr}: {e}"),
+                Err(e) => log::warn!("[{}] ICE: candidate for {addr}: {e}", self.name),
             }
         }
         self.peer.push(PeerMsg::Ice(IceReport::GatheringComplete));
@@ -303,10 +306,10 @@ impl IceActor {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Socket buffer full: this is the wire's own backpressure.
                 if let Err(e) = sock.send_to(data, to).await {
-                    log::debug!("ICE: send {local} -> {to}: {e}");
+                    log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name);
                 }
             }
-            Err(e) => log::debug!("ICE: send {local} -> {to}: {e}"),
+            Err(e) => log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name),
         }
     }
 
@@ -316,7 +319,7 @@ impl IceActor {
             let local = t.transport.local_addr;
             match self.sockets.iter().position(|(a, _)| *a == local) {
                 Some(i) => self.send(i, t.transport.peer_addr, &t.message).await,
-                None => log::debug!("ICE: no socket for {local}"),
+                None => log::debug!("[{}] ICE: no socket for {local}", self.name),
             }
         }
         while let Some(ev) = self.agent.poll_event() {
@@ -350,7 +353,7 @@ impl IceActor {
                                 self.dtls.push(DtlsMsg::IceConnected);
                             }
                         }
-                        None => log::warn!("ICE: selected pair on unknown socket {}", local.addr()),
+                        None => log::warn!("[{}] ICE: selected pair on unknown socket {}", self.name, local.addr()),
                     }
                 }
                 _ => {}

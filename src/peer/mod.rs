@@ -15,7 +15,7 @@ use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Messag
 use crate::dtls::{Certificate, DtlsActor};
 use crate::error::{Error, Result};
 use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
-use crate::runtime::{reply_channel, Link, Runtime, INBOX_BATCHES};
+use crate::runtime::{reply_channel, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
 use crate::sctp::{SctpActor, SctpConfig};
 use crate::sdp::{Description, IceCandidateInit};
 use actor::{PeerActor, PeerCmd};
@@ -197,9 +197,9 @@ impl PeerConnection {
         let (ice_tx, ice_rx) = async_channel::bounded(INBOX_BATCHES);
         let (dtls_tx, dtls_rx) = async_channel::bounded(INBOX_BATCHES);
         let (sctp_tx, sctp_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (router_tx, router_rx) = async_channel::bounded(INBOX_BATCHES);
+        let (router_tx, router_rx) = async_channel::bounded(APP_BATCHES);
         let (cmds_tx, cmds_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (events_tx, events_rx) = async_channel::bounded(INBOX_BATCHES * 4);
+        let (events_tx, events_rx) = async_channel::bounded(APP_BATCHES);
         let next_key = Arc::new(AtomicU32::new(1));
         let max_message_size = Arc::new(AtomicUsize::new(0));
 
@@ -209,7 +209,9 @@ impl PeerConnection {
         let peer_tx2 = peer_tx.clone();
         runtime.spawn_actors(move |ex| {
             let link_peer = || Link::new(peer_tx2.clone());
+            let tag: Arc<str> = Arc::from(name.as_str());
             let ice = IceActor::new(
+                tag.clone(),
                 config.ice.clone(),
                 ufrag.clone(),
                 pwd.clone(),
@@ -227,6 +229,7 @@ impl PeerConnection {
                 }
             };
             let dtls = DtlsActor::new(
+                tag.clone(),
                 certificate,
                 Link::new(ice_tx.clone()),
                 Link::new(sctp_tx.clone()),
@@ -234,8 +237,9 @@ impl PeerConnection {
             );
             ex.spawn(dtls.run(dtls_rx)).detach();
             let sctp = SctpActor::new(
+                tag.clone(),
                 config.sctp.clone(),
-                Link::new(router_tx),
+                Link::with_batch(router_tx, APP_BATCH),
                 Link::new(dtls_tx.clone()),
                 link_peer(),
             );
@@ -245,8 +249,9 @@ impl PeerConnection {
                 n => n,
             };
             let router = Router::new(
+                tag,
                 Link::new(sctp_tx.clone()),
-                Link::new(events_tx.clone()),
+                Link::with_batch(events_tx.clone(), APP_BATCH),
                 c,
                 k,
                 m,

@@ -20,6 +20,12 @@ use std::task::{Context, Poll};
 
 /// Capacity of every actor inbox, counted in batches.
 pub const INBOX_BATCHES: usize = 64;
+/// App-ward queues hold whole messages, so they are kept short: inbox capacity (batches)
+/// and batch size of the SCTP → router and router → application hops. At most
+/// `APP_BATCHES * APP_BATCH` messages wait in each before SCTP stops reading.
+pub const APP_BATCHES: usize = 4;
+/// See [`APP_BATCHES`].
+pub const APP_BATCH: usize = 16;
 /// Most items merged into one batch before a new one is started.
 const BATCH_MAX: usize = 256;
 
@@ -28,6 +34,7 @@ type InFlight = Pin<Box<dyn Future<Output = bool>>>;
 /// A one-way, batching, never-blocking connection to another actor's inbox.
 pub struct Link<T: 'static> {
     tx: Sender<Vec<T>>,
+    batch_max: usize,
     queue: VecDeque<Vec<T>>,
     inflight: Option<InFlight>,
     closed: bool,
@@ -36,8 +43,15 @@ pub struct Link<T: 'static> {
 impl<T: 'static> Link<T> {
     /// Wraps the sending side of a neighbour's inbox.
     pub fn new(tx: Sender<Vec<T>>) -> Self {
+        Self::with_batch(tx, BATCH_MAX)
+    }
+
+    /// Like [`Link::new`], with at most `batch_max` items per batch: with the inbox's
+    /// capacity this bounds how many items can wait in the neighbour's inbox.
+    pub fn with_batch(tx: Sender<Vec<T>>, batch_max: usize) -> Self {
         Self {
             tx,
+            batch_max: batch_max.max(1),
             queue: VecDeque::new(),
             inflight: None,
             closed: false,
@@ -50,7 +64,7 @@ impl<T: 'static> Link<T> {
             return;
         }
         match self.queue.back_mut() {
-            Some(batch) if batch.len() < BATCH_MAX => batch.push(item),
+            Some(batch) if batch.len() < self.batch_max => batch.push(item),
             _ => {
                 let mut batch = Vec::with_capacity(8);
                 batch.push(item);

@@ -84,11 +84,12 @@ const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Add
 const REMOTE: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
 /// Messages read out of SCTP before the router link is flushed.
-const READ_BATCH: usize = 64;
+const READ_BATCH: usize = crate::runtime::APP_BATCH;
 /// Packets kept while the association is not started yet.
 const EARLY_PACKETS: usize = 32;
 
 pub(crate) struct SctpActor {
+    name: Arc<str>,
     config: SctpConfig,
     remote_max_message_size: usize,
     endpoint: Option<Endpoint>,
@@ -105,12 +106,14 @@ pub(crate) struct SctpActor {
 
 impl SctpActor {
     pub(crate) fn new(
+        name: Arc<str>,
         config: SctpConfig,
         router: Link<RouterMsg>,
         dtls: Link<DtlsMsg>,
         peer: Link<PeerMsg>,
     ) -> Self {
         Self {
+            name,
             config,
             remote_max_message_size: DEFAULT_REMOTE_MAX_MESSAGE_SIZE,
             endpoint: None,
@@ -197,7 +200,7 @@ impl SctpActor {
                         .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
                 };
                 if let Err(e) = res {
-                    log::warn!("SCTP: cannot open stream {stream}: {e}");
+                    log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name);
                 }
             }
             SctpMsg::Write { stream, ppi, data } => {
@@ -210,7 +213,7 @@ impl SctpActor {
                     None => Err("association not up".into()),
                 };
                 if let Err(e) = res {
-                    log::warn!("SCTP: message of {len} bytes on stream {stream} not sent: {e}");
+                    log::warn!("[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}", self.name);
                     self.router.push(RouterMsg::Released { stream, bytes: len });
                 }
             }
@@ -219,7 +222,7 @@ impl SctpActor {
                     return;
                 };
                 if let Err(e) = a.stream(stream).and_then(|mut s| s.close(now)) {
-                    log::debug!("SCTP: reset of stream {stream}: {e}");
+                    log::debug!("[{}] SCTP: reset of stream {stream}: {e}", self.name);
                     self.router.push(RouterMsg::StreamClosed { stream });
                 }
             }
@@ -292,7 +295,7 @@ impl SctpActor {
                         .negotiated_max_streams()
                         .unwrap_or(self.config.max_streams);
                     log::info!(
-                        "SCTP association up ({}, {max_streams} streams)",
+                        "[{}] SCTP association up ({}, {max_streams} streams)", self.name,
                         if self.client { "client" } else { "server" }
                     );
                     self.router.push(RouterMsg::Connected {
@@ -326,7 +329,7 @@ impl SctpActor {
                     }
                 }
                 Event::HandshakeFailed { reason } => {
-                    log::warn!("SCTP handshake failed: {reason}");
+                    log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
                     self.connected = true; // let the close below run
                 }
                 _ => {}
@@ -348,7 +351,7 @@ impl SctpActor {
                                 ppi,
                                 data: data.freeze(),
                             }),
-                            Err(e) => log::warn!("SCTP: stream {id}: {e}"),
+                            Err(e) => log::warn!("[{}] SCTP: stream {id}: {e}", self.name),
                         }
                         n += 1;
                     }
@@ -369,7 +372,7 @@ impl SctpActor {
         // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
         if self.connected && a.is_closed() && !self.closed {
             self.closed = true;
-            log::info!("SCTP association closed");
+            log::info!("[{}] SCTP association closed", self.name);
             self.router.push(RouterMsg::AssociationClosed);
             self.peer
                 .push(PeerMsg::Sctp(SctpReport::Closed("association closed".into())));
