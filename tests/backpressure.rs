@@ -13,9 +13,13 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        let tx = a.pc.create_data_channel("flood", ChannelInit::default()).await.unwrap();
+        let tx =
+            a.pc.create_data_channel("flood", ChannelInit::default())
+                .await
+                .unwrap();
         connect(&mut a, &mut b).await;
-        a.expect("open", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await;
+        a.expect("open", |e| matches!(e, Event::ChannelOpen(_)).then_some(()))
+            .await;
 
         // A fast producer: 16 MiB queued at once, no pacing.
         const MSG: usize = 16 * 1024;
@@ -28,9 +32,15 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
         // smolrtc thread must still connect and talk.
         let mut c = Peer::new("C");
         let mut d = Peer::new("D");
-        let ping = c.pc.create_data_channel("ping", ChannelInit::default()).await.unwrap();
+        let ping =
+            c.pc.create_data_channel("ping", ChannelInit::default())
+                .await
+                .unwrap();
         connect(&mut c, &mut d).await;
-        c.expect("ping open", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await;
+        c.expect("ping open", |e| {
+            matches!(e, Event::ChannelOpen(_)).then_some(())
+        })
+        .await;
         ping.send("ping").await.unwrap();
         let got = d
             .expect("ping", |e| match e {

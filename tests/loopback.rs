@@ -37,24 +37,45 @@ fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        let ca = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
-        let cb = b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        let ca =
+            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
+        let cb =
+            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
         connect(&mut a, &mut b).await;
         connected(&mut a).await;
         open(&mut a, "cat-noises").await;
         open(&mut b, "cat-noises").await;
         assert_eq!(ca.id(), Some(0));
         ca.send(vec![b'M'; 8192]).await.unwrap();
-        assert_eq!(message(&mut b, "cat-noises").await, Message::Binary(vec![b'M'; 8192].into()));
+        assert_eq!(
+            message(&mut b, "cat-noises").await,
+            Message::Binary(vec![b'M'; 8192].into())
+        );
         cb.send(vec![b'M'; 16384]).await.unwrap();
-        assert_eq!(message(&mut a, "cat-noises").await, Message::Binary(vec![b'M'; 16384].into()));
+        assert_eq!(
+            message(&mut a, "cat-noises").await,
+            Message::Binary(vec![b'M'; 16384].into())
+        );
         cb.send("meow").await.unwrap();
-        assert_eq!(message(&mut a, "cat-noises").await, Message::Text("meow".into()));
+        assert_eq!(
+            message(&mut a, "cat-noises").await,
+            Message::Text("meow".into())
+        );
         // Empty messages keep their kind (sent as one byte with an "empty" PPI).
         ca.send("").await.unwrap();
         ca.send(Vec::<u8>::new()).await.unwrap();
-        assert_eq!(message(&mut b, "cat-noises").await, Message::Text(String::new()));
-        assert_eq!(message(&mut b, "cat-noises").await, Message::Binary(Default::default()));
+        assert_eq!(
+            message(&mut b, "cat-noises").await,
+            Message::Text(String::new())
+        );
+        assert_eq!(
+            message(&mut b, "cat-noises").await,
+            Message::Binary(Default::default())
+        );
     });
 }
 
@@ -65,7 +86,9 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
         // The offerer needs one channel for the SDP to carry a data section.
-        a.pc.create_data_channel("bear-noises", ChannelInit::default()).await.unwrap();
+        a.pc.create_data_channel("bear-noises", ChannelInit::default())
+            .await
+            .unwrap();
         connect(&mut a, &mut b).await;
         let bear_a = open(&mut a, "bear-noises").await;
         let bear_b = b
@@ -77,7 +100,10 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
         assert_eq!(bear_b.label(), "bear-noises");
         assert_eq!(bear_a.id(), bear_b.id());
         // The answerer created after connecting: its channel opens in-band too.
-        let lion_b = b.pc.create_data_channel("lion-noises", ChannelInit::default()).await.unwrap();
+        let lion_b =
+            b.pc.create_data_channel("lion-noises", ChannelInit::default())
+                .await
+                .unwrap();
         let lion_a = a
             .expect("lion announced", |e| match e {
                 Event::DataChannel(c) => Some(c.clone()),
@@ -93,7 +119,10 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
         lion_b.send(vec![7u8; 8192]).await.unwrap();
         assert_eq!(message(&mut a, "lion-noises").await.len(), 8192);
         bear_b.send(vec![9u8; 16384]).await.unwrap();
-        assert_eq!(message(&mut a, "bear-noises").await, Message::Binary(vec![9u8; 16384].into()));
+        assert_eq!(
+            message(&mut a, "bear-noises").await,
+            Message::Binary(vec![9u8; 16384].into())
+        );
     });
 }
 
@@ -109,7 +138,10 @@ fn large_messages_arrive_intact_and_in_order() {
         }
         let mut a = Peer::with_config(cfg_a);
         let mut b = Peer::with_config(cfg_b);
-        let ch = a.pc.create_data_channel("big", ChannelInit::default()).await.unwrap();
+        let ch =
+            a.pc.create_data_channel("big", ChannelInit::default())
+                .await
+                .unwrap();
         connect(&mut a, &mut b).await;
         open(&mut a, "big").await;
         assert_eq!(ch.max_message_size(), Some(2 * 1024 * 1024));
@@ -140,7 +172,10 @@ fn message_over_remote_max_message_size_is_refused() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        let ch = a.pc.create_data_channel("x", ChannelInit::default()).await.unwrap();
+        let ch =
+            a.pc.create_data_channel("x", ChannelInit::default())
+                .await
+                .unwrap();
         connect(&mut a, &mut b).await;
         open(&mut a, "x").await;
         let max = ch.max_message_size().unwrap();
@@ -159,9 +194,29 @@ fn unordered_and_partially_reliable_channels_open_and_deliver() {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
         let inits = [
-            ("unordered", ChannelInit { unordered: true, ..Default::default() }),
-            ("rexmit", ChannelInit { unordered: true, max_retransmits: Some(0), ..Default::default() }),
-            ("lifetime", ChannelInit { max_packet_life_time: Some(150), protocol: "telemetry".into(), ..Default::default() }),
+            (
+                "unordered",
+                ChannelInit {
+                    unordered: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "rexmit",
+                ChannelInit {
+                    unordered: true,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "lifetime",
+                ChannelInit {
+                    max_packet_life_time: Some(150),
+                    protocol: "telemetry".into(),
+                    ..Default::default()
+                },
+            ),
         ];
         let mut mine = Vec::new();
         for (label, init) in &inits {
@@ -212,9 +267,18 @@ fn close_is_seen_on_both_sides() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        let ch = a.pc.create_data_channel("bear-noises", ChannelInit::default()).await.unwrap();
-        let keep = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
-        let keep_b = b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        let ch =
+            a.pc.create_data_channel("bear-noises", ChannelInit::default())
+                .await
+                .unwrap();
+        let keep =
+            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
+        let keep_b =
+            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
         connect(&mut a, &mut b).await;
         open(&mut a, "bear-noises").await;
         open(&mut b, "bear-noises").await;
@@ -230,12 +294,21 @@ fn close_is_seen_on_both_sides() {
         assert!(ch.send("late").await.is_err());
         // The other channel is untouched.
         keep.send("still here").await.unwrap();
-        assert_eq!(message(&mut b, "cat-noises").await, Message::Text("still here".into()));
+        assert_eq!(
+            message(&mut b, "cat-noises").await,
+            Message::Text("still here".into())
+        );
         assert_eq!(keep_b.state(), ChannelState::Open);
         // Closing the connection closes the rest, on both sides.
         a.pc.close().await;
-        a.expect("A cat closed", |e| matches!(e, Event::ChannelClosed(_)).then_some(())).await;
-        b.expect("B cat closed", |e| matches!(e, Event::ChannelClosed(_)).then_some(())).await;
+        a.expect("A cat closed", |e| {
+            matches!(e, Event::ChannelClosed(_)).then_some(())
+        })
+        .await;
+        b.expect("B cat closed", |e| {
+            matches!(e, Event::ChannelClosed(_)).then_some(())
+        })
+        .await;
         // The peer's close_notify closed B's connection too.
         assert_eq!(b.pc.states().await.unwrap().2, ConnectionState::Closed);
     });
@@ -247,7 +320,9 @@ fn fingerprint_mismatch_is_refused() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        a.pc.create_data_channel("x", ChannelInit::default()).await.unwrap();
+        a.pc.create_data_channel("x", ChannelInit::default())
+            .await
+            .unwrap();
         let offer = a.pc.create_offer().await.unwrap();
         a.pc.set_local_description(offer).await.unwrap();
         let offer = a.complete_description().await;
@@ -257,7 +332,11 @@ fn fingerprint_mismatch_is_refused() {
         let mut answer = b.complete_description().await;
         // Someone in the signaling path swapped the fingerprint (same length, other value).
         let at = answer.sdp.find("a=fingerprint:sha-256 ").unwrap() + 22;
-        let flipped = if &answer.sdp[at..at + 2] == "00" { "11" } else { "00" };
+        let flipped = if &answer.sdp[at..at + 2] == "00" {
+            "11"
+        } else {
+            "00"
+        };
         answer.sdp.replace_range(at..at + 2, flipped);
         a.pc.set_remote_description(answer).await.unwrap();
         let err = a
@@ -272,7 +351,10 @@ fn fingerprint_mismatch_is_refused() {
         })
         .await;
         // No channel ever opened.
-        assert!(a.events.try_next().is_none_or(|e| !matches!(e, Event::ChannelOpen(_))));
+        assert!(a
+            .events
+            .try_next()
+            .is_none_or(|e| !matches!(e, Event::ChannelOpen(_))));
     });
 }
 
@@ -282,8 +364,13 @@ fn garbage_datagrams_do_not_disturb_an_open_connection() {
     block_on(async {
         let mut a = Peer::new("A");
         let mut b = Peer::new("B");
-        let ch = a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
-        b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0)).await.unwrap();
+        let ch =
+            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
+        b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+            .await
+            .unwrap();
         connect(&mut a, &mut b).await;
         open(&mut a, "cat-noises").await;
         open(&mut b, "cat-noises").await;
@@ -301,13 +388,23 @@ fn garbage_datagrams_do_not_disturb_an_open_connection() {
             vec![],
             vec![0],
             vec![22, 254, 253, 0, 1, 0, 0, 0, 0, 0, 9, 0, 3, 1, 2, 3], // DTLS-looking record
-            vec![0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 6, 0, 4, 1, 2, 3, 4], // STUN binding, bad integrity
+            vec![
+                0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 6, 0,
+                4, 1, 2, 3, 4,
+            ], // STUN binding, bad integrity
             vec![0xff; 1500],
         ];
         let mut seed = 12345u32;
         for _ in 0..200 {
             let len = (seed % 1200) as usize;
-            junk.push((0..len).map(|_| { seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345); (seed >> 16) as u8 }).collect());
+            junk.push(
+                (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (seed >> 16) as u8
+                    })
+                    .collect(),
+            );
         }
         for port in &ports {
             for j in &junk {
@@ -318,7 +415,10 @@ fn garbage_datagrams_do_not_disturb_an_open_connection() {
             ch.send(i.to_be_bytes().to_vec()).await.unwrap();
         }
         for i in 0..50u32 {
-            assert_eq!(message(&mut b, "cat-noises").await.as_bytes(), &i.to_be_bytes());
+            assert_eq!(
+                message(&mut b, "cat-noises").await.as_bytes(),
+                &i.to_be_bytes()
+            );
         }
         assert_eq!(ch.state(), ChannelState::Open);
     });
@@ -331,9 +431,8 @@ fn signaling_misuse_gets_clear_errors() {
         let a = Peer::new("A");
         let err = a.pc.create_answer().await.unwrap_err();
         assert!(matches!(err, Error::InvalidState(_)), "{err}");
-        let err = a
-            .pc
-            .add_ice_candidate(smolrtc::IceCandidateInit {
+        let err =
+            a.pc.add_ice_candidate(smolrtc::IceCandidateInit {
                 candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
                 sdp_mid: None,
                 sdp_mline_index: None,
@@ -342,7 +441,10 @@ fn signaling_misuse_gets_clear_errors() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidState(_)), "{err}");
-        let bad = smolrtc::Description { kind: smolrtc::SdpType::Offer, sdp: "v=0\r\nbogus\r\n".into() };
+        let bad = smolrtc::Description {
+            kind: smolrtc::SdpType::Offer,
+            sdp: "v=0\r\nbogus\r\n".into(),
+        };
         let err = a.pc.set_remote_description(bad).await.unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         a.pc.close().await;

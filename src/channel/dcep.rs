@@ -147,7 +147,14 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_without_panic() {
-        for bad in [&[][..], &[0x03], &[0x03, 0, 0, 0], &[0x04], &[0xff; 40], &[0x00]] {
+        for bad in [
+            &[][..],
+            &[0x03],
+            &[0x03, 0, 0, 0],
+            &[0x04],
+            &[0xff; 40],
+            &[0x00],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         // Label length pointing past the end.

@@ -109,7 +109,9 @@ impl ChannelInit {
             ));
         }
         if self.protocol.len() > u16::MAX as usize {
-            return Err(Error::InvalidArgument("protocol longer than 65535 bytes".into()));
+            return Err(Error::InvalidArgument(
+                "protocol longer than 65535 bytes".into(),
+            ));
         }
         if self.negotiated == Some(u16::MAX) {
             return Err(Error::InvalidArgument("stream id 65535 is reserved".into()));

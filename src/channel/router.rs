@@ -18,9 +18,9 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use rtc_sctp::PayloadProtocolIdentifier as Ppi;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::future::Future;
 use std::task::Poll;
 
 /// What the SCTP actor tells the router.
@@ -186,7 +186,8 @@ impl Router {
         }
         if self.channels.len() >= self.max_channels {
             log::warn!(
-                "[{}] channel {:?} refused: max_channels ({}) reached", self.name,
+                "[{}] channel {:?} refused: max_channels ({}) reached",
+                self.name,
                 handle.label(),
                 self.max_channels
             );
@@ -196,7 +197,11 @@ impl Router {
         }
         if let Some(id) = handle.shared.init.negotiated {
             if self.by_stream.contains_key(&id) {
-                log::warn!("[{}] negotiated channel {:?}: stream {id} is taken", self.name, handle.label());
+                log::warn!(
+                    "[{}] negotiated channel {:?}: stream {id} is taken",
+                    self.name,
+                    handle.label()
+                );
                 handle.shared.set_state(ChannelState::Closed);
                 self.emit(Event::ChannelClosed(handle));
                 return;
@@ -282,12 +287,15 @@ impl Router {
         let Some(stream) = target else {
             // Raced with a close: the bytes will never be sent.
             if let Some(ch) = self.channels.get(&key) {
-                ch.handle.shared.buffered.fetch_sub(
-                    len.min(ch.handle.buffered_amount()),
-                    Ordering::AcqRel,
-                );
+                ch.handle
+                    .shared
+                    .buffered
+                    .fetch_sub(len.min(ch.handle.buffered_amount()), Ordering::AcqRel);
             }
-            log::debug!("[{}] message of {len} bytes dropped: channel not open", self.name);
+            log::debug!(
+                "[{}] message of {len} bytes dropped: channel not open",
+                self.name
+            );
             return;
         };
         let (ppi, data) = match message {
@@ -306,7 +314,11 @@ impl Router {
         match (ch.state, ch.stream) {
             (ChannelState::Closing | ChannelState::Closed, _) => {}
             (_, Some(stream)) if self.connected.is_some() => {
-                log::info!("[{}] data channel {} closing (stream reset)", self.name, ch.handle);
+                log::info!(
+                    "[{}] data channel {} closing (stream reset)",
+                    self.name,
+                    ch.handle
+                );
                 self.set_state(key, ChannelState::Closing);
                 self.sctp.push(SctpMsg::Reset { stream });
             }
@@ -394,7 +406,10 @@ impl Router {
             return;
         }
         let Some(key) = key else {
-            log::debug!("[{}] stream {stream}: data for no channel dropped", self.name);
+            log::debug!(
+                "[{}] stream {stream}: data for no channel dropped",
+                self.name
+            );
             return;
         };
         // RFC 8832 §6: data before the ACK means the peer got our OPEN.
@@ -407,7 +422,10 @@ impl Router {
             Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
-                    log::warn!("[{}] stream {stream}: text message is not UTF-8; replaced", self.name);
+                    log::warn!(
+                        "[{}] stream {stream}: text message is not UTF-8; replaced",
+                        self.name
+                    );
                     String::from_utf8_lossy(e.as_bytes()).into_owned()
                 }
             }),
@@ -433,18 +451,25 @@ impl Router {
         if let Some((dtls_client, _)) = self.connected {
             // The opener uses its own parity: even from the DTLS client.
             let theirs_even = !dtls_client;
-            if (stream % 2 == 0) != theirs_even {
-                log::warn!("[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored", self.name);
+            if stream.is_multiple_of(2) != theirs_even {
+                log::warn!(
+                    "[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored",
+                    self.name
+                );
                 return;
             }
         }
         if existing.is_some() {
-            log::warn!("[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored", self.name);
+            log::warn!(
+                "[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored",
+                self.name
+            );
             return;
         }
         if self.channels.len() >= self.max_channels {
             log::warn!(
-                "[{}] DCEP OPEN {label:?} refused: max_channels ({}) reached", self.name,
+                "[{}] DCEP OPEN {label:?} refused: max_channels ({}) reached",
+                self.name,
                 self.max_channels
             );
             self.sctp.push(SctpMsg::Reset { stream });
@@ -486,7 +511,10 @@ impl Router {
                 control_bytes: ack.len(),
             },
         );
-        log::info!("[{}] data channel {handle} announced by the peer, open", self.name);
+        log::info!(
+            "[{}] data channel {handle} announced by the peer, open",
+            self.name
+        );
         self.emit(Event::DataChannel(handle.clone()));
         self.emit(Event::ChannelOpen(handle));
     }

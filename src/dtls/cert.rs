@@ -18,8 +18,9 @@ impl Certificate {
     /// Generates a fresh ECDSA P-256 self-signed certificate.
     pub fn generate() -> Result<Self> {
         let provider = provider()?;
-        let dtls = DtlsCertificate::generate_self_signed(vec!["smolrtc".to_owned()], provider.crypto())
-            .map_err(|e| Error::Dtls(format!("certificate: {e}")))?;
+        let dtls =
+            DtlsCertificate::generate_self_signed(vec!["smolrtc".to_owned()], provider.crypto())
+                .map_err(|e| Error::Dtls(format!("certificate: {e}")))?;
         let der = dtls
             .certificate
             .first()

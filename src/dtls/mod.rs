@@ -58,8 +58,7 @@ pub(crate) enum DtlsReport {
 
 // ICE routes the datagrams; rtc-dtls only needs a stable key for the one association.
 const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
-const REMOTE: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
 const EARLY_DATAGRAMS: usize = 16;
 
 pub(crate) struct DtlsActor {
@@ -172,12 +171,16 @@ impl DtlsActor {
         }
     }
 
-    fn config(&self, client: bool, fingerprints: Vec<Fingerprint>) -> Result<HandshakeConfig, Error> {
+    fn config(
+        &self,
+        client: bool,
+        fingerprints: Vec<Fingerprint>,
+    ) -> Result<HandshakeConfig, Error> {
         let provider = cert::provider()?;
         let verify_provider = provider.clone();
         let mismatch = self.mismatch.clone();
-        let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
-            match certs.first() {
+        let verify: VerifyPeerCertificateFn =
+            Arc::new(move |certs: &[Vec<u8>], _| match certs.first() {
                 Some(der) if cert::matches(&verify_provider, der, &fingerprints) => Ok(()),
                 _ => {
                     mismatch.store(true, Ordering::Release);
@@ -185,8 +188,7 @@ impl DtlsActor {
                         "remote certificate does not match the SDP fingerprint".into(),
                     ))
                 }
-            }
-        });
+            });
         ConfigBuilder::default()
             .with_crypto_provider(provider)
             .with_certificates(vec![self.cert.dtls.clone()])
@@ -251,7 +253,8 @@ impl DtlsActor {
                         EndpointEvent::HandshakeComplete => {
                             self.handshake_done = true;
                             log::info!(
-                                "[{}] DTLS handshake complete ({})", self.name,
+                                "[{}] DTLS handshake complete ({})",
+                                self.name,
                                 if self.client { "client" } else { "server" }
                             );
                             self.peer.push(PeerMsg::Dtls(DtlsReport::Connected));

@@ -53,7 +53,10 @@ pub(crate) enum IceReport {
     Candidate(String),
     GatheringComplete,
     State(IceConnectionState),
-    SelectedPair { local: String, remote: String },
+    SelectedPair {
+        local: String,
+        remote: String,
+    },
     BadCandidate(String),
 }
 
@@ -204,10 +207,16 @@ impl IceActor {
                 if self.agent.is_valid_non_stun_traffic(now, transport) {
                     self.dtls.push(DtlsMsg::Datagram(data));
                 } else {
-                    log::debug!("[{}] ICE: DTLS from unknown address {from} dropped", self.name);
+                    log::debug!(
+                        "[{}] ICE: DTLS from unknown address {from} dropped",
+                        self.name
+                    );
                 }
             }
-            _ => log::debug!("[{}] ICE: datagram from {from} with first byte {first} dropped", self.name),
+            _ => log::debug!(
+                "[{}] ICE: datagram from {from} with first byte {first} dropped",
+                self.name
+            ),
         }
     }
 
@@ -224,8 +233,13 @@ impl IceActor {
                 pwd,
             } => {
                 log::info!(
-                    "[{}] ICE checks start ({})", self.name,
-                    if controlling { "controlling" } else { "controlled" }
+                    "[{}] ICE checks start ({})",
+                    self.name,
+                    if controlling {
+                        "controlling"
+                    } else {
+                        "controlled"
+                    }
                 );
                 if let Err(e) = self
                     .agent
@@ -285,10 +299,13 @@ impl IceActor {
                     match self.agent.add_local_candidate(c) {
                         Ok(_) => {
                             log::info!("[{}] ICE local candidate {line}", self.name);
-                            self.peer
-                                .push(PeerMsg::Ice(IceReport::Candidate(format!("candidate:{line}"))));
+                            self.peer.push(PeerMsg::Ice(IceReport::Candidate(format!(
+                                "candidate:{line}"
+                            ))));
                         }
-                        Err(e) => log::warn!("[{}] ICE: local candidate {addr} refused: {e}", self.name),
+                        Err(e) => {
+                            log::warn!("[{}] ICE: local candidate {addr} refused: {e}", self.name)
+                        }
                     }
                 }
                 Err(e) => log::warn!("[{}] ICE: candidate for {addr}: {e}", self.name),
@@ -353,7 +370,11 @@ impl IceActor {
                                 self.dtls.push(DtlsMsg::IceConnected);
                             }
                         }
-                        None => log::warn!("[{}] ICE: selected pair on unknown socket {}", self.name, local.addr()),
+                        None => log::warn!(
+                            "[{}] ICE: selected pair on unknown socket {}",
+                            self.name,
+                            local.addr()
+                        ),
                     }
                 }
                 _ => {}

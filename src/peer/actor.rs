@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
 use crate::runtime::{self, Link, Reply, Wake};
 use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
-use crate::sdp::{self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup};
+use crate::sdp::{
+    self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup,
+};
 use async_channel::Receiver;
 
 /// Inputs of the peer actor: API calls and the other actors' reports.
@@ -42,7 +44,10 @@ pub(crate) fn ice_credentials() -> Result<(String, String)> {
         .random()
         .fill(&mut raw)
         .map_err(|e| Error::Ice(format!("random: {e}")))?;
-    let s: String = raw.iter().map(|b| ICE_CHARS[(b & 63) as usize] as char).collect();
+    let s: String = raw
+        .iter()
+        .map(|b| ICE_CHARS[(b & 63) as usize] as char)
+        .collect();
     Ok((s[..16].to_owned(), s[16..].to_owned()))
 }
 
@@ -95,9 +100,8 @@ impl PeerActor {
         sctp: Link<SctpMsg>,
         events: Link<Event>,
     ) -> Self {
-        let session_id = u64::from_le_bytes(
-            ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]),
-        ) & 0x3fff_ffff_ffff_ffff;
+        let session_id = u64::from_le_bytes(ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]))
+            & 0x3fff_ffff_ffff_ffff;
         Self {
             name,
             config,
@@ -294,12 +298,12 @@ impl PeerActor {
                 self.signaling
             )));
         }
-        let (_, remote) = self.remote.as_ref().expect("have-remote-offer has a remote");
+        let (_, remote) = self
+            .remote
+            .as_ref()
+            .expect("have-remote-offer has a remote");
         let setup = Self::answer_setup(remote);
-        let mid = remote
-            .mid
-            .clone()
-            .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        let mid = remote.mid.clone().unwrap_or_else(|| DEFAULT_MID.to_owned());
         let sdp = sdp::write_answer(&self.local_session(setup, &mid), remote);
         self.pending_local = Some((SdpType::Answer, setup, mid));
         Ok(Description {
@@ -324,7 +328,11 @@ impl PeerActor {
                 return Err(Error::InvalidState(format!(
                     "set_local_description({:?}) without a matching create_{}",
                     d.kind,
-                    if d.kind == SdpType::Answer { "answer" } else { "offer" }
+                    if d.kind == SdpType::Answer {
+                        "answer"
+                    } else {
+                        "offer"
+                    }
                 )))
             }
         };
@@ -369,7 +377,9 @@ impl PeerActor {
         self.check_open()?;
         let remote = sdp::parse(&d.sdp)?;
         if remote.fingerprints.is_empty() {
-            return Err(Error::InvalidArgument("remote description has no a=fingerprint".into()));
+            return Err(Error::InvalidArgument(
+                "remote description has no a=fingerprint".into(),
+            ));
         }
         if !remote.fingerprints.iter().any(|f| f.algorithm == "sha-256") {
             return Err(Error::InvalidArgument(
@@ -421,7 +431,11 @@ impl PeerActor {
             log::info!(
                 "[{}] DTLS role: {}",
                 self.name,
-                if our_setup_is_client { "client (active)" } else { "server (passive)" }
+                if our_setup_is_client {
+                    "client (active)"
+                } else {
+                    "server (passive)"
+                }
             );
             self.dtls.push(DtlsMsg::Start {
                 client: our_setup_is_client,

@@ -348,7 +348,9 @@ impl PeerConnection {
     pub async fn create_data_channel(&self, label: &str, init: ChannelInit) -> Result<DataChannel> {
         init.validate()?;
         if label.len() > u16::MAX as usize {
-            return Err(Error::InvalidArgument("label longer than 65535 bytes".into()));
+            return Err(Error::InvalidArgument(
+                "label longer than 65535 bytes".into(),
+            ));
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(ChannelShared::new(

@@ -81,8 +81,7 @@ pub(crate) enum SctpReport {
 
 // The DTLS actor is our one transport: rtc-sctp needs addresses, so it gets fixed ones.
 const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
-const REMOTE: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
 /// Messages read out of SCTP before the router link is flushed.
 const READ_BATCH: usize = crate::runtime::APP_BATCH;
 /// Packets kept while the association is not started yet.
@@ -213,7 +212,10 @@ impl SctpActor {
                     None => Err("association not up".into()),
                 };
                 if let Err(e) = res {
-                    log::warn!("[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}", self.name);
+                    log::warn!(
+                        "[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}",
+                        self.name
+                    );
                     self.router.push(RouterMsg::Released { stream, bytes: len });
                 }
             }
@@ -238,7 +240,8 @@ impl SctpActor {
         let mut ep_config = EndpointConfig::new();
         ep_config.max_payload_size(rtc_sctp::max_payload_size_for_mtu(self.config.mtu));
         let server = (!client).then(|| Arc::new(ServerConfig::new(self.transport())));
-        let mut endpoint = Endpoint::new(LOCAL, TransportProtocol::UDP, Arc::new(ep_config), server);
+        let mut endpoint =
+            Endpoint::new(LOCAL, TransportProtocol::UDP, Arc::new(ep_config), server);
         if client {
             match endpoint.connect(now, ClientConfig::new(self.transport()), REMOTE) {
                 Ok(pair) => self.assoc = Some(pair),
@@ -263,10 +266,8 @@ impl SctpActor {
             return;
         };
         match endpoint.handle(now, REMOTE, None, p.freeze()) {
-            Some((ch, DatagramEvent::NewAssociation(a))) => {
-                if self.assoc.is_none() {
-                    self.assoc = Some((ch, a));
-                }
+            Some((ch, DatagramEvent::NewAssociation(a))) if self.assoc.is_none() => {
+                self.assoc = Some((ch, a));
             }
             Some((ch, DatagramEvent::AssociationEvent(ev))) => {
                 if let Some((h, a)) = self.assoc.as_mut() {
@@ -295,7 +296,8 @@ impl SctpActor {
                         .negotiated_max_streams()
                         .unwrap_or(self.config.max_streams);
                     log::info!(
-                        "[{}] SCTP association up ({}, {max_streams} streams)", self.name,
+                        "[{}] SCTP association up ({}, {max_streams} streams)",
+                        self.name,
                         if self.client { "client" } else { "server" }
                     );
                     self.router.push(RouterMsg::Connected {
@@ -308,10 +310,8 @@ impl SctpActor {
                     });
                     self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
                 }
-                Event::Stream(StreamEvent::Readable { id }) => {
-                    if !self.readable.contains(&id) {
-                        self.readable.push_back(id);
-                    }
+                Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
+                    self.readable.push_back(id);
                 }
                 Event::Stream(StreamEvent::Opened { .. }) => {
                     // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
@@ -323,10 +323,11 @@ impl SctpActor {
                         bytes: n_bytes,
                     });
                 }
-                Event::AssociationLost { reason, id } => {
-                    if reason == AssociationError::Reset {
-                        self.router.push(RouterMsg::StreamClosed { stream: id });
-                    }
+                Event::AssociationLost {
+                    reason: AssociationError::Reset,
+                    id,
+                } => {
+                    self.router.push(RouterMsg::StreamClosed { stream: id });
                 }
                 Event::HandshakeFailed { reason } => {
                     log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
@@ -374,8 +375,9 @@ impl SctpActor {
             self.closed = true;
             log::info!("[{}] SCTP association closed", self.name);
             self.router.push(RouterMsg::AssociationClosed);
-            self.peer
-                .push(PeerMsg::Sctp(SctpReport::Closed("association closed".into())));
+            self.peer.push(PeerMsg::Sctp(SctpReport::Closed(
+                "association closed".into(),
+            )));
             self.dtls.push(DtlsMsg::Close);
         }
     }

@@ -87,26 +87,42 @@ async fn until<T>(
 /// Runs one loopback benchmark and returns its figures.
 pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
     if opts.message_size == 0 {
-        return Err(Error::InvalidArgument("--message-size must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "--message-size must be at least 1".into(),
+        ));
     }
     let a = PeerConnection::new(loopback_config("A"))?;
     let b = PeerConnection::new(loopback_config("B"))?;
     let (mut ea, mut eb) = (a.events(), b.events());
 
     let start = Instant::now();
-    let tx = a.create_data_channel("bench", ChannelInit::default()).await?;
+    let tx = a
+        .create_data_channel("bench", ChannelInit::default())
+        .await?;
     let offer = a.create_offer().await?;
     a.set_local_description(offer).await?;
-    until(&mut ea, "offerer gathering", |e| matches!(e, Event::IceCandidate(None)).then_some(())).await?;
+    until(&mut ea, "offerer gathering", |e| {
+        matches!(e, Event::IceCandidate(None)).then_some(())
+    })
+    .await?;
     let offer = a.local_description().await.ok_or(Error::Closed)?;
     b.set_remote_description(offer).await?;
     let answer = b.create_answer().await?;
     b.set_local_description(answer).await?;
-    until(&mut eb, "answerer gathering", |e| matches!(e, Event::IceCandidate(None)).then_some(())).await?;
+    until(&mut eb, "answerer gathering", |e| {
+        matches!(e, Event::IceCandidate(None)).then_some(())
+    })
+    .await?;
     let answer = b.local_description().await.ok_or(Error::Closed)?;
     a.set_remote_description(answer).await?;
-    until(&mut ea, "channel open (offerer)", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await?;
-    until(&mut eb, "channel open (answerer)", |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await?;
+    until(&mut ea, "channel open (offerer)", |e| {
+        matches!(e, Event::ChannelOpen(_)).then_some(())
+    })
+    .await?;
+    until(&mut eb, "channel open (answerer)", |e| {
+        matches!(e, Event::ChannelOpen(_)).then_some(())
+    })
+    .await?;
     let setup = start.elapsed();
 
     let max = tx.max_message_size().unwrap_or(usize::MAX);
@@ -117,7 +133,10 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
         )));
     }
     // One buffer, sliced: the pattern lets the receiver check every byte cheaply.
-    let pattern: Bytes = (0..opts.message_size).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let pattern: Bytes = (0..opts.message_size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
     tx.set_buffered_amount_low_threshold(opts.high_water / 2);
 
     let total = opts.bytes;
@@ -146,7 +165,9 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
             })
             .await?;
             if m[..] != pattern[..m.len()] {
-                return Err(Error::InvalidState(format!("corrupt message at byte {got}")));
+                return Err(Error::InvalidState(format!(
+                    "corrupt message at byte {got}"
+                )));
             }
             got += m.len();
         }

@@ -74,7 +74,10 @@ impl Peer {
             matches!(e, Event::IceCandidate(None)).then_some(())
         })
         .await;
-        self.pc.local_description().await.expect("local description")
+        self.pc
+            .local_description()
+            .await
+            .expect("local description")
     }
 }
 
