@@ -451,3 +451,104 @@ fn signaling_misuse_gets_clear_errors() {
         assert!(a.pc.create_offer().await.is_err());
     });
 }
+
+#[test]
+fn trickle_ice_connects_with_candidates_sent_one_by_one() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch =
+            a.pc.create_data_channel("trickle", ChannelInit::default())
+                .await
+                .unwrap();
+        // Descriptions go out at once, without candidates.
+        let offer = a.pc.create_offer().await.unwrap();
+        assert!(!offer.sdp.contains("a=candidate"));
+        a.pc.set_local_description(offer.clone()).await.unwrap();
+        b.pc.set_remote_description(offer).await.unwrap();
+        let answer = b.pc.create_answer().await.unwrap();
+        b.pc.set_local_description(answer.clone()).await.unwrap();
+        a.pc.set_remote_description(answer).await.unwrap();
+        // Candidates follow as events, end-of-candidates last.
+        for turn in 0..2 {
+            let (from, to) = if turn == 0 {
+                (&mut a, &b)
+            } else {
+                (&mut b, &a)
+            };
+            loop {
+                let c = from
+                    .expect("candidate", |e| match e {
+                        Event::IceCandidate(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .await;
+                let end = c.is_none();
+                let init = c.unwrap_or(smolrtc::IceCandidateInit {
+                    candidate: String::new(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: None,
+                });
+                to.pc.add_ice_candidate(init).await.unwrap();
+                if end {
+                    break;
+                }
+            }
+        }
+        open(&mut a, "trickle").await;
+        ch.send("after trickle").await.unwrap();
+        assert_eq!(
+            message(&mut b, "trickle").await,
+            Message::Text("after trickle".into())
+        );
+    });
+}
+
+#[test]
+fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+            .await
+            .unwrap();
+        let cb =
+            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
+        let offer = a.pc.create_offer().await.unwrap();
+        a.pc.set_local_description(offer).await.unwrap();
+        let mut offer = a.complete_description().await;
+        // Rewrite the data section the way rawrtc offers it.
+        let m_line = offer
+            .sdp
+            .lines()
+            .find(|l| l.starts_with("m=application"))
+            .unwrap()
+            .to_owned();
+        let port = m_line.split(' ').nth(1).unwrap();
+        offer.sdp = offer
+            .sdp
+            .replace(&m_line, &format!("m=application {port} DTLS/SCTP 5000"))
+            .replace(
+                "a=sctp-port:5000",
+                "a=sctpmap:5000 webrtc-datachannel 65535",
+            )
+            .replace("a=max-message-size:262144", "a=max-message-size:0");
+        b.pc.set_remote_description(offer).await.unwrap();
+        let answer = b.pc.create_answer().await.unwrap();
+        assert!(answer.sdp.contains(" DTLS/SCTP 5000"), "{}", answer.sdp);
+        assert!(answer.sdp.contains("a=sctpmap:5000 webrtc-datachannel"));
+        b.pc.set_local_description(answer).await.unwrap();
+        let answer = b.complete_description().await;
+        a.pc.set_remote_description(answer).await.unwrap();
+        open(&mut b, "cat-noises").await;
+        // max-message-size:0 means unlimited: B may send more than the 64 KiB default.
+        assert!(cb.max_message_size().unwrap() > 1 << 30);
+        cb.send(vec![b'M'; 100_000]).await.unwrap();
+        assert_eq!(message(&mut a, "cat-noises").await.len(), 100_000);
+    });
+}
