@@ -37,7 +37,33 @@ pub(crate) fn reliability(init: &ChannelInit) -> (bool, ReliabilityType, u32) {
     }
 }
 
+/// Fixed part of an OPEN message, before label and protocol.
+const OPEN_HEADER: usize = 12;
+
 pub(crate) fn parse(data: &[u8]) -> Result<Dcep, String> {
+    // rtc-datachannel's decoder panics on truncated input (it advances past the end), and
+    // this is network input: check the framing here and hand it only well-formed messages.
+    match data.first() {
+        None => return Err("empty DCEP message".into()),
+        Some(0x02) => return Ok(Dcep::Ack),
+        Some(0x03) => {
+            if data.len() < OPEN_HEADER {
+                return Err(format!("DCEP OPEN of {} bytes is truncated", data.len()));
+            }
+            let label = usize::from(u16::from_be_bytes([data[8], data[9]]));
+            let protocol = usize::from(u16::from_be_bytes([data[10], data[11]]));
+            if OPEN_HEADER + label + protocol > data.len() {
+                return Err(format!(
+                    "DCEP OPEN declares {label}+{protocol} bytes of label and protocol, has {}",
+                    data.len() - OPEN_HEADER
+                ));
+            }
+            if !matches!(data[1], 0x00 | 0x01 | 0x02 | 0x80 | 0x81 | 0x82) {
+                return Err(format!("unknown DCEP channel type 0x{:02x}", data[1]));
+            }
+        }
+        Some(t) => return Err(format!("DCEP message type 0x{t:02x} is not OPEN or ACK")),
+    }
     let mut buf = data;
     match DcepMessage::unmarshal(&mut buf).map_err(|e| format!("bad DCEP message: {e}"))? {
         DcepMessage::DataChannelAck(_) => Ok(Dcep::Ack),
@@ -159,5 +185,14 @@ mod tests {
         }
         // Label length pointing past the end.
         assert!(parse(&[0x03, 0, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]).is_err());
+        // Unknown channel type with valid framing.
+        assert!(parse(&[0x03, 0x7f, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // Every truncation of a real OPEN is refused, never a panic.
+        let open = open("bear-noises", &ChannelInit::default());
+        for n in 0..open.len() {
+            assert!(parse(&open[..n]).is_err(), "{n}");
+        }
+        // Short label and protocol at the exact end are fine.
+        assert!(parse(&[0x03, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'a', b'b']).is_ok());
     }
 }

@@ -52,6 +52,8 @@ pub(crate) fn ice_credentials() -> Result<(String, String)> {
 }
 
 const DEFAULT_MID: &str = "0";
+/// Longest `close()` waits for SCTP ABORT, DTLS close_notify and the sockets to go.
+const TEARDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) struct PeerActor {
     name: String,
@@ -80,6 +82,9 @@ pub(crate) struct PeerActor {
     connection: ConnectionState,
     closed: bool,
     teardown_sent: bool,
+    /// `close()` calls waiting for the pipeline to finish tearing down.
+    close_waiters: Vec<Reply<()>>,
+    close_deadline: Option<std::time::Instant>,
     ice: Link<IceMsg>,
     dtls: Link<DtlsMsg>,
     sctp: Link<SctpMsg>,
@@ -131,6 +136,8 @@ impl PeerActor {
             connection: ConnectionState::New,
             closed: false,
             teardown_sent: false,
+            close_waiters: Vec::new(),
+            close_deadline: None,
             ice,
             dtls,
             sctp,
@@ -147,7 +154,7 @@ impl PeerActor {
             let wake = runtime::wait(
                 &inbox,
                 true,
-                None,
+                self.close_deadline,
                 &mut [
                     &mut self.ice,
                     &mut self.dtls,
@@ -171,8 +178,19 @@ impl PeerActor {
                     self.events.flush();
                     return;
                 }
+                Wake::Timer => {
+                    log::warn!("[{}] teardown did not finish in time", self.name);
+                    self.release_close_waiters();
+                }
                 _ => {}
             }
+        }
+    }
+
+    fn release_close_waiters(&mut self) {
+        self.close_deadline = None;
+        for r in self.close_waiters.drain(..) {
+            let _ = r.try_send(());
         }
     }
 
@@ -232,7 +250,14 @@ impl PeerActor {
             PeerCmd::Close(r) => {
                 self.close();
                 if let Some(r) = r {
-                    let _ = r.try_send(());
+                    // Answer once ICE (the last actor of the chain) has closed its sockets.
+                    if self.ice_state == IceConnectionState::Closed || self.ice.is_closed() {
+                        let _ = r.try_send(());
+                    } else {
+                        self.close_waiters.push(r);
+                        self.close_deadline
+                            .get_or_insert(std::time::Instant::now() + TEARDOWN_TIMEOUT);
+                    }
                 }
             }
         }
@@ -512,6 +537,9 @@ impl PeerActor {
                     .push(Event::IceGatheringState(GatheringState::Complete));
             }
             IceReport::State(s) => {
+                if s == IceConnectionState::Closed {
+                    self.release_close_waiters();
+                }
                 if self.ice_state != s {
                     self.ice_state = s;
                     self.log_state("ICE connection state", &s);

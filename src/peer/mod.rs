@@ -377,6 +377,7 @@ impl PeerConnection {
     }
 
     /// W3C `close`: channels close, SCTP aborts, DTLS sends close_notify, sockets close.
+    /// Returns once that teardown has happened (at most about two seconds).
     pub async fn close(&self) {
         let _ = self.call(|r| PeerCmd::Close(Some(r))).await;
     }
