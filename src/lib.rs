@@ -12,6 +12,7 @@
 //! (JSON `{"type","sdp"}` via [`sdp::Description`]), open [`DataChannel`]s, read
 //! [`Event`]s. The handle is `Send`: drive it from any thread.
 
+pub mod apps;
 pub mod channel;
 pub mod dtls;
 mod error;

@@ -19,12 +19,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The device service: an HTTP server with the browser page and the signaling API
+    /// (POST /api/offer, WHIP at /whip, WebSocket at /ws); channels are answered by the
+    /// built-in handlers echo, discard and chargen (and rawrtc's noisy channels).
+    Serve(ServeOptions),
     /// Console peer: print the local description as one JSON line, read the remote one
     /// from stdin, and run rawrtc's data-channel flow (cat/bear/lion-noises).
     Peer(smolrtc::signal::console::Options),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeOptions {
+    /// Address and port of the HTTP server.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    listen: std::net::SocketAddr,
+    /// Offer only this local address as an ICE host candidate (repeatable); default: every
+    /// address of every interface that is up.
+    #[arg(long = "ice-address", value_name = "IP")]
+    ice_addresses: Vec<std::net::IpAddr>,
+    /// Also offer loopback addresses (always done when nothing else is up).
+    #[arg(long)]
+    loopback: bool,
+    /// Most peer connections at once.
+    #[arg(long, default_value_t = 64)]
+    max_sessions: usize,
+    /// Largest signaling request body, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body: usize,
+    /// Do not run rawrtc's channel flow (cat-noises id 0, bear/lion-noises) on sessions.
+    #[arg(long)]
+    no_rawrtc_flow: bool,
 }
 
 #[derive(Subcommand)]
@@ -38,6 +65,7 @@ fn main() -> ExitCode {
     smolrtc::signal::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(opts) => serve(opts),
         Command::Peer(opts) => smolrtc::signal::console::run(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => smolrtc::signal::bench::loopback(opts),
     };
@@ -48,4 +76,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
+    let mut config = smolrtc::signal::ServiceConfig {
+        listen: opts.listen,
+        max_sessions: opts.max_sessions,
+        max_body: opts.max_body,
+        rawrtc_flow: !opts.no_rawrtc_flow,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = opts.ice_addresses;
+    config.peer.ice.hosts.include_loopback = opts.loopback;
+    smolrtc::signal::Service::new(config).run()
 }

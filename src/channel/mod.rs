@@ -214,6 +214,11 @@ pub struct DataChannel {
 }
 
 impl DataChannel {
+    /// A key unique among live channels of the process (for maps of channels).
+    pub fn ptr_key(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
     /// The channel's label.
     pub fn label(&self) -> &str {
         &self.shared.label

@@ -41,7 +41,7 @@ impl Runtime {
     /// Runs `build` on the smolrtc thread with its executor, to spawn a set of actors.
     pub(crate) fn spawn_actors<F>(&self, build: F)
     where
-        F: FnOnce(&LocalExecutor<'static>) + Send + 'static,
+        F: FnOnce(&Rc<LocalExecutor<'static>>) + Send + 'static,
     {
         let job: Job = Box::new(move |ex| build(ex));
         let _ = self.jobs.try_send(job);

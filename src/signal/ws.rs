@@ -1,0 +1,217 @@
+//! WebSocket signaling in rawrtc's page format, trickle ICE both ways.
+//!
+//! Messages are JSON text frames `{"type":"description","value":{"type":..,"sdp":..}}` and
+//! `{"type":"candidate","value":{"candidate":..,"sdpMid":..,"sdpMLineIndex":..}}`
+//! (`"value": null` is end-of-candidates). Errors go back as `{"type":"error","value":".."}`
+//! and leave the session as it was. `GET /ws` waits for the page's offer;
+//! `GET /ws?role=offer` makes the service the offerer.
+
+use super::service::{ApiError, NewSession, Shared, Via};
+use crate::sdp::{Description, IceCandidateInit, SdpType};
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// Answers the upgrade request and starts the signaling task on the upgraded connection.
+pub(crate) fn upgrade(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    let is_upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+        return Err(ApiError(426, "/ws needs a WebSocket upgrade request".into()));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let server_offers = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "role=offer"));
+    let shared = shared.clone();
+    let max = shared.config.max_body;
+    shared.ex.clone().spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut config = WebSocketConfig::default();
+                config.max_message_size = Some(max);
+                config.max_frame_size = Some(max);
+                let ws = WebSocketStream::from_raw_socket(HyperIo(upgraded), Role::Server, Some(config)).await;
+                signal(shared, ws, server_offers).await;
+            }
+            Err(e) => log::warn!("GET /ws: upgrade failed: {e}"),
+        }
+    })
+    .detach();
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(r)
+}
+
+type Ws = WebSocketStream<HyperIo<hyper::upgrade::Upgraded>>;
+
+async fn send(ws: &mut Ws, kind: &str, value: serde_json::Value) -> bool {
+    let text = serde_json::json!({ "type": kind, "value": value }).to_string();
+    ws.send(WsMessage::text(text)).await.is_ok()
+}
+
+enum Input {
+    Ws(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
+    Candidate(Option<IceCandidateInit>),
+    CandidatesDone,
+}
+
+async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
+    let s: NewSession = match shared.open(Via::WebSocket, server_offers).await {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("GET /ws: {} {}", e.0, e.1);
+            send(&mut ws, "error", e.1.into()).await;
+            let _ = ws.close(None).await;
+            return;
+        }
+    };
+    let id = s.id.clone();
+    if server_offers {
+        let offer = async {
+            let offer = s.pc.create_offer().await?;
+            s.pc.set_local_description(offer.clone()).await?;
+            Ok::<_, crate::Error>(offer)
+        }
+        .await;
+        match offer {
+            Ok(offer) => {
+                send(&mut ws, "description", serde_json::json!({"type": "offer", "sdp": offer.sdp})).await;
+            }
+            Err(e) => {
+                log::warn!("[{id}] offer: {e}");
+                send(&mut ws, "error", e.to_string().into()).await;
+                shared.close(&id).await;
+                return;
+            }
+        }
+    }
+    let mut candidates_open = true;
+    loop {
+        let input = futures_lite::future::or(async { Input::Ws(ws.next().await) }, async {
+            if !candidates_open {
+                return futures_lite::future::pending().await;
+            }
+            match s.candidates.recv().await {
+                Ok(c) => Input::Candidate(c),
+                Err(_) => Input::CandidatesDone,
+            }
+        })
+        .await;
+        match input {
+            Input::Candidate(c) => {
+                let value = match c {
+                    Some(c) => serde_json::to_value(&c).unwrap_or_default(),
+                    None => serde_json::Value::Null,
+                };
+                if !send(&mut ws, "candidate", value).await {
+                    break;
+                }
+            }
+            Input::CandidatesDone => candidates_open = false,
+            Input::Ws(Some(Ok(WsMessage::Text(t)))) => {
+                if let Err(e) = handle_message(&s, &mut ws, t.as_str()).await {
+                    log::warn!("[{id}] ws: {e}");
+                    if !send(&mut ws, "error", e.into()).await {
+                        break;
+                    }
+                }
+            }
+            Input::Ws(Some(Ok(WsMessage::Close(_)))) | Input::Ws(None) => break,
+            Input::Ws(Some(Ok(_))) => {}
+            Input::Ws(Some(Err(e))) => {
+                log::warn!("[{id}] ws: {e}");
+                break;
+            }
+        }
+    }
+    // Signaling is over; a connected session lives on, an unfinished one is dropped.
+    let connected = shared
+        .list()
+        .iter()
+        .any(|(sid, _, state, _)| *sid == id && state == "connected");
+    if !connected {
+        log::info!("[{id}] WebSocket closed before the connection was up: closing the session");
+        shared.close(&id).await;
+    } else {
+        log::info!("[{id}] WebSocket closed; the session goes on");
+    }
+}
+
+async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), String> {
+    let msg: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let kind = msg.get("type").and_then(|t| t.as_str()).ok_or("missing \"type\"")?;
+    let value = msg.get("value").cloned().unwrap_or(serde_json::Value::Null);
+    match kind {
+        "description" => {
+            let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
+            s.pc.set_remote_description(d.clone()).await.map_err(|e| e.to_string())?;
+            if d.kind == SdpType::Offer {
+                let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
+                s.pc.set_local_description(answer.clone()).await.map_err(|e| e.to_string())?;
+                send(ws, "description", serde_json::json!({"type": "answer", "sdp": answer.sdp})).await;
+            }
+            Ok(())
+        }
+        "candidate" => {
+            let c = if value.is_null() {
+                IceCandidateInit {
+                    candidate: String::new(),
+                    sdp_mid: None,
+                    sdp_mline_index: None,
+                    username_fragment: None,
+                }
+            } else {
+                IceCandidateInit::from_json(&value.to_string()).map_err(|e| e.to_string())?
+            };
+            s.pc.add_ice_candidate(c).await.map_err(|e| e.to_string())
+        }
+        other => Err(format!("unknown message type {other:?}; expected description or candidate")),
+    }
+}
+
+/// hyper's upgraded connection seen through futures-io, which tungstenite reads.
+pub(crate) struct HyperIo<T>(T);
+
+impl<T: hyper::rt::Read + Unpin> futures_io::AsyncRead for HyperIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let mut rb = hyper::rt::ReadBuf::new(buf);
+        match Pin::new(&mut self.0).poll_read(cx, rb.unfilled()) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> futures_io::AsyncWrite for HyperIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
