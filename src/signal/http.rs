@@ -93,14 +93,18 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > max {
-            return Err(ApiError(413, format!("body of {len} bytes exceeds max_body ({max})")));
+            return Err(ApiError(
+                413,
+                format!("body of {len} bytes exceeds max_body ({max})"),
+            ));
         }
     }
     match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError(413, format!("body exceeds max_body ({max} bytes)")))
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
+            413,
+            format!("body exceeds max_body ({max} bytes)"),
+        )),
         Err(e) => Err(ApiError(400, format!("cannot read body: {e}"))),
     }
 }
@@ -109,7 +113,13 @@ fn content_type(req: &Request<Incoming>) -> String {
     req.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 
@@ -118,7 +128,9 @@ async fn route(shared: Rc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     log::debug!("{method} {path}");
     let result = match (&method, path.as_str()) {
-        (&Method::GET, "/" | "/index.html") => Ok(static_response("text/html; charset=utf-8", INDEX_HTML)),
+        (&Method::GET, "/" | "/index.html") => {
+            Ok(static_response("text/html; charset=utf-8", INDEX_HTML))
+        }
         (&Method::GET, "/app.js") => Ok(static_response("text/javascript; charset=utf-8", APP_JS)),
         (&Method::GET, "/style.css") => Ok(static_response("text/css; charset=utf-8", STYLE_CSS)),
         (&Method::GET, "/api/sessions") => Ok(sessions(&shared)),
@@ -152,7 +164,11 @@ fn sessions(shared: &Shared) -> Response<Body> {
 }
 
 /// Offer in, session up, answer out with every candidate. On failure the session is closed.
-async fn answer_offer(shared: &Rc<Shared>, via: Via, offer: Description) -> Result<(String, Description), ApiError> {
+async fn answer_offer(
+    shared: &Rc<Shared>,
+    via: Via,
+    offer: Description,
+) -> Result<(String, Description), ApiError> {
     // Parse first: a bad offer must not cost a session.
     sdp::parse(&offer.sdp).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
     let s = shared.open(via, false).await?;
@@ -171,30 +187,49 @@ async fn answer_offer(shared: &Rc<Shared>, via: Via, offer: Description) -> Resu
     Ok((s.id, answer))
 }
 
-async fn api_offer(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn api_offer(
+    shared: &Rc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, shared.config.max_body).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
     let offer = Description::from_json(text).map_err(|e| ApiError(400, e.to_string()))?;
     if offer.kind != SdpType::Offer {
-        return Err(ApiError(400, format!("expected an offer, got {:?}", offer.kind.as_str())));
+        return Err(ApiError(
+            400,
+            format!("expected an offer, got {:?}", offer.kind.as_str()),
+        ));
     }
     let (id, answer) = answer_offer(shared, Via::Http, offer).await?;
     log::info!("[{id}] answered POST /api/offer");
-    let mut r = json_response(200, serde_json::json!({"type": "answer", "sdp": answer.sdp}));
+    let mut r = json_response(
+        200,
+        serde_json::json!({"type": "answer", "sdp": answer.sdp}),
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert("x-session-id", v);
     }
     Ok(r)
 }
 
-async fn whip_post(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn whip_post(
+    shared: &Rc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let ct = content_type(&req);
     if ct != "application/sdp" {
-        return Err(ApiError(415, format!("expected Content-Type application/sdp, got {ct:?}")));
+        return Err(ApiError(
+            415,
+            format!("expected Content-Type application/sdp, got {ct:?}"),
+        ));
     }
     let body = read_body(req, shared.config.max_body).await?;
-    let sdp = String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let offer = Description { kind: SdpType::Offer, sdp };
+    let sdp =
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
+    let offer = Description {
+        kind: SdpType::Offer,
+        sdp,
+    };
     let (id, answer) = answer_offer(shared, Via::Whip, offer).await?;
     log::info!("[{id}] answered POST /whip");
     let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
@@ -207,7 +242,11 @@ async fn whip_post(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Respon
     Ok(r)
 }
 
-async fn whip_patch(shared: &Rc<Shared>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn whip_patch(
+    shared: &Rc<Shared>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let pc = shared
         .session(id)
         .ok_or_else(|| ApiError(404, format!("unknown session {id:?}")))?;
@@ -220,8 +259,8 @@ async fn whip_patch(shared: &Rc<Shared>, id: &str, req: Request<Incoming>) -> Re
     }
     let body = read_body(req, shared.config.max_body).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let (_ufrag, candidates, end) =
-        sdp::parse_candidate_fragment(text).map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
+    let (_ufrag, candidates, end) = sdp::parse_candidate_fragment(text)
+        .map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
     let n = candidates.len();
     for c in candidates {
         pc.add_ice_candidate(IceCandidateInit {
@@ -241,7 +280,10 @@ async fn whip_patch(shared: &Rc<Shared>, id: &str, req: Request<Incoming>) -> Re
         })
         .await?;
     }
-    log::info!("[{id}] PATCH: {n} candidates{}", if end { ", end-of-candidates" } else { "" });
+    log::info!(
+        "[{id}] PATCH: {n} candidates{}",
+        if end { ", end-of-candidates" } else { "" }
+    );
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -265,7 +307,10 @@ async fn report(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<
     }
     log::info!(
         "client report: ok={} mode={} offering={} error={}",
-        value["ok"], value["mode"], value["offering"], value["error"]
+        value["ok"],
+        value["mode"],
+        value["offering"],
+        value["error"]
     );
     // Kept only while someone reads them (a test, a host program); otherwise just logged.
     if shared.reports.try_send(value).is_err() {

@@ -155,11 +155,18 @@ impl Shared {
     }
 
     /// Creates a session; `offerer` says whether the service makes the offer.
-    pub(crate) async fn open(self: &Rc<Self>, via: Via, offerer: bool) -> Result<NewSession, ApiError> {
+    pub(crate) async fn open(
+        self: &Rc<Self>,
+        via: Via,
+        offerer: bool,
+    ) -> Result<NewSession, ApiError> {
         let max = self.config.max_sessions;
         if self.sessions.borrow().len() >= max {
             log::warn!("session refused: max_sessions ({max}) reached");
-            return Err(ApiError(503, format!("too many sessions (max_sessions = {max})")));
+            return Err(ApiError(
+                503,
+                format!("too many sessions (max_sessions = {max})"),
+            ));
         }
         let id = session_id()?;
         let mut config = self.config.peer.clone();
@@ -186,7 +193,15 @@ impl Shared {
             self.sessions.borrow().len()
         );
         let (cand_tx, cand_rx) = async_channel::unbounded();
-        let task = run_session(self.clone(), id.clone(), pc.clone(), events, cand_tx, state, offerer);
+        let task = run_session(
+            self.clone(),
+            id.clone(),
+            pc.clone(),
+            events,
+            cand_tx,
+            state,
+            offerer,
+        );
         self.ex.spawn(task).detach();
         Ok(NewSession {
             id,
@@ -230,16 +245,24 @@ pub(crate) async fn complete_description(
             }
         }
     };
-    let timed_out = futures_lite::future::or(async { done.await; false }, async {
-        async_io::Timer::after(timeout).await;
-        true
-    })
+    let timed_out = futures_lite::future::or(
+        async {
+            done.await;
+            false
+        },
+        async {
+            async_io::Timer::after(timeout).await;
+            true
+        },
+    )
     .await;
     if timed_out {
-        log::warn!("[{}] gathering not complete after {timeout:?}; answering with what we have", s.id);
+        log::warn!(
+            "[{}] gathering not complete after {timeout:?}; answering with what we have",
+            s.id
+        );
     }
-    s.pc
-        .local_description()
+    s.pc.local_description()
         .await
         .ok_or_else(|| ApiError(500, "no local description".into()))
 }
@@ -265,8 +288,13 @@ async fn run_session(
                 *state.borrow_mut() = s;
                 match s {
                     ConnectionState::Connected if shared.config.rawrtc_flow => {
-                        let label = if offerer { "bear-noises" } else { "lion-noises" };
-                        if let Err(e) = pc.create_data_channel(label, ChannelInit::default()).await {
+                        let label = if offerer {
+                            "bear-noises"
+                        } else {
+                            "lion-noises"
+                        };
+                        if let Err(e) = pc.create_data_channel(label, ChannelInit::default()).await
+                        {
                             log::warn!("[{id}] {label}: {e}");
                         }
                     }
@@ -439,10 +467,8 @@ impl Service {
     /// session cleanly.
     pub fn run(self) -> Result<()> {
         let handle = self.start(Runtime::global())?;
-        let mut signals = async_signal::Signals::new([
-            async_signal::Signal::Int,
-            async_signal::Signal::Term,
-        ])?;
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let sig = futures_lite::future::block_on(futures_lite::StreamExt::next(&mut signals));
         log::info!("{sig:?}: stopping");
         handle.shutdown();

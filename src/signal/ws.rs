@@ -23,14 +23,20 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// Answers the upgrade request and starts the signaling task on the upgraded connection.
-pub(crate) fn upgrade(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(crate) fn upgrade(
+    shared: &Rc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let is_upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
-        return Err(ApiError(426, "/ws needs a WebSocket upgrade request".into()));
+        return Err(ApiError(
+            426,
+            "/ws needs a WebSocket upgrade request".into(),
+        ));
     };
     let accept = derive_accept_key(key.as_bytes());
     let server_offers = req
@@ -39,19 +45,27 @@ pub(crate) fn upgrade(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Res
         .is_some_and(|q| q.split('&').any(|kv| kv == "role=offer"));
     let shared = shared.clone();
     let max = shared.config.max_body;
-    shared.ex.clone().spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(max);
-                config.max_frame_size = Some(max);
-                let ws = WebSocketStream::from_raw_socket(HyperIo(upgraded), Role::Server, Some(config)).await;
-                signal(shared, ws, server_offers).await;
+    shared
+        .ex
+        .clone()
+        .spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let mut config = WebSocketConfig::default();
+                    config.max_message_size = Some(max);
+                    config.max_frame_size = Some(max);
+                    let ws = WebSocketStream::from_raw_socket(
+                        HyperIo(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    signal(shared, ws, server_offers).await;
+                }
+                Err(e) => log::warn!("GET /ws: upgrade failed: {e}"),
             }
-            Err(e) => log::warn!("GET /ws: upgrade failed: {e}"),
-        }
-    })
-    .detach();
+        })
+        .detach();
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -96,7 +110,12 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
         .await;
         match offer {
             Ok(offer) => {
-                send(&mut ws, "description", serde_json::json!({"type": "offer", "sdp": offer.sdp})).await;
+                send(
+                    &mut ws,
+                    "description",
+                    serde_json::json!({"type": "offer", "sdp": offer.sdp}),
+                )
+                .await;
             }
             Err(e) => {
                 log::warn!("[{id}] offer: {e}");
@@ -159,17 +178,30 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
 }
 
 async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), String> {
-    let msg: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let kind = msg.get("type").and_then(|t| t.as_str()).ok_or("missing \"type\"")?;
+    let msg: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let kind = msg
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or("missing \"type\"")?;
     let value = msg.get("value").cloned().unwrap_or(serde_json::Value::Null);
     match kind {
         "description" => {
             let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
-            s.pc.set_remote_description(d.clone()).await.map_err(|e| e.to_string())?;
+            s.pc.set_remote_description(d.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             if d.kind == SdpType::Offer {
                 let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
-                s.pc.set_local_description(answer.clone()).await.map_err(|e| e.to_string())?;
-                send(ws, "description", serde_json::json!({"type": "answer", "sdp": answer.sdp})).await;
+                s.pc.set_local_description(answer.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                send(
+                    ws,
+                    "description",
+                    serde_json::json!({"type": "answer", "sdp": answer.sdp}),
+                )
+                .await;
             }
             Ok(())
         }
@@ -186,7 +218,9 @@ async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), S
             };
             s.pc.add_ice_candidate(c).await.map_err(|e| e.to_string())
         }
-        other => Err(format!("unknown message type {other:?}; expected description or candidate")),
+        other => Err(format!(
+            "unknown message type {other:?}; expected description or candidate"
+        )),
     }
 }
 
@@ -194,7 +228,11 @@ async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), S
 pub(crate) struct HyperIo<T>(T);
 
 impl<T: hyper::rt::Read + Unpin> futures_io::AsyncRead for HyperIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         let mut rb = hyper::rt::ReadBuf::new(buf);
         match Pin::new(&mut self.0).poll_read(cx, rb.unfilled()) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
@@ -205,7 +243,11 @@ impl<T: hyper::rt::Read + Unpin> futures_io::AsyncRead for HyperIo<T> {
 }
 
 impl<T: hyper::rt::Write + Unpin> futures_io::AsyncWrite for HyperIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

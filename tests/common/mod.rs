@@ -7,6 +7,8 @@ use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+pub mod http;
+
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn init_log() {
@@ -33,6 +35,8 @@ pub fn loopback_config(name: &str) -> Config {
 pub struct Peer {
     pub pc: PeerConnection,
     pub events: EventStream,
+    /// Events read while looking for another one, kept for later `expect`s.
+    backlog: std::collections::VecDeque<Event>,
 }
 
 impl Peer {
@@ -43,19 +47,32 @@ impl Peer {
     pub fn with_config(config: Config) -> Self {
         let pc = PeerConnection::new(config).expect("peer connection");
         let events = pc.events();
-        Self { pc, events }
+        Self {
+            pc,
+            events,
+            backlog: Default::default(),
+        }
     }
 
-    /// Waits (bounded) for the first event `f` maps to `Some`, skipping the rest.
+    /// Waits (bounded) for the first event `f` maps to `Some`, in arrival order; events
+    /// passed over stay in a backlog for later calls.
     pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        for i in 0..self.backlog.len() {
+            if let Some(t) = f(&self.backlog[i]) {
+                self.backlog.remove(i);
+                return t;
+            }
+        }
         let deadline = async_io::Timer::after(TIMEOUT);
         let events = &mut self.events;
+        let backlog = &mut self.backlog;
         let found = futures_lite::future::or(
             async {
                 while let Some(e) = events.next().await {
                     if let Some(t) = f(&e) {
                         return Some(t);
                     }
+                    backlog.push_back(e);
                 }
                 None
             },

@@ -1,0 +1,419 @@
+//! `smolrtc serve` against smolrtc client peers over real sockets: the three signaling paths,
+//! the built-in handlers, bad input, and sessions freed when they end.
+
+mod common;
+
+use common::http::{request, Reply};
+use common::*;
+use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::{
+    ChannelInit, ConnectionState, DataChannel, Description, Event, Message, Runtime, SdpType,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+fn start(max_sessions: usize) -> (Runtime, ServiceHandle) {
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_sessions,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let handle = Service::new(config).start(&rt).unwrap();
+    (rt, handle)
+}
+
+fn sessions(h: &ServiceHandle) -> Vec<serde_json::Value> {
+    let r = request(h.addr, "GET", "/api/sessions", None, b"");
+    assert_eq!(r.status, 200);
+    r.json()["sessions"].as_array().unwrap().clone()
+}
+
+fn wait_freed(h: &ServiceHandle) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while !sessions(h).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "session not freed: {:?}",
+            sessions(h)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn opened(p: &mut Peer, label: &str) -> DataChannel {
+    let label = label.to_owned();
+    p.expect(&format!("{label} open"), |e| match e {
+        Event::ChannelOpen(c) if c.label() == label => Some(c.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn message(p: &mut Peer, label: &str) -> Message {
+    let label = label.to_owned();
+    p.expect(&format!("message on {label}"), |e| match e {
+        Event::ChannelMessage(c, m) if c.label() == label => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// A client with rawrtc's cat-noises and the channels named in `labels`, offering through
+/// `POST /api/offer` (complete SDP both ways).
+async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChannel>) {
+    let mut p = Peer::new("client");
+    p.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+        .await
+        .unwrap();
+    let mut chans = Vec::new();
+    for l in labels {
+        chans.push(
+            p.pc.create_data_channel(l, ChannelInit::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let offer = p.pc.create_offer().await.unwrap();
+    p.pc.set_local_description(offer).await.unwrap();
+    let offer = p.complete_description().await;
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer",
+        Some("application/json"),
+        offer.to_json().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = Description::from_json(&r.text()).unwrap();
+    assert_eq!(answer.kind, SdpType::Answer);
+    assert!(
+        answer.sdp.contains("a=candidate:"),
+        "non-trickle answer carries candidates"
+    );
+    p.pc.set_remote_description(answer).await.unwrap();
+    (p, chans)
+}
+
+#[test]
+fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
+    init_log();
+    let (_rt, h) = start(8);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo", "discard", "chargen", "mystery"]).await;
+        let (echo, discard, chargen, mystery) = (&chans[0], &chans[1], &chans[2], &chans[3]);
+        opened(&mut p, "echo").await;
+        // rawrtc's flow: cat-noises (id 0) brings 8192 bytes; the service opens lion-noises.
+        assert_eq!(message(&mut p, "cat-noises").await.len(), 8192);
+        let lion = p
+            .expect("lion-noises", |e| match e {
+                Event::DataChannel(c) if c.label() == "lion-noises" => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(lion.state(), smolrtc::ChannelState::Open);
+        assert_eq!(message(&mut p, "lion-noises").await.len(), 8192);
+        // A label with no handler is refused: the service closes it.
+        p.expect("mystery closed", |e| {
+            matches!(e, Event::ChannelClosed(c) if c.label() == "mystery").then_some(())
+        })
+        .await;
+        assert!(mystery.send("hello?").await.is_err());
+
+        // echo: text stays text, binary stays binary.
+        echo.send("hello").await.unwrap();
+        assert_eq!(message(&mut p, "echo").await, Message::Text("hello".into()));
+        echo.send(vec![1u8, 2, 3]).await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Binary(vec![1u8, 2, 3].into())
+        );
+
+        // discard counts what it got.
+        opened(&mut p, "discard").await;
+        for _ in 0..10 {
+            discard.send(vec![0u8; 1000]).await.unwrap();
+        }
+        discard.send("abc").await.unwrap();
+        discard.send("stats").await.unwrap();
+        let stats = message(&mut p, "discard").await;
+        let Message::Text(stats) = stats else {
+            panic!("stats is text")
+        };
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(v, serde_json::json!({"bytes": 10003, "messages": 11}));
+
+        // chargen: 1 MiB in 16 KiB messages, byte i = i % 251, then "end".
+        opened(&mut p, "chargen").await;
+        chargen.send("1048576").await.unwrap();
+        let mut got = 0u64;
+        loop {
+            match message(&mut p, "chargen").await {
+                Message::Binary(b) => {
+                    assert!(b.len() <= smolrtc::apps::CHARGEN_MESSAGE);
+                    for (k, byte) in b.iter().enumerate() {
+                        assert_eq!(
+                            *byte,
+                            smolrtc::apps::chargen_byte(got + k as u64),
+                            "byte {}",
+                            got + k as u64
+                        );
+                    }
+                    got += b.len() as u64;
+                }
+                Message::Text(t) => {
+                    assert_eq!(t, "end");
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, 1 << 20);
+        chargen.send("not a number").await.unwrap();
+        let Message::Text(err) = message(&mut p, "chargen").await else {
+            panic!()
+        };
+        assert!(err.starts_with("error:"), "{err}");
+
+        let list = sessions(&h);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["state"], "connected");
+        assert_eq!(list[0]["via"], "http");
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}
+
+#[test]
+fn whip_answers_takes_trickled_candidates_and_deletes() {
+    init_log();
+    let (_rt, h) = start(8);
+    block_on(async {
+        let mut p = Peer::new("whip-client");
+        let echo =
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer.clone()).await.unwrap();
+        // Trickle: the offer goes out before any candidate.
+        assert!(!offer.sdp.contains("a=candidate"));
+        let r = request(
+            h.addr,
+            "POST",
+            "/whip",
+            Some("application/sdp"),
+            offer.sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/sdp"));
+        let location = r.header("location").expect("Location").to_owned();
+        assert!(location.starts_with("/whip/"));
+        p.pc.set_remote_description(Description {
+            kind: SdpType::Answer,
+            sdp: r.text(),
+        })
+        .await
+        .unwrap();
+        // Our candidates, then end-of-candidates, in one PATCH.
+        let mut cands = Vec::new();
+        loop {
+            let c = p
+                .expect("candidate", |e| match e {
+                    Event::IceCandidate(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .await;
+            match c {
+                Some(c) => cands.push(c.candidate),
+                None => break,
+            }
+        }
+        let offer_sdp = smolrtc::sdp::parse(&offer.sdp).unwrap();
+        let frag = smolrtc::sdp::write_candidate_fragment(
+            &offer_sdp.ice_ufrag,
+            &offer_sdp.ice_pwd,
+            "0",
+            &cands,
+            true,
+        );
+        let r = request(
+            h.addr,
+            "PATCH",
+            &location,
+            Some("application/trickle-ice-sdpfrag"),
+            frag.as_bytes(),
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        opened(&mut p, "echo").await;
+        echo.send("via whip").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("via whip".into())
+        );
+        assert_eq!(sessions(&h)[0]["via"], "whip");
+        // DELETE ends the session; the client hears the close.
+        let r = request(h.addr, "DELETE", &location, None, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        p.expect("closed", |e| {
+            matches!(e, Event::ConnectionState(ConnectionState::Closed)).then_some(())
+        })
+        .await;
+        let r = request(
+            h.addr,
+            "PATCH",
+            &location,
+            Some("application/trickle-ice-sdpfrag"),
+            frag.as_bytes(),
+        );
+        assert_eq!(r.status, 404);
+    });
+    wait_freed(&h);
+}
+
+#[test]
+fn websocket_signaling_with_the_service_offering() {
+    use async_tungstenite::tungstenite::Message as Ws;
+    use futures_lite::StreamExt;
+    init_log();
+    let (_rt, h) = start(8);
+    block_on(async {
+        let tcp = async_io::Async::<std::net::TcpStream>::connect(h.addr)
+            .await
+            .unwrap();
+        let url = format!("ws://{}/ws?role=offer", h.addr);
+        let (mut ws, _) = async_tungstenite::client_async(url, tcp).await.unwrap();
+        let mut p = Peer::new("ws-client");
+        let cat =
+            p.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await
+                .unwrap();
+        let mut answered = false;
+        let mut remote_done = false;
+        let mut local_done = false;
+        let deadline = Instant::now() + TIMEOUT;
+        while !(answered && remote_done && local_done) {
+            assert!(Instant::now() < deadline, "signaling did not finish");
+            // Server messages first, then our trickled candidates.
+            let next = futures_lite::future::or(async { Some(ws.next().await) }, async {
+                async_io::Timer::after(Duration::from_millis(20)).await;
+                None
+            })
+            .await;
+            if let Some(Some(Ok(Ws::Text(t)))) = next {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "description" => {
+                        let d = Description::from_json(&v["value"].to_string()).unwrap();
+                        assert_eq!(d.kind, SdpType::Offer);
+                        p.pc.set_remote_description(d).await.unwrap();
+                        let answer = p.pc.create_answer().await.unwrap();
+                        p.pc.set_local_description(answer.clone()).await.unwrap();
+                        let msg = serde_json::json!({"type": "description", "value": {"type": "answer", "sdp": answer.sdp}});
+                        ws.send(Ws::text(msg.to_string())).await.unwrap();
+                        answered = true;
+                    }
+                    "candidate" if v["value"].is_null() => remote_done = true,
+                    "candidate" => {
+                        let c =
+                            smolrtc::IceCandidateInit::from_json(&v["value"].to_string()).unwrap();
+                        p.pc.add_ice_candidate(c).await.unwrap();
+                    }
+                    other => panic!("unexpected {other}: {v}"),
+                }
+            }
+            while answered && !local_done {
+                let Some(ev) = p.events.try_next() else { break };
+                if let Event::IceCandidate(c) = ev {
+                    local_done = c.is_none();
+                    let value = c
+                        .map(|c| serde_json::to_value(c).unwrap())
+                        .unwrap_or(serde_json::Value::Null);
+                    let msg = serde_json::json!({"type": "candidate", "value": value});
+                    ws.send(Ws::text(msg.to_string())).await.unwrap();
+                }
+            }
+        }
+        // A bad message gets an error back, and the session carries on.
+        ws.send(Ws::text("{\"type\":\"bogus\"}")).await.unwrap();
+        let Some(Ok(Ws::Text(t))) = ws.next().await else {
+            panic!("error reply")
+        };
+        assert!(t.as_str().contains("\"error\""), "{t}");
+        // The service offered, so it opens bear-noises (16384 bytes); cat-noises brings 8192.
+        opened(&mut p, "cat-noises").await;
+        assert_eq!(message(&mut p, "cat-noises").await.len(), 8192);
+        assert_eq!(message(&mut p, "bear-noises").await.len(), 16384);
+        cat.send("meow").await.unwrap();
+        assert_eq!(sessions(&h)[0]["via"], "ws");
+        let _ = ws.close(None).await;
+        // Closing the WebSocket after connecting leaves the session up.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(sessions(&h).len(), 1);
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_leave_sessions_alone() {
+    init_log();
+    let (_rt, h) = start(1);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo"]).await;
+        opened(&mut p, "echo").await;
+        let post =
+            |path: &str, ct: Option<&str>, body: &[u8]| request(h.addr, "POST", path, ct, body);
+        let cases: Vec<(Reply, u16, &str)> = vec![
+            (post("/api/offer", Some("application/json"), b"not json"), 400, "not JSON"),
+            (post("/api/offer", Some("application/json"), br#"{"type":"answer","sdp":"v=0"}"#), 400, "expected an offer"),
+            (post("/api/offer", Some("application/json"), br#"{"type":"offer","sdp":"v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nbroken line\r\n"}"#), 400, "line 3"),
+            (post("/api/offer", Some("application/json"), br#"{"sdp":"v=0"}"#), 400, "type"),
+            (post("/api/offer", Some("application/json"), &vec![b' '; 70 * 1024]), 413, "max_body"),
+            (post("/whip", Some("text/plain"), b"v=0"), 415, "application/sdp"),
+            (request(h.addr, "PATCH", "/whip/0123456789abcdef", Some("application/trickle-ice-sdpfrag"), b"a=end-of-candidates\r\n"), 404, "unknown session"),
+            (request(h.addr, "DELETE", "/whip/nope", None, b""), 404, "unknown session"),
+            (request(h.addr, "GET", "/nope", None, b""), 404, "no such resource"),
+            (request(h.addr, "PUT", "/api/offer", None, b""), 405, "not allowed"),
+            (request(h.addr, "GET", "/ws", None, b""), 426, "WebSocket"),
+        ];
+        for (i, (r, status, words)) in cases.iter().enumerate() {
+            assert_eq!(r.status, *status, "case {i}: {}", r.text());
+            let err = r.json()["error"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                err.contains(words),
+                "case {i}: {err:?} should mention {words:?}"
+            );
+        }
+        // A valid offer beyond max_sessions is refused with 503...
+        let mut extra = Peer::new("extra");
+        extra
+            .pc
+            .create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = extra.pc.create_offer().await.unwrap();
+        extra.pc.set_local_description(offer).await.unwrap();
+        let offer = extra.complete_description().await;
+        let r = post(
+            "/api/offer",
+            Some("application/json"),
+            offer.to_json().as_bytes(),
+        );
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains("max_sessions"));
+        // ...and the one session still works.
+        chans[0].send("still fine").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("still fine".into())
+        );
+        assert_eq!(sessions(&h).len(), 1);
+        // The page's index is served.
+        let r = request(h.addr, "GET", "/", None, b"");
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}
