@@ -417,3 +417,41 @@ fn bad_requests_get_clear_errors_and_leave_sessions_alone() {
     });
     wait_freed(&h);
 }
+
+/// A browser that hides its addresses (mDNS names the service cannot use) is reached as a
+/// peer-reflexive candidate, learned from its own connectivity checks.
+#[test]
+fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
+    init_log();
+    let (_rt, h) = start(8);
+    block_on(async {
+        let mut p = Peer::new("hidden-client");
+        let echo = p
+            .pc
+            .create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer.clone()).await.unwrap();
+        // An mDNS-style candidate the service cannot resolve, and nothing else.
+        let mut sdp = offer.sdp.clone();
+        sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
+        let r = request(h.addr, "POST", "/whip", Some("application/sdp"), sdp.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+        p.pc
+            .set_remote_description(Description {
+                kind: SdpType::Answer,
+                sdp: r.text(),
+            })
+            .await
+            .unwrap();
+        opened(&mut p, "echo").await;
+        echo.send("found you").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("found you".into())
+        );
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}
