@@ -552,3 +552,73 @@ fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
         assert_eq!(message(&mut a, "cat-noises").await.len(), 100_000);
     });
 }
+
+#[test]
+fn media_sections_in_an_offer_are_rejected_and_the_data_section_connects() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch =
+            a.pc.create_data_channel("x", ChannelInit::default())
+                .await
+                .unwrap();
+        let offer = a.pc.create_offer().await.unwrap();
+        a.pc.set_local_description(offer).await.unwrap();
+        let mut offer = a.complete_description().await;
+        // An audio section before the data one, as a browser with a microphone would send.
+        let at = offer.sdp.find("m=application").unwrap();
+        offer.sdp.insert_str(
+            at,
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n",
+        );
+        b.pc.set_remote_description(offer).await.unwrap();
+        let answer = b.pc.create_answer().await.unwrap();
+        let audio = answer
+            .sdp
+            .find("m=audio 0 ")
+            .expect("audio rejected with port 0");
+        assert!(
+            audio < answer.sdp.find("m=application").unwrap(),
+            "m-line order kept"
+        );
+        b.pc.set_local_description(answer).await.unwrap();
+        let answer = b.complete_description().await;
+        a.pc.set_remote_description(answer).await.unwrap();
+        open(&mut a, "x").await;
+        ch.send("data still flows").await.unwrap();
+        assert_eq!(
+            message(&mut b, "x").await,
+            Message::Text("data still flows".into())
+        );
+    });
+}
+
+#[test]
+fn buffered_amount_rises_on_send_and_the_low_event_fires() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch =
+            a.pc.create_data_channel("x", ChannelInit::default())
+                .await
+                .unwrap();
+        connect(&mut a, &mut b).await;
+        open(&mut a, "x").await;
+        ch.set_buffered_amount_low_threshold(64 * 1024);
+        for _ in 0..64 {
+            ch.send(vec![0u8; 16 * 1024]).await.unwrap();
+        }
+        // W3C semantics: send() counts at once.
+        assert!(ch.buffered_amount() > 64 * 1024, "{}", ch.buffered_amount());
+        let low = a
+            .expect("buffered amount low", |e| match e {
+                Event::ChannelBufferedAmountLow(c) => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(low, ch);
+        assert!(ch.buffered_amount() <= 64 * 1024);
+    });
+}
