@@ -13,6 +13,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 fn start(max_sessions: usize) -> (Runtime, ServiceHandle) {
+    start_with(max_sessions, |_| {})
+}
+
+fn start_with(
+    max_sessions: usize,
+    tweak: impl FnOnce(&mut ServiceConfig),
+) -> (Runtime, ServiceHandle) {
     let rt = Runtime::new().unwrap();
     let mut config = ServiceConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -20,6 +27,7 @@ fn start(max_sessions: usize) -> (Runtime, ServiceHandle) {
         ..Default::default()
     };
     config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    tweak(&mut config);
     let handle = Service::new(config).start(&rt).unwrap();
     (rt, handle)
 }
@@ -426,25 +434,29 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
     let (_rt, h) = start(8);
     block_on(async {
         let mut p = Peer::new("hidden-client");
-        let echo = p
-            .pc
-            .create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        let echo =
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
         let offer = p.pc.create_offer().await.unwrap();
         p.pc.set_local_description(offer.clone()).await.unwrap();
         // An mDNS-style candidate the service cannot resolve, and nothing else.
         let mut sdp = offer.sdp.clone();
         sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
-        let r = request(h.addr, "POST", "/whip", Some("application/sdp"), sdp.as_bytes());
+        let r = request(
+            h.addr,
+            "POST",
+            "/whip",
+            Some("application/sdp"),
+            sdp.as_bytes(),
+        );
         assert_eq!(r.status, 201, "{}", r.text());
-        p.pc
-            .set_remote_description(Description {
-                kind: SdpType::Answer,
-                sdp: r.text(),
-            })
-            .await
-            .unwrap();
+        p.pc.set_remote_description(Description {
+            kind: SdpType::Answer,
+            sdp: r.text(),
+        })
+        .await
+        .unwrap();
         opened(&mut p, "echo").await;
         echo.send("found you").await.unwrap();
         assert_eq!(
@@ -454,4 +466,60 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
         p.pc.close().await;
     });
     wait_freed(&h);
+}
+
+/// A peer that vanishes without a word (process killed) is noticed through ICE consent
+/// checks going unanswered, and its session is freed.
+#[test]
+fn vanished_peer_is_detected_and_its_session_freed() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    init_log();
+    let (_rt, h) = start_with(8, |c| {
+        c.peer.ice.disconnected_timeout = Duration::from_secs(1);
+        c.peer.ice.failed_timeout = Duration::from_secs(3);
+        c.peer.ice.keepalive_interval = Duration::from_millis(500);
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+        .args(["peer", "--offer", "--ice-address", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut offer = String::new();
+    out.read_line(&mut offer).unwrap();
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer",
+        Some("application/json"),
+        offer.trim().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", r.text()).unwrap();
+    let until = Instant::now() + TIMEOUT;
+    while sessions(&h)
+        .first()
+        .map(|s| s["state"] != "connected")
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < until,
+            "never connected: {:?}",
+            sessions(&h)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no SCTP ABORT, no close_notify
+    let _ = child.wait();
+    let killed = Instant::now();
+    wait_freed(&h);
+    assert!(
+        killed.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        killed.elapsed()
+    );
 }
