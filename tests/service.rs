@@ -523,3 +523,37 @@ fn vanished_peer_is_detected_and_its_session_freed() {
         killed.elapsed()
     );
 }
+
+#[test]
+fn a_registered_handler_answers_its_label() {
+    init_log();
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let mut service = Service::new(config);
+    service.handle(
+        "shout",
+        |ch: DataChannel, events: smolrtc::apps::ChannelEvents| async move {
+            while let Ok(smolrtc::apps::ChannelEvent::Message(Message::Text(t))) =
+                events.recv().await
+            {
+                let _ = ch.send(t.to_uppercase()).await;
+            }
+        },
+    );
+    let h = service.start(&rt).unwrap();
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["shout"]).await;
+        opened(&mut p, "shout").await;
+        chans[0].send("quiet please").await.unwrap();
+        assert_eq!(
+            message(&mut p, "shout").await,
+            Message::Text("QUIET PLEASE".into())
+        );
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}

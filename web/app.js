@@ -615,6 +615,7 @@
           else log(`${e.label} <- ${data.byteLength} bytes`);
         }
         if (e.onMessage) e.onMessage(data);
+        this.notify();
       });
       if (dc.readyState === 'open') queueMicrotask(onOpen);
       dirty = true;
@@ -667,7 +668,7 @@
         }
       }
       try {
-        await this.waitUntil(() => this.channels.every((e) => e.dc.readyState === 'closed'), 2000, 'closing channels', true);
+        await this.waitUntil(() => this.channels.every((e) => !e.opened || e.dc.readyState === 'closed'), 2000, 'closing channels', true);
       } catch (e) {
         log(errMsg(e), 'warn');
       }
