@@ -43,6 +43,10 @@ struct ServeOptions {
     /// Also offer loopback addresses (always done when nothing else is up).
     #[arg(long)]
     loopback: bool,
+    /// Bind ICE sockets to ports in this range, e.g. 50000-50100 (for a firewall or a
+    /// port forward); default: any free port.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    ice_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Most peer connections at once.
     #[arg(long, default_value_t = 64)]
     max_sessions: usize,
@@ -88,5 +92,16 @@ fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
     };
     config.peer.ice.hosts.addresses = opts.ice_addresses;
     config.peer.ice.hosts.include_loopback = opts.loopback;
+    config.peer.ice.hosts.ports = opts.ice_ports;
     smolrtc::signal::Service::new(config).run()
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|_| format!("bad first port {a:?}"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("bad last port {b:?}"))?;
+    if a == 0 || a > b {
+        return Err(format!("expected FIRST-LAST with 0 < FIRST <= LAST, got {s:?}"));
+    }
+    Ok(a..=b)
 }

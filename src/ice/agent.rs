@@ -280,7 +280,7 @@ impl IceActor {
         }
         self.gathered = true;
         let addresses = gather::host_addresses(&self.config.hosts);
-        self.sockets = gather::bind(&addresses);
+        self.sockets = gather::bind(&addresses, self.config.hosts.ports.as_ref());
         for (addr, _) in &self.sockets {
             let cand = CandidateHostConfig {
                 base_config: CandidateConfig {

@@ -12,6 +12,9 @@ pub struct HostPolicy {
     pub include_loopback: bool,
     /// Include (non-link-local) IPv6 addresses.
     pub ipv6: bool,
+    /// Bind host sockets to a port of this range (the first free one), for firewalls and
+    /// port forwards; any port when `None`.
+    pub ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 /// The addresses to bind under `policy`, in a stable order (IPv4 first).
@@ -47,11 +50,27 @@ pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
     all
 }
 
-/// Binds one non-blocking UDP socket per address; failures are logged and skipped.
-pub fn bind(addresses: &[IpAddr]) -> Vec<(SocketAddr, Async<UdpSocket>)> {
+/// Binds one non-blocking UDP socket per address (on the first free port of `ports`, if
+/// given); failures are logged and skipped.
+pub fn bind(
+    addresses: &[IpAddr],
+    ports: Option<&std::ops::RangeInclusive<u16>>,
+) -> Vec<(SocketAddr, Async<UdpSocket>)> {
     let mut out = Vec::new();
     for ip in addresses {
-        match Async::<UdpSocket>::bind(SocketAddr::new(*ip, 0)) {
+        let bound = match ports {
+            None => Async::<UdpSocket>::bind(SocketAddr::new(*ip, 0)),
+            Some(range) => range
+                .clone()
+                .find_map(|port| Async::<UdpSocket>::bind(SocketAddr::new(*ip, port)).ok())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("no free port in {}-{}", range.start(), range.end()),
+                    )
+                }),
+        };
+        match bound {
             Ok(sock) => match sock.get_ref().local_addr() {
                 Ok(addr) => out.push((addr, sock)),
                 Err(e) => log::warn!("ICE: {ip}: {e}"),
