@@ -7,24 +7,8 @@
 //! Run: `cargo run --example embed`
 
 use futures_lite::future::block_on;
-use smolrtc::ice::{HostPolicy, IceConfig};
 use smolrtc::{ChannelInit, Config, Event, PeerConnection};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::mpsc;
-
-fn config(name: &str) -> Config {
-    Config {
-        name: name.into(),
-        ice: IceConfig {
-            hosts: HostPolicy {
-                addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
 
 /// The local description once every candidate is in it (non-trickle signaling).
 fn complete(pc: &PeerConnection, events: &mut smolrtc::EventStream) -> smolrtc::Description {
@@ -43,7 +27,7 @@ fn main() -> Result<(), smolrtc::Error> {
 
     // The host's task thread: owns an answering peer, echoes every message it gets.
     let task = std::thread::spawn(move || -> Result<(), smolrtc::Error> {
-        let pc = PeerConnection::new(config("task"))?;
+        let pc = PeerConnection::new(Config::loopback("task"))?;
         let mut events = pc.events();
         let offer = offer_rx.recv().expect("offer");
         block_on(pc.set_remote_description(offer))?;
@@ -65,7 +49,7 @@ fn main() -> Result<(), smolrtc::Error> {
     });
 
     // The main thread: offers, opens a channel, sends, waits for the echo.
-    let pc = PeerConnection::new(config("main"))?;
+    let pc = PeerConnection::new(Config::loopback("main"))?;
     let mut events = pc.events();
     let channel = block_on(pc.create_data_channel("hello", ChannelInit::default()))?;
     let offer = block_on(pc.create_offer())?;

@@ -3,26 +3,8 @@
 mod common;
 
 use common::*;
-use smolrtc::{ChannelInit, ChannelState, ConnectionState, DataChannel, Error, Event, Message};
+use smolrtc::{ChannelInit, ChannelState, ConnectionState, Error, Event, Message};
 use std::net::UdpSocket;
-
-async fn open(p: &mut Peer, label: &str) -> DataChannel {
-    let label = label.to_owned();
-    p.expect(&format!("{label} open"), |e| match e {
-        Event::ChannelOpen(c) if c.label() == label => Some(c.clone()),
-        _ => None,
-    })
-    .await
-}
-
-async fn message(p: &mut Peer, label: &str) -> Message {
-    let label = label.to_owned();
-    p.expect(&format!("message on {label}"), |e| match e {
-        Event::ChannelMessage(c, m) if c.label() == label => Some(m.clone()),
-        _ => None,
-    })
-    .await
-}
 
 async fn connected(p: &mut Peer) {
     p.expect("connected", |e| {
@@ -47,8 +29,8 @@ fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
                 .unwrap();
         connect(&mut a, &mut b).await;
         connected(&mut a).await;
-        open(&mut a, "cat-noises").await;
-        open(&mut b, "cat-noises").await;
+        opened(&mut a, "cat-noises").await;
+        opened(&mut b, "cat-noises").await;
         assert_eq!(ca.id(), Some(0));
         ca.send(vec![b'M'; 8192]).await.unwrap();
         assert_eq!(
@@ -90,7 +72,7 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
             .await
             .unwrap();
         connect(&mut a, &mut b).await;
-        let bear_a = open(&mut a, "bear-noises").await;
+        let bear_a = opened(&mut a, "bear-noises").await;
         let bear_b = b
             .expect("bear announced", |e| match e {
                 Event::DataChannel(c) => Some(c.clone()),
@@ -110,7 +92,7 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
                 _ => None,
             })
             .await;
-        open(&mut b, "lion-noises").await;
+        opened(&mut b, "lion-noises").await;
         assert_eq!(lion_a.label(), "lion-noises");
         // RFC 8832 §6: the DTLS client (the answerer here: a=setup:active) uses even ids.
         let (bear, lion) = (bear_a.id().unwrap(), lion_b.id().unwrap());
@@ -143,7 +125,7 @@ fn large_messages_arrive_intact_and_in_order() {
                 .await
                 .unwrap();
         connect(&mut a, &mut b).await;
-        open(&mut a, "big").await;
+        opened(&mut a, "big").await;
         assert_eq!(ch.max_message_size(), Some(2 * 1024 * 1024));
         let sizes = [1, 1000, 8192, 16384, 1 << 20, 70_000, 3, 1 << 20];
         for (i, n) in sizes.iter().enumerate() {
@@ -177,7 +159,7 @@ fn message_over_remote_max_message_size_is_refused() {
                 .await
                 .unwrap();
         connect(&mut a, &mut b).await;
-        open(&mut a, "x").await;
+        opened(&mut a, "x").await;
         let max = ch.max_message_size().unwrap();
         assert_eq!(max, 256 * 1024, "the default a=max-message-size");
         let err = ch.send(vec![0u8; max + 1]).await.unwrap_err();
@@ -280,8 +262,8 @@ fn close_is_seen_on_both_sides() {
                 .await
                 .unwrap();
         connect(&mut a, &mut b).await;
-        open(&mut a, "bear-noises").await;
-        open(&mut b, "bear-noises").await;
+        opened(&mut a, "bear-noises").await;
+        opened(&mut b, "bear-noises").await;
         ch.close();
         let closed = |e: &Event| match e {
             Event::ChannelClosed(c) if c.label() == "bear-noises" => Some(c.clone()),
@@ -372,8 +354,8 @@ fn garbage_datagrams_do_not_disturb_an_open_connection() {
             .await
             .unwrap();
         connect(&mut a, &mut b).await;
-        open(&mut a, "cat-noises").await;
-        open(&mut b, "cat-noises").await;
+        opened(&mut a, "cat-noises").await;
+        opened(&mut b, "cat-noises").await;
         // Both peers' candidate ports, from their descriptions.
         let mut ports = Vec::new();
         for p in [&a, &b] {
@@ -497,7 +479,7 @@ fn trickle_ice_connects_with_candidates_sent_one_by_one() {
                 }
             }
         }
-        open(&mut a, "trickle").await;
+        opened(&mut a, "trickle").await;
         ch.send("after trickle").await.unwrap();
         assert_eq!(
             message(&mut b, "trickle").await,
@@ -545,7 +527,7 @@ fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
         b.pc.set_local_description(answer).await.unwrap();
         let answer = b.complete_description().await;
         a.pc.set_remote_description(answer).await.unwrap();
-        open(&mut b, "cat-noises").await;
+        opened(&mut b, "cat-noises").await;
         // max-message-size:0 means unlimited: B may send more than the 64 KiB default.
         assert!(cb.max_message_size().unwrap() > 1 << 30);
         cb.send(vec![b'M'; 100_000]).await.unwrap();
@@ -585,7 +567,7 @@ fn media_sections_in_an_offer_are_rejected_and_the_data_section_connects() {
         b.pc.set_local_description(answer).await.unwrap();
         let answer = b.complete_description().await;
         a.pc.set_remote_description(answer).await.unwrap();
-        open(&mut a, "x").await;
+        opened(&mut a, "x").await;
         ch.send("data still flows").await.unwrap();
         assert_eq!(
             message(&mut b, "x").await,
@@ -605,7 +587,7 @@ fn buffered_amount_rises_on_send_and_the_low_event_fires() {
                 .await
                 .unwrap();
         connect(&mut a, &mut b).await;
-        open(&mut a, "x").await;
+        opened(&mut a, "x").await;
         ch.set_buffered_amount_low_threshold(64 * 1024);
         for _ in 0..64 {
             ch.send(vec![0u8; 16 * 1024]).await.unwrap();

@@ -50,24 +50,6 @@ fn wait_freed(h: &ServiceHandle) {
     }
 }
 
-async fn opened(p: &mut Peer, label: &str) -> DataChannel {
-    let label = label.to_owned();
-    p.expect(&format!("{label} open"), |e| match e {
-        Event::ChannelOpen(c) if c.label() == label => Some(c.clone()),
-        _ => None,
-    })
-    .await
-}
-
-async fn message(p: &mut Peer, label: &str) -> Message {
-    let label = label.to_owned();
-    p.expect(&format!("message on {label}"), |e| match e {
-        Event::ChannelMessage(c, m) if c.label() == label => Some(m.clone()),
-        _ => None,
-    })
-    .await
-}
-
 /// A client with rawrtc's cat-noises and the channels named in `labels`, offering through
 /// `POST /api/offer` (complete SDP both ways).
 async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChannel>) {

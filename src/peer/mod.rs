@@ -40,6 +40,19 @@ pub struct Config {
     pub certificate: Option<Certificate>,
 }
 
+impl Config {
+    /// Host candidates on 127.0.0.1 only: for peers on one machine (tests, benchmarks,
+    /// examples) and for loopback-only network namespaces.
+    pub fn loopback(name: &str) -> Self {
+        let mut c = Self {
+            name: name.into(),
+            ..Self::default()
+        };
+        c.ice.hosts.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
+        c
+    }
+}
+
 /// W3C `RTCSignalingState` (without the provisional-answer states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalingState {

@@ -7,11 +7,9 @@
 
 use crate::channel::{ChannelInit, Message};
 use crate::error::{Error, Result};
-use crate::ice::{HostPolicy, IceConfig};
 use crate::peer::{Config, Event, EventStream, PeerConnection};
 use bytes::Bytes;
 use clap::Args;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 /// Options of `smolrtc bench loopback`.
@@ -45,20 +43,6 @@ pub struct LoopbackResult {
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn loopback_config(name: &str) -> Config {
-    Config {
-        name: name.into(),
-        ice: IceConfig {
-            hosts: HostPolicy {
-                addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 async fn until<T>(
     events: &mut EventStream,
     what: &str,
@@ -91,8 +75,8 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
             "--message-size must be at least 1".into(),
         ));
     }
-    let a = PeerConnection::new(loopback_config("A"))?;
-    let b = PeerConnection::new(loopback_config("B"))?;
+    let a = PeerConnection::new(Config::loopback("A"))?;
+    let b = PeerConnection::new(Config::loopback("B"))?;
     let (mut ea, mut eb) = (a.events(), b.events());
 
     let start = Instant::now();

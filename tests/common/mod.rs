@@ -2,9 +2,7 @@
 //! 127.0.0.1, signaled in-process.
 #![allow(dead_code)]
 
-use smolrtc::ice::{HostPolicy, IceConfig};
 use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 pub mod http;
@@ -19,17 +17,7 @@ pub fn init_log() {
 }
 
 pub fn loopback_config(name: &str) -> Config {
-    Config {
-        name: name.into(),
-        ice: IceConfig {
-            hosts: HostPolicy {
-                addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    Config::loopback(name)
 }
 
 pub struct Peer {
@@ -112,4 +100,24 @@ pub async fn connect(a: &mut Peer, b: &mut Peer) {
 
 pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(f)
+}
+
+/// The channel `label` once it is open.
+pub async fn opened(p: &mut Peer, label: &str) -> smolrtc::DataChannel {
+    let label = label.to_owned();
+    p.expect(&format!("{label} open"), |e| match e {
+        Event::ChannelOpen(c) if c.label() == label => Some(c.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The next message on the channel `label`.
+pub async fn message(p: &mut Peer, label: &str) -> smolrtc::Message {
+    let label = label.to_owned();
+    p.expect(&format!("message on {label}"), |e| match e {
+        Event::ChannelMessage(c, m) if c.label() == label => Some(m.clone()),
+        _ => None,
+    })
+    .await
 }
