@@ -24,6 +24,7 @@ use rtc_dtls::config::{
     VerifyPeerCertificateFn,
 };
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_shared::TransportProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,6 +197,12 @@ impl DtlsActor {
             .with_client_auth(ClientAuthType::RequireAnyClientCert)
             .with_extended_master_secret(ExtendedMasterSecretType::Require)
             .with_verify_peer_certificate(Some(verify))
+            // Browsers offer use_srtp even for data-only sessions, and rtc-dtls as a server
+            // refuses a ClientHello whose SRTP profiles it cannot match. No SRTP is ever keyed.
+            .with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ])
             .build(client, Some(REMOTE))
             .map_err(|e| Error::Dtls(format!("config: {e}")))
     }

@@ -92,6 +92,9 @@ impl IceActor {
             disconnected_timeout: Some(config.disconnected_timeout),
             failed_timeout: Some(config.failed_timeout),
             keepalive_interval: Some(config.keepalive_interval),
+            // Browsers hide host addresses behind mDNS names, so a peer-reflexive pair is
+            // often the only one: nominate it as soon as it works, not a second later.
+            prflx_acceptance_min_wait: Some(std::time::Duration::ZERO),
             ..Default::default()
         };
         let provider = crate::dtls::crypto_provider()?;

@@ -13,7 +13,7 @@ pub use service::{Service, ServiceConfig, ServiceHandle};
 /// (default `info`, with the rtc-* engines quieter).
 pub fn init_logging() {
     let env = env_logger::Env::default()
-        .default_filter_or("info,rtc_ice=error,rtc_dtls=warn,rtc_sctp=warn,rtc_datachannel=warn");
+        .default_filter_or("info,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,rtc_datachannel=warn");
     let _ = env_logger::Builder::from_env(env)
         .format_timestamp_millis()
         .format_target(false)

@@ -331,7 +331,6 @@ async fn run_session(
                 }
             }
             Event::ChannelClosed(ch) => {
-                log::info!("[{id}] data channel {ch} closed");
                 channels.remove(&key(&ch));
             }
             Event::Error(e) => log::warn!("[{id}] {e}"),

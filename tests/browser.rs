@@ -1,0 +1,589 @@
+//! Real browsers against the service: headless Chromium and Firefox ESR load the page from
+//! an in-process `smolrtc serve`, run its unattended self-test (`?auto=1`) and post the
+//! report back; the test checks the report and that the server freed the session.
+//!
+//! Every case runs inside a private network namespace with only `lo` up: under plain
+//! `cargo test` a case re-executes its own test binary under
+//! `unshare -n sh -c 'ip link set lo up && exec ...'` with `SMOLRTC_IN_NETNS=1` set, and the
+//! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
+//! `firefox-esr` (`.ci/setup` installs them).
+
+use smolrtc::ice::{HostPolicy, IceConfig};
+use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::{Config, Runtime};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Set in the re-executed copy that runs inside the namespace.
+const NETNS_ENV: &str = "SMOLRTC_IN_NETNS";
+/// Printed by the re-executed copy first thing, so the parent can tell that `unshare` worked.
+const NETNS_MARKER: &str = "browser test: inside a private network namespace";
+/// Longest wait for the page's report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest wait for `GET /api/sessions` to show no session after the page closed.
+const FREED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hard cap on a browser's life (enforced by `timeout`, also if this process is killed).
+const BROWSER_LIFETIME_S: u64 = 300;
+/// Hard cap on one re-executed case, as seen by the parent.
+const CASE_TIMEOUT: Duration = Duration::from_secs(330);
+const MIB: u64 = 1 << 20;
+/// What every case asks the page to do.
+const ECHO: u64 = 20;
+const UPLOAD_MIB: u64 = 16;
+const DOWNLOAD_MIB: u64 = 16;
+
+/// The browser cases run one at a time (2 cores): each holds this while it runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BrowserKind {
+    Chromium,
+    Firefox,
+}
+
+#[test]
+fn chromium_http_offer() {
+    run_case("chromium_http_offer", BrowserKind::Chromium, "http", true);
+}
+
+#[test]
+fn chromium_whip() {
+    run_case("chromium_whip", BrowserKind::Chromium, "whip", true);
+}
+
+#[test]
+fn chromium_ws_page_offers() {
+    run_case("chromium_ws_page_offers", BrowserKind::Chromium, "ws", true);
+}
+
+#[test]
+fn chromium_ws_service_offers() {
+    run_case(
+        "chromium_ws_service_offers",
+        BrowserKind::Chromium,
+        "ws",
+        false,
+    );
+}
+
+#[test]
+fn firefox_ws_page_offers() {
+    run_case("firefox_ws_page_offers", BrowserKind::Firefox, "ws", true);
+}
+
+#[test]
+fn firefox_ws_service_offers() {
+    run_case(
+        "firefox_ws_service_offers",
+        BrowserKind::Firefox,
+        "ws",
+        false,
+    );
+}
+
+/// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
+fn run_case(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
+    if std::env::var_os(NETNS_ENV).is_some() {
+        in_namespace(name, kind, mode, offering);
+    } else {
+        reexec_in_namespace(name);
+    }
+}
+
+// ------------------------------------------------------------------------ outside
+
+fn reexec_in_namespace(name: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(NETNS_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "{name}: cannot run `unshare` ({e}): the browser tests need util-linux's unshare \
+             and iproute2's ip (run .ci/setup)"
+        ),
+    };
+    let guard = KillGroup(child.id());
+    // Stream both outputs through print!, so that libtest shows them live with --nocapture
+    // and keeps them for a failure report without it.
+    let out = child.stdout.take().map(|s| forward(s, false));
+    let err = child.stderr.take().map(|s| forward(s, true));
+    let status = wait_bounded(&mut child, CASE_TIMEOUT);
+    drop(guard);
+    let saw_marker = [out, err]
+        .into_iter()
+        .flatten()
+        .any(|h| h.join().unwrap_or(false));
+    match status {
+        None => panic!("{name}: the re-executed test did not finish in {CASE_TIMEOUT:?}: killed"),
+        Some(s) if !saw_marker => panic!(
+            "{name}: `unshare -n` + `ip link set lo up` failed ({s}); the browser tests need \
+             root (CAP_SYS_ADMIN) for a private network namespace"
+        ),
+        Some(s) => assert!(
+            s.success(),
+            "{name}: failed inside the network namespace ({s})"
+        ),
+    }
+}
+
+/// Copies a child's output to ours line by line; returns whether the marker was seen.
+fn forward<R: Read + Send + 'static>(r: R, stderr: bool) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let mut seen = false;
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            seen |= line.contains(NETNS_MARKER);
+            if stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        seen
+    })
+}
+
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => return None,
+        }
+    }
+}
+
+/// Kills a process group when dropped (a no-op once it is gone).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        signal_group(self.0, "KILL");
+    }
+}
+
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+// ------------------------------------------------------------------------ inside
+
+fn in_namespace(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
+    println!("{NETNS_MARKER} ({name})");
+    // /proc/net/dev lists this process's namespace (/sys/class/net would show the host's).
+    let interfaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned()))
+        .collect();
+    assert_eq!(
+        interfaces,
+        ["lo"],
+        "{name}: expected a namespace with only lo, found {interfaces:?}"
+    );
+    smolrtc::signal::init_logging();
+
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config {
+            ice: IceConfig {
+                hosts: HostPolicy {
+                    addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let service = Service::new(config).start(&runtime).expect("service start");
+    let service = StopService(service);
+    let addr = service.0.addr;
+    let url = format!(
+        "http://{addr}/?auto=1&mode={mode}&offering={}&echo={ECHO}&upload={UPLOAD_MIB}\
+         &download={DOWNLOAD_MIB}&report=/api/report",
+        u8::from(offering)
+    );
+    println!("{name}: {kind:?} -> {url}");
+
+    let mut browser = Browser::launch(kind, &url);
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    match &report {
+        Some(r) => {
+            println!(
+                "{name}: report after {:.1} s: ok={} error={} steps={}",
+                started.elapsed().as_secs_f64(),
+                r["ok"],
+                r["error"],
+                r["steps"]
+            );
+            failures.extend(check_report(r, offering, mode));
+        }
+        None if failures.is_empty() => {
+            failures.push(format!("no report from the page within {REPORT_TIMEOUT:?}"))
+        }
+        None => {}
+    }
+    // The page closed its side; the server must free the session while the browser lives
+    // (killing the browser first would let ICE consent expiry hide a missed close).
+    if report.is_some() {
+        let t = Instant::now();
+        match wait_sessions_empty(addr, FREED_TIMEOUT) {
+            Ok(()) => println!(
+                "{name}: server freed the session {:.1} s after the report",
+                t.elapsed().as_secs_f64()
+            ),
+            Err(last) => failures.push(format!(
+                "the server did not free the session within {FREED_TIMEOUT:?}: GET /api/sessions \
+                 last said {last}"
+            )),
+        }
+    }
+    browser.stop();
+    if !failures.is_empty() {
+        let tail = browser.log_tail(80);
+        eprintln!(
+            "---- {name}: {kind:?} output (last lines of {}) ----\n{tail}",
+            browser.log.display()
+        );
+        if let Some(lines) = report.as_ref().and_then(|r| r["log"].as_array()) {
+            eprintln!("---- {name}: the page's log ----");
+            for l in lines {
+                eprintln!("page: {}", l.as_str().unwrap_or_default());
+            }
+        }
+        drop(browser);
+        panic!("{name}: {}", failures.join("; "));
+    }
+}
+
+/// Waits for the page's report; gives up early (with a failure) if the browser exits.
+fn wait_report(
+    service: &ServiceHandle,
+    browser: &mut Browser,
+    failures: &mut Vec<String>,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(r) = service.next_report(Duration::from_secs(1)) {
+            return Some(r);
+        }
+        if let Some(status) = browser.exited() {
+            // A report posted just before the exit is still taken.
+            let r = service.next_report(Duration::from_secs(1));
+            if r.is_none() {
+                failures.push(format!("the browser exited ({status}) without a report"));
+            }
+            return r;
+        }
+    }
+    None
+}
+
+/// What the page's report must say; returns every failed check.
+fn check_report(r: &serde_json::Value, offering: bool, mode: &str) -> Vec<String> {
+    let steps = &r["steps"];
+    let mut bad = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            bad.push(what);
+        }
+    };
+    check(
+        r["ok"] == true,
+        format!("report not ok: error {}", r["error"]),
+    );
+    check(
+        r["mode"] == mode && r["offering"] == offering,
+        format!(
+            "report is for mode {} offering {}",
+            r["mode"], r["offering"]
+        ),
+    );
+    check(
+        steps["connected_ms"].is_number(),
+        "never connected (no connected_ms)".into(),
+    );
+    check(
+        steps["cat_noises_rx_bytes"] == 8192,
+        format!(
+            "cat-noises received {} bytes, expected the server's 8192",
+            steps["cat_noises_rx_bytes"]
+        ),
+    );
+    check(
+        steps["dinosaur_open"] == true,
+        "dinosaur-noises did not open".into(),
+    );
+    let in_band = if offering {
+        "lion-noises"
+    } else {
+        "bear-noises"
+    };
+    let server_channels = steps["server_channels"].as_array();
+    check(
+        server_channels.is_some_and(|v| v.iter().any(|l| l == in_band)),
+        format!(
+            "the server's in-band {in_band} was not seen (server_channels {})",
+            steps["server_channels"]
+        ),
+    );
+    let echo = &steps["echo"];
+    check(
+        echo["all_matched"] == true && echo["count"] == ECHO,
+        format!("echo: {echo}"),
+    );
+    let upload = &steps["upload"];
+    check(
+        upload["server_bytes"] == UPLOAD_MIB * MIB,
+        format!("upload: {upload}"),
+    );
+    let download = &steps["download"];
+    check(
+        download["checked"] == true && download["bytes"] == DOWNLOAD_MIB * MIB,
+        format!("download: {download}"),
+    );
+    if mode == "whip" {
+        check(
+            steps["whip_patch_errors"] == 0,
+            format!("WHIP PATCH errors: {}", steps["whip_patch_errors"]),
+        );
+    }
+    check(
+        steps["closed"] == true,
+        format!("closed: {}", steps["closed"]),
+    );
+    bad
+}
+
+/// Shuts the service down when the case ends, whatever happened.
+struct StopService(ServiceHandle);
+
+impl Drop for StopService {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// Polls `GET /api/sessions` until it lists none; `Err` holds the last answer.
+fn wait_sessions_empty(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match http_get(addr, "/api/sessions") {
+            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) if v["sessions"].as_array().is_some_and(|s| s.is_empty()) => return Ok(()),
+                _ => body,
+            },
+            Ok((status, body)) => format!("HTTP {status}: {body}"),
+            Err(e) => format!("error: {e}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status and body.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response: {text:?}"),
+        )
+    };
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_owned()))
+}
+
+// ------------------------------------------------------------------------ browsers
+
+/// A headless browser in its own process group, with a fresh profile in a temp dir; killed
+/// (group) and its dir removed when dropped.
+struct Browser {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Browser {
+    fn launch(kind: BrowserKind, url: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        // Short: Chromium's singleton socket goes under $TMPDIR and must fit in 108 bytes.
+        let dir = std::env::temp_dir().join(format!("smolrtc-{}-{nanos:x}", std::process::id()));
+        let profile = dir.join("profile");
+        std::fs::create_dir_all(&profile).expect("browser temp dir");
+        let log = dir.join("browser.log");
+        let log_file = std::fs::File::create(&log).expect("browser log file");
+        let log_err = log_file.try_clone().expect("browser log file");
+
+        // `timeout` caps the browser's life even if this process dies; it also makes its
+        // own process group, which holds every process of the browser.
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", &BROWSER_LIFETIME_S.to_string()]);
+        match kind {
+            BrowserKind::Chromium => {
+                let exe = "/usr/bin/chromium";
+                assert!(
+                    Path::new(exe).exists(),
+                    "{exe} is missing: install it (apt-get install chromium; see .ci/setup)"
+                );
+                cmd.arg(exe).args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--allow-loopback-in-peer-connection",
+                    "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream",
+                    "--enable-logging=stderr",
+                    "--v=0",
+                ]);
+                cmd.arg(format!("--user-data-dir={}", profile.display()));
+            }
+            BrowserKind::Firefox => {
+                let exe = "/usr/bin/firefox-esr";
+                assert!(
+                    Path::new(exe).exists(),
+                    "{exe} is missing: install it (apt-get install firefox-esr; see .ci/setup)"
+                );
+                std::fs::write(profile.join("user.js"), FIREFOX_PREFS).expect("user.js");
+                cmd.arg(exe)
+                    .args(["--headless", "--no-remote", "--profile"])
+                    .arg(&profile)
+                    .env("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1");
+            }
+        }
+        cmd.arg(url)
+            .env("HOME", &profile)
+            .env("XDG_RUNTIME_DIR", &profile)
+            .env("TMPDIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {kind:?}: {e}"));
+        Self {
+            child: Some(child),
+            dir,
+            log,
+        }
+    }
+
+    /// `Some` once the browser's main process (under `timeout`) has exited.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// TERM the browser's process group, KILL it after a few seconds.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = child.id();
+        signal_group(pgid, "TERM");
+        if wait_bounded(&mut child, Duration::from_secs(5)).is_none() {
+            signal_group(pgid, "KILL");
+            let _ = child.wait();
+        }
+        // Stragglers of the group (helpers that outlived the main process).
+        signal_group(pgid, "KILL");
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Firefox prefs for a loopback-only namespace: loopback candidates, a media permission
+/// (without one Firefox gathers only the default route's address, and there is none), fake
+/// media, console on stdout, and no background traffic.
+const FIREFOX_PREFS: &str = r#"
+user_pref("media.peerconnection.ice.loopback", true);
+user_pref("permissions.default.microphone", 1);
+user_pref("permissions.default.camera", 1);
+user_pref("media.navigator.permission.disabled", true);
+user_pref("media.navigator.streams.fake", true);
+user_pref("devtools.console.stdout.content", true);
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("browser.aboutwelcome.enabled", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("datareporting.policy.firstRunURL", "");
+user_pref("datareporting.healthreport.uploadEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("toolkit.telemetry.unified", false);
+user_pref("app.update.enabled", false);
+user_pref("app.update.auto", false);
+user_pref("app.normandy.enabled", false);
+user_pref("app.shield.optoutstudies.enabled", false);
+user_pref("extensions.update.enabled", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("network.dns.disablePrefetch", true);
+user_pref("network.prefetch-next", false);
+user_pref("browser.safebrowsing.malware.enabled", false);
+user_pref("browser.safebrowsing.phishing.enabled", false);
+user_pref("browser.safebrowsing.downloads.enabled", false);
+user_pref("browser.safebrowsing.blockedURIs.enabled", false);
+user_pref("browser.newtabpage.enabled", false);
+user_pref("services.settings.server", "data:,");
+"#;
