@@ -86,6 +86,114 @@ fn firefox_ws_service_offers() {
     );
 }
 
+/// Browser ↔ smolrtc throughput each way and setup time (median of 5, 64 MiB in 16 KiB
+/// messages), beside Chromium ↔ Chromium in one page, in one run. A benchmark, not a test:
+/// `cargo test --release --test browser -- --ignored --nocapture chromium_throughput`
+/// prints the figures as one `BENCH {json}` line.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn chromium_throughput_benchmark() {
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace("chromium_throughput_benchmark");
+    }
+    println!("{NETNS_MARKER} (benchmark)");
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mib: u64 = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config::loopback("bench"),
+        ..Default::default()
+    };
+    let service = StopService(Service::new(config).start(&runtime).expect("service start"));
+    let addr = service.0.addr;
+    let (mut up, mut down, mut setup) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let url = format!(
+            "http://{addr}/?auto=1&mode=http&offering=1&echo=0&upload={mib}&download={mib}\
+             &transfer_timeout=300&report=/api/report"
+        );
+        let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+        let mut failures = Vec::new();
+        let r = wait_report(&service.0, &mut browser, &mut failures)
+            .unwrap_or_else(|| panic!("run {i}: no report: {failures:?}"));
+        assert_eq!(r["ok"], true, "run {i}: {}", r["error"]);
+        let s = &r["steps"];
+        assert_eq!(s["upload"]["server_bytes"].as_u64(), Some(mib * MIB));
+        assert_eq!(s["download"]["checked"], true);
+        up.push(s["upload"]["mbit_per_s"].as_f64().unwrap_or(0.0));
+        down.push(s["download"]["mbit_per_s"].as_f64().unwrap_or(0.0));
+        setup.push(s["connected_ms"].as_f64().unwrap_or(0.0));
+        println!(
+            "run {i}: up {:.1} Mbit/s, down {:.1} Mbit/s, page start to open {:.0} ms",
+            up[i], down[i], setup[i]
+        );
+        browser.stop();
+        wait_sessions_empty(addr, FREED_TIMEOUT).expect("session freed");
+    }
+    // The reference: two RTCPeerConnections in one Chromium page, same transfer.
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/c2c.html");
+    let url = format!("file://{}?mib={mib}&runs={runs}", page.display());
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let deadline = Instant::now() + Duration::from_secs(120 + 20 * runs as u64 * mib / 16);
+    let c2c: serde_json::Value = loop {
+        let log = std::fs::read_to_string(&browser.log).unwrap_or_default();
+        if let Some(line) = log.lines().find_map(|l| l.split("SMOLRTC_C2C ").nth(1)) {
+            let json = line
+                .split("\", source")
+                .next()
+                .unwrap_or(line)
+                .trim_end_matches('"');
+            break serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("c2c result {json:?}: {e}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no c2c result: {}",
+            browser.log_tail(30)
+        );
+        assert!(
+            browser.exited().is_none(),
+            "browser exited: {}",
+            browser.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    browser.stop();
+    let runs_c2c = c2c.as_array().unwrap_or_else(|| panic!("c2c: {c2c}"));
+    let c2c_rate: Vec<f64> = runs_c2c
+        .iter()
+        .map(|r| r["mbit_per_s"].as_f64().unwrap_or(0.0))
+        .collect();
+    let c2c_setup: Vec<f64> = runs_c2c
+        .iter()
+        .map(|r| r["setup_ms"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert!(
+        runs_c2c.iter().all(|r| r["checked"] == true),
+        "c2c data corrupt: {c2c}"
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let result = serde_json::json!({
+        "runs": runs, "mib": mib,
+        "chromium_to_smolrtc_mbit_per_s": median(&mut up),
+        "smolrtc_to_chromium_mbit_per_s": median(&mut down),
+        "page_start_to_channel_open_ms": median(&mut setup),
+        "chromium_to_chromium_mbit_per_s": median(&mut c2c_rate.clone()),
+        "chromium_to_chromium_setup_ms": median(&mut c2c_setup.clone()),
+    });
+    println!("BENCH {result}");
+}
+
 /// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
 fn run_case(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     if std::env::var_os(NETNS_ENV).is_some() {
@@ -103,7 +211,13 @@ fn reexec_in_namespace(name: &str) {
     let mut cmd = Command::new("unshare");
     cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(&exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(NETNS_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
