@@ -72,11 +72,34 @@ pub fn bind(
         };
         match bound {
             Ok(sock) => match sock.get_ref().local_addr() {
-                Ok(addr) => out.push((addr, sock)),
+                Ok(addr) => {
+                    grow_buffers(sock.get_ref(), addr);
+                    out.push((addr, sock));
+                }
                 Err(e) => log::warn!("ICE: {ip}: {e}"),
             },
             Err(e) => log::warn!("ICE: cannot bind {ip}: {e}"),
         }
     }
     out
+}
+
+/// Socket buffers asked for (the kernel caps them at net.core.rmem_max / wmem_max).
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The default UDP receive buffer (about 200 KiB) overflows while the single smolrtc thread
+/// is busy with a burst from a browser; every drop costs SCTP a retransmission.
+fn grow_buffers(sock: &UdpSocket, addr: SocketAddr) {
+    let s = socket2::SockRef::from(sock);
+    if let Err(e) = s.set_recv_buffer_size(SOCKET_BUFFER) {
+        log::debug!("ICE: {addr}: receive buffer: {e}");
+    }
+    if let Err(e) = s.set_send_buffer_size(SOCKET_BUFFER) {
+        log::debug!("ICE: {addr}: send buffer: {e}");
+    }
+    log::debug!(
+        "ICE: {addr}: buffers {:?} in, {:?} out",
+        s.recv_buffer_size().ok(),
+        s.send_buffer_size().ok()
+    );
 }
