@@ -3,10 +3,48 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `smolrtc --version`: the crate version, the target triple and the board profile
+/// (`boards/<board>.toml`, chosen at build time with `SMOLRTC_BOARD`; "native" otherwise).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SMOLRTC_TARGET"),
+    ", board ",
+    env!("SMOLRTC_BOARD"),
+    ")"
+);
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ntarget: ",
+    env!("SMOLRTC_TARGET"),
+    "\nboard: ",
+    env!("SMOLRTC_BOARD"),
+    " (cpu ",
+    env!("SMOLRTC_BOARD_CPU"),
+    ")\nserve defaults: max sessions ",
+    env!("SMOLRTC_BOARD_MAX_SESSIONS"),
+    ", SCTP receive buffer ",
+    env!("SMOLRTC_BOARD_SCTP_RECEIVE_BUFFER"),
+    " bytes"
+);
+
+/// The board profile's default limits for `serve` (build.rs reads them from boards/*.toml).
+fn board_max_sessions() -> usize {
+    env!("SMOLRTC_BOARD_MAX_SESSIONS")
+        .parse()
+        .expect("build.rs checked it")
+}
+fn board_sctp_receive_buffer() -> u32 {
+    env!("SMOLRTC_BOARD_SCTP_RECEIVE_BUFFER")
+        .parse()
+        .expect("build.rs checked it")
+}
+
 #[derive(Parser)]
 #[command(
     name = "smolrtc",
-    version,
+    version = VERSION,
+    long_version = LONG_VERSION,
     about = "A small WebRTC data-channel peer for Linux devices",
     long_about = "A small WebRTC data-channel peer for Linux devices.\n\n\
                   Logs go to stderr; set RUST_LOG (error, warn, info, debug, trace) to choose \
@@ -47,8 +85,8 @@ struct ServeOptions {
     /// port forward); default: any free port.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     ice_ports: Option<std::ops::RangeInclusive<u16>>,
-    /// Most peer connections at once.
-    #[arg(long, default_value_t = 64)]
+    /// Most peer connections at once (default: the board profile's).
+    #[arg(long, default_value_t = board_max_sessions())]
     max_sessions: usize,
     /// Largest signaling request body, bytes.
     #[arg(long, default_value_t = 64 * 1024)]
@@ -90,6 +128,7 @@ fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
         rawrtc_flow: !opts.no_rawrtc_flow,
         ..Default::default()
     };
+    config.peer.sctp.receive_buffer = board_sctp_receive_buffer();
     config.peer.ice.hosts.addresses = opts.ice_addresses;
     config.peer.ice.hosts.include_loopback = opts.loopback;
     config.peer.ice.hosts.ports = opts.ice_ports;
@@ -98,10 +137,18 @@ fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a.trim().parse().map_err(|_| format!("bad first port {a:?}"))?;
-    let b: u16 = b.trim().parse().map_err(|_| format!("bad last port {b:?}"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad first port {a:?}"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad last port {b:?}"))?;
     if a == 0 || a > b {
-        return Err(format!("expected FIRST-LAST with 0 < FIRST <= LAST, got {s:?}"));
+        return Err(format!(
+            "expected FIRST-LAST with 0 < FIRST <= LAST, got {s:?}"
+        ));
     }
     Ok(a..=b)
 }

@@ -261,10 +261,11 @@ fn forward<R: Read + Send + 'static>(r: R, stderr: bool) -> std::thread::JoinHan
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
             seen |= line.contains(NETNS_MARKER);
+            // Prefixed, so the inner run's own "test result" lines are not counted twice.
             if stderr {
-                eprintln!("{line}");
+                eprintln!("netns| {line}");
             } else {
-                println!("{line}");
+                println!("netns| {line}");
             }
         }
         seen

@@ -1,0 +1,312 @@
+//! qemu-system boot test: Debian's arm64 kernel boots under
+//! `qemu-system-aarch64 -M virt -cpu cortex-a72` with an initramfs whose /init runs the static
+//! aarch64 `smolrtc serve`; a native smolrtc peer (this test) signals over HTTP and sends data
+//! over UDP through qemu's user-net port forwards, opens channels, and checks every byte.
+//!
+//! Gated: runs only with `SMOLRTC_QEMU_SYSTEM=1` and the guest files prepared by
+//! `cross/qemu-test` (which `cross/ci` runs):
+//! - `SMOLRTC_QEMU_KERNEL`: the kernel image (Debian's `vmlinuz-*-arm64`),
+//! - `SMOLRTC_QEMU_INITRD`: the initramfs from `cross/initramfs`, whose service listens on
+//!   `0.0.0.0:8888` and binds ICE to `10.0.2.15` on ports `50000-50001`.
+//!
+//! Everything runs in a private network namespace (the test re-executes itself under
+//! `unshare -n`), so the forwarded ports exist only there and nothing leaves loopback.
+//! The guest's host candidate says 10.0.2.15:PORT; qemu forwards 127.0.0.1:PORT to it, so the
+//! test rewrites the candidate address in the answer to 127.0.0.1 before applying it. The
+//! guest sees the test's packets as coming from 10.0.2.2 and learns that address as a
+//! peer-reflexive candidate.
+
+mod common;
+
+use common::http::request;
+use common::{block_on, init_log, message, opened, Peer};
+use smolrtc::{ChannelInit, Description, Event, Message, SdpType};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const HTTP_PORT: u16 = 8888;
+const ICE_PORTS: [u16; 2] = [50000, 50001];
+const GUEST_ADDRESS: &str = "10.0.2.15";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const TEST_NAME: &str = "arm64_guest_serves_channels_to_a_native_peer";
+
+/// qemu, killed (and reaped) when dropped, whatever happens in the test.
+struct Qemu {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Qemu {
+    fn boot(kernel: &str, initrd: &str) -> Qemu {
+        let mut netdev = String::from("user,id=n");
+        netdev += &format!(",hostfwd=tcp:127.0.0.1:{HTTP_PORT}-{GUEST_ADDRESS}:{HTTP_PORT}");
+        for p in ICE_PORTS {
+            netdev += &format!(",hostfwd=udp:127.0.0.1:{p}-{GUEST_ADDRESS}:{p}");
+        }
+        let mut child = Command::new("qemu-system-aarch64")
+            .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "256", "-smp", "1"])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-no-reboot", "-kernel", kernel, "-initrd", initrd])
+            .args(["-append", "console=ttyAMA0 panic=-1 quiet"])
+            .args(["-netdev", &netdev])
+            // romfile=: no iPXE option ROM (not installed, and the kernel boots directly).
+            .args(["-device", "virtio-net-pci,netdev=n,romfile="])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run qemu-system-aarch64 (apt-get install qemu-system-arm)");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Qemu {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a console line containing `what`; panics with the console log.
+    fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("guest| {line}");
+                    self.log.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                    if line.contains("SMOLRTC-GUEST-EXIT") || line.contains("Kernel panic") {
+                        panic!("guest stopped while waiting for {what:?}: {line}");
+                    }
+                }
+                Err(_) => panic!("no {what:?} on the guest console within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Console lines printed so far (without waiting).
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            eprintln!("guest| {line}");
+            self.log.push(line);
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain();
+    }
+}
+
+/// Re-runs this test in a private network namespace with loopback up; false when already
+/// inside one (then the caller runs the test body).
+fn reexec_in_netns() -> bool {
+    if std::env::var_os("SMOLRTC_IN_NETNS").is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
+        .arg(&exe)
+        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SMOLRTC_IN_NETNS", "1")
+        .status()
+        .expect("run unshare -n (needs root or user namespaces)");
+    assert!(status.success(), "the test failed in its network namespace");
+    true
+}
+
+/// The answer as the test can use it: the guest's candidates (10.0.2.15:PORT) rewritten to
+/// the forwarded 127.0.0.1:PORT. Ports stay the same (hostfwd uses the same numbers).
+fn through_forwards(answer: &Description) -> Description {
+    let mut rewritten = 0;
+    let sdp: Vec<String> = answer
+        .sdp
+        .split("\r\n")
+        .map(|line| {
+            if line.starts_with("a=candidate:") && line.contains(&format!(" {GUEST_ADDRESS} ")) {
+                rewritten += 1;
+                line.replace(&format!(" {GUEST_ADDRESS} "), " 127.0.0.1 ")
+            } else if line.starts_with("c=IN IP4 ") {
+                line.replace(GUEST_ADDRESS, "127.0.0.1")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        rewritten > 0,
+        "no {GUEST_ADDRESS} candidate in the answer:\n{}",
+        answer.sdp
+    );
+    Description {
+        kind: answer.kind,
+        sdp: sdp.join("\r\n"),
+    }
+}
+
+/// The payload of message `n` of `len` bytes: every byte depends on both.
+fn payload(n: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ n.wrapping_mul(131)) as u8)
+        .collect()
+}
+
+#[test]
+fn arm64_guest_serves_channels_to_a_native_peer() {
+    if std::env::var("SMOLRTC_QEMU_SYSTEM").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped: set SMOLRTC_QEMU_SYSTEM=1 (cross/qemu-test prepares the kernel and \
+             initramfs and does)"
+        );
+        return;
+    }
+    let kernel = std::env::var("SMOLRTC_QEMU_KERNEL").expect("SMOLRTC_QEMU_KERNEL: vmlinuz path");
+    let initrd = std::env::var("SMOLRTC_QEMU_INITRD").expect("SMOLRTC_QEMU_INITRD: initramfs");
+    if reexec_in_netns() {
+        return;
+    }
+    init_log();
+    let started = Instant::now();
+    let mut qemu = Qemu::boot(&kernel, &initrd);
+    let up = qemu.wait_for("SMOLRTC-GUEST-UP", BOOT_TIMEOUT);
+    eprintln!("guest userland up after {:?}: {up}", started.elapsed());
+    qemu.wait_for("listening on", Duration::from_secs(30));
+    let http: SocketAddr = ([127, 0, 0, 1], HTTP_PORT).into();
+    let r = request(http, "GET", "/api/sessions", None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eprintln!("service answers HTTP after {:?}", started.elapsed());
+    let idle = qemu.wait_for("SMOLRTC-MEM", Duration::from_secs(10));
+
+    block_on(async {
+        let mut p = Peer::new("host");
+        let echo =
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+        let echo2 =
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+        let chargen =
+            p.pc.create_data_channel("chargen", ChannelInit::default())
+                .await
+                .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        let offer = p.complete_description().await;
+        let r = request(
+            http,
+            "POST",
+            "/api/offer",
+            Some("application/json"),
+            offer.to_json().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer = Description::from_json(&r.text()).unwrap();
+        assert_eq!(answer.kind, SdpType::Answer);
+        p.pc.set_remote_description(through_forwards(&answer))
+            .await
+            .unwrap();
+        p.expect("echo open", |e| {
+            matches!(e, Event::ChannelOpen(c) if c.id() == echo.id()).then_some(())
+        })
+        .await;
+        eprintln!("channel open after {:?}", started.elapsed());
+
+        // Two echo channels interleaved: text and binary, small to 64 KiB, every byte checked.
+        let sizes = [1usize, 100, 1200, 5000, 16 * 1024, 65536];
+        let mut sent = 0;
+        for (n, len) in sizes.iter().enumerate() {
+            let data = payload(n, *len);
+            echo.send(data.clone()).await.unwrap();
+            echo2
+                .send(format!("text {n} {}", "x".repeat(*len / 4)))
+                .await
+                .unwrap();
+            sent += len;
+        }
+        let mut got1 = Vec::new();
+        let mut got2 = Vec::new();
+        while got1.len() < sizes.len() || got2.len() < sizes.len() {
+            let (c, m) = p
+                .expect("echo", |e| match e {
+                    Event::ChannelMessage(c, m) if c.label() == "echo" => Some((c.id(), m.clone())),
+                    _ => None,
+                })
+                .await;
+            if c == echo.id() {
+                got1.push(m)
+            } else {
+                got2.push(m)
+            }
+        }
+        for (n, len) in sizes.iter().enumerate() {
+            assert_eq!(
+                got1[n],
+                Message::Binary(payload(n, *len).into()),
+                "echo #{n}"
+            );
+            assert_eq!(
+                got2[n],
+                Message::Text(format!("text {n} {}", "x".repeat(*len / 4))),
+                "second echo #{n}"
+            );
+        }
+        eprintln!("echoed {sent} bytes after {:?}", started.elapsed());
+
+        // chargen: 256 KiB from the guest, byte i = i % 251, then "end".
+        opened(&mut p, "chargen").await;
+        chargen.send("262144").await.unwrap();
+        let mut got = 0u64;
+        loop {
+            match message(&mut p, "chargen").await {
+                Message::Binary(b) => {
+                    for (k, byte) in b.iter().enumerate() {
+                        assert_eq!(*byte, smolrtc::apps::chargen_byte(got + k as u64));
+                    }
+                    got += b.len() as u64;
+                }
+                Message::Text(t) => {
+                    assert_eq!(t, "end");
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, 262144);
+        eprintln!("chargen 256 KiB checked after {:?}", started.elapsed());
+
+        let r = request(http, "GET", "/api/sessions", None, b"");
+        let sessions = r.json();
+        assert_eq!(sessions["sessions"][0]["state"], "connected", "{sessions}");
+        // A report printed after the traffic (older ones are drained first).
+        qemu.drain();
+        let busy = qemu.wait_for("SMOLRTC-MEM", Duration::from_secs(10));
+        eprintln!("guest memory of smolrtc serve (kB): idle {idle} | one connection {busy}");
+        p.pc.close().await;
+    });
+    qemu.drain();
+    eprintln!("boot + test: {:?}", started.elapsed());
+}
