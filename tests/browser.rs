@@ -86,6 +86,90 @@ fn firefox_ws_service_offers() {
     );
 }
 
+/// Chromium's default on a LAN: no media permission, so its host address hides behind a
+/// `<uuid>.local` mDNS name the service cannot resolve. The service must still connect, by
+/// learning the browser as a peer-reflexive candidate from its checks. Runs on a veth pair
+/// inside the private namespace (Chromium gathers nothing on a loopback-only host without
+/// the media permission).
+#[test]
+fn chromium_mdns_hidden_addresses() {
+    const NAME: &str = "chromium_mdns_hidden_addresses";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    println!("{NETNS_MARKER} ({NAME})");
+    smolrtc::signal::init_logging();
+    for cmd in [
+        "ip link add smolrtc0 type veth peer name smolrtc1",
+        "ip addr add 10.77.0.1/24 dev smolrtc0",
+        "ip addr add 10.77.0.2/24 dev smolrtc1",
+        "ip link set smolrtc0 up",
+        "ip link set smolrtc1 up",
+        "ip route add default dev smolrtc0",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let st = Command::new(args[0]).args(&args[1..]).status().expect(cmd);
+        assert!(st.success(), "{cmd}: {st}");
+    }
+    let device = Ipv4Addr::new(10, 77, 0, 1);
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let mut config = ServiceConfig {
+        listen: SocketAddr::from((device, 0)),
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(device)];
+    let service = StopService(Service::new(config).start(&runtime).expect("service start"));
+    let addr = service.0.addr;
+    // gum=0: no getUserMedia, no media permission: Chromium's default privacy mode.
+    let url = format!(
+        "http://{addr}/?auto=1&mode=http&offering=1&gum=0&echo={ECHO}&upload=1&download=1\
+         &report=/api/report"
+    );
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    let Some(r) = report else {
+        panic!("{NAME}: no report: {failures:?}\n{}", browser.log_tail(60));
+    };
+    let log: Vec<&str> = r["log"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let hidden = log
+        .iter()
+        .any(|l| l.contains("local candidate") && l.contains(".local"));
+    if !hidden {
+        failures.push("Chromium did not hide its address behind an mDNS name".into());
+    }
+    if log
+        .iter()
+        .any(|l| l.contains("local candidate") && l.contains("10.77.0."))
+    {
+        failures.push("Chromium exposed a plain address: not the hidden-address case".into());
+    }
+    let steps = &r["steps"];
+    if r["ok"] != true {
+        failures.push(format!("report not ok: {}", r["error"]));
+    }
+    if steps["echo"]["all_matched"] != true || steps["download"]["checked"] != true {
+        failures.push(format!("data checks failed: {}", steps));
+    }
+    if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
+        failures.push(format!("session not freed: {last}"));
+    }
+    browser.stop();
+    if !failures.is_empty() {
+        for l in &log {
+            eprintln!("page: {l}");
+        }
+        panic!("{NAME}: {}", failures.join("; "));
+    }
+    println!(
+        "{NAME}: connected to a browser that hid its address: {}",
+        steps["selected_pair"]
+    );
+}
+
 /// Browser ↔ smolrtc throughput each way and setup time (median of 5, 64 MiB in 16 KiB
 /// messages), beside Chromium ↔ Chromium in one page, in one run. A benchmark, not a test:
 /// `cargo test --release --test browser -- --ignored --nocapture chromium_throughput`
