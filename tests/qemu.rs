@@ -1,13 +1,17 @@
 //! qemu-system boot test: Debian's arm64 kernel boots under
-//! `qemu-system-aarch64 -M virt -cpu cortex-a72` with an initramfs whose /init runs the static
-//! aarch64 `smolrtc serve`; a native smolrtc peer (this test) signals over HTTP and sends data
-//! over UDP through qemu's user-net port forwards, opens channels, and checks every byte.
+//! `qemu-system-aarch64 -M virt -cpu cortex-a72` (or `-M raspi3b`) with an initramfs whose
+//! /init runs the static aarch64 `smolrtc serve`; a native smolrtc peer (this test) signals
+//! over HTTP and sends data over UDP through qemu's user-net port forwards, opens channels,
+//! and checks every byte.
 //!
 //! Gated: runs only with `SMOLRTC_QEMU_SYSTEM=1` and the guest files prepared by
 //! `cross/qemu-test` (which `cross/ci` runs):
 //! - `SMOLRTC_QEMU_KERNEL`: the kernel image (Debian's `vmlinuz-*-arm64`),
 //! - `SMOLRTC_QEMU_INITRD`: the initramfs from `cross/initramfs`, whose service listens on
-//!   `0.0.0.0:8888` and binds ICE to `10.0.2.15` on ports `50000-50001`.
+//!   `0.0.0.0:8888` and binds ICE to `10.0.2.15` on ports `50000-50001`,
+//! - `SMOLRTC_QEMU_MACHINE`: `virt` (default; virtio-net) or `raspi3b` (usb-net on the dwc2
+//!   USB controller; needs the initramfs built with `--machine raspi3b`),
+//! - `SMOLRTC_QEMU_DTB`: for `raspi3b`, the kernel package's `bcm2837-rpi-3-b.dtb`.
 //!
 //! Everything runs in a private network namespace (the test re-executes itself under
 //! `unshare -n`), so the forwarded ports exist only there and nothing leaves loopback.
@@ -31,6 +35,8 @@ const HTTP_PORT: u16 = 8888;
 const ICE_PORTS: [u16; 2] = [50000, 50001];
 const GUEST_ADDRESS: &str = "10.0.2.15";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// raspi3b boots in about 17 s (4 emulated cores, USB enumeration): a wider bound.
+const RASPI_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const TEST_NAME: &str = "arm64_guest_serves_channels_to_a_native_peer";
 
 /// qemu, killed (and reaped) when dropped, whatever happens in the test.
@@ -40,21 +46,45 @@ struct Qemu {
     log: Vec<String>,
 }
 
+/// The emulated machine (`SMOLRTC_QEMU_MACHINE`).
+enum Machine {
+    /// `-M virt -cpu cortex-a72`, virtio-net-pci (eth0 in the guest).
+    Virt,
+    /// `-M raspi3b` (BCM2837: 4x cortex-a53, 1 GiB, fixed) with the kernel package's device
+    /// tree; qemu's usb-net on the SoC's dwc2 USB controller (usb0 in the guest). It cannot
+    /// power off: qemu is killed at the end like on virt.
+    Raspi3b { dtb: String },
+}
+
 impl Qemu {
-    fn boot(kernel: &str, initrd: &str) -> Qemu {
+    fn boot(machine: &Machine, kernel: &str, initrd: &str) -> Qemu {
         let mut netdev = String::from("user,id=n");
         netdev += &format!(",hostfwd=tcp:127.0.0.1:{HTTP_PORT}-{GUEST_ADDRESS}:{HTTP_PORT}");
         for p in ICE_PORTS {
             netdev += &format!(",hostfwd=udp:127.0.0.1:{p}-{GUEST_ADDRESS}:{p}");
         }
-        let mut child = Command::new("qemu-system-aarch64")
-            .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "256", "-smp", "1"])
+        let mut cmd = Command::new("qemu-system-aarch64");
+        match machine {
+            Machine::Virt => cmd
+                .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "256", "-smp", "1"])
+                // romfile=: no iPXE option ROM (not installed, and the kernel boots directly).
+                .args([
+                    "-netdev",
+                    &netdev,
+                    "-device",
+                    "virtio-net-pci,netdev=n,romfile=",
+                ]),
+            Machine::Raspi3b { dtb } => cmd.args(["-M", "raspi3b", "-dtb", dtb]).args([
+                "-netdev",
+                &netdev,
+                "-device",
+                "usb-net,netdev=n",
+            ]),
+        };
+        let mut child = cmd
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
             .args(["-no-reboot", "-kernel", kernel, "-initrd", initrd])
             .args(["-append", "console=ttyAMA0 panic=-1 quiet"])
-            .args(["-netdev", &netdev])
-            // romfile=: no iPXE option ROM (not installed, and the kernel boots directly).
-            .args(["-device", "virtio-net-pci,netdev=n,romfile="])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -185,13 +215,21 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
     }
     let kernel = std::env::var("SMOLRTC_QEMU_KERNEL").expect("SMOLRTC_QEMU_KERNEL: vmlinuz path");
     let initrd = std::env::var("SMOLRTC_QEMU_INITRD").expect("SMOLRTC_QEMU_INITRD: initramfs");
+    let (machine, boot_timeout) = match std::env::var("SMOLRTC_QEMU_MACHINE").as_deref() {
+        Err(_) | Ok("") | Ok("virt") => (Machine::Virt, BOOT_TIMEOUT),
+        Ok("raspi3b") => {
+            let dtb = std::env::var("SMOLRTC_QEMU_DTB").expect("SMOLRTC_QEMU_DTB: raspi3b's dtb");
+            (Machine::Raspi3b { dtb }, RASPI_BOOT_TIMEOUT)
+        }
+        Ok(other) => panic!("SMOLRTC_QEMU_MACHINE={other}: virt or raspi3b"),
+    };
     if reexec_in_netns() {
         return;
     }
     init_log();
     let started = Instant::now();
-    let mut qemu = Qemu::boot(&kernel, &initrd);
-    let up = qemu.wait_for("SMOLRTC-GUEST-UP", BOOT_TIMEOUT);
+    let mut qemu = Qemu::boot(&machine, &kernel, &initrd);
+    let up = qemu.wait_for("SMOLRTC-GUEST-UP", boot_timeout);
     eprintln!("guest userland up after {:?}: {up}", started.elapsed());
     qemu.wait_for("listening on", Duration::from_secs(30));
     let http: SocketAddr = ([127, 0, 0, 1], HTTP_PORT).into();

@@ -539,3 +539,35 @@ fn a_registered_handler_answers_its_label() {
     });
     wait_freed(&h);
 }
+
+/// Many clients at once, all on the one smolrtc thread: each gets its own session and its
+/// own answers, and every session is freed when its client leaves.
+#[test]
+fn many_clients_at_once_each_get_their_own_session() {
+    init_log();
+    let (_rt, h) = start(16);
+    const CLIENTS: usize = 6;
+    block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(http_client(&h, &["echo"]).await);
+        }
+        assert_eq!(sessions(&h).len(), CLIENTS);
+        for (i, (p, chans)) in clients.iter_mut().enumerate() {
+            opened(p, "echo").await;
+            chans[0].send(format!("client {i}")).await.unwrap();
+        }
+        for (i, (p, _)) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                message(p, "echo").await,
+                Message::Text(format!("client {i}"))
+            );
+        }
+        let list = sessions(&h);
+        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
+        for (p, _) in &clients {
+            p.pc.close().await;
+        }
+    });
+    wait_freed(&h);
+}
