@@ -220,9 +220,7 @@ fn unordered_and_partially_reliable_channels_open_and_deliver() {
             assert_eq!(remote.init(), init, "{label}: DCEP carried the options");
         }
         for ch in &mine {
-            while ch.state() != ChannelState::Open {
-                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
-            }
+            opened(&mut a, ch.label()).await;
             for i in 0..20u8 {
                 ch.send(vec![i; 100]).await.unwrap();
             }

@@ -242,7 +242,8 @@ impl DataChannel {
         }
     }
 
-    /// Current state.
+    /// Current state. It changes as the router handles SCTP input, and that input waits
+    /// while the connection's event stream is not being read: keep reading events.
     pub fn state(&self) -> ChannelState {
         ChannelState::from_u8(self.shared.state.load(Ordering::Acquire))
     }

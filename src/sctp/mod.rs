@@ -149,8 +149,16 @@ impl SctpActor {
             let now = Instant::now();
             match wake {
                 Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
+                    // Drain every second input, not once per batch: the peer's window only
+                    // moves with our SACKs, and one SACK per batch of hundreds of packets
+                    // starves it (measured: 146 -> 713 Mbit/s across two threads). Every
+                    // second packet is also when RFC 9260 §6.2 wants a SACK.
+                    let n = batch.len();
+                    for (i, msg) in batch.into_iter().enumerate() {
                         self.handle(now, msg);
+                        if i % 2 == 1 && i + 1 < n {
+                            self.drain(now);
+                        }
                     }
                 }
                 Wake::Inbox(None) => self.close(),

@@ -1,4 +1,5 @@
-//! `smolrtc bench loopback`: two peers in this process over real UDP on 127.0.0.1.
+//! `smolrtc bench loopback`: two peers in this process, each on its own smolrtc thread,
+//! over real UDP on 127.0.0.1.
 //!
 //! Measures connection setup (create_offer → channel open on both sides, complete SDP
 //! exchanged in-process) and the throughput of one reliable ordered in-band channel, the
@@ -8,6 +9,7 @@
 use crate::channel::{ChannelInit, Message};
 use crate::error::{Error, Result};
 use crate::peer::{Config, Event, EventStream, PeerConnection};
+use crate::runtime::Runtime;
 use bytes::Bytes;
 use clap::Args;
 use std::time::{Duration, Instant};
@@ -75,8 +77,9 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
             "--message-size must be at least 1".into(),
         ));
     }
+    // Two smolrtc threads, as two devices would have: each peer gets a core of its own.
     let a = PeerConnection::new(Config::loopback("A"))?;
-    let b = PeerConnection::new(Config::loopback("B"))?;
+    let b = PeerConnection::with_runtime(&Runtime::new()?, Config::loopback("B"))?;
     let (mut ea, mut eb) = (a.events(), b.events());
 
     let start = Instant::now();
