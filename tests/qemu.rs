@@ -268,10 +268,14 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
         p.pc.set_remote_description(through_forwards(&answer))
             .await
             .unwrap();
-        p.expect("echo open", |e| {
-            matches!(e, Event::ChannelOpen(c) if c.id() == echo.id()).then_some(())
-        })
-        .await;
+        // Every channel must be open before it is used (the raspi3b guest is slow enough
+        // for the second one to lag the first).
+        for ch in [&echo, &echo2] {
+            p.expect("channel open", |e| {
+                matches!(e, Event::ChannelOpen(c) if c == ch).then_some(())
+            })
+            .await;
+        }
         eprintln!("channel open after {:?}", started.elapsed());
 
         // Two echo channels interleaved: text and binary, small to 64 KiB, every byte checked.
