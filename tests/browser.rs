@@ -8,7 +8,6 @@
 //! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
 //! `firefox-esr` (`.ci/setup` installs them).
 
-use smolrtc::ice::{HostPolicy, IceConfig};
 use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{Config, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -404,16 +403,7 @@ fn in_namespace(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        peer: Config {
-            ice: IceConfig {
-                hosts: HostPolicy {
-                    addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        peer: Config::loopback("service"),
         ..Default::default()
     };
     let service = Service::new(config).start(&runtime).expect("service start");

@@ -303,22 +303,22 @@ fn fingerprint_mismatch_is_refused() {
         a.pc.create_data_channel("x", ChannelInit::default())
             .await
             .unwrap();
-        let offer = a.pc.create_offer().await.unwrap();
-        a.pc.set_local_description(offer).await.unwrap();
-        let offer = a.complete_description().await;
-        b.pc.set_remote_description(offer).await.unwrap();
-        let answer = b.pc.create_answer().await.unwrap();
-        b.pc.set_local_description(answer).await.unwrap();
-        let mut answer = b.complete_description().await;
-        // Someone in the signaling path swapped the fingerprint (same length, other value).
-        let at = answer.sdp.find("a=fingerprint:sha-256 ").unwrap() + 22;
-        let flipped = if &answer.sdp[at..at + 2] == "00" {
-            "11"
-        } else {
-            "00"
-        };
-        answer.sdp.replace_range(at..at + 2, flipped);
-        a.pc.set_remote_description(answer).await.unwrap();
+        // Someone in the signaling path swaps the fingerprint (same length, other value).
+        connect_editing(
+            &mut a,
+            &mut b,
+            |_| {},
+            |answer| {
+                let at = answer.sdp.find("a=fingerprint:sha-256 ").unwrap() + 22;
+                let flipped = if &answer.sdp[at..at + 2] == "00" {
+                    "11"
+                } else {
+                    "00"
+                };
+                answer.sdp.replace_range(at..at + 2, flipped);
+            },
+        )
+        .await;
         let err = a
             .expect("mismatch error", |e| match e {
                 Event::Error(err) => Some(err.to_string()),
@@ -499,32 +499,29 @@ fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
             b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
                 .await
                 .unwrap();
-        let offer = a.pc.create_offer().await.unwrap();
-        a.pc.set_local_description(offer).await.unwrap();
-        let mut offer = a.complete_description().await;
         // Rewrite the data section the way rawrtc offers it.
-        let m_line = offer
-            .sdp
-            .lines()
-            .find(|l| l.starts_with("m=application"))
-            .unwrap()
-            .to_owned();
-        let port = m_line.split(' ').nth(1).unwrap();
-        offer.sdp = offer
-            .sdp
-            .replace(&m_line, &format!("m=application {port} DTLS/SCTP 5000"))
-            .replace(
-                "a=sctp-port:5000",
-                "a=sctpmap:5000 webrtc-datachannel 65535",
-            )
-            .replace("a=max-message-size:262144", "a=max-message-size:0");
-        b.pc.set_remote_description(offer).await.unwrap();
-        let answer = b.pc.create_answer().await.unwrap();
-        assert!(answer.sdp.contains(" DTLS/SCTP 5000"), "{}", answer.sdp);
-        assert!(answer.sdp.contains("a=sctpmap:5000 webrtc-datachannel"));
-        b.pc.set_local_description(answer).await.unwrap();
-        let answer = b.complete_description().await;
-        a.pc.set_remote_description(answer).await.unwrap();
+        let legacy = |offer: &mut smolrtc::Description| {
+            let m_line = offer
+                .sdp
+                .lines()
+                .find(|l| l.starts_with("m=application"))
+                .unwrap()
+                .to_owned();
+            let port = m_line.split(' ').nth(1).unwrap();
+            offer.sdp = offer
+                .sdp
+                .replace(&m_line, &format!("m=application {port} DTLS/SCTP 5000"))
+                .replace(
+                    "a=sctp-port:5000",
+                    "a=sctpmap:5000 webrtc-datachannel 65535",
+                )
+                .replace("a=max-message-size:262144", "a=max-message-size:0");
+        };
+        let answered_in_kind = |answer: &mut smolrtc::Description| {
+            assert!(answer.sdp.contains(" DTLS/SCTP 5000"), "{}", answer.sdp);
+            assert!(answer.sdp.contains("a=sctpmap:5000 webrtc-datachannel"));
+        };
+        connect_editing(&mut a, &mut b, legacy, answered_in_kind).await;
         opened(&mut b, "cat-noises").await;
         // max-message-size:0 means unlimited: B may send more than the 64 KiB default.
         assert!(cb.max_message_size().unwrap() > 1 << 30);
@@ -543,28 +540,25 @@ fn media_sections_in_an_offer_are_rejected_and_the_data_section_connects() {
             a.pc.create_data_channel("x", ChannelInit::default())
                 .await
                 .unwrap();
-        let offer = a.pc.create_offer().await.unwrap();
-        a.pc.set_local_description(offer).await.unwrap();
-        let mut offer = a.complete_description().await;
         // An audio section before the data one, as a browser with a microphone would send.
-        let at = offer.sdp.find("m=application").unwrap();
-        offer.sdp.insert_str(
-            at,
-            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n",
-        );
-        b.pc.set_remote_description(offer).await.unwrap();
-        let answer = b.pc.create_answer().await.unwrap();
-        let audio = answer
-            .sdp
-            .find("m=audio 0 ")
-            .expect("audio rejected with port 0");
-        assert!(
-            audio < answer.sdp.find("m=application").unwrap(),
-            "m-line order kept"
-        );
-        b.pc.set_local_description(answer).await.unwrap();
-        let answer = b.complete_description().await;
-        a.pc.set_remote_description(answer).await.unwrap();
+        let add_audio = |offer: &mut smolrtc::Description| {
+            let at = offer.sdp.find("m=application").unwrap();
+            offer.sdp.insert_str(
+                at,
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n",
+            );
+        };
+        let audio_rejected = |answer: &mut smolrtc::Description| {
+            let audio = answer
+                .sdp
+                .find("m=audio 0 ")
+                .expect("audio rejected with port 0");
+            assert!(
+                audio < answer.sdp.find("m=application").unwrap(),
+                "m-line order kept"
+            );
+        };
+        connect_editing(&mut a, &mut b, add_audio, audio_rejected).await;
         opened(&mut a, "x").await;
         ch.send("data still flows").await.unwrap();
         assert_eq!(

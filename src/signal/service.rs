@@ -135,6 +135,14 @@ impl Shared {
         self.sessions.borrow().get(id).map(|s| s.pc.clone())
     }
 
+    /// True while session `id` exists and its connection is up.
+    pub(crate) fn is_connected(&self, id: &str) -> bool {
+        self.sessions
+            .borrow()
+            .get(id)
+            .is_some_and(|s| *s.state.borrow() == ConnectionState::Connected)
+    }
+
     /// `(id, via, connection state, age in seconds)` of every session.
     pub(crate) fn list(&self) -> Vec<(String, &'static str, String, f64)> {
         let mut v: Vec<_> = self

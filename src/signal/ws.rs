@@ -165,10 +165,7 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
         }
     }
     // Signaling is over; a connected session lives on, an unfinished one is dropped.
-    let connected = shared
-        .list()
-        .iter()
-        .any(|(sid, _, state, _)| *sid == id && state == "connected");
+    let connected = shared.is_connected(&id);
     if !connected {
         log::info!("[{id}] WebSocket closed before the connection was up: closing the session");
         shared.close(&id).await;

@@ -88,13 +88,25 @@ impl Peer {
 
 /// Offer from `a`, answer from `b`, complete descriptions both ways.
 pub async fn connect(a: &mut Peer, b: &mut Peer) {
+    connect_editing(a, b, |_| {}, |_| {}).await;
+}
+
+/// [`connect`], with the descriptions changed in transit (as a signaling path might).
+pub async fn connect_editing(
+    a: &mut Peer,
+    b: &mut Peer,
+    edit_offer: impl FnOnce(&mut Description),
+    edit_answer: impl FnOnce(&mut Description),
+) {
     let offer = a.pc.create_offer().await.unwrap();
     a.pc.set_local_description(offer).await.unwrap();
-    let offer = a.complete_description().await;
+    let mut offer = a.complete_description().await;
+    edit_offer(&mut offer);
     b.pc.set_remote_description(offer).await.unwrap();
     let answer = b.pc.create_answer().await.unwrap();
     b.pc.set_local_description(answer).await.unwrap();
-    let answer = b.complete_description().await;
+    let mut answer = b.complete_description().await;
+    edit_answer(&mut answer);
     a.pc.set_remote_description(answer).await.unwrap();
 }
 
