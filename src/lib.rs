@@ -25,6 +25,7 @@ pub mod signal;
 
 pub use channel::{ChannelInit, ChannelState, DataChannel, Message};
 pub use error::{Error, Result};
+pub use ice::{IceConfig, IceServer, TransportPolicy};
 pub use peer::{Config, ConnectionState, Event, EventStream, PeerConnection, SignalingState};
 pub use runtime::Runtime;
 pub use sdp::{Description, IceCandidateInit, SdpType};

@@ -74,17 +74,9 @@ struct ServeOptions {
     /// Address and port of the HTTP server.
     #[arg(long, default_value = "127.0.0.1:8888")]
     listen: std::net::SocketAddr,
-    /// Offer only this local address as an ICE host candidate (repeatable); default: every
-    /// address of every interface that is up.
-    #[arg(long = "ice-address", value_name = "IP")]
-    ice_addresses: Vec<std::net::IpAddr>,
-    /// Also offer loopback addresses (always done when nothing else is up).
-    #[arg(long)]
-    loopback: bool,
-    /// Bind ICE sockets to ports in this range, e.g. 50000-50100 (for a firewall or a
-    /// port forward); default: any free port.
-    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
-    ice_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// ICE: host candidates, STUN/TURN servers, transport policy.
+    #[command(flatten)]
+    ice: smolrtc::signal::IceOptions,
     /// Most peer connections at once (default: the board profile's).
     #[arg(long, default_value_t = board_max_sessions())]
     max_sessions: usize,
@@ -129,26 +121,9 @@ fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
         ..Default::default()
     };
     config.peer.sctp.receive_buffer = board_sctp_receive_buffer();
-    config.peer.ice.hosts.addresses = opts.ice_addresses;
-    config.peer.ice.hosts.include_loopback = opts.loopback;
-    config.peer.ice.hosts.ports = opts.ice_ports;
-    smolrtc::signal::Service::new(config).run()
-}
-
-fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad first port {a:?}"))?;
-    let b: u16 = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad last port {b:?}"))?;
-    if a == 0 || a > b {
-        return Err(format!(
-            "expected FIRST-LAST with 0 < FIRST <= LAST, got {s:?}"
-        ));
+    opts.ice.apply(&mut config.peer.ice);
+    for s in &config.peer.ice.servers {
+        log::info!("ICE server {s}");
     }
-    Ok(a..=b)
+    smolrtc::signal::Service::new(config).run()
 }

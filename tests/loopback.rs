@@ -596,3 +596,104 @@ fn buffered_amount_rises_on_send_and_the_low_event_fires() {
         assert!(ch.buffered_amount() <= 64 * 1024);
     });
 }
+
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("a=ice-ufrag")
+        .trim()
+        .to_owned()
+}
+
+/// RFC 8445 §9 from both ends: new credentials through renegotiation, new checks, and the
+/// open channel keeps carrying messages across the restart in both directions.
+#[test]
+fn ice_restart_keeps_open_channels() {
+    init_log();
+    block_on(async {
+        let mut a = Peer::new("A");
+        let mut b = Peer::new("B");
+        let ch =
+            a.pc.create_data_channel("keep", ChannelInit::default())
+                .await
+                .unwrap();
+        connect(&mut a, &mut b).await;
+        opened(&mut a, "keep").await;
+        for p in [&mut a, &mut b] {
+            p.expect("first selected pair", |e| {
+                matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
+            })
+            .await;
+        }
+        let first = a.pc.local_description().await.unwrap();
+        let first_remote = b.pc.local_description().await.unwrap();
+        let peer_b = b
+            .expect("B's channel", |e| match e {
+                Event::ChannelOpen(c) if c.label() == "keep" => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        for (round, restarter) in ["A", "B"].into_iter().enumerate() {
+            let (x, y) = if restarter == "A" {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            x.pc.restart_ice().await.unwrap();
+            x.expect("negotiation needed", |e| {
+                matches!(e, Event::NegotiationNeeded).then_some(())
+            })
+            .await;
+            // Messages keep flowing while the offer/answer goes round.
+            ch.send(format!("before restart {round}")).await.unwrap();
+            let offer = x.pc.create_offer().await.unwrap();
+            x.pc.set_local_description(offer.clone()).await.unwrap();
+            y.pc.set_remote_description(offer.clone()).await.unwrap();
+            let answer = y.pc.create_answer().await.unwrap();
+            y.pc.set_local_description(answer.clone()).await.unwrap();
+            x.pc.set_remote_description(answer.clone()).await.unwrap();
+            if round == 0 {
+                assert_ne!(ice_ufrag(&offer.sdp), ice_ufrag(&first.sdp));
+                assert_ne!(ice_ufrag(&answer.sdp), ice_ufrag(&first_remote.sdp));
+            }
+            // New checks select a pair again on both sides.
+            for p in [&mut *x, &mut *y] {
+                p.expect("new selected pair", |e| {
+                    matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
+                })
+                .await;
+            }
+            ch.send(format!("after restart {round}")).await.unwrap();
+            peer_b.send(format!("back {round}")).await.unwrap();
+        }
+        for round in 0..2 {
+            for text in [
+                format!("before restart {round}"),
+                format!("after restart {round}"),
+            ] {
+                assert_eq!(message(&mut b, "keep").await, Message::Text(text));
+            }
+            assert_eq!(
+                message(&mut a, "keep").await,
+                Message::Text(format!("back {round}"))
+            );
+        }
+        assert_eq!(ch.state(), ChannelState::Open);
+        // No step back: the connection never left "connected".
+        for p in [&mut a, &mut b] {
+            while let Some(e) = p.events.try_next() {
+                assert!(
+                    !matches!(
+                        e,
+                        Event::ConnectionState(
+                            ConnectionState::Connecting
+                                | ConnectionState::Disconnected
+                                | ConnectionState::Failed
+                        )
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+    });
+}

@@ -1,27 +1,40 @@
-//! The ICE agent actor: owns the UDP sockets and rtc-ice's agent.
+//! The ICE agent actor: owns the UDP sockets, the STUN/TURN server sessions (the gatherer's
+//! srflx and relay candidates) and rtc-ice's agent.
 //!
-//! Every datagram is demultiplexed by its first byte (RFC 7983): 0–3 is STUN and stays here,
-//! 20–63 is DTLS and goes up to the DTLS actor — but only from an address that ICE knows as a
-//! remote candidate (checked or learned as peer-reflexive), so strangers never reach a session.
-//! Wire-ward DTLS records leave on the selected pair.
+//! Every datagram is demultiplexed first by where it came from: a configured server's
+//! traffic goes to that server's session (and relayed data comes back out of it as if it
+//! had arrived on the relayed address). The rest by its first byte (RFC 7983): 0–3 is STUN
+//! and stays here, 20–63 is DTLS and goes up to the DTLS actor — but only from an address
+//! that ICE knows as a remote candidate (checked or learned as peer-reflexive), so strangers
+//! never reach a session. Wire-ward DTLS records leave on the selected pair.
+//!
+//! The gatherer lives in this task rather than its own: it shares the host sockets with the
+//! agent, and relayed traffic passes both, so one owner saves a hop per relayed datagram.
 
 use super::gather;
+use super::server::{IceServer, ServerTransport, TransportPolicy};
+use super::turn::{ServerSession, SessionEvent, Via};
+use super::turn_stream::{self, StreamNews};
 use super::{IceConfig, IceConnectionState};
 use crate::dtls::DtlsMsg;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Link, Wake};
-use async_channel::Receiver;
+use async_channel::{Receiver, Sender, WeakSender};
 use async_io::Async;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc_ice::agent::agent_config::AgentConfig;
 use rtc_ice::candidate::candidate_host::CandidateHostConfig;
-use rtc_ice::candidate::{unmarshal_candidate, CandidateConfig, CandidateType};
+use rtc_ice::candidate::candidate_relay::CandidateRelayConfig;
+use rtc_ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
+use rtc_ice::candidate::{unmarshal_candidate, Candidate, CandidateConfig, CandidateType};
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::state::ConnectionState;
 use rtc_ice::{Agent, Event};
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use sansio::Protocol;
-use std::net::{SocketAddr, UdpSocket};
+use smol::LocalExecutor;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -30,7 +43,7 @@ use std::time::Instant;
 pub(crate) enum IceMsg {
     /// A DTLS record to send on the selected pair.
     Transmit(BytesMut),
-    /// Bind host sockets and announce the candidates.
+    /// Bind host sockets, ask the servers, and announce the candidates.
     Gather,
     /// Remote credentials are known: start checks.
     Start {
@@ -38,10 +51,16 @@ pub(crate) enum IceMsg {
         ufrag: String,
         pwd: String,
     },
+    /// ICE restart: new local credentials; checks start again with the next `Start`.
+    Restart { ufrag: String, pwd: String },
     /// A remote `candidate:` attribute value.
     RemoteCandidate(String),
     /// The remote has no more candidates.
     EndOfCandidates,
+    /// A server's host name was resolved (index into the configured servers).
+    Resolved(usize, Result<Vec<SocketAddr>, String>),
+    /// News from a TURN-over-TCP/TLS stream task.
+    Stream(usize, StreamNews),
     /// Close the agent and the sockets.
     Close,
 }
@@ -62,20 +81,54 @@ pub(crate) enum IceReport {
 
 /// Datagrams read from one socket per wake-up, so one busy socket cannot starve the rest.
 const READ_BUDGET: usize = 256;
+/// Frames queued for one TURN stream before more are dropped (as a full socket would).
+const STREAM_QUEUE: usize = 256;
+
+/// Where the selected pair's datagrams leave from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// A host socket (host, server- and peer-reflexive candidates).
+    Socket(usize),
+    /// Through the allocation of server session `n`.
+    Relay(usize),
+}
+
+/// A TURN-over-TCP/TLS connection while it connects and afterwards.
+struct Stream {
+    server: IceServer,
+    server_addr: SocketAddr,
+    writes: Sender<Bytes>,
+    session: Option<usize>,
+}
 
 pub(crate) struct IceActor {
     name: Arc<str>,
     config: IceConfig,
     agent: Agent,
     sockets: Vec<(SocketAddr, Async<UdpSocket>)>,
-    selected: Option<(usize, SocketAddr)>,
+    sessions: Vec<ServerSession>,
+    streams: Vec<Stream>,
+    /// Name resolutions and stream connections still under way.
+    pending: usize,
+    /// Datagrams for the wire: (path, destination, bytes); sent in `drain`.
+    outbox: Vec<(Via, SocketAddr, BytesMut)>,
+    gather_deadline: Option<Instant>,
+    gathering_done: bool,
+    selected: Option<(Path, SocketAddr)>,
+    /// An ICE restart is under way: the old pair carries traffic until a new one is chosen.
+    restarting: bool,
     gathered: bool,
     closed: bool,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
+    /// Our own inbox, for the tasks we spawn (weak, so the inbox still closes when the
+    /// peer connection's actors are gone).
+    me: WeakSender<Vec<IceMsg>>,
+    ex: Rc<LocalExecutor<'static>>,
 }
 
 impl IceActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: Arc<str>,
         config: IceConfig,
@@ -83,18 +136,32 @@ impl IceActor {
         pwd: String,
         dtls: Link<DtlsMsg>,
         peer: Link<PeerMsg>,
+        me: &Sender<Vec<IceMsg>>,
+        ex: Rc<LocalExecutor<'static>>,
     ) -> crate::Result<Self> {
+        let candidate_types = match config.transport_policy {
+            TransportPolicy::All => vec![
+                CandidateType::Host,
+                CandidateType::ServerReflexive,
+                CandidateType::PeerReflexive,
+                CandidateType::Relay,
+            ],
+            TransportPolicy::Relay => vec![CandidateType::Relay],
+        };
         let agent_config = AgentConfig {
             local_ufrag: ufrag,
             local_pwd: pwd,
             multicast_dns_mode: MulticastDnsMode::Disabled,
-            candidate_types: vec![CandidateType::Host],
+            candidate_types,
             disconnected_timeout: Some(config.disconnected_timeout),
             failed_timeout: Some(config.failed_timeout),
             keepalive_interval: Some(config.keepalive_interval),
             // Browsers hide host addresses behind mDNS names, so a peer-reflexive pair is
             // often the only one: nominate it as soon as it works, not a second later.
             prflx_acceptance_min_wait: Some(std::time::Duration::ZERO),
+            // Relay-only: no better pair can come, so do not wait for one.
+            relay_acceptance_min_wait: (config.transport_policy == TransportPolicy::Relay)
+                .then_some(std::time::Duration::ZERO),
             ..Default::default()
         };
         let provider = crate::dtls::crypto_provider()?;
@@ -105,11 +172,20 @@ impl IceActor {
             config,
             agent,
             sockets: Vec::new(),
+            sessions: Vec::new(),
+            streams: Vec::new(),
+            pending: 0,
+            outbox: Vec::new(),
+            gather_deadline: None,
+            gathering_done: false,
             selected: None,
+            restarting: false,
             gathered: false,
             closed: false,
             dtls,
             peer,
+            me: me.downgrade(),
+            ex,
         })
     }
 
@@ -122,7 +198,7 @@ impl IceActor {
             if self.closed {
                 return;
             }
-            let deadline = self.agent.poll_timeout();
+            let deadline = self.deadline();
             // Hold socket input back while DTLS is backlogged: the kernel buffers meanwhile.
             let read_sockets = !self.dtls.is_backlogged();
             let sockets = &self.sockets;
@@ -149,18 +225,65 @@ impl IceActor {
             match wake {
                 Wake::Inbox(Some(batch)) => {
                     for msg in batch {
-                        self.handle(now, msg).await;
+                        self.handle(now, msg);
                     }
                 }
                 Wake::Inbox(None) => self.close(),
                 Wake::Extra => self.read_sockets(&mut buf),
-                Wake::Timer => {
-                    if let Err(e) = self.agent.handle_timeout(now) {
-                        log::debug!("[{}] ICE timeout: {e}", self.name);
-                    }
-                }
+                Wake::Timer => self.timeout(now),
                 Wake::Link => {}
             }
+        }
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        let mut d = self.agent.poll_timeout();
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |d| d.min(t)));
+            }
+        };
+        earliest(self.gather_deadline);
+        for s in &mut self.sessions {
+            earliest(s.poll_timeout());
+        }
+        d
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if let Err(e) = self.agent.handle_timeout(now) {
+            log::debug!("[{}] ICE timeout: {e}", self.name);
+        }
+        for i in 0..self.sessions.len() {
+            if self.sessions[i].poll_timeout().is_some_and(|t| t <= now) {
+                let events = self.sessions[i].handle_timeout(now);
+                self.session_events(now, i, events);
+            }
+        }
+        if self.gather_deadline.is_some_and(|t| t <= now) {
+            self.gather_deadline = None;
+            for s in &mut self.sessions {
+                if s.give_up() {
+                    log::warn!(
+                        "[{}] ICE: {} (from {}): no answer in {:?}; gathering goes on without it",
+                        self.name,
+                        s.server,
+                        s.base,
+                        self.config.gather_timeout
+                    );
+                }
+            }
+            if self.pending > 0 {
+                log::warn!(
+                    "[{}] ICE: {} server lookup(s) or connection(s) unfinished after {:?}; \
+                     gathering goes on without them",
+                    self.name,
+                    self.pending,
+                    self.config.gather_timeout
+                );
+                self.pending = 0;
+            }
+            self.check_gathered();
         }
     }
 
@@ -172,7 +295,7 @@ impl IceActor {
                 match sock.get_ref().recv_from(buf) {
                     Ok((n, from)) => {
                         let data = BytesMut::from(&buf[..n]);
-                        self.datagram(Instant::now(), local, from, data);
+                        self.socket_datagram(Instant::now(), i, local, from, data);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -185,6 +308,33 @@ impl IceActor {
         }
     }
 
+    /// A datagram on host socket `i`: a server's, or a peer's.
+    fn socket_datagram(
+        &mut self,
+        now: Instant,
+        i: usize,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: BytesMut,
+    ) {
+        let session = self
+            .sessions
+            .iter()
+            .position(|s| s.via == Via::Socket(i) && s.server_addr == from);
+        if let Some(s) = session {
+            let events = self.sessions[s].input(now, data);
+            self.session_events(now, s, events);
+        } else if self.config.transport_policy == TransportPolicy::Relay {
+            log::debug!(
+                "[{}] ICE: relay-only: direct datagram from {from} dropped",
+                self.name
+            );
+        } else {
+            self.datagram(now, local, from, data);
+        }
+    }
+
+    /// A datagram for the agent or DTLS, arrived on local candidate address `local`.
     fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: BytesMut) {
         let Some(&first) = data.first() else {
             return;
@@ -223,13 +373,17 @@ impl IceActor {
         }
     }
 
-    async fn handle(&mut self, now: Instant, msg: IceMsg) {
+    fn handle(&mut self, now: Instant, msg: IceMsg) {
         match msg {
             IceMsg::Transmit(data) => match self.selected {
-                Some((i, to)) => self.send(i, to, &data).await,
+                Some((Path::Socket(i), to)) => self.outbox.push((Via::Socket(i), to, data)),
+                Some((Path::Relay(s), to)) => {
+                    self.sessions[s].relay_send(now, to, &data);
+                    self.flush_session(s);
+                }
                 None => log::debug!("[{}] ICE: no selected pair; DTLS record dropped", self.name),
             },
-            IceMsg::Gather => self.gather(),
+            IceMsg::Gather => self.gather(now),
             IceMsg::Start {
                 controlling,
                 ufrag,
@@ -253,6 +407,19 @@ impl IceActor {
                         .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Failed)));
                 }
             }
+            IceMsg::Restart { ufrag, pwd } => {
+                let restarted = self
+                    .agent
+                    .generate_restart_credentials(ufrag, pwd)
+                    .and_then(|()| self.agent.apply_restart(now, true));
+                match restarted {
+                    Ok(()) => {
+                        log::info!("[{}] ICE restart applied", self.name);
+                        self.restarting = self.selected.is_some();
+                    }
+                    Err(e) => log::warn!("[{}] ICE restart failed: {e}", self.name),
+                }
+            }
             IceMsg::RemoteCandidate(line) => {
                 let raw = line.trim();
                 let raw = raw.strip_prefix("a=").unwrap_or(raw);
@@ -273,74 +440,315 @@ impl IceActor {
                 }
             }
             IceMsg::EndOfCandidates => log::debug!("[{}] ICE: remote end-of-candidates", self.name),
+            IceMsg::Resolved(idx, result) => {
+                self.pending = self.pending.saturating_sub(1);
+                let server = self.config.servers[idx].clone();
+                match result {
+                    Ok(addrs) if !addrs.is_empty() => {
+                        for addr in addrs {
+                            self.start_server(now, &server, addr);
+                        }
+                    }
+                    Ok(_) => log::warn!("[{}] ICE: {server}: no address", self.name),
+                    Err(e) => log::warn!("[{}] ICE: {server}: cannot resolve: {e}", self.name),
+                }
+                self.check_gathered();
+            }
+            IceMsg::Stream(id, news) => self.stream_news(now, id, news),
             IceMsg::Close => self.close(),
         }
     }
 
-    fn gather(&mut self) {
+    fn gather(&mut self, now: Instant) {
         if self.gathered {
             return;
         }
         self.gathered = true;
         let addresses = gather::host_addresses(&self.config.hosts);
         self.sockets = gather::bind(&addresses, self.config.hosts.ports.as_ref());
-        for (addr, _) in &self.sockets {
-            let cand = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
+        if self.config.transport_policy == TransportPolicy::All {
+            for i in 0..self.sockets.len() {
+                let addr = self.sockets[i].0;
+                let cand = CandidateHostConfig {
+                    base_config: udp_candidate(addr),
                     ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host();
-            match cand {
-                Ok(c) => {
-                    let line = c.marshal();
-                    match self.agent.add_local_candidate(c) {
-                        Ok(_) => {
-                            log::info!("[{}] ICE local candidate {line}", self.name);
-                            self.peer.push(PeerMsg::Ice(IceReport::Candidate(format!(
-                                "candidate:{line}"
-                            ))));
-                        }
-                        Err(e) => {
-                            log::warn!("[{}] ICE: local candidate {addr} refused: {e}", self.name)
-                        }
-                    }
                 }
-                Err(e) => log::warn!("[{}] ICE: candidate for {addr}: {e}", self.name),
+                .new_candidate_host();
+                self.add_local(cand, addr);
             }
         }
+        if !self.config.servers.is_empty() {
+            self.gather_deadline = Some(now + self.config.gather_timeout);
+        }
+        for idx in 0..self.config.servers.len() {
+            let server = self.config.servers[idx].clone();
+            if let Ok(ip) = server.host.parse::<IpAddr>() {
+                self.start_server(now, &server, SocketAddr::new(ip, server.port));
+                continue;
+            }
+            let Some(me) = self.me.upgrade() else {
+                return;
+            };
+            self.pending += 1;
+            let host_port = server.host_port();
+            self.ex
+                .spawn(async move {
+                    let result = smol::net::resolve(host_port.as_str())
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = me.send(vec![IceMsg::Resolved(idx, result)]).await;
+                })
+                .detach();
+        }
+        self.check_gathered();
+    }
+
+    /// Starts gathering from `server` at `addr`: a session per host socket of the same
+    /// family (UDP), or a stream task (TCP/TLS).
+    fn start_server(&mut self, now: Instant, server: &IceServer, addr: SocketAddr) {
+        if self.closed || self.gathering_done {
+            return;
+        }
+        let want_mapped = self.config.transport_policy == TransportPolicy::All;
+        if server.transport == ServerTransport::Udp {
+            for i in 0..self.sockets.len() {
+                let base = self.sockets[i].0;
+                // A socket bound to loopback cannot reach another host, nor v4 reach v6.
+                if base.is_ipv4() != addr.is_ipv4()
+                    || base.ip().is_loopback() != addr.ip().is_loopback()
+                {
+                    continue;
+                }
+                self.open_session(now, server.clone(), addr, Via::Socket(i), base, want_mapped);
+            }
+            return;
+        }
+        let tls = if server.transport == ServerTransport::Tls {
+            let name = match rustls_name(&server.host) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::warn!("[{}] ICE: {server}: {e}", self.name);
+                    return;
+                }
+            };
+            match turn_stream::tls_config(&self.config.tls_roots) {
+                Ok(config) => Some(turn_stream::Tls { config, name }),
+                Err(e) => {
+                    log::warn!("[{}] ICE: {server}: {e}", self.name);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let (writes_tx, writes_rx) = async_channel::bounded(STREAM_QUEUE);
+        let id = self.streams.len();
+        self.streams.push(Stream {
+            server: server.clone(),
+            server_addr: addr,
+            writes: writes_tx,
+            session: None,
+        });
+        self.pending += 1;
+        log::info!("[{}] ICE: connecting to {server} at {addr}", self.name);
+        self.ex
+            .spawn(turn_stream::run(
+                id,
+                addr,
+                tls,
+                self.config.gather_timeout,
+                me,
+                writes_rx,
+            ))
+            .detach();
+    }
+
+    fn open_session(
+        &mut self,
+        now: Instant,
+        server: IceServer,
+        addr: SocketAddr,
+        via: Via,
+        base: SocketAddr,
+        want_mapped: bool,
+    ) -> Option<usize> {
+        let shown = server.to_string();
+        match ServerSession::start(self.name.clone(), server, addr, via, base, want_mapped, now) {
+            Ok(s) => {
+                log::debug!("[{}] ICE: asking {shown} at {addr} from {base}", self.name);
+                self.sessions.push(s);
+                let i = self.sessions.len() - 1;
+                self.flush_session(i);
+                Some(i)
+            }
+            Err(e) => {
+                log::warn!("[{}] ICE: {shown}: {e}", self.name);
+                None
+            }
+        }
+    }
+
+    fn stream_news(&mut self, now: Instant, id: usize, news: StreamNews) {
+        let Some(stream) = self.streams.get_mut(id) else {
+            return;
+        };
+        match news {
+            StreamNews::Up(local) => {
+                if stream.session.is_some() {
+                    return;
+                }
+                self.pending = self.pending.saturating_sub(1);
+                if self.gathering_done || self.closed {
+                    // Too late for this gathering: let the task end.
+                    stream.writes.close();
+                    return;
+                }
+                let (server, addr) = (stream.server.clone(), stream.server_addr);
+                log::info!("[{}] ICE: connected to {server} from {local}", self.name);
+                let s = self.open_session(now, server, addr, Via::Stream(id), local, false);
+                self.streams[id].session = s;
+                self.check_gathered();
+            }
+            StreamNews::Frame(frame) => {
+                if let Some(s) = stream.session {
+                    let events = self.sessions[s].input(now, frame);
+                    self.session_events(now, s, events);
+                }
+            }
+            StreamNews::Down(why) => {
+                let server = stream.server.clone();
+                stream.writes.close();
+                match stream.session.take() {
+                    None => {
+                        self.pending = self.pending.saturating_sub(1);
+                        log::warn!("[{}] ICE: {server}: {why}", self.name);
+                        self.check_gathered();
+                    }
+                    Some(s) => {
+                        if !self.closed {
+                            log::warn!("[{}] ICE: {server}: connection lost: {why}", self.name);
+                        }
+                        self.sessions[s].give_up();
+                        self.check_gathered();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on what session `s` learned, then queues what it wants sent.
+    fn session_events(&mut self, now: Instant, s: usize, events: Vec<SessionEvent>) {
+        for ev in events {
+            match ev {
+                SessionEvent::Mapped(addr) => {
+                    let base = self.sessions[s].base;
+                    if addr == base || self.config.transport_policy != TransportPolicy::All {
+                        continue;
+                    }
+                    let cand = CandidateServerReflexiveConfig {
+                        base_config: udp_candidate(addr),
+                        rel_addr: base.ip().to_string(),
+                        rel_port: base.port(),
+                        url: None,
+                    }
+                    .new_candidate_server_reflexive();
+                    self.add_local(cand, addr);
+                }
+                SessionEvent::Relayed(addr) => {
+                    log::info!(
+                        "[{}] ICE: {} allocated {addr}",
+                        self.name,
+                        self.sessions[s].server
+                    );
+                    // raddr 0.0.0.0 as browsers do: a relay candidate reveals no local address.
+                    let cand = CandidateRelayConfig {
+                        base_config: udp_candidate(addr),
+                        rel_addr: "0.0.0.0".into(),
+                        rel_port: 0,
+                        url: None,
+                    }
+                    .new_candidate_relay();
+                    self.add_local(cand, addr);
+                }
+                SessionEvent::Data(peer, data) => {
+                    if let Some(relayed) = self.sessions[s].relayed {
+                        self.datagram(now, relayed, peer, data);
+                    }
+                }
+                SessionEvent::Permitted(peer) => {
+                    log::debug!("[{}] ICE: relay permission for {peer}", self.name)
+                }
+                SessionEvent::Failed(why) => {
+                    let s = &self.sessions[s];
+                    log::warn!("[{}] ICE: {} (from {}): {why}", self.name, s.server, s.base);
+                }
+            }
+        }
+        self.flush_session(s);
+        self.check_gathered();
+    }
+
+    fn flush_session(&mut self, s: usize) {
+        let session = &mut self.sessions[s];
+        while let Some(data) = session.poll_transmit() {
+            self.outbox.push((session.via, session.server_addr, data));
+        }
+    }
+
+    fn add_local(&mut self, cand: Result<Candidate, rtc_shared::error::Error>, addr: SocketAddr) {
+        match cand {
+            Ok(c) => {
+                let line = c.marshal();
+                match self.agent.add_local_candidate(c) {
+                    Ok(true) => {
+                        log::info!("[{}] ICE local candidate {line}", self.name);
+                        self.peer.push(PeerMsg::Ice(IceReport::Candidate(format!(
+                            "candidate:{line}"
+                        ))));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        log::warn!("[{}] ICE: local candidate {addr} refused: {e}", self.name)
+                    }
+                }
+            }
+            Err(e) => log::warn!("[{}] ICE: candidate for {addr}: {e}", self.name),
+        }
+    }
+
+    fn check_gathered(&mut self) {
+        if self.gathering_done
+            || !self.gathered
+            || self.pending > 0
+            || self.sessions.iter().any(|s| s.gathering())
+        {
+            return;
+        }
+        self.gathering_done = true;
+        self.gather_deadline = None;
         self.peer.push(PeerMsg::Ice(IceReport::GatheringComplete));
     }
 
-    async fn send(&mut self, socket: usize, to: SocketAddr, data: &[u8]) {
-        let Some((local, sock)) = self.sockets.get(socket) else {
-            return;
-        };
-        match sock.get_ref().send_to(data, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Socket buffer full: this is the wire's own backpressure.
-                if let Err(e) = sock.send_to(data, to).await {
-                    log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name);
-                }
-            }
-            Err(e) => log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name),
-        }
-    }
-
-    /// Sends what the agent queued and reports its events, after every input.
+    /// Sends the outbox and what the agent queued, and reports the agent's events.
     async fn drain(&mut self) {
+        let now = Instant::now();
         while let Some(t) = self.agent.poll_write() {
             let local = t.transport.local_addr;
-            match self.sockets.iter().position(|(a, _)| *a == local) {
-                Some(i) => self.send(i, t.transport.peer_addr, &t.message).await,
-                None => log::debug!("[{}] ICE: no socket for {local}", self.name),
+            let to = t.transport.peer_addr;
+            if let Some(i) = self.sockets.iter().position(|(a, _)| *a == local) {
+                self.outbox.push((Via::Socket(i), to, t.message));
+            } else if let Some(s) = self.sessions.iter().position(|s| s.relayed == Some(local)) {
+                self.sessions[s].relay_send(now, to, &t.message);
+                self.flush_session(s);
+            } else {
+                log::debug!("[{}] ICE: no socket for {local}", self.name);
             }
+        }
+        for (via, to, data) in std::mem::take(&mut self.outbox) {
+            self.send(via, to, data).await;
         }
         while let Some(ev) = self.agent.poll_event() {
             match ev.event {
@@ -354,17 +762,29 @@ impl IceActor {
                         ConnectionState::Closed => IceConnectionState::Closed,
                         _ => IceConnectionState::New,
                     };
+                    // During a restart the old pair still works: no step back to checking.
+                    if self.restarting && state == IceConnectionState::Checking {
+                        continue;
+                    }
                     self.peer.push(PeerMsg::Ice(IceReport::State(state)));
                 }
                 Event::SelectedCandidatePairChange(local, remote) => {
-                    let socket = self
-                        .sockets
-                        .iter()
-                        .position(|(a, _)| *a == local.base_addr() || *a == local.addr());
-                    match socket {
-                        Some(i) => {
+                    let path = if local.candidate_type() == CandidateType::Relay {
+                        self.sessions
+                            .iter()
+                            .position(|s| s.relayed == Some(local.addr()))
+                            .map(Path::Relay)
+                    } else {
+                        self.sockets
+                            .iter()
+                            .position(|(a, _)| *a == local.base_addr() || *a == local.addr())
+                            .map(Path::Socket)
+                    };
+                    match path {
+                        Some(path) => {
+                            self.restarting = false;
                             let first = self.selected.is_none();
-                            self.selected = Some((i, remote.addr()));
+                            self.selected = Some((path, remote.addr()));
                             self.peer.push(PeerMsg::Ice(IceReport::SelectedPair {
                                 local: local.marshal(),
                                 remote: remote.marshal(),
@@ -374,7 +794,7 @@ impl IceActor {
                             }
                         }
                         None => log::warn!(
-                            "[{}] ICE: selected pair on unknown socket {}",
+                            "[{}] ICE: selected pair on unknown local address {}",
                             self.name,
                             local.addr()
                         ),
@@ -385,15 +805,83 @@ impl IceActor {
         }
     }
 
+    async fn send(&mut self, via: Via, to: SocketAddr, data: BytesMut) {
+        match via {
+            Via::Socket(i) => {
+                let Some((local, sock)) = self.sockets.get(i) else {
+                    return;
+                };
+                match sock.get_ref().send_to(&data, to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Socket buffer full: this is the wire's own backpressure.
+                        if let Err(e) = sock.send_to(&data, to).await {
+                            log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name);
+                        }
+                    }
+                    Err(e) => log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name),
+                }
+            }
+            Via::Stream(id) => {
+                if let Some(stream) = self.streams.get(id) {
+                    if stream.writes.try_send(data.freeze()).is_err() {
+                        log::debug!("[{}] ICE: TURN stream {id} full; frame dropped", self.name);
+                    }
+                }
+            }
+        }
+    }
+
     fn close(&mut self) {
         if self.closed {
             return;
         }
         self.closed = true;
+        let now = Instant::now();
         let _ = self.agent.close();
         while self.agent.poll_write().is_some() {}
+        // Deallocate relays: the Refresh(0) goes out once, without waiting for an answer.
+        for s in 0..self.sessions.len() {
+            self.sessions[s].close(now);
+            self.flush_session(s);
+        }
+        for (via, to, data) in std::mem::take(&mut self.outbox) {
+            match via {
+                Via::Socket(i) => {
+                    if let Some((_, sock)) = self.sockets.get(i) {
+                        let _ = sock.get_ref().send_to(&data, to);
+                    }
+                }
+                Via::Stream(id) => {
+                    if let Some(stream) = self.streams.get(id) {
+                        let _ = stream.writes.try_send(data.freeze());
+                    }
+                }
+            }
+        }
+        // Closing the queues lets each stream task write what is queued, then end.
+        for stream in &self.streams {
+            stream.writes.close();
+        }
         self.sockets.clear();
         self.peer
             .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Closed)));
     }
+}
+
+fn udp_candidate(addr: SocketAddr) -> CandidateConfig {
+    CandidateConfig {
+        network: "udp".to_owned(),
+        address: addr.ip().to_string(),
+        port: addr.port(),
+        component: 1,
+        ..Default::default()
+    }
+}
+
+fn rustls_name(
+    host: &str,
+) -> Result<futures_rustls::rustls::pki_types::ServerName<'static>, String> {
+    futures_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("bad TLS server name {host:?}: {e}"))
 }

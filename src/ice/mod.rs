@@ -1,12 +1,20 @@
-//! ICE: host candidate gathering and the agent actor (RFC 8445), around rtc-ice's agent.
+//! ICE (RFC 8445): candidate gathering (host, server-reflexive via STUN, relay via TURN
+//! over UDP, TCP or TLS) and the agent actor, around rtc-ice's agent and rtc-turn's client.
 
 mod agent;
 pub mod gather;
+pub mod server;
+mod turn;
+mod turn_stream;
 
 pub(crate) use agent::{IceActor, IceMsg, IceReport};
 pub use gather::HostPolicy;
+pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};
 
 use std::time::Duration;
+
+/// Where `turns:` server certificates are checked against by default (Debian's bundle).
+pub const DEFAULT_TLS_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// ICE settings.
 #[derive(Clone, Debug)]
@@ -19,6 +27,15 @@ pub struct IceConfig {
     pub failed_timeout: Duration,
     /// Interval of consent/keepalive checks on the selected pair.
     pub keepalive_interval: Duration,
+    /// STUN and TURN servers (W3C `iceServers`).
+    pub servers: Vec<IceServer>,
+    /// Which candidates may be used (W3C `iceTransportPolicy`).
+    pub transport_policy: TransportPolicy,
+    /// Longest wait for a server's answer while gathering; a server that does not answer in
+    /// time is left out (logged) and gathering completes without it.
+    pub gather_timeout: Duration,
+    /// PEM file of the certificate authorities trusted for `turns:` servers.
+    pub tls_roots: std::path::PathBuf,
 }
 
 impl Default for IceConfig {
@@ -28,6 +45,10 @@ impl Default for IceConfig {
             disconnected_timeout: Duration::from_secs(5),
             failed_timeout: Duration::from_secs(25),
             keepalive_interval: Duration::from_secs(2),
+            servers: Vec::new(),
+            transport_policy: TransportPolicy::All,
+            gather_timeout: Duration::from_secs(5),
+            tls_roots: DEFAULT_TLS_ROOTS.into(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) enum PeerCmd {
     RemoteDescription(Reply<Option<Description>>),
     States(Reply<(SignalingState, GatheringState, ConnectionState)>),
     ChannelCreated,
+    RestartIce(Reply<Result<()>>),
     Close(Option<Reply<()>>),
 }
 
@@ -71,6 +72,16 @@ pub(crate) struct PeerActor {
     remote: Option<(Description, RemoteSession)>,
     offerer: Option<bool>,
     transport_started: bool,
+    /// Our ICE role, fixed when the transport starts.
+    controlling: bool,
+    /// The remote ICE credentials in use (a change in an offer is an ICE restart).
+    remote_creds: Option<(String, String)>,
+    /// `restart_ice()` was called: the next offer carries new credentials.
+    restart_wanted: bool,
+    /// New credentials of an offer not yet set locally.
+    restart_creds: Option<(String, String)>,
+    /// We applied a restart with our offer: the answer's credentials start new checks.
+    restart_applied: bool,
     data_negotiated: bool,
     negotiation_needed: bool,
     candidates: Vec<String>,
@@ -121,6 +132,11 @@ impl PeerActor {
             remote: None,
             offerer: None,
             transport_started: false,
+            controlling: false,
+            remote_creds: None,
+            restart_wanted: false,
+            restart_creds: None,
+            restart_applied: false,
             data_negotiated: false,
             negotiation_needed: false,
             candidates: Vec::new(),
@@ -247,6 +263,17 @@ impl PeerActor {
                     self.events.push(Event::NegotiationNeeded);
                 }
             }
+            PeerCmd::RestartIce(r) => {
+                let res = self.check_open();
+                if res.is_ok() && !self.restart_wanted {
+                    self.restart_wanted = true;
+                    log::info!("[{}] ICE restart requested", self.name);
+                    if self.transport_started {
+                        self.events.push(Event::NegotiationNeeded);
+                    }
+                }
+                let _ = r.try_send(res);
+            }
             PeerCmd::Close(r) => {
                 self.close();
                 if let Some(r) = r {
@@ -300,10 +327,18 @@ impl PeerActor {
             .as_ref()
             .map(|(_, _, m)| m.clone())
             .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        if self.restart_wanted && self.transport_started && self.restart_creds.is_none() {
+            self.restart_creds = Some(ice_credentials()?);
+        }
+        let mut session = self.local_session(Setup::ActPass, &mid);
+        if let Some((ufrag, pwd)) = &self.restart_creds {
+            session.ice_ufrag = ufrag.clone();
+            session.ice_pwd = pwd.clone();
+        }
         self.pending_local = Some((SdpType::Offer, Setup::ActPass, mid.clone()));
         Ok(Description {
             kind: SdpType::Offer,
-            sdp: sdp::write_offer(&self.local_session(Setup::ActPass, &mid)),
+            sdp: sdp::write_offer(&session),
         })
     }
 
@@ -368,6 +403,10 @@ impl PeerActor {
         match (kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
                 self.offerer = Some(true);
+                if let Some((ufrag, pwd)) = self.restart_creds.take() {
+                    self.apply_local_restart(ufrag, pwd);
+                    self.restart_applied = true;
+                }
                 self.set_signaling(SignalingState::HaveLocalOffer);
             }
             (SdpType::Answer, SignalingState::HaveRemoteOffer) => {
@@ -435,17 +474,33 @@ impl PeerActor {
         };
         let candidates = remote.candidates.clone();
         let end = remote.end_of_candidates;
-        if !self.transport_started {
+        let creds = (remote.ice_ufrag.clone(), remote.ice_pwd.clone());
+        if self.transport_started {
+            let changed = self.remote_creds.as_ref() != Some(&creds);
+            if is_offer && changed {
+                // RFC 8445 §9: the remote restarts ICE; so do we, with new credentials.
+                let (ufrag, pwd) = ice_credentials()?;
+                self.restart_creds = None;
+                self.restart_wanted = false;
+                self.apply_local_restart(ufrag, pwd);
+                self.start_checks(creds.clone());
+            } else if !is_offer && self.restart_applied {
+                self.restart_applied = false;
+                self.start_checks(creds.clone());
+            } else if changed {
+                log::warn!(
+                    "[{}] remote ICE credentials changed in an answer to an offer without \
+                     an ICE restart; keeping the old ones",
+                    self.name
+                );
+            }
+        } else {
             self.transport_started = true;
             if is_offer {
                 self.offerer = Some(false);
             }
-            let controlling = self.offerer == Some(true) || remote.ice_lite;
-            self.ice.push(IceMsg::Start {
-                controlling,
-                ufrag: remote.ice_ufrag.clone(),
-                pwd: remote.ice_pwd.clone(),
-            });
+            self.controlling = self.offerer == Some(true) || remote.ice_lite;
+            self.start_checks(creds.clone());
             self.sctp.push(SctpMsg::Configure {
                 remote_max_message_size: remote
                     .max_message_size
@@ -481,6 +536,24 @@ impl PeerActor {
             self.negotiated();
         }
         Ok(())
+    }
+
+    /// Installs new local ICE credentials; candidates and the selected pair stay in use
+    /// until new checks pick a pair, so open channels carry on.
+    fn apply_local_restart(&mut self, ufrag: String, pwd: String) {
+        log::info!("[{}] ICE restart (new local credentials)", self.name);
+        self.ufrag = ufrag.clone();
+        self.pwd = pwd.clone();
+        self.ice.push(IceMsg::Restart { ufrag, pwd });
+    }
+
+    fn start_checks(&mut self, creds: (String, String)) {
+        self.ice.push(IceMsg::Start {
+            controlling: self.controlling,
+            ufrag: creds.0.clone(),
+            pwd: creds.1.clone(),
+        });
+        self.remote_creds = Some(creds);
     }
 
     fn add_candidate(&mut self, c: IceCandidateInit) -> Result<()> {
@@ -549,6 +622,8 @@ impl PeerActor {
             }
             IceReport::SelectedPair { local, remote } => {
                 log::info!("[{}] ICE selected pair: {local} <-> {remote}", self.name);
+                self.events
+                    .push(Event::SelectedCandidatePair { local, remote });
             }
             IceReport::BadCandidate(why) => {
                 log::warn!("[{}] remote candidate ignored: {why}", self.name);

@@ -136,6 +136,13 @@ pub enum Event {
     ChannelBufferedAmountLow(DataChannel),
     /// A channel is closed.
     ChannelClosed(DataChannel),
+    /// ICE selected (or switched to) this pair: the local and remote `candidate:` lines.
+    SelectedCandidatePair {
+        /// The local candidate.
+        local: String,
+        /// The remote candidate.
+        remote: String,
+    },
 }
 
 /// The receiving end of a peer connection's events. Events are delivered once: take one
@@ -230,6 +237,8 @@ impl PeerConnection {
                 pwd.clone(),
                 Link::new(dtls_tx.clone()),
                 link_peer(),
+                &ice_tx,
+                ex.clone(),
             );
             let ice_ok = match ice {
                 Ok(ice) => {
@@ -387,6 +396,13 @@ impl PeerConnection {
             .send(vec![PeerMsg::Cmd(PeerCmd::ChannelCreated)])
             .await;
         Ok(channel)
+    }
+
+    /// W3C `restartIce`: the next offer carries new ICE credentials, and once the answer is
+    /// set, new checks run while the current pair keeps carrying the open channels.
+    /// [`Event::NegotiationNeeded`] fires when a connection is already up.
+    pub async fn restart_ice(&self) -> Result<()> {
+        self.call(PeerCmd::RestartIce).await?
     }
 
     /// W3C `close`: channels close, SCTP aborts, DTLS sends close_notify, sockets close.

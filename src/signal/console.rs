@@ -56,7 +56,7 @@
 //! [`PROMPT`] and `Invalid remote description: <why>`.
 
 use crate::channel::{ChannelInit, ChannelState, DataChannel, Message};
-use crate::ice::{HostPolicy, IceConfig, IceConnectionState};
+use crate::ice::IceConnectionState;
 use crate::peer::{Config, ConnectionState, Event, EventStream, PeerConnection};
 use crate::sdp::{self, Description, SdpType};
 use crate::{Error, Result};
@@ -66,7 +66,6 @@ use async_signal::{Signal, Signals};
 use clap::Args;
 use futures_lite::{future, StreamExt};
 use std::io::{BufRead, Write};
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// The pre-negotiated channel (stream id 0) both sides create.
@@ -96,13 +95,9 @@ pub struct Options {
     /// Wait for an offer and answer it.
     #[arg(long)]
     pub answer: bool,
-    /// Gather host candidates on exactly this local address (repeatable). Default: every
-    /// address of every up interface.
-    #[arg(long = "ice-address", value_name = "IP")]
-    pub ice_addresses: Vec<IpAddr>,
-    /// Include loopback addresses among the host candidates.
-    #[arg(long)]
-    pub loopback: bool,
+    /// ICE: host candidates, STUN/TURN servers, transport policy.
+    #[command(flatten)]
+    pub ice: super::IceOptions,
 }
 
 impl Options {
@@ -113,18 +108,12 @@ impl Options {
 
     /// The peer connection settings these options ask for.
     pub fn config(&self) -> Config {
-        Config {
+        let mut config = Config {
             name: if self.offering() { "A" } else { "B" }.into(),
-            ice: IceConfig {
-                hosts: HostPolicy {
-                    addresses: self.ice_addresses.clone(),
-                    include_loopback: self.loopback,
-                    ..HostPolicy::default()
-                },
-                ..IceConfig::default()
-            },
             ..Config::default()
-        }
+        };
+        self.ice.apply(&mut config.ice);
+        config
     }
 }
 
