@@ -83,6 +83,10 @@ struct ServeOptions {
     /// Largest signaling request body, bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_body: usize,
+    /// Run every session over this one UDP port (on each host address), so the device
+    /// needs a single firewall hole; 0 picks a free port. Default: a port per session.
+    #[arg(long, value_name = "PORT")]
+    single_port: Option<u16>,
     /// Do not run rawrtc's channel flow (cat-noises id 0, bear/lion-noises) on sessions.
     #[arg(long)]
     no_rawrtc_flow: bool,
@@ -118,6 +122,7 @@ fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
         max_sessions: opts.max_sessions,
         max_body: opts.max_body,
         rawrtc_flow: !opts.no_rawrtc_flow,
+        single_port: opts.single_port,
         ..Default::default()
     };
     config.peer.sctp.receive_buffer = board_sctp_receive_buffer();

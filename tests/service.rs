@@ -9,7 +9,7 @@ use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{
     ChannelInit, ConnectionState, DataChannel, Description, Event, Message, Runtime, SdpType,
 };
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn start(max_sessions: usize) -> (Runtime, ServiceHandle) {
@@ -564,6 +564,65 @@ fn many_clients_at_once_each_get_their_own_session() {
             );
         }
         let list = sessions(&h);
+        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
+        for (p, _) in &clients {
+            p.pc.close().await;
+        }
+    });
+    wait_freed(&h);
+}
+
+/// `single_port`: every session's ICE on one UDP port, demultiplexed by ufrag and remote
+/// address; concurrent clients each reach their own session, and the stray datagrams of a
+/// stranger on that port go nowhere.
+#[test]
+fn single_port_serves_many_clients() {
+    init_log();
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        single_port: Some(0),
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let h = Service::new(config).start(&rt).unwrap();
+    const CLIENTS: usize = 5;
+    block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(http_client(&h, &["echo"]).await);
+        }
+        let mut ports = std::collections::HashSet::new();
+        for (p, _) in clients.iter_mut() {
+            let remote = p
+                .expect("selected pair", |e| match e {
+                    Event::SelectedCandidatePair { remote, .. } => Some(remote.clone()),
+                    _ => None,
+                })
+                .await;
+            // "<foundation> 1 udp <prio> <ip> <port> typ host"
+            let port: u16 = remote.split_whitespace().nth(5).unwrap().parse().unwrap();
+            ports.insert(port);
+        }
+        assert_eq!(ports.len(), 1, "sessions on several ports: {ports:?}");
+        let port = *ports.iter().next().unwrap();
+        // A stranger's STUN and DTLS-looking datagrams on the shared port are dropped.
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for first in [0u8, 22, 0x80] {
+            stranger.send_to(&[first; 64], ("127.0.0.1", port)).unwrap();
+        }
+        for (i, (p, chans)) in clients.iter_mut().enumerate() {
+            opened(p, "echo").await;
+            chans[0].send(format!("client {i}")).await.unwrap();
+        }
+        for (i, (p, _)) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                message(p, "echo").await,
+                Message::Text(format!("client {i}"))
+            );
+        }
+        let list = sessions(&h);
+        assert_eq!(list.len(), CLIENTS);
         assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
         for (p, _) in &clients {
             p.pc.close().await;

@@ -59,6 +59,12 @@ pub(crate) enum IceMsg {
     EndOfCandidates,
     /// A server's host name was resolved (index into the configured servers).
     Resolved(usize, Result<Vec<SocketAddr>, String>),
+    /// A datagram on shared-port socket `socket` (see [`super::SharedPort`]).
+    PortDatagram {
+        socket: usize,
+        from: SocketAddr,
+        data: BytesMut,
+    },
     /// News from a TURN-over-TCP/TLS stream task.
     Stream(usize, StreamNews),
     /// Close the agent and the sockets.
@@ -93,6 +99,15 @@ enum Path {
     Relay(usize),
 }
 
+/// A local UDP socket: our own, or one of a [`super::SharedPort`]'s (read by its task).
+struct HostSocket {
+    addr: SocketAddr,
+    sock: Arc<Async<UdpSocket>>,
+    shared: bool,
+    /// Bound only to reach servers from (beside a shared port): not a host candidate.
+    servers_only: bool,
+}
+
 /// A TURN-over-TCP/TLS connection while it connects and afterwards.
 struct Stream {
     server: IceServer,
@@ -105,7 +120,11 @@ pub(crate) struct IceActor {
     name: Arc<str>,
     config: IceConfig,
     agent: Agent,
-    sockets: Vec<(SocketAddr, Async<UdpSocket>)>,
+    sockets: Vec<HostSocket>,
+    /// Shared-port routes already announced to the demultiplexer.
+    learned: std::collections::HashSet<(usize, SocketAddr)>,
+    /// Our current ufrag (the shared port routes checks by it).
+    ufrag: String,
     sessions: Vec<ServerSession>,
     streams: Vec<Stream>,
     /// Name resolutions and stream connections still under way.
@@ -148,6 +167,7 @@ impl IceActor {
             ],
             TransportPolicy::Relay => vec![CandidateType::Relay],
         };
+        let ufrag_copy = ufrag.clone();
         let agent_config = AgentConfig {
             local_ufrag: ufrag,
             local_pwd: pwd,
@@ -172,6 +192,8 @@ impl IceActor {
             config,
             agent,
             sockets: Vec::new(),
+            learned: Default::default(),
+            ufrag: ufrag_copy,
             sessions: Vec::new(),
             streams: Vec::new(),
             pending: 0,
@@ -206,8 +228,8 @@ impl IceActor {
                 if !read_sockets {
                     return Poll::Pending;
                 }
-                for (_, s) in sockets {
-                    if s.poll_readable(cx).is_ready() {
+                for s in sockets.iter().filter(|s| !s.shared) {
+                    if s.sock.poll_readable(cx).is_ready() {
                         return Poll::Ready(());
                     }
                 }
@@ -289,10 +311,12 @@ impl IceActor {
 
     fn read_sockets(&mut self, buf: &mut [u8]) {
         for i in 0..self.sockets.len() {
+            if self.sockets[i].shared {
+                continue;
+            }
             for _ in 0..READ_BUDGET {
-                let (local, sock) = &self.sockets[i];
-                let local = *local;
-                match sock.get_ref().recv_from(buf) {
+                let local = self.sockets[i].addr;
+                match self.sockets[i].sock.get_ref().recv_from(buf) {
                     Ok((n, from)) => {
                         let data = BytesMut::from(&buf[..n]);
                         self.socket_datagram(Instant::now(), i, local, from, data);
@@ -415,6 +439,8 @@ impl IceActor {
                 match restarted {
                     Ok(()) => {
                         log::info!("[{}] ICE restart applied", self.name);
+                        self.ufrag = self.agent.get_local_credentials().ufrag.clone();
+                        self.register_ufrag();
                         self.restarting = self.selected.is_some();
                     }
                     Err(e) => log::warn!("[{}] ICE restart failed: {e}", self.name),
@@ -455,6 +481,12 @@ impl IceActor {
                 self.check_gathered();
             }
             IceMsg::Stream(id, news) => self.stream_news(now, id, news),
+            IceMsg::PortDatagram { socket, from, data } => {
+                if let Some(s) = self.sockets.get(socket).filter(|s| s.shared) {
+                    let local = s.addr;
+                    self.socket_datagram(now, socket, local, from, data);
+                }
+            }
             IceMsg::Close => self.close(),
         }
     }
@@ -464,11 +496,33 @@ impl IceActor {
             return;
         }
         self.gathered = true;
-        let addresses = gather::host_addresses(&self.config.hosts);
-        self.sockets = gather::bind(&addresses, self.config.hosts.ports.as_ref());
+        if let Some(port) = &self.config.shared_port {
+            self.sockets = port
+                .sockets()
+                .iter()
+                .map(|(addr, sock)| HostSocket {
+                    addr: *addr,
+                    sock: sock.clone(),
+                    shared: true,
+                    servers_only: false,
+                })
+                .collect();
+            self.register_ufrag();
+        } else {
+            let addresses = gather::host_addresses(&self.config.hosts);
+            self.sockets = gather::bind(&addresses, self.config.hosts.ports.as_ref())
+                .into_iter()
+                .map(|(addr, sock)| HostSocket {
+                    addr,
+                    sock: Arc::new(sock),
+                    shared: false,
+                    servers_only: false,
+                })
+                .collect();
+        }
         if self.config.transport_policy == TransportPolicy::All {
             for i in 0..self.sockets.len() {
-                let addr = self.sockets[i].0;
+                let addr = self.sockets[i].addr;
                 let cand = CandidateHostConfig {
                     base_config: udp_candidate(addr),
                     ..Default::default()
@@ -511,14 +565,25 @@ impl IceActor {
         }
         let want_mapped = self.config.transport_policy == TransportPolicy::All;
         if server.transport == ServerTransport::Udp {
-            for i in 0..self.sockets.len() {
-                let base = self.sockets[i].0;
+            let bases: Vec<SocketAddr> = self
+                .sockets
+                .iter()
+                .filter(|s| !s.servers_only)
+                .map(|s| s.addr)
+                .collect();
+            for base in bases {
                 // A socket bound to loopback cannot reach another host, nor v4 reach v6.
                 if base.is_ipv4() != addr.is_ipv4()
                     || base.ip().is_loopback() != addr.ip().is_loopback()
                 {
                     continue;
                 }
+                // A shared port's 5-tuple to a server would be every connection's: each
+                // connection asks servers from a socket of its own instead.
+                let Some(i) = self.server_socket(base) else {
+                    continue;
+                };
+                let base = self.sockets[i].addr;
                 self.open_session(now, server.clone(), addr, Via::Socket(i), base, want_mapped);
             }
             return;
@@ -564,6 +629,40 @@ impl IceActor {
                 writes_rx,
             ))
             .detach();
+    }
+
+    /// The socket to reach servers from, for host socket address `base`: the socket itself,
+    /// or for a shared port, a socket of our own on the same address (bound on first use).
+    fn server_socket(&mut self, base: SocketAddr) -> Option<usize> {
+        let i = self.sockets.iter().position(|s| s.addr == base)?;
+        if !self.sockets[i].shared {
+            return Some(i);
+        }
+        if let Some(j) = self
+            .sockets
+            .iter()
+            .position(|s| s.servers_only && s.addr.ip() == base.ip())
+        {
+            return Some(j);
+        }
+        let (addr, sock) = gather::bind(&[base.ip()], None).pop()?;
+        self.sockets.push(HostSocket {
+            addr,
+            sock: Arc::new(sock),
+            shared: false,
+            servers_only: true,
+        });
+        Some(self.sockets.len() - 1)
+    }
+
+    /// Tells the shared port (if any) that checks for our ufrag are ours.
+    fn register_ufrag(&mut self) {
+        if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+            port.tell(super::port::MuxMsg::Register {
+                ufrag: self.ufrag.clone(),
+                inbox: me,
+            });
+        }
     }
 
     fn open_session(
@@ -738,7 +837,7 @@ impl IceActor {
         while let Some(t) = self.agent.poll_write() {
             let local = t.transport.local_addr;
             let to = t.transport.peer_addr;
-            if let Some(i) = self.sockets.iter().position(|(a, _)| *a == local) {
+            if let Some(i) = self.sockets.iter().position(|s| s.addr == local) {
                 self.outbox.push((Via::Socket(i), to, t.message));
             } else if let Some(s) = self.sessions.iter().position(|s| s.relayed == Some(local)) {
                 self.sessions[s].relay_send(now, to, &t.message);
@@ -777,7 +876,7 @@ impl IceActor {
                     } else {
                         self.sockets
                             .iter()
-                            .position(|(a, _)| *a == local.base_addr() || *a == local.addr())
+                            .position(|s| s.addr == local.base_addr() || s.addr == local.addr())
                             .map(Path::Socket)
                     };
                     match path {
@@ -808,9 +907,19 @@ impl IceActor {
     async fn send(&mut self, via: Via, to: SocketAddr, data: BytesMut) {
         match via {
             Via::Socket(i) => {
-                let Some((local, sock)) = self.sockets.get(i) else {
+                let Some(s) = self.sockets.get(i) else {
                     return;
                 };
+                if s.shared && self.learned.insert((i, to)) {
+                    if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+                        port.tell(super::port::MuxMsg::Learn {
+                            socket: i,
+                            remote: to,
+                            inbox: me,
+                        });
+                    }
+                }
+                let (local, sock) = (s.addr, &s.sock);
                 match sock.get_ref().send_to(&data, to) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -848,8 +957,8 @@ impl IceActor {
         for (via, to, data) in std::mem::take(&mut self.outbox) {
             match via {
                 Via::Socket(i) => {
-                    if let Some((_, sock)) = self.sockets.get(i) {
-                        let _ = sock.get_ref().send_to(&data, to);
+                    if let Some(s) = self.sockets.get(i) {
+                        let _ = s.sock.get_ref().send_to(&data, to);
                     }
                 }
                 Via::Stream(id) => {
@@ -862,6 +971,9 @@ impl IceActor {
         // Closing the queues lets each stream task write what is queued, then end.
         for stream in &self.streams {
             stream.writes.close();
+        }
+        if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+            port.tell(super::port::MuxMsg::Unregister { inbox: me });
         }
         self.sockets.clear();
         self.peer

@@ -90,7 +90,7 @@ const RECEIVE_BUFFER: usize = 1024 * 1024;
 /// The default UDP receive buffer (about 200 KiB) overflows under a browser's bursts while
 /// the smolrtc thread is busy, and every drop costs SCTP a retransmission. Much larger
 /// buffers only add queueing delay (measured: 4 MiB was slower than 1 MiB).
-fn grow_buffers(sock: &UdpSocket, addr: SocketAddr) {
+pub(crate) fn grow_buffers(sock: &UdpSocket, addr: SocketAddr) {
     let s = socket2::SockRef::from(sock);
     if let Err(e) = s.set_recv_buffer_size(RECEIVE_BUFFER) {
         log::debug!("ICE: {addr}: receive buffer: {e}");

@@ -3,12 +3,14 @@
 
 mod agent;
 pub mod gather;
+mod port;
 pub mod server;
 mod turn;
 mod turn_stream;
 
 pub(crate) use agent::{IceActor, IceMsg, IceReport};
 pub use gather::HostPolicy;
+pub use port::SharedPort;
 pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};
 
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub struct IceConfig {
     pub gather_timeout: Duration,
     /// PEM file of the certificate authorities trusted for `turns:` servers.
     pub tls_roots: std::path::PathBuf,
+    /// Run this connection on a UDP port shared with others (host candidates are the
+    /// port's addresses; `hosts` is not used).
+    pub shared_port: Option<SharedPort>,
 }
 
 impl Default for IceConfig {
@@ -49,6 +54,7 @@ impl Default for IceConfig {
             transport_policy: TransportPolicy::All,
             gather_timeout: Duration::from_secs(5),
             tls_roots: DEFAULT_TLS_ROOTS.into(),
+            shared_port: None,
         }
     }
 }

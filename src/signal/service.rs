@@ -35,6 +35,9 @@ pub struct ServiceConfig {
     pub gather_timeout: Duration,
     /// Longest wait for a request's headers (slow clients are cut off).
     pub header_timeout: Duration,
+    /// Run every session's ICE over this one UDP port (on each host address; 0 picks a free
+    /// port), so the device needs one firewall hole; `None`: a port per session.
+    pub single_port: Option<u16>,
     /// Run rawrtc's channel flow on every session (negotiated `cat-noises` id 0, and an
     /// in-band `bear-noises`/`lion-noises` once connected).
     pub rawrtc_flow: bool,
@@ -50,6 +53,7 @@ impl Default for ServiceConfig {
             gather_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             rawrtc_flow: true,
+            single_port: None,
         }
     }
 }
@@ -432,7 +436,16 @@ impl Service {
     }
 
     /// Binds the listener (errors now, not later) and serves on `runtime`'s thread.
-    pub fn start(self, runtime: &Runtime) -> Result<ServiceHandle> {
+    pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
+        if let Some(port) = self.config.single_port {
+            let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
+            self.config.peer.ice.shared_port = Some(shared);
+        }
+        // A non-trickle answer waits for the servers' answers (or their timeout).
+        self.config.gather_timeout = self
+            .config
+            .gather_timeout
+            .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
         let listener = std::net::TcpListener::bind(self.config.listen)?;
         let addr = listener.local_addr()?;
         let listener = async_io::Async::new(listener)?;
