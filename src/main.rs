@@ -1,6 +1,6 @@
 //! The `smolrtc` command: console peer, loopback benchmark (and, later, the service).
 
-use clap::{Parser, Subcommand};
+use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// `smolrtc --version`: the crate version, the target triple and the board profile
@@ -71,6 +71,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeOptions {
+    /// Read settings from this TOML file; keys are the flags' names (`listen`,
+    /// `ice-servers = ["turn:user:pass@host"]`, `single-port`, ...). Flags given on the
+    /// command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address and port of the HTTP server.
     #[arg(long, default_value = "127.0.0.1:8888")]
     listen: std::net::SocketAddr,
@@ -101,9 +106,13 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     smolrtc::signal::init_logging();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Serve(opts) => serve(opts),
+        Command::Serve(opts) => {
+            let m = matches.subcommand_matches("serve").expect("serve");
+            serve(opts, m)
+        }
         Command::Peer(opts) => smolrtc::signal::console::run(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => smolrtc::signal::bench::loopback(opts),
     };
@@ -116,7 +125,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(opts: ServeOptions) -> smolrtc::Result<()> {
+fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
+    if let Some(path) = &opts.config {
+        let file = smolrtc::signal::config_file::ServeFile::load(path)
+            .map_err(smolrtc::Error::InvalidArgument)?;
+        // A value from the file unless the flag was given.
+        let unset = |id: &str| m.value_source(id) != Some(ValueSource::CommandLine);
+        macro_rules! take {
+            ($id:literal, $field:expr, $value:expr) => {
+                if let Some(v) = $value {
+                    if unset($id) {
+                        $field = v;
+                    }
+                }
+            };
+        }
+        take!("listen", opts.listen, file.listen);
+        take!("max_sessions", opts.max_sessions, file.max_sessions);
+        take!("max_body", opts.max_body, file.max_body);
+        take!("single_port", opts.single_port, file.single_port.map(Some));
+        take!(
+            "no_rawrtc_flow",
+            opts.no_rawrtc_flow,
+            file.rawrtc_flow.map(|f| !f)
+        );
+        take!("ice_servers", opts.ice.ice_servers, file.ice_servers);
+        take!(
+            "ice_transport_policy",
+            opts.ice.ice_transport_policy,
+            file.ice_transport_policy
+        );
+        take!("ice_addresses", opts.ice.ice_addresses, file.ice_addresses);
+        take!("loopback", opts.ice.loopback, file.loopback);
+        take!(
+            "ice_ports",
+            opts.ice.ice_ports,
+            file.ice_ports
+                .map(|p| smolrtc::signal::ice_options::parse_port_range(&p).ok())
+        );
+        take!(
+            "gather_timeout",
+            opts.ice.gather_timeout,
+            file.gather_timeout
+        );
+        take!("tls_roots", opts.ice.tls_roots, file.tls_roots);
+        log::info!("settings from {}", path.display());
+    }
     let mut config = smolrtc::signal::ServiceConfig {
         listen: opts.listen,
         max_sessions: opts.max_sessions,

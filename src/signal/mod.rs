@@ -2,6 +2,7 @@
 //! copy/paste peer, the loopback benchmark, logging.
 
 pub mod bench;
+pub mod config_file;
 pub mod console;
 mod http;
 pub mod ice_options;

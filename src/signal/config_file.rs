@@ -1,0 +1,107 @@
+//! `smolrtc serve --config FILE`: the service's settings in TOML, keys named as the
+//! command-line flags (`ice-servers = ["turn:user:pass@host"]`, `single-port = 50000`, ...).
+//! A flag given on the command line wins over the file. Keeping TURN credentials here,
+//! readable by the service only, keeps them out of `ps` and shell history.
+
+use crate::ice::{IceServer, TransportPolicy};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The settings a service file may hold; every key is optional.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeFile {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--max-sessions`
+    pub max_sessions: Option<usize>,
+    /// `--max-body`
+    pub max_body: Option<usize>,
+    /// `--single-port`
+    pub single_port: Option<u16>,
+    /// The inverse of `--no-rawrtc-flow`.
+    pub rawrtc_flow: Option<bool>,
+    /// `--ice-server`, one URL per entry.
+    pub ice_servers: Option<Vec<IceServer>>,
+    /// `--ice-transport-policy`: "all" or "relay".
+    pub ice_transport_policy: Option<TransportPolicy>,
+    /// `--ice-address`
+    pub ice_addresses: Option<Vec<IpAddr>>,
+    /// `--loopback`
+    pub loopback: Option<bool>,
+    /// `--ice-ports`, as "FIRST-LAST".
+    pub ice_ports: Option<String>,
+    /// `--gather-timeout`, seconds.
+    pub gather_timeout: Option<f64>,
+    /// `--tls-roots`
+    pub tls_roots: Option<PathBuf>,
+}
+
+impl ServeFile {
+    /// Reads and checks `path`; the error names the file, line and key.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(p) = &file.ice_ports {
+            super::ice_options::parse_port_range(p).map_err(|e| format!("ice-ports: {e}"))?;
+        }
+        Ok(file)
+    }
+}
+
+impl<'de> Deserialize<'de> for IceServer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(d)?;
+        IceServer::parse(&url).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for TransportPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file() {
+        let f = ServeFile::parse(
+            r#"
+            listen = "0.0.0.0:8888"
+            single-port = 50000
+            ice-servers = ["stun:192.0.2.10", "turn:u:secret@192.0.2.10?transport=tcp"]
+            ice-transport-policy = "relay"
+            ice-ports = "50000-50100"
+            gather-timeout = 2.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.listen, Some("0.0.0.0:8888".parse().unwrap()));
+        assert_eq!(f.single_port, Some(50000));
+        assert_eq!(f.ice_servers.as_ref().unwrap().len(), 2);
+        assert_eq!(f.ice_transport_policy, Some(TransportPolicy::Relay));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_hide_secrets() {
+        let e = ServeFile::parse("ice-servers = [\"turn:u:secret@h?transport=x\"]").unwrap_err();
+        assert!(e.contains("transport=x") && !e.contains("secret"), "{e}");
+        let e = ServeFile::parse("lissen = \"1.2.3.4:1\"").unwrap_err();
+        assert!(e.contains("lissen"), "{e}");
+        let e = ServeFile::parse("ice-transport-policy = \"some\"").unwrap_err();
+        assert!(e.contains("all or relay"), "{e}");
+        let e = ServeFile::parse("ice-ports = \"9-1\"").unwrap_err();
+        assert!(e.contains("ice-ports"), "{e}");
+    }
+}
