@@ -48,7 +48,17 @@ impl ServeFile {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        // The message and line only: toml's own rendering quotes the line, and a line may
+        // hold a TURN password.
+        let file: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message().trim()),
+                None => e.message().trim().to_owned(),
+            }
+        })?;
         if let Some(p) = &file.ice_ports {
             super::ice_options::parse_port_range(p).map_err(|e| format!("ice-ports: {e}"))?;
         }

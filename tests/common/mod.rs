@@ -6,6 +6,7 @@ use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
 use std::time::Duration;
 
 pub mod http;
+pub mod netns;
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
