@@ -13,13 +13,54 @@ pub use ice_options::IceOptions;
 pub use service::{Service, ServiceConfig, ServiceHandle};
 
 /// Logs to stderr, one line per event with a millisecond timestamp; `RUST_LOG` filters
-/// (default `info`, with the rtc-* engines quieter).
+/// (default `info`, with the rtc-* engines quieter). Secrets stay out: rtc-ice's debug
+/// line with the remote ICE password is redacted.
 pub fn init_logging() {
+    use std::io::Write;
     let env = env_logger::Env::default().default_filter_or(
         "info,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,rtc_turn=error,rtc_datachannel=warn",
     );
     let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .format_target(false)
+        .format(|buf, record| {
+            let ts = buf.timestamp_millis();
+            let level = record.level();
+            if record.target().starts_with("rtc_ice") {
+                let text = redact_secrets(&record.args().to_string());
+                writeln!(buf, "[{ts} {level:<5}] {text}")
+            } else {
+                writeln!(buf, "[{ts} {level:<5}] {}", record.args())
+            }
+        })
         .try_init();
+}
+
+/// Replaces the value after `Pwd: ` / `pwd: ` / `password: ` with `***`.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = text.to_owned();
+    for key in ["Pwd: ", "pwd: ", "password: "] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(key) {
+            let start = from + at + key.len();
+            let end = out[start..]
+                .find(|c: char| c.is_whitespace() || c == ',')
+                .map_or(out.len(), |n| start + n);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ice_password_is_redacted() {
+        let line =
+            "Started agent: isControlling? true, remoteUfrag: abcd, remotePwd: s3cr3tpassword";
+        let r = super::redact_secrets(line);
+        assert!(
+            !r.contains("s3cr3t") && r.contains("remoteUfrag: abcd"),
+            "{r}"
+        );
+    }
 }

@@ -490,7 +490,10 @@ impl Service {
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let sig = futures_lite::future::block_on(futures_lite::StreamExt::next(&mut signals));
-        log::info!("{sig:?}: stopping");
+        match sig {
+            Some(Ok(sig)) => log::info!("{sig:?}: stopping"),
+            _ => log::info!("stopping"),
+        }
         handle.shutdown();
         Ok(())
     }
