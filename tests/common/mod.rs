@@ -34,7 +34,15 @@ impl Peer {
     }
 
     pub fn with_config(config: Config) -> Self {
-        let pc = PeerConnection::new(config).expect("peer connection");
+        Self::from_pc(PeerConnection::new(config).expect("peer connection"))
+    }
+
+    /// A peer on its own smolrtc thread (made in a network namespace, say).
+    pub fn with_runtime(rt: &smolrtc::Runtime, config: Config) -> Self {
+        Self::from_pc(PeerConnection::with_runtime(rt, config).expect("peer connection"))
+    }
+
+    fn from_pc(pc: PeerConnection) -> Self {
         let events = pc.events();
         Self {
             pc,
