@@ -25,7 +25,8 @@ pub struct IceConfig {
     pub hosts: HostPolicy,
     /// No answer for this long: disconnected.
     pub disconnected_timeout: Duration,
-    /// No answer for this long: failed (and the peer connection's resources are freed).
+    /// No answer for this long after `disconnected_timeout`: failed (and the peer
+    /// connection's resources are freed).
     pub failed_timeout: Duration,
     /// Interval of consent/keepalive checks on the selected pair.
     pub keepalive_interval: Duration,
@@ -48,7 +49,8 @@ impl Default for IceConfig {
         Self {
             hosts: HostPolicy::default(),
             disconnected_timeout: Duration::from_secs(5),
-            failed_timeout: Duration::from_secs(25),
+            // Failed 29 s after the last answer: inside RFC 7675's 30 s consent lifetime.
+            failed_timeout: Duration::from_secs(24),
             keepalive_interval: Duration::from_secs(2),
             servers: Vec::new(),
             transport_policy: TransportPolicy::All,

@@ -54,6 +54,10 @@ pub(crate) struct ServerSession {
     pub(crate) mapped: Option<SocketAddr>,
     pub(crate) relayed: Option<SocketAddr>,
     waiting: Vec<(SocketAddr, BytesMut)>,
+    /// Permission requests in flight, to know whose a refusal is.
+    asking: Vec<(TransactionId, SocketAddr)>,
+    /// Peers the server refused to relay to (403): not asked again.
+    refused: Vec<std::net::IpAddr>,
     name: std::sync::Arc<str>,
 }
 
@@ -108,6 +112,8 @@ impl ServerSession {
             mapped: None,
             relayed: None,
             waiting: Vec::new(),
+            asking: Vec::new(),
+            refused: Vec::new(),
             name,
         };
         if want_mapped && !stream {
@@ -175,15 +181,23 @@ impl ServerSession {
         let Some(relayed) = self.relayed else {
             return;
         };
+        if self.refused.contains(&peer.ip()) {
+            return;
+        }
         let Ok(mut relay) = self.client.relay(relayed) else {
             return;
         };
         match relay.send_to(now, data, peer) {
-            Ok(()) => {}
+            Ok(()) => log::trace!("[{}] ICE: relay {} bytes to {peer}", self.name, data.len()),
             Err(rtc_shared::error::Error::ErrNoPermission) => {
-                if let Err(e) = relay.create_permission(now, peer) {
-                    log::debug!("[{}] ICE: {}: permission: {e}", self.name, self.server);
-                    return;
+                log::trace!("[{}] ICE: relay to {peer}: no permission yet", self.name);
+                match relay.create_permission(now, peer) {
+                    Ok(Some(id)) => self.asking.push((id, peer)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::debug!("[{}] ICE: {}: permission: {e}", self.name, self.server);
+                        return;
+                    }
                 }
                 if self.waiting.len() < MAX_WAITING {
                     self.waiting.push((peer, BytesMut::from(data)));
@@ -246,7 +260,8 @@ impl ServerSession {
                         log::debug!("[{}] ICE: {}: a request timed out", self.name, self.server);
                     }
                 }
-                Event::CreatePermissionResponse(_, peer) => {
+                Event::CreatePermissionResponse(id, peer) => {
+                    self.asking.retain(|(i, _)| *i != id);
                     out.push(SessionEvent::Permitted(peer));
                     let (ready, rest): (Vec<_>, Vec<_>) =
                         self.waiting.drain(..).partition(|(p, _)| *p == peer);
@@ -255,12 +270,30 @@ impl ServerSession {
                         self.relay_send(now, p, &data);
                     }
                 }
-                Event::CreatePermissionError(_, e) => {
-                    log::warn!(
-                        "[{}] ICE: {}: permission refused: {e}",
-                        self.name,
-                        self.server
-                    );
+                Event::CreatePermissionError(id, e) => {
+                    let peer = self
+                        .asking
+                        .iter()
+                        .position(|(i, _)| *i == id)
+                        .map(|k| self.asking.swap_remove(k).1);
+                    match peer {
+                        Some(peer) => {
+                            // Servers commonly refuse private ranges; one line per peer.
+                            log::info!(
+                                "[{}] ICE: {} will not relay to {}: {e}",
+                                self.name,
+                                self.server,
+                                peer.ip()
+                            );
+                            self.refused.push(peer.ip());
+                            self.waiting.retain(|(p, _)| p.ip() != peer.ip());
+                        }
+                        None => log::warn!(
+                            "[{}] ICE: {}: permission refused: {e}",
+                            self.name,
+                            self.server
+                        ),
+                    }
                 }
                 Event::DataIndicationOrChannelData(_, peer, data) => {
                     out.push(SessionEvent::Data(peer, data))

@@ -53,14 +53,24 @@ impl Peer {
 
     /// Waits (bounded) for the first event `f` maps to `Some`, in arrival order; events
     /// passed over stay in a backlog for later calls.
-    pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+    pub async fn expect<T>(&mut self, what: &str, f: impl FnMut(&Event) -> Option<T>) -> T {
+        self.expect_within(TIMEOUT, what, f).await
+    }
+
+    /// [`Peer::expect`] with its own time limit.
+    pub async fn expect_within<T>(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut f: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
         for i in 0..self.backlog.len() {
             if let Some(t) = f(&self.backlog[i]) {
                 self.backlog.remove(i);
                 return t;
             }
         }
-        let deadline = async_io::Timer::after(TIMEOUT);
+        let deadline = async_io::Timer::after(limit);
         let events = &mut self.events;
         let backlog = &mut self.backlog;
         let found = futures_lite::future::or(

@@ -576,18 +576,48 @@ impl Coturn {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("coturn temp dir");
         if opts.tls {
-            let mut openssl = Command::new("openssl");
-            openssl
-                .args(["req", "-x509", "-newkey", "ec"])
+            // A CA (what clients trust, `ca.pem`) and a server certificate it signed
+            // (`cert.pem`, CA:FALSE): webpki refuses a self-signed CA as the server's.
+            let mut ca = Command::new("openssl");
+            ca.args(["req", "-x509", "-newkey", "ec"])
                 .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-                .args(["-days", "2", "-subj", "/CN=turn.test"])
-                .arg("-addext")
-                .arg(format!("subjectAltName=IP:{},DNS:turn.test", opts.ip))
+                .args(["-days", "2", "-subj", "/CN=smolrtc test CA"])
+                .arg("-keyout")
+                .arg(dir.join("ca-key.pem"))
+                .arg("-out")
+                .arg(dir.join("ca.pem"));
+            run(ca);
+            let mut csr = Command::new("openssl");
+            csr.args(["req", "-new", "-newkey", "ec"])
+                .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-subj", "/CN=turn.test"])
                 .arg("-keyout")
                 .arg(dir.join("key.pem"))
                 .arg("-out")
+                .arg(dir.join("server.csr"));
+            run(csr);
+            std::fs::write(
+                dir.join("server.ext"),
+                format!(
+                    "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature\n\
+                     extendedKeyUsage=serverAuth\nsubjectAltName=IP:{},DNS:turn.test\n",
+                    opts.ip
+                ),
+            )
+            .expect("server.ext");
+            let mut sign = Command::new("openssl");
+            sign.args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+                .arg("-in")
+                .arg(dir.join("server.csr"))
+                .arg("-CA")
+                .arg(dir.join("ca.pem"))
+                .arg("-CAkey")
+                .arg(dir.join("ca-key.pem"))
+                .arg("-extfile")
+                .arg(dir.join("server.ext"))
+                .arg("-out")
                 .arg(dir.join("cert.pem"));
-            run(openssl);
+            run(sign);
         }
         let config = config_text(&opts, &dir);
         let conf_path = dir.join("turnserver.conf");
@@ -688,7 +718,7 @@ impl Coturn {
     }
     /// The self-signed server certificate (PEM) for a TLS client to trust (`tls` only).
     pub fn cert_path(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.dir.join("ca.pem")
     }
     /// [`Coturn::cert_path`]'s contents.
     pub fn cert_pem(&self) -> String {
@@ -760,7 +790,10 @@ fn config_text(opts: &CoturnOpts, dir: &Path) -> String {
         // coturn 4.6 denies no private range by default, but a distribution config or a
         // later version may: the peers here are all in these ranges.
         "allowed-peer-ip=192.0.2.0-192.0.2.255".to_owned(),
-        "allowed-peer-ip=10.0.0.0-10.255.255.255".to_owned(),
+        // As public TURN servers are set up: no relaying into private ranges. It matters
+        // here too: coturn's relay socket dies on the ENETUNREACH a send to a peer's
+        // (unroutable) host candidate gets, and every later datagram to it is lost.
+        "denied-peer-ip=10.0.0.0-10.255.255.255".to_owned(),
         // Keep everything in the private directory (the defaults are system-wide paths).
         format!("log-file={d}/turn.log"),
         "simple-log".to_owned(),
