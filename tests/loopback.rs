@@ -697,3 +697,45 @@ fn ice_restart_keeps_open_channels() {
         }
     });
 }
+
+/// Host candidates on IPv6 (::1): the whole stack over IPv6.
+#[test]
+fn connects_over_ipv6() {
+    init_log();
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipping: no IPv6 loopback here");
+        return;
+    }
+    block_on(async {
+        let config = |name: &str| {
+            let mut c = smolrtc::Config::loopback(name);
+            c.ice.hosts.addresses = vec!["::1".parse().unwrap()];
+            c
+        };
+        let mut a = Peer::with_config(config("A"));
+        let mut b = Peer::with_config(config("B"));
+        let ch =
+            a.pc.create_data_channel("v6", ChannelInit::default())
+                .await
+                .unwrap();
+        connect(&mut a, &mut b).await;
+        let (local, remote) = a
+            .expect("selected pair", |e| match e {
+                Event::SelectedCandidatePair { local, remote } => {
+                    Some((local.clone(), remote.clone()))
+                }
+                _ => None,
+            })
+            .await;
+        assert!(
+            local.contains(" ::1 ") && remote.contains(" ::1 "),
+            "{local} <-> {remote}"
+        );
+        opened(&mut a, "v6").await;
+        ch.send("over six").await.unwrap();
+        assert_eq!(
+            message(&mut b, "v6").await,
+            Message::Text("over six".into())
+        );
+    });
+}

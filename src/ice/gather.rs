@@ -4,17 +4,31 @@ use async_io::Async;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 /// Which local addresses become host candidates.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HostPolicy {
     /// Bind exactly these addresses; empty means every address of every up interface.
     pub addresses: Vec<IpAddr>,
+    /// Only these interfaces (by name, e.g. `eth0`); empty means all.
+    pub interfaces: Vec<String>,
     /// Include loopback addresses (always done when nothing else is up).
     pub include_loopback: bool,
-    /// Include (non-link-local) IPv6 addresses.
+    /// Include (non-link-local) IPv6 addresses (the default).
     pub ipv6: bool,
     /// Bind host sockets to a port of this range (the first free one), for firewalls and
     /// port forwards; any port when `None`.
     pub ports: Option<std::ops::RangeInclusive<u16>>,
+}
+
+impl Default for HostPolicy {
+    fn default() -> Self {
+        Self {
+            addresses: Vec::new(),
+            interfaces: Vec::new(),
+            include_loopback: false,
+            ipv6: true,
+            ports: None,
+        }
+    }
 }
 
 /// The addresses to bind under `policy`, in a stable order (IPv4 first).
@@ -25,6 +39,7 @@ pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
     let mut all: Vec<IpAddr> = match rtc_shared::ifaces::ifaces() {
         Ok(ifs) => ifs
             .into_iter()
+            .filter(|i| policy.interfaces.is_empty() || policy.interfaces.contains(&i.name))
             .filter_map(|i| i.addr.map(|a| a.ip()))
             .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
             .filter(|ip| match ip {
@@ -45,9 +60,42 @@ pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
         all.retain(|ip| !ip.is_loopback());
     }
     if all.is_empty() {
+        if !policy.interfaces.is_empty() {
+            log::warn!(
+                "ICE: no usable address on interface(s) {:?}; using loopback",
+                policy.interfaces
+            );
+        }
         all.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_and_family_filters() {
+        let lo_v4 = HostPolicy {
+            interfaces: vec!["lo".into()],
+            include_loopback: true,
+            ipv6: false,
+            ..HostPolicy::default()
+        };
+        assert_eq!(host_addresses(&lo_v4), vec![IpAddr::from([127, 0, 0, 1])]);
+        // Every other interface's addresses are left out by the name filter.
+        let all = host_addresses(&HostPolicy {
+            include_loopback: true,
+            ..HostPolicy::default()
+        });
+        assert!(all.contains(&IpAddr::from([127, 0, 0, 1])), "{all:?}");
+        let v6 = host_addresses(&HostPolicy {
+            ipv6: false,
+            ..HostPolicy::default()
+        });
+        assert!(v6.iter().all(|ip| ip.is_ipv4()), "{v6:?}");
+    }
 }
 
 /// Binds one non-blocking UDP socket per address (on the first free port of `ports`, if

@@ -12,9 +12,15 @@ pub struct IceOptions {
     /// address of every interface that is up.
     #[arg(long = "ice-address", value_name = "IP")]
     pub ice_addresses: Vec<IpAddr>,
+    /// Offer only addresses of this interface (repeatable), e.g. eth0; default: all.
+    #[arg(long = "ice-interface", value_name = "NAME")]
+    pub ice_interfaces: Vec<String>,
     /// Also offer loopback addresses (always done when nothing else is up).
     #[arg(long)]
     pub loopback: bool,
+    /// Offer IPv4 addresses only (by default global IPv6 addresses are offered too).
+    #[arg(long)]
+    pub no_ipv6: bool,
     /// Bind ICE sockets to ports in this range, e.g. 50000-50100 (for a firewall or a
     /// port forward); default: any free port.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
@@ -42,6 +48,8 @@ impl IceOptions {
     pub fn apply(&self, ice: &mut IceConfig) {
         ice.hosts.addresses = self.ice_addresses.clone();
         ice.hosts.include_loopback = self.loopback;
+        ice.hosts.interfaces = self.ice_interfaces.clone();
+        ice.hosts.ipv6 = !self.no_ipv6;
         ice.hosts.ports = self.ice_ports.clone();
         ice.servers = self.ice_servers.clone();
         ice.transport_policy = self.ice_transport_policy;
