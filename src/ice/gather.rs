@@ -71,33 +71,6 @@ pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
     all
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interface_and_family_filters() {
-        let lo_v4 = HostPolicy {
-            interfaces: vec!["lo".into()],
-            include_loopback: true,
-            ipv6: false,
-            ..HostPolicy::default()
-        };
-        assert_eq!(host_addresses(&lo_v4), vec![IpAddr::from([127, 0, 0, 1])]);
-        // Every other interface's addresses are left out by the name filter.
-        let all = host_addresses(&HostPolicy {
-            include_loopback: true,
-            ..HostPolicy::default()
-        });
-        assert!(all.contains(&IpAddr::from([127, 0, 0, 1])), "{all:?}");
-        let v6 = host_addresses(&HostPolicy {
-            ipv6: false,
-            ..HostPolicy::default()
-        });
-        assert!(v6.iter().all(|ip| ip.is_ipv4()), "{v6:?}");
-    }
-}
-
 /// Binds one non-blocking UDP socket per address (on the first free port of `ports`, if
 /// given); failures are logged and skipped.
 pub fn bind(
@@ -147,4 +120,31 @@ pub(crate) fn grow_buffers(sock: &UdpSocket, addr: SocketAddr) {
         "ICE: {addr}: receive buffer {:?}",
         s.recv_buffer_size().ok()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_and_family_filters() {
+        let lo_v4 = HostPolicy {
+            interfaces: vec!["lo".into()],
+            include_loopback: true,
+            ipv6: false,
+            ..HostPolicy::default()
+        };
+        assert_eq!(host_addresses(&lo_v4), vec![IpAddr::from([127, 0, 0, 1])]);
+        // Every other interface's addresses are left out by the name filter.
+        let all = host_addresses(&HostPolicy {
+            include_loopback: true,
+            ..HostPolicy::default()
+        });
+        assert!(all.contains(&IpAddr::from([127, 0, 0, 1])), "{all:?}");
+        let v6 = host_addresses(&HostPolicy {
+            ipv6: false,
+            ..HostPolicy::default()
+        });
+        assert!(v6.iter().all(|ip| ip.is_ipv4()), "{v6:?}");
+    }
 }
