@@ -85,6 +85,76 @@ fn firefox_ws_service_offers() {
     );
 }
 
+/// `serve --single-port`: Chromium and Firefox at the same time, both sessions on the
+/// service's one UDP port (each page's selected pair names the same remote port).
+#[test]
+fn chromium_and_firefox_at_once_on_one_port() {
+    let name = "chromium_and_firefox_at_once_on_one_port";
+    if std::env::var_os(NETNS_ENV).is_some() {
+        single_port_in_namespace(name);
+    } else {
+        reexec_in_namespace(name);
+    }
+}
+
+fn single_port_in_namespace(name: &str) {
+    println!("{NETNS_MARKER} ({name})");
+    smolrtc::signal::init_logging();
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config::loopback("service"),
+        single_port: Some(0),
+        ..Default::default()
+    };
+    let service = StopService(Service::new(config).start(&runtime).expect("service start"));
+    let addr = service.0.addr;
+    let url = format!(
+        "http://{addr}/?auto=1&mode=http&offering=1&echo={ECHO}&upload=4&download=4\
+         &report=/api/report"
+    );
+    let mut browsers: Vec<Browser> = [BrowserKind::Chromium, BrowserKind::Firefox]
+        .into_iter()
+        .map(|k| Browser::launch(k, &url))
+        .collect();
+    let mut failures = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..browsers.len() {
+        let Some(r) = wait_report(&service.0, &mut browsers[i], &mut failures) else {
+            failures.push("a page sent no report".into());
+            break;
+        };
+        if r["ok"] != true {
+            failures.push(format!("report not ok: {}", r["error"]));
+        }
+        // "selected pair: host udp 127.0.0.1:5000 <-> host udp 127.0.0.1:PORT"
+        let port = r["log"].as_array().and_then(|lines| {
+            lines.iter().find_map(|l| {
+                let l = l.as_str()?;
+                let remote = l.split("selected pair:").nth(1)?.split("<->").nth(1)?;
+                remote.trim().rsplit(':').next()?.parse::<u16>().ok()
+            })
+        });
+        match port {
+            Some(p) => ports.push(p),
+            None => failures.push(format!("no selected pair in the page's log: {}", r["log"])),
+        }
+    }
+    println!("{name}: service ports seen by the pages: {ports:?}");
+    if ports.len() == 2 && ports[0] != ports[1] {
+        failures.push(format!("sessions on different ports: {ports:?}"));
+    }
+    for b in &mut browsers {
+        b.stop();
+    }
+    if !failures.is_empty() {
+        for b in &browsers {
+            eprintln!("---- {name}: browser output ----\n{}", b.log_tail(60));
+        }
+        panic!("{name}: {}", failures.join("; "));
+    }
+}
+
 /// Chromium's default on a LAN: no media permission, so its host address hides behind a
 /// `<uuid>.local` mDNS name the service cannot resolve. The service must still connect, by
 /// learning the browser as a peer-reflexive candidate from its checks. Runs on a veth pair
