@@ -119,8 +119,8 @@ fn single_port_in_namespace(name: &str) {
         .collect();
     let mut failures = Vec::new();
     let mut ports = Vec::new();
-    for i in 0..browsers.len() {
-        let Some(r) = wait_report(&service.0, &mut browsers[i], &mut failures) else {
+    for browser in browsers.iter_mut() {
+        let Some(r) = wait_report(&service.0, browser, &mut failures) else {
             failures.push("a page sent no report".into());
             break;
         };
