@@ -534,3 +534,37 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
     topo.restore(topo.nat_b());
     handle.shutdown();
 }
+
+/// RFC 8656 §7: allocations are refreshed before they expire (here every 5 s, capped, as a
+/// NAT keep-alive would; by default at half the 600 s lifetime), and data still flows
+/// through the refreshed allocation.
+#[test]
+fn allocation_is_refreshed_while_in_use() {
+    init_log();
+    let Some(topo) = Topology::new() else { return };
+    let coturn = topo.coturn();
+    let turn = turn_udp(&coturn);
+    let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
+        c.ice.servers = vec![turn.clone()];
+        c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
+        c.ice.turn_refresh_interval = Some(Duration::from_secs(5));
+    });
+    let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![turn.clone()]);
+    block_on(async {
+        let ch = connect_with_channel(&mut a, &mut b, "long").await;
+        opened(&mut a, "long").await;
+        assert!(
+            coturn.wait_for_log("REFRESH processed, success", Duration::from_secs(10)),
+            "no refresh: {}",
+            coturn.log_tail(20)
+        );
+        async_io::Timer::after(Duration::from_secs(6)).await;
+        assert!(coturn.log_count("REFRESH processed, success") >= 2);
+        ch.send("after refreshes").await.unwrap();
+        assert_eq!(
+            message(&mut b, "long").await,
+            Message::Text("after refreshes".into())
+        );
+        a.pc.close().await;
+    });
+}

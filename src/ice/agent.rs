@@ -675,7 +675,17 @@ impl IceActor {
         want_mapped: bool,
     ) -> Option<usize> {
         let shown = server.to_string();
-        match ServerSession::start(self.name.clone(), server, addr, via, base, want_mapped, now) {
+        let cap = self.config.turn_refresh_interval;
+        match ServerSession::start(
+            self.name.clone(),
+            server,
+            addr,
+            via,
+            base,
+            want_mapped,
+            cap,
+            now,
+        ) {
             Ok(s) => {
                 log::debug!("[{}] ICE: asking {shown} at {addr} from {base}", self.name);
                 self.sessions.push(s);

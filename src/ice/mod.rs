@@ -39,6 +39,10 @@ pub struct IceConfig {
     pub gather_timeout: Duration,
     /// PEM file of the certificate authorities trusted for `turns:` servers.
     pub tls_roots: std::path::PathBuf,
+    /// Refresh TURN allocations at least this often (default: at half their lifetime, as
+    /// RFC 8656 suggests). Shorter keeps a NAT's mapping to the TURN server alive while
+    /// the relay is idle.
+    pub turn_refresh_interval: Option<Duration>,
     /// Run this connection on a UDP port shared with others (host candidates are the
     /// port's addresses; `hosts` is not used).
     pub shared_port: Option<SharedPort>,
@@ -56,6 +60,7 @@ impl Default for IceConfig {
             transport_policy: TransportPolicy::All,
             gather_timeout: Duration::from_secs(5),
             tls_roots: DEFAULT_TLS_ROOTS.into(),
+            turn_refresh_interval: None,
             shared_port: None,
         }
     }

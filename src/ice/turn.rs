@@ -71,6 +71,7 @@ impl ServerSession {
         via: Via,
         base: SocketAddr,
         want_mapped: bool,
+        refresh_cap: Option<std::time::Duration>,
         now: Instant,
     ) -> Result<Self, String> {
         let stream = server.transport != ServerTransport::Udp;
@@ -97,7 +98,7 @@ impl ServerSession {
             realm: String::new(),
             software: String::new(),
             rto_in_ms: 0,
-            allocation_refresh_interval_cap: None,
+            allocation_refresh_interval_cap: refresh_cap,
         };
         let provider = crate::dtls::crypto_provider().map_err(|e| e.to_string())?;
         let client = Client::new(config, provider).map_err(|e| e.to_string())?;
