@@ -67,9 +67,7 @@ impl ServerSession {
     pub(crate) fn start(
         name: std::sync::Arc<str>,
         server: IceServer,
-        server_addr: SocketAddr,
-        via: Via,
-        base: SocketAddr,
+        (server_addr, via, base): (SocketAddr, Via, SocketAddr),
         want_mapped: bool,
         refresh_cap: Option<std::time::Duration>,
         now: Instant,
