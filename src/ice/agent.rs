@@ -679,9 +679,7 @@ impl IceActor {
         match ServerSession::start(
             self.name.clone(),
             server,
-            addr,
-            via,
-            base,
+            (addr, via, base),
             want_mapped,
             cap,
             now,
