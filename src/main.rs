@@ -102,6 +102,11 @@ enum BenchCommand {
     /// Two peers in this process over real UDP on 127.0.0.1: connection setup time and
     /// throughput of one reliable ordered channel. The last stdout line is JSON.
     Loopback(smolrtc::signal::bench::LoopbackOptions),
+    /// One side of a throughput benchmark against another peer speaking the same
+    /// stdin/stdout protocol (another `bench peer`, benches/peers/aiortc_peer.py): the
+    /// offer/answer as JSON lines, then `--bytes` checked bytes one way; ends with a
+    /// `{"result":..}` line.
+    Peer(smolrtc::signal::bench_peer::PeerOptions),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         }
         Command::Peer(opts) => smolrtc::signal::console::run(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => smolrtc::signal::bench::loopback(opts),
+        Command::Bench(BenchCommand::Peer(opts)) => smolrtc::signal::bench_peer::peer(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
