@@ -107,6 +107,10 @@ enum BenchCommand {
     /// offer/answer as JSON lines, then `--bytes` checked bytes one way; ends with a
     /// `{"result":..}` line.
     Peer(smolrtc::signal::bench_peer::PeerOptions),
+    /// A UDP impairment relay (delay, jitter, loss, bursts, duplication, reordering) for
+    /// benchmarks and tests of bad links; prints its addresses as JSON, runs until stdin
+    /// closes.
+    Relay(smolrtc::signal::impair::RelayOptions),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Peer(opts) => smolrtc::signal::console::run(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => smolrtc::signal::bench::loopback(opts),
         Command::Bench(BenchCommand::Peer(opts)) => smolrtc::signal::bench_peer::peer(opts),
+        Command::Bench(BenchCommand::Relay(opts)) => smolrtc::signal::impair::relay(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod console;
 mod http;
 pub mod ice_options;
+pub mod impair;
 pub mod service;
 mod ws;
 

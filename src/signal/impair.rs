@@ -1,0 +1,443 @@
+//! A user-space UDP impairment relay (the kernels here have no netem): delay, jitter,
+//! random and bursty loss, duplication and reordering, each direction on its own, for
+//! benchmarks (`smolrtc bench relay`) and tests of lossy links.
+//!
+//! The relay stands between two peers like a one-host NAT: datagrams that arrive on its
+//! `front` address go to `target` from its `back` address, and what `target` sends to
+//! `back` goes to whoever last sent to `front`. Give the far peer `front` as the near
+//! peer's candidate (and hide the near peer's real candidates from it): ICE then runs
+//! through the relay, the near peer seeing the far one as peer-reflexive at `back`.
+
+use std::collections::BinaryHeap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What happens to datagrams going one way.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Impairment {
+    /// One-way delay (half the added round-trip time when both ways have it).
+    pub delay: Duration,
+    /// Extra random delay, uniform in 0..jitter (reorders datagrams).
+    pub jitter: Duration,
+    /// Probability a datagram is dropped, 0..1 (while in the good state of a burst model).
+    pub loss: f64,
+    /// Bursty loss (Gilbert–Elliott): probability of entering the bad state per datagram,
+    /// and of leaving it; in the bad state every datagram is dropped.
+    pub burst: Option<(f64, f64)>,
+    /// Probability a datagram is sent twice.
+    pub duplicate: f64,
+    /// Probability a datagram is held back by an extra `delay + 1 ms` (reordering).
+    pub reorder: f64,
+}
+
+impl Impairment {
+    /// Parses `delay=10ms,jitter=2ms,loss=1%,burst=1%/30%,dup=0.5%,reorder=1%` (any
+    /// subset; `none` for no impairment).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut imp = Impairment::default();
+        if s.trim() == "none" || s.trim().is_empty() {
+            return Ok(imp);
+        }
+        let ms = |v: &str| -> Result<Duration, String> {
+            let n = v.strip_suffix("ms").unwrap_or(v);
+            n.parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0 && *n <= 60_000.0)
+                .map(|n| Duration::from_secs_f64(n / 1000.0))
+                .ok_or_else(|| format!("bad duration {v:?} (milliseconds, e.g. 10ms)"))
+        };
+        let pct = |v: &str| -> Result<f64, String> {
+            let (n, scale) = match v.strip_suffix('%') {
+                Some(n) => (n, 100.0),
+                None => (v, 1.0),
+            };
+            n.parse::<f64>()
+                .ok()
+                .map(|n| n / scale)
+                .filter(|p| (0.0..=1.0).contains(p))
+                .ok_or_else(|| format!("bad probability {v:?} (e.g. 1% or 0.01)"))
+        };
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            match k.trim() {
+                "delay" => imp.delay = ms(v.trim())?,
+                "jitter" => imp.jitter = ms(v.trim())?,
+                "loss" => imp.loss = pct(v.trim())?,
+                "dup" | "duplicate" => imp.duplicate = pct(v.trim())?,
+                "reorder" => imp.reorder = pct(v.trim())?,
+                "burst" => {
+                    let (enter, leave) = v
+                        .split_once('/')
+                        .ok_or_else(|| format!("burst is ENTER/LEAVE, got {v:?}"))?;
+                    imp.burst = Some((pct(enter.trim())?, pct(leave.trim())?));
+                }
+                other => return Err(format!("unknown impairment {other:?}")),
+            }
+        }
+        Ok(imp)
+    }
+}
+
+/// Datagram counts of one direction.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Dropped by the loss models.
+    pub dropped: AtomicU64,
+    /// Sent (duplicates included).
+    pub sent: AtomicU64,
+}
+
+/// A running relay; stops when dropped.
+pub struct Relay {
+    front: SocketAddr,
+    back: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Counters of the front → target direction.
+    pub forward: Arc<Counters>,
+    /// Counters of the target → front direction.
+    pub backward: Arc<Counters>,
+}
+
+struct Due {
+    at: Instant,
+    seq: u64,
+    data: Vec<u8>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Due {
+    // Earliest first out of the max-heap.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Where the backward direction sends: the last source seen on `front`.
+type Peer = Arc<Mutex<Option<SocketAddr>>>;
+
+impl Relay {
+    /// Binds `front` and `back` on `ip` (any free ports) and relays to `target`, with
+    /// `forward` applied to front → target and `backward` to target → front. `seed` makes
+    /// the random decisions repeatable.
+    pub fn start(
+        ip: std::net::IpAddr,
+        target: SocketAddr,
+        forward: Impairment,
+        backward: Impairment,
+        seed: u64,
+    ) -> std::io::Result<Self> {
+        let front = UdpSocket::bind((ip, 0))?;
+        let back = UdpSocket::bind((ip, 0))?;
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let r = socket2::SockRef::from(s);
+            let _ = r.set_recv_buffer_size(4 << 20);
+            let _ = r.set_send_buffer_size(4 << 20);
+        }
+        let (front_addr, back_addr) = (front.local_addr()?, back.local_addr()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let peer: Peer = Arc::new(Mutex::new(None));
+        let (fc, bc) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+        let front = Arc::new(front);
+        let back = Arc::new(back);
+        let mut threads = Vec::new();
+        // front → (back) → target
+        threads.extend(direction(
+            front.clone(),
+            back.clone(),
+            Dest::Fixed(target),
+            Some(peer.clone()),
+            forward,
+            seed,
+            stop.clone(),
+            fc.clone(),
+        )?);
+        // target → (front) → last front peer
+        threads.extend(direction(
+            back,
+            front,
+            Dest::Learned(peer),
+            None,
+            backward,
+            seed ^ 0x9e37_79b9_7f4a_7c15,
+            stop.clone(),
+            bc.clone(),
+        )?);
+        Ok(Self {
+            front: front_addr,
+            back: back_addr,
+            stop,
+            threads,
+            forward: fc,
+            backward: bc,
+        })
+    }
+
+    /// The address the far peer sends to.
+    pub fn front(&self) -> SocketAddr {
+        self.front
+    }
+
+    /// The address the target sees the far peer at.
+    pub fn back(&self) -> SocketAddr {
+        self.back
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Dest {
+    Fixed(SocketAddr),
+    Learned(Peer),
+}
+
+/// Two threads for one direction: a reader that applies loss/duplication and schedules,
+/// and a writer that sends each datagram when it is due.
+#[allow(clippy::too_many_arguments)]
+fn direction(
+    rx: Arc<UdpSocket>,
+    tx: Arc<UdpSocket>,
+    dest: Dest,
+    learn: Option<Peer>,
+    imp: Impairment,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let (due_tx, due_rx) = mpsc::channel::<Due>();
+    let stop2 = stop.clone();
+    let c2 = counters.clone();
+    let reader = std::thread::Builder::new()
+        .name("impair-rx".into())
+        .spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut bad = false;
+            let mut seq = 0u64;
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let (n, from) = match rx.recv_from(&mut buf) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                if let Some(peer) = &learn {
+                    *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+                }
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                if let Some((enter, leave)) = imp.burst {
+                    bad = if bad {
+                        rng.f64() >= leave
+                    } else {
+                        rng.f64() < enter
+                    };
+                }
+                if bad || rng.f64() < imp.loss {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let copies = if rng.f64() < imp.duplicate { 2 } else { 1 };
+                for _ in 0..copies {
+                    let mut delay = imp.delay;
+                    if !imp.jitter.is_zero() {
+                        delay += imp.jitter.mul_f64(rng.f64());
+                    }
+                    if rng.f64() < imp.reorder {
+                        delay += imp.delay + Duration::from_millis(1);
+                    }
+                    seq += 1;
+                    let due = Due {
+                        at: Instant::now() + delay,
+                        seq,
+                        data: buf[..n].to_vec(),
+                    };
+                    if due_tx.send(due).is_err() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    let writer = std::thread::Builder::new()
+        .name("impair-tx".into())
+        .spawn(move || {
+            let mut heap = BinaryHeap::new();
+            loop {
+                let wait = heap
+                    .peek()
+                    .map(|d: &Due| d.at.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(50));
+                match due_rx.recv_timeout(wait) {
+                    Ok(d) => heap.push(d),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = Instant::now();
+                while heap.peek().is_some_and(|d| d.at <= now) {
+                    let d = heap.pop().expect("peeked");
+                    let to = match &dest {
+                        Dest::Fixed(a) => Some(*a),
+                        Dest::Learned(p) => *p.lock().unwrap_or_else(|e| e.into_inner()),
+                    };
+                    if let Some(to) = to {
+                        if tx.send_to(&d.data, to).is_ok() {
+                            c2.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(vec![reader, writer])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_forms() {
+        let i = Impairment::parse("delay=10ms,jitter=2,loss=1%,burst=1%/30%,dup=0.5%,reorder=0.02")
+            .unwrap();
+        assert_eq!(i.delay, Duration::from_millis(10));
+        assert_eq!(i.jitter, Duration::from_millis(2));
+        assert!((i.loss - 0.01).abs() < 1e-12);
+        assert_eq!(i.burst, Some((0.01, 0.3)));
+        assert!((i.duplicate - 0.005).abs() < 1e-12 && (i.reorder - 0.02).abs() < 1e-12);
+        assert_eq!(Impairment::parse("none").unwrap(), Impairment::default());
+        for bad in ["delay=-1ms", "loss=200%", "foo=1", "delay", "burst=1%"] {
+            assert!(Impairment::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Real sockets: delay is applied, loss drops about the asked share, and replies find
+    /// their way back.
+    #[test]
+    fn relays_with_delay_and_loss() {
+        let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let fwd = Impairment {
+            delay: Duration::from_millis(20),
+            loss: 0.3,
+            ..Impairment::default()
+        };
+        let relay = Relay::start(
+            "127.0.0.1".parse().unwrap(),
+            target.local_addr().unwrap(),
+            fwd,
+            Impairment::default(),
+            7,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        client.send_to(b"first", relay.front()).unwrap();
+        target
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The first may be lost (30%): send until one arrives.
+        let (n, from) = loop {
+            match target.recv_from(&mut buf) {
+                Ok(v) => break v,
+                Err(_) => {
+                    client.send_to(b"first", relay.front()).unwrap();
+                }
+            }
+        };
+        assert_eq!(&buf[..n], b"first");
+        assert_eq!(from, relay.back());
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        target.send_to(b"reply", from).unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], relay.front()));
+        for _ in 0..2000 {
+            client.send_to(b"x", relay.front()).unwrap();
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let got = relay.forward.received.load(Ordering::Relaxed) as f64;
+        let dropped = relay.forward.dropped.load(Ordering::Relaxed) as f64;
+        let share = dropped / got;
+        assert!((0.25..0.35).contains(&share), "dropped {share}");
+    }
+}
+
+/// Options of `smolrtc bench relay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RelayOptions {
+    /// Where datagrams arriving on the front address go.
+    #[arg(long)]
+    pub to: SocketAddr,
+    /// Local address to bind the two relay sockets on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Impairment of front → target, e.g. "delay=10ms,loss=1%" (keys: delay, jitter,
+    /// loss, burst=ENTER/LEAVE, dup, reorder).
+    #[arg(long, default_value = "none", value_parser = Impairment::parse)]
+    pub forward: Impairment,
+    /// Impairment of target → front.
+    #[arg(long, default_value = "none", value_parser = Impairment::parse)]
+    pub backward: Impairment,
+    /// Seed of the random decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `smolrtc bench relay`: prints `{"front":..,"back":..}`, relays until stdin closes (or
+/// SIGINT), then prints the counters.
+pub fn relay(opts: RelayOptions) -> crate::Result<()> {
+    let relay = Relay::start(opts.bind, opts.to, opts.forward, opts.backward, opts.seed)?;
+    println!(
+        "{}",
+        serde_json::json!({"front": relay.front().to_string(), "back": relay.back().to_string()})
+    );
+    log::info!(
+        "relay: {} -> {} (from {}), forward {:?}, backward {:?}",
+        relay.front(),
+        opts.to,
+        relay.back(),
+        opts.forward,
+        opts.backward
+    );
+    // Runs until stdin reaches its end: the driver closes it (or the process is killed).
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    let load = |c: &Counters| {
+        serde_json::json!({
+            "received": c.received.load(Ordering::Relaxed),
+            "dropped": c.dropped.load(Ordering::Relaxed),
+            "sent": c.sent.load(Ordering::Relaxed),
+        })
+    };
+    println!(
+        "{}",
+        serde_json::json!({"forward": load(&relay.forward), "backward": load(&relay.backward)})
+    );
+    Ok(())
+}
