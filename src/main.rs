@@ -111,6 +111,10 @@ enum BenchCommand {
     /// benchmarks and tests of bad links; prints its addresses as JSON, runs until stdin
     /// closes.
     Relay(smolrtc::signal::impair::RelayOptions),
+    /// A load generator for `smolrtc serve`: opens --connections peer connections through
+    /// POST /api/offer, each with one echo channel, prints one JSON line once they are up,
+    /// holds them until stdin closes (or --hold seconds), then closes them.
+    Load(smolrtc::signal::bench_load::LoadOptions),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Loopback(opts)) => smolrtc::signal::bench::loopback(opts),
         Command::Bench(BenchCommand::Peer(opts)) => smolrtc::signal::bench_peer::peer(opts),
         Command::Bench(BenchCommand::Relay(opts)) => smolrtc::signal::impair::relay(opts),
+        Command::Bench(BenchCommand::Load(opts)) => smolrtc::signal::bench_load::load(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -98,6 +98,9 @@ pub(crate) struct SctpActor {
     closed: bool,
     readable: VecDeque<u16>,
     early: Vec<BytesMut>,
+    /// Writes made before the association is up (a DCEP ACK to an OPEN that came with the
+    /// server's first DATA while our COOKIE ACK was lost): sent once it is.
+    unsent: Vec<(u16, Ppi, Bytes)>,
     router: Link<RouterMsg>,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
@@ -122,6 +125,7 @@ impl SctpActor {
             closed: false,
             readable: VecDeque::new(),
             early: Vec::new(),
+            unsent: Vec::new(),
             router,
             dtls,
             peer,
@@ -209,6 +213,11 @@ impl SctpActor {
                 if let Err(e) = res {
                     log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name);
                 }
+            }
+            SctpMsg::Write { stream, ppi, data }
+                if !self.connected && self.assoc.is_some() && self.unsent.len() < EARLY_PACKETS =>
+            {
+                self.unsent.push((stream, ppi, data));
             }
             SctpMsg::Write { stream, ppi, data } => {
                 let len = data.len();
@@ -317,6 +326,20 @@ impl SctpActor {
                         },
                     });
                     self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
+                    for (stream, ppi, data) in std::mem::take(&mut self.unsent) {
+                        let len = data.len();
+                        if let Err(e) = a
+                            .stream(stream)
+                            .and_then(|mut s| s.write_sctp(now, &data, ppi))
+                        {
+                            log::warn!(
+                                "[{}] SCTP: early message of {len} bytes on stream {stream} \
+                                 not sent: {e}",
+                                self.name
+                            );
+                            self.router.push(RouterMsg::Released { stream, bytes: len });
+                        }
+                    }
                 }
                 Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
                     self.readable.push_back(id);

@@ -138,6 +138,9 @@ async fn next_event(events: &mut EventStream, deadline: Instant, what: &str) -> 
         None => Err(Error::InvalidState(format!("timed out waiting for {what}"))),
         Some(None) => Err(Error::Closed),
         Some(Some(Event::Error(e))) => Err(e),
+        Some(Some(Event::ConnectionState(crate::peer::ConnectionState::Failed))) => Err(
+            Error::InvalidState(format!("connection failed while waiting for {what}")),
+        ),
         Some(Some(e)) => Ok(e),
     }
 }
@@ -360,8 +363,20 @@ async fn receive(
         intact = false;
     }
     ch.send(format!("ack {got}")).await?;
-    // Let the ack leave before close.
-    async_io::Timer::after(Duration::from_millis(100)).await;
+    // The sender hangs up once it has the ack; closing first could abort the ack while
+    // SCTP still retransmits it on a lossy link.
+    let hang_up = (Instant::now() + Duration::from_secs(15)).min(deadline);
+    let _ = until(events, hang_up, "the sender to close", |e| {
+        matches!(
+            e,
+            Event::ChannelClosed(_)
+                | Event::ConnectionState(
+                    crate::peer::ConnectionState::Closed | crate::peer::ConnectionState::Failed
+                )
+        )
+        .then_some(())
+    })
+    .await;
     let seconds = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     Ok((got, messages, seconds, intact))
 }

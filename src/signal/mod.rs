@@ -2,6 +2,7 @@
 //! copy/paste peer, the loopback benchmark, logging.
 
 pub mod bench;
+pub mod bench_load;
 pub mod bench_peer;
 pub mod config_file;
 pub mod console;
