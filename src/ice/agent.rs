@@ -179,6 +179,10 @@ impl IceActor {
             // Browsers hide host addresses behind mDNS names, so a peer-reflexive pair is
             // often the only one: nominate it as soon as it works, not a second later.
             prflx_acceptance_min_wait: Some(std::time::Duration::ZERO),
+            // Checks (and the nominating one after the first success) every 50 ms rather
+            // than rtc-ice's 200: RFC 8445's pacing is Ta = 50 ms, and a controlled peer
+            // that waits for our nomination before its DTLS starts waits for this.
+            check_interval: std::time::Duration::from_millis(50),
             // Relay-only: no better pair can come, so do not wait for one.
             relay_acceptance_min_wait: (config.transport_policy == TransportPolicy::Relay)
                 .then_some(std::time::Duration::ZERO),

@@ -320,6 +320,7 @@ async fn receive(
 ) -> Result<(u64, u64, f64, bool)> {
     let ordered_reliable = !opts.unordered && opts.reliable();
     let (mut got, mut messages, mut intact) = (0u64, 0u64, true);
+    let mut done = false;
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
     loop {
@@ -353,8 +354,17 @@ async fn receive(
                 }
                 got += b.len() as u64;
                 messages += 1;
+                if done && got >= opts.bytes {
+                    break;
+                }
             }
-            Event::ChannelMessage(_, Message::Text(t)) if t == "done" => break,
+            // Unordered, `done` may overtake the last data: reliable waits for every byte.
+            Event::ChannelMessage(_, Message::Text(t)) if t == "done" => {
+                if !opts.reliable() || got >= opts.bytes {
+                    break;
+                }
+                done = true;
+            }
             Event::ChannelClosed(_) => break,
             _ => {}
         }
