@@ -17,6 +17,7 @@
 //! socket per host address (one with `--ice-address 127.0.0.1`); for a thousand
 //! connections raise the descriptor limit first (`ulimit -n 65536`, as benches/memory does).
 
+use super::bench_peer::print_line;
 use crate::channel::{ChannelInit, Message};
 use crate::dtls::Certificate;
 use crate::error::{Error, Result};
@@ -251,15 +252,6 @@ fn rss_kib() -> Option<u64> {
 /// Open file descriptors of this process.
 fn fd_count() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
-}
-
-fn print_line(value: &impl serde::Serialize) -> Result<()> {
-    use std::io::Write;
-    let text = serde_json::to_string(value).map_err(|e| Error::InvalidState(e.to_string()))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
-    out.flush()?;
-    Ok(())
 }
 
 /// Runs the load: opens, reports, holds, closes. Returns the figures printed.

@@ -158,7 +158,8 @@ async fn until<T>(
     }
 }
 
-fn print_line(value: &impl serde::Serialize) -> Result<()> {
+/// Prints one JSON line on stdout and flushes it (the stdio protocol's unit).
+pub(crate) fn print_line(value: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
     let text = serde_json::to_string(value).map_err(|e| Error::InvalidState(e.to_string()))?;
     let mut out = std::io::stdout().lock();
