@@ -61,6 +61,10 @@ pub(crate) enum DtlsReport {
 const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
 const EARLY_DATAGRAMS: usize = 16;
+/// DTLS record content type of handshake messages.
+const CONTENT_HANDSHAKE: u8 = 22;
+/// At most one resent server flight per this long (a client repeats every second).
+const RESEND_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(crate) struct DtlsActor {
     name: Arc<str>,
@@ -71,6 +75,9 @@ pub(crate) struct DtlsActor {
     ice_ready: bool,
     connecting: bool,
     handshake_done: bool,
+    /// Server: our last handshake flight, resent when the client repeats its own.
+    last_flight: Vec<BytesMut>,
+    last_resend: Option<Instant>,
     mismatch: Arc<AtomicBool>,
     early: Vec<BytesMut>,
     closed: bool,
@@ -96,6 +103,8 @@ impl DtlsActor {
             ice_ready: false,
             connecting: false,
             handshake_done: false,
+            last_flight: Vec::new(),
+            last_resend: None,
             mismatch: Arc::new(AtomicBool::new(false)),
             early: Vec::new(),
             closed: false,
@@ -253,12 +262,17 @@ impl DtlsActor {
         if self.client && !self.connecting {
             return; // nothing to say to a server before our ClientHello
         }
+        let handshake_record = d.first() == Some(&CONTENT_HANDSHAKE);
         match ep.read(now, REMOTE, None, d) {
             Ok(events) => {
+                if !self.client && !self.handshake_done {
+                    self.server_retransmit(now, handshake_record);
+                }
                 for ev in events {
                     match ev {
                         EndpointEvent::HandshakeComplete => {
                             self.handshake_done = true;
+                            self.last_flight.clear();
                             log::info!(
                                 "[{}] DTLS handshake complete ({})",
                                 self.name,
@@ -293,6 +307,38 @@ impl DtlsActor {
                     log::debug!("[{}] DTLS: datagram ignored: {e}", self.name);
                 }
             }
+        }
+    }
+
+    /// RFC 6347 §4.2.4 on the server side, which rtc-dtls leaves out: a client that
+    /// repeats its flight has lost ours, so ours goes again. A server flight is only ever
+    /// an answer, so what an input produced is the flight; an input that produced nothing
+    /// is the client repeating itself.
+    fn server_retransmit(&mut self, now: Instant, handshake_record: bool) {
+        let Some(ep) = self.endpoint.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = ep.poll_transmit() {
+            out.push(t.message);
+        }
+        if !out.is_empty() {
+            self.last_flight = out.clone();
+        } else if handshake_record
+            && !self.last_flight.is_empty()
+            && self
+                .last_resend
+                .is_none_or(|t| now.duration_since(t) >= RESEND_SPACING)
+        {
+            log::debug!(
+                "[{}] DTLS: the client repeated its flight; resending ours",
+                self.name
+            );
+            self.last_resend = Some(now);
+            out = self.last_flight.clone();
+        }
+        for m in out {
+            self.ice.push(IceMsg::Transmit(m));
         }
     }
 
