@@ -206,19 +206,7 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
         .await
         .unwrap();
         // Our candidates, then end-of-candidates, in one PATCH.
-        let mut cands = Vec::new();
-        loop {
-            let c = p
-                .expect("candidate", |e| match e {
-                    Event::IceCandidate(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .await;
-            match c {
-                Some(c) => cands.push(c.candidate),
-                None => break,
-            }
-        }
+        let cands = p.local_candidates().await;
         let offer_sdp = smolrtc::sdp::parse(&offer.sdp).unwrap();
         let frag = smolrtc::sdp::write_candidate_fragment(
             &offer_sdp.ice_ufrag,

@@ -52,19 +52,8 @@ async fn gathered(p: &mut Peer) -> (Vec<String>, Duration) {
     let start = Instant::now();
     let offer = p.pc.create_offer().await.unwrap();
     p.pc.set_local_description(offer).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let c = p
-            .expect("candidate", |e| match e {
-                Event::IceCandidate(c) => Some(c.clone()),
-                _ => None,
-            })
-            .await;
-        match c {
-            Some(c) => out.push(c.candidate),
-            None => return (out, start.elapsed()),
-        }
-    }
+    let out = p.local_candidates().await;
+    (out, start.elapsed())
 }
 
 /// `(type, ip, port)` of a `candidate:` line.

@@ -850,6 +850,17 @@ impl IceActor {
             let local = t.transport.local_addr;
             let to = t.transport.peer_addr;
             if let Some(i) = self.sockets.iter().position(|s| s.addr == local) {
+                // The agent's checks go first to any address DTLS will use: learning the
+                // shared-port route here keeps it off the per-record path.
+                if self.sockets[i].shared && self.learned.insert((i, to)) {
+                    if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+                        port.tell(super::port::MuxMsg::Learn {
+                            socket: i,
+                            remote: to,
+                            inbox: me,
+                        });
+                    }
+                }
                 self.outbox.push((Via::Socket(i), to, t.message));
             } else if let Some(s) = self.sessions.iter().position(|s| s.relayed == Some(local)) {
                 self.sessions[s].relay_send(now, to, &t.message);
@@ -922,15 +933,6 @@ impl IceActor {
                 let Some(s) = self.sockets.get(i) else {
                     return;
                 };
-                if s.shared && self.learned.insert((i, to)) {
-                    if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
-                        port.tell(super::port::MuxMsg::Learn {
-                            socket: i,
-                            remote: to,
-                            inbox: me,
-                        });
-                    }
-                }
                 let (local, sock) = (s.addr, &s.sock);
                 match sock.get_ref().send_to(&data, to) {
                     Ok(_) => {}

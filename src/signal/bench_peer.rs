@@ -168,6 +168,19 @@ pub(crate) fn print_line(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the end of gathering, then prints the local description (complete SDP).
+async fn print_complete_description(
+    pc: &PeerConnection,
+    events: &mut EventStream,
+    deadline: Instant,
+) -> Result<()> {
+    until(events, deadline, "gathering", |e| {
+        matches!(e, Event::IceCandidate(None)).then_some(())
+    })
+    .await?;
+    print_line(&pc.local_description().await.ok_or(Error::Closed)?)
+}
+
 /// The next stdin line, read on a thread of its own so the executor is never blocked.
 async fn read_description() -> Result<Description> {
     let line = smol::unblock(|| {
@@ -212,11 +225,7 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
             channel = pc.create_data_channel("bench", init).await?;
             let offer = pc.create_offer().await?;
             pc.set_local_description(offer).await?;
-            until(&mut events, deadline, "gathering", |e| {
-                matches!(e, Event::IceCandidate(None)).then_some(())
-            })
-            .await?;
-            print_line(&pc.local_description().await.ok_or(Error::Closed)?)?;
+            print_complete_description(&pc, &mut events, deadline).await?;
             pc.set_remote_description(read_description().await?).await?;
             until(&mut events, deadline, "channel open", |e| {
                 matches!(e, Event::ChannelOpen(_)).then_some(())
@@ -228,11 +237,7 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
             pc.set_remote_description(read_description().await?).await?;
             let answer = pc.create_answer().await?;
             pc.set_local_description(answer).await?;
-            until(&mut events, deadline, "gathering", |e| {
-                matches!(e, Event::IceCandidate(None)).then_some(())
-            })
-            .await?;
-            print_line(&pc.local_description().await.ok_or(Error::Closed)?)?;
+            print_complete_description(&pc, &mut events, deadline).await?;
             channel = until(&mut events, deadline, "channel open", |e| match e {
                 Event::ChannelOpen(c) => Some(c),
                 _ => None,

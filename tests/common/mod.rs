@@ -92,6 +92,23 @@ impl Peer {
         found.unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
     }
 
+    /// Every local candidate line trickled until end-of-candidates.
+    pub async fn local_candidates(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let c = self
+                .expect("candidate", |e| match e {
+                    Event::IceCandidate(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .await;
+            match c {
+                Some(c) => out.push(c.candidate),
+                None => return out,
+            }
+        }
+    }
+
     /// The local description once gathering is complete (non-trickle, as rawrtc's tool).
     pub async fn complete_description(&mut self) -> Description {
         self.expect("gathering complete", |e| {
