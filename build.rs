@@ -15,9 +15,9 @@ fn main() {
         board
     };
 
-    // The library's defaults (DESIGN.md): 64 sessions, 1 MiB SCTP receive buffer.
+    // The library's defaults: 64 sessions, 3 MiB SCTP receive window (SctpConfig).
     let mut max_sessions = "64".to_string();
-    let mut receive_buffer = "1048576".to_string();
+    let mut receive_buffer = "3145728".to_string();
     let mut cpu = "default".to_string();
     if board != "native" {
         let path = Path::new("boards").join(format!("{board}.toml"));

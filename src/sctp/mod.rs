@@ -20,14 +20,19 @@ use rtc_shared::TransportProtocol;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+mod rto;
+use rto::RtoClock;
 
 /// SCTP settings (DESIGN.md defaults).
 #[derive(Clone, Debug)]
 pub struct SctpConfig {
     /// Inbound and outbound streams offered (Chrome uses 1024).
     pub max_streams: u16,
-    /// Receive buffer (advertised window), bytes.
+    /// Receive buffer (advertised window), bytes: at most this much unacknowledged data
+    /// in flight towards us, so it bounds throughput at window / RTT (3 MiB: 1.2 Gbit/s
+    /// at 20 ms) and memory per association when the application reads slowly.
     pub receive_buffer: u32,
     /// Our `a=max-message-size`: the largest message we accept.
     pub max_message_size: usize,
@@ -39,7 +44,7 @@ impl Default for SctpConfig {
     fn default() -> Self {
         Self {
             max_streams: 1024,
-            receive_buffer: 1024 * 1024,
+            receive_buffer: 3 * 1024 * 1024,
             max_message_size: 256 * 1024,
             mtu: 1200,
         }
@@ -104,6 +109,8 @@ pub(crate) struct SctpActor {
     router: Link<RouterMsg>,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
+    /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
+    clock: RtoClock,
 }
 
 impl SctpActor {
@@ -129,6 +136,7 @@ impl SctpActor {
             router,
             dtls,
             peer,
+            clock: RtoClock::new(Instant::now()),
         }
     }
 
@@ -141,7 +149,10 @@ impl SctpActor {
             if self.closed && !self.dtls.is_backlogged() {
                 return;
             }
-            let deadline = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
+            let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
+            let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
+            let early = self.clock.deadline(srtt, engine);
+            let deadline = early.or(engine.map(|t| self.clock.real(t)));
             let wake = runtime::wait(
                 &inbox,
                 true,
@@ -168,7 +179,16 @@ impl SctpActor {
                 Wake::Inbox(None) => self.close(),
                 Wake::Timer => {
                     if let Some((_, a)) = self.assoc.as_mut() {
-                        a.handle_timeout(now);
+                        if early.is_some_and(|t| t <= now) {
+                            log::debug!(
+                                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
+                                self.name,
+                                self.clock.rto(srtt)
+                            );
+                            self.clock.force(now, a);
+                        } else {
+                            a.handle_timeout(self.clock.at(now));
+                        }
                     }
                 }
                 Wake::Link | Wake::Extra => {}
@@ -221,13 +241,17 @@ impl SctpActor {
             }
             SctpMsg::Write { stream, ppi, data } => {
                 let len = data.len();
+                let at = self.clock.at(now);
                 let res = match self.assoc.as_mut() {
                     Some((_, a)) => a
                         .stream(stream)
-                        .and_then(|mut s| s.write_sctp(now, &data, ppi))
+                        .and_then(|mut s| s.write_sctp(at, &data, ppi))
                         .map_err(|e| e.to_string()),
                     None => Err("association not up".into()),
                 };
+                if res.is_ok() {
+                    self.clock.sent(now, len);
+                }
                 if let Err(e) = res {
                     log::warn!(
                         "[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}",
@@ -240,7 +264,10 @@ impl SctpActor {
                 let Some((_, a)) = self.assoc.as_mut() else {
                     return;
                 };
-                if let Err(e) = a.stream(stream).and_then(|mut s| s.close(now)) {
+                if let Err(e) = a
+                    .stream(stream)
+                    .and_then(|mut s| s.close(self.clock.at(now)))
+                {
                     log::debug!("[{}] SCTP: reset of stream {stream}: {e}", self.name);
                     self.router.push(RouterMsg::StreamClosed { stream });
                 }
@@ -260,7 +287,11 @@ impl SctpActor {
         let mut endpoint =
             Endpoint::new(LOCAL, TransportProtocol::UDP, Arc::new(ep_config), server);
         if client {
-            match endpoint.connect(now, ClientConfig::new(self.transport()), REMOTE) {
+            match endpoint.connect(
+                self.clock.at(now),
+                ClientConfig::new(self.transport()),
+                REMOTE,
+            ) {
                 Ok(pair) => self.assoc = Some(pair),
                 Err(e) => {
                     self.peer
@@ -282,7 +313,7 @@ impl SctpActor {
             }
             return;
         };
-        match endpoint.handle(now, REMOTE, None, p.freeze()) {
+        match endpoint.handle(self.clock.at(now), REMOTE, None, p.freeze()) {
             Some((ch, DatagramEvent::NewAssociation(a))) if self.assoc.is_none() => {
                 self.assoc = Some((ch, a));
             }
@@ -328,10 +359,13 @@ impl SctpActor {
                     self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
                     for (stream, ppi, data) in std::mem::take(&mut self.unsent) {
                         let len = data.len();
-                        if let Err(e) = a
+                        let res = a
                             .stream(stream)
-                            .and_then(|mut s| s.write_sctp(now, &data, ppi))
-                        {
+                            .and_then(|mut s| s.write_sctp(self.clock.at(now), &data, ppi));
+                        if res.is_ok() {
+                            self.clock.sent(now, len);
+                        }
+                        if let Err(e) = res {
                             log::warn!(
                                 "[{}] SCTP: early message of {len} bytes on stream {stream} \
                                  not sent: {e}",
@@ -349,6 +383,7 @@ impl SctpActor {
                     while a.accept_stream().is_some() {}
                 }
                 Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
+                    self.clock.released(now, n_bytes);
                     self.router.push(RouterMsg::Released {
                         stream: id,
                         bytes: n_bytes,
@@ -394,7 +429,7 @@ impl SctpActor {
             }
             self.router.flush();
         }
-        while let Some(t) = a.poll_transmit(now) {
+        while let Some(t) = a.poll_transmit(self.clock.at(now)) {
             if let Payload::RawEncode(packets) = t.message {
                 for p in packets {
                     self.dtls.push(DtlsMsg::Send(p));

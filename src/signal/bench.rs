@@ -23,8 +23,10 @@ pub struct LoopbackOptions {
     /// Message size in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub message_size: usize,
-    /// Keep at most this many bytes buffered in the sending channel.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    /// Keep at most this many bytes buffered in the sending channel. The buffered amount
+    /// counts bytes until the peer acknowledges them, so this must exceed the SCTP window
+    /// (bandwidth × round-trip time) or it caps throughput.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub high_water: usize,
 }
 

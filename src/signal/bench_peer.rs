@@ -59,12 +59,17 @@ pub struct PeerOptions {
     /// Partially reliable: retransmit for at most this many milliseconds.
     #[arg(long)]
     pub max_packet_life_time: Option<u16>,
-    /// Keep at most this many bytes buffered in the sending channel.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    /// Keep at most this many bytes buffered in the sending channel. The buffered amount
+    /// counts bytes until the peer acknowledges them, so this must exceed the SCTP window
+    /// (bandwidth × round-trip time) or it caps throughput.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub high_water: usize,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// SCTP receive window (advertised a_rwnd) in bytes; default: the library's.
+    #[arg(long)]
+    pub receive_window: Option<u32>,
     /// ICE host candidates, servers.
     #[command(flatten)]
     pub ice: super::IceOptions,
@@ -209,6 +214,9 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
         ..Config::default()
     };
     opts.ice.apply(&mut config.ice);
+    if let Some(window) = opts.receive_window {
+        config.sctp.receive_buffer = window;
+    }
     let pc = PeerConnection::new(config)?;
     let mut events = pc.events();
     let started = Instant::now();
