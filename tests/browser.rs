@@ -8,6 +8,7 @@
 //! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
 //! `firefox-esr` (`.ci/setup` installs them).
 
+use smolrtc::signal::impair::{Impairment, Relay};
 use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{Config, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -258,15 +259,85 @@ fn chromium_throughput_benchmark() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    // BENCH_IMPAIR (e.g. `delay=10ms` or `loss=1%`): the page's datagrams to the service
+    // go through the impairment relay, both ways. The service runs on one known UDP port,
+    // and an iptables DNAT rule in this namespace turns Chromium's datagrams to that port
+    // towards the relay's front (conntrack makes the relay's answers look as if they came
+    // from the service); the relay's own datagrams to the service are left alone, so the
+    // service sees Chromium at the relay's back and answers it there. (Chromium <-> Chromium
+    // in one page cannot be put behind the relay: that reference runs only without it.)
+    let impair = std::env::var("BENCH_IMPAIR").ok().filter(|v| !v.is_empty());
+    let single_port = impair.as_ref().map(|_| {
+        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port()
+    });
+    let _relay = impair.as_ref().map(|spec| {
+        let imp = Impairment::parse(spec).unwrap_or_else(|e| panic!("BENCH_IMPAIR: {e}"));
+        let port = single_port.expect("set with impair");
+        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let relay = Relay::start(Ipv4Addr::LOCALHOST.into(), target, imp, imp, 7)
+            .expect("impairment relay");
+        let status = Command::new("iptables")
+            .args([
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "udp",
+                "-d",
+                "127.0.0.1",
+            ])
+            .args(["--dport", &port.to_string(), "!", "--sport"])
+            .arg(relay.back().port().to_string())
+            .args(["-j", "DNAT", "--to-destination"])
+            .arg(relay.front().to_string())
+            .status()
+            .expect("iptables");
+        assert!(status.success(), "iptables DNAT rule");
+        // The service may only talk to the relay: its checks straight to the page's own
+        // candidates would otherwise set up conntrack entries that the page's datagrams then
+        // match as replies, bypassing the DNAT rule.
+        let status = Command::new("iptables")
+            .args([
+                "-w",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "udp",
+                "--sport",
+                &port.to_string(),
+            ])
+            .args(["!", "--dport"])
+            .arg(relay.back().port().to_string())
+            .args(["-j", "DROP"])
+            .status()
+            .expect("iptables");
+        assert!(status.success(), "iptables DROP rule");
+        println!(
+            "impairment {spec}: service port {port}, relay {} / {}",
+            relay.front(),
+            relay.back()
+        );
+        relay
+    });
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         peer: Config::loopback("bench"),
+        single_port,
         ..Default::default()
     };
     let service = StopService(Service::new(config).start(&runtime).expect("service start"));
     let addr = service.0.addr;
     let (mut up, mut down, mut setup) = (Vec::new(), Vec::new(), Vec::new());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
     for i in 0..runs {
         let url = format!(
             "http://{addr}/?auto=1&mode=http&offering=1&echo=0&upload={mib}&download={mib}\
@@ -289,6 +360,40 @@ fn chromium_throughput_benchmark() {
         );
         browser.stop();
         wait_sessions_empty(addr, FREED_TIMEOUT).expect("session freed");
+    }
+    if let Some(relay) = &_relay {
+        let (f, b) = (&relay.forward, &relay.backward);
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        // Proof that the transfers went through the relay (and were impaired).
+        println!(
+            "relay: to service {} received / {} dropped, to page {} received / {} dropped",
+            n(&f.received),
+            n(&f.dropped),
+            n(&b.received),
+            n(&b.dropped)
+        );
+        assert!(
+            n(&f.received) > mib * MIB / 1500 && n(&b.received) > mib * MIB / 1500,
+            "the transfers did not go through the relay"
+        );
+        // Datagrams the kernel dropped for full receive buffers in this namespace (the page's,
+        // the relay's or the service's sockets): the relay delivers bursts unpaced.
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        let rcvbuf_errors = udp.first().zip(udp.get(1)).and_then(|(names, values)| {
+            let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+            values.split_whitespace().nth(i)?.parse::<u64>().ok()
+        });
+        println!("UDP receive-buffer drops in the namespace: {rcvbuf_errors:?}");
+        let result = serde_json::json!({
+            "runs": runs, "mib": mib, "impairment": impair,
+            "udp_rcvbuf_drops": rcvbuf_errors,
+            "chromium_to_smolrtc_mbit_per_s": median(&mut up),
+            "smolrtc_to_chromium_mbit_per_s": median(&mut down),
+            "page_start_to_channel_open_ms": median(&mut setup),
+        });
+        println!("BENCH {result}");
+        return;
     }
     // The reference: two RTCPeerConnections in one Chromium page, same transfer.
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/c2c.html");
@@ -332,10 +437,6 @@ fn chromium_throughput_benchmark() {
         runs_c2c.iter().all(|r| r["checked"] == true),
         "c2c data corrupt: {c2c}"
     );
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let result = serde_json::json!({
         "runs": runs, "mib": mib,
         "chromium_to_smolrtc_mbit_per_s": median(&mut up),
