@@ -1,6 +1,7 @@
 //! The `smolrtc` command: console peer, loopback benchmark (and, later, the service).
 
 use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use smolrtc::signal::service;
 use std::process::ExitCode;
 
 /// `smolrtc --version`: the crate version, the target triple and the board profile
@@ -85,9 +86,43 @@ struct ServeOptions {
     /// Most peer connections at once (default: the board profile's).
     #[arg(long, default_value_t = board_max_sessions())]
     max_sessions: usize,
-    /// Largest signaling request body, bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Largest signaling request body (and WebSocket message), bytes; larger get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = service::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// Most data channels per session; channels the browser opens beyond it are closed
+    /// at once (the session and its other channels go on).
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CHANNELS)]
+    max_channels: usize,
+    /// Most HTTP connections at once; more get 503 and are closed.
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most WebSocket signaling connections at once; more get 503.
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_WEBSOCKETS)]
+    max_websockets: usize,
+    /// Seconds a client may take to send a request's headers (counted from the connection's
+    /// start or the previous response, so also how long an idle keep-alive connection is
+    /// kept); a slower one is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+    header_timeout: f64,
+    /// Seconds a client may take to send a request's body; a slower one gets 408 and is
+    /// dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_BODY_TIMEOUT.as_secs_f64())]
+    body_timeout: f64,
+    /// Seconds a client may leave the service's answer unread (HTTP or WebSocket) before it
+    /// is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
+    write_timeout: f64,
+    /// Seconds a new session may take to connect (ICE + DTLS) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
+    connect_timeout: f64,
+    /// Require `Authorization: Bearer TOKEN` on every API request (the page still loads;
+    /// open it as http://device:8888/#token=TOKEN). Visible in `ps`: prefer --token-file,
+    /// the SMOLRTC_TOKEN environment variable or `token` in --config. Never logged.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Read the bearer token from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// Run every session over this one UDP port (on each host address), so the device
     /// needs a single firewall hole; 0 picks a free port. Default: a port per session.
     #[arg(long, value_name = "PORT")]
@@ -159,6 +194,29 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         take!("listen", opts.listen, file.listen);
         take!("max_sessions", opts.max_sessions, file.max_sessions);
         take!("max_body", opts.max_body, file.max_body);
+        take!("max_channels", opts.max_channels, file.max_channels);
+        take!(
+            "max_connections",
+            opts.max_connections,
+            file.max_connections
+        );
+        take!("max_websockets", opts.max_websockets, file.max_websockets);
+        take!("header_timeout", opts.header_timeout, file.header_timeout);
+        take!("body_timeout", opts.body_timeout, file.body_timeout);
+        take!("write_timeout", opts.write_timeout, file.write_timeout);
+        take!(
+            "connect_timeout",
+            opts.connect_timeout,
+            file.connect_timeout
+        );
+        // One token source: the command line's (--token or --token-file) wins.
+        if unset("token") && unset("token_file") {
+            if let Some(t) = file.token {
+                opts.token = Some(t.0);
+            } else if let Some(f) = file.token_file {
+                opts.token_file = Some(f);
+            }
+        }
         take!("single_port", opts.single_port, file.single_port.map(Some));
         take!(
             "no_rawrtc_flow",
@@ -187,18 +245,65 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         take!("tls_roots", opts.ice.tls_roots, file.tls_roots);
         log::info!("settings from {}", path.display());
     }
+    let token = match (opts.token.take(), &opts.token_file) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(read_token_file(path)?),
+        // The environment, so the token needs neither the command line nor a file.
+        (None, None) => std::env::var("SMOLRTC_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
     let mut config = smolrtc::signal::ServiceConfig {
         listen: opts.listen,
         max_sessions: opts.max_sessions,
         max_body: opts.max_body,
+        max_connections: opts.max_connections,
+        max_websockets: opts.max_websockets,
+        header_timeout: seconds("header-timeout", opts.header_timeout)?,
+        body_timeout: seconds("body-timeout", opts.body_timeout)?,
+        write_timeout: seconds("write-timeout", opts.write_timeout)?,
+        connect_timeout: seconds("connect-timeout", opts.connect_timeout)?,
+        token,
         rawrtc_flow: !opts.no_rawrtc_flow,
         single_port: opts.single_port,
         ..Default::default()
     };
+    if opts.max_channels == 0 {
+        return Err(smolrtc::Error::InvalidArgument(
+            "--max-channels must be at least 1".into(),
+        ));
+    }
+    config.peer.max_channels = opts.max_channels;
     config.peer.sctp.receive_buffer = board_sctp_receive_buffer();
     opts.ice.apply(&mut config.peer.ice);
     for s in &config.peer.ice.servers {
         log::info!("ICE server {s}");
     }
     smolrtc::signal::Service::new(config).run()
+}
+
+/// A timeout flag's value: seconds above 0 and at most a day.
+fn seconds(flag: &str, s: f64) -> smolrtc::Result<std::time::Duration> {
+    if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+        return Err(smolrtc::Error::InvalidArgument(format!(
+            "--{flag}: expected seconds above 0 (at most 86400), got {s}"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
+}
+
+/// The token in `path`: its first line, without surrounding whitespace. Errors name the
+/// file, never its content.
+fn read_token_file(path: &std::path::Path) -> smolrtc::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()))
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(smolrtc::Error::InvalidArgument(format!(
+            "--token-file {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
 }

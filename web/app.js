@@ -20,7 +20,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    status: $('status'), mode: $('mode'), offering: $('offering'), iceUrl: $('ice-url'),
+    status: $('status'), mode: $('mode'), offering: $('offering'), iceUrl: $('ice-url'), token: $('token'),
     connect: $('connect'), disconnect: $('disconnect'),
     stConnection: $('st-connection'), stIce: $('st-ice'), stGathering: $('st-gathering'), stSignaling: $('st-signaling'),
     manual: $('manual'), localDesc: $('local-desc'), remoteDesc: $('remote-desc'),
@@ -102,10 +102,18 @@
     return new Error(msg);
   }
 
+  // The service's bearer token (smolrtc serve --token), from the Token field or #token=..
+  // in the page's address; sent with every API request, and in the WebSocket URL.
+  const token = () => ui.token.value.trim();
+  function withAuth(init = {}) {
+    if (!token()) return init;
+    return { ...init, headers: { ...(init.headers || {}), Authorization: `Bearer ${token()}` } };
+  }
+
   async function request(what, url, init) {
     let res;
     try {
-      res = await fetch(url, init);
+      res = await fetch(url, withAuth(init));
     } catch (e) {
       throw new Error(`${what}: ${errMsg(e)}${location.protocol === 'file:' ? ' (open this page from the device, not from a file)' : ''}`);
     }
@@ -457,7 +465,8 @@
     async startWs() {
       if (!location.host) throw new Error('WebSocket signaling needs the page to be served by the device');
       const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws${this.offering ? '' : '?role=offer'}`;
-      const ws = this.ws = new WebSocket(url);
+      // A browser WebSocket cannot carry headers: the token goes in the query.
+      const ws = this.ws = new WebSocket(token() ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token())}` : url);
       let descSent = false;
       const pending = [];
       const flush = () => { descSent = true; for (const m of pending.splice(0)) this.wsSend(m); };
@@ -675,7 +684,7 @@
       if (this.whip && this.whip.url) {
         // DELETE first, so the server tears the session down itself (RFC 9725).
         try {
-          const res = await withTimeout(fetch(this.whip.url, { method: 'DELETE' }), 5000, `DELETE ${this.whip.path}`);
+          const res = await withTimeout(fetch(this.whip.url, withAuth({ method: 'DELETE' })), 5000, `DELETE ${this.whip.path}`);
           if (res.ok) log(`DELETE ${this.whip.path} -> ${res.status}`);
           else log(errMsg(await httpError(res, `DELETE ${this.whip.path}`)), 'warn');
         } catch (e) {
@@ -1039,9 +1048,9 @@
       return;
     }
     try {
-      const res = await withTimeout(fetch(target.href, {
+      const res = await withTimeout(fetch(target.href, withAuth({
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report),
-      }), 10000, 'report');
+      })), 10000, 'report');
       log(`report posted to ${target.pathname} -> ${res.status}`);
     } catch (e) {
       log(`report not posted: ${errMsg(e)}`, 'error');
@@ -1281,6 +1290,15 @@
 
   const q = new URLSearchParams(location.search);
   const params = Object.fromEntries(q.entries());
+  // #token=.. (not sent to the server with the page; '+' stays '+', unlike a query).
+  const hashToken = location.hash.match(/[#&]token=([^&]*)/);
+  if (hashToken) {
+    try {
+      ui.token.value = decodeURIComponent(hashToken[1]);
+    } catch (_) {
+      ui.token.value = hashToken[1];
+    }
+  }
   if (!('gum' in params)) params.gum = q.get('auto') === '1' ? '1' : '0';
   if (MODES.includes(params.mode)) syncControls(normalize(params));
   if (typeof RTCPeerConnection === 'undefined') {

@@ -52,6 +52,14 @@ struct Channel {
 /// Named bound: channels a peer connection may hold at once.
 pub const DEFAULT_MAX_CHANNELS: usize = 1024;
 
+/// The bounds the peer's input is held to.
+pub(crate) struct Limits {
+    /// Channels at once; a DCEP OPEN beyond it is answered with a stream reset.
+    pub(crate) max_channels: usize,
+    /// Our `a=max-message-size` (0: none).
+    pub(crate) local_max_message_size: usize,
+}
+
 pub(crate) struct Router {
     name: Arc<str>,
     channels: HashMap<u32, Channel>,
@@ -59,6 +67,9 @@ pub(crate) struct Router {
     connected: Option<(bool, u16)>,
     max_channels: usize,
     max_message_size: Arc<AtomicUsize>,
+    /// Our `a=max-message-size` (0: no limit): larger messages from the peer break the
+    /// negotiation and close their channel.
+    local_max_message_size: usize,
     next_key: Arc<AtomicU32>,
     cmds_tx: Sender<Vec<ChannelCmd>>,
     sctp: Link<SctpMsg>,
@@ -74,8 +85,12 @@ impl Router {
         cmds_tx: Sender<Vec<ChannelCmd>>,
         next_key: Arc<AtomicU32>,
         max_message_size: Arc<AtomicUsize>,
-        max_channels: usize,
+        limits: Limits,
     ) -> Self {
+        let Limits {
+            max_channels,
+            local_max_message_size,
+        } = limits;
         Self {
             name,
             channels: HashMap::new(),
@@ -83,6 +98,7 @@ impl Router {
             connected: None,
             max_channels,
             max_message_size,
+            local_max_message_size,
             next_key,
             cmds_tx,
             sctp,
@@ -418,6 +434,29 @@ impl Router {
             let h = self.channels[&key].handle.clone();
             self.emit(Event::ChannelOpen(h));
         }
+        if matches!(
+            self.channels[&key].state,
+            ChannelState::Closing | ChannelState::Closed
+        ) {
+            // What was in flight when we closed it is not delivered (W3C: no message
+            // events once closing).
+            return;
+        }
+        let max = self.local_max_message_size;
+        if max != 0 && data.len() > max {
+            // The peer ignored our a=max-message-size (RFC 8841 §6): the message is dropped
+            // and its channel closed; the connection and its other channels go on.
+            log::warn!(
+                "[{}] data channel {}: message of {} bytes exceeds our max-message-size \
+                 ({max}): dropped, channel closed",
+                self.name,
+                self.channels[&key].handle,
+                data.len()
+            );
+            self.close(key);
+            return;
+        }
+
         let message = match ppi {
             Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
                 Ok(s) => s,

@@ -10,7 +10,7 @@ mod actor;
 
 pub(crate) use actor::PeerMsg;
 
-use crate::channel::router::{Router, DEFAULT_MAX_CHANNELS};
+use crate::channel::router::{Limits, Router, DEFAULT_MAX_CHANNELS};
 use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message};
 use crate::dtls::{Certificate, DtlsActor};
 use crate::error::{Error, Result};
@@ -277,7 +277,10 @@ impl PeerConnection {
                 c,
                 k,
                 m,
-                max_channels,
+                Limits {
+                    max_channels,
+                    local_max_message_size: config.sctp.max_message_size,
+                },
             );
             ex.spawn(router.run(router_rx, cmds_rx)).detach();
             let peer = PeerActor::new(

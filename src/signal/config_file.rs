@@ -18,6 +18,24 @@ pub struct ServeFile {
     pub max_sessions: Option<usize>,
     /// `--max-body`
     pub max_body: Option<usize>,
+    /// `--max-channels`
+    pub max_channels: Option<usize>,
+    /// `--max-connections`
+    pub max_connections: Option<usize>,
+    /// `--max-websockets`
+    pub max_websockets: Option<usize>,
+    /// `--header-timeout`, seconds.
+    pub header_timeout: Option<f64>,
+    /// `--body-timeout`, seconds.
+    pub body_timeout: Option<f64>,
+    /// `--write-timeout`, seconds.
+    pub write_timeout: Option<f64>,
+    /// `--connect-timeout`, seconds.
+    pub connect_timeout: Option<f64>,
+    /// `--token`: the API's bearer token.
+    pub token: Option<Secret>,
+    /// `--token-file`
+    pub token_file: Option<PathBuf>,
     /// `--single-port`
     pub single_port: Option<u16>,
     /// The inverse of `--no-rawrtc-flow`.
@@ -36,6 +54,17 @@ pub struct ServeFile {
     pub gather_timeout: Option<f64>,
     /// `--tls-roots`
     pub tls_roots: Option<PathBuf>,
+}
+
+/// A value kept out of `Debug` output (and so out of logs).
+#[derive(Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl ServeFile {
@@ -59,6 +88,12 @@ impl ServeFile {
                 None => e.message().trim().to_owned(),
             }
         })?;
+        if file.token.is_some() && file.token_file.is_some() {
+            return Err("token and token-file: give one".into());
+        }
+        if let Some(t) = &file.token {
+            crate::signal::service::check_token(&t.0).map_err(|e| e.to_string())?;
+        }
         if let Some(p) = &file.ice_ports {
             super::ice_options::parse_port_range(p).map_err(|e| format!("ice-ports: {e}"))?;
         }
@@ -101,6 +136,36 @@ mod tests {
         assert_eq!(f.single_port, Some(50000));
         assert_eq!(f.ice_servers.as_ref().unwrap().len(), 2);
         assert_eq!(f.ice_transport_policy, Some(TransportPolicy::Relay));
+    }
+
+    #[test]
+    fn limits_and_token() {
+        let f = ServeFile::parse(
+            r#"
+            max-channels = 32
+            max-connections = 20
+            max-websockets = 4
+            header-timeout = 5
+            body-timeout = 2.5
+            write-timeout = 3
+            connect-timeout = 20
+            token = "s3cr3t-t0ken-abcdef"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.max_channels, Some(32));
+        assert_eq!(f.max_connections, Some(20));
+        assert_eq!(f.max_websockets, Some(4));
+        assert_eq!(f.header_timeout, Some(5.0));
+        assert_eq!(f.body_timeout, Some(2.5));
+        assert_eq!(f.write_timeout, Some(3.0));
+        assert_eq!(f.connect_timeout, Some(20.0));
+        assert_eq!(f.token.as_ref().unwrap().0, "s3cr3t-t0ken-abcdef");
+        assert!(!format!("{f:?}").contains("s3cr3t"));
+        let e = ServeFile::parse("token = \"has space s3cr3t\"").unwrap_err();
+        assert!(e.contains("token") && !e.contains("s3cr3t"), "{e}");
+        let e = ServeFile::parse("token = \"abc\"\ntoken-file = \"/x\"").unwrap_err();
+        assert!(e.contains("give one"), "{e}");
     }
 
     #[test]

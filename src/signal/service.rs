@@ -14,27 +14,50 @@ use crate::runtime::Runtime;
 use crate::sdp::{Description, IceCandidateInit};
 use async_channel::{Receiver, Sender};
 use smol::LocalExecutor;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Service settings; every limit is named here.
+/// Service settings; every limit is named here (and has a `smolrtc serve` flag of the same
+/// name, dashed, and a config-file key).
 #[derive(Clone)]
 pub struct ServiceConfig {
     /// Address of the HTTP server (page + signaling).
     pub listen: SocketAddr,
     /// Template for every session's peer connection (its name is replaced by the session id).
+    /// Its `max_channels` bounds the data channels of one session (default
+    /// [`DEFAULT_MAX_CHANNELS`]): a channel the browser opens beyond it is closed at once.
     pub peer: Config,
     /// Most sessions at once; more get `503`.
     pub max_sessions: usize,
-    /// Largest signaling request body, bytes; larger get `413`.
+    /// Largest signaling request body (and WebSocket message), bytes; larger get `413`.
     pub max_body: usize,
     /// Longest wait for ICE gathering before a non-trickle answer goes out as it is.
     pub gather_timeout: Duration,
-    /// Longest wait for a request's headers (slow clients are cut off).
+    /// Longest wait for a request's complete headers, from the connection's start or the
+    /// end of the previous response: slow clients are dropped, and so are keep-alive
+    /// connections idle that long.
     pub header_timeout: Duration,
+    /// Longest wait for a request's body once its headers are in; slower gets `408` and the
+    /// connection is closed.
+    pub body_timeout: Duration,
+    /// Longest a client may leave our writes blocked (by reading nothing); then it is
+    /// dropped. Also applies to WebSocket connections.
+    pub write_timeout: Duration,
+    /// A session whose connection is not up this long after the offer (no ICE pair, no
+    /// DTLS) is closed, so half-signaled sessions do not hold a place under `max_sessions`.
+    pub connect_timeout: Duration,
+    /// Most HTTP connections at once (WebSocket connections count under `max_websockets`
+    /// once upgraded); more get `503` and are closed.
+    pub max_connections: usize,
+    /// Most WebSocket signaling connections at once; more get `503` instead of the upgrade.
+    pub max_websockets: usize,
+    /// When set, every API request must carry `Authorization: Bearer <token>` (a WebSocket
+    /// may put `?token=<token>` in its URL instead); the page itself still loads. Letters,
+    /// digits and `-._~+/` (RFC 6750), then optional `=`; never logged.
+    pub token: Option<String>,
     /// Run every session's ICE over this one UDP port (on each host address; 0 picks a free
     /// port), so the device needs one firewall hole; `None`: a port per session.
     pub single_port: Option<u16>,
@@ -43,17 +66,152 @@ pub struct ServiceConfig {
     pub rawrtc_flow: bool,
 }
 
+/// Default of [`ServiceConfig::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+/// Default of [`ServiceConfig::max_body`], bytes.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default data channels per session (the service's `peer.max_channels`).
+pub const DEFAULT_MAX_CHANNELS: usize = 256;
+/// Default of [`ServiceConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+/// Default of [`ServiceConfig::max_websockets`].
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 64;
+/// Default of [`ServiceConfig::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServiceConfig::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServiceConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServiceConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Default for ServiceConfig {
     fn default() -> Self {
+        let peer = Config {
+            max_channels: DEFAULT_MAX_CHANNELS,
+            ..Config::default()
+        };
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
-            peer: Config::default(),
-            max_sessions: 64,
-            max_body: 64 * 1024,
+            peer,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_body: DEFAULT_MAX_BODY,
             gather_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(10),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_websockets: DEFAULT_MAX_WEBSOCKETS,
+            token: None,
             rawrtc_flow: true,
             single_port: None,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Checks the settings that can be wrong (a token the `Authorization` header cannot
+    /// carry, a zero limit).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.token {
+            check_token(t)?;
+        }
+        for (name, v) in [
+            ("max-sessions", self.max_sessions),
+            ("max-body", self.max_body),
+            ("max-connections", self.max_connections),
+            ("max-websockets", self.max_websockets),
+        ] {
+            if v == 0 {
+                return Err(Error::InvalidArgument(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, v) in [
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+            ("write-timeout", self.write_timeout),
+            ("connect-timeout", self.connect_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(Error::InvalidArgument(format!("{name} must be above 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bearer token as RFC 6750 §2.1 spells one (`b64token`): letters, digits, `-._~+/`,
+/// then optional `=` padding. The error never quotes the token.
+pub fn check_token(token: &str) -> Result<()> {
+    let body = token.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !ok {
+        return Err(Error::InvalidArgument(
+            "token: use letters, digits and -._~+/ only (RFC 6750 b64token), at least one".into(),
+        ));
+    }
+    if token.len() < 16 {
+        log::warn!(
+            "token: only {} characters; 32 random ones (openssl rand -base64 24) are better",
+            token.len()
+        );
+    }
+    Ok(())
+}
+
+/// A count of live things (connections, WebSockets) and a slot in it, freed on drop.
+#[derive(Clone, Default)]
+pub(crate) struct Counter(Rc<Cell<usize>>);
+
+impl Counter {
+    /// A slot, unless `max` are taken.
+    pub(crate) fn take(&self, max: usize) -> Option<Slot> {
+        (self.0.get() < max).then(|| {
+            self.0.set(self.0.get() + 1);
+            Slot(self.0.clone())
+        })
+    }
+}
+
+/// One place in a [`Counter`], given back when dropped.
+pub(crate) struct Slot(Rc<Cell<usize>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Logs a kind of refusal at most once a second, counting the lines it held back, so a
+/// flood (of connections, of wrong tokens) cannot flood the log.
+#[derive(Default)]
+pub(crate) struct QuietLog {
+    last: Cell<Option<Instant>>,
+    held: Cell<u64>,
+}
+
+impl QuietLog {
+    pub(crate) fn warn(&self, line: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self
+            .last
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.held.set(self.held.get() + 1);
+            return;
+        }
+        self.last.set(Some(now));
+        match self.held.replace(0) {
+            0 => log::warn!("{}", line()),
+            n => log::warn!(
+                "{} ({n} more like it in the last second not logged)",
+                line()
+            ),
         }
     }
 }
@@ -92,6 +250,12 @@ pub(crate) struct Shared {
     sessions: RefCell<HashMap<String, Session>>,
     /// Client reports (`POST /api/report`) for whoever holds the [`ServiceHandle`].
     pub(crate) reports: Sender<serde_json::Value>,
+    /// Live HTTP connections (`max_connections`).
+    pub(crate) connections: Counter,
+    /// Live WebSocket signaling connections (`max_websockets`).
+    pub(crate) websockets: Counter,
+    /// Refused connections and requests (limits, tokens), logged without flooding.
+    pub(crate) refusals: QuietLog,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -132,6 +296,9 @@ impl Shared {
             ex,
             sessions: RefCell::new(HashMap::new()),
             reports,
+            connections: Counter::default(),
+            websockets: Counter::default(),
+            refusals: QuietLog::default(),
         })
     }
 
@@ -291,13 +458,37 @@ async fn run_session(
 ) {
     let mut channels: HashMap<usize, Sender<ChannelEvent>> = HashMap::new();
     let key = |c: &DataChannel| c.ptr_key();
-    while let Some(ev) = events.next().await {
+    // Until the connection is first up, the session lives at most connect_timeout.
+    let connect_timeout = shared.config.connect_timeout;
+    let mut deadline = Some(Instant::now() + connect_timeout);
+    loop {
+        let ev = match deadline {
+            Some(at) => {
+                futures_lite::future::or(async { Some(events.next().await) }, async {
+                    async_io::Timer::at(at).await;
+                    None
+                })
+                .await
+            }
+            None => Some(events.next().await),
+        };
+        let Some(ev) = ev else {
+            log::warn!(
+                "[{id}] not connected within {:.1} s (connect_timeout): closing the session",
+                connect_timeout.as_secs_f64()
+            );
+            break;
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Event::IceCandidate(c) => {
                 let _ = candidates.try_send(c);
             }
             Event::ConnectionState(s) => {
                 *state.borrow_mut() = s;
+                if s == ConnectionState::Connected {
+                    deadline = None;
+                }
                 match s {
                     ConnectionState::Connected if shared.config.rawrtc_flow => {
                         let label = if offerer {
@@ -437,6 +628,7 @@ impl Service {
 
     /// Binds the listener (errors now, not later) and serves on `runtime`'s thread.
     pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
+        self.config.validate()?;
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);
@@ -446,6 +638,7 @@ impl Service {
             .config
             .gather_timeout
             .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
+        let token = self.config.token.is_some();
         let listener = std::net::TcpListener::bind(self.config.listen)?;
         let addr = listener.local_addr()?;
         let listener = async_io::Async::new(listener)?;
@@ -475,7 +668,14 @@ impl Service {
             })
             .detach();
         });
-        log::info!("listening on http://{addr}");
+        log::info!(
+            "listening on http://{addr}{}",
+            if token {
+                " (API behind a bearer token)"
+            } else {
+                ""
+            }
+        );
         Ok(ServiceHandle {
             addr,
             stop: stop_tx,

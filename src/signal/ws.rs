@@ -38,17 +38,23 @@ pub(crate) fn upgrade(
             "/ws needs a WebSocket upgrade request".into(),
         ));
     };
+    let max_ws = shared.config.max_websockets;
+    let Some(slot) = shared.websockets.take(max_ws) else {
+        return Err(ApiError(
+            503,
+            format!("too many WebSocket connections (max_websockets = {max_ws})"),
+        ));
+    };
     let accept = derive_accept_key(key.as_bytes());
-    let server_offers = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "role=offer"));
+    let server_offers =
+        super::http::query_value(req.uri().query(), "role").is_some_and(|r| r == "offer");
     let shared = shared.clone();
     let max = shared.config.max_body;
     shared
         .ex
         .clone()
         .spawn(async move {
+            let _slot = slot;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     let mut config = WebSocketConfig::default();
@@ -147,10 +153,21 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
                     break;
                 }
             }
-            Input::CandidatesDone => candidates_open = false,
+            Input::CandidatesDone => {
+                // The session task dropped its sender: the session is over (closed, failed,
+                // not connected within connect_timeout). Nothing left to signal.
+                candidates_open = false;
+                if shared.session(&id).is_none() {
+                    log::info!("[{id}] session ended: closing its WebSocket");
+                    send(&mut ws, "error", "session closed".into()).await;
+                    let _ = ws.close(None).await;
+                    break;
+                }
+            }
             Input::Ws(Some(Ok(WsMessage::Text(t)))) => {
                 if let Err(e) = handle_message(&s, &mut ws, t.as_str()).await {
-                    log::warn!("[{id}] ws: {e}");
+                    // A bad SDP line may quote the client's a=ice-pwd.
+                    log::warn!("[{id}] ws: {}", super::redact_secrets(&e));
                     if !send(&mut ws, "error", e.into()).await {
                         break;
                     }
@@ -166,7 +183,9 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
     }
     // Signaling is over; a connected session lives on, an unfinished one is dropped.
     let connected = shared.is_connected(&id);
-    if !connected {
+    if shared.session(&id).is_none() {
+        // Already gone (and logged).
+    } else if !connected {
         log::info!("[{id}] WebSocket closed before the connection was up: closing the session");
         shared.close(&id).await;
     } else {
@@ -185,6 +204,8 @@ async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), S
     match kind {
         "description" => {
             let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
+            // Parse here first, so the error (logged redacted) is ours, not the peer's.
+            crate::sdp::parse(&d.sdp).map_err(|e| format!("bad SDP: {e}"))?;
             s.pc.set_remote_description(d.clone())
                 .await
                 .map_err(|e| e.to_string())?;

@@ -1,0 +1,828 @@
+//! Bad input at the service's edges, over real sockets against a real service on
+//! 127.0.0.1: slow HTTP clients (headers, bodies, unread answers, idle keep-alive), too many
+//! connections, WebSockets, sessions and channels, oversized and malformed requests, the
+//! bearer token, and a peer that sends messages over our max-message-size. Each refusal is
+//! checked on the wire and in the log, and the other clients keep being served.
+
+mod common;
+
+use common::http::{parse, Reply};
+use common::*;
+use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::{ChannelInit, ChannelState, DataChannel, Description, Event, Message, Runtime};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ log capture
+
+/// Every log line of the process (smolrtc's at debug and above, the rest at warn), kept so
+/// the tests can check that refusals are logged and secrets are not.
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn || m.target().starts_with("smolrtc")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let line = format!("{} {}: {}", r.level(), r.target(), r.args());
+            if std::env::var_os("LIMITS_LOG").is_some() {
+                eprintln!("{line}");
+            }
+            LINES.lock().unwrap().push(line);
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn init_capture() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+/// Waits (up to 3 s) for a log line holding every one of `words`.
+fn logged(words: &[&str]) -> String {
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(l) = LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| words.iter().all(|w| l.contains(w)))
+        {
+            return l.clone();
+        }
+        assert!(Instant::now() < until, "no log line with {words:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ------------------------------------------------------------------ service and HTTP helpers
+
+fn start(tweak: impl FnOnce(&mut ServiceConfig)) -> (Runtime, ServiceHandle) {
+    init_capture();
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rawrtc_flow: false,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    tweak(&mut config);
+    let handle = Service::new(config).start(&rt).unwrap();
+    (rt, handle)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    s
+}
+
+/// One request with extra header lines (`"Name: value"`), `Connection: close`; the reply.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let mut s = connect(addr);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for h in headers {
+        head.push_str(&format!("{h}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse(&raw)
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Reply {
+    request(addr, "GET", path, headers, None, b"")
+}
+
+/// Reads until the server closes; `Ok(bytes)` on EOF or reset, `Err` if it is still open
+/// after the socket's read timeout.
+fn read_until_closed(s: &mut TcpStream) -> Result<usize, String> {
+    let mut total = 0;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!("still open after {total} bytes"))
+            }
+            Err(_) => return Ok(total), // reset
+        }
+    }
+}
+
+/// The head of the reply to a WebSocket upgrade of `path`; the stream stays open.
+fn ws_upgrade(addr: SocketAddr, path: &str, headers: &[&str]) -> (TcpStream, Reply) {
+    let mut s = connect(addr);
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for h in headers {
+        head.push_str(&format!("{h}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => break,
+        }
+    }
+    let mut reply = parse(&raw);
+    // A refusal has a body: read what Content-Length says.
+    if let Some(n) = reply.header("content-length").and_then(|v| v.parse().ok()) {
+        let mut body = vec![0u8; n];
+        s.read_exact(&mut body).unwrap();
+        reply.body = body;
+    }
+    (s, reply)
+}
+
+fn sessions(h: &ServiceHandle, headers: &[&str]) -> usize {
+    let r = get(h.addr, "/api/sessions", headers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["sessions"].as_array().unwrap().len()
+}
+
+fn wait_sessions(h: &ServiceHandle, headers: &[&str], n: usize, within: Duration) {
+    let until = Instant::now() + within;
+    while sessions(h, headers) != n {
+        assert!(Instant::now() < until, "sessions never became {n}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client offering `labels` (in-band channels) through `POST /api/offer`.
+async fn http_client(
+    h: &ServiceHandle,
+    labels: &[&str],
+    headers: &[&str],
+) -> (Peer, Vec<DataChannel>) {
+    let mut p = Peer::new("client");
+    let mut chans = Vec::new();
+    for l in labels {
+        chans.push(
+            p.pc.create_data_channel(l, ChannelInit::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let offer = p.pc.create_offer().await.unwrap();
+    p.pc.set_local_description(offer).await.unwrap();
+    let offer = p.complete_description().await;
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer",
+        headers,
+        Some("application/json"),
+        offer.to_json().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.pc.set_remote_description(Description::from_json(&r.text()).unwrap())
+        .await
+        .unwrap();
+    (p, chans)
+}
+
+/// A trickle offer (no candidates) to `POST /whip`: a session that can never connect.
+async fn whip_offer(h: &ServiceHandle) -> Reply {
+    let p = Peer::new("whip");
+    p.pc.create_data_channel("echo", ChannelInit::default())
+        .await
+        .unwrap();
+    let offer = p.pc.create_offer().await.unwrap();
+    request(
+        h.addr,
+        "POST",
+        "/whip",
+        &[],
+        Some("application/sdp"),
+        offer.sdp.as_bytes(),
+    )
+}
+
+/// One masked (with a zero mask) WebSocket text frame.
+fn ws_text_frame(text: &str) -> Vec<u8> {
+    let mut f = vec![0x81u8];
+    match text.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+fn error_of(r: &Reply) -> String {
+    r.json()["error"].as_str().unwrap_or_default().to_owned()
+}
+
+// ------------------------------------------------------------------ slow clients
+
+/// A client that trickles its request headers a byte at a time is dropped at
+/// header_timeout (the trickle does not extend it), with a warning; another client is served
+/// meanwhile.
+#[test]
+fn slowloris_headers_are_cut_off_while_others_are_served() {
+    let (_rt, h) = start(|c| c.header_timeout = Duration::from_secs(2));
+    let mut slow = connect(h.addr);
+    let port = slow.local_addr().unwrap().port().to_string();
+    let started = Instant::now();
+    slow.write_all(b"GET /api/sessions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut dripper = slow.try_clone().unwrap();
+    let drip = std::thread::spawn(move || {
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(100));
+            if dripper.write_all(b"X").is_err() {
+                break;
+            }
+        }
+    });
+    // Meanwhile, a normal client is answered, long before the slow one is dropped.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(h.addr, "/api/sessions", &[]).status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "served only after {:?}",
+        started.elapsed()
+    );
+    let got = read_until_closed(&mut slow).expect("slow client dropped");
+    let took = started.elapsed();
+    assert_eq!(got, 0, "no answer for a request that never ended");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+        "dropped after {took:?}, header_timeout is 2 s"
+    );
+    let line = logged(&[
+        &format!(":{port}:"),
+        "slow client dropped",
+        "header_timeout",
+    ]);
+    assert!(line.starts_with("WARN"), "{line}");
+    drip.join().unwrap();
+}
+
+/// A keep-alive connection left idle after its answer is closed at header_timeout, logged
+/// as idle (not as a slow client).
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let (_rt, h) = start(|c| c.header_timeout = Duration::from_secs(1));
+    let mut s = connect(h.addr);
+    let port = s.local_addr().unwrap().port().to_string();
+    s.write_all(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let reply = parse(&head);
+    assert_eq!(reply.status, 200);
+    let len: usize = reply.header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    let idle = Instant::now();
+    assert_eq!(read_until_closed(&mut s), Ok(0), "idle connection closed");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "closed after {took:?}"
+    );
+    let line = logged(&[&format!(":{port}:"), "idle connection closed"]);
+    assert!(line.starts_with("INFO"), "{line}");
+}
+
+/// A body that does not arrive within body_timeout gets `408` (JSON) and the connection is
+/// closed; the service goes on.
+#[test]
+fn slow_body_gets_408() {
+    let (_rt, h) = start(|c| c.body_timeout = Duration::from_secs(1));
+    let mut s = connect(h.addr);
+    let started = Instant::now();
+    s.write_all(
+        b"POST /api/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"type\":\"offer\",",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let took = started.elapsed();
+    let r = parse(&raw);
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(error_of(&r).contains("body_timeout"), "{}", r.text());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    logged(&["POST /api/offer", "408", "body_timeout"]);
+    assert_eq!(get(h.addr, "/api/sessions", &[]).status, 200);
+}
+
+/// A client that sends requests but never reads the answers (a slow reader) is dropped
+/// write_timeout after our writes stall, while others are served.
+#[test]
+fn client_reading_nothing_is_dropped_at_write_timeout() {
+    let (_rt, h) = start(|c| {
+        c.write_timeout = Duration::from_secs(1);
+        c.header_timeout = Duration::from_secs(30);
+    });
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&h.addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = s.local_addr().unwrap().port().to_string();
+    let one = get(h.addr, "/app.js", &[]).body.len();
+    const REQUESTS: usize = 400; // ~20 MB of answers: far more than socket buffers hold
+    let pipelined = "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS);
+    s.write_all(pipelined.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(h.addr, "/api/sessions", &[]).status, 200);
+    let line = logged(&[&format!(":{port}:"), "slow client dropped", "write_timeout"]);
+    assert!(line.starts_with("WARN"), "{line}");
+    let got = read_until_closed(&mut s).expect("connection closed");
+    assert!(got < REQUESTS * one, "got every answer ({got} bytes)");
+}
+
+// ------------------------------------------------------------------ counts
+
+/// With max_connections busy, one more connection is answered `503` (JSON) and closed;
+/// once one is freed, requests are served again.
+#[test]
+fn connections_over_max_connections_get_503() {
+    let (_rt, h) = start(|c| c.max_connections = 2);
+    let idle1 = connect(h.addr);
+    let _idle2 = connect(h.addr);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(h.addr, "/api/sessions", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(error_of(&r).contains("max_connections = 2"), "{}", r.text());
+    logged(&["503", "max_connections (2) reached"]);
+    drop(idle1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(h.addr, "/api/sessions", &[]).status, 200);
+}
+
+/// Past max_websockets, an upgrade gets `503` instead of `101`; a freed place is reused.
+#[test]
+fn websockets_over_max_websockets_get_503() {
+    let (_rt, h) = start(|c| c.max_websockets = 1);
+    let (first, r) = ws_upgrade(h.addr, "/ws", &[]);
+    assert_eq!(r.status, 101);
+    let (_, r) = ws_upgrade(h.addr, "/ws", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(error_of(&r).contains("max_websockets = 1"), "{}", r.text());
+    logged(&["GET /ws", "503", "max_websockets"]);
+    drop(first);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, r) = ws_upgrade(h.addr, "/ws", &[]);
+        if r.status == 101 {
+            break;
+        }
+        assert!(Instant::now() < until, "place never freed: {}", r.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// max_sessions refuses further sessions on every path (`503` JSON, or an error message on
+/// the WebSocket) with a log line; the session it holds keeps working; and a session that
+/// never connects is closed at connect_timeout, giving its place back.
+#[test]
+fn sessions_over_max_sessions_are_refused_and_unconnected_ones_expire() {
+    let (_rt, h) = start(|c| {
+        c.max_sessions = 1;
+        c.connect_timeout = Duration::from_secs(2);
+    });
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo"], &[]).await;
+        opened(&mut p, "echo").await;
+        let r = whip_offer(&h).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(error_of(&r).contains("max_sessions = 1"), "{}", r.text());
+        logged(&["session refused", "max_sessions (1)"]);
+        let (mut ws, r) = ws_upgrade(h.addr, "/ws?role=offer", &[]);
+        assert_eq!(r.status, 101);
+        let mut frame = vec![0u8; 256];
+        let n = ws.read(&mut frame).unwrap();
+        let text = String::from_utf8_lossy(&frame[..n]);
+        assert!(text.contains("max_sessions"), "{text}");
+        // The connected session outlives connect_timeout and still echoes.
+        std::thread::sleep(Duration::from_millis(2200));
+        chans[0].send("still here").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("still here".into())
+        );
+        p.pc.close().await;
+    });
+    wait_sessions(&h, &[], 0, Duration::from_secs(5));
+    // A session that is offered but never connects holds its place connect_timeout only.
+    let r = block_on(whip_offer(&h));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let opened_at = Instant::now();
+    assert_eq!(block_on(whip_offer(&h)).status, 503);
+    wait_sessions(&h, &[], 0, Duration::from_secs(5));
+    let took = opened_at.elapsed();
+    assert!(took >= Duration::from_millis(1800), "{took:?}");
+    logged(&["not connected within 2.0 s", "connect_timeout"]);
+    assert_eq!(block_on(whip_offer(&h)).status, 201);
+}
+
+/// A browser opening more channels than max_channels gets the extra ones closed; the
+/// session and the channels it has keep working.
+#[test]
+fn channels_over_max_channels_are_refused_and_the_rest_echo() {
+    let (_rt, h) = start(|c| c.peer.max_channels = 3);
+    block_on(async {
+        let labels = ["echo"; 5];
+        let (mut p, chans) = http_client(&h, &labels, &[]).await;
+        let mut open = Vec::new();
+        let mut closed = 0;
+        while open.len() + closed < chans.len() {
+            let ev = p
+                .expect("channel open or closed", |e| match e {
+                    Event::ChannelOpen(c) => Some((c.clone(), true)),
+                    Event::ChannelClosed(c) => Some((c.clone(), false)),
+                    _ => None,
+                })
+                .await;
+            match ev {
+                (c, true) => open.push(c),
+                (_, false) => closed += 1,
+            }
+        }
+        assert_eq!((open.len(), closed), (3, 2));
+        logged(&["DCEP OPEN", "refused: max_channels (3)"]);
+        for (i, c) in open.iter().enumerate() {
+            c.send(format!("ch {i}")).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..open.len() {
+            let m = p
+                .expect("echo", |e| match e {
+                    Event::ChannelMessage(c, Message::Text(t)) => Some((c.id(), t.clone())),
+                    _ => None,
+                })
+                .await;
+            got.push(m);
+        }
+        for (i, c) in open.iter().enumerate() {
+            assert!(got.contains(&(c.id(), format!("ch {i}"))), "{got:?}");
+            assert_eq!(c.state(), ChannelState::Open);
+        }
+        assert!(chans
+            .iter()
+            .filter(|c| c.state() == ChannelState::Closed)
+            .all(|c| !open.contains(c)));
+        p.pc.close().await;
+    });
+}
+
+// ------------------------------------------------------------------ bad requests
+
+/// Oversized bodies get `413`, malformed ones `400` naming the problem, in JSON; a bad SDP
+/// line quoting an ICE password is answered but its password is not logged; the session
+/// already up is not touched.
+#[test]
+fn oversized_and_malformed_requests_get_clear_errors() {
+    let (_rt, h) = start(|c| c.max_body = 8 * 1024);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo"], &[]).await;
+        opened(&mut p, "echo").await;
+        let post =
+            |path: &str, ct: &str, body: &[u8]| request(h.addr, "POST", path, &[], Some(ct), body);
+        // Declared too large: refused before reading.
+        let r = post("/api/offer", "application/json", &[b' '; 9 * 1024]);
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert!(error_of(&r).contains("max_body (8192)"), "{}", r.text());
+        // Chunked, no length: cut off once past max_body.
+        let mut s = connect(h.addr);
+        s.write_all(
+            b"POST /whip HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let _ = s.write_all(b"1000\r\n");
+            let _ = s.write_all(&[b'a'; 4096]);
+            let _ = s.write_all(b"\r\n");
+        }
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let r = parse(&raw);
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert!(error_of(&r).contains("max_body"), "{}", r.text());
+        logged(&["POST /whip", "413"]);
+
+        let r = post("/api/offer", "application/json", b"{\"type\":\"offer\",");
+        assert_eq!(r.status, 400);
+        assert!(error_of(&r).contains("not JSON"), "{}", r.text());
+        let r = post("/api/offer", "application/json", &[0xff, 0xfe]);
+        assert_eq!(r.status, 400);
+        assert!(error_of(&r).contains("UTF-8"), "{}", r.text());
+        let secret = "Zq9sECRETpwdXXXXXXXXXXXXXXX";
+        let bad_sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:{secret}\r\na=ice-pwd:{secret}\r\n"
+        );
+        let r = post("/whip", "application/sdp", bad_sdp.as_bytes());
+        assert_eq!(r.status, 400, "{}", r.text());
+        let e = error_of(&r);
+        assert!(e.contains("line 8") && e.contains("twice"), "{e}");
+        let line = logged(&["POST /whip", "400", "line 8"]);
+        assert!(!line.contains(secret), "{line}");
+        let r = post("/whip", "application/sdp", b"hello");
+        assert_eq!(r.status, 400);
+        assert!(error_of(&r).contains("bad SDP"), "{}", r.text());
+
+        // The same bad SDP on a WebSocket: an error message back, the password not logged.
+        let (mut ws, r) = ws_upgrade(h.addr, "/ws", &[]);
+        assert_eq!(r.status, 101);
+        let msg =
+            serde_json::json!({"type": "description", "value": {"type": "offer", "sdp": bad_sdp}});
+        ws.write_all(&ws_text_frame(&msg.to_string())).unwrap();
+        let mut frame = vec![0u8; 4096];
+        let n = ws.read(&mut frame).unwrap();
+        let text = String::from_utf8_lossy(&frame[..n]);
+        assert!(
+            text.contains("\"error\"") && text.contains("line 8"),
+            "{text}"
+        );
+        let line = logged(&["ws: bad SDP", "line 8"]);
+        assert!(!line.contains(secret), "{line}");
+        // A WebSocket message over max_body ends that WebSocket only.
+        // One masked binary frame header announcing 64 KiB (> max_body).
+        let mut frame = vec![0x82u8, 0xff];
+        frame.extend_from_slice(&(64u64 * 1024).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        ws.write_all(&frame).unwrap();
+        assert!(read_until_closed(&mut ws).is_ok(), "WebSocket closed");
+        logged(&["ws:", "too long"]);
+
+        chans[0].send("unharmed").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("unharmed".into())
+        );
+        p.pc.close().await;
+    });
+    assert!(
+        LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| !l.contains("Zq9sECRET")),
+        "an ICE password was logged"
+    );
+}
+
+// ------------------------------------------------------------------ bearer token
+
+/// With a token, the page still loads but every API request needs it (`401` with
+/// `WWW-Authenticate: Bearer` and a JSON error otherwise), WebSockets may carry it as
+/// `?token=`, and it never reaches the log.
+#[test]
+fn bearer_token_guards_the_api() {
+    const TOKEN: &str = "tOk3n-for+limits/test==";
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let auth = auth.as_str();
+    let (_rt, h) = start(|c| c.token = Some(TOKEN.into()));
+    // The page and its files load without it (and what is not there is simply not there).
+    for path in ["/", "/app.js", "/style.css"] {
+        assert_eq!(get(h.addr, path, &[]).status, 200, "{path}");
+    }
+    assert_eq!(get(h.addr, "/favicon.ico", &[]).status, 404);
+    // Missing, wrong, wrong scheme, or in the query of a non-WebSocket path: 401.
+    let refused = [
+        get(h.addr, "/api/sessions", &[]),
+        get(h.addr, "/api/sessions", &["Authorization: Bearer nope"]),
+        get(
+            h.addr,
+            "/api/sessions",
+            &[&format!("Authorization: Basic {TOKEN}")],
+        ),
+        get(
+            h.addr,
+            &format!("/api/sessions?token={}", urlencode(TOKEN)),
+            &[],
+        ),
+        request(
+            h.addr,
+            "POST",
+            "/api/offer",
+            &[],
+            Some("application/json"),
+            b"{}",
+        ),
+        request(
+            h.addr,
+            "POST",
+            "/whip",
+            &[],
+            Some("application/sdp"),
+            b"v=0",
+        ),
+        request(h.addr, "DELETE", "/whip/0123", &[], None, b""),
+        request(
+            h.addr,
+            "POST",
+            "/api/report",
+            &[],
+            Some("application/json"),
+            b"{}",
+        ),
+        get(h.addr, "/api/nope", &[]),
+        ws_upgrade(h.addr, "/ws", &[]).1,
+        ws_upgrade(h.addr, "/ws?token=nope", &[]).1,
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert_eq!(r.status, 401, "case {i}: {}", r.text());
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "case {i}"
+        );
+        assert!(error_of(r).contains("token"), "case {i}: {}", r.text());
+    }
+    assert!(error_of(&refused[1]).contains("wrong token"));
+    assert!(refused[1]
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    logged(&["401", "no token"]);
+    // The right token: in the header, or in a WebSocket URL.
+    assert_eq!(get(h.addr, "/api/sessions", &[auth]).status, 200);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo"], &[auth]).await;
+        opened(&mut p, "echo").await;
+        chans[0].send("authorized").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("authorized".into())
+        );
+        p.pc.close().await;
+    });
+    for (path, headers) in [
+        (format!("/ws?role=offer&token={}", urlencode(TOKEN)), vec![]),
+        ("/ws?role=offer".to_owned(), vec![auth]),
+    ] {
+        let (mut ws, r) = ws_upgrade(h.addr, &path, &headers);
+        assert_eq!(r.status, 101, "{path}: {}", r.text());
+        // role=offer: the service's offer comes at once.
+        let mut frame = vec![0u8; 4096];
+        let n = ws.read(&mut frame).unwrap();
+        let text = String::from_utf8_lossy(&frame[..n]);
+        assert!(text.contains("\"description\""), "{text}");
+    }
+    let whip = request(
+        h.addr,
+        "POST",
+        "/whip",
+        &[auth],
+        Some("application/sdp"),
+        block_on(async {
+            let p = Peer::new("w");
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+            p.pc.create_offer().await.unwrap().sdp
+        })
+        .as_bytes(),
+    );
+    assert_eq!(whip.status, 201, "{}", whip.text());
+    let location = whip.header("location").unwrap().to_owned();
+    assert_eq!(
+        request(h.addr, "DELETE", &location, &[], None, b"").status,
+        401
+    );
+    assert_eq!(
+        request(h.addr, "DELETE", &location, &[auth], None, b"").status,
+        200
+    );
+    let lines = LINES.lock().unwrap();
+    assert!(
+        lines.iter().all(|l| !l.contains("tOk3n")),
+        "the token was logged"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ oversized messages
+
+/// A peer that ignores our a=max-message-size (here: its copy of our description was
+/// edited to advertise 1 MiB while we accept 64 KiB) gets the channel that carried the
+/// oversized message closed, with a log line; smaller messages before it arrive, and the
+/// connection's other channel keeps working both ways.
+#[test]
+fn remote_message_over_our_max_message_size_closes_its_channel() {
+    init_capture();
+    block_on(async {
+        let mut a = Peer::new("sender");
+        let mut cfg = loopback_config("small");
+        cfg.sctp.max_message_size = 64 * 1024;
+        let mut b = Peer::with_config(cfg);
+        let big =
+            a.pc.create_data_channel("big", ChannelInit::default())
+                .await
+                .unwrap();
+        let other =
+            a.pc.create_data_channel("other", ChannelInit::default())
+                .await
+                .unwrap();
+        connect_editing(
+            &mut a,
+            &mut b,
+            |_| {},
+            |answer| {
+                assert!(answer.sdp.contains("a=max-message-size:65536"));
+                answer.sdp = answer
+                    .sdp
+                    .replace("a=max-message-size:65536", "a=max-message-size:1048576");
+            },
+        )
+        .await;
+        opened(&mut a, "big").await;
+        opened(&mut a, "other").await;
+        assert_eq!(big.max_message_size(), Some(1 << 20), "A believes the edit");
+        big.send(vec![7u8; 64 * 1024]).await.unwrap();
+        big.send(vec![8u8; 200 * 1024]).await.unwrap();
+        big.send(vec![9u8; 10]).await.unwrap();
+        let first = message(&mut b, "big").await;
+        assert_eq!(first.len(), 64 * 1024, "a message at the limit arrives");
+        let next = b
+            .expect("big closed", |e| match e {
+                Event::ChannelMessage(c, m) if c.label() == "big" => Some(Err(m.len())),
+                Event::ChannelClosed(c) if c.label() == "big" => Some(Ok(())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(next, Ok(()), "no message after the oversized one");
+        logged(&[
+            "[small]",
+            "big",
+            "message of 204800 bytes exceeds our max-message-size (65536)",
+        ]);
+        a.expect("big closed at the sender", |e| {
+            matches!(e, Event::ChannelClosed(c) if c.label() == "big").then_some(())
+        })
+        .await;
+        other.send("still open").await.unwrap();
+        assert_eq!(
+            message(&mut b, "other").await,
+            Message::Text("still open".into())
+        );
+        let b_other = b
+            .expect("other at b", |e| match e {
+                Event::DataChannel(c) if c.label() == "other" => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        b_other.send("back").await.unwrap();
+        assert_eq!(message(&mut a, "other").await, Message::Text("back".into()));
+    });
+}
