@@ -116,9 +116,14 @@ pub(crate) fn quote(text: &str) -> String {
 impl SdpError {
     /// Builds a [`SdpError::Line`] quoting `text`.
     pub(crate) fn line(line: usize, text: &str, problem: impl Into<String>) -> Self {
+        // An ICE password is a credential: errors are logged and sent back to clients.
+        let text = match text.trim_start().strip_prefix("a=ice-pwd:") {
+            Some(_) => "a=ice-pwd:***".to_owned(),
+            None => quote(text),
+        };
         SdpError::Line {
             line,
-            text: quote(text),
+            text,
             problem: problem.into(),
         }
     }

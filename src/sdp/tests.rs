@@ -941,6 +941,15 @@ fn error_ice_credentials() {
         err_of(&sdp),
         "line 20 \"a=ice-ufrag:WDFv\": a=ice-ufrag appears twice"
     );
+    // A password is never quoted.
+    let sdp = CHROMIUM_OFFER.replace(
+        "a=mid:0\r\n",
+        "a=mid:0\r\na=ice-pwd:s3cr3tpassword0123456789\r\n",
+    );
+    assert_eq!(
+        err_of(&sdp),
+        "line 20 \"a=ice-pwd:***\": a=ice-pwd appears twice"
+    );
 }
 
 #[test]
