@@ -16,6 +16,8 @@ pub mod apps;
 pub mod channel;
 pub mod dtls;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ice;
 pub mod peer;
 pub mod runtime;

@@ -63,6 +63,10 @@ const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Ad
 const EARLY_DATAGRAMS: usize = 16;
 /// DTLS record content type of handshake messages.
 const CONTENT_HANDSHAKE: u8 = 22;
+/// DTLS record content type of ChangeCipherSpec.
+const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
+/// DTLS record header: type, version (2), epoch (2), sequence number (6), length (2).
+const RECORD_HEADER: usize = 13;
 /// At most one resent server flight per this long (a client repeats every second).
 const RESEND_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -253,6 +257,14 @@ impl DtlsActor {
     }
 
     fn datagram(&mut self, now: Instant, d: BytesMut) {
+        let d = drop_forged_ccs(d);
+        if d.is_empty() {
+            log::debug!(
+                "[{}] DTLS: ChangeCipherSpec outside epoch 0 dropped",
+                self.name
+            );
+            return;
+        }
         let Some(ep) = self.endpoint.as_mut() else {
             if self.early.len() < EARLY_DATAGRAMS {
                 self.early.push(d);
@@ -371,5 +383,95 @@ impl DtlsActor {
         self.drain();
         self.peer.push(PeerMsg::Dtls(DtlsReport::Closed));
         self.ice.push(IceMsg::Close);
+    }
+}
+
+/// The datagram without its ChangeCipherSpec records of epochs other than 0.
+///
+/// Without renegotiation (rtc-dtls has none) a ChangeCipherSpec is only ever sent in epoch
+/// 0. rtc-dtls takes one in any epoch as plaintext, without authentication, and moves the
+/// peer to the next epoch, after which it discards every genuine record: one forged 14-byte
+/// record from the peer's address silenced an established association (found by the
+/// `datagram` fuzz target). Other records, and framing rtc-dtls will refuse, pass as they are.
+fn drop_forged_ccs(d: BytesMut) -> BytesMut {
+    // A whole header, content type ChangeCipherSpec, epoch other than 0.
+    let forged = |r: &[u8]| {
+        r.len() >= RECORD_HEADER && r[0] == CONTENT_CHANGE_CIPHER_SPEC && (r[3], r[4]) != (0, 0)
+    };
+    if !records(&d).any(forged) {
+        return d;
+    }
+    let mut out = BytesMut::with_capacity(d.len());
+    for r in records(&d).filter(|r| !forged(r)) {
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// The records of a datagram by their length fields; a truncated tail is one last piece.
+fn records(d: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= d.len() {
+            return None;
+        }
+        let start = at;
+        at = match d.get(start + 11..start + RECORD_HEADER) {
+            Some(len) => {
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                (start + RECORD_HEADER + len).min(d.len())
+            }
+            None => d.len(),
+        };
+        Some(&d[start..at])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(content: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
+        let mut r = vec![content, 0xfe, 0xfd];
+        r.extend_from_slice(&epoch.to_be_bytes());
+        r.extend_from_slice(&[0, 0, 0, 0, 0, 7]);
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn forged_change_cipher_spec_is_dropped() {
+        // The fuzzer's find: a ChangeCipherSpec in epoch 1 with garbage after it.
+        let forged = record(20, 1, &[0xbd; 201]);
+        assert!(drop_forged_ccs(BytesMut::from(&forged[..])).is_empty());
+        // In a datagram of several records, only it goes.
+        let app = record(23, 1, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let alert = record(21, 1, &[9; 26]);
+        let d = [app.clone(), record(20, 3, &[1]), alert.clone()].concat();
+        assert_eq!(
+            &drop_forged_ccs(BytesMut::from(&d[..]))[..],
+            &[app, alert].concat()[..]
+        );
+    }
+
+    #[test]
+    fn genuine_records_pass_unchanged() {
+        // The client's final flight: ChangeCipherSpec in epoch 0, then Finished in epoch 1.
+        let flight = [record(20, 0, &[1]), record(22, 1, &[0x14; 40])].concat();
+        assert_eq!(
+            &drop_forged_ccs(BytesMut::from(&flight[..]))[..],
+            &flight[..]
+        );
+        // Truncated or garbage framing is left for rtc-dtls to refuse; no prefix panics.
+        let d = [record(23, 1, &[5; 30]), record(20, 1, &[1])].concat();
+        for n in 0..d.len() {
+            let out = drop_forged_ccs(BytesMut::from(&d[..n]));
+            assert!(out.len() <= n);
+        }
+        assert_eq!(
+            &drop_forged_ccs(BytesMut::from(&[20u8, 0xfe][..]))[..],
+            &[20u8, 0xfe]
+        );
     }
 }
