@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rtc_sctp::{
     Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
     EndpointConfig, Event, Payload, PayloadProtocolIdentifier as Ppi, ReliabilityType,
-    ServerConfig, StreamEvent, TransportConfig,
+    ServerConfig, StreamEvent, TimerConfig, TransportConfig,
 };
 use rtc_shared::TransportProtocol;
 use std::collections::VecDeque;
@@ -201,7 +201,18 @@ impl SctpActor {
             0 => u32::MAX,
             n => u32::try_from(n).unwrap_or(u32::MAX),
         };
+        // ICE consent freshness decides when the peer is gone (RFC 7675: failed 29 s after
+        // its last answer). rtc-sctp's default gives up retransmitting DATA and stream
+        // resets after 6 timeouts and then just stops, silently: with our shorter
+        // retransmission timeout that came 8 s into an outage, and the association never
+        // sent again after the network came back (tests/faults.rs, a 10 s cut).
+        let timers = TimerConfig {
+            max_t3_rtx_retrans: usize::MAX,
+            max_reconfig_retrans: usize::MAX,
+            ..TimerConfig::default()
+        };
         TransportConfig::default()
+            .with_timer_config(timers)
             .with_max_receive_buffer_size(self.config.receive_buffer)
             .with_max_message_size(max_out)
             .with_max_num_inbound_streams(self.config.max_streams)
@@ -224,6 +235,11 @@ impl SctpActor {
                 let Some((_, a)) = self.assoc.as_mut() else {
                     return;
                 };
+                if rel == ReliabilityType::Timed {
+                    // rtc-sctp times message lifetimes on the association's clock, which
+                    // the early retransmission runs ahead: lifetimes would run out early.
+                    self.clock.disable();
+                }
                 let res = match a.stream(stream) {
                     Ok(mut s) => s.set_reliability_params(unordered, rel, value),
                     Err(_) => a

@@ -14,6 +14,11 @@
 //! timer would have. The clock only ever moves forward, so the association sees time
 //! pass faster, never backwards. Each early retransmission without progress doubles
 //! our timeout (RFC 9260 §6.3.3 E2), and an acknowledgement resets it.
+//!
+//! rtc-sctp also measures maxPacketLifeTime on this clock, so an association that carries
+//! such a channel stops running ahead (lifetimes would otherwise end early; tests/lossy.rs
+//! `max_packet_life_time_is_not_cut_short`) and keeps rtc-sctp's own 1 s floor. The right
+//! fix is a configurable minimum RTO in rtc-sctp.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +65,9 @@ pub(crate) struct RtoClock {
     progress: Instant,
     /// Forced retransmissions since the last acknowledgement.
     backoff: u32,
+    /// False once a channel with a lifetime (maxPacketLifeTime) exists: rtc-sctp measures
+    /// lifetimes on the association's clock, so it must not run ahead any more.
+    enabled: bool,
 }
 
 impl RtoClock {
@@ -69,7 +77,14 @@ impl RtoClock {
             outstanding: 0,
             progress: now,
             backoff: 0,
+            enabled: true,
         }
+    }
+
+    /// Stops forcing retransmissions for the rest of the association (the clock keeps
+    /// whatever lead it has, so it never goes back).
+    pub(crate) fn disable(&mut self) {
+        self.enabled = false;
     }
 
     /// The association's time at real time `now`.
@@ -106,7 +121,7 @@ impl RtoClock {
     /// Real time at which a retransmission is due to be forced, if data is outstanding
     /// and that is before the association's own deadline `engine` (in its time).
     pub(crate) fn deadline(&self, srtt: Duration, engine: Option<Instant>) -> Option<Instant> {
-        if self.outstanding == 0 {
+        if self.outstanding == 0 || !self.enabled {
             return None;
         }
         let ours = self.progress + self.rto(srtt);
@@ -192,6 +207,15 @@ mod tests {
             c.deadline(Duration::ZERO, Some(c.at(d) + ENGINE_RTO_MIN)),
             None
         );
+    }
+
+    #[test]
+    fn disabled_never_forces() {
+        let t0 = Instant::now();
+        let mut c = RtoClock::new(t0);
+        c.sent(t0, 1000);
+        c.disable();
+        assert_eq!(c.deadline(Duration::ZERO, Some(t0 + ENGINE_RTO_MIN)), None);
     }
 
     #[test]

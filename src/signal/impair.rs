@@ -7,11 +7,14 @@
 //! `back` goes to whoever last sent to `front`. Give the far peer `front` as the near
 //! peer's candidate (and hide the near peer's real candidates from it): ICE then runs
 //! through the relay, the near peer seeing the far one as peer-reflexive at `back`.
+//!
+//! [`Relay::set_blackhole`] cuts the link both ways (every datagram dropped, those already
+//! delayed in the relay too) until it is turned off again: a network outage for fault tests.
 
 use std::cell::Cell;
 use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,10 +37,14 @@ pub struct Impairment {
     pub duplicate: f64,
     /// Probability a datagram is held back by an extra `delay + 1 ms` (reordering).
     pub reorder: f64,
+    /// Link rate in bits per second (0: unlimited): datagrams leave no closer together
+    /// than their size at this rate, as on a real bottleneck link, instead of in the
+    /// sender's bursts (which overflow a receiver's socket buffer on loopback).
+    pub rate: u64,
 }
 
 impl Impairment {
-    /// Parses `delay=10ms,jitter=2ms,loss=1%,burst=1%/30%,dup=0.5%,reorder=1%` (any
+    /// Parses `delay=10ms,jitter=2ms,loss=1%,burst=1%/30%,dup=0.5%,reorder=1%,rate=1gbit` (any
     /// subset; `none` for no impairment).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut imp = Impairment::default();
@@ -73,6 +80,7 @@ impl Impairment {
                 "loss" => imp.loss = pct(v.trim())?,
                 "dup" | "duplicate" => imp.duplicate = pct(v.trim())?,
                 "reorder" => imp.reorder = pct(v.trim())?,
+                "rate" => imp.rate = bits_per_second(v.trim())?,
                 "burst" => {
                     let (enter, leave) = v
                         .split_once('/')
@@ -86,6 +94,22 @@ impl Impairment {
     }
 }
 
+/// `100mbit`, `1gbit`, `500kbit` or plain bits per second.
+fn bits_per_second(v: &str) -> Result<u64, String> {
+    let lower = v.to_ascii_lowercase();
+    let (n, scale) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)]
+        .iter()
+        .find_map(|(suffix, scale)| lower.strip_suffix(suffix).map(|n| (n.to_string(), *scale)))
+        .unwrap_or((lower.clone(), 1.0));
+    n.trim()
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|r| r.is_finite() && *r >= 1000.0 && *r <= 1e12)
+        .map(|r| r as u64)
+        .ok_or_else(|| format!("bad rate {v:?} (e.g. 100mbit or 1gbit, at least 1kbit)"))
+}
+
 /// Datagram counts of one direction.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -95,6 +119,8 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Sent (duplicates included).
     pub sent: AtomicU64,
+    /// Dropped because the link was cut ([`Relay::set_blackhole`]).
+    pub blackholed: AtomicU64,
 }
 
 /// A running relay; stops when dropped.
@@ -108,6 +134,8 @@ pub struct Relay {
     pub forward: Arc<Counters>,
     /// Counters of the target → front direction.
     pub backward: Arc<Counters>,
+    /// While set, every datagram is dropped (both ways).
+    blackhole: Arc<AtomicBool>,
 }
 
 struct Due {
@@ -157,6 +185,8 @@ impl Relay {
         let (fc, bc) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (fc2, bc2) = (fc.clone(), bc.clone());
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let cut = blackhole.clone();
         // One thread runs both directions as async loops: the relay must not be the
         // bottleneck, and a thread hop per datagram (reader → queue → writer) made it one
         // at about 230 Mbit/s on a 2-core machine shared with both peers.
@@ -173,6 +203,7 @@ impl Relay {
                         forward,
                         seed,
                         &fc2,
+                        &cut,
                     ),
                     direction(
                         &back,
@@ -182,6 +213,7 @@ impl Relay {
                         backward,
                         seed ^ 0x9e37_79b9_7f4a_7c15,
                         &bc2,
+                        &cut,
                     ),
                 );
                 async_io::block_on(future::or(
@@ -200,6 +232,7 @@ impl Relay {
             thread: Some(thread),
             forward: fc,
             backward: bc,
+            blackhole,
         })
     }
 
@@ -211,6 +244,17 @@ impl Relay {
     /// The address the target sees the far peer at.
     pub fn back(&self) -> SocketAddr {
         self.back
+    }
+
+    /// Cuts the link (`true`: every datagram either way is dropped, including those the
+    /// relay is still delaying) or restores it (`false`). Takes effect at the next datagram.
+    pub fn set_blackhole(&self, cut: bool) {
+        self.blackhole.store(cut, Ordering::Relaxed);
+    }
+
+    /// Whether the link is cut.
+    pub fn is_blackholed(&self) -> bool {
+        self.blackhole.load(Ordering::Relaxed)
     }
 }
 
@@ -230,7 +274,8 @@ enum Dest<'a> {
 }
 
 /// One direction: receives, applies loss and duplication, and sends each datagram when
-/// it is due (at once when nothing delays it).
+/// it is due (at once when nothing delays it); drops everything while `cut` is set.
+#[allow(clippy::too_many_arguments)]
 async fn direction(
     rx: &Async<UdpSocket>,
     tx: &Async<UdpSocket>,
@@ -239,19 +284,27 @@ async fn direction(
     imp: Impairment,
     seed: u64,
     counters: &Counters,
+    cut: &AtomicBool,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut bad = false;
     let mut seq = 0u64;
     let mut heap: BinaryHeap<Due> = BinaryHeap::new();
     let mut buf = vec![0u8; 65536];
-    let delays = !imp.delay.is_zero() || !imp.jitter.is_zero() || imp.reorder > 0.0;
+    let delays = !imp.delay.is_zero() || !imp.jitter.is_zero() || imp.reorder > 0.0 || imp.rate > 0;
+    // When the rate-limited link is next free.
+    let mut link_free = Instant::now();
     let dest = &dest;
     let send = move |data: Vec<u8>| async move {
         let to = match dest {
             Dest::Fixed(a) => Some(*a),
             Dest::Learned(p) => p.get(),
         };
+        if cut.load(Ordering::Relaxed) {
+            // Cut while it was delayed here: lost with the link.
+            counters.blackholed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Some(to) = to {
             if tx.send_to(&data, to).await.is_ok() {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -281,10 +334,16 @@ async fn direction(
             // ICMP errors (a peer gone) and the like: keep relaying.
             Some(Err(_)) => continue,
         };
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        if cut.load(Ordering::Relaxed) {
+            // No random decision is drawn for it, so a cut does not shift the seeded
+            // sequence of the datagrams after it.
+            counters.blackholed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if let Some(peer) = learn {
             peer.set(Some(from));
         }
-        counters.received.fetch_add(1, Ordering::Relaxed);
         if let Some((enter, leave)) = imp.burst {
             bad = if bad {
                 rng.f64() >= leave
@@ -309,9 +368,14 @@ async fn direction(
             if rng.f64() < imp.reorder {
                 delay += imp.delay + Duration::from_millis(1);
             }
+            let mut at = Instant::now() + delay;
+            if imp.rate > 0 {
+                at = at.max(link_free);
+                link_free = at + Duration::from_secs_f64(n as f64 * 8.0 / imp.rate as f64);
+            }
             seq += 1;
             heap.push(Due {
-                at: Instant::now() + delay,
+                at,
                 seq,
                 data: buf[..n].to_vec(),
             });
@@ -333,6 +397,10 @@ mod tests {
         assert_eq!(i.burst, Some((0.01, 0.3)));
         assert!((i.duplicate - 0.005).abs() < 1e-12 && (i.reorder - 0.02).abs() < 1e-12);
         assert_eq!(Impairment::parse("none").unwrap(), Impairment::default());
+        assert_eq!(Impairment::parse("rate=1gbit").unwrap().rate, 1_000_000_000);
+        assert_eq!(Impairment::parse("rate=2.5Mbit").unwrap().rate, 2_500_000);
+        assert!(Impairment::parse("rate=fast").is_err());
+        assert!(Impairment::parse("rate=10").is_err());
         for bad in ["delay=-1ms", "loss=200%", "foo=1", "delay", "burst=1%"] {
             assert!(Impairment::parse(bad).is_err(), "{bad}");
         }
@@ -391,6 +459,59 @@ mod tests {
         let share = dropped / got;
         assert!((0.25..0.35).contains(&share), "dropped {share}");
     }
+
+    /// A cut drops everything both ways, datagrams already delayed in the relay too, and
+    /// the link works again once restored.
+    #[test]
+    fn blackhole_cuts_both_ways_and_restores() {
+        let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&target, &client] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let delayed = Impairment {
+            delay: Duration::from_millis(100),
+            ..Impairment::default()
+        };
+        let relay = Relay::start(
+            "127.0.0.1".parse().unwrap(),
+            target.local_addr().unwrap(),
+            delayed,
+            Impairment::default(),
+            3,
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        client.send_to(b"before", relay.front()).unwrap();
+        let (n, back) = target.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"before");
+        // In flight (delayed 100 ms) when the link is cut: lost with it.
+        client.send_to(b"in flight", relay.front()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        relay.set_blackhole(true);
+        assert!(relay.is_blackholed());
+        client.send_to(b"forward", relay.front()).unwrap();
+        target.send_to(b"backward", back).unwrap();
+        assert!(
+            target.recv_from(&mut buf).is_err(),
+            "forward datagram crossed a cut"
+        );
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "backward datagram crossed a cut"
+        );
+        assert_eq!(relay.forward.blackholed.load(Ordering::Relaxed), 2);
+        assert_eq!(relay.backward.blackholed.load(Ordering::Relaxed), 1);
+        relay.set_blackhole(false);
+        client.send_to(b"after", relay.front()).unwrap();
+        let (n, _) = target.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
+        target.send_to(b"reply", back).unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], relay.front()));
+        assert_eq!(relay.forward.dropped.load(Ordering::Relaxed), 0);
+    }
 }
 
 /// Options of `smolrtc bench relay`.
@@ -403,7 +524,7 @@ pub struct RelayOptions {
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
     /// Impairment of front → target, e.g. "delay=10ms,loss=1%" (keys: delay, jitter,
-    /// loss, burst=ENTER/LEAVE, dup, reorder).
+    /// loss, burst=ENTER/LEAVE, dup, reorder, rate=100mbit|1gbit).
     #[arg(long, default_value = "none", value_parser = Impairment::parse)]
     pub forward: Impairment,
     /// Impairment of target → front.

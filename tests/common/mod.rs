@@ -169,3 +169,339 @@ pub async fn message(p: &mut Peer, label: &str) -> smolrtc::Message {
     })
     .await
 }
+
+/// `sdp` without its candidate and end-of-candidates lines.
+pub fn strip_candidates(sdp: &str) -> String {
+    sdp.split("\r\n")
+        .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// [`connect`] through a [`smolrtc::signal::impair::Relay`] (`forward` applied to `a` → `b`,
+/// `backward` to `b` → `a`, seeded): `b`'s 127.0.0.1 host candidate is replaced by the
+/// relay's front, and `a`'s candidates are hidden from `b`, which learns `a` as
+/// peer-reflexive at the relay's back. Every datagram between them crosses the relay.
+pub async fn connect_through_relay(
+    a: &mut Peer,
+    b: &mut Peer,
+    forward: smolrtc::signal::impair::Impairment,
+    backward: smolrtc::signal::impair::Impairment,
+    seed: u64,
+) -> smolrtc::signal::impair::Relay {
+    let mut relay = None;
+    connect_editing(
+        a,
+        b,
+        |offer| offer.sdp = strip_candidates(&offer.sdp),
+        |answer| {
+            let line = answer
+                .sdp
+                .split("\r\n")
+                .find(|l| l.starts_with("a=candidate") && l.contains(" 127.0.0.1 "))
+                .expect("a 127.0.0.1 host candidate in the answer")
+                .to_owned();
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let target = format!("{}:{}", f[4], f[5]).parse().unwrap();
+            let r = smolrtc::signal::impair::Relay::start(
+                "127.0.0.1".parse().unwrap(),
+                target,
+                forward,
+                backward,
+                seed,
+            )
+            .expect("relay");
+            let front = r.front();
+            relay = Some(r);
+            let mut sdp = strip_candidates(&answer.sdp);
+            let cand = format!(
+                "a=candidate:1 1 udp 2130706431 127.0.0.1 {} typ host",
+                front.port()
+            );
+            // At the end of the (only) media section.
+            sdp = format!("{}\r\n{cand}\r\na=end-of-candidates\r\n", sdp.trim_end());
+            answer.sdp = sdp;
+        },
+    )
+    .await;
+    relay.expect("relay started")
+}
+
+// ---- Checked transfers (lossy links, faults) ----
+
+/// What [`next_until`] saw.
+pub enum Next {
+    Event(Event),
+    Timeout,
+    /// The event stream ended (the connection's actors are gone).
+    Ended,
+}
+
+/// The next event of `events`, or [`Next::Timeout`] at `until`.
+pub async fn next_until(events: &mut EventStream, until: std::time::Instant) -> Next {
+    futures_lite::future::or(
+        async {
+            match events.next().await {
+                Some(e) => Next::Event(e),
+                None => Next::Ended,
+            }
+        },
+        async {
+            async_io::Timer::at(until).await;
+            Next::Timeout
+        },
+    )
+    .await
+}
+
+/// Byte `offset` of a checked stream: no short period, so a lost, repeated or shifted
+/// stretch shows in the bytes themselves.
+pub fn stream_byte(offset: u64) -> u8 {
+    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// `n` bytes of the checked stream from `offset`.
+pub fn stream_bytes(offset: u64, n: usize) -> Vec<u8> {
+    (0..n as u64).map(|j| stream_byte(offset + j)).collect()
+}
+
+/// Where `data` departs from the checked stream at `offset`, if it does.
+pub fn stream_mismatch(offset: u64, data: &[u8]) -> Option<usize> {
+    data.iter()
+        .enumerate()
+        .position(|(j, b)| *b != stream_byte(offset + j as u64))
+}
+
+/// Message sizes of a checked stream, the same sequence on both sides for one seed:
+/// tiny ones, ones just under and over one SCTP packet (1200 bytes), and ones of many
+/// packets, up to just under the default 256 KiB max-message-size.
+pub struct MessageSizes(fastrand::Rng);
+
+impl MessageSizes {
+    pub fn new(seed: u64) -> Self {
+        Self(fastrand::Rng::with_seed(seed))
+    }
+
+    pub fn next(&mut self) -> usize {
+        const POOL: [usize; 14] = [
+            1, 2, 17, 64, 300, 1000, 1150, 1300, 4000, 16_384, 16_384, 40_000, 100_000, 250_000,
+        ];
+        POOL[self.0.usize(..POOL.len())]
+    }
+}
+
+/// Connection states seen, with when.
+pub type States = std::cell::RefCell<Vec<(std::time::Instant, smolrtc::ConnectionState)>>;
+
+/// Waits (reading the sender's events, which it must) until `ch`'s buffered amount is at
+/// most `high`. Fails on a dead connection or at `deadline`.
+pub async fn pace(
+    ch: &smolrtc::DataChannel,
+    events: &mut EventStream,
+    high: usize,
+    deadline: std::time::Instant,
+    states: &States,
+) -> Result<(), String> {
+    use std::time::Instant;
+    while ch.buffered_amount() > high {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "sender's buffered amount stuck at {} bytes",
+                ch.buffered_amount()
+            ));
+        }
+        let poll = (Instant::now() + Duration::from_millis(20)).min(deadline);
+        watch_sender(next_until(events, poll).await, states)?;
+    }
+    Ok(())
+}
+
+/// Keeps the sender's events flowing (its SCTP input waits on them) until the connection
+/// dies; never returns otherwise.
+pub async fn drain_sender(events: &mut EventStream, states: &States) -> String {
+    let far = std::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        if let Err(e) = watch_sender(next_until(events, far).await, states) {
+            return e;
+        }
+    }
+}
+
+fn watch_sender(n: Next, states: &States) -> Result<(), String> {
+    use smolrtc::ConnectionState as S;
+    match n {
+        Next::Ended => Err("sender's event stream ended".into()),
+        Next::Event(Event::ConnectionState(s)) => {
+            states.borrow_mut().push((std::time::Instant::now(), s));
+            match s {
+                S::Failed | S::Closed => Err(format!("sender's connection {s}")),
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The figures of one checked transfer.
+#[derive(Debug, Default)]
+pub struct Transfer {
+    /// `None` when every check passed.
+    pub error: Option<String>,
+    pub sent_bytes: u64,
+    pub sent_messages: u64,
+    pub got_bytes: u64,
+    pub got_messages: u64,
+    /// From the first send to the last byte checked.
+    pub seconds: f64,
+    /// Connection states the sender and the receiver reported meanwhile.
+    pub sender_states: Vec<(std::time::Instant, smolrtc::ConnectionState)>,
+    pub receiver_states: Vec<(std::time::Instant, smolrtc::ConnectionState)>,
+}
+
+impl Transfer {
+    pub fn mbit_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.got_bytes as f64 * 8.0 / self.seconds / 1e6
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Sends `total` bytes of the checked stream on `ch` (a reliable ordered channel of
+/// `a`, paced at `high` buffered bytes) in messages of [`MessageSizes`]`(seed)`; `b`
+/// checks that each message arrives once, whole, in order, with the right bytes, until
+/// all `total` bytes are in or `limit` passes. `progress` follows the bytes checked.
+#[allow(clippy::too_many_arguments)]
+pub async fn reliable_transfer(
+    a: &mut Peer,
+    b: &mut Peer,
+    ch: &smolrtc::DataChannel,
+    total: u64,
+    seed: u64,
+    high: usize,
+    limit: Duration,
+    progress: &std::cell::Cell<u64>,
+) -> Transfer {
+    use smolrtc::{ConnectionState as S, Message};
+    use std::cell::RefCell;
+    use std::time::Instant;
+    let began = Instant::now();
+    let deadline = began + limit;
+    let label = ch.label().to_owned();
+    ch.set_buffered_amount_low_threshold(high / 2);
+    let out = RefCell::new(Transfer::default());
+    let sender_states = States::default();
+    let send = async {
+        let mut sizes = MessageSizes::new(seed);
+        let (mut off, mut msgs) = (0u64, 0u64);
+        while off < total {
+            let n = (sizes.next() as u64).min(total - off) as usize;
+            pace(ch, &mut a.events, high, deadline, &sender_states).await?;
+            if let Err(e) = ch.send(stream_bytes(off, n)).await {
+                return Err(format!("send at byte {off}: {e}"));
+            }
+            off += n as u64;
+            msgs += 1;
+            let mut o = out.borrow_mut();
+            o.sent_bytes = off;
+            o.sent_messages = msgs;
+        }
+        Err(drain_sender(&mut a.events, &sender_states).await)
+    };
+    let receive = async {
+        let mut states = Vec::new();
+        let mut sizes = MessageSizes::new(seed);
+        let (mut got, mut msgs) = (0u64, 0u64);
+        let result = loop {
+            if got == total {
+                break Ok(());
+            }
+            let event = match next_until(&mut b.events, deadline).await {
+                Next::Event(e) => e,
+                Next::Timeout => {
+                    break Err(format!(
+                        "stalled: {got} of {total} bytes after {:.1} s",
+                        began.elapsed().as_secs_f64()
+                    ))
+                }
+                Next::Ended => break Err("receiver's event stream ended".into()),
+            };
+            match event {
+                Event::ChannelMessage(c, m) if c.label() == label => {
+                    let want = (sizes.next() as u64).min(total - got) as usize;
+                    let data = match &m {
+                        Message::Binary(d) => d,
+                        Message::Text(_) => break Err(format!("message {msgs} is text")),
+                    };
+                    if data.len() != want {
+                        break Err(format!(
+                            "message {msgs} at byte {got}: {} bytes, expected {want}",
+                            data.len()
+                        ));
+                    }
+                    if let Some(j) = stream_mismatch(got, data) {
+                        break Err(format!("byte {} (message {msgs}) is wrong", got + j as u64));
+                    }
+                    got += data.len() as u64;
+                    msgs += 1;
+                    progress.set(got);
+                    let mut o = out.borrow_mut();
+                    o.got_bytes = got;
+                    o.got_messages = msgs;
+                }
+                Event::ChannelClosed(c) if c.label() == label => {
+                    break Err(format!("channel closed at byte {got}"))
+                }
+                Event::ConnectionState(s) => {
+                    states.push((Instant::now(), s));
+                    if matches!(s, S::Failed | S::Closed) {
+                        break Err(format!("receiver's connection {s} at byte {got}"));
+                    }
+                }
+                _ => {}
+            }
+        };
+        out.borrow_mut().receiver_states = states;
+        result
+    };
+    let result = futures_lite::future::or(receive, send).await;
+    let mut t = out.into_inner();
+    t.sender_states = sender_states.into_inner();
+    t.error = result.err();
+    t.seconds = began.elapsed().as_secs_f64();
+    t
+}
+
+/// Waits until `a` has opened its channels `labels` and `b` has been announced each of
+/// them, reading both event streams meanwhile (an unread stream holds back the peer's DCEP
+/// answers). Returns `b`'s handles, in the order of `labels`.
+pub async fn open_channels(
+    a: &mut Peer,
+    b: &mut Peer,
+    labels: &[&str],
+    limit: Duration,
+) -> Vec<smolrtc::DataChannel> {
+    let opened = async {
+        for label in labels {
+            a.expect_within(limit, &format!("{label} open"), |e| {
+                matches!(e, Event::ChannelOpen(c) if c.label() == *label).then_some(())
+            })
+            .await;
+        }
+    };
+    let announced = async {
+        let mut out = Vec::new();
+        for label in labels {
+            out.push(
+                b.expect_within(limit, &format!("{label} announced"), |e| match e {
+                    Event::DataChannel(c) if c.label() == *label => Some(c.clone()),
+                    _ => None,
+                })
+                .await,
+            );
+        }
+        out
+    };
+    futures_lite::future::zip(opened, announced).await.1
+}

@@ -1,0 +1,1352 @@
+//! Lossy links (issue 7, item 4): two in-process peer connections whose every datagram
+//! crosses the user-space impairment relay (`smolrtc::signal::impair::Relay`: loss,
+//! Gilbert–Elliott bursts, duplication, reordering, delay, jitter; seeded, so a run's
+//! random decisions repeat). The answerer's candidates are replaced by the relay's front
+//! and the offerer's are hidden (`common::connect_through_relay`).
+//!
+//! `impairment_matrix`: for each condition, one connection with five channels, used one at
+//! a time:
+//! - `reliable`: ordered, reliable. N bytes of a checked stream in messages of 1 byte to
+//!   250 000 bytes (most over one SCTP packet, some tiny): every message arrives once,
+//!   whole, in order, every byte right.
+//! - `unordered`: unordered, reliable. Every indexed message arrives exactly once and
+//!   intact, in any order (under real loss some overtake others: counted, and required
+//!   where loss is heavy).
+//! - `pr-rexmit0` (ordered, maxRetransmits=0), `pr-life` (ordered, maxPacketLifeTime 50 ms),
+//!   `pr-unord` (unordered, maxRetransmits=0): what arrives is at most what was sent, with
+//!   no duplicates, intact, in increasing order when ordered; the sender's buffered amount
+//!   drains (abandoned messages are released); later messages, sent once the batch is
+//!   done, still arrive (no stall); with maxRetransmits=0 under 5% and 10% loss some
+//!   messages must be abandoned.
+//!
+//! It prints a matrix (condition × channel → pass/FAIL, bytes, seconds) before asserting:
+//! `cargo test --test lossy -- --nocapture impairment_matrix`. `SMOLRTC_LOSSY_ROWS=loss5,mix`
+//! runs only the named conditions, `SMOLRTC_LOSSY_KINDS=reliable,pr-life` only those channels.
+//!
+//! Three tests pin down what the matrix and the long run ran into (see their comments):
+//! `max_packet_life_time_is_not_cut_short`, `busy_unordered_channel_leaves_room_for_ordered_ones`
+//! and `channels_closed_beside_a_busy_one_close_on_both_sides`.
+//!
+//! Long mode, `SMOLRTC_LONG=1` (use a release build; both tests sample the process RSS from
+//! `/proc/self/statm` and print the samples):
+//! ```text
+//! SMOLRTC_LONG=1 cargo test --release --test lossy -- --nocapture --test-threads 1 long_
+//! SMOLRTC_LONG=1 SMOLRTC_LONG_SECS=600 cargo test --release --test lossy -- --nocapture long_run
+//! ```
+//! - `long_transfer_through_lossy_relay`: 1 GiB on a reliable channel through 1% loss each
+//!   way, every byte checked; RSS must not grow more than 16 MiB after warm-up (CI: 64 MiB).
+//! - `long_run_keeps_memory_flat`: `SMOLRTC_LONG_SECS` (default 3600; CI: 20) of four busy
+//!   channels (reliable ordered stream, unordered reliable, two partially reliable) and a
+//!   channel opened, used and closed every second, through a mixed impairment; every
+//!   checked byte right, every churn channel closed on both sides, and RSS must not grow
+//!   beyond a bound (16 MiB) after warm-up.
+//!   `SMOLRTC_RSS_EVERY` sets the sampling interval in seconds (default 1; 10 in long mode).
+//!
+//! The two long tests run alone in the process (a lock), so the RSS figures are theirs.
+
+mod common;
+
+use common::*;
+use futures_lite::future;
+use smolrtc::signal::impair::{Impairment, Relay};
+use smolrtc::{ChannelInit, Config, ConnectionState, DataChannel, Event, Message, Runtime};
+use std::cell::{Cell, RefCell};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// The tests that sample the RSS run alone; the others may share the process.
+static TURNS: RwLock<()> = RwLock::new(());
+
+fn shared_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    TURNS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn own_turn() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TURNS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn long_mode() -> bool {
+    std::env::var("SMOLRTC_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// One row of the matrix.
+struct Condition {
+    name: &'static str,
+    /// Applied both ways.
+    impairment: &'static str,
+    /// Bytes of the reliable ordered transfer.
+    reliable_bytes: u64,
+    /// Messages of the unordered reliable transfer.
+    unordered_messages: u32,
+    /// Heavy (and even) enough that maxRetransmits=0 must abandon messages and unordered
+    /// delivery must let some overtake others.
+    heavy: bool,
+}
+
+const CONDITIONS: &[Condition] = &[
+    Condition {
+        name: "loss1",
+        impairment: "loss=1%",
+        reliable_bytes: 4 * MIB,
+        unordered_messages: 400,
+        heavy: false,
+    },
+    Condition {
+        name: "loss5",
+        impairment: "loss=5%",
+        reliable_bytes: 2 * MIB,
+        unordered_messages: 250,
+        heavy: true,
+    },
+    Condition {
+        name: "loss10",
+        impairment: "loss=10%",
+        reliable_bytes: MIB / 2,
+        unordered_messages: 100,
+        heavy: true,
+    },
+    Condition {
+        name: "reorder5",
+        impairment: "reorder=5%",
+        reliable_bytes: 4 * MIB,
+        unordered_messages: 400,
+        heavy: false,
+    },
+    Condition {
+        name: "dup5",
+        impairment: "dup=5%",
+        reliable_bytes: 4 * MIB,
+        unordered_messages: 400,
+        heavy: false,
+    },
+    Condition {
+        name: "delay20",
+        impairment: "delay=20ms,jitter=5ms",
+        reliable_bytes: MIB,
+        unordered_messages: 150,
+        heavy: false,
+    },
+    Condition {
+        name: "bursts",
+        impairment: "burst=1%/30%",
+        reliable_bytes: 2 * MIB,
+        unordered_messages: 250,
+        // Bursts come seldom (1% of datagrams start one): a short run may see few.
+        heavy: false,
+    },
+    Condition {
+        name: "mix",
+        impairment: "delay=5ms,jitter=2ms,loss=2%,burst=0.5%/40%,dup=2%,reorder=3%",
+        reliable_bytes: MIB,
+        unordered_messages: 150,
+        heavy: false,
+    },
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Reliable,
+    Unordered,
+    PrRexmit0,
+    PrLifetime,
+    PrUnordered,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Reliable,
+    Kind::Unordered,
+    Kind::PrRexmit0,
+    Kind::PrLifetime,
+    Kind::PrUnordered,
+];
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Reliable => "reliable",
+            Kind::Unordered => "unordered",
+            Kind::PrRexmit0 => "pr-rexmit0",
+            Kind::PrLifetime => "pr-life",
+            Kind::PrUnordered => "pr-unord",
+        }
+    }
+
+    fn init(self) -> ChannelInit {
+        let mut init = ChannelInit::default();
+        match self {
+            Kind::Reliable => {}
+            Kind::Unordered => init.unordered = true,
+            Kind::PrRexmit0 => init.max_retransmits = Some(0),
+            Kind::PrLifetime => init.max_packet_life_time = Some(50),
+            Kind::PrUnordered => {
+                init.unordered = true;
+                init.max_retransmits = Some(0);
+            }
+        }
+        init
+    }
+
+    fn ordered(self) -> bool {
+        !self.init().unordered
+    }
+}
+
+/// One cell of the matrix.
+struct MatrixCell {
+    condition: &'static str,
+    kind: &'static str,
+    t: Transfer,
+    note: String,
+}
+
+// ---- Indexed messages (unordered and partially reliable channels) ----
+
+/// Sizes of indexed messages (at least the 4-byte index), some over one SCTP packet.
+const UNORDERED_SIZES: [usize; 9] = [4, 5, 40, 500, 1150, 1300, 3000, 9000, 20_000];
+const PARTIAL_SIZES: [usize; 7] = [4, 8, 100, 600, 1100, 2400, 5000];
+
+fn indexed_len(idx: u32, pool: &[usize]) -> usize {
+    let h = (u64::from(idx).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize;
+    pool[h % pool.len()]
+}
+
+/// Message `idx`: its index, then bytes that depend on both index and position.
+fn indexed(idx: u32, pool: &[usize]) -> Vec<u8> {
+    let n = indexed_len(idx, pool);
+    let mut m = idx.to_le_bytes().to_vec();
+    m.extend((0..(n - 4) as u64).map(|j| stream_byte((u64::from(idx) << 32) + j)));
+    m
+}
+
+/// The index of an indexed message if it is whole and right.
+fn check_indexed(data: &[u8], pool: &[usize]) -> Result<u32, String> {
+    if data.len() < 4 {
+        return Err(format!("message of {} bytes has no index", data.len()));
+    }
+    let idx = u32::from_le_bytes(data[..4].try_into().unwrap());
+    let want = indexed_len(idx, pool);
+    if data.len() != want {
+        return Err(format!(
+            "message {idx}: {} bytes, expected {want}",
+            data.len()
+        ));
+    }
+    if let Some(j) = stream_mismatch(u64::from(idx) << 32, &data[4..]) {
+        return Err(format!("message {idx}: byte {} is wrong", j + 4));
+    }
+    Ok(idx)
+}
+
+/// Reads the sender's events for `d` (it must keep reading them).
+async fn idle(a: &mut Peer, d: Duration, states: &States) -> Result<(), String> {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        pace_events(a, until, states).await?;
+    }
+    Ok(())
+}
+
+async fn pace_events(a: &mut Peer, until: Instant, states: &States) -> Result<(), String> {
+    match next_until(&mut a.events, until).await {
+        Next::Ended => Err("sender's event stream ended".into()),
+        Next::Event(Event::ConnectionState(s)) => {
+            states.borrow_mut().push((Instant::now(), s));
+            if matches!(s, ConnectionState::Failed | ConnectionState::Closed) {
+                Err(format!("sender's connection {s}"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What an indexed transfer found besides the [`Transfer`] figures.
+#[derive(Default)]
+struct IndexedNotes {
+    reordered: u64,
+    tail_got: u64,
+}
+
+/// Sends messages `0..count` on `ch` (paced at `high`), then for partially reliable
+/// channels waits for the buffered amount to drain and sends `tail` more, 10 ms apart.
+/// `b` checks each message (intact, no duplicate, increasing when `ordered`); a reliable
+/// channel must deliver every message.
+#[allow(clippy::too_many_arguments)]
+async fn indexed_transfer(
+    a: &mut Peer,
+    b: &mut Peer,
+    ch: &DataChannel,
+    kind: Kind,
+    count: u32,
+    tail: u32,
+    high: usize,
+    limit: Duration,
+) -> (Transfer, IndexedNotes) {
+    let reliable = matches!(kind, Kind::Unordered);
+    let pool: &[usize] = if reliable {
+        &UNORDERED_SIZES
+    } else {
+        &PARTIAL_SIZES
+    };
+    let ordered = kind.ordered();
+    let began = Instant::now();
+    let deadline = began + limit;
+    let label = ch.label().to_owned();
+    ch.set_buffered_amount_low_threshold(high / 2);
+    let out = RefCell::new(Transfer::default());
+    let sender_states = States::default();
+    let sender_done: Cell<Option<Instant>> = Cell::new(None);
+    let total = count + if reliable { 0 } else { tail };
+    let send = async {
+        let put = |idx: u32| {
+            let m = indexed(idx, pool);
+            let mut o = out.borrow_mut();
+            o.sent_bytes += m.len() as u64;
+            o.sent_messages += 1;
+            m
+        };
+        for idx in 0..count {
+            pace(ch, &mut a.events, high, deadline, &sender_states).await?;
+            let m = put(idx);
+            ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
+        }
+        if !reliable {
+            // Everything acknowledged or abandoned: the buffered amount must come down.
+            let drained = (Instant::now() + Duration::from_secs(15)).min(deadline);
+            pace(ch, &mut a.events, 0, drained, &sender_states)
+                .await
+                .map_err(|e| format!("after the batch: {e}"))?;
+            for idx in count..total {
+                let m = put(idx);
+                ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
+                idle(a, Duration::from_millis(10), &sender_states).await?;
+            }
+        }
+        sender_done.set(Some(Instant::now()));
+        Err(drain_sender(&mut a.events, &sender_states).await)
+    };
+    let notes = RefCell::new(IndexedNotes::default());
+    let receive = async {
+        let mut seen = vec![false; total as usize];
+        let (mut got, mut max_seen) = (0u32, None::<u32>);
+        let mut last_arrival = Instant::now();
+        loop {
+            if reliable && got == count {
+                return Ok(());
+            }
+            if !reliable && total > 0 && seen[total as usize - 1] {
+                return Ok(());
+            }
+            let poll = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            let event = match next_until(&mut b.events, poll).await {
+                Next::Event(e) => e,
+                Next::Timeout => {
+                    // Partially reliable: done once nothing came for 1 s after the sender
+                    // and a later message came, or after 5 s without one (a stall, which
+                    // the caller reports; a loss recovery backing off takes a second or two).
+                    if let Some(done) = sender_done.get() {
+                        let quiet = done.max(last_arrival).elapsed() > Duration::from_secs(1);
+                        let tail_in = notes.borrow().tail_got > 0;
+                        if !reliable
+                            && ((quiet && tail_in) || done.elapsed() > Duration::from_secs(5))
+                        {
+                            return Ok(());
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "stalled: {got} of {} messages after {:.1} s",
+                            if reliable { count } else { total },
+                            began.elapsed().as_secs_f64()
+                        ));
+                    }
+                    continue;
+                }
+                Next::Ended => return Err("receiver's event stream ended".into()),
+            };
+            match event {
+                Event::ChannelMessage(c, m) if c.label() == label => {
+                    let data = match &m {
+                        Message::Binary(d) => d,
+                        Message::Text(_) => return Err("a text message".into()),
+                    };
+                    let idx = check_indexed(data, pool)?;
+                    if idx >= total {
+                        return Err(format!("message {idx} was never sent"));
+                    }
+                    if seen[idx as usize] {
+                        return Err(format!("message {idx} arrived twice"));
+                    }
+                    seen[idx as usize] = true;
+                    if let Some(max) = max_seen {
+                        if idx < max {
+                            if ordered {
+                                return Err(format!(
+                                    "message {idx} after {max} on an ordered channel"
+                                ));
+                            }
+                            notes.borrow_mut().reordered += 1;
+                        }
+                    }
+                    max_seen = Some(max_seen.map_or(idx, |m| m.max(idx)));
+                    if idx >= count {
+                        notes.borrow_mut().tail_got += 1;
+                    }
+                    got += 1;
+                    last_arrival = Instant::now();
+                    let mut o = out.borrow_mut();
+                    o.got_messages += 1;
+                    o.got_bytes += data.len() as u64;
+                }
+                Event::ChannelClosed(c) if c.label() == label => {
+                    return Err(format!("channel closed after {got} messages"))
+                }
+                Event::ConnectionState(s)
+                    if matches!(s, ConnectionState::Failed | ConnectionState::Closed) =>
+                {
+                    return Err(format!("receiver's connection {s}"))
+                }
+                _ => {}
+            }
+        }
+    };
+    let result = future::or(receive, send).await;
+    let mut t = out.into_inner();
+    t.sender_states = sender_states.into_inner();
+    t.error = result.err();
+    t.seconds = began.elapsed().as_secs_f64();
+    (t, notes.into_inner())
+}
+
+// ---- The matrix ----
+
+fn run_condition(index: usize, cond: &Condition) -> Vec<MatrixCell> {
+    let imp = Impairment::parse(cond.impairment).expect("impairment");
+    let cells = RefCell::new(Vec::new());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on(async {
+            // Each side on its own smolrtc thread, as two processes would be.
+            let (rt_a, rt_b) = (Runtime::new().unwrap(), Runtime::new().unwrap());
+            let mut a = Peer::with_runtime(&rt_a, Config::loopback("A"));
+            let mut b = Peer::with_runtime(&rt_b, Config::loopback("B"));
+            let mut chans = Vec::new();
+            for kind in KINDS {
+                chans.push(
+                    a.pc.create_data_channel(kind.label(), kind.init())
+                        .await
+                        .unwrap(),
+                );
+            }
+            let seed = 0x5eed + index as u64;
+            let relay = connect_through_relay(&mut a, &mut b, imp, imp, seed).await;
+            let labels = KINDS.map(Kind::label);
+            open_channels(&mut a, &mut b, &labels, Duration::from_secs(30)).await;
+            let only = std::env::var("SMOLRTC_LOSSY_KINDS").ok();
+            for (kind, ch) in KINDS.iter().zip(&chans) {
+                if only
+                    .as_ref()
+                    .is_some_and(|o| !o.split(',').any(|k| k == kind.label()))
+                {
+                    continue;
+                }
+                let cell = run_kind(&mut a, &mut b, ch, *kind, cond, seed).await;
+                print_cell(&cell);
+                cells.borrow_mut().push(cell);
+            }
+            println!(
+                "  [{}] relay datagrams a->b: {} in, {} dropped, {} out; b->a: {} in, {} dropped, {} out; process RSS {} KiB",
+                cond.name,
+                load(&relay.forward.received),
+                load(&relay.forward.dropped),
+                load(&relay.forward.sent),
+                load(&relay.backward.received),
+                load(&relay.backward.dropped),
+                load(&relay.backward.sent),
+                rss_kib(),
+            );
+            future::zip(a.pc.close(), b.pc.close()).await;
+            drop(relay);
+        })
+    }));
+    let mut cells = cells.into_inner();
+    if let Err(p) = caught {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        for kind in KINDS.iter().skip(cells.len()) {
+            let cell = MatrixCell {
+                condition: cond.name,
+                kind: kind.label(),
+                t: Transfer {
+                    error: Some(format!("panicked: {why}")),
+                    ..Transfer::default()
+                },
+                note: String::new(),
+            };
+            print_cell(&cell);
+            cells.push(cell);
+        }
+    }
+    cells
+}
+
+fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn run_kind(
+    a: &mut Peer,
+    b: &mut Peer,
+    ch: &DataChannel,
+    kind: Kind,
+    cond: &Condition,
+    seed: u64,
+) -> MatrixCell {
+    let progress = Cell::new(0);
+    let mut note = String::new();
+    let t = match kind {
+        Kind::Reliable => {
+            let limit = Duration::from_secs(45);
+            reliable_transfer(
+                a,
+                b,
+                ch,
+                cond.reliable_bytes,
+                seed,
+                MIB as usize,
+                limit,
+                &progress,
+            )
+            .await
+        }
+        Kind::Unordered => {
+            let count = cond.unordered_messages;
+            let limit = Duration::from_secs(30);
+            let (mut t, n) =
+                indexed_transfer(a, b, ch, kind, count, 0, 512 * KIB as usize, limit).await;
+            note = format!("{} overtaken", n.reordered);
+            if t.error.is_none() && cond.heavy && n.reordered == 0 {
+                t.error = Some(
+                    "no message overtook another under heavy loss: delivered in order?".into(),
+                );
+            }
+            t
+        }
+        Kind::PrRexmit0 | Kind::PrLifetime | Kind::PrUnordered => {
+            let (count, tail) = (200, 10);
+            let limit = Duration::from_secs(30);
+            let (mut t, n) =
+                indexed_transfer(a, b, ch, kind, count, tail, 128 * KIB as usize, limit).await;
+            let abandoned = t.sent_messages - t.got_messages;
+            note = format!(
+                "{abandoned} abandoned, {}/{tail} later ones arrived{}",
+                n.tail_got,
+                if kind.ordered() {
+                    String::new()
+                } else {
+                    format!(", {} overtaken", n.reordered)
+                }
+            );
+            if t.error.is_none() {
+                if n.tail_got == 0 {
+                    let probe = probe(a, b, ch).await;
+                    t.error = Some(format!(
+                        "stalled: none of the {tail} later messages arrived (sender's buffered amount {}; a text message sent now {probe})",
+                        ch.buffered_amount()
+                    ));
+                } else if cond.heavy && kind != Kind::PrLifetime && abandoned == 0 {
+                    // (maxPacketLifeTime: fast retransmission may beat the lifetime.)
+                    t.error = Some("nothing abandoned under heavy loss: fully reliable?".into());
+                }
+            }
+            t
+        }
+    };
+    MatrixCell {
+        condition: cond.name,
+        kind: kind.label(),
+        t,
+        note,
+    }
+}
+
+/// After a stall: does one more message on `ch` get through (a slow recovery) or not (the
+/// receiving stream is stuck)?
+async fn probe(a: &mut Peer, b: &mut Peer, ch: &DataChannel) -> String {
+    if let Err(e) = ch.send("probe").await {
+        return format!("could not be sent: {e}");
+    }
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(3);
+    let states = States::default();
+    let label = ch.label().to_owned();
+    let got = future::or(
+        async {
+            loop {
+                match next_until(&mut b.events, until).await {
+                    Next::Event(Event::ChannelMessage(c, Message::Text(t)))
+                        if c.label() == label && t == "probe" =>
+                    {
+                        return true
+                    }
+                    Next::Event(_) => {}
+                    _ => return false,
+                }
+            }
+        },
+        async {
+            let _ = drain_sender(&mut a.events, &states).await;
+            false
+        },
+    )
+    .await;
+    if got {
+        format!("arrived in {:.2} s", t0.elapsed().as_secs_f64())
+    } else {
+        "was not delivered in 3 s".into()
+    }
+}
+
+fn cell_line(c: &MatrixCell) -> String {
+    let t = &c.t;
+    format!(
+        "| {:<9} | {:<10} | {:<4} | {:>9} B / {:>4} | {:>9} B / {:>4} | {:>6.2} | {:>6.1} | {}{} |",
+        c.condition,
+        c.kind,
+        if t.error.is_none() { "pass" } else { "FAIL" },
+        t.sent_bytes,
+        t.sent_messages,
+        t.got_bytes,
+        t.got_messages,
+        t.seconds,
+        t.mbit_per_s(),
+        c.note,
+        t.error
+            .as_ref()
+            .map(|e| format!(" ERROR: {e}"))
+            .unwrap_or_default(),
+    )
+}
+
+fn print_cell(c: &MatrixCell) {
+    println!("{}", cell_line(c));
+}
+
+const HEADER: &str = "| condition | channel    | ok   | sent (bytes / msgs)  | delivered (bytes / msgs) | s      | Mbit/s | notes |\n|---|---|---|---|---|---|---|---|";
+
+#[test]
+fn impairment_matrix() {
+    init_log();
+    let _turn = shared_turn();
+    let only: Option<Vec<String>> = std::env::var("SMOLRTC_LOSSY_ROWS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    let began = Instant::now();
+    let mut cells = Vec::new();
+    println!("{HEADER}");
+    for (i, cond) in CONDITIONS.iter().enumerate() {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == cond.name))
+        {
+            continue;
+        }
+        println!("  [{}] {} each way", cond.name, cond.impairment);
+        cells.extend(run_condition(i, cond));
+    }
+    println!(
+        "\nimpairment matrix ({:.0} s):\n{HEADER}",
+        began.elapsed().as_secs_f64()
+    );
+    for c in &cells {
+        println!("{}", cell_line(c));
+    }
+    for c in CONDITIONS {
+        println!("  {}: {} each way", c.name, c.impairment);
+    }
+    let failed: Vec<String> = cells
+        .iter()
+        .filter(|c| c.t.error.is_some())
+        .map(cell_line)
+        .collect();
+    assert!(!cells.is_empty(), "no condition ran");
+    assert!(failed.is_empty(), "failed cells:\n{}", failed.join("\n"));
+}
+
+/// maxPacketLifeTime is a lifetime in real time: a message may be abandoned only once it
+/// has been around that long. Here 200 messages with a 3 s lifetime cross 10% loss on
+/// loopback (a loss is repaired in well under a second); when every message has been
+/// delivered or given up within 3 s of the first send, none may have been given up.
+/// smolrtc's `RtoClock` (`src/sctp/rto.rs`, `force`) runs the association's clock ahead
+/// to its T3-rtx deadline, by up to about 0.75 s per forced retransmission and for good,
+/// and rtc-sctp measures message lifetimes on that clock: under loss, lifetimes run out
+/// several times faster than real time.
+#[test]
+fn max_packet_life_time_is_not_cut_short() {
+    init_log();
+    let _turn = shared_turn();
+    block_on(async {
+        const LIFE_MS: u16 = 3000;
+        let init = ChannelInit {
+            max_packet_life_time: Some(LIFE_MS),
+            ..Default::default()
+        };
+        let (mut a, mut b, chans, _relay) = lossy_pair("loss=10%", 8, &[("life", init)]).await;
+        let limit = Duration::from_secs(30);
+        let (t, n) = indexed_transfer(
+            &mut a,
+            &mut b,
+            &chans[0],
+            Kind::PrLifetime,
+            200,
+            1,
+            128 * KIB as usize,
+            limit,
+        )
+        .await;
+        let abandoned = t.sent_messages - t.got_messages;
+        println!(
+            "lifetime {LIFE_MS} ms through 10% loss: {} of {} messages delivered, {abandoned} abandoned, in {:.2} s; {:?}",
+            t.got_messages, t.sent_messages, t.seconds, t.error
+        );
+        assert_eq!(t.error, None);
+        let _ = n;
+        // Every message was sent after the transfer began and given up before it ended.
+        let span = t.seconds;
+        if span < f64::from(LIFE_MS) / 1000.0 {
+            assert_eq!(
+                abandoned, 0,
+                "{abandoned} messages abandoned within {span:.2} s of the first send, under their {LIFE_MS} ms lifetime"
+            );
+        } else {
+            println!("inconclusive: the transfer took longer than the lifetime");
+        }
+    });
+}
+
+/// A channel kept busy must not shut the others out. rtc-sctp's pending queue sends every
+/// queued unordered message before any ordered one (`PendingQueue::front_queue` in
+/// rtc-sctp 0.21.1 `src/queue/pending_queue.rs`), and DCEP messages and stream resets are
+/// always ordered: while an unordered channel has data queued, ordered channels get
+/// nothing, new channels do not open and closes do not complete. Here an unordered channel
+/// is kept at 1 MiB buffered on a link whose rate it fills (5 ms and 1% loss each way,
+/// as the long run's); an ordered
+/// channel paced at 256 KiB must get a fair part of the link, and a channel opened meanwhile
+/// must open.
+#[test]
+#[ignore = "known bug, open: rtc-sctp 0.21.1 sends every queued unordered message before any ordered one (pending_queue), so a busy unordered channel starves DCEP and ordered channels"]
+fn busy_unordered_channel_leaves_room_for_ordered_ones() {
+    init_log();
+    let _turn = shared_turn();
+    block_on(async {
+        let unordered = ChannelInit {
+            unordered: true,
+            ..Default::default()
+        };
+        let (mut a, mut b, chans, _relay) = lossy_pair(
+            "delay=5ms,loss=1%",
+            5,
+            &[("busy", unordered), ("ordered", ChannelInit::default())],
+        )
+        .await;
+        let (busy, ordered) = (&chans[0], &chans[1]);
+        busy.set_buffered_amount_low_threshold(MIB as usize / 2);
+        ordered.set_buffered_amount_low_threshold(128 * KIB as usize);
+        let began = Instant::now();
+        let run = Duration::from_secs(6);
+        let late_opened: Cell<Option<f64>> = Cell::new(None);
+        let send = async {
+            let mut late: Option<DataChannel> = None;
+            let (mut i, mut off) = (0u32, 0u64);
+            while began.elapsed() < run {
+                while busy.buffered_amount() < MIB as usize {
+                    busy.send(indexed(i, &UNORDERED_SIZES)).await.unwrap();
+                    i += 1;
+                }
+                while ordered.buffered_amount() < 256 * KIB as usize {
+                    ordered.send(stream_bytes(off, 16_384)).await.unwrap();
+                    off += 16_384;
+                }
+                if late.is_none() && began.elapsed() > Duration::from_secs(1) {
+                    late = Some(
+                        a.pc.create_data_channel("late", ChannelInit::default())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                match next_until(&mut a.events, Instant::now() + Duration::from_millis(5)).await {
+                    Next::Event(Event::ChannelOpen(c)) if c.label() == "late" => {
+                        late_opened.set(Some(began.elapsed().as_secs_f64() - 1.0));
+                    }
+                    Next::Ended => panic!("sender's events ended"),
+                    _ => {}
+                }
+            }
+        };
+        let got = RefCell::new((0u64, 0u64));
+        let receive = async {
+            let mut off = 0u64;
+            loop {
+                match next_until(&mut b.events, began + run + Duration::from_secs(60)).await {
+                    Next::Event(Event::ChannelMessage(c, m)) => {
+                        let mut g = got.borrow_mut();
+                        if c.label() == "ordered" {
+                            assert_eq!(
+                                stream_mismatch(off, m.as_bytes()),
+                                None,
+                                "ordered at {off}"
+                            );
+                            off += m.len() as u64;
+                            g.1 += m.len() as u64;
+                        } else {
+                            check_indexed(m.as_bytes(), &UNORDERED_SIZES).unwrap();
+                            g.0 += m.len() as u64;
+                        }
+                    }
+                    Next::Event(_) => {}
+                    _ => panic!("receiver stopped"),
+                }
+            }
+        };
+        future::or(send, receive).await;
+        let (busy_bytes, ordered_bytes) = got.into_inner();
+        let share = ordered_bytes as f64 / (busy_bytes + ordered_bytes).max(1) as f64;
+        println!(
+            "in {run:?}: unordered {busy_bytes} bytes, ordered {ordered_bytes} bytes ({:.1}%), channel opened meanwhile: {:?} s after asking; RSS {} KiB",
+            share * 100.0,
+            late_opened.get(),
+            rss_kib()
+        );
+        assert!(
+            share >= 0.2,
+            "the ordered channel got {:.1}% of the bytes beside a busy unordered one",
+            share * 100.0
+        );
+        assert!(
+            late_opened.get().is_some_and(|t| t < 2.0),
+            "a channel opened beside a busy unordered one was not open within 2 s: {:?}",
+            late_opened.get()
+        );
+    });
+}
+
+/// Closing a channel while another one is busy must close it on both sides (RFC 8831
+/// §6.7: each side resets its outgoing stream). When the reset request reaches the peer
+/// before all the data sent ahead of it (usual on a busy association under loss), rtc-sctp
+/// 0.21.1 answers "in progress" and performs the reset later, as the missing data
+/// arrives, but from there (`handle_peer_last_tsn_and_acknowledgement` →
+/// `reset_streams_if_any(.., respond: false, ..)`, `src/association/mod.rs` line 1671) it
+/// never sends its own reset of the reverse stream: the closing side stays "closing" and
+/// keeps the stream id, the channel and its buffers for the connection's lifetime. Six
+/// channels are closed, 300 ms apart, beside a busy one through the long run's impairment.
+#[test]
+#[ignore = "known bug, open: rtc-sctp 0.21.1 performs a deferred incoming stream reset without resetting its own outgoing stream (association/mod.rs:1671, respond: false), so the closing side stays closing"]
+fn channels_closed_beside_a_busy_one_close_on_both_sides() {
+    init_log();
+    let _turn = shared_turn();
+    const N: usize = 6;
+    block_on(async {
+        let labels: Vec<String> = (0..N).map(|i| format!("short-{i}")).collect();
+        let mut inits = vec![("busy", ChannelInit::default())];
+        inits.extend(labels.iter().map(|l| (l.as_str(), ChannelInit::default())));
+        let (mut a, mut b, chans, _relay) =
+            lossy_pair("delay=2ms,jitter=1ms,loss=1%,dup=1%,reorder=1%", 6, &inits).await;
+        let busy = &chans[0];
+        busy.set_buffered_amount_low_threshold(256 * KIB as usize);
+        let began = Instant::now();
+        let closed_at = |i: usize| began + Duration::from_millis(300 * (i as u64 + 1));
+        let closed_a: RefCell<Vec<Option<f64>>> = RefCell::new(vec![None; N]);
+        let closed_b: RefCell<Vec<Option<f64>>> = RefCell::new(vec![None; N]);
+        let index = |label: &str| labels.iter().position(|l| l == label);
+        let mut off = 0u64;
+        let send = async {
+            let mut asked = 0;
+            loop {
+                while busy.buffered_amount() < 512 * KIB as usize {
+                    busy.send(stream_bytes(off, 16_384)).await.unwrap();
+                    off += 16_384;
+                }
+                if asked < N && Instant::now() >= closed_at(asked) {
+                    chans[asked + 1].send("bye").await.unwrap();
+                    chans[asked + 1].close();
+                    asked += 1;
+                }
+                match next_until(&mut a.events, Instant::now() + Duration::from_millis(5)).await {
+                    Next::Event(Event::ChannelClosed(c)) => {
+                        if let Some(i) = index(c.label()) {
+                            let t = closed_at(i).elapsed().as_secs_f64();
+                            closed_a.borrow_mut()[i] = Some(t);
+                        }
+                    }
+                    Next::Ended => panic!("sender's events ended"),
+                    _ => {}
+                }
+                let all = |v: &RefCell<Vec<Option<f64>>>| v.borrow().iter().all(Option::is_some);
+                if all(&closed_a) && all(&closed_b) {
+                    return;
+                }
+            }
+        };
+        let receive = async {
+            loop {
+                match next_until(&mut b.events, Instant::now() + Duration::from_secs(60)).await {
+                    Next::Event(Event::ChannelClosed(c)) => {
+                        if let Some(i) = index(c.label()) {
+                            let t = closed_at(i).elapsed().as_secs_f64();
+                            closed_b.borrow_mut()[i] = Some(t);
+                        }
+                    }
+                    Next::Event(_) => {}
+                    _ => panic!("receiver stopped"),
+                }
+            }
+        };
+        future::or(future::or(send, receive), async {
+            async_io::Timer::after(Duration::from_millis(300 * N as u64 + 4000)).await;
+        })
+        .await;
+        let (closed_a, closed_b) = (closed_a.into_inner(), closed_b.into_inner());
+        println!("seconds from close() to closed, closing side: {closed_a:?}; other side: {closed_b:?}; busy channel sent {off} bytes; RSS {} KiB", rss_kib());
+        let stuck: Vec<String> = (0..N)
+            .filter(|i| closed_a[*i].is_none())
+            .map(|i| format!("{} ({})", labels[i], chans[i + 1].state()))
+            .collect();
+        assert!(
+            closed_b.iter().all(Option::is_some),
+            "the other side missed a close: {closed_b:?}"
+        );
+        assert!(
+            stuck.is_empty(),
+            "never closed on the closing side (the peer did not reset its stream): {stuck:?}"
+        );
+    });
+}
+
+// ---- Long mode ----
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("resident pages");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page / 1024
+}
+
+type Samples = RefCell<Vec<(f64, u64)>>;
+
+/// Samples the RSS every `every`, printing each sample; never returns.
+async fn sample_rss(began: Instant, every: Duration, samples: &Samples) -> ! {
+    loop {
+        async_io::Timer::after(every).await;
+        let (t, kib) = (began.elapsed().as_secs_f64(), rss_kib());
+        println!("rss {t:>7.0} s {kib:>8} KiB");
+        samples.borrow_mut().push((t, kib));
+    }
+}
+
+/// RSS must not grow after warm-up: the largest sample after `warmup` may exceed the
+/// first one taken at or after it by at most `bound_kib`.
+fn assert_flat(samples: &[(f64, u64)], warmup: f64, bound_kib: u64) {
+    let after: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= warmup)
+        .map(|(_, k)| *k)
+        .collect();
+    assert!(
+        after.len() >= 3,
+        "too few RSS samples after warm-up: {samples:?}"
+    );
+    let base = after[0];
+    let max = *after.iter().max().unwrap();
+    let last = *after.last().unwrap();
+    println!(
+        "rss after warm-up ({warmup:.0} s): first {base} KiB, max {max} KiB, last {last} KiB, growth {} KiB (bound {bound_kib} KiB)",
+        max.saturating_sub(base)
+    );
+    assert!(
+        max <= base + bound_kib,
+        "RSS grew from {base} KiB to {max} KiB after warm-up (bound {bound_kib} KiB): {samples:?}"
+    );
+}
+
+fn rss_every() -> Duration {
+    Duration::from_secs(env_u64("SMOLRTC_RSS_EVERY").unwrap_or(if long_mode() { 10 } else { 1 }))
+}
+
+/// Two peers, each on its own smolrtc thread, connected through a relay impairing both
+/// ways, with `labels` channels of `a` open.
+async fn lossy_pair(
+    impairment: &str,
+    seed: u64,
+    chans: &[(&str, ChannelInit)],
+) -> (Peer, Peer, Vec<DataChannel>, Relay) {
+    let imp = Impairment::parse(impairment).unwrap();
+    let mut a = Peer::with_runtime(&Runtime::new().unwrap(), Config::loopback("A"));
+    let mut b = Peer::with_runtime(&Runtime::new().unwrap(), Config::loopback("B"));
+    let mut out = Vec::new();
+    for (label, init) in chans {
+        out.push(a.pc.create_data_channel(label, init.clone()).await.unwrap());
+    }
+    let relay = connect_through_relay(&mut a, &mut b, imp, imp, seed).await;
+    let labels: Vec<&str> = chans.iter().map(|(l, _)| *l).collect();
+    open_channels(&mut a, &mut b, &labels, Duration::from_secs(30)).await;
+    (a, b, out, relay)
+}
+
+#[test]
+fn long_transfer_through_lossy_relay() {
+    init_log();
+    let _turn = own_turn();
+    let total =
+        env_u64("SMOLRTC_LONG_BYTES").unwrap_or(if long_mode() { 1 << 30 } else { 64 * MIB });
+    let limit = Duration::from_secs(if long_mode() { 3 * 3600 } else { 120 });
+    block_on(async {
+        let (mut a, mut b, chans, relay) =
+            lossy_pair("loss=1%", 42, &[("bulk", ChannelInit::default())]).await;
+        let began = Instant::now();
+        let samples = Samples::default();
+        let progress = Cell::new(0);
+        println!("long transfer: {total} bytes through 1% loss each way");
+        let t = future::or(
+            reliable_transfer(
+                &mut a,
+                &mut b,
+                &chans[0],
+                total,
+                7,
+                4 * MIB as usize,
+                limit,
+                &progress,
+            ),
+            async { sample_rss(began, rss_every(), &samples).await },
+        )
+        .await;
+        println!(
+            "long transfer: {} of {total} bytes in {} messages, {:.1} s, {:.1} Mbit/s; relay dropped {} + {} datagrams; {:?}",
+            t.got_bytes,
+            t.got_messages,
+            t.seconds,
+            t.mbit_per_s(),
+            load(&relay.forward.dropped),
+            load(&relay.backward.dropped),
+            t.error
+        );
+        assert_eq!(t.error, None);
+        assert_eq!(t.got_bytes, total);
+        assert!(
+            load(&relay.forward.dropped) > 0,
+            "the relay dropped nothing"
+        );
+        let samples = samples.into_inner();
+        let secs = t.seconds;
+        if samples.len() >= 4 {
+            // Bound: the sender's paced 4 MiB, the windows (3 MiB each way) and the
+            // allocator's slack are all reached early; a leak per message is not.
+            assert_flat(&samples, (secs * 0.3).min(60.0), 16 * 1024);
+        } else {
+            println!(
+                "long transfer: too short for RSS samples ({} taken)",
+                samples.len()
+            );
+        }
+        future::zip(a.pc.close(), b.pc.close()).await;
+    });
+}
+
+/// What the long run's sender did, for its receiver and the final checks.
+struct SoakCounts {
+    stream_bytes: Cell<u64>,
+    unordered_sent: Cell<u32>,
+    partial_sent: [Cell<u32>; 2],
+    churn_sent: Cell<u32>,
+    /// Churn channels that reached the closed state on the closing side.
+    churn_closed: Cell<u32>,
+    /// Set once the sender stopped and everything reliable was acknowledged.
+    done: Cell<bool>,
+}
+
+#[test]
+#[ignore = "memory stays flat (RSS +0.6 MiB over 300 s), but its channel churn hits the stuck-closing bug of channels_closed_beside_a_busy_one_close_on_both_sides"]
+fn long_run_keeps_memory_flat() {
+    init_log();
+    let _turn = own_turn();
+    let secs = env_u64("SMOLRTC_LONG_SECS").unwrap_or(if long_mode() { 3600 } else { 20 });
+    let run = Duration::from_secs(secs);
+    let impairment = "delay=2ms,jitter=1ms,loss=1%,dup=1%,reorder=1%";
+    block_on(async {
+        let inits = [
+            ("soak-stream", ChannelInit::default()),
+            (
+                "soak-unordered",
+                ChannelInit {
+                    unordered: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "soak-rexmit0",
+                ChannelInit {
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "soak-life",
+                ChannelInit {
+                    max_packet_life_time: Some(200),
+                    ..Default::default()
+                },
+            ),
+        ];
+        let (mut a, mut b, chans, relay) = lossy_pair(impairment, 99, &inits).await;
+        let [stream, unordered, rexmit0, life] = [&chans[0], &chans[1], &chans[2], &chans[3]];
+        let began = Instant::now();
+        let until = began + run;
+        let samples = Samples::default();
+        let counts = SoakCounts {
+            stream_bytes: Cell::new(0),
+            unordered_sent: Cell::new(0),
+            partial_sent: [Cell::new(0), Cell::new(0)],
+            churn_sent: Cell::new(0),
+            churn_closed: Cell::new(0),
+            done: Cell::new(false),
+        };
+        println!("long run: {secs} s, four channels and churn through {impairment} each way");
+        const HIGH: usize = 512 * 1024;
+        for c in &chans {
+            c.set_buffered_amount_low_threshold(HIGH / 2);
+        }
+        let states = States::default();
+        let send = async {
+            let mut sizes = MessageSizes::new(11);
+            let mut next_churn = Instant::now();
+            // Churn channels not closed yet, and whether their message went out.
+            let mut churn: Vec<(DataChannel, bool)> = Vec::new();
+            let mut churn_made = 0u32;
+            while Instant::now() < until {
+                while stream.buffered_amount() <= HIGH {
+                    let off = counts.stream_bytes.get();
+                    let n = sizes.next();
+                    stream
+                        .send(stream_bytes(off, n))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    counts.stream_bytes.set(off + n as u64);
+                }
+                // The others at a modest rate, a message or two per wake-up: rtc-sctp sends
+                // queued unordered messages before any ordered one, so a saturated unordered
+                // channel would starve the rest (see
+                // `busy_unordered_channel_leaves_room_for_ordered_ones`).
+                if unordered.buffered_amount() <= HIGH / 8 {
+                    let i = counts.unordered_sent.get();
+                    unordered
+                        .send(indexed(i, &UNORDERED_SIZES))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    counts.unordered_sent.set(i + 1);
+                }
+                for (k, ch) in [rexmit0, life].into_iter().enumerate() {
+                    for _ in 0..2 {
+                        if ch.buffered_amount() > HIGH / 8 {
+                            break;
+                        }
+                        let i = counts.partial_sent[k].get();
+                        ch.send(indexed(i, &PARTIAL_SIZES))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        counts.partial_sent[k].set(i + 1);
+                    }
+                }
+                // Churn: a channel a second is opened, carries a message and is closed.
+                for (c, sent) in churn.iter_mut() {
+                    if !*sent && c.state() == smolrtc::ChannelState::Open {
+                        c.send(format!("churn {}", &c.label()[6..]))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        counts.churn_sent.set(counts.churn_sent.get() + 1);
+                        *sent = true;
+                        c.close();
+                    }
+                }
+                let before = churn.len();
+                churn.retain(|(c, _)| c.state() != smolrtc::ChannelState::Closed);
+                let closed = (before - churn.len()) as u32;
+                counts.churn_closed.set(counts.churn_closed.get() + closed);
+                if Instant::now() >= next_churn {
+                    next_churn += Duration::from_secs(1);
+                    let label = format!("churn-{churn_made}");
+                    churn_made += 1;
+                    let c =
+                        a.pc.create_data_channel(&label, ChannelInit::default())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    churn.push((c, false));
+                }
+                pace_events(&mut a, Instant::now() + Duration::from_millis(5), &states).await?;
+            }
+            // Stop; the reliable channels must be acknowledged in full, and the churn
+            // channels closed (a few seconds for the last ones).
+            let drained = Instant::now() + Duration::from_secs(60);
+            pace(stream, &mut a.events, 0, drained, &states).await?;
+            pace(unordered, &mut a.events, 0, drained, &states).await?;
+            let closing = Instant::now() + Duration::from_secs(5);
+            while !churn.is_empty() && Instant::now() < closing {
+                pace_events(&mut a, Instant::now() + Duration::from_millis(20), &states).await?;
+                let before = churn.len();
+                churn.retain(|(c, _)| c.state() != smolrtc::ChannelState::Closed);
+                let closed = (before - churn.len()) as u32;
+                counts.churn_closed.set(counts.churn_closed.get() + closed);
+            }
+            counts.done.set(true);
+            Err::<(), String>(drain_sender(&mut a.events, &states).await)
+        };
+        let got_churn = Cell::new(0u32);
+        let churn_closed_b = Cell::new(0u32);
+        let partial_got = [Cell::new(0u32), Cell::new(0u32)];
+        let receive = async {
+            let mut sizes = MessageSizes::new(11);
+            let mut stream_got = 0u64;
+            // Unordered reliable: all below `contiguous` seen, and those above it.
+            let mut contiguous = 0u32;
+            let mut above = std::collections::BTreeSet::new();
+            let mut last_partial: [Option<u32>; 2] = [None, None];
+            let end = until + Duration::from_secs(120);
+            loop {
+                if counts.done.get()
+                    && stream_got == counts.stream_bytes.get()
+                    && contiguous == counts.unordered_sent.get()
+                {
+                    return Ok::<(), String>(());
+                }
+                let poll = (Instant::now() + Duration::from_millis(100)).min(end);
+                let e = match next_until(&mut b.events, poll).await {
+                    Next::Event(e) => e,
+                    Next::Timeout if Instant::now() < end => continue,
+                    Next::Timeout => {
+                        return Err(format!(
+                        "stalled: stream {stream_got} of {} bytes, unordered {contiguous} of {}",
+                        counts.stream_bytes.get(),
+                        counts.unordered_sent.get()
+                    ))
+                    }
+                    Next::Ended => return Err("receiver's event stream ended".into()),
+                };
+                let (c, m) = match e {
+                    Event::ChannelMessage(c, m) => (c, m),
+                    Event::ChannelClosed(c) if c.label().starts_with("churn-") => {
+                        churn_closed_b.set(churn_closed_b.get() + 1);
+                        continue;
+                    }
+                    Event::ConnectionState(s)
+                        if matches!(s, ConnectionState::Failed | ConnectionState::Closed) =>
+                    {
+                        return Err(format!("receiver's connection {s}"))
+                    }
+                    _ => continue,
+                };
+                match c.label() {
+                    "soak-stream" => {
+                        let want = sizes.next();
+                        if m.len() != want {
+                            return Err(format!(
+                                "stream message at {stream_got}: {} bytes, expected {want}",
+                                m.len()
+                            ));
+                        }
+                        if let Some(j) = stream_mismatch(stream_got, m.as_bytes()) {
+                            return Err(format!("stream byte {} is wrong", stream_got + j as u64));
+                        }
+                        stream_got += want as u64;
+                    }
+                    "soak-unordered" => {
+                        let i = check_indexed(m.as_bytes(), &UNORDERED_SIZES)?;
+                        if i < contiguous || !above.insert(i) {
+                            return Err(format!("unordered message {i} arrived twice"));
+                        }
+                        while above.remove(&contiguous) {
+                            contiguous += 1;
+                        }
+                    }
+                    l @ ("soak-rexmit0" | "soak-life") => {
+                        let k = usize::from(l == "soak-life");
+                        let i = check_indexed(m.as_bytes(), &PARTIAL_SIZES)?;
+                        if last_partial[k].is_some_and(|p| i <= p) {
+                            return Err(format!("{l}: message {i} after {:?}", last_partial[k]));
+                        }
+                        last_partial[k] = Some(i);
+                        partial_got[k].set(partial_got[k].get() + 1);
+                    }
+                    l if l.starts_with("churn-") => {
+                        if m != Message::Text(format!("churn {}", &l[6..])) {
+                            return Err(format!("{l} (stream {:?}): {m:?}", c.id()));
+                        }
+                        got_churn.set(got_churn.get() + 1);
+                    }
+                    l => return Err(format!("message on unexpected channel {l}")),
+                }
+            }
+        };
+        let result = future::or(future::or(receive, send), async {
+            sample_rss(began, rss_every(), &samples).await
+        })
+        .await;
+        let samples = samples.into_inner();
+        println!(
+            "long run: {:.0} s; stream {} bytes, unordered {} messages, maxRetransmits=0 {}/{} and lifetime {}/{} delivered; churn channels: {} used, {} messages, closed {} (closing side) / {} (other side); relay dropped {} + {}; {:?}",
+            began.elapsed().as_secs_f64(),
+            counts.stream_bytes.get(),
+            counts.unordered_sent.get(),
+            partial_got[0].get(),
+            counts.partial_sent[0].get(),
+            partial_got[1].get(),
+            counts.partial_sent[1].get(),
+            counts.churn_sent.get(),
+            got_churn.get(),
+            counts.churn_closed.get(),
+            churn_closed_b.get(),
+            load(&relay.forward.dropped),
+            load(&relay.backward.dropped),
+            result
+        );
+        assert_eq!(result, Ok(()));
+        // Memory first: the churn checks below fail on their own account.
+        assert_flat(&samples, (secs as f64 * 0.25).max(10.0), 16 * 1024);
+        for (got, sent) in partial_got.iter().zip(&counts.partial_sent) {
+            assert!(
+                got.get() > 0 && got.get() <= sent.get(),
+                "{got:?} of {sent:?}"
+            );
+        }
+        let used = counts.churn_sent.get();
+        assert!(
+            used >= (secs as u32) / 2,
+            "only {used} churn channels opened in {secs} s"
+        );
+        assert_eq!(got_churn.get(), used, "churn messages lost");
+        assert_eq!(
+            churn_closed_b.get(),
+            used,
+            "churn channels not closed on the other side"
+        );
+        assert_eq!(
+            counts.churn_closed.get(),
+            used,
+            "churn channels still closing on the closing side (their streams, ids and buffers are kept): see channels_closed_beside_a_busy_one_close_on_both_sides"
+        );
+        future::zip(a.pc.close(), b.pc.close()).await;
+    });
+}

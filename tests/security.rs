@@ -1,0 +1,335 @@
+//! What a stranger on the network can and cannot do to an open connection: ICE checks
+//! without the signaled credentials get no answer, DTLS from an address ICE has not
+//! validated never reaches a session, and a replayed ClientHello on an established
+//! association starts no second handshake. (Fingerprint mismatch: tests/loopback.rs
+//! `fingerprint_mismatch_is_refused`; garbage of every shape: `garbage_datagrams_...`.)
+
+mod common;
+
+use common::*;
+use smolrtc::{ChannelInit, Message};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rtc_stun::attributes::{AttrType, ATTR_USERNAME};
+use rtc_stun::message::{Message as StunMessage, Setter, TransactionId, BINDING_REQUEST};
+
+const CONTENT_HANDSHAKE: u8 = 22;
+/// How long a silence counts as "no answer" (the peers answer within milliseconds here).
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// A datagram and when it passed.
+type Stamped = (Instant, Vec<u8>);
+
+/// A forwarder between the DTLS server (which sends to `front`) and the DTLS client at
+/// `target`, which records every datagram and can inject more from `front`.
+struct Tap {
+    front: Arc<UdpSocket>,
+    /// Datagrams from the client (target → front), in order.
+    from_client: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Datagrams from the server (front → target), with when they passed.
+    from_server: Arc<Mutex<Vec<Stamped>>>,
+    /// The server's address, learned from its first datagram.
+    server: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl Tap {
+    fn start(target: SocketAddr) -> Self {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let tap = Tap {
+            front: front.clone(),
+            from_client: Default::default(),
+            from_server: Default::default(),
+            server: Default::default(),
+        };
+        let (server, from_server) = (tap.server.clone(), tap.from_server.clone());
+        let b = back.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                *server.lock().unwrap() = Some(from);
+                from_server
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), buf[..n].to_vec()));
+                let _ = b.send_to(&buf[..n], target);
+            }
+        });
+        let (server, from_client, f) = (
+            tap.server.clone(),
+            tap.from_client.clone(),
+            tap.front.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = back.recv_from(&mut buf) {
+                from_client.lock().unwrap().push(buf[..n].to_vec());
+                if let Some(to) = *server.lock().unwrap() {
+                    let _ = f.send_to(&buf[..n], to);
+                }
+            }
+        });
+        tap
+    }
+
+    fn front(&self) -> SocketAddr {
+        self.front.local_addr().unwrap()
+    }
+
+    /// The client's first handshake datagram: its ClientHello.
+    fn client_hello(&self) -> Vec<u8> {
+        self.from_client
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|d| d.first() == Some(&CONTENT_HANDSHAKE))
+            .expect("a ClientHello passed the tap")
+            .clone()
+    }
+
+    /// Handshake records the server sent after `since`.
+    fn server_handshakes_since(&self, since: Instant) -> usize {
+        self.from_server
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, d)| *t >= since && d.first() == Some(&CONTENT_HANDSHAKE))
+            .count()
+    }
+}
+
+/// A connected pair: `a` offers and is the DTLS server, `b` answers (active, the client)
+/// and is reached only through the tap; `a` knows `b` only from its checks.
+async fn tapped_pair() -> (Peer, Peer, Tap, smolrtc::DataChannel) {
+    tapped_pair_seeing_offer(|_| {}).await
+}
+
+/// [`tapped_pair`], calling `seen` with `a`'s complete offer before `b` gets it.
+async fn tapped_pair_seeing_offer(
+    seen: impl FnOnce(&str),
+) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
+    let mut a = Peer::new("A");
+    let mut b = Peer::new("B");
+    let ch =
+        a.pc.create_data_channel("sec", ChannelInit::default())
+            .await
+            .unwrap();
+    let mut tap = None;
+    connect_editing(
+        &mut a,
+        &mut b,
+        |offer| {
+            seen(&offer.sdp);
+            offer.sdp = strip_candidates(&offer.sdp);
+        },
+        |answer| {
+            let line = answer
+                .sdp
+                .split("\r\n")
+                .find(|l| l.starts_with("a=candidate") && l.contains("127.0.0.1"))
+                .unwrap()
+                .to_owned();
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let t = Tap::start(format!("{}:{}", f[4], f[5]).parse().unwrap());
+            let new = line.replace(
+                &format!(" {} {} ", f[4], f[5]),
+                &format!(" 127.0.0.1 {} ", t.front().port()),
+            );
+            answer.sdp = answer.sdp.replace(&line, &new);
+            tap = Some(t);
+        },
+    )
+    .await;
+    opened(&mut a, "sec").await;
+    opened(&mut b, "sec").await;
+    (a, b, tap.expect("tap"), ch)
+}
+
+/// The channel still carries a message from `a` to `b`.
+async fn still_works(ch: &smolrtc::DataChannel, b: &mut Peer, text: &str) {
+    ch.send(text).await.unwrap();
+    assert_eq!(message(b, "sec").await, Message::Text(text.into()));
+}
+
+/// RFC 6347 §4.2.8 leaves renegotiation to the application; WebRTC has none. A ClientHello
+/// replayed from the client's own (validated) address after the handshake is ignored: the
+/// server answers it with no handshake flight, and the association goes on.
+#[test]
+fn replayed_client_hello_on_an_established_association_starts_no_handshake() {
+    init_log();
+    block_on(async {
+        let (_a, mut b, tap, ch) = tapped_pair().await;
+        still_works(&ch, &mut b, "before").await;
+        let hello = tap.client_hello();
+        let server = tap.server.lock().unwrap().expect("server address");
+        let since = Instant::now();
+        for _ in 0..3 {
+            tap.front.send_to(&hello, server).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        std::thread::sleep(QUIET);
+        assert_eq!(
+            tap.server_handshakes_since(since),
+            0,
+            "the server answered a replayed ClientHello with a handshake flight"
+        );
+        still_works(&ch, &mut b, "after").await;
+    });
+}
+
+/// DTLS from an address ICE never validated is dropped before DTLS. A stranger replays a
+/// ClientHello (from an earlier session) at a DTLS server all through its handshake: were
+/// it let through, the server would take it for its client's (rtc-dtls knows one remote)
+/// and the real handshake would break. The session connects, and the stranger never gets
+/// an answer.
+#[test]
+fn dtls_from_an_unknown_address_never_reaches_the_session() {
+    init_log();
+    block_on(async {
+        let hello = {
+            let (_a, _b, tap, _ch) = tapped_pair().await;
+            tap.client_hello()
+        };
+        let stranger = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s2, stop2) = (stranger.clone(), stop.clone());
+        let (_a, mut b, _tap, ch) = tapped_pair_seeing_offer(move |offer| {
+            let line = offer
+                .split("\r\n")
+                .find(|l| l.starts_with("a=candidate") && l.contains("127.0.0.1"))
+                .expect("A's loopback candidate");
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let server: SocketAddr = format!("{}:{}", f[4], f[5]).parse().unwrap();
+            std::thread::spawn(move || {
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = s2.send_to(&hello, server);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+        })
+        .await;
+        still_works(&ch, &mut b, "undisturbed").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stranger.set_read_timeout(Some(QUIET)).unwrap();
+        let mut buf = [0u8; 2048];
+        match stranger.recv_from(&mut buf) {
+            Ok((n, from)) => panic!("{n} bytes came back from {from} to a stranger"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+    });
+}
+
+/// A raw STUN attribute (PRIORITY, ICE-CONTROLLED) for [`binding_request`].
+struct Raw(AttrType, Vec<u8>);
+
+impl Setter for Raw {
+    fn add_to(&self, m: &mut StunMessage) -> rtc_shared::error::Result<()> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
+/// An ICE connectivity check for the agent whose credentials are `ufrag`/`pwd`, claiming
+/// to come from the peer `remote_ufrag`.
+fn binding_request(ufrag: &str, remote_ufrag: &str, pwd: &str) -> Vec<u8> {
+    let crypto = rtc_crypto::providers::RingCrypto;
+    let mut m = StunMessage::new();
+    m.build(&[
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(rtc_stun::textattrs::TextAttribute::new(
+            ATTR_USERNAME,
+            format!("{ufrag}:{remote_ufrag}"),
+        )),
+        Box::new(Raw(
+            AttrType(0x0024),
+            0x6e00_1eff_u32.to_be_bytes().to_vec(),
+        )),
+        Box::new(Raw(AttrType(0x8029), 7u64.to_be_bytes().to_vec())),
+        Box::new(
+            rtc_stun::integrity::MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd.to_owned(),
+                &crypto,
+            ),
+        ),
+        Box::new(rtc_stun::fingerprint::FINGERPRINT),
+    ])
+    .unwrap();
+    m.raw.clone()
+}
+
+fn sdp_attr(sdp: &str, name: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
+        .unwrap_or_else(|| panic!("no a={name} in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+/// Kinds of STUN answers a socket got within [`QUIET`]: (successes, errors).
+fn stun_answers(sock: &UdpSocket) -> (usize, usize) {
+    sock.set_read_timeout(Some(QUIET)).unwrap();
+    let (mut ok, mut err) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        match (n >= 20).then(|| u16::from_be_bytes([buf[0], buf[1]])) {
+            Some(0x0101) => ok += 1,
+            Some(0x0111) => err += 1,
+            _ => {}
+        }
+    }
+    (ok, err)
+}
+
+/// Connectivity checks need the signaled credentials: a wrong password or a wrong ufrag
+/// gets no success answer (so no pair, no path to DTLS), while the same check with the
+/// right ones does (which shows the forged checks were well formed).
+#[test]
+fn stun_checks_without_the_signaled_credentials_get_no_success() {
+    init_log();
+    block_on(async {
+        let (a, mut b, tap, ch) = tapped_pair().await;
+        let local = a.pc.local_description().await.unwrap().sdp;
+        let remote = a.pc.remote_description().await.unwrap().sdp;
+        let (ufrag, pwd) = (sdp_attr(&local, "ice-ufrag"), sdp_attr(&local, "ice-pwd"));
+        let remote_ufrag = sdp_attr(&remote, "ice-ufrag");
+        let server = tap.server.lock().unwrap().expect("A's address");
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+        let wrong_pwd = binding_request(&ufrag, &remote_ufrag, "0123456789abcdefghijkl");
+        let wrong_ufrag = binding_request("nope", &remote_ufrag, &pwd);
+        for check in [&wrong_pwd, &wrong_ufrag] {
+            stranger.send_to(check, server).unwrap();
+        }
+        assert_eq!(stun_answers(&stranger).0, 0, "a forged check was answered");
+
+        let right = binding_request(&ufrag, &remote_ufrag, &pwd);
+        stranger.send_to(&right, server).unwrap();
+        assert_eq!(
+            stun_answers(&stranger).0,
+            1,
+            "the control check with the right credentials got no success answer"
+        );
+        still_works(&ch, &mut b, "after the checks").await;
+    });
+}
+
+#[test]
+fn tap_sees_the_handshake() {
+    // The other tests rely on the tap seeing the DTLS handshake both ways.
+    init_log();
+    block_on(async {
+        let (_a, mut b, tap, ch) = tapped_pair().await;
+        assert!(tap.server_handshakes_since(Instant::now() - Duration::from_secs(60)) > 0);
+        assert_eq!(tap.client_hello()[0], CONTENT_HANDSHAKE);
+        still_works(&ch, &mut b, "tap").await;
+    });
+}
