@@ -30,6 +30,11 @@ const RTO_FLOOR: Duration = Duration::from_millis(250);
 const PEER_ACK_DELAY: Duration = Duration::from_millis(200);
 /// rtc-sctp's own minimum: no point in forcing what it would do anyway.
 const ENGINE_RTO_MIN: Duration = Duration::from_secs(1);
+/// Most doublings of our timeout (8 × 250 ms = 2 s): a probe every 2 s at most through an
+/// outage costs one packet, and the data moves again within 2 s of the network's return
+/// (with 6 doublings a 10 s cut took 6 s to resume). ICE consent, not SCTP, decides when
+/// the peer is gone.
+const MAX_BACKOFF: u32 = 3;
 /// Most timer jumps per forced retransmission (the ACK timer may come before T3-rtx).
 const MAX_JUMPS: usize = 4;
 
@@ -115,7 +120,7 @@ impl RtoClock {
     /// Our retransmission timeout for smoothed round-trip time `srtt`.
     pub(crate) fn rto(&self, srtt: Duration) -> Duration {
         let base = (PEER_ACK_DELAY + srtt * 2).max(RTO_FLOOR);
-        base.saturating_mul(1 << self.backoff.min(6))
+        base.saturating_mul(1 << self.backoff.min(MAX_BACKOFF))
     }
 
     /// Real time at which a retransmission is due to be forced, if data is outstanding
@@ -207,6 +212,22 @@ mod tests {
             c.deadline(Duration::ZERO, Some(c.at(d) + ENGINE_RTO_MIN)),
             None
         );
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let t0 = Instant::now();
+        let mut c = RtoClock::new(t0);
+        c.sent(t0, 1);
+        for _ in 0..10 {
+            let mut e = Engine {
+                next: vec![c.at(t0) + Duration::from_secs(1)],
+                fired: vec![],
+                t3: true,
+            };
+            c.force(t0, &mut e);
+        }
+        assert_eq!(c.rto(Duration::ZERO), RTO_FLOOR * 8);
     }
 
     #[test]
