@@ -22,8 +22,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod reset_gate;
 mod rto;
+mod send_queue;
+use reset_gate::ResetGate;
 use rto::RtoClock;
+use send_queue::{Item, SendQueue};
 
 /// SCTP settings (DESIGN.md defaults).
 #[derive(Clone, Debug)]
@@ -91,6 +95,8 @@ const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Ad
 const READ_BATCH: usize = crate::runtime::APP_BATCH;
 /// Packets kept while the association is not started yet.
 const EARLY_PACKETS: usize = 32;
+/// Most rounds of handing messages over and sending what left, per pass.
+const PUMP_ROUNDS: usize = 8;
 
 pub(crate) struct SctpActor {
     name: Arc<str>,
@@ -103,14 +109,17 @@ pub(crate) struct SctpActor {
     closed: bool,
     readable: VecDeque<u16>,
     early: Vec<BytesMut>,
-    /// Writes made before the association is up (a DCEP ACK to an OPEN that came with the
-    /// server's first DATA while our COOKIE ACK was lost): sent once it is.
-    unsent: Vec<(u16, Ppi, Bytes)>,
+    /// What the router asked to send, handed to the association fairly across streams
+    /// (and, before it is up, kept: a DCEP ACK to an OPEN that came with the server's
+    /// first DATA while our COOKIE ACK was lost).
+    queue: SendQueue,
     router: Link<RouterMsg>,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
     /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
     clock: RtoClock,
+    /// Holds the peer's stream resets until their data is in, so rtc-sctp answers them.
+    resets: ResetGate,
 }
 
 impl SctpActor {
@@ -132,11 +141,12 @@ impl SctpActor {
             closed: false,
             readable: VecDeque::new(),
             early: Vec::new(),
-            unsent: Vec::new(),
+            queue: SendQueue::default(),
             router,
             dtls,
             peer,
             clock: RtoClock::new(Instant::now()),
+            resets: ResetGate::default(),
         }
     }
 
@@ -152,7 +162,11 @@ impl SctpActor {
             let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
             let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
             let early = self.clock.deadline(srtt, engine);
-            let deadline = early.or(engine.map(|t| self.clock.real(t)));
+            let deadline = early
+                .or(engine.map(|t| self.clock.real(t)))
+                .into_iter()
+                .chain(self.resets.deadline())
+                .min();
             let wake = runtime::wait(
                 &inbox,
                 true,
@@ -232,62 +246,27 @@ impl SctpActor {
                 rel,
                 value,
             } => {
-                let Some((_, a)) = self.assoc.as_mut() else {
-                    return;
-                };
                 if rel == ReliabilityType::Timed {
                     // rtc-sctp times message lifetimes on the association's clock, which
                     // the early retransmission runs ahead: lifetimes would run out early.
                     self.clock.disable();
                 }
-                let res = match a.stream(stream) {
-                    Ok(mut s) => s.set_reliability_params(unordered, rel, value),
-                    Err(_) => a
-                        .open_stream(stream, Ppi::Binary)
-                        .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
+                let item = Item::Open {
+                    unordered,
+                    rel,
+                    value,
                 };
-                if let Err(e) = res {
-                    log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name);
-                }
-            }
-            SctpMsg::Write { stream, ppi, data }
-                if !self.connected && self.assoc.is_some() && self.unsent.len() < EARLY_PACKETS =>
-            {
-                self.unsent.push((stream, ppi, data));
+                self.queue.push(stream, item);
             }
             SctpMsg::Write { stream, ppi, data } => {
-                let len = data.len();
-                let at = self.clock.at(now);
-                let res = match self.assoc.as_mut() {
-                    Some((_, a)) => a
-                        .stream(stream)
-                        .and_then(|mut s| s.write_sctp(at, &data, ppi))
-                        .map_err(|e| e.to_string()),
-                    None => Err("association not up".into()),
+                let item = Item::Message {
+                    ppi,
+                    data,
+                    queued: now,
                 };
-                if res.is_ok() {
-                    self.clock.sent(now, len);
-                }
-                if let Err(e) = res {
-                    log::warn!(
-                        "[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}",
-                        self.name
-                    );
-                    self.router.push(RouterMsg::Released { stream, bytes: len });
-                }
+                self.queue.push(stream, item);
             }
-            SctpMsg::Reset { stream } => {
-                let Some((_, a)) = self.assoc.as_mut() else {
-                    return;
-                };
-                if let Err(e) = a
-                    .stream(stream)
-                    .and_then(|mut s| s.close(self.clock.at(now)))
-                {
-                    log::debug!("[{}] SCTP: reset of stream {stream}: {e}", self.name);
-                    self.router.push(RouterMsg::StreamClosed { stream });
-                }
-            }
+            SctpMsg::Reset { stream } => self.queue.push(stream, Item::Reset),
             SctpMsg::Close => self.close(),
         }
     }
@@ -323,10 +302,20 @@ impl SctpActor {
     }
 
     fn packet(&mut self, now: Instant, p: BytesMut) {
-        let Some(endpoint) = self.endpoint.as_mut() else {
+        if self.endpoint.is_none() {
             if self.early.len() < EARLY_PACKETS {
                 self.early.push(p);
             }
+            return;
+        }
+        if let Some(p) = self.resets.incoming(now, p) {
+            self.feed(now, p);
+        }
+    }
+
+    /// Hands one packet from the peer to the association.
+    fn feed(&mut self, now: Instant, p: BytesMut) {
+        let Some(endpoint) = self.endpoint.as_mut() else {
             return;
         };
         match endpoint.handle(self.clock.at(now), REMOTE, None, p.freeze()) {
@@ -373,23 +362,6 @@ impl SctpActor {
                         },
                     });
                     self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
-                    for (stream, ppi, data) in std::mem::take(&mut self.unsent) {
-                        let len = data.len();
-                        let res = a
-                            .stream(stream)
-                            .and_then(|mut s| s.write_sctp(self.clock.at(now), &data, ppi));
-                        if res.is_ok() {
-                            self.clock.sent(now, len);
-                        }
-                        if let Err(e) = res {
-                            log::warn!(
-                                "[{}] SCTP: early message of {len} bytes on stream {stream} \
-                                 not sent: {e}",
-                                self.name
-                            );
-                            self.router.push(RouterMsg::Released { stream, bytes: len });
-                        }
-                    }
                 }
                 Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
                     self.readable.push_back(id);
@@ -400,6 +372,7 @@ impl SctpActor {
                 }
                 Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
                     self.clock.released(now, n_bytes);
+                    self.queue.released(n_bytes);
                     self.router.push(RouterMsg::Released {
                         stream: id,
                         bytes: n_bytes,
@@ -409,6 +382,7 @@ impl SctpActor {
                     reason: AssociationError::Reset,
                     id,
                 } => {
+                    log::debug!("[{}] SCTP: stream {id} reset", self.name);
                     self.router.push(RouterMsg::StreamClosed { stream: id });
                 }
                 Event::HandshakeFailed { reason } => {
@@ -445,12 +419,44 @@ impl SctpActor {
             }
             self.router.flush();
         }
-        while let Some(t) = a.poll_transmit(self.clock.at(now)) {
-            if let Payload::RawEncode(packets) = t.message {
-                for p in packets {
-                    self.dtls.push(DtlsMsg::Send(p));
+        let rto = self.clock.rto(a.rtt());
+        // Hand queued messages over as the window lets them leave: a few rounds per pass.
+        for _ in 0..PUMP_ROUNDS {
+            if self.connected {
+                pump(
+                    &self.name,
+                    now,
+                    a,
+                    &mut self.queue,
+                    &mut self.clock,
+                    &mut self.router,
+                );
+            }
+            let mut fresh = 0;
+            while let Some(t) = a.poll_transmit(self.clock.at(now)) {
+                if let Payload::RawEncode(packets) = t.message {
+                    for p in packets {
+                        self.resets.outgoing(now, &p, rto);
+                        fresh += self.queue.sent_packet(&p);
+                        self.dtls.push(DtlsMsg::Send(p));
+                    }
                 }
             }
+            if fresh == 0 {
+                break;
+            }
+        }
+        for p in self.resets.resend(now, rto) {
+            self.dtls.push(DtlsMsg::Send(p.freeze()));
+        }
+        // Our SACKs may have covered the data a held stream reset was waiting for.
+        let due = self.resets.due(now);
+        if !due.is_empty() {
+            for p in due {
+                self.feed(now, p);
+            }
+            self.drain(now);
+            return;
         }
         // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
         if self.connected && a.is_closed() && !self.closed {
@@ -468,6 +474,7 @@ impl SctpActor {
         if self.closed {
             return;
         }
+        self.queue.clear();
         if let Some((_, a)) = self.assoc.as_mut() {
             // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
             let _ = a.abort();
@@ -478,6 +485,72 @@ impl SctpActor {
             self.closed = true;
             self.router.push(RouterMsg::AssociationClosed);
             self.dtls.push(DtlsMsg::Close);
+        }
+    }
+}
+
+/// Hands the association what the queue lets go now (see `send_queue`).
+fn pump(
+    name: &str,
+    now: Instant,
+    a: &mut Association,
+    queue: &mut SendQueue,
+    clock: &mut RtoClock,
+    router: &mut Link<RouterMsg>,
+) {
+    while let Some((stream, item)) = queue.next() {
+        match item {
+            Item::Open {
+                unordered,
+                rel,
+                value,
+            } => {
+                let res = match a.stream(stream) {
+                    Ok(mut s) => s.set_reliability_params(unordered, rel, value),
+                    Err(_) => a
+                        .open_stream(stream, Ppi::Binary)
+                        .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
+                };
+                if let Err(e) = res {
+                    log::warn!("[{name}] SCTP: cannot open stream {stream}: {e}");
+                }
+            }
+            // DCEP messages are not user data: they go whatever the channel's lifetime.
+            Item::Message { ppi, data, queued }
+                if ppi != Ppi::Dcep && queue.expired(stream, queued, now) =>
+            {
+                log::trace!("[{name}] SCTP: message on stream {stream} outlived its lifetime");
+                router.push(RouterMsg::Released {
+                    stream,
+                    bytes: data.len(),
+                });
+            }
+            Item::Message { ppi, data, .. } => {
+                let len = data.len();
+                let at = clock.at(now);
+                match a
+                    .stream(stream)
+                    .and_then(|mut s| s.write_sctp(at, &data, ppi))
+                {
+                    Ok(_) => {
+                        queue.wrote(len);
+                        clock.sent(now, len);
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "[{name}] SCTP: message of {len} bytes on stream {stream} not sent: {e}"
+                        );
+                        router.push(RouterMsg::Released { stream, bytes: len });
+                    }
+                }
+            }
+            Item::Reset => {
+                log::debug!("[{name}] SCTP: resetting stream {stream}");
+                if let Err(e) = a.stream(stream).and_then(|mut s| s.close(clock.at(now))) {
+                    log::debug!("[{name}] SCTP: reset of stream {stream}: {e}");
+                    router.push(RouterMsg::StreamClosed { stream });
+                }
+            }
         }
     }
 }

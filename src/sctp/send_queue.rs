@@ -1,0 +1,424 @@
+//! Fair sending across streams, in front of rtc-sctp's own queue.
+//!
+//! rtc-sctp 0.21.1 keeps one queue of messages waiting for the congestion window, and
+//! sends every queued unordered message before any ordered one (`PendingQueue`), ordered
+//! ones in the order they were written whatever their stream. DCEP messages and stream
+//! resets are ordered too. So a busy unordered channel shut every ordered channel out,
+//! new channels did not open and closes did not complete; and behind a busy ordered
+//! channel's megabytes a new channel's DCEP OPEN waited its turn.
+//!
+//! [`SendQueue`] holds what the router asks to send, one queue per stream, and hands it
+//! to the association a message at a time, the streams sharing by bytes (deficit round
+//! robin, [`QUANTUM`] a turn), only while little is waiting in rtc-sctp's queue: at most [`MIN_WAITING`] bytes or a quarter of what is
+//! in flight. What rtc-sctp has waiting is what we wrote less what has left in DATA
+//! chunks (new TSNs seen in the packets it sends) — never more than what is not yet
+//! acknowledged or abandoned.
+
+use bytes::Bytes;
+use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Bytes allowed to wait in rtc-sctp's queue whatever the flight size: enough to fill
+/// the window between two of our passes at a few hundred Mbit/s.
+pub(crate) const MIN_WAITING: u64 = 128 * 1024;
+
+/// Bytes a stream may send per turn (deficit round robin): streams share the link by
+/// bytes, whatever their message sizes.
+pub(crate) const QUANTUM: usize = 16 * 1024;
+
+const CHUNK_DATA: u8 = 0;
+const DATA_HEADER: usize = 16;
+
+/// One thing to do on a stream, in order with the rest of that stream.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// Create the stream or set its reliability.
+    Open {
+        unordered: bool,
+        rel: ReliabilityType,
+        value: u32,
+    },
+    Message {
+        ppi: Ppi,
+        data: Bytes,
+        /// When the router asked: a maxPacketLifeTime counts from here.
+        queued: Instant,
+    },
+    /// Reset the outgoing stream (after everything queued before it).
+    Reset,
+}
+
+#[derive(Debug, Default)]
+struct StreamQueue {
+    items: VecDeque<Item>,
+    /// Bytes this stream may still send before the next one's turn.
+    deficit: usize,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    streams: HashMap<u16, StreamQueue>,
+    /// Streams with something queued, in the order they get their next turn.
+    turns: VecDeque<u16>,
+    /// Message bytes handed to the association.
+    written: u64,
+    /// Of those, bytes seen leaving in DATA chunks the first time.
+    transmitted: u64,
+    /// Bytes the association reported acknowledged or abandoned.
+    released: u64,
+    /// Highest TSN seen in the DATA chunks we sent.
+    highest_tsn: Option<u32>,
+    /// maxPacketLifeTime of the streams that have one.
+    lifetimes: HashMap<u16, Duration>,
+}
+
+fn tsn_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+impl SendQueue {
+    pub(crate) fn push(&mut self, stream: u16, item: Item) {
+        if let Item::Open { rel, value, .. } = &item {
+            if *rel == ReliabilityType::Timed {
+                let life = Duration::from_millis(u64::from(*value));
+                self.lifetimes.insert(stream, life);
+            } else {
+                self.lifetimes.remove(&stream);
+            }
+        }
+        let q = self.streams.entry(stream).or_default();
+        if q.items.is_empty() {
+            // A stream starts its turn with a quantum to spend.
+            q.deficit = QUANTUM;
+            self.turns.push_back(stream);
+        }
+        q.items.push_back(item);
+    }
+
+    /// Queued bytes of messages, all streams.
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|q| &q.items)
+            .map(|i| match i {
+                Item::Message { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes written to the association that it has not sent yet (as far as we can see).
+    pub(crate) fn waiting(&self) -> u64 {
+        let not_sent = self.written.saturating_sub(self.transmitted);
+        let not_released = self.written.saturating_sub(self.released);
+        not_sent.min(not_released)
+    }
+
+    /// Whether the association may be given another message now.
+    fn has_room(&self) -> bool {
+        let in_flight = self.transmitted.saturating_sub(self.released);
+        self.waiting() < MIN_WAITING.max(in_flight / 4)
+    }
+
+    /// The next item to hand over: control items (Open, Reset) always, a message while
+    /// there is room. Streams take turns by bytes.
+    pub(crate) fn next(&mut self) -> Option<(u16, Item)> {
+        let room = self.has_room();
+        loop {
+            let stream = *self.turns.front()?;
+            let Some(q) = self.streams.get_mut(&stream) else {
+                self.turns.pop_front();
+                continue;
+            };
+            let size = match q.items.front() {
+                Some(Item::Message { data, .. }) => Some(data.len()),
+                Some(_) => None,
+                None => {
+                    self.streams.remove(&stream);
+                    self.turns.pop_front();
+                    continue;
+                }
+            };
+            match size {
+                Some(_) if !room => return self.next_control(),
+                Some(n) if q.deficit < n => {
+                    // Its turn is over: the next stream's begins.
+                    q.deficit += QUANTUM;
+                    self.turns.rotate_left(1);
+                    continue;
+                }
+                Some(n) => q.deficit -= n,
+                None => {}
+            }
+            let item = q.items.pop_front()?;
+            if q.items.is_empty() {
+                self.streams.remove(&stream);
+                self.turns.pop_front();
+            }
+            return Some((stream, item));
+        }
+    }
+
+    /// The first stream whose next item is not a message (Open, Reset), if any.
+    fn next_control(&mut self) -> Option<(u16, Item)> {
+        let i = self.turns.iter().position(|s| {
+            self.streams
+                .get(s)
+                .and_then(|q| q.items.front())
+                .is_some_and(|i| !matches!(i, Item::Message { .. }))
+        })?;
+        let stream = self.turns[i];
+        let q = self.streams.get_mut(&stream)?;
+        let item = q.items.pop_front()?;
+        if q.items.is_empty() {
+            self.streams.remove(&stream);
+            self.turns.remove(i);
+        }
+        Some((stream, item))
+    }
+
+    /// Whether a message of `stream` queued at `queued` has outlived its stream's
+    /// maxPacketLifeTime while waiting here: it is dropped, never sent (no gap for the
+    /// peer: rtc-sctp never numbered it).
+    pub(crate) fn expired(&self, stream: u16, queued: Instant, now: Instant) -> bool {
+        self.lifetimes
+            .get(&stream)
+            .is_some_and(|life| now.duration_since(queued) > *life)
+    }
+
+    pub(crate) fn wrote(&mut self, bytes: usize) {
+        self.written += bytes as u64;
+    }
+
+    pub(crate) fn released(&mut self, bytes: usize) {
+        self.released += bytes as u64;
+    }
+
+    /// Looks at a packet the association sends: its new DATA chunks have left the queue.
+    /// Returns the user data bytes sent for the first time.
+    pub(crate) fn sent_packet(&mut self, p: &[u8]) -> usize {
+        let mut at = 12;
+        let mut fresh = 0;
+        while let Some(len) = p
+            .get(at + 2..at + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        {
+            if len < 4 {
+                break;
+            }
+            if p[at] == CHUNK_DATA && len >= DATA_HEADER {
+                if let Some(b) = p.get(at + 4..at + 8) {
+                    let tsn = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    if self.highest_tsn.is_none_or(|h| tsn_after(tsn, h)) {
+                        self.highest_tsn = Some(tsn);
+                        fresh += len - DATA_HEADER;
+                    }
+                }
+            }
+            at += len.next_multiple_of(4);
+        }
+        self.transmitted += fresh as u64;
+        fresh
+    }
+
+    /// Everything still queued, dropped (the association is gone): message bytes per
+    /// stream, for the router's buffered amounts.
+    pub(crate) fn clear(&mut self) -> Vec<(u16, usize)> {
+        self.turns.clear();
+        self.streams
+            .drain()
+            .map(|(s, q)| {
+                let bytes = q
+                    .items
+                    .iter()
+                    .map(|i| match i {
+                        Item::Message { data, .. } => data.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                (s, bytes)
+            })
+            .filter(|(_, b)| *b > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> Item {
+        Item::Message {
+            ppi: Ppi::Binary,
+            data: Bytes::from(vec![0u8; n]),
+            queued: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn messages_outlive_their_lifetime_only_on_timed_streams() {
+        let mut q = SendQueue::default();
+        let t0 = Instant::now();
+        q.push(
+            1,
+            Item::Open {
+                unordered: false,
+                rel: ReliabilityType::Timed,
+                value: 50,
+            },
+        );
+        q.push(
+            3,
+            Item::Open {
+                unordered: false,
+                rel: ReliabilityType::Rexmit,
+                value: 0,
+            },
+        );
+        assert!(!q.expired(1, t0, t0 + Duration::from_millis(50)));
+        assert!(q.expired(1, t0, t0 + Duration::from_millis(51)));
+        assert!(!q.expired(3, t0, t0 + Duration::from_secs(60)));
+        // Re-opened reliable: no lifetime any more.
+        q.push(
+            1,
+            Item::Open {
+                unordered: false,
+                rel: ReliabilityType::Reliable,
+                value: 0,
+            },
+        );
+        assert!(!q.expired(1, t0, t0 + Duration::from_secs(60)));
+    }
+
+    /// A packet with DATA chunks of the given (tsn, user data length).
+    fn data_packet(chunks: &[(u32, usize)]) -> Vec<u8> {
+        let mut p = vec![0u8; 12];
+        for &(tsn, n) in chunks {
+            let len = DATA_HEADER + n;
+            p.extend_from_slice(&[CHUNK_DATA, 3]);
+            p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+            p.extend_from_slice(&tsn.to_be_bytes());
+            p.extend_from_slice(&[0u8; 8]);
+            p.extend(std::iter::repeat_n(7u8, n));
+            while !p.len().is_multiple_of(4) {
+                p.push(0);
+            }
+        }
+        p
+    }
+
+    /// Takes items until the queue gives none; `sent` says whether each message leaves
+    /// and is acknowledged at once (an open window) or stays waiting in the association.
+    fn take(q: &mut SendQueue, sent: bool) -> Vec<u16> {
+        let mut order = Vec::new();
+        while let Some((s, item)) = q.next() {
+            if let Item::Message { data, .. } = item {
+                q.wrote(data.len());
+                if sent {
+                    q.transmitted += data.len() as u64;
+                    q.released(data.len());
+                }
+            }
+            order.push(s);
+        }
+        order
+    }
+
+    fn take_all(q: &mut SendQueue) -> Vec<u16> {
+        take(q, false)
+    }
+
+    #[test]
+    fn streams_share_by_bytes() {
+        let mut q = SendQueue::default();
+        // Stream 1: messages of a quantum; stream 2: of a quarter; stream 3: two quanta.
+        for _ in 0..4 {
+            q.push(1, msg(QUANTUM));
+            for _ in 0..4 {
+                q.push(2, msg(QUANTUM / 4));
+            }
+        }
+        q.push(3, msg(2 * QUANTUM));
+        let order = take(&mut q, true);
+        assert_eq!(
+            &order[..5],
+            [1, 2, 2, 2, 2],
+            "a quantum each per turn (stream 3 saves up for its large message): {order:?}"
+        );
+        let at = |s: u16| order.iter().position(|x| *x == s).unwrap();
+        assert!(at(3) < 12, "stream 3 sent on its second turn: {order:?}");
+        assert_eq!(order.len(), 21);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_control_item_is_not_held_behind_the_window() {
+        let mut q = SendQueue::default();
+        q.push(1, msg(QUANTUM));
+        q.push(1, msg(10));
+        q.push(2, msg(10));
+        q.push(2, Item::Reset);
+        q.push(3, Item::Reset);
+        assert!(matches!(q.next(), Some((1, Item::Message { .. }))));
+        q.wrote(usize::try_from(MIN_WAITING).unwrap());
+        // No room for messages: the reset of stream 3 goes, stream 2's waits its message.
+        assert!(matches!(q.next(), Some((3, Item::Reset))));
+        assert!(q.next().is_none());
+    }
+
+    #[test]
+    fn messages_wait_while_the_association_has_enough_waiting() {
+        let mut q = SendQueue::default();
+        let n = usize::try_from(MIN_WAITING).unwrap() / 4;
+        for _ in 0..8 {
+            q.push(1, msg(n));
+        }
+        assert_eq!(take_all(&mut q).len(), 4, "a full MIN_WAITING handed over");
+        // A control item on another stream still goes; a message does not.
+        q.push(2, Item::Reset);
+        q.push(2, msg(1));
+        assert!(matches!(q.next(), Some((2, Item::Reset))));
+        assert!(q.next().is_none());
+        // Two of the four leave in DATA chunks (TSNs 10, 11; a resend of 10 counts once).
+        let sent = data_packet(&[(10, n), (11, n)]);
+        assert_eq!(q.sent_packet(&sent), 2 * n);
+        assert_eq!(q.sent_packet(&data_packet(&[(10, n)])), 0);
+        assert_eq!(q.waiting(), 2 * n as u64);
+        // Room for about two more: stream 2 gets its small one in, stream 1 two.
+        let mut order = take_all(&mut q);
+        order.sort_unstable();
+        assert_eq!(order, [1, 1, 2]);
+    }
+
+    #[test]
+    fn waiting_never_exceeds_what_is_unacknowledged() {
+        let mut q = SendQueue::default();
+        q.push(1, msg(1000));
+        take_all(&mut q);
+        // Abandoned before it was ever sent (a lifetime ran out in rtc-sctp's queue).
+        q.released(1000);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn clear_reports_queued_bytes_per_stream() {
+        let mut q = SendQueue::default();
+        q.push(
+            4,
+            Item::Open {
+                unordered: false,
+                rel: ReliabilityType::Reliable,
+                value: 0,
+            },
+        );
+        q.push(4, msg(5));
+        q.push(6, Item::Reset);
+        let mut left = q.clear();
+        left.sort();
+        assert_eq!(left, [(4, 5)]);
+        assert!(q.next().is_none());
+    }
+}
