@@ -248,8 +248,9 @@ impl SctpActor {
             } => {
                 if rel == ReliabilityType::Timed {
                     // rtc-sctp times message lifetimes on the association's clock, which
-                    // the early retransmission runs ahead: lifetimes would run out early.
-                    self.clock.disable();
+                    // the early retransmission runs ahead (see rto.rs).
+                    self.clock
+                        .limit_lead(Duration::from_millis(u64::from(value)));
                 }
                 let item = Item::Open {
                     unordered,
@@ -505,6 +506,15 @@ fn pump(
                 rel,
                 value,
             } => {
+                // Lifetimes run on the association's clock, which may run ahead by up to
+                // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
+                let value = match rel {
+                    ReliabilityType::Timed => {
+                        let slack = rto::LIFETIME_SLACK.as_millis() as u32;
+                        value.saturating_add(slack)
+                    }
+                    _ => value,
+                };
                 let res = match a.stream(stream) {
                     Ok(mut s) => s.set_reliability_params(unordered, rel, value),
                     Err(_) => a

@@ -15,11 +15,17 @@
 //! pass faster, never backwards. Each early retransmission without progress doubles
 //! our timeout (RFC 9260 §6.3.3 E2), and an acknowledgement resets it.
 //!
-//! rtc-sctp also measures maxPacketLifeTime on this clock, so an association that carries
-//! such a channel stops running ahead (lifetimes would otherwise end early; tests/lossy.rs
-//! `max_packet_life_time_is_not_cut_short`) and keeps rtc-sctp's own 1 s floor. The right
-//! fix is a configurable minimum RTO in rtc-sctp.
+//! rtc-sctp also measures maxPacketLifeTime on this clock: run ahead freely, lifetimes
+//! would end early (tests/lossy.rs `max_packet_life_time_is_not_cut_short`). On an
+//! association with such a channel the clock may gain at most [`LIFETIME_SLACK`] within
+//! the longest lifetime, and rtc-sctp is given lifetimes longer by that much: a message
+//! is never given up before its lifetime, and at most [`LIFETIME_SLACK`] after it (our
+//! send queue drops it at its lifetime if it has not left yet). Stopping the early
+//! retransmission altogether, as before, left such associations with rtc-sctp's 1 s
+//! floor and its doubling: after a loss burst, every channel on them stalled for several
+//! seconds. The right fix is a configurable minimum RTO in rtc-sctp.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Least time without an acknowledgement before a retransmission is forced: above the
@@ -35,6 +41,10 @@ const ENGINE_RTO_MIN: Duration = Duration::from_secs(1);
 /// (with 6 doublings a 10 s cut took 6 s to resume). ICE consent, not SCTP, decides when
 /// the peer is gone.
 const MAX_BACKOFF: u32 = 3;
+/// With a maxPacketLifeTime channel: the most the clock may gain within the longest
+/// lifetime, and what rtc-sctp's lifetimes are lengthened by. A jump is the engine's RTO
+/// less ours (about 750 ms), so this allows one per lifetime.
+pub(crate) const LIFETIME_SLACK: Duration = Duration::from_secs(1);
 /// Most timer jumps per forced retransmission (the ACK timer may come before T3-rtx).
 const MAX_JUMPS: usize = 4;
 
@@ -70,9 +80,11 @@ pub(crate) struct RtoClock {
     progress: Instant,
     /// Forced retransmissions since the last acknowledgement.
     backoff: u32,
-    /// False once a channel with a lifetime (maxPacketLifeTime) exists: rtc-sctp measures
-    /// lifetimes on the association's clock, so it must not run ahead any more.
-    enabled: bool,
+    /// The longest maxPacketLifeTime of the association's channels, if any: within any
+    /// span this long the clock gains at most `LIFETIME_SLACK`.
+    lifetime: Option<Duration>,
+    /// Recent jumps (real time, lead gained), within `lifetime`.
+    jumps: VecDeque<(Instant, Duration)>,
 }
 
 impl RtoClock {
@@ -82,14 +94,45 @@ impl RtoClock {
             outstanding: 0,
             progress: now,
             backoff: 0,
-            enabled: true,
+            lifetime: None,
+            jumps: VecDeque::new(),
         }
     }
 
-    /// Stops forcing retransmissions for the rest of the association (the clock keeps
-    /// whatever lead it has, so it never goes back).
-    pub(crate) fn disable(&mut self) {
-        self.enabled = false;
+    /// A channel with this maxPacketLifeTime exists: from now on the clock gains at most
+    /// `LIFETIME_SLACK` within the longest such lifetime. rtc-sctp must be given the
+    /// lifetime plus `LIFETIME_SLACK`.
+    pub(crate) fn limit_lead(&mut self, lifetime: Duration) {
+        self.lifetime = Some(self.lifetime.map_or(lifetime, |l| l.max(lifetime)));
+    }
+
+    /// The earliest real time from `at` on when a jump of `jump` keeps the lead gained
+    /// within the lifetime window at most `LIFETIME_SLACK`.
+    fn lead_allows(&self, at: Instant, jump: Duration) -> Option<Instant> {
+        let Some(window) = self.lifetime else {
+            return Some(at);
+        };
+        if jump > LIFETIME_SLACK {
+            return None;
+        }
+        // Drop the oldest jumps from the window until the rest and this one fit.
+        let mut recent: Duration = self
+            .jumps
+            .iter()
+            .filter(|(t, _)| *t + window > at)
+            .map(|(_, d)| *d)
+            .sum();
+        let mut when = at;
+        for (t, d) in &self.jumps {
+            if recent + jump <= LIFETIME_SLACK {
+                break;
+            }
+            if *t + window > at {
+                recent = recent.saturating_sub(*d);
+                when = when.max(*t + window);
+            }
+        }
+        Some(when)
     }
 
     /// The association's time at real time `now`.
@@ -126,18 +169,33 @@ impl RtoClock {
     /// Real time at which a retransmission is due to be forced, if data is outstanding
     /// and that is before the association's own deadline `engine` (in its time).
     pub(crate) fn deadline(&self, srtt: Duration, engine: Option<Instant>) -> Option<Instant> {
-        if self.outstanding == 0 || !self.enabled {
+        if self.outstanding == 0 {
             return None;
         }
         let ours = self.progress + self.rto(srtt);
         let theirs = self.real(engine?);
-        (ours < theirs && self.rto(srtt) < ENGINE_RTO_MIN * (1 << self.backoff.min(6)))
-            .then_some(ours)
+        if ours >= theirs || self.rto(srtt) >= ENGINE_RTO_MIN * (1 << self.backoff.min(6)) {
+            return None;
+        }
+        // With lifetimes, perhaps later: when enough of the lead gained has aged out.
+        self.lead_allows(ours, theirs - ours)
+            .filter(|t| *t < theirs)
     }
 
     /// Runs the association's clock ahead to its next timers until one of them was a
     /// retransmission timer (or a few jumps were made).
     pub(crate) fn force(&mut self, now: Instant, engine: &mut impl Timers) {
+        let before = self.ahead;
+        self.jump(now, engine);
+        if let Some(window) = self.lifetime {
+            self.jumps.retain(|(t, _)| *t + window > now);
+            self.jumps.push_back((now, self.ahead - before));
+        }
+        self.progress = now;
+        self.backoff += 1;
+    }
+
+    fn jump(&mut self, now: Instant, engine: &mut impl Timers) {
         for _ in 0..MAX_JUMPS {
             let Some(at) = engine.next_timer() else {
                 break;
@@ -150,8 +208,6 @@ impl RtoClock {
                 break;
             }
         }
-        self.progress = now;
-        self.backoff += 1;
     }
 }
 
@@ -231,12 +287,30 @@ mod tests {
     }
 
     #[test]
-    fn disabled_never_forces() {
+    fn with_lifetimes_the_lead_gained_per_lifetime_is_bounded() {
         let t0 = Instant::now();
         let mut c = RtoClock::new(t0);
         c.sent(t0, 1000);
-        c.disable();
-        assert_eq!(c.deadline(Duration::ZERO, Some(t0 + ENGINE_RTO_MIN)), None);
+        c.limit_lead(Duration::from_millis(500));
+        // A jump of 750 ms fits the slack: forced at our timeout.
+        let engine = c.at(t0) + ENGINE_RTO_MIN;
+        let d = c.deadline(Duration::ZERO, Some(engine)).unwrap();
+        assert_eq!(d - t0, RTO_FLOOR);
+        let mut e = Engine {
+            next: vec![engine],
+            fired: vec![],
+            t3: true,
+        };
+        c.force(d, &mut e);
+        assert_eq!(c.ahead, ENGINE_RTO_MIN - RTO_FLOOR);
+        // The next one would gain as much again within 500 ms of the first: it waits
+        // until the first has aged out of the window.
+        let engine = c.at(d) + ENGINE_RTO_MIN;
+        let d2 = c.deadline(Duration::ZERO, Some(engine)).unwrap();
+        assert_eq!(d2, d + Duration::from_millis(500));
+        // A lifetime longer than the engine's own timer leaves it to the engine.
+        c.limit_lead(Duration::from_secs(5));
+        assert_eq!(c.deadline(Duration::ZERO, Some(engine)), None);
     }
 
     #[test]
