@@ -29,6 +29,11 @@ use reset_gate::ResetGate;
 use rto::RtoClock;
 use send_queue::{Item, SendQueue};
 
+/// TSN serial comparison (RFC 1982 on 32 bits): `a` is after `b`.
+fn tsn_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
 /// SCTP settings (DESIGN.md defaults).
 #[derive(Clone, Debug)]
 pub struct SctpConfig {
@@ -246,11 +251,11 @@ impl SctpActor {
                 rel,
                 value,
             } => {
-                if rel == ReliabilityType::Timed {
+                let life = Duration::from_millis(u64::from(value));
+                if rel == ReliabilityType::Timed && life > rto::SHORT_LIFETIME {
                     // rtc-sctp times message lifetimes on the association's clock, which
                     // the early retransmission runs ahead (see rto.rs).
-                    self.clock
-                        .limit_lead(Duration::from_millis(u64::from(value)));
+                    self.clock.limit_lead(life);
                 }
                 let item = Item::Open {
                     unordered,
@@ -319,6 +324,9 @@ impl SctpActor {
         let Some(endpoint) = self.endpoint.as_mut() else {
             return;
         };
+        if self.queue.received_packet(&p) {
+            self.clock.progressed(now);
+        }
         match endpoint.handle(self.clock.at(now), REMOTE, None, p.freeze()) {
             Some((ch, DatagramEvent::NewAssociation(a))) if self.assoc.is_none() => {
                 self.assoc = Some((ch, a));
@@ -447,6 +455,7 @@ impl SctpActor {
                 break;
             }
         }
+        self.clock.set_unacked(now, self.queue.unacknowledged());
         for p in self.resets.resend(now, rto) {
             self.dtls.push(DtlsMsg::Send(p.freeze()));
         }
@@ -508,8 +517,9 @@ fn pump(
             } => {
                 // Lifetimes run on the association's clock, which may run ahead by up to
                 // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
+                let long = u128::from(value) > rto::SHORT_LIFETIME.as_millis();
                 let value = match rel {
-                    ReliabilityType::Timed => {
+                    ReliabilityType::Timed if long => {
                         let slack = rto::LIFETIME_SLACK.as_millis() as u32;
                         value.saturating_add(slack)
                     }

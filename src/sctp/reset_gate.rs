@@ -25,6 +25,7 @@
 //! Only the chunk headers and the fields named below are read; anything malformed passes
 //! through untouched for rtc-sctp to refuse.
 
+use super::tsn_after;
 use bytes::{BufMut, BytesMut};
 use std::time::{Duration, Instant};
 
@@ -46,11 +47,6 @@ const PARAM_OUTGOING_RESET_REQUEST: u16 = 13;
 const PARAM_RECONFIG_RESPONSE: u16 = 16;
 /// RFC 6525 §4.4 result "In progress".
 const RESULT_IN_PROGRESS: u32 = 6;
-
-/// TSN serial comparison (RFC 1982 on 32 bits): `a` is after `b`.
-fn tsn_after(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < 1 << 31
-}
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))

@@ -17,10 +17,12 @@
 //!
 //! rtc-sctp also measures maxPacketLifeTime on this clock: run ahead freely, lifetimes
 //! would end early (tests/lossy.rs `max_packet_life_time_is_not_cut_short`). On an
-//! association with such a channel the clock may gain at most [`LIFETIME_SLACK`] within
-//! the longest lifetime, and rtc-sctp is given lifetimes longer by that much: a message
-//! is never given up before its lifetime, and at most [`LIFETIME_SLACK`] after it (our
-//! send queue drops it at its lifetime if it has not left yet). Stopping the early
+//! association with a channel whose lifetime is over [`SHORT_LIFETIME`], the clock may
+//! gain at most [`LIFETIME_SLACK`] within the longest lifetime, and rtc-sctp is given
+//! those lifetimes longer by that much: such a message is never given up before its
+//! lifetime, and at most [`LIFETIME_SLACK`] after it (our send queue drops it at its
+//! lifetime if it has not left yet). Shorter lifetimes are over by the time our timeout
+//! retransmits; they are left as they are. Stopping the early
 //! retransmission altogether, as before, left such associations with rtc-sctp's 1 s
 //! floor and its doubling: after a loss burst, every channel on them stalled for several
 //! seconds. The right fix is a configurable minimum RTO in rtc-sctp.
@@ -45,6 +47,11 @@ const MAX_BACKOFF: u32 = 3;
 /// lifetime, and what rtc-sctp's lifetimes are lengthened by. A jump is the engine's RTO
 /// less ours (about 750 ms), so this allows one per lifetime.
 pub(crate) const LIFETIME_SLACK: Duration = Duration::from_secs(1);
+/// Lifetimes up to this are left alone (no slack, no limit on the lead): a message
+/// retransmitted by our timeout has outlived them anyway, and giving it up at the jump,
+/// up to this much early for a message younger than the rest, beats retransmitting it
+/// a second late.
+pub(crate) const SHORT_LIFETIME: Duration = RTO_FLOOR;
 /// Most timer jumps per forced retransmission (the ACK timer may come before T3-rtx).
 const MAX_JUMPS: usize = 4;
 
@@ -85,6 +92,10 @@ pub(crate) struct RtoClock {
     lifetime: Option<Duration>,
     /// Recent jumps (real time, lead gained), within `lifetime`.
     jumps: VecDeque<(Instant, Duration)>,
+    /// The association has sent DATA the peer has not acknowledged, even if none of it
+    /// is ours any more: data given up still needs its FORWARD TSN through, which
+    /// rtc-sctp resends only on its own timer.
+    unacked: bool,
 }
 
 impl RtoClock {
@@ -96,7 +107,22 @@ impl RtoClock {
             backoff: 0,
             lifetime: None,
             jumps: VecDeque::new(),
+            unacked: false,
         }
+    }
+
+    /// Whether the association has unacknowledged DATA (see `unacked`).
+    pub(crate) fn set_unacked(&mut self, now: Instant, unacked: bool) {
+        if unacked && !self.unacked && self.outstanding == 0 {
+            self.progress = now;
+        }
+        self.unacked = unacked;
+    }
+
+    /// The peer's cumulative acknowledgement moved on.
+    pub(crate) fn progressed(&mut self, now: Instant) {
+        self.progress = now;
+        self.backoff = 0;
     }
 
     /// A channel with this maxPacketLifeTime exists: from now on the clock gains at most
@@ -169,7 +195,7 @@ impl RtoClock {
     /// Real time at which a retransmission is due to be forced, if data is outstanding
     /// and that is before the association's own deadline `engine` (in its time).
     pub(crate) fn deadline(&self, srtt: Duration, engine: Option<Instant>) -> Option<Instant> {
-        if self.outstanding == 0 {
+        if self.outstanding == 0 && !self.unacked {
             return None;
         }
         let ours = self.progress + self.rto(srtt);

@@ -14,6 +14,7 @@
 //! chunks (new TSNs seen in the packets it sends) — never more than what is not yet
 //! acknowledged or abandoned.
 
+use super::tsn_after;
 use bytes::Bytes;
 use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +29,8 @@ pub(crate) const MIN_WAITING: u64 = 128 * 1024;
 pub(crate) const QUANTUM: usize = 16 * 1024;
 
 const CHUNK_DATA: u8 = 0;
+const CHUNK_SACK: u8 = 3;
+const CHUNK_FORWARD_TSN: u8 = 192;
 const DATA_HEADER: usize = 16;
 
 /// One thing to do on a stream, in order with the rest of that stream.
@@ -72,10 +75,8 @@ pub(crate) struct SendQueue {
     highest_tsn: Option<u32>,
     /// maxPacketLifeTime of the streams that have one.
     lifetimes: HashMap<u16, Duration>,
-}
-
-fn tsn_after(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < 1 << 31
+    /// The peer's cumulative TSN acknowledgement, from its latest SACK.
+    peer_cum: Option<u32>,
 }
 
 impl SendQueue {
@@ -209,12 +210,17 @@ impl SendQueue {
             if len < 4 {
                 break;
             }
-            if p[at] == CHUNK_DATA && len >= DATA_HEADER {
+            let ty = p[at];
+            if ty == CHUNK_DATA || ty == CHUNK_FORWARD_TSN {
                 if let Some(b) = p.get(at + 4..at + 8) {
                     let tsn = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                     if self.highest_tsn.is_none_or(|h| tsn_after(tsn, h)) {
                         self.highest_tsn = Some(tsn);
-                        fresh += len - DATA_HEADER;
+                        // A FORWARD TSN (RFC 3758) may name TSNs given up before they
+                        // were ever sent: unacknowledged until the peer's SACK says so.
+                        if ty == CHUNK_DATA {
+                            fresh += len.saturating_sub(DATA_HEADER);
+                        }
                     }
                 }
             }
@@ -222,6 +228,42 @@ impl SendQueue {
         }
         self.transmitted += fresh as u64;
         fresh
+    }
+
+    /// Looks at a packet from the peer: true when its SACK moved the cumulative
+    /// acknowledgement on (abandoned data skipped by a FORWARD TSN included).
+    pub(crate) fn received_packet(&mut self, p: &[u8]) -> bool {
+        let mut at = 12;
+        let mut moved = false;
+        while let Some(len) = p
+            .get(at + 2..at + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        {
+            if len < 4 {
+                break;
+            }
+            if p[at] == CHUNK_SACK {
+                if let Some(b) = p.get(at + 4..at + 8) {
+                    let cum = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    if self.peer_cum.is_none_or(|c| tsn_after(cum, c)) {
+                        moved |= self.peer_cum.is_some();
+                        self.peer_cum = Some(cum);
+                    }
+                }
+            }
+            at += len.next_multiple_of(4);
+        }
+        moved
+    }
+
+    /// Whether the association has sent DATA the peer has not acknowledged yet, given up
+    /// or not (given-up data still needs its FORWARD TSN through).
+    pub(crate) fn unacknowledged(&self) -> bool {
+        match (self.highest_tsn, self.peer_cum) {
+            (Some(h), Some(c)) => tsn_after(h, c),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// Everything still queued, dropped (the association is gone): message bytes per
@@ -391,6 +433,39 @@ mod tests {
         let mut order = take_all(&mut q);
         order.sort_unstable();
         assert_eq!(order, [1, 1, 2]);
+    }
+
+    fn sack_packet(cum: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(&[CHUNK_SACK, 0, 0, 16]);
+        p.extend_from_slice(&cum.to_be_bytes());
+        p.extend_from_slice(&[0u8; 8]);
+        p
+    }
+
+    #[test]
+    fn unacknowledged_follows_the_peers_sacks() {
+        let mut q = SendQueue::default();
+        assert!(!q.unacknowledged());
+        q.sent_packet(&data_packet(&[(100, 10), (101, 10)]));
+        assert!(q.unacknowledged());
+        assert!(
+            !q.received_packet(&sack_packet(99)),
+            "the first SACK is no move"
+        );
+        assert!(q.received_packet(&sack_packet(100)));
+        assert!(q.unacknowledged());
+        assert!(!q.received_packet(&sack_packet(100)));
+        assert!(q.received_packet(&sack_packet(101)));
+        assert!(!q.unacknowledged());
+        // TSNs given up unsent and skipped by a FORWARD TSN wait for the peer's SACK too.
+        let mut fwd = vec![0u8; 12];
+        fwd.extend_from_slice(&[CHUNK_FORWARD_TSN, 0, 0, 8]);
+        fwd.extend_from_slice(&105u32.to_be_bytes());
+        assert_eq!(q.sent_packet(&fwd), 0);
+        assert!(q.unacknowledged());
+        assert!(q.received_packet(&sack_packet(105)));
+        assert!(!q.unacknowledged());
     }
 
     #[test]
