@@ -509,6 +509,38 @@ mod tests {
         assert!(gate.resend(later + 10 * MAX_RESEND, RTO).is_empty());
     }
 
+    /// Anything an authenticated but hostile (or broken) peer could send: no panic, and
+    /// nothing held for ever.
+    #[test]
+    fn random_packets_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let now = Instant::now();
+        let mut gate = ResetGate::default();
+        let mut queue = super::super::send_queue::SendQueue::default();
+        let kinds = [0u8, 1, 2, 3, CHUNK_RECONFIG, 192, rng.u8(..)];
+        for _ in 0..20_000 {
+            let mut p = HEADER.to_vec();
+            for _ in 0..rng.usize(0..4) {
+                let ty = kinds[rng.usize(..kinds.len())];
+                let body: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+                let mut c = chunk(ty, &body);
+                if rng.bool() {
+                    // A lying length, or a cut.
+                    c[2..4].copy_from_slice(&rng.u16(..).to_be_bytes());
+                }
+                c.truncate(rng.usize(0..=c.len()));
+                p.extend_from_slice(&c);
+            }
+            gate.outgoing(now, &p, RTO);
+            queue.sent_packet(&p);
+            queue.received_packet(&p);
+            let _ = gate.incoming(now, BytesMut::from(&p[..]));
+        }
+        let _ = gate.resend(now + MAX_HOLD, RTO);
+        let _ = gate.due(now + MAX_HOLD);
+        assert!(gate.held.is_empty());
+    }
+
     #[test]
     fn older_sacks_do_not_move_the_acknowledgement_back() {
         let now = Instant::now();
