@@ -26,7 +26,6 @@ use smolrtc::ice::IceConnectionState;
 use smolrtc::signal::impair::Impairment;
 use smolrtc::{
     ChannelInit, ChannelState, Config, ConnectionState, DataChannel, Description, Event, Runtime,
-    SdpType,
 };
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
@@ -537,19 +536,7 @@ async fn client(addr: SocketAddr, name: &str) -> (Peer, DataChannel) {
         p.pc.create_data_channel("echo", ChannelInit::default())
             .await
             .unwrap();
-    let offer = p.pc.create_offer().await.unwrap();
-    p.pc.set_local_description(offer).await.unwrap();
-    let offer = p.complete_description().await;
-    let r = request(
-        addr,
-        "POST",
-        "/api/offer",
-        Some("application/json"),
-        offer.to_json().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let answer = Description::from_json(&r.text()).unwrap();
-    assert_eq!(answer.kind, SdpType::Answer);
+    let answer = p.offer_to_service(addr).await;
     p.pc.set_remote_description(answer).await.unwrap();
     opened(&mut p, "echo").await;
     echo.send(format!("hello from {name}")).await.unwrap();

@@ -24,7 +24,7 @@ mod common;
 
 use common::http::request;
 use common::{block_on, init_log, message, opened, Peer};
-use smolrtc::{ChannelInit, Description, Event, Message, SdpType};
+use smolrtc::{ChannelInit, Description, Event, Message};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -252,19 +252,7 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
             p.pc.create_data_channel("chargen", ChannelInit::default())
                 .await
                 .unwrap();
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer).await.unwrap();
-        let offer = p.complete_description().await;
-        let r = request(
-            http,
-            "POST",
-            "/api/offer",
-            Some("application/json"),
-            offer.to_json().as_bytes(),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        let answer = Description::from_json(&r.text()).unwrap();
-        assert_eq!(answer.kind, SdpType::Answer);
+        let answer = p.offer_to_service(http).await;
         p.pc.set_remote_description(through_forwards(&answer))
             .await
             .unwrap();

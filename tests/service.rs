@@ -65,19 +65,7 @@ async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChann
                 .unwrap(),
         );
     }
-    let offer = p.pc.create_offer().await.unwrap();
-    p.pc.set_local_description(offer).await.unwrap();
-    let offer = p.complete_description().await;
-    let r = request(
-        h.addr,
-        "POST",
-        "/api/offer",
-        Some("application/json"),
-        offer.to_json().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let answer = Description::from_json(&r.text()).unwrap();
-    assert_eq!(answer.kind, SdpType::Answer);
+    let answer = p.offer_to_service(h.addr).await;
     assert!(
         answer.sdp.contains("a=candidate:"),
         "non-trickle answer carries candidates"

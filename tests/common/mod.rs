@@ -120,6 +120,26 @@ impl Peer {
             .await
             .expect("local description")
     }
+
+    /// Offers to a smolrtc service at `addr` through `POST /api/offer` (the complete
+    /// offer, non-trickle): its answer, the 200 and the answer's type checked. The
+    /// answer is not applied (callers may edit it first).
+    pub async fn offer_to_service(&mut self, addr: std::net::SocketAddr) -> Description {
+        let offer = self.pc.create_offer().await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        let offer = self.complete_description().await;
+        let r = http::request(
+            addr,
+            "POST",
+            "/api/offer",
+            Some("application/json"),
+            offer.to_json().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer = Description::from_json(&r.text()).unwrap();
+        assert_eq!(answer.kind, smolrtc::SdpType::Answer);
+        answer
+    }
 }
 
 /// Offer from `a`, answer from `b`, complete descriptions both ways.
