@@ -22,9 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod reset_gate;
+pub(crate) mod reset_gate;
 mod rto;
-mod send_queue;
+pub(crate) mod send_queue;
 use reset_gate::ResetGate;
 use rto::RtoClock;
 use send_queue::{Item, SendQueue};

@@ -331,6 +331,11 @@ impl ResetGate {
             .collect()
     }
 
+    /// Requests held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// When a held request must go on regardless, or one of ours is due again.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let held = self.held.iter().map(|h| h.since + MAX_HOLD);
