@@ -43,6 +43,13 @@
 //!   `SMOLRTC_RSS_EVERY` sets the sampling interval in seconds (default 1; 10 in long mode).
 //!
 //! The two long tests run alone in the process (a lock), so the RSS figures are theirs.
+//!
+//! Measured 2026-12-03 (release, commit fdbbdcf, niced beside a CI run on 2 cores, the
+//! first command above): `long_run_keeps_memory_flat` 3602 s: 1.29 GB on the stream
+//! channel, 287 027 unordered messages, 3600 churn channels opened, used and closed on
+//! both sides, every checked byte right; RSS after warm-up 10 496 → at most 11 036 KiB
+//! (+540 KiB). `long_transfer_through_lossy_relay` 1 GiB in 93.7 s (91.7 Mbit/s through 1%
+//! loss each way), every byte right, RSS +508 KiB after warm-up.
 
 mod common;
 
