@@ -531,8 +531,11 @@ fn pump(
                         .open_stream(stream, Ppi::Binary)
                         .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
                 };
-                if let Err(e) = res {
-                    log::warn!("[{name}] SCTP: cannot open stream {stream}: {e}");
+                match res {
+                    Ok(()) => {
+                        queue.params.insert(stream, (unordered, rel, value));
+                    }
+                    Err(e) => log::warn!("[{name}] SCTP: cannot open stream {stream}: {e}"),
                 }
             }
             // DCEP messages are not user data: they go whatever the channel's lifetime.
@@ -548,10 +551,23 @@ fn pump(
             Item::Message { ppi, data, .. } => {
                 let len = data.len();
                 let at = clock.at(now);
-                match a
-                    .stream(stream)
-                    .and_then(|mut s| s.write_sctp(at, &data, ppi))
-                {
+                // DCEP messages go ordered and reliable whatever the channel is (RFC 8832
+                // §6; as browsers send them): a lost OPEN given up after the channel's
+                // lifetime or retransmission limit left the channel unopened for good.
+                // rtc-sctp takes a message's reliability from its stream when written.
+                let channel = queue.params.get(&stream).copied();
+                let control = ppi == Ppi::Dcep
+                    && channel.is_some_and(|p| p != (false, ReliabilityType::Reliable, 0));
+                let res = a.stream(stream).and_then(|mut s| match channel {
+                    Some((unordered, rel, value)) if control => {
+                        s.set_reliability_params(false, ReliabilityType::Reliable, 0)?;
+                        let res = s.write_sctp(at, &data, ppi);
+                        s.set_reliability_params(unordered, rel, value)?;
+                        res
+                    }
+                    _ => s.write_sctp(at, &data, ppi),
+                });
+                match res {
                     Ok(_) => {
                         queue.wrote(len);
                         clock.sent(now, len);

@@ -77,6 +77,8 @@ pub(crate) struct SendQueue {
     lifetimes: HashMap<u16, Duration>,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
+    /// Each stream's reliability as given to the association (unordered, type, value).
+    pub(crate) params: HashMap<u16, (bool, ReliabilityType, u32)>,
 }
 
 impl SendQueue {
