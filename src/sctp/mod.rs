@@ -34,6 +34,30 @@ fn tsn_after(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < 1 << 31
 }
 
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The chunks of an SCTP packet, walked by their length fields without allocating (the
+/// send queue and the reset gate look at every packet): (type, length field, the chunk
+/// with its padding, cut at the packet's end). Stops at a length under 4.
+fn chunk_walk(p: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
+    let mut at = 12;
+    std::iter::from_fn(move || {
+        let len = usize::from(be16(p, at + 2)?);
+        if len < 4 {
+            return None;
+        }
+        let start = at;
+        at += len.next_multiple_of(4);
+        Some((p[start], len, &p[start..at.min(p.len())]))
+    })
+}
+
 /// SCTP settings (DESIGN.md defaults).
 #[derive(Clone, Debug)]
 pub struct SctpConfig {

@@ -25,7 +25,7 @@
 //! Only the chunk headers and the fields named below are read; anything malformed passes
 //! through untouched for rtc-sctp to refuse.
 
-use super::tsn_after;
+use super::{be16, be32, chunk_walk, tsn_after};
 use bytes::{BufMut, BytesMut};
 use std::time::{Duration, Instant};
 
@@ -47,14 +47,6 @@ const PARAM_OUTGOING_RESET_REQUEST: u16 = 13;
 const PARAM_RECONFIG_RESPONSE: u16 = 16;
 /// RFC 6525 §4.4 result "In progress".
 const RESULT_IN_PROGRESS: u32 = 6;
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
 
 /// The chunks of an SCTP packet: (type, the whole chunk with its padding). None when the
 /// packet does not parse.
@@ -150,15 +142,8 @@ impl ResetGate {
     /// nothing is left).
     pub(crate) fn incoming(&mut self, now: Instant, p: BytesMut) -> Option<BytesMut> {
         // Called for every packet received: most are DATA and SACK, passed on at once.
-        let mut at = COMMON_HEADER;
-        let mut wanted = false;
-        while let Some(len) = be16(&p, at + 2).map(usize::from) {
-            wanted |= matches!(p[at], CHUNK_INIT | CHUNK_INIT_ACK | CHUNK_RECONFIG);
-            if len < 4 || wanted {
-                break;
-            }
-            at += len.next_multiple_of(4);
-        }
+        let wanted = chunk_walk(&p)
+            .any(|(ty, _, _)| matches!(ty, CHUNK_INIT | CHUNK_INIT_ACK | CHUNK_RECONFIG));
         if !wanted {
             return Some(p);
         }
@@ -211,27 +196,18 @@ impl ResetGate {
     /// Looks at a packet we send: our SACKs tell how far the peer's data has arrived, and
     /// our reset requests are kept until answered. `rto` is our retransmission timeout.
     pub(crate) fn outgoing(&mut self, now: Instant, p: &[u8], rto: Duration) {
-        // Called for every packet sent: walk the chunk headers without allocating.
-        let mut at = COMMON_HEADER;
-        while let Some(len) = be16(p, at + 2).map(usize::from) {
-            if len < 4 {
-                return;
-            }
-            match p[at] {
+        for (ty, _, chunk) in chunk_walk(p) {
+            match ty {
                 CHUNK_SACK => {
-                    if let Some(cum) = be32(p, at + 4) {
+                    if let Some(cum) = be32(chunk, 4) {
                         if self.acked.is_none_or(|a| tsn_after(cum, a)) {
                             self.acked = Some(cum);
                         }
                     }
                 }
-                CHUNK_RECONFIG => {
-                    let end = (at + len.next_multiple_of(4)).min(p.len());
-                    self.sent_request(now, p, &p[at..end], rto);
-                }
+                CHUNK_RECONFIG => self.sent_request(now, p, chunk, rto),
                 _ => {}
             }
-            at += len.next_multiple_of(4);
         }
     }
 

@@ -14,7 +14,7 @@
 //! chunks (new TSNs seen in the packets it sends) — never more than what is not yet
 //! acknowledged or abandoned.
 
-use super::tsn_after;
+use super::{be32, chunk_walk, tsn_after};
 use bytes::Bytes;
 use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
 use std::collections::{HashMap, VecDeque};
@@ -203,30 +203,20 @@ impl SendQueue {
     /// Looks at a packet the association sends: its new DATA chunks have left the queue.
     /// Returns the user data bytes sent for the first time.
     pub(crate) fn sent_packet(&mut self, p: &[u8]) -> usize {
-        let mut at = 12;
         let mut fresh = 0;
-        while let Some(len) = p
-            .get(at + 2..at + 4)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        {
-            if len < 4 {
-                break;
+        for (ty, len, chunk) in chunk_walk(p) {
+            if ty != CHUNK_DATA && ty != CHUNK_FORWARD_TSN {
+                continue;
             }
-            let ty = p[at];
-            if ty == CHUNK_DATA || ty == CHUNK_FORWARD_TSN {
-                if let Some(b) = p.get(at + 4..at + 8) {
-                    let tsn = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    if self.highest_tsn.is_none_or(|h| tsn_after(tsn, h)) {
-                        self.highest_tsn = Some(tsn);
-                        // A FORWARD TSN (RFC 3758) may name TSNs given up before they
-                        // were ever sent: unacknowledged until the peer's SACK says so.
-                        if ty == CHUNK_DATA {
-                            fresh += len.saturating_sub(DATA_HEADER);
-                        }
-                    }
+            let Some(tsn) = be32(chunk, 4) else { continue };
+            if self.highest_tsn.is_none_or(|h| tsn_after(tsn, h)) {
+                self.highest_tsn = Some(tsn);
+                // A FORWARD TSN (RFC 3758) may name TSNs given up before they were ever
+                // sent: unacknowledged until the peer's SACK says so.
+                if ty == CHUNK_DATA {
+                    fresh += len.saturating_sub(DATA_HEADER);
                 }
             }
-            at += len.next_multiple_of(4);
         }
         self.transmitted += fresh as u64;
         fresh
@@ -235,25 +225,15 @@ impl SendQueue {
     /// Looks at a packet from the peer: true when its SACK moved the cumulative
     /// acknowledgement on (abandoned data skipped by a FORWARD TSN included).
     pub(crate) fn received_packet(&mut self, p: &[u8]) -> bool {
-        let mut at = 12;
         let mut moved = false;
-        while let Some(len) = p
-            .get(at + 2..at + 4)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        {
-            if len < 4 {
-                break;
+        for (ty, _, chunk) in chunk_walk(p) {
+            let Some(cum) = be32(chunk, 4).filter(|_| ty == CHUNK_SACK) else {
+                continue;
+            };
+            if self.peer_cum.is_none_or(|c| tsn_after(cum, c)) {
+                moved |= self.peer_cum.is_some();
+                self.peer_cum = Some(cum);
             }
-            if p[at] == CHUNK_SACK {
-                if let Some(b) = p.get(at + 4..at + 8) {
-                    let cum = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    if self.peer_cum.is_none_or(|c| tsn_after(cum, c)) {
-                        moved |= self.peer_cum.is_some();
-                        self.peer_cum = Some(cum);
-                    }
-                }
-            }
-            at += len.next_multiple_of(4);
         }
         moved
     }
