@@ -99,6 +99,31 @@ struct ServeOptions {
     /// Most WebSocket signaling connections at once; more get 503.
     #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_WEBSOCKETS)]
     max_websockets: usize,
+    /// Most HTTP connections at once from one client address; more get 429 (keep it
+    /// below --max-connections, so one address cannot hold them all).
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+    /// Most connections at once from one client address that have not yet sent their first
+    /// request's headers (slowloris); more get 429.
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_SLOW_CONNECTIONS_PER_ADDRESS)]
+    max_slow_connections_per_address: usize,
+    /// Most sessions at once signaled from one client address; more get 429 (default: a
+    /// quarter of --max-sessions, at least 1).
+    #[arg(long, value_name = "N")]
+    max_sessions_per_address: Option<usize>,
+    /// Most WebSocket signaling connections at once from one client address; more get 429.
+    #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_WEBSOCKETS_PER_ADDRESS)]
+    max_websockets_per_address: usize,
+    /// Also accept requests whose Host names the device as NAME (repeatable). IP
+    /// literals, localhost, the machine's host name and <hostname>.local always work; any
+    /// other Host gets 421 (but for the page itself), which stops DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Also let pages from ORIGIN (e.g. https://device.example) open WebSockets and send
+    /// POST/PATCH/DELETE (repeatable). The service's own origin (http://<Host>) and
+    /// clients without an Origin header always may; other origins get 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
     /// Seconds a client may take to send a request's headers (counted from the connection's
     /// start or the previous response, so also how long an idle keep-alive connection is
     /// kept); a slower one is dropped.
@@ -201,6 +226,28 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
             file.max_connections
         );
         take!("max_websockets", opts.max_websockets, file.max_websockets);
+        take!(
+            "max_connections_per_address",
+            opts.max_connections_per_address,
+            file.max_connections_per_address
+        );
+        take!(
+            "max_slow_connections_per_address",
+            opts.max_slow_connections_per_address,
+            file.max_slow_connections_per_address
+        );
+        take!(
+            "max_sessions_per_address",
+            opts.max_sessions_per_address,
+            file.max_sessions_per_address.map(Some)
+        );
+        take!(
+            "max_websockets_per_address",
+            opts.max_websockets_per_address,
+            file.max_websockets_per_address
+        );
+        take!("allow_hosts", opts.allow_hosts, file.allow_hosts);
+        take!("allow_origins", opts.allow_origins, file.allow_origins);
         take!("header_timeout", opts.header_timeout, file.header_timeout);
         take!("body_timeout", opts.body_timeout, file.body_timeout);
         take!("write_timeout", opts.write_timeout, file.write_timeout);
@@ -259,6 +306,14 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         max_body: opts.max_body,
         max_connections: opts.max_connections,
         max_websockets: opts.max_websockets,
+        max_connections_per_address: opts.max_connections_per_address,
+        max_slow_connections_per_address: opts.max_slow_connections_per_address,
+        max_sessions_per_address: opts
+            .max_sessions_per_address
+            .unwrap_or((opts.max_sessions / 4).max(1)),
+        max_websockets_per_address: opts.max_websockets_per_address,
+        allow_hosts: opts.allow_hosts,
+        allow_origins: opts.allow_origins,
         header_timeout: seconds("header-timeout", opts.header_timeout)?,
         body_timeout: seconds("body-timeout", opts.body_timeout)?,
         write_timeout: seconds("write-timeout", opts.write_timeout)?,

@@ -259,7 +259,7 @@ fn slowloris_headers_are_cut_off_while_others_are_served() {
     let mut slow = connect(h.addr);
     let port = slow.local_addr().unwrap().port().to_string();
     let started = Instant::now();
-    slow.write_all(b"GET /api/sessions HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /api/sessions HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     let mut dripper = slow.try_clone().unwrap();
     let drip = std::thread::spawn(move || {
@@ -301,7 +301,7 @@ fn idle_keep_alive_connections_are_closed() {
     let (_rt, h) = start(|c| c.header_timeout = Duration::from_secs(1));
     let mut s = connect(h.addr);
     let port = s.local_addr().unwrap().port().to_string();
-    s.write_all(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -333,7 +333,7 @@ fn slow_body_gets_408() {
     let mut s = connect(h.addr);
     let started = Instant::now();
     s.write_all(
-        b"POST /api/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        b"POST /api/offer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"type\":\"offer\",",
     )
     .unwrap();
@@ -367,7 +367,7 @@ fn client_reading_nothing_is_dropped_at_write_timeout() {
     let port = s.local_addr().unwrap().port().to_string();
     let one = get(h.addr, "/app.js", &[]).body.len();
     const REQUESTS: usize = 400; // ~20 MB of answers: far more than socket buffers hold
-    let pipelined = "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS);
+    let pipelined = "GET /app.js HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(REQUESTS);
     s.write_all(pipelined.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(get(h.addr, "/api/sessions", &[]).status, 200);
@@ -532,7 +532,7 @@ fn oversized_and_malformed_requests_get_clear_errors() {
         // Chunked, no length: cut off once past max_body.
         let mut s = connect(h.addr);
         s.write_all(
-            b"POST /whip HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+            b"POST /whip HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/sdp\r\n\
               Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )
         .unwrap();

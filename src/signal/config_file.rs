@@ -24,6 +24,20 @@ pub struct ServeFile {
     pub max_connections: Option<usize>,
     /// `--max-websockets`
     pub max_websockets: Option<usize>,
+    /// `--max-connections-per-address`
+    pub max_connections_per_address: Option<usize>,
+    /// `--max-slow-connections-per-address`
+    pub max_slow_connections_per_address: Option<usize>,
+    /// `--max-sessions-per-address`
+    pub max_sessions_per_address: Option<usize>,
+    /// `--max-websockets-per-address`
+    pub max_websockets_per_address: Option<usize>,
+    /// `--allow-host`, one name per entry (also spelled `allow-host`).
+    #[serde(alias = "allow-host")]
+    pub allow_hosts: Option<Vec<String>>,
+    /// `--allow-origin`, one origin per entry (also spelled `allow-origin`).
+    #[serde(alias = "allow-origin")]
+    pub allow_origins: Option<Vec<String>>,
     /// `--header-timeout`, seconds.
     pub header_timeout: Option<f64>,
     /// `--body-timeout`, seconds.
@@ -93,6 +107,12 @@ impl ServeFile {
         }
         if let Some(t) = &file.token {
             crate::signal::service::check_token(&t.0).map_err(|e| e.to_string())?;
+        }
+        for h in file.allow_hosts.iter().flatten() {
+            crate::signal::service::check_allowed_host(h).map_err(|e| e.to_string())?;
+        }
+        for o in file.allow_origins.iter().flatten() {
+            crate::signal::service::check_allowed_origin(o).map_err(|e| e.to_string())?;
         }
         if let Some(p) = &file.ice_ports {
             super::ice_options::parse_port_range(p).map_err(|e| format!("ice-ports: {e}"))?;
@@ -166,6 +186,36 @@ mod tests {
         assert!(e.contains("token") && !e.contains("s3cr3t"), "{e}");
         let e = ServeFile::parse("token = \"abc\"\ntoken-file = \"/x\"").unwrap_err();
         assert!(e.contains("give one"), "{e}");
+    }
+
+    #[test]
+    fn per_address_limits_hosts_and_origins() {
+        let f = ServeFile::parse(
+            r#"
+            max-connections-per-address = 8
+            max-slow-connections-per-address = 4
+            max-sessions-per-address = 2
+            max-websockets-per-address = 3
+            allow-host = ["device.example"]
+            allow-origins = ["https://device.example", "http://10.0.0.2:8080"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.max_connections_per_address, Some(8));
+        assert_eq!(f.max_slow_connections_per_address, Some(4));
+        assert_eq!(f.max_sessions_per_address, Some(2));
+        assert_eq!(f.max_websockets_per_address, Some(3));
+        assert_eq!(f.allow_hosts.unwrap(), ["device.example"]);
+        assert_eq!(f.allow_origins.unwrap().len(), 2);
+        let e = ServeFile::parse("allow-host = [\"device:8888\"]").unwrap_err();
+        assert!(
+            e.contains("allow-host") && e.contains("without a port"),
+            "{e}"
+        );
+        let e = ServeFile::parse("allow-origin = [\"null\"]").unwrap_err();
+        assert!(e.contains("allow-origin"), "{e}");
+        let e = ServeFile::parse("allow-origin = [\"http://a/path\"]").unwrap_err();
+        assert!(e.contains("allow-origin"), "{e}");
     }
 
     #[test]

@@ -11,25 +11,48 @@
 //! | `GET /api/sessions` | the live sessions, JSON |
 //! | `POST /api/report` | a page's self-test results (JSON), logged and kept for the host program |
 //!
-//! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line.
+//! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
+//! at most one a second per kind of refusal (route and status).
+//!
+//! Before anything else, every request but the page's own (GET of `/`, `/index.html`,
+//! `/app.js`, `/style.css`) must name the device in `Host`: an IP literal, `localhost`,
+//! the machine's host name or `<hostname>.local`, or an
+//! [`allow_hosts`](super::ServiceConfig::allow_hosts) name; else `421` (a DNS-rebinding page
+//! names its own domain). HTTP/1.1 without `Host` gets `400`. A WebSocket upgrade or a
+//! state-changing request (any method but GET, HEAD, OPTIONS) whose `Origin` is not
+//! `http://<Host>` nor an [`allow_origins`](super::ServiceConfig::allow_origins) entry
+//! gets `403` (a cross-site page); one without `Origin` (curl, native clients) is let
+//! through. `POST /api/offer` and `/api/report` take `application/json` only, so a
+//! cross-site form (no CORS preflight) cannot post them (`415`).
+//!
 //! With a token ([`ServiceConfig::token`](super::ServiceConfig::token)), `/api/*`, `/whip*`
 //! and `/ws` need `Authorization: Bearer <token>` (`/ws` also takes `?token=`), else `401`.
 //! Slow clients meet `header_timeout`, `body_timeout` (`408`) and `write_timeout`; the
 //! connections themselves are capped by `max_connections` and `max_websockets` (`503`).
+//!
+//! One client address gets at most `max_connections_per_address` of the connections, of
+//! which at most `max_slow_connections_per_address` still sending their first request's
+//! headers, and at most `max_websockets_per_address` WebSockets (`429` past each). The
+//! defaults (32 of 128 connections, 16 slow, 16 of 64 WebSockets) leave most of the global
+//! pools to other addresses: slowloris from one address cannot lock others out. (Many
+//! addresses can still share out the global pools between them.)
 
-use super::service::{complete_description, ApiError, Counter, Shared, Via};
+use super::service::{client_address, complete_description, ApiError, Counter, Shared, Via};
 use super::ws;
 use crate::sdp::{self, Description, IceCandidateInit, SdpType};
 use async_io::Async;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,14 +67,18 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 type Body = Full<Bytes>;
 
-/// Connections answered `503` (with a short header timeout) while `max_connections` are
-/// busy; past this many, further ones are closed unanswered.
+/// Connections answered `503`/`429` (with a short header timeout) while a connection limit
+/// is reached; past this many, further ones are closed unanswered.
 const REFUSING_CONNECTIONS: usize = 16;
+/// Of [`REFUSING_CONNECTIONS`], how many one client address may hold, so that one flooding
+/// address leaves answers for the others.
+const REFUSING_PER_ADDRESS: usize = 4;
 /// How long a refused connection may take to send its request and read the `503`.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Accepts connections forever; each is served in its own task, at most `max_connections`
-/// at once.
+/// at once, and from one client address at most `max_connections_per_address`, of which
+/// at most `max_slow_connections_per_address` before their first request's headers are in.
 pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
     let refusing = Counter::default();
     loop {
@@ -59,20 +86,25 @@ pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
-                log::warn!("accept: {e}");
+                shared.quiet.warn("accept", 0, || format!("accept: {e}"));
                 async_io::Timer::after(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let max = shared.config.max_connections;
-        let Some(slot) = shared.connections.take(max) else {
-            refuse(&shared, &refusing, stream, peer);
-            continue;
+        let (slow, per_address, slot) = match admit(&shared, peer) {
+            Ok(slots) => slots,
+            Err(why) => {
+                refuse(&shared, &refusing, stream, peer, why);
+                continue;
+            }
         };
         let activity = Arc::new(Activity::default());
         let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
         let shared2 = shared.clone();
+        // Given back once the first request's headers are in (or with the connection).
+        let slow = Rc::new(RefCell::new(Some(slow)));
         let service = hyper::service::service_fn(move |req| {
+            slow.borrow_mut().take();
             let shared = shared2.clone();
             async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
         });
@@ -82,28 +114,106 @@ pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
             .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
             .with_upgrades();
         let header_timeout = shared.config.header_timeout;
+        let shared2 = shared.clone();
         shared
             .ex
             .spawn(async move {
-                let _slot = slot;
+                let _slots = (slot, per_address);
                 if let Err(e) = conn.await {
-                    log_connection_end(peer, &e, &activity, header_timeout);
+                    log_connection_end(&shared2, peer, &e, &activity, header_timeout);
                 }
             })
             .detach();
     }
 }
 
-/// Says why a connection ended early: a slow client (warn), an idle one (info), the rest
-/// (debug: resets and the like are a client's business).
-fn log_connection_end(peer: SocketAddr, e: &hyper::Error, activity: &Activity, header: Duration) {
+/// A connection limit that refused a connection, with its value.
+#[derive(Clone, Copy)]
+enum LimitReached {
+    /// `max_slow_connections_per_address`
+    Slow(usize),
+    /// `max_connections_per_address`
+    PerAddress(usize),
+    /// `max_connections`
+    Global(usize),
+}
+
+impl LimitReached {
+    fn status(self) -> u16 {
+        match self {
+            LimitReached::Global(_) => 503,
+            _ => 429,
+        }
+    }
+
+    /// The limit's name (its `ServiceConfig` field) and value.
+    fn limit(self) -> (&'static str, usize) {
+        match self {
+            LimitReached::Slow(n) => ("max_slow_connections_per_address", n),
+            LimitReached::PerAddress(n) => ("max_connections_per_address", n),
+            LimitReached::Global(n) => ("max_connections", n),
+        }
+    }
+
+    fn message(self) -> String {
+        let (name, n) = self.limit();
+        match self {
+            LimitReached::Slow(_) => format!(
+                "too many connections from your address still sending their first request \
+                 ({name} = {n}); try again"
+            ),
+            LimitReached::PerAddress(_) => {
+                format!("too many connections from your address ({name} = {n}); try again")
+            }
+            LimitReached::Global(_) => format!("too many connections ({name} = {n}); try again"),
+        }
+    }
+}
+
+type Admitted = (
+    super::service::AddressSlot,
+    super::service::AddressSlot,
+    super::service::Slot,
+);
+
+/// The places a new connection from `peer` takes (slow, per address, global), or the
+/// limit that is reached.
+fn admit(shared: &Shared, peer: SocketAddr) -> Result<Admitted, LimitReached> {
+    let c = &shared.config;
+    let ip = client_address(peer);
+    let slow = shared
+        .slow_per_address
+        .take(ip, c.max_slow_connections_per_address)
+        .ok_or(LimitReached::Slow(c.max_slow_connections_per_address))?;
+    let per_address = shared
+        .connections_per_address
+        .take(ip, c.max_connections_per_address)
+        .ok_or(LimitReached::PerAddress(c.max_connections_per_address))?;
+    let slot = shared
+        .connections
+        .take(c.max_connections)
+        .ok_or(LimitReached::Global(c.max_connections))?;
+    Ok((slow, per_address, slot))
+}
+
+/// Says why a connection ended early: a slow client (warn, rate-limited), an idle one
+/// (info), the rest (debug: resets and the like are a client's business).
+fn log_connection_end(
+    shared: &Shared,
+    peer: SocketAddr,
+    e: &hyper::Error,
+    activity: &Activity,
+    header: Duration,
+) {
     if e.is_timeout() {
         if activity.mid_request() {
-            log::warn!(
-                "http {peer}: slow client dropped: request headers not complete after {:.1} s \
-                 (header_timeout)",
-                header.as_secs_f64()
-            );
+            shared.quiet.warn("slow client", 0, || {
+                format!(
+                    "http {peer}: slow client dropped: request headers not complete after \
+                     {:.1} s (header_timeout)",
+                    header.as_secs_f64()
+                )
+            });
         } else {
             log::info!(
                 "http {peer}: idle connection closed after {:.1} s (header_timeout)",
@@ -111,7 +221,9 @@ fn log_connection_end(peer: SocketAddr, e: &hyper::Error, activity: &Activity, h
             );
         }
     } else if let Some(io) = source_io_error(e).filter(|io| io.kind() == ErrorKind::TimedOut) {
-        log::warn!("http {peer}: slow client dropped: {io}");
+        shared.quiet.warn("slow reader", 0, || {
+            format!("http {peer}: slow client dropped: {io}")
+        });
     } else {
         log::debug!("http {peer}: {e}");
     }
@@ -128,28 +240,37 @@ fn source_io_error(e: &hyper::Error) -> Option<&std::io::Error> {
     None
 }
 
-/// A connection over `max_connections`: answered `503` with a log line (while few are being
-/// refused), else closed at once.
-fn refuse(shared: &Rc<Shared>, refusing: &Counter, stream: Async<TcpStream>, peer: SocketAddr) {
-    let max = shared.config.max_connections;
-    let Some(slot) = refusing.take(REFUSING_CONNECTIONS) else {
-        shared.refusals.warn(|| {
-            format!("http {peer}: connection closed unanswered: max_connections ({max}) reached")
+/// A connection over a connection limit: answered `503` (global) or `429` (per address)
+/// with a log line while few are being refused (overall, and from its address), else
+/// closed at once.
+fn refuse(
+    shared: &Rc<Shared>,
+    refusing: &Counter,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    why: LimitReached,
+) {
+    let (name, max) = why.limit();
+    let status = why.status();
+    let slots = refusing.take(REFUSING_CONNECTIONS).and_then(|global| {
+        shared
+            .refusing_per_address
+            .take(client_address(peer), REFUSING_PER_ADDRESS)
+            .map(|mine| (global, mine))
+    });
+    let Some(slots) = slots else {
+        shared.quiet.warn(name, 0, || {
+            format!("http {peer}: connection closed unanswered: {name} ({max}) reached")
         });
         return;
     };
-    shared
-        .refusals
-        .warn(|| format!("http {peer}: 503: max_connections ({max}) reached"));
+    shared.quiet.warn(name, status, || {
+        format!("http {peer}: {status}: {name} ({max}) reached")
+    });
     let service = hyper::service::service_fn(move |_req| async move {
-        let mut r = json_response(
-            503,
-            serde_json::json!({
-                "error": format!("too many connections (max_connections = {max}); try again")
-            }),
-        );
+        let mut r = json_response(status, serde_json::json!({ "error": why.message() }));
         r.headers_mut()
-            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         Ok::<_, Infallible>(r)
     });
     let io = Timed::new(stream, REFUSAL_TIMEOUT, Arc::default());
@@ -161,7 +282,7 @@ fn refuse(shared: &Rc<Shared>, refusing: &Counter, stream: Async<TcpStream>, pee
     shared
         .ex
         .spawn(async move {
-            let _slot = slot;
+            let _slots = slots;
             let _ = conn.await;
         })
         .detach();
@@ -286,10 +407,43 @@ fn json_response(status: u16, value: serde_json::Value) -> Response<Body> {
     r
 }
 
-fn error_response(method: &Method, path: &str, e: ApiError) -> Response<Body> {
-    // A bad SDP line may quote the client's a=ice-pwd: keep it out of the log.
-    log::warn!("{method} {path}: {} {}", e.0, super::redact_secrets(&e.1));
+/// The error as JSON, and a warning (at most one a second per route and status).
+fn error_response(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    peer: SocketAddr,
+    e: ApiError,
+) -> Response<Body> {
+    shared.quiet.warn(route_kind(path), e.0, || {
+        // A bad SDP line may quote the client's a=ice-pwd: keep it out of the log.
+        format!(
+            "{method} {}: {} {} (from {peer})",
+            clip(path),
+            e.0,
+            super::redact_secrets(&e.1)
+        )
+    });
     json_response(e.0, serde_json::json!({ "error": e.1 }))
+}
+
+/// The route a path falls under, naming a kind of refusal for the log (never client text).
+fn route_kind(path: &str) -> &'static str {
+    match path {
+        "/" | "/index.html" | "/app.js" | "/style.css" => "page",
+        "/api/offer" => "/api/offer",
+        "/api/report" => "/api/report",
+        "/api/sessions" => "/api/sessions",
+        "/whip" => "/whip",
+        "/ws" => "/ws",
+        p if p.starts_with("/whip/") => "/whip/<id>",
+        _ => "other",
+    }
+}
+
+/// At most 100 bytes of a client's path for the log (a URI is ASCII).
+fn clip(path: &str) -> &str {
+    path.get(..100).unwrap_or(path)
 }
 
 fn static_response(content_type: &'static str, body: &'static str) -> Response<Body> {
@@ -341,6 +495,18 @@ async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Api
     }
 }
 
+/// `415` unless the request's media type (parameters aside) is `expected`.
+fn require_content_type(req: &Request<Incoming>, expected: &str) -> Result<(), ApiError> {
+    let ct = content_type(req);
+    if ct != expected {
+        return Err(ApiError(
+            415,
+            format!("expected Content-Type {expected}, got {ct:?}"),
+        ));
+    }
+    Ok(())
+}
+
 fn content_type(req: &Request<Incoming>) -> String {
     req.headers()
         .get(CONTENT_TYPE)
@@ -361,10 +527,20 @@ fn is_api(path: &str) -> bool {
     path.starts_with("/api/") || path == "/whip" || path.starts_with("/whip/") || path == "/ws"
 }
 
+/// The page itself: served whatever the `Host`, so that a device reached by a name it does
+/// not know still shows its page (and the page shows the API's `421`).
+fn is_page(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && matches!(path, "/" | "/index.html" | "/app.js" | "/style.css")
+}
+
 async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     log::debug!("{method} {path}");
+    if let Err(e) = check_host_and_origin(&shared, &req) {
+        return error_response(&shared, &method, &path, peer, e);
+    }
     if is_api(&path) {
         if let Err(why) = authorize(&shared, &req) {
             return unauthorized(&shared, &method, &path, peer, why);
@@ -378,23 +554,185 @@ async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> 
         (&Method::GET, "/style.css") => Ok(static_response("text/css; charset=utf-8", STYLE_CSS)),
         (&Method::GET, "/api/sessions") => Ok(sessions(&shared)),
         (&Method::POST, "/api/report") => report(&shared, req).await,
-        (&Method::POST, "/api/offer") => api_offer(&shared, req).await,
-        (&Method::POST, "/whip") => whip_post(&shared, req).await,
-        (&Method::GET, "/ws") => ws::upgrade(&shared, req),
+        (&Method::POST, "/api/offer") => api_offer(&shared, peer, req).await,
+        (&Method::POST, "/whip") => whip_post(&shared, peer, req).await,
+        (&Method::GET, "/ws") => ws::upgrade(&shared, peer, req),
         (m, p) if p.starts_with("/whip/") => {
             let id = p["/whip/".len()..].to_owned();
             match *m {
                 Method::PATCH => whip_patch(&shared, &id, req).await,
                 Method::DELETE => whip_delete(&shared, &id).await,
-                _ => Err(ApiError(405, format!("{m} is not allowed on {p}"))),
+                _ => Err(ApiError(405, format!("{m} is not allowed on {}", clip(p)))),
             }
         }
         (_, "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report") => {
             Err(ApiError(405, format!("{method} is not allowed on {path}")))
         }
-        _ => Err(ApiError(404, format!("no such resource: {path}"))),
+        _ => Err(ApiError(404, format!("no such resource: {}", clip(&path)))),
     };
-    result.unwrap_or_else(|e| error_response(&method, &path, e))
+    result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
+}
+
+/// The DNS-rebinding and cross-site checks (see the module documentation): `Host` must
+/// name the device (but for the page), and a WebSocket upgrade or a state-changing
+/// request must come from no page or from the service's own origin (or an allowed one).
+fn check_host_and_origin(shared: &Shared, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError(400, "more than one Host header".into()));
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(ApiError(
+            400,
+            "an HTTP/1.1 request needs a Host header".into(),
+        ));
+    }
+    let host = match host {
+        None => None,
+        Some(h) => Some(
+            h.to_str()
+                .ok()
+                .and_then(Authority::parse)
+                .ok_or_else(|| ApiError(400, "malformed Host header".into()))?,
+        ),
+    };
+    if !is_page(req.method(), req.uri().path()) {
+        // In absolute form (`GET http://name/ HTTP/1.1`) the target's authority counts too.
+        let target = match req.uri().authority() {
+            Some(a) => Some(
+                Authority::parse(a.as_str())
+                    .ok_or_else(|| ApiError(400, "malformed request target".into()))?,
+            ),
+            None => None,
+        };
+        for a in host.iter().chain(target.iter()) {
+            if !a.names_device(&shared.host_names) {
+                return Err(ApiError(
+                    421,
+                    format!(
+                        "Host {:?} does not name this device: use its address, localhost or \
+                         its host name (or start the service with --allow-host NAME)",
+                        a.host
+                    ),
+                ));
+            }
+        }
+    }
+    let checked = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path() == "/ws";
+    if !checked {
+        return Ok(());
+    }
+    let mut origins = req.headers().get_all(ORIGIN).iter();
+    let Some(origin) = origins.next() else {
+        return Ok(()); // not sent by a page: curl, native clients
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let own = host.map(|h| Origin {
+        scheme: "http",
+        port: h.port.unwrap_or(80),
+        host: h.host,
+    });
+    let parsed = Origin::parse(origin);
+    let allowed = origins.next().is_none()
+        && parsed.as_ref().is_some_and(|o| {
+            own.as_ref() == Some(o)
+                || shared
+                    .config
+                    .allow_origins
+                    .iter()
+                    .any(|a| Origin::parse(a).as_ref() == Some(o))
+        });
+    if !allowed {
+        let shown: String = origin.chars().take(100).collect();
+        return Err(ApiError(
+            403,
+            format!(
+                "Origin {shown:?} is not this service's own (http://<Host>) \
+                 (start the service with --allow-origin ORIGIN to allow another)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `Host` (or a URL's authority): a lowercase host name or IP literal (IPv6 in
+/// brackets, written canonically), and a port.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Authority {
+    host: String,
+    port: Option<u16>,
+}
+
+impl Authority {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (v6, after) = rest.split_once(']')?;
+            let v6: Ipv6Addr = v6.parse().ok()?;
+            (format!("[{v6}]"), after)
+        } else {
+            let (host, port) = match s.rsplit_once(':') {
+                Some((h, _)) => (h, &s[h.len()..]),
+                None => (s, ""),
+            };
+            let name = host.strip_suffix('.').unwrap_or(host);
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !ok {
+                return None;
+            }
+            (name.to_ascii_lowercase(), port)
+        };
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => None,
+            None => return None,
+            Some("") => None,
+            Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(p.parse().ok()?)
+            }
+            Some(_) => return None,
+        };
+        Some(Self { host, port })
+    }
+
+    /// An IP literal, or one of `names` (see `Shared::host_names`).
+    fn names_device(&self, names: &[String]) -> bool {
+        self.host.starts_with('[')
+            || self.host.parse::<Ipv4Addr>().is_ok()
+            || names.contains(&self.host)
+    }
+}
+
+/// A web origin (`scheme://host[:port]`), the port filled in from the scheme.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `http://` or `https://` and an authority, nothing after it (one trailing `/`
+    /// allowed, for an origin written by hand). `null` and the rest: `None`.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let (scheme, default) = if scheme.eq_ignore_ascii_case("http") {
+            ("http", 80)
+        } else if scheme.eq_ignore_ascii_case("https") {
+            ("https", 443)
+        } else {
+            return None;
+        };
+        let a = Authority::parse(rest.strip_suffix('/').unwrap_or(rest))?;
+        Some(Self {
+            scheme,
+            host: a.host,
+            port: a.port.unwrap_or(default),
+        })
+    }
 }
 
 /// Why a request was not let in.
@@ -460,12 +798,12 @@ fn unauthorized(
             "Bearer realm=\"smolrtc\", error=\"invalid_token\"",
         ),
     };
-    shared.refusals.warn(|| {
+    shared.quiet.warn("token", 401, || {
         let what = match why {
             Denied::Missing => "no token",
             Denied::Wrong => "wrong token",
         };
-        format!("{method} {path}: 401 from {peer}: {what}")
+        format!("{method} {}: 401 from {peer}: {what}", clip(path))
     });
     let mut r = json_response(401, serde_json::json!({ "error": message }));
     r.headers_mut()
@@ -486,11 +824,12 @@ fn sessions(shared: &Shared) -> Response<Body> {
 async fn answer_offer(
     shared: &Rc<Shared>,
     via: Via,
+    peer: SocketAddr,
     offer: Description,
 ) -> Result<(String, Description), ApiError> {
     // Parse first: a bad offer must not cost a session.
     sdp::parse(&offer.sdp).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
-    let s = shared.open(via, false).await?;
+    let s = shared.open(via, false, client_address(peer)).await?;
     let result = async {
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
@@ -508,8 +847,10 @@ async fn answer_offer(
 
 async fn api_offer(
     shared: &Rc<Shared>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
     let offer = Description::from_json(text).map_err(|e| ApiError(400, e.to_string()))?;
@@ -519,7 +860,7 @@ async fn api_offer(
             format!("expected an offer, got {:?}", offer.kind.as_str()),
         ));
     }
-    let (id, answer) = answer_offer(shared, Via::Http, offer).await?;
+    let (id, answer) = answer_offer(shared, Via::Http, peer, offer).await?;
     log::info!("[{id}] answered POST /api/offer");
     let mut r = json_response(
         200,
@@ -533,15 +874,10 @@ async fn api_offer(
 
 async fn whip_post(
     shared: &Rc<Shared>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let ct = content_type(&req);
-    if ct != "application/sdp" {
-        return Err(ApiError(
-            415,
-            format!("expected Content-Type application/sdp, got {ct:?}"),
-        ));
-    }
+    require_content_type(&req, "application/sdp")?;
     let body = read_body(shared, req).await?;
     let sdp =
         String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
@@ -549,7 +885,7 @@ async fn whip_post(
         kind: SdpType::Offer,
         sdp,
     };
-    let (id, answer) = answer_offer(shared, Via::Whip, offer).await?;
+    let (id, answer) = answer_offer(shared, Via::Whip, peer, offer).await?;
     log::info!("[{id}] answered POST /whip");
     let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
     *r.status_mut() = StatusCode::CREATED;
@@ -569,13 +905,7 @@ async fn whip_patch(
     let pc = shared
         .session(id)
         .ok_or_else(|| ApiError(404, format!("unknown session {id:?}")))?;
-    let ct = content_type(&req);
-    if ct != "application/trickle-ice-sdpfrag" {
-        return Err(ApiError(
-            415,
-            format!("expected Content-Type application/trickle-ice-sdpfrag, got {ct:?}"),
-        ));
-    }
+    require_content_type(&req, "application/trickle-ice-sdpfrag")?;
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
     let (_ufrag, candidates, end) = sdp::parse_candidate_fragment(text)
@@ -618,6 +948,7 @@ async fn whip_delete(shared: &Rc<Shared>, id: &str) -> Result<Response<Body>, Ap
 
 /// A page's self-test report: logged in one line, handed to the host program.
 async fn report(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError(400, format!("not JSON: {e}")))?;
@@ -636,4 +967,88 @@ async fn report(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<
         log::debug!("client report not kept: nobody is reading reports");
     }
     Ok(json_response(200, serde_json::json!({ "ok": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Authority, Origin};
+
+    fn names() -> Vec<String> {
+        ["localhost", "vm", "vm.local", "device.example"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn hosts_that_name_the_device() {
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:8888",
+            "192.168.1.20:80",
+            "[::1]",
+            "[::1]:8888",
+            "[FE80::1]:1",
+            "localhost",
+            "LocalHost:8888",
+            "localhost.:8888",
+            "vm",
+            "VM.local:8888",
+            "device.example:443",
+            "localhost:",
+        ] {
+            let a = Authority::parse(h).unwrap_or_else(|| panic!("{h} did not parse"));
+            assert!(a.names_device(&names()), "{h}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_do_not() {
+        for h in [
+            "evil.example",
+            "evil.example:8888",
+            "localhost.evil.example",
+            "vm.evil.example",
+            "127.0.0.1.evil.example",
+            "127.1",
+            "0x7f000001",
+        ] {
+            let a = Authority::parse(h).unwrap_or_else(|| panic!("{h} did not parse"));
+            assert!(!a.names_device(&names()), "{h}");
+        }
+        for h in [
+            "",
+            "::1",
+            "[::1",
+            "[nope]:80",
+            "a b",
+            "localhost:99999",
+            "localhost:8a",
+            "user@localhost",
+            "localhost/x",
+            ":80",
+        ] {
+            assert!(Authority::parse(h).is_none(), "{h:?} parsed");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let o = |s: &str| Origin::parse(s);
+        assert_eq!(o("http://localhost"), o("HTTP://LOCALHOST:80"));
+        assert_eq!(o("https://a.example"), o("https://a.example:443/"));
+        assert_ne!(o("http://a.example"), o("https://a.example"));
+        assert_ne!(o("http://a.example:8888"), o("http://a.example"));
+        assert_eq!(o("http://[::1]:8888"), o("http://[0:0::1]:8888"));
+        for bad in [
+            "null",
+            "",
+            "file://",
+            "http://",
+            "http://a/b",
+            "ws://a",
+            "http://a?x",
+        ] {
+            assert!(o(bad).is_none(), "{bad}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use async_channel::{Receiver, Sender};
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,30 @@ pub struct ServiceConfig {
     pub max_connections: usize,
     /// Most WebSocket signaling connections at once; more get `503` instead of the upgrade.
     pub max_websockets: usize,
+    /// Most HTTP connections at once from one client address; more get `429` and are
+    /// closed. Below `max_connections`, so that one address cannot hold them all.
+    pub max_connections_per_address: usize,
+    /// Most connections at once from one client address that have not yet sent the
+    /// complete headers of their first request (slowloris); more get `429` and are closed.
+    /// A connection leaves this count once its first request's headers are in; later
+    /// requests on it are bounded by `header_timeout` and `max_connections_per_address`.
+    pub max_slow_connections_per_address: usize,
+    /// Most sessions at once signaled from one client address; more get `429`. Below
+    /// `max_sessions`, so that one address cannot hold them all.
+    pub max_sessions_per_address: usize,
+    /// Most WebSocket signaling connections at once from one client address; more get
+    /// `429` instead of the upgrade.
+    pub max_websockets_per_address: usize,
+    /// Host names (besides IP literals, `localhost`, the machine's host name and
+    /// `<hostname>.local`) that a request's `Host` may name; any other `Host` gets `421`
+    /// everywhere but the page itself (DNS rebinding). Lowercase, no port.
+    pub allow_hosts: Vec<String>,
+    /// Origins (`http://name[:port]`, `https://...`) besides the service's own
+    /// (`http://` + the request's `Host`) from which a page may upgrade to a WebSocket or
+    /// send a state-changing request (anything but GET, HEAD, OPTIONS); another `Origin`
+    /// gets `403`. A request without `Origin` (curl, native clients) is let through;
+    /// `Origin: null` is not.
+    pub allow_origins: Vec<String>,
     /// When set, every API request must carry `Authorization: Bearer <token>` (a WebSocket
     /// may put `?token=<token>` in its URL instead); the page itself still loads. Letters,
     /// digits and `-._~+/` (RFC 6750), then optional `=`; never logged.
@@ -76,6 +100,17 @@ pub const DEFAULT_MAX_CHANNELS: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 /// Default of [`ServiceConfig::max_websockets`].
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 64;
+/// Default of [`ServiceConfig::max_connections_per_address`]: a quarter of the
+/// connections, so that one address leaves three quarters to the others.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = DEFAULT_MAX_CONNECTIONS / 4;
+/// Default of [`ServiceConfig::max_slow_connections_per_address`]: a browser opens at most
+/// six connections to a host at once.
+pub const DEFAULT_MAX_SLOW_CONNECTIONS_PER_ADDRESS: usize = 16;
+/// Default of [`ServiceConfig::max_sessions_per_address`]: a quarter of the default
+/// sessions (`smolrtc serve` takes a quarter of its `--max-sessions`).
+pub const DEFAULT_MAX_SESSIONS_PER_ADDRESS: usize = DEFAULT_MAX_SESSIONS / 4;
+/// Default of [`ServiceConfig::max_websockets_per_address`]: a quarter of the WebSockets.
+pub const DEFAULT_MAX_WEBSOCKETS_PER_ADDRESS: usize = DEFAULT_MAX_WEBSOCKETS / 4;
 /// Default of [`ServiceConfig::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`ServiceConfig::body_timeout`].
@@ -103,6 +138,12 @@ impl Default for ServiceConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_slow_connections_per_address: DEFAULT_MAX_SLOW_CONNECTIONS_PER_ADDRESS,
+            max_sessions_per_address: DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+            max_websockets_per_address: DEFAULT_MAX_WEBSOCKETS_PER_ADDRESS,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
             token: None,
             rawrtc_flow: true,
             single_port: None,
@@ -112,16 +153,35 @@ impl Default for ServiceConfig {
 
 impl ServiceConfig {
     /// Checks the settings that can be wrong (a token the `Authorization` header cannot
-    /// carry, a zero limit).
+    /// carry, a zero limit, a host name or origin that cannot match).
     pub fn validate(&self) -> Result<()> {
         if let Some(t) = &self.token {
             check_token(t)?;
+        }
+        for h in &self.allow_hosts {
+            check_allowed_host(h)?;
+        }
+        for o in &self.allow_origins {
+            check_allowed_origin(o)?;
         }
         for (name, v) in [
             ("max-sessions", self.max_sessions),
             ("max-body", self.max_body),
             ("max-connections", self.max_connections),
             ("max-websockets", self.max_websockets),
+            (
+                "max-connections-per-address",
+                self.max_connections_per_address,
+            ),
+            (
+                "max-slow-connections-per-address",
+                self.max_slow_connections_per_address,
+            ),
+            ("max-sessions-per-address", self.max_sessions_per_address),
+            (
+                "max-websockets-per-address",
+                self.max_websockets_per_address,
+            ),
         ] {
             if v == 0 {
                 return Err(Error::InvalidArgument(format!("{name} must be at least 1")));
@@ -163,6 +223,31 @@ pub fn check_token(token: &str) -> Result<()> {
     Ok(())
 }
 
+/// An `--allow-host` name: letters, digits, `-` and `.` (an IP literal is allowed anyway).
+pub fn check_allowed_host(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !ok {
+        return Err(Error::InvalidArgument(format!(
+            "allow-host {name:?}: expected a host name (letters, digits, - and .), without a port"
+        )));
+    }
+    Ok(())
+}
+
+/// An `--allow-origin`: `http://` or `https://`, a host, an optional port, nothing else.
+pub fn check_allowed_origin(origin: &str) -> Result<()> {
+    if super::http::Origin::parse(origin).is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "allow-origin {origin:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+        )));
+    }
+    Ok(())
+}
+
 /// A count of live things (connections, WebSockets) and a slot in it, freed on drop.
 #[derive(Clone, Default)]
 pub(crate) struct Counter(Rc<Cell<usize>>);
@@ -183,6 +268,51 @@ pub(crate) struct Slot(Rc<Cell<usize>>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Counts of live things per client address, and a slot in one, freed on drop. The map
+/// holds only addresses with something live, so it is bounded by the live things.
+#[derive(Clone, Default)]
+pub(crate) struct PerAddress(Rc<RefCell<HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// A slot for `ip`, unless `max` are taken by it.
+    pub(crate) fn take(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut map = self.0.borrow_mut();
+        let n = map.entry(ip).or_default();
+        if *n >= max {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.0.clone(), ip))
+    }
+}
+
+/// One place in a [`PerAddress`] count, given back when dropped.
+pub(crate) struct AddressSlot(Rc<RefCell<HashMap<IpAddr, usize>>>, IpAddr);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.borrow_mut();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// The address a client is counted under: an IPv4-mapped IPv6 address (a dual-stack
+/// listener's view of an IPv4 client) as the IPv4 address.
+pub(crate) fn client_address(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -216,6 +346,22 @@ impl QuietLog {
     }
 }
 
+/// One [`QuietLog`] per kind of refusal (a route and a status, say), so a flood of one
+/// kind neither floods the log nor hides the first line of another. Kinds are `'static`
+/// names, never client text, so the map stays small.
+#[derive(Default)]
+pub(crate) struct QuietLogs(RefCell<HashMap<(&'static str, u16), QuietLog>>);
+
+impl QuietLogs {
+    pub(crate) fn warn(&self, kind: &'static str, status: u16, line: impl FnOnce() -> String) {
+        self.0
+            .borrow_mut()
+            .entry((kind, status))
+            .or_default()
+            .warn(line);
+    }
+}
+
 /// How a session was signaled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {
@@ -239,6 +385,8 @@ pub(crate) struct Session {
     via: Via,
     started: Instant,
     state: Rc<RefCell<ConnectionState>>,
+    /// Its place under `max_sessions_per_address`, freed with the session.
+    _address: AddressSlot,
 }
 
 /// The service's state, shared by its tasks on the smolrtc thread.
@@ -254,8 +402,22 @@ pub(crate) struct Shared {
     pub(crate) connections: Counter,
     /// Live WebSocket signaling connections (`max_websockets`).
     pub(crate) websockets: Counter,
-    /// Refused connections and requests (limits, tokens), logged without flooding.
-    pub(crate) refusals: QuietLog,
+    /// Live HTTP connections per client address (`max_connections_per_address`).
+    pub(crate) connections_per_address: PerAddress,
+    /// Connections per client address still sending their first request's headers
+    /// (`max_slow_connections_per_address`).
+    pub(crate) slow_per_address: PerAddress,
+    /// Connections being refused with an answer, per client address.
+    pub(crate) refusing_per_address: PerAddress,
+    /// Sessions per client address (`max_sessions_per_address`).
+    sessions_per_address: PerAddress,
+    /// Live WebSockets per client address (`max_websockets_per_address`).
+    pub(crate) websockets_per_address: PerAddress,
+    /// Names a `Host` may give besides IP literals: `localhost`, the machine's host name
+    /// (when the service started) with and without `.local`, and `allow_hosts`. Lowercase.
+    pub(crate) host_names: Vec<String>,
+    /// Refused requests and other noisy warnings, by kind, logged without flooding.
+    pub(crate) quiet: QuietLogs,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -289,6 +451,11 @@ impl Shared {
         ex: Rc<LocalExecutor<'static>>,
         reports: Sender<serde_json::Value>,
     ) -> Rc<Self> {
+        let host_names = host_names(&config.allow_hosts);
+        log::info!(
+            "API requests must name this device in Host: an IP literal or {}",
+            host_names.join(", ")
+        );
         Rc::new(Self {
             config,
             registry,
@@ -298,7 +465,13 @@ impl Shared {
             reports,
             connections: Counter::default(),
             websockets: Counter::default(),
-            refusals: QuietLog::default(),
+            connections_per_address: PerAddress::default(),
+            slow_per_address: PerAddress::default(),
+            refusing_per_address: PerAddress::default(),
+            sessions_per_address: PerAddress::default(),
+            websockets_per_address: PerAddress::default(),
+            host_names,
+            quiet: QuietLogs::default(),
         })
     }
 
@@ -333,20 +506,34 @@ impl Shared {
         v
     }
 
-    /// Creates a session; `offerer` says whether the service makes the offer.
+    /// Creates a session for a client at `client`; `offerer` says whether the service
+    /// makes the offer.
     pub(crate) async fn open(
         self: &Rc<Self>,
         via: Via,
         offerer: bool,
+        client: IpAddr,
     ) -> Result<NewSession, ApiError> {
         let max = self.config.max_sessions;
         if self.sessions.borrow().len() >= max {
-            log::warn!("session refused: max_sessions ({max}) reached");
+            self.quiet.warn("session", 503, || {
+                format!("session refused ({client}): max_sessions ({max}) reached")
+            });
             return Err(ApiError(
                 503,
                 format!("too many sessions (max_sessions = {max})"),
             ));
         }
+        let per = self.config.max_sessions_per_address;
+        let Some(address) = self.sessions_per_address.take(client, per) else {
+            self.quiet.warn("session", 429, || {
+                format!("session refused: {client} has max_sessions_per_address ({per})")
+            });
+            return Err(ApiError(
+                429,
+                format!("too many sessions from your address (max_sessions_per_address = {per})"),
+            ));
+        };
         let id = session_id()?;
         let mut config = self.config.peer.clone();
         config.name = id.clone();
@@ -364,6 +551,7 @@ impl Shared {
                 via,
                 started: Instant::now(),
                 state: state.clone(),
+                _address: address,
             },
         );
         log::info!(
@@ -400,6 +588,43 @@ impl Shared {
             None => false,
         }
     }
+}
+
+/// The names a `Host` may give (see [`Shared::host_names`]).
+fn host_names(allowed: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Some(h) = machine_host_name() {
+        let short = h.split('.').next().unwrap_or_default().to_owned();
+        for n in [h.clone(), short] {
+            if !n.is_empty() {
+                names.push(format!("{n}.local"));
+                names.push(n);
+            }
+        }
+    }
+    names.extend(
+        allowed
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// gethostname(2), lowercase; `None` if it fails or is not a plain name.
+fn machine_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; on success it holds a name,
+    // NUL-terminated unless truncated (then no NUL is found below and it is not used).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    check_allowed_host(&name).ok().map(|_| name)
 }
 
 fn session_id() -> Result<String> {

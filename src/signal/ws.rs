@@ -5,8 +5,15 @@
 //! (`"value": null` is end-of-candidates). Errors go back as `{"type":"error","value":".."}`
 //! and leave the session as it was. `GET /ws` waits for the page's offer;
 //! `GET /ws?role=offer` makes the service the offerer.
+//!
+//! A WebSocket's session starts with its first description, the client's offer: until
+//! then it holds only its place under `max_websockets` (and
+//! `max_websockets_per_address`), and a candidate gets an error. One that sends no
+//! offer within `connect_timeout` is closed. With `?role=offer` the service sends its
+//! offer right after connecting, so that session starts at connect; it counts under
+//! `max_sessions_per_address` like any other.
 
-use super::service::{ApiError, NewSession, Shared, Via};
+use super::service::{client_address, ApiError, NewSession, Shared, Via};
 use crate::sdp::{Description, IceCandidateInit, SdpType};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -18,13 +25,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Request, Response, StatusCode};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// Answers the upgrade request and starts the signaling task on the upgraded connection.
 pub(crate) fn upgrade(
     shared: &Rc<Shared>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let is_upgrade = req
@@ -36,6 +46,17 @@ pub(crate) fn upgrade(
         return Err(ApiError(
             426,
             "/ws needs a WebSocket upgrade request".into(),
+        ));
+    };
+    let client = client_address(peer);
+    let per = shared.config.max_websockets_per_address;
+    let Some(mine) = shared.websockets_per_address.take(client, per) else {
+        return Err(ApiError(
+            429,
+            format!(
+                "too many WebSocket connections from your address \
+                 (max_websockets_per_address = {per})"
+            ),
         ));
     };
     let max_ws = shared.config.max_websockets;
@@ -54,7 +75,7 @@ pub(crate) fn upgrade(
         .ex
         .clone()
         .spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, mine);
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     let mut config = WebSocketConfig::default();
@@ -66,9 +87,11 @@ pub(crate) fn upgrade(
                         Some(config),
                     )
                     .await;
-                    signal(shared, ws, server_offers).await;
+                    signal(shared, ws, server_offers, client).await;
                 }
-                Err(e) => log::warn!("GET /ws: upgrade failed: {e}"),
+                Err(e) => shared
+                    .quiet
+                    .warn("ws upgrade", 0, || format!("GET /ws: upgrade failed: {e}")),
             }
         })
         .detach();
@@ -94,20 +117,53 @@ enum Input {
     Ws(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
     Candidate(Option<IceCandidateInit>),
     CandidatesDone,
+    /// No offer within `connect_timeout`.
+    NoOffer,
 }
 
-async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
-    let s: NewSession = match shared.open(Via::WebSocket, server_offers).await {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("GET /ws: {} {}", e.0, e.1);
-            send(&mut ws, "error", e.1.into()).await;
-            let _ = ws.close(None).await;
-            return;
-        }
-    };
-    let id = s.id.clone();
+/// A message that cannot be signaled: the error sent back, and whether the WebSocket ends
+/// (its session was refused).
+struct Refusal(String, bool);
+
+impl From<String> for Refusal {
+    fn from(e: String) -> Self {
+        Refusal(e, false)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(e: &str) -> Self {
+        Refusal(e.into(), false)
+    }
+}
+
+/// Opens the session of a WebSocket, or says why not (logged, rate-limited).
+async fn open(
+    shared: &Rc<Shared>,
+    server_offers: bool,
+    client: IpAddr,
+) -> Result<NewSession, ApiError> {
+    let s = shared.open(Via::WebSocket, server_offers, client).await;
+    if let Err(e) = &s {
+        shared.quiet.warn("/ws", e.0, || {
+            format!("GET /ws: {} {} (from {client})", e.0, e.1)
+        });
+    }
+    s
+}
+
+async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpAddr) {
+    let mut session: Option<NewSession> = None;
     if server_offers {
+        // The client waits for our offer right after connecting: the session starts now.
+        let s = match open(&shared, true, client).await {
+            Ok(s) => s,
+            Err(e) => {
+                send(&mut ws, "error", e.1.into()).await;
+                let _ = ws.close(None).await;
+                return;
+            }
+        };
         let offer = async {
             let offer = s.pc.create_offer().await?;
             s.pc.set_local_description(offer.clone()).await?;
@@ -124,26 +180,44 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
                 .await;
             }
             Err(e) => {
-                log::warn!("[{id}] offer: {e}");
+                log::warn!("[{}] offer: {e}", s.id);
                 send(&mut ws, "error", e.to_string().into()).await;
-                shared.close(&id).await;
+                shared.close(&s.id).await;
                 return;
             }
         }
+        session = Some(s);
     }
+    let offer_deadline = Instant::now() + shared.config.connect_timeout;
     let mut candidates_open = true;
     loop {
         let input = futures_lite::future::or(async { Input::Ws(ws.next().await) }, async {
-            if !candidates_open {
-                return futures_lite::future::pending().await;
-            }
-            match s.candidates.recv().await {
-                Ok(c) => Input::Candidate(c),
-                Err(_) => Input::CandidatesDone,
+            match &session {
+                None => {
+                    async_io::Timer::at(offer_deadline).await;
+                    Input::NoOffer
+                }
+                Some(_) if !candidates_open => futures_lite::future::pending().await,
+                Some(s) => match s.candidates.recv().await {
+                    Ok(c) => Input::Candidate(c),
+                    Err(_) => Input::CandidatesDone,
+                },
             }
         })
         .await;
         match input {
+            Input::NoOffer => {
+                let secs = shared.config.connect_timeout.as_secs_f64();
+                shared.quiet.warn("ws idle", 0, || {
+                    format!(
+                        "GET /ws ({client}): no offer within {secs:.1} s (connect_timeout): closed"
+                    )
+                });
+                let e = format!("no offer within {secs:.1} s (connect_timeout)");
+                send(&mut ws, "error", e.into()).await;
+                let _ = ws.close(None).await;
+                return;
+            }
             Input::Candidate(c) => {
                 let value = match c {
                     Some(c) => serde_json::to_value(&c).unwrap_or_default(),
@@ -157,6 +231,7 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
                 // The session task dropped its sender: the session is over (closed, failed,
                 // not connected within connect_timeout). Nothing left to signal.
                 candidates_open = false;
+                let id = session.as_ref().map(|s| s.id.clone()).unwrap_or_default();
                 if shared.session(&id).is_none() {
                     log::info!("[{id}] session ended: closing its WebSocket");
                     send(&mut ws, "error", "session closed".into()).await;
@@ -165,9 +240,21 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
                 }
             }
             Input::Ws(Some(Ok(WsMessage::Text(t)))) => {
-                if let Err(e) = handle_message(&s, &mut ws, t.as_str()).await {
+                let r = handle_message(&shared, &mut session, client, &mut ws, t.as_str()).await;
+                if let Err(Refusal(e, fatal)) = r {
+                    if fatal {
+                        // Logged where it was refused.
+                        send(&mut ws, "error", e.into()).await;
+                        let _ = ws.close(None).await;
+                        return;
+                    }
                     // A bad SDP line may quote the client's a=ice-pwd.
-                    log::warn!("[{id}] ws: {}", super::redact_secrets(&e));
+                    let who = session
+                        .as_ref()
+                        .map_or(client.to_string(), |s| s.id.clone());
+                    shared.quiet.warn("ws message", 0, || {
+                        format!("[{who}] ws: {}", super::redact_secrets(&e))
+                    });
                     if !send(&mut ws, "error", e.into()).await {
                         break;
                     }
@@ -176,11 +263,18 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
             Input::Ws(Some(Ok(WsMessage::Close(_)))) | Input::Ws(None) => break,
             Input::Ws(Some(Ok(_))) => {}
             Input::Ws(Some(Err(e))) => {
-                log::warn!("[{id}] ws: {e}");
+                let who = session
+                    .as_ref()
+                    .map_or(client.to_string(), |s| s.id.clone());
+                shared
+                    .quiet
+                    .warn("ws stream", 0, || format!("[{who}] ws: {e}"));
                 break;
             }
         }
     }
+    let Some(s) = session else { return };
+    let id = s.id;
     // Signaling is over; a connected session lives on, an unfinished one is dropped.
     let connected = shared.is_connected(&id);
     if shared.session(&id).is_none() {
@@ -193,7 +287,13 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool) {
     }
 }
 
-async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), String> {
+async fn handle_message(
+    shared: &Rc<Shared>,
+    session: &mut Option<NewSession>,
+    client: IpAddr,
+    ws: &mut Ws,
+    text: &str,
+) -> Result<(), Refusal> {
     let msg: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let kind = msg
@@ -204,26 +304,58 @@ async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), S
     match kind {
         "description" => {
             let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
-            // Parse here first, so the error (logged redacted) is ours, not the peer's.
+            // Parse here first, so the error (logged redacted) is ours, not the peer's, and
+            // a bad offer costs no session.
             crate::sdp::parse(&d.sdp).map_err(|e| format!("bad SDP: {e}"))?;
-            s.pc.set_remote_description(d.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            if d.kind == SdpType::Offer {
-                let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
-                s.pc.set_local_description(answer.clone())
+            let fresh = session.is_none();
+            if fresh {
+                if d.kind != SdpType::Offer {
+                    return Err(format!(
+                        "expected an offer first, got {:?} (or connect to /ws?role=offer for \
+                         the service's offer)",
+                        d.kind.as_str()
+                    )
+                    .into());
+                }
+                let s = open(shared, false, client)
+                    .await
+                    .map_err(|e| Refusal(e.1, true))?;
+                *session = Some(s);
+            }
+            let Some(s) = session.as_ref() else {
+                return Ok(());
+            };
+            let result = async {
+                s.pc.set_remote_description(d.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                send(
-                    ws,
-                    "description",
-                    serde_json::json!({"type": "answer", "sdp": answer.sdp}),
-                )
-                .await;
+                if d.kind == SdpType::Offer {
+                    let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
+                    s.pc.set_local_description(answer.clone())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    send(
+                        ws,
+                        "description",
+                        serde_json::json!({"type": "answer", "sdp": answer.sdp}),
+                    )
+                    .await;
+                }
+                Ok::<_, String>(())
             }
-            Ok(())
+            .await;
+            if let (Err(_), true) = (&result, fresh) {
+                // The offer that started the session was refused: so is the session.
+                if let Some(s) = session.take() {
+                    shared.close(&s.id).await;
+                }
+            }
+            result.map_err(Refusal::from)
         }
         "candidate" => {
+            let Some(s) = session.as_ref() else {
+                return Err("send the offer (a description) before candidates".into());
+            };
             let c = if value.is_null() {
                 IceCandidateInit {
                     candidate: String::new(),
@@ -234,11 +366,13 @@ async fn handle_message(s: &NewSession, ws: &mut Ws, text: &str) -> Result<(), S
             } else {
                 IceCandidateInit::from_json(&value.to_string()).map_err(|e| e.to_string())?
             };
-            s.pc.add_ice_candidate(c).await.map_err(|e| e.to_string())
+            s.pc.add_ice_candidate(c)
+                .await
+                .map_err(|e| Refusal::from(e.to_string()))
         }
-        other => Err(format!(
-            "unknown message type {other:?}; expected description or candidate"
-        )),
+        other => {
+            Err(format!("unknown message type {other:?}; expected description or candidate").into())
+        }
     }
 }
 
