@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::http::{parse, Reply};
+use common::http::{
+    connect_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from, Reply,
+};
 use common::*;
 use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{ChannelInit, ChannelState, DataChannel, Description, Event, Message, Runtime};
@@ -81,9 +83,7 @@ fn start(tweak: impl FnOnce(&mut ServiceConfig)) -> (Runtime, ServiceHandle) {
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-    s
+    connect_from(addr, None)
 }
 
 /// One request with extra header lines (`"Name: value"`), `Connection: close`; the reply.
@@ -95,23 +95,7 @@ fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut s = connect(addr);
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    for h in headers {
-        head.push_str(&format!("{h}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse(&raw)
+    request_from(addr, None, method, path, headers, content_type, body)
 }
 
 fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Reply {
@@ -137,32 +121,7 @@ fn read_until_closed(s: &mut TcpStream) -> Result<usize, String> {
 
 /// The head of the reply to a WebSocket upgrade of `path`; the stream stays open.
 fn ws_upgrade(addr: SocketAddr, path: &str, headers: &[&str]) -> (TcpStream, Reply) {
-    let mut s = connect(addr);
-    let mut head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    );
-    for h in headers {
-        head.push_str(&format!("{h}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => raw.push(byte[0]),
-            _ => break,
-        }
-    }
-    let mut reply = parse(&raw);
-    // A refusal has a body: read what Content-Length says.
-    if let Some(n) = reply.header("content-length").and_then(|v| v.parse().ok()) {
-        let mut body = vec![0u8; n];
-        s.read_exact(&mut body).unwrap();
-        reply.body = body;
-    }
-    (s, reply)
+    ws_upgrade_from(addr, None, path, headers)
 }
 
 fn sessions(h: &ServiceHandle, headers: &[&str]) -> usize {
@@ -185,6 +144,16 @@ async fn http_client(
     labels: &[&str],
     headers: &[&str],
 ) -> (Peer, Vec<DataChannel>) {
+    http_client_from(h, None, labels, headers).await
+}
+
+/// [`http_client`] signaling from the local address `from`.
+async fn http_client_from(
+    h: &ServiceHandle,
+    from: Option<IpAddr>,
+    labels: &[&str],
+    headers: &[&str],
+) -> (Peer, Vec<DataChannel>) {
     let mut p = Peer::new("client");
     let mut chans = Vec::new();
     for l in labels {
@@ -197,8 +166,9 @@ async fn http_client(
     let offer = p.pc.create_offer().await.unwrap();
     p.pc.set_local_description(offer).await.unwrap();
     let offer = p.complete_description().await;
-    let r = request(
+    let r = request_from(
         h.addr,
+        from,
         "POST",
         "/api/offer",
         headers,
@@ -227,21 +197,6 @@ async fn whip_offer(h: &ServiceHandle) -> Reply {
         Some("application/sdp"),
         offer.sdp.as_bytes(),
     )
-}
-
-/// One masked (with a zero mask) WebSocket text frame.
-fn ws_text_frame(text: &str) -> Vec<u8> {
-    let mut f = vec![0x81u8];
-    match text.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(text.as_bytes());
-    f
 }
 
 fn error_of(r: &Reply) -> String {
@@ -825,4 +780,333 @@ fn remote_message_over_our_max_message_size_closes_its_channel() {
         b_other.send("back").await.unwrap();
         assert_eq!(message(&mut a, "other").await, Message::Text("back".into()));
     });
+}
+
+// ------------------------------------------------------------------ per client address
+
+const ADDRESS_1: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const ADDRESS_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const ADDRESS_3: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+/// The reply to a request on `s` (an open connection), read up to `Content-Length`.
+fn reply_on(s: &mut TcpStream, request: &str) -> Reply {
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed before the answer");
+        raw.push(byte[0]);
+    }
+    let mut r = parse(&raw);
+    let n: usize = r.header("content-length").unwrap().parse().unwrap();
+    r.body = vec![0u8; n];
+    s.read_exact(&mut r.body).unwrap();
+    r
+}
+
+/// Connections still sending their first request count under
+/// max_slow_connections_per_address, every connection under max_connections_per_address
+/// (`429` JSON past each, logged); another address is not affected.
+#[test]
+fn connections_per_address_are_capped() {
+    let (_rt, h) = start(|c| {
+        c.max_slow_connections_per_address = 2;
+        c.max_connections_per_address = 3;
+    });
+    let mut first = connect_from(h.addr, Some(ADDRESS_1));
+    let _second = connect_from(h.addr, Some(ADDRESS_1));
+    // Two connections without a request yet: a third from there is refused...
+    let r = request_from(
+        h.addr,
+        Some(ADDRESS_1),
+        "GET",
+        "/api/sessions",
+        &[],
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        error_of(&r).contains("max_slow_connections_per_address = 2"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    logged(&["127.0.0.1", "429", "max_slow_connections_per_address (2)"]);
+    // ...not one from another address.
+    let r = request_from(
+        h.addr,
+        Some(ADDRESS_2),
+        "GET",
+        "/api/sessions",
+        &[],
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Once the first has sent a request it is no longer slow: room for one more, and then
+    // max_connections_per_address (3) is reached.
+    let get = format!("GET /api/sessions HTTP/1.1\r\nHost: {}\r\n\r\n", h.addr);
+    assert_eq!(reply_on(&mut first, &get).status, 200);
+    let mut third = connect_from(h.addr, Some(ADDRESS_1));
+    assert_eq!(reply_on(&mut third, &get).status, 200);
+    let r = request_from(
+        h.addr,
+        Some(ADDRESS_1),
+        "GET",
+        "/api/sessions",
+        &[],
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        error_of(&r).contains("max_connections_per_address = 3"),
+        "{}",
+        r.text()
+    );
+    logged(&["127.0.0.1", "429", "max_connections_per_address (3)"]);
+    drop(third);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = request_from(
+            h.addr,
+            Some(ADDRESS_1),
+            "GET",
+            "/api/sessions",
+            &[],
+            None,
+            b"",
+        );
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "place never freed: {}", r.status);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The issue's slowloris: 400 half-open connections (headers never finished) from one
+/// address, with the default limits, do not stop a client at another address from loading
+/// the page and connecting a session.
+#[test]
+fn slowloris_from_one_address_leaves_the_service_to_others() {
+    let (_rt, h) = start(|_| {});
+    let mut slow = Vec::new();
+    for _ in 0..400 {
+        let mut s = connect_from(h.addr, Some(ADDRESS_1));
+        // A refused one may already be closed.
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+        slow.push(s);
+    }
+    logged(&["127.0.0.1", "max_slow_connections_per_address (16)"]);
+    let r = request_from(h.addr, Some(ADDRESS_2), "GET", "/", &[], None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("<html"), "the page");
+    block_on(async {
+        let (mut p, chans) = http_client_from(&h, Some(ADDRESS_2), &["echo"], &[]).await;
+        opened(&mut p, "echo").await;
+        chans[0].send("through").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("through".into())
+        );
+        p.pc.close().await;
+    });
+    drop(slow);
+}
+
+/// The issue's dead offers: one offer that never connects, posted 64 times from one
+/// address, takes at most max_sessions_per_address sessions (the rest get `429`), and a
+/// client at another address still gets a session.
+#[test]
+fn dead_offers_from_one_address_leave_sessions_to_others() {
+    let (_rt, h) = start(|_| {});
+    let per = smolrtc::signal::service::DEFAULT_MAX_SESSIONS_PER_ADDRESS;
+    let offer = block_on(async {
+        let mut p = Peer::new("dead");
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        p.complete_description().await.to_json()
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..64 {
+        let r = request_from(
+            h.addr,
+            Some(ADDRESS_1),
+            "POST",
+            "/api/offer",
+            &[],
+            Some("application/json"),
+            offer.as_bytes(),
+        );
+        if r.status != 200 {
+            assert_eq!(r.status, 429, "{}", r.text());
+            assert!(
+                error_of(&r).contains(&format!("max_sessions_per_address = {per}")),
+                "{}",
+                r.text()
+            );
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), per);
+    logged(&["session refused", "127.0.0.1", "max_sessions_per_address"]);
+    block_on(async {
+        let (mut p, chans) = http_client_from(&h, Some(ADDRESS_2), &["echo"], &[]).await;
+        opened(&mut p, "echo").await;
+        chans[0].send("mine").await.unwrap();
+        assert_eq!(message(&mut p, "echo").await, Message::Text("mine".into()));
+        p.pc.close().await;
+    });
+}
+
+/// The issue's idle WebSockets: a WebSocket holds no session until its offer, so idle ones
+/// (here more than max_sessions) leave the sessions to real clients; a candidate before
+/// the offer gets an error. With `?role=offer` the session starts at connect and counts
+/// under max_sessions_per_address.
+#[test]
+fn idle_websockets_take_no_session() {
+    let (_rt, h) = start(|c| {
+        c.max_sessions = 3;
+        c.max_sessions_per_address = 1;
+    });
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let (mut ws, r) = ws_upgrade(h.addr, "/ws", &[]);
+        assert_eq!(r.status, 101, "{}", r.text());
+        // Answered: the signaling task runs (and took no session).
+        let c = serde_json::json!({"type": "candidate", "value": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMLineIndex": 0}});
+        ws.write_all(&ws_text_frame(&c.to_string())).unwrap();
+        let text = ws_read_text(&mut ws);
+        assert!(
+            text.contains("\"error\"") && text.contains("before candidates"),
+            "{text}"
+        );
+        idle.push(ws);
+    }
+    assert_eq!(sessions(&h, &[]), 0);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["echo"], &[]).await;
+        opened(&mut p, "echo").await;
+        chans[0].send("not blocked").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("not blocked".into())
+        );
+        // role=offer: a session at connect, counted for its address (which holds one).
+        let (mut ws, r) = ws_upgrade_from(h.addr, Some(ADDRESS_2), "/ws?role=offer", &[]);
+        assert_eq!(r.status, 101);
+        assert!(ws_read_text(&mut ws).contains("\"description\""));
+        let (mut ws2, r) = ws_upgrade_from(h.addr, Some(ADDRESS_2), "/ws?role=offer", &[]);
+        assert_eq!(r.status, 101);
+        let text = ws_read_text(&mut ws2);
+        assert!(text.contains("max_sessions_per_address = 1"), "{text}");
+        p.pc.close().await;
+    });
+}
+
+/// A WebSocket that sends no offer is closed at connect_timeout, with an error message.
+#[test]
+fn websocket_without_an_offer_is_closed_at_connect_timeout() {
+    let (_rt, h) = start(|c| c.connect_timeout = Duration::from_secs(1));
+    let (mut ws, r) = ws_upgrade(h.addr, "/ws", &[]);
+    assert_eq!(r.status, 101);
+    let text = ws_read_text(&mut ws);
+    assert!(
+        text.contains("no offer within 1.0 s (connect_timeout)"),
+        "{text}"
+    );
+    assert!(read_until_closed(&mut ws).is_ok(), "closed");
+    logged(&["GET /ws", "no offer within 1.0 s"]);
+}
+
+/// max_websockets_per_address: past it an upgrade gets `429`; another address is not
+/// affected.
+#[test]
+fn websockets_per_address_are_capped() {
+    let (_rt, h) = start(|c| c.max_websockets_per_address = 2);
+    let (_a, r) = ws_upgrade_from(h.addr, Some(ADDRESS_1), "/ws", &[]);
+    assert_eq!(r.status, 101);
+    let (_b, r) = ws_upgrade_from(h.addr, Some(ADDRESS_1), "/ws", &[]);
+    assert_eq!(r.status, 101);
+    let (_, r) = ws_upgrade_from(h.addr, Some(ADDRESS_1), "/ws", &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        error_of(&r).contains("max_websockets_per_address = 2"),
+        "{}",
+        r.text()
+    );
+    logged(&["GET /ws", "429", "max_websockets_per_address"]);
+    let (_c, r) = ws_upgrade_from(h.addr, Some(ADDRESS_2), "/ws", &[]);
+    assert_eq!(r.status, 101);
+}
+
+// ------------------------------------------------------------------ log floods
+
+/// The issue's log flood: 10,000 refused requests of four kinds (foreign Host, foreign
+/// Origin, wrong Content-Type, no such path) and 1,000 bad WebSocket messages write at
+/// most one warning per kind a second (each kind at least once).
+#[test]
+fn refused_requests_do_not_flood_the_log() {
+    let (_rt, h) = start(|_| {});
+    let started = Instant::now();
+    let host = h.addr;
+    let kinds = [
+        "GET /api/sessions HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_string(),
+        format!(
+            "DELETE /whip/0123 HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\n\r\n"
+        ),
+        format!(
+            "POST /api/offer HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
+             Content-Length: 0\r\n\r\n"
+        ),
+        format!("GET /nope HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ];
+    let mut answers = std::collections::HashMap::<u16, usize>::new();
+    // 100 connections of 100 pipelined requests each.
+    for i in 0..100 {
+        let mut s = connect_from(h.addr, Some(ADDRESS_3));
+        let mut batch: String = (0..99).map(|j| kinds[(i + j) % 4].as_str()).collect();
+        // The last one closes the connection once answered.
+        batch.push_str(&kinds[(i + 99) % 4].replacen("\r\n", "\r\nConnection: close\r\n", 1));
+        s.write_all(batch.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        for status in text.split("HTTP/1.1 ").skip(1) {
+            *answers.entry(status[..3].parse().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        answers,
+        std::collections::HashMap::from([(421, 2500), (403, 2500), (415, 2500), (404, 2500)]),
+        "every request answered"
+    );
+    let (mut ws, r) = ws_upgrade_from(h.addr, Some(ADDRESS_3), "/ws", &[]);
+    assert_eq!(r.status, 101);
+    for _ in 0..1000 {
+        ws.write_all(&ws_text_frame("{\"type\":\"bogus\"}"))
+            .unwrap();
+        assert!(ws_read_text(&mut ws).contains("unknown message type"));
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let lines: Vec<String> = LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("WARN") && l.contains("127.0.0.3"))
+        .cloned()
+        .collect();
+    for what in ["421", "403", "415", "404", "unknown message type"] {
+        let n = lines.iter().filter(|l| l.contains(what)).count();
+        assert!(
+            (1..=seconds).contains(&n),
+            "{n} lines with {what:?} in {seconds} s: {lines:#?}"
+        );
+    }
+    assert!(lines.len() <= 5 * seconds, "{} lines", lines.len());
 }

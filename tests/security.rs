@@ -3,6 +3,10 @@
 //! validated never reaches a session, and a replayed ClientHello on an established
 //! association starts no second handshake. (Fingerprint mismatch: tests/loopback.rs
 //! `fingerprint_mismatch_is_refused`; garbage of every shape: `garbage_datagrams_...`.)
+//!
+//! And what a web page the device's owner visits can do to `smolrtc serve` through the
+//! owner's browser: DNS rebinding (a foreign `Host`), cross-site WebSockets and requests
+//! (a foreign `Origin`), and cross-site forms (`text/plain` posts) are refused.
 
 mod common;
 
@@ -332,4 +336,247 @@ fn tap_sees_the_handshake() {
         assert_eq!(tap.client_hello()[0], CONTENT_HANDSHAKE);
         still_works(&ch, &mut b, "tap").await;
     });
+}
+
+// ------------------------------------------------------------------ a web page's attacks
+
+use common::http::{request_from, ws_read_text, ws_upgrade_from, Reply};
+use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+
+fn start_service(tweak: impl FnOnce(&mut ServiceConfig)) -> (smolrtc::Runtime, ServiceHandle) {
+    init_log();
+    let rt = smolrtc::Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rawrtc_flow: false,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec!["127.0.0.1".parse().unwrap()];
+    tweak(&mut config);
+    let h = Service::new(config).start(&rt).unwrap();
+    (rt, h)
+}
+
+fn call(h: &ServiceHandle, method: &str, path: &str, headers: &[&str]) -> Reply {
+    request_from(h.addr, None, method, path, headers, None, b"")
+}
+
+fn error_of(r: &Reply) -> String {
+    r.json()["error"].as_str().unwrap_or_default().to_owned()
+}
+
+fn session_count(h: &ServiceHandle) -> usize {
+    let r = call(h, "GET", "/api/sessions", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["sessions"].as_array().unwrap().len()
+}
+
+/// A WHIP session that never connects; its `Location`.
+fn whip_session(h: &ServiceHandle) -> String {
+    let offer = block_on(async {
+        let p = Peer::new("whip");
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        p.pc.create_offer().await.unwrap().sdp
+    });
+    let r = request_from(
+        h.addr,
+        None,
+        "POST",
+        "/whip",
+        &[],
+        Some("application/sdp"),
+        offer.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.header("location").unwrap().to_owned()
+}
+
+/// A complete offer, as JSON, from a peer that will not connect.
+fn offer_json() -> String {
+    block_on(async {
+        let mut p = Peer::new("offer");
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        p.complete_description().await.to_json()
+    })
+}
+
+/// DNS rebinding: a page at `http://evil.example` whose name now resolves to the device
+/// sends `Host: evil.example`. Every request but the page itself gets `421` JSON (and
+/// changes nothing); IP literals, localhost, the host name (also `.local`) and
+/// `allow_hosts` names are served; HTTP/1.1 without `Host` gets `400`.
+#[test]
+fn dns_rebinding_host_gets_421_except_for_the_page() {
+    let (_rt, h) = start_service(|c| c.allow_hosts = vec!["device.example".into()]);
+    let port = h.addr.port();
+    let evil = "Host: evil.example";
+    let location = whip_session(&h);
+    for (method, path) in [
+        ("GET", "/api/sessions"),
+        ("DELETE", location.as_str()),
+        ("POST", "/api/offer"),
+        ("GET", "/ws"),
+        ("GET", "/favicon.ico"),
+    ] {
+        let r = call(&h, method, path, &[evil]);
+        assert_eq!(r.status, 421, "{method} {path}: {}", r.text());
+        let e = error_of(&r);
+        assert!(
+            e.contains("evil.example") && e.contains("--allow-host"),
+            "{e}"
+        );
+    }
+    let (_, r) = ws_upgrade_from(h.addr, None, "/ws", &[evil]);
+    assert_eq!(r.status, 421, "{}", r.text());
+    // In absolute form, the target's name counts.
+    let r = call(&h, "GET", "http://evil.example/api/sessions", &[]);
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert_eq!(session_count(&h), 1, "the DELETE changed nothing");
+    // The page itself loads whatever the name.
+    for path in ["/", "/app.js", "/style.css"] {
+        assert_eq!(call(&h, "GET", path, &[evil]).status, 200, "{path}");
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".into(),
+        format!("{name}:{port}"),
+        format!("{name}.local:{port}"),
+        "device.example".into(),
+    ] {
+        let r = call(&h, "GET", "/api/sessions", &[&format!("Host: {host}")]);
+        assert_eq!(r.status, 200, "Host: {host}: {}", r.text());
+    }
+    let mut s = common::http::connect_from(h.addr, None);
+    use std::io::{Read, Write};
+    s.write_all(b"GET /api/sessions HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let r = common::http::parse(&raw);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(error_of(&r).contains("Host"), "{}", r.text());
+}
+
+/// A cross-site page (or a sandboxed one, `Origin: null`) can neither open a signaling
+/// WebSocket nor POST, PATCH or DELETE (`403` JSON, nothing changed); the service's own
+/// origin, an allowed one, and clients without `Origin` can.
+#[test]
+fn cross_site_origin_is_refused_on_websockets_and_state_changing_requests() {
+    let (_rt, h) = start_service(|c| c.allow_origins = vec!["https://device.example".into()]);
+    let own = format!("Origin: http://{}", h.addr);
+    let evil = "Origin: http://evil.example";
+    for origin in [evil, "Origin: null", "Origin: https://evil.example"] {
+        let (_, r) = ws_upgrade_from(h.addr, None, "/ws", &[origin]);
+        assert_eq!(r.status, 403, "{origin}: {}", r.text());
+        assert!(error_of(&r).contains("--allow-origin"), "{}", r.text());
+    }
+    let offer = offer_json();
+    let r = request_from(
+        h.addr,
+        None,
+        "POST",
+        "/api/offer",
+        &[evil],
+        Some("application/json"),
+        offer.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(session_count(&h), 0, "the cross-site POST opened a session");
+    let location = whip_session(&h);
+    for method in ["DELETE", "PATCH"] {
+        let r = call(&h, method, &location, &[evil]);
+        assert_eq!(r.status, 403, "{method}: {}", r.text());
+    }
+    assert_eq!(
+        session_count(&h),
+        1,
+        "the cross-site DELETE closed the session"
+    );
+    // Reading is not refused (the browser keeps a cross-site page from reading the answer).
+    assert_eq!(call(&h, "GET", "/api/sessions", &[evil]).status, 200);
+    // Own origin, an allowed one, none at all.
+    for headers in [
+        vec![own.as_str()],
+        vec!["Origin: https://device.example"],
+        vec![],
+    ] {
+        let (mut ws, r) = ws_upgrade_from(h.addr, None, "/ws?role=offer", &headers);
+        assert_eq!(r.status, 101, "{headers:?}: {}", r.text());
+        assert!(ws_read_text(&mut ws).contains("\"description\""));
+    }
+    let r = request_from(
+        h.addr,
+        None,
+        "POST",
+        "/api/offer",
+        &[&own],
+        Some("application/json"),
+        offer.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(call(&h, "DELETE", &location, &[&own]).status, 200);
+}
+
+/// A cross-site form can post `text/plain` without a CORS preflight: `POST /api/offer` and
+/// `/api/report` take `application/json` only (`415` naming it, and no session), WHIP
+/// `application/sdp` only.
+#[test]
+fn text_plain_posts_get_415() {
+    let (_rt, h) = start_service(|_| {});
+    let offer = offer_json();
+    for ct in [
+        Some("text/plain"),
+        None,
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        for path in ["/api/offer", "/api/report"] {
+            let body = if path == "/api/offer" {
+                offer.as_bytes()
+            } else {
+                b"{}"
+            };
+            let r = request_from(h.addr, None, "POST", path, &[], ct, body);
+            assert_eq!(r.status, 415, "{path} {ct:?}: {}", r.text());
+            assert!(
+                error_of(&r).contains("expected Content-Type application/json"),
+                "{}",
+                r.text()
+            );
+        }
+        let r = request_from(h.addr, None, "POST", "/whip", &[], ct, b"v=0");
+        assert_eq!(r.status, 415, "{}", r.text());
+    }
+    assert_eq!(session_count(&h), 0);
+    // Parameters are fine.
+    let r = request_from(
+        h.addr,
+        None,
+        "POST",
+        "/api/offer",
+        &[],
+        Some("application/json; charset=utf-8"),
+        offer.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request_from(
+        h.addr,
+        None,
+        "POST",
+        "/api/report",
+        &[],
+        Some("Application/JSON"),
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
