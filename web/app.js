@@ -1,9 +1,12 @@
 // smolrtc serve: the device's browser page.
 //
-// Signaling paths (all against the device that served this page):
-//   http   POST /api/offer {"type":"offer","sdp"} -> 200 {"type":"answer","sdp"} (non-trickle)
+// Signaling paths (all against the device that served this page, which refuses other
+// origins and Host names, and JSON posted as anything but application/json):
+//   http   POST /api/offer (application/json) {"type":"offer","sdp"} -> 200 {"type":"answer","sdp"}
+//          (non-trickle)
 //   whip   POST /whip (application/sdp) -> 201 + Location; trickle with PATCH, DELETE to end
-//   ws     /ws (page offers) or /ws?role=offer (server offers), rawrtc's JSON messages
+//   ws     /ws (page offers; the session starts with that offer, so candidates wait for it)
+//          or /ws?role=offer (server offers at once), rawrtc's JSON messages
 //   manual copy/paste of one-line JSON descriptions (rawrtc's peer-connection flow)
 // Then rawrtc's channel flow (cat-noises, dinosaur-noises) and the echo/discard/chargen tests.
 // Unattended runs: ?auto=1&mode=..&offering=..&echo=..&upload=..&download=..&report=/path,

@@ -3,13 +3,13 @@
 //! | request | what |
 //! | --- | --- |
 //! | `GET /` (`/app.js`, `/style.css`) | the page from `web/`, compiled in |
-//! | `POST /api/offer` `{"type":"offer","sdp":..}` | `200` `{"type":"answer","sdp":..}`, every candidate in it |
+//! | `POST /api/offer` `application/json` `{"type":"offer","sdp":..}` | `200` `{"type":"answer","sdp":..}`, every candidate in it |
 //! | `POST /whip` `application/sdp` | `201`, the answer, `Location: /whip/<id>` (RFC 9725) |
 //! | `PATCH /whip/<id>` `application/trickle-ice-sdpfrag` | `204`, candidates added |
 //! | `DELETE /whip/<id>` | `200`, session closed |
-//! | `GET /ws` (`?role=offer`: the service offers) | WebSocket, rawrtc's `{"type","value"}` messages, trickle both ways |
+//! | `GET /ws` (`?role=offer`: the service offers) | WebSocket, rawrtc's `{"type","value"}` messages, trickle both ways (see [`ws`]) |
 //! | `GET /api/sessions` | the live sessions, JSON |
-//! | `POST /api/report` | a page's self-test results (JSON), logged and kept for the host program |
+//! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).
@@ -32,10 +32,13 @@
 //!
 //! One client address gets at most `max_connections_per_address` of the connections, of
 //! which at most `max_slow_connections_per_address` still sending their first request's
-//! headers, and at most `max_websockets_per_address` WebSockets (`429` past each). The
-//! defaults (32 of 128 connections, 16 slow, 16 of 64 WebSockets) leave most of the global
-//! pools to other addresses: slowloris from one address cannot lock others out. (Many
-//! addresses can still share out the global pools between them.)
+//! headers, and at most `max_websockets_per_address` WebSockets and
+//! `max_sessions_per_address` sessions (`429` past each). The defaults (32 of 128
+//! connections, 16 slow, 16 of 64 WebSockets, a quarter of the sessions) leave at least
+//! three quarters of each global pool to other addresses, so slowloris or dead offers from
+//! one address cannot lock the others out; refused connections are answered at most 4 per
+//! address (16 in all) at a time, the rest closed unanswered. (Several addresses can still
+//! share out the global pools between them.)
 
 use super::service::{client_address, complete_description, ApiError, Counter, Shared, Via};
 use super::ws;
