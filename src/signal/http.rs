@@ -444,7 +444,8 @@ fn route_kind(path: &str) -> &'static str {
     }
 }
 
-/// At most 100 bytes of a client's path for the log (a URI is ASCII).
+/// At most 100 bytes of a client's path or host name (both ASCII once parsed), for a log
+/// line or an error message.
 fn clip(path: &str) -> &str {
     path.get(..100).unwrap_or(path)
 }
@@ -616,7 +617,7 @@ fn check_host_and_origin(shared: &Shared, req: &Request<Incoming>) -> Result<(),
                     format!(
                         "Host {:?} does not name this device: use its address, localhost or \
                          its host name (or start the service with --allow-host NAME)",
-                        a.host
+                        clip(&a.host)
                     ),
                 ));
             }
