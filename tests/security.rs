@@ -333,3 +333,99 @@ fn tap_sees_the_handshake() {
         still_works(&ch, &mut b, "tap").await;
     });
 }
+
+/// The attribute types of a STUN message (empty if `d` is not STUN).
+fn stun_attr_types(d: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    if d.len() < 20 || d[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return out;
+    }
+    let mut at = 20;
+    while at + 4 <= d.len() {
+        out.push(u16::from_be_bytes([d[at], d[at + 1]]));
+        let len = u16::from_be_bytes([d[at + 2], d[at + 3]]) as usize;
+        at += 4 + ((len + 3) & !3);
+    }
+    out
+}
+
+const ICE_CONTROLLED: u16 = 0x8029;
+const ICE_CONTROLLING: u16 = 0x802a;
+
+/// rtc-ice 0.21.1 settles an ICE-CONTROLLING/CONTROLLED conflict (RFC 8445 §7.3.1.1) before
+/// it checks USERNAME and MESSAGE-INTEGRITY. A binding request from the peer's own address
+/// (spoofable by anyone on the path) with a wrong USERNAME, no MESSAGE-INTEGRITY and an
+/// ICE-CONTROLLING attribute with the highest tie-breaker would make the controlling agent
+/// answer 487 and turn controlled. smolrtc drops such requests before rtc-ice sees them: no
+/// answer comes back, A's next checks still say ICE-CONTROLLING, and the channel works.
+#[test]
+fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
+    init_log();
+    block_on(async {
+        let (a, mut b, tap, ch) = tapped_pair().await;
+        let local = a.pc.local_description().await.unwrap().sdp;
+        let ufrag = sdp_attr(&local, "ice-ufrag");
+        let server = tap.server.lock().unwrap().expect("A's address");
+        let mut m = StunMessage::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(rtc_stun::textattrs::TextAttribute::new(
+                ATTR_USERNAME,
+                format!("{ufrag}:intruder"),
+            )),
+            Box::new(Raw(
+                AttrType(0x0024),
+                0x6e00_1eff_u32.to_be_bytes().to_vec(),
+            )),
+            Box::new(Raw(
+                AttrType(ICE_CONTROLLING),
+                u64::MAX.to_be_bytes().to_vec(),
+            )),
+        ])
+        .unwrap();
+        // From B's address as A knows it (the tap's front socket): a known remote, so a
+        // conflict would be answered with a 487 there.
+        let since = Instant::now();
+        for _ in 0..3 {
+            tap.front.send_to(&m.raw, server).unwrap();
+        }
+        // A's next binding request (a consent check, every 2 s) after the forged ones.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let next_check = loop {
+            let found = tap
+                .from_server
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t >= since + Duration::from_millis(100))
+                .find(|(_, d)| d.len() >= 20 && d[0..2] == [0x00, 0x01])
+                .map(|(_, d)| d.clone());
+            if let Some(d) = found {
+                break d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "A sent no check after the forged ones"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let errors = tap
+            .from_server
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, d)| *t >= since && d.len() >= 20 && d[0..2] == [0x01, 0x11])
+            .count();
+        assert_eq!(
+            errors, 0,
+            "A answered the forged request with an error (487)"
+        );
+        let attrs = stun_attr_types(&next_check);
+        assert!(
+            attrs.contains(&ICE_CONTROLLING) && !attrs.contains(&ICE_CONTROLLED),
+            "A's role flipped: its next check carries {attrs:x?}"
+        );
+        still_works(&ch, &mut b, "after the forged role").await;
+    });
+}

@@ -8,6 +8,12 @@
 //! that ICE knows as a remote candidate (checked or learned as peer-reflexive), so strangers
 //! never reach a session. Wire-ward DTLS records leave on the selected pair.
 //!
+//! STUN Binding requests are authenticated here before rtc-ice sees them: USERNAME must be
+//! `<our ufrag>:<their ufrag>` and MESSAGE-INTEGRITY an HMAC-SHA1 with our password. rtc-ice
+//! 0.21.1 settles ICE-CONTROLLING/CONTROLLED role conflicts (RFC 8445 §7.3.1.1: a 487 answer,
+//! a role switch) before it checks either, so without this a forged request could flip our
+//! role; dropped here, it gets no answer and changes nothing.
+//!
 //! The gatherer lives in this task rather than its own: it shares the host sockets with the
 //! agent, and relayed traffic passes both, so one owner saves a hop per relayed datagram.
 
@@ -125,6 +131,10 @@ pub(crate) struct IceActor {
     learned: std::collections::HashSet<(usize, SocketAddr)>,
     /// Our current ufrag (the shared port routes checks by it).
     ufrag: String,
+    /// Our current ICE password (checks must carry a MESSAGE-INTEGRITY made with it).
+    pwd: String,
+    /// HMAC-SHA1 for the MESSAGE-INTEGRITY checks.
+    crypto: Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>,
     sessions: Vec<ServerSession>,
     streams: Vec<Stream>,
     /// Name resolutions and stream connections still under way.
@@ -167,7 +177,7 @@ impl IceActor {
             ],
             TransportPolicy::Relay => vec![CandidateType::Relay],
         };
-        let ufrag_copy = ufrag.clone();
+        let (ufrag_copy, pwd_copy) = (ufrag.clone(), pwd.clone());
         let agent_config = AgentConfig {
             local_ufrag: ufrag,
             local_pwd: pwd,
@@ -189,7 +199,7 @@ impl IceActor {
             ..Default::default()
         };
         let provider = crate::dtls::crypto_provider()?;
-        let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider)
+        let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider.clone())
             .map_err(|e| crate::Error::Ice(e.to_string()))?;
         Ok(Self {
             name,
@@ -198,6 +208,8 @@ impl IceActor {
             sockets: Vec::new(),
             learned: Default::default(),
             ufrag: ufrag_copy,
+            pwd: pwd_copy,
+            crypto: provider,
             sessions: Vec::new(),
             streams: Vec::new(),
             pending: 0,
@@ -375,6 +387,13 @@ impl IceActor {
         };
         match first {
             0..=3 => {
+                if let Err(why) = self.authenticate(&data) {
+                    log::debug!(
+                        "[{}] ICE: binding request from {from} dropped: {why}",
+                        self.name
+                    );
+                    return;
+                }
                 let msg = TransportMessage {
                     now,
                     transport,
@@ -443,7 +462,8 @@ impl IceActor {
                 match restarted {
                     Ok(()) => {
                         log::info!("[{}] ICE restart applied", self.name);
-                        self.ufrag = self.agent.get_local_credentials().ufrag.clone();
+                        let creds = self.agent.get_local_credentials();
+                        (self.ufrag, self.pwd) = (creds.ufrag.clone(), creds.pwd.clone());
                         self.register_ufrag();
                         self.restarting = self.selected.is_some();
                     }
@@ -657,6 +677,28 @@ impl IceActor {
             servers_only: true,
         });
         Some(self.sockets.len() - 1)
+    }
+
+    /// Checks a STUN message before rtc-ice sees it: a Binding request must carry USERNAME
+    /// `<our ufrag>:<their ufrag>` and a MESSAGE-INTEGRITY made with our password, exactly
+    /// what rtc-ice checks itself, but only after it has acted on a role conflict. Other
+    /// STUN (answers to our checks, indications) passes: rtc-ice authenticates answers
+    /// before it uses them.
+    fn authenticate(&self, data: &[u8]) -> Result<(), &'static str> {
+        if !is_binding_request(data) {
+            return Ok(());
+        }
+        let remote = self
+            .agent
+            .get_remote_credentials()
+            .ok_or("remote credentials not known yet")?;
+        let username = format!("{}:{}", self.ufrag, remote.ufrag);
+        check_request(
+            data,
+            Some(&username),
+            self.pwd.as_bytes(),
+            self.crypto.crypto(),
+        )
     }
 
     /// Tells the shared port (if any) that checks for our ufrag are ours.
@@ -993,6 +1035,36 @@ impl IceActor {
         self.peer
             .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Closed)));
     }
+}
+
+/// True for a STUN Binding request (message type 0x0001 with the magic cookie).
+pub(super) fn is_binding_request(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0..2] == [0x00, 0x01] && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// A STUN message's USERNAME (when `username` is given) and MESSAGE-INTEGRITY (short-term
+/// credentials: HMAC-SHA1 keyed with the password `key`, RFC 8489 §14.5).
+pub(super) fn check_request(
+    data: &[u8],
+    username: Option<&str>,
+    key: &[u8],
+    crypto: &dyn rtc_stun::crypto::RTCCrypto,
+) -> Result<(), &'static str> {
+    let mut m = rtc_stun::message::Message {
+        raw: data.to_vec(),
+        ..Default::default()
+    };
+    m.decode().map_err(|_| "not a valid STUN message")?;
+    if let Some(expected) = username {
+        let got = m
+            .get(rtc_stun::attributes::ATTR_USERNAME)
+            .map_err(|_| "no USERNAME")?;
+        if got != expected.as_bytes() {
+            return Err("wrong USERNAME");
+        }
+    }
+    rtc_stun::integrity::MessageIntegrity::check(&mut m, key, crypto)
+        .map_err(|_| "no valid MESSAGE-INTEGRITY")
 }
 
 fn udp_candidate(addr: SocketAddr) -> CandidateConfig {
