@@ -110,7 +110,16 @@ async fn tapped_pair() -> (Peer, Peer, Tap, smolrtc::DataChannel) {
 async fn tapped_pair_seeing_offer(
     seen: impl FnOnce(&str),
 ) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
-    let mut a = Peer::new("A");
+    tapped_pair_editing(Peer::new("A"), seen, |_| {}).await
+}
+
+/// [`tapped_pair_seeing_offer`] with `a` made by the caller, and `edit` applied to the
+/// answer (after the tap's candidate is put in) before `a` gets it.
+async fn tapped_pair_editing(
+    mut a: Peer,
+    seen: impl FnOnce(&str),
+    edit: impl FnOnce(&mut String),
+) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
     let mut b = Peer::new("B");
     let ch =
         a.pc.create_data_channel("sec", ChannelInit::default())
@@ -138,6 +147,7 @@ async fn tapped_pair_seeing_offer(
                 &format!(" 127.0.0.1 {} ", t.front().port()),
             );
             answer.sdp = answer.sdp.replace(&line, &new);
+            edit(&mut answer.sdp);
             tap = Some(t);
         },
     )
@@ -427,5 +437,59 @@ fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
             "A's role flipped: its next check carries {attrs:x?}"
         );
         still_works(&ch, &mut b, "after the forged role").await;
+    });
+}
+
+/// The remote-candidate cap counts every source: A (max_remote_candidates = 4) gets an
+/// answer with 3 candidates (B's, through the tap, and two more), takes one trickled
+/// candidate, refuses the next with `Error::Limit` naming the limit, and does not answer
+/// a correctly authenticated check from a new address (it would be a fifth, peer-reflexive
+/// candidate); the connection goes on.
+#[test]
+fn remote_candidates_are_capped_across_description_trickle_and_checks() {
+    init_log();
+    block_on(async {
+        let mut config = loopback_config("A");
+        config.ice.max_remote_candidates = 4;
+        let extra = |sdp: &mut String| {
+            let at = sdp.find("a=candidate").expect("a candidate");
+            for port in [9, 13] {
+                sdp.insert_str(
+                    at,
+                    &format!("a=candidate:{port} 1 udp 2122260223 127.0.0.2 {port} typ host\r\n"),
+                );
+            }
+        };
+        let (a, mut b, tap, ch) =
+            tapped_pair_editing(Peer::with_config(config), |_| {}, extra).await;
+        let candidate = |port: u16| smolrtc::IceCandidateInit {
+            candidate: format!("candidate:{port} 1 udp 2122260223 127.0.0.3 {port} typ host"),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        };
+        a.pc.add_ice_candidate(candidate(17)).await.unwrap();
+        // The same one again takes no place.
+        a.pc.add_ice_candidate(candidate(17)).await.unwrap();
+        match a.pc.add_ice_candidate(candidate(19)).await {
+            Err(smolrtc::Error::Limit(e)) => {
+                assert!(e.contains("max_remote_candidates = 4"), "{e}")
+            }
+            other => panic!("a fifth candidate was not refused: {other:?}"),
+        }
+
+        let local = a.pc.local_description().await.unwrap().sdp;
+        let remote = a.pc.remote_description().await.unwrap().sdp;
+        let (ufrag, pwd) = (sdp_attr(&local, "ice-ufrag"), sdp_attr(&local, "ice-pwd"));
+        let check = binding_request(&ufrag, &sdp_attr(&remote, "ice-ufrag"), &pwd);
+        let server = tap.server.lock().unwrap().expect("A's address");
+        let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        newcomer.send_to(&check, server).unwrap();
+        assert_eq!(
+            stun_answers(&newcomer),
+            (0, 0),
+            "a check from a new address past the cap was answered"
+        );
+        still_works(&ch, &mut b, "at the cap").await;
     });
 }

@@ -59,8 +59,9 @@ pub(crate) enum IceMsg {
     },
     /// ICE restart: new local credentials; checks start again with the next `Start`.
     Restart { ufrag: String, pwd: String },
-    /// A remote `candidate:` attribute value.
-    RemoteCandidate(String),
+    /// A remote `candidate:` attribute value, and where to answer whether it was taken (an
+    /// `add_ice_candidate` call; `None` for a description's candidates).
+    RemoteCandidate(String, Option<runtime::Reply<crate::Result<()>>>),
     /// The remote has no more candidates.
     EndOfCandidates,
     /// A server's host name was resolved (index into the configured servers).
@@ -133,6 +134,10 @@ pub(crate) struct IceActor {
     ufrag: String,
     /// Our current ICE password (checks must carry a MESSAGE-INTEGRITY made with it).
     pwd: String,
+    /// `config.max_remote_candidates`, 0 replaced by its default.
+    max_remote: usize,
+    /// The remote-candidate cap was hit and logged (once per connection).
+    cap_logged: bool,
     /// HMAC-SHA1 for the MESSAGE-INTEGRITY checks.
     crypto: Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>,
     sessions: Vec<ServerSession>,
@@ -178,6 +183,10 @@ impl IceActor {
             TransportPolicy::Relay => vec![CandidateType::Relay],
         };
         let (ufrag_copy, pwd_copy) = (ufrag.clone(), pwd.clone());
+        let max_remote = match config.max_remote_candidates {
+            0 => super::DEFAULT_MAX_REMOTE_CANDIDATES,
+            n => n,
+        };
         let agent_config = AgentConfig {
             local_ufrag: ufrag,
             local_pwd: pwd,
@@ -209,6 +218,8 @@ impl IceActor {
             learned: Default::default(),
             ufrag: ufrag_copy,
             pwd: pwd_copy,
+            max_remote,
+            cap_logged: false,
             crypto: provider,
             sessions: Vec::new(),
             streams: Vec::new(),
@@ -394,6 +405,23 @@ impl IceActor {
                     );
                     return;
                 }
+                // A check from a new address would make it a peer-reflexive candidate.
+                if self.remote_full()
+                    && is_binding_request(&data)
+                    && !self
+                        .agent
+                        .get_remote_candidates()
+                        .iter()
+                        .any(|c| c.addr() == from)
+                {
+                    self.cap_hit();
+                    log::debug!(
+                        "[{}] ICE: check from new address {from} dropped: \
+                         max_remote_candidates reached",
+                        self.name
+                    );
+                    return;
+                }
                 let msg = TransportMessage {
                     now,
                     transport,
@@ -470,23 +498,10 @@ impl IceActor {
                     Err(e) => log::warn!("[{}] ICE restart failed: {e}", self.name),
                 }
             }
-            IceMsg::RemoteCandidate(line) => {
-                let raw = line.trim();
-                let raw = raw.strip_prefix("a=").unwrap_or(raw);
-                let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
-                match unmarshal_candidate(raw) {
-                    Ok(c) => {
-                        log::info!("[{}] ICE remote candidate {}", self.name, c.marshal());
-                        if let Err(e) = self.agent.add_remote_candidate(c) {
-                            log::warn!("[{}] ICE: remote candidate refused: {e}", self.name);
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("[{}] ICE: bad remote candidate {raw:?}: {e}", self.name);
-                        self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
-                            "{raw:?}: {e}"
-                        ))));
-                    }
+            IceMsg::RemoteCandidate(line, reply) => {
+                let result = self.remote_candidate(&line);
+                if let Some(r) = reply {
+                    let _ = r.try_send(result);
                 }
             }
             IceMsg::EndOfCandidates => log::debug!("[{}] ICE: remote end-of-candidates", self.name),
@@ -677,6 +692,72 @@ impl IceActor {
             servers_only: true,
         });
         Some(self.sockets.len() - 1)
+    }
+
+    /// Adds a signaled remote candidate, within `max_remote_candidates`.
+    fn remote_candidate(&mut self, line: &str) -> crate::Result<()> {
+        let raw = line.trim();
+        let raw = raw.strip_prefix("a=").unwrap_or(raw);
+        let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
+        let c = match unmarshal_candidate(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("[{}] ICE: bad remote candidate {raw:?}: {e}", self.name);
+                self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
+                    "{raw:?}: {e}"
+                ))));
+                return Err(crate::Error::InvalidArgument(format!(
+                    "candidate {raw:?}: {e}"
+                )));
+            }
+        };
+        if c.address().ends_with(".local") {
+            // rtc-ice would only warn about each (mDNS is off): nothing to keep.
+            log::debug!(
+                "[{}] ICE: mDNS remote candidate {} ignored",
+                self.name,
+                c.marshal()
+            );
+            return Ok(());
+        }
+        if self
+            .agent
+            .get_remote_candidates()
+            .iter()
+            .any(|known| known.equal(&c))
+        {
+            return Ok(());
+        }
+        if self.remote_full() {
+            self.cap_hit();
+            return Err(crate::Error::Limit(format!(
+                "too many remote candidates (max_remote_candidates = {})",
+                self.max_remote
+            )));
+        }
+        log::debug!("[{}] ICE remote candidate {}", self.name, c.marshal());
+        if let Err(e) = self.agent.add_remote_candidate(c) {
+            log::warn!("[{}] ICE: remote candidate refused: {e}", self.name);
+        }
+        Ok(())
+    }
+
+    /// The agent holds `max_remote_candidates` remote candidates.
+    fn remote_full(&self) -> bool {
+        self.agent.get_remote_candidates().len() >= self.max_remote
+    }
+
+    /// Logs, once per connection, that the remote-candidate cap was hit.
+    fn cap_hit(&mut self) {
+        if !self.cap_logged {
+            self.cap_logged = true;
+            log::warn!(
+                "[{}] ICE: {} remote candidates held (max_remote_candidates): further \
+                 candidates and checks from new addresses are refused (logged once)",
+                self.name,
+                self.max_remote
+            );
+        }
     }
 
     /// Checks a STUN message before rtc-ice sees it: a Binding request must carry USERNAME
