@@ -493,3 +493,122 @@ fn remote_candidates_are_capped_across_description_trickle_and_checks() {
         still_works(&ch, &mut b, "at the cap").await;
     });
 }
+
+/// A client of `h` with an `echo` channel, connected through `POST /api/offer`: the peer,
+/// its channel, its own ufrag and the service side's ufrag and password.
+async fn echo_client(
+    h: &smolrtc::signal::ServiceHandle,
+    name: &str,
+) -> (Peer, smolrtc::DataChannel, String, String, String) {
+    let mut p = Peer::new(name);
+    let ch =
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+    let answer = p.offer_to_service(h.addr).await;
+    let local = p.pc.local_description().await.unwrap().sdp;
+    let (srv_ufrag, srv_pwd) = (
+        sdp_attr(&answer.sdp, "ice-ufrag"),
+        sdp_attr(&answer.sdp, "ice-pwd"),
+    );
+    p.pc.set_remote_description(answer).await.unwrap();
+    (p, ch, sdp_attr(&local, "ice-ufrag"), srv_ufrag, srv_pwd)
+}
+
+/// `ch` (labelled `echo`) sends `text` and `p` gets it back.
+async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
+    ch.send(text).await.unwrap();
+    assert_eq!(message(p, "echo").await, Message::Text(text.into()));
+}
+
+/// The single-port attack of issue 13: while thousands of binding requests naming a
+/// signaled attacker's own session (correctly authenticated, and not) and an in-use
+/// victim's session (forged) arrive from as many source addresses on 127.0.0.0/8, three
+/// new clients connect through the same port and complete DTLS (their channels echo), and
+/// the victim's route, in use, keeps carrying its channel. Before routes needed an
+/// authenticated check, each request taught the demultiplexer a route and past 4,096 an
+/// arbitrary one (a client's) was forgotten.
+#[test]
+fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
+    use smolrtc::signal::{Service, ServiceConfig};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    init_log();
+    let rt = smolrtc::Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        single_port: Some(0),
+        rawrtc_flow: false,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    let h = Service::new(config).start(&rt).unwrap();
+    block_on(async {
+        let (mut attacker, att_ch, att_ufrag, att_srv_ufrag, att_srv_pwd) =
+            echo_client(&h, "attacker").await;
+        opened(&mut attacker, "echo").await;
+        echoes(&mut attacker, &att_ch, "attacker up").await;
+        let (mut victim, v_ch, v_ufrag, v_srv_ufrag, _) = echo_client(&h, "victim").await;
+        opened(&mut victim, "echo").await;
+        echoes(&mut victim, &v_ch, "victim up").await;
+        let port = {
+            let remote = victim
+                .expect("selected pair", |e| match e {
+                    smolrtc::Event::SelectedCandidatePair { remote, .. } => Some(remote.clone()),
+                    _ => None,
+                })
+                .await;
+            remote
+                .split_whitespace()
+                .nth(5)
+                .unwrap()
+                .parse::<u16>()
+                .unwrap()
+        };
+        let shared: SocketAddr = ([127, 0, 0, 1], port).into();
+        let requests = [
+            binding_request(&att_srv_ufrag, &att_ufrag, &att_srv_pwd),
+            binding_request(&att_srv_ufrag, &att_ufrag, "not-the-password-at-all"),
+            binding_request(&v_srv_ufrag, &v_ufrag, "not-the-password-at-all"),
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flood = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    // A new source address (and port) for every request.
+                    let ip = [127, 1 + (i >> 16) as u8 % 200, (i >> 8) as u8, i as u8];
+                    if let Ok(s) = UdpSocket::bind(SocketAddr::from((ip, 0))) {
+                        let _ = s.send_to(&requests[i % requests.len()], shared);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                    // At most ~6,400 a second: a flood of routes, not of CPU (which a
+                    // debug build on a shared 2-core machine would lose to any flood).
+                    if i.is_multiple_of(64) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            })
+        };
+        // Past the old 4,096-route table before the clients come.
+        while sent.load(Ordering::Relaxed) < 5000 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut clients = Vec::new();
+        for i in 0..3 {
+            clients.push(echo_client(&h, &format!("new {i}")).await);
+        }
+        for (i, (p, ch, ..)) in clients.iter_mut().enumerate() {
+            opened(p, "echo").await;
+            echoes(p, ch, &format!("new client {i}")).await;
+        }
+        echoes(&mut victim, &v_ch, "victim during the flood").await;
+        stop.store(true, Ordering::Relaxed);
+        flood.join().unwrap();
+        eprintln!("flood: {} requests", sent.load(Ordering::Relaxed));
+        echoes(&mut victim, &v_ch, "victim after the flood").await;
+        echoes(&mut attacker, &att_ch, "attacker after the flood").await;
+    });
+}

@@ -480,6 +480,9 @@ impl IceActor {
                     log::warn!("[{}] ICE: cannot start checks: {e}", self.name);
                     self.peer
                         .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Failed)));
+                } else if self.gathered {
+                    // The shared port now learns the peer's password too.
+                    self.register_ufrag();
                 }
             }
             IceMsg::Restart { ufrag, pwd } => {
@@ -774,7 +777,7 @@ impl IceActor {
             .get_remote_credentials()
             .ok_or("remote credentials not known yet")?;
         let username = format!("{}:{}", self.ufrag, remote.ufrag);
-        check_request(
+        check_stun(
             data,
             Some(&username),
             self.pwd.as_bytes(),
@@ -782,11 +785,31 @@ impl IceActor {
         )
     }
 
-    /// Tells the shared port (if any) that checks for our ufrag are ours.
+    /// Tells the shared port that our selected pair's route must stay.
+    fn pin_route(&self, path: Path, remote: SocketAddr) {
+        let Path::Socket(i) = path else { return };
+        if !self.sockets.get(i).is_some_and(|s| s.shared) {
+            return;
+        }
+        if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+            port.tell(super::port::MuxMsg::Selected {
+                socket: i,
+                remote,
+                inbox: me,
+            });
+        }
+    }
+
+    /// Tells the shared port (if any) our credentials: checks naming our ufrag and
+    /// authenticated with our password are ours, and so are answers authenticated with the
+    /// peer's password from addresses we checked.
     fn register_ufrag(&mut self) {
         if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
             port.tell(super::port::MuxMsg::Register {
                 ufrag: self.ufrag.clone(),
+                pwd: self.pwd.clone(),
+                remote_pwd: self.agent.get_remote_credentials().map(|c| c.pwd.clone()),
+                max_routes: self.max_remote,
                 inbox: me,
             });
         }
@@ -973,11 +996,10 @@ impl IceActor {
             let local = t.transport.local_addr;
             let to = t.transport.peer_addr;
             if let Some(i) = self.sockets.iter().position(|s| s.addr == local) {
-                // The agent's checks go first to any address DTLS will use: learning the
-                // shared-port route here keeps it off the per-record path.
+                // The shared port takes authenticated answers from where we sent checks.
                 if self.sockets[i].shared && self.learned.insert((i, to)) {
                     if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
-                        port.tell(super::port::MuxMsg::Learn {
+                        port.tell(super::port::MuxMsg::Checking {
                             socket: i,
                             remote: to,
                             inbox: me,
@@ -1030,6 +1052,7 @@ impl IceActor {
                             self.restarting = false;
                             let first = self.selected.is_none();
                             self.selected = Some((path, remote.addr()));
+                            self.pin_route(path, remote.addr());
                             self.peer.push(PeerMsg::Ice(IceReport::SelectedPair {
                                 local: local.marshal(),
                                 remote: remote.marshal(),
@@ -1125,7 +1148,7 @@ pub(super) fn is_binding_request(data: &[u8]) -> bool {
 
 /// A STUN message's USERNAME (when `username` is given) and MESSAGE-INTEGRITY (short-term
 /// credentials: HMAC-SHA1 keyed with the password `key`, RFC 8489 §14.5).
-pub(super) fn check_request(
+pub(super) fn check_stun(
     data: &[u8],
     username: Option<&str>,
     key: &[u8],

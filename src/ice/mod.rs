@@ -3,7 +3,7 @@
 
 mod agent;
 pub mod gather;
-mod port;
+pub(crate) mod port;
 pub mod server;
 mod turn;
 mod turn_stream;
