@@ -93,6 +93,11 @@ struct ServeOptions {
     /// at once (the session and its other channels go on).
     #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CHANNELS)]
     max_channels: usize,
+    /// Most remote ICE candidates per session, from its description, trickle (WHIP PATCH,
+    /// WebSocket) and checks from new addresses (peer-reflexive); past it trickled ones get
+    /// an error naming the limit and checks from new addresses are dropped.
+    #[arg(long, value_name = "N", default_value_t = smolrtc::ice::DEFAULT_MAX_REMOTE_CANDIDATES)]
+    max_remote_candidates: usize,
     /// Most HTTP connections at once; more get 503 and are closed.
     #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -221,6 +226,11 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         take!("max_body", opts.max_body, file.max_body);
         take!("max_channels", opts.max_channels, file.max_channels);
         take!(
+            "max_remote_candidates",
+            opts.max_remote_candidates,
+            file.max_remote_candidates
+        );
+        take!(
             "max_connections",
             opts.max_connections,
             file.max_connections
@@ -329,6 +339,12 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         ));
     }
     config.peer.max_channels = opts.max_channels;
+    if opts.max_remote_candidates == 0 {
+        return Err(smolrtc::Error::InvalidArgument(
+            "--max-remote-candidates must be at least 1".into(),
+        ));
+    }
+    config.peer.ice.max_remote_candidates = opts.max_remote_candidates;
     config.peer.sctp.receive_buffer = board_sctp_receive_buffer();
     opts.ice.apply(&mut config.peer.ice);
     for s in &config.peer.ice.servers {

@@ -467,6 +467,165 @@ fn channels_over_max_channels_are_refused_and_the_rest_echo() {
     });
 }
 
+/// `n` distinct host candidates (`a=candidate:` lines' values), from number `from` on.
+fn fake_candidates(from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                "candidate:{i} 1 udp 2122260223 127.0.{}.{} 9 typ host",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+/// Lines the capture holds with every one of `words`.
+fn count_logged(words: &[&str]) -> usize {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .count()
+}
+
+/// The attack of issue 13: 3,000 trickled candidates in 60 PATCHes of 50. The first 100
+/// (the default max_remote_candidates) are taken; the 101st and every later PATCH get
+/// `422` naming the limit, and the log has one line about it for the session, no line per
+/// refused PATCH and none per candidate at info level.
+#[test]
+fn trickled_candidates_over_max_remote_candidates_get_422() {
+    let (_rt, h) = start(|_| {});
+    let r = block_on(whip_offer(&h));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").expect("Location").to_owned();
+    let id = location.trim_start_matches("/whip/").to_owned();
+    let mut statuses = Vec::new();
+    for patch in 0..60 {
+        let body: String = fake_candidates(patch * 50, 50)
+            .iter()
+            .map(|c| format!("a={c}\r\n"))
+            .collect();
+        let r = request(
+            h.addr,
+            "PATCH",
+            &location,
+            &[],
+            Some("application/trickle-ice-sdpfrag"),
+            body.as_bytes(),
+        );
+        if r.status != 204 {
+            let e = error_of(&r);
+            assert!(e.contains("max_remote_candidates = 100"), "{}", r.text());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses[..2],
+        [204, 204],
+        "the first 100 candidates were refused"
+    );
+    assert!(
+        statuses[2..].iter().all(|s| *s == 422),
+        "candidates past the 100th were not refused with 422: {statuses:?}"
+    );
+    logged(&[&id, "max_remote_candidates", "logged once"]);
+    assert_eq!(count_logged(&[&id, "max_remote_candidates"]), 1);
+    assert_eq!(
+        count_logged(&["PATCH", &id, "422"]),
+        0,
+        "a line per refused PATCH"
+    );
+    assert_eq!(
+        count_logged(&["INFO", &id, "remote candidate"]),
+        0,
+        "a line per candidate at info level"
+    );
+    // The service is fine, and so is the next session.
+    assert_eq!(block_on(whip_offer(&h)).status, 201);
+}
+
+/// Candidates trickled over a WebSocket meet the same cap: past the 100th each gets an
+/// `{"type":"error"}` message naming the limit, the WebSocket stays open, and the log
+/// has one line about it.
+#[test]
+fn websocket_candidates_over_max_remote_candidates_get_errors() {
+    use async_tungstenite::tungstenite::Message as Ws;
+    use futures_lite::StreamExt;
+    let (_rt, h) = start(|_| {});
+    block_on(async {
+        let tcp = async_io::Async::<TcpStream>::connect(h.addr).await.unwrap();
+        let url = format!("ws://{}/ws", h.addr);
+        let (mut ws, _) = async_tungstenite::client_async(url, tcp).await.unwrap();
+        let p = Peer::new("ws-client");
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        let msg = serde_json::json!({"type": "description", "value": {"type": "offer", "sdp": offer.sdp}});
+        ws.send(Ws::text(msg.to_string())).await.unwrap();
+        for c in fake_candidates(0, 130) {
+            let value = serde_json::json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0});
+            let msg = serde_json::json!({"type": "candidate", "value": value});
+            ws.send(Ws::text(msg.to_string())).await.unwrap();
+        }
+        let mut errors = Vec::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while errors.len() < 30 {
+            assert!(Instant::now() < deadline, "only {} errors", errors.len());
+            let next = futures_lite::future::or(async { ws.next().await }, async {
+                async_io::Timer::after(Duration::from_millis(200)).await;
+                None
+            })
+            .await;
+            if let Some(Ok(Ws::Text(t))) = next {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "error" {
+                    errors.push(v["value"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains("max_remote_candidates = 100")),
+            "{errors:?}"
+        );
+        // Nothing more than the 30 refused ones.
+        let more = futures_lite::future::or(
+            async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Ws::Text(t))) if t.as_str().contains("\"error\"") => return true,
+                        Some(Ok(_)) => {}
+                        _ => return false,
+                    }
+                }
+            },
+            async {
+                async_io::Timer::after(Duration::from_millis(500)).await;
+                false
+            },
+        )
+        .await;
+        assert!(!more, "more than 30 candidates refused");
+        let line = logged(&["max_remote_candidates", "logged once"]);
+        let id = line
+            .split('[')
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap()
+            .to_owned();
+        assert_eq!(count_logged(&[&id, "max_remote_candidates"]), 1);
+        assert_eq!(
+            count_logged(&[&id, "ws:"]),
+            0,
+            "a line per refused candidate"
+        );
+    });
+}
+
 // ------------------------------------------------------------------ bad requests
 
 /// Oversized bodies get `413`, malformed ones `400` naming the problem, in JSON; a bad SDP

@@ -114,7 +114,16 @@ async fn tapped_pair() -> (Peer, Peer, Tap, smolrtc::DataChannel) {
 async fn tapped_pair_seeing_offer(
     seen: impl FnOnce(&str),
 ) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
-    let mut a = Peer::new("A");
+    tapped_pair_editing(Peer::new("A"), seen, |_| {}).await
+}
+
+/// [`tapped_pair_seeing_offer`] with `a` made by the caller, and `edit` applied to the
+/// answer (after the tap's candidate is put in) before `a` gets it.
+async fn tapped_pair_editing(
+    mut a: Peer,
+    seen: impl FnOnce(&str),
+    edit: impl FnOnce(&mut String),
+) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
     let mut b = Peer::new("B");
     let ch =
         a.pc.create_data_channel("sec", ChannelInit::default())
@@ -142,6 +151,7 @@ async fn tapped_pair_seeing_offer(
                 &format!(" 127.0.0.1 {} ", t.front().port()),
             );
             answer.sdp = answer.sdp.replace(&line, &new);
+            edit(&mut answer.sdp);
             tap = Some(t);
         },
     )
@@ -335,6 +345,275 @@ fn tap_sees_the_handshake() {
         assert!(tap.server_handshakes_since(Instant::now() - Duration::from_secs(60)) > 0);
         assert_eq!(tap.client_hello()[0], CONTENT_HANDSHAKE);
         still_works(&ch, &mut b, "tap").await;
+    });
+}
+
+/// The attribute types of a STUN message (empty if `d` is not STUN).
+fn stun_attr_types(d: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    if d.len() < 20 || d[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return out;
+    }
+    let mut at = 20;
+    while at + 4 <= d.len() {
+        out.push(u16::from_be_bytes([d[at], d[at + 1]]));
+        let len = u16::from_be_bytes([d[at + 2], d[at + 3]]) as usize;
+        at += 4 + ((len + 3) & !3);
+    }
+    out
+}
+
+const ICE_CONTROLLED: u16 = 0x8029;
+const ICE_CONTROLLING: u16 = 0x802a;
+
+/// rtc-ice 0.21.1 settles an ICE-CONTROLLING/CONTROLLED conflict (RFC 8445 §7.3.1.1) before
+/// it checks USERNAME and MESSAGE-INTEGRITY. A binding request from the peer's own address
+/// (spoofable by anyone on the path) with a wrong USERNAME, no MESSAGE-INTEGRITY and an
+/// ICE-CONTROLLING attribute with the highest tie-breaker would make the controlling agent
+/// answer 487 and turn controlled. smolrtc drops such requests before rtc-ice sees them: no
+/// answer comes back, A's next checks still say ICE-CONTROLLING, and the channel works.
+#[test]
+fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
+    init_log();
+    block_on(async {
+        let (a, mut b, tap, ch) = tapped_pair().await;
+        let local = a.pc.local_description().await.unwrap().sdp;
+        let ufrag = sdp_attr(&local, "ice-ufrag");
+        let server = tap.server.lock().unwrap().expect("A's address");
+        let mut m = StunMessage::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(rtc_stun::textattrs::TextAttribute::new(
+                ATTR_USERNAME,
+                format!("{ufrag}:intruder"),
+            )),
+            Box::new(Raw(
+                AttrType(0x0024),
+                0x6e00_1eff_u32.to_be_bytes().to_vec(),
+            )),
+            Box::new(Raw(
+                AttrType(ICE_CONTROLLING),
+                u64::MAX.to_be_bytes().to_vec(),
+            )),
+        ])
+        .unwrap();
+        // From B's address as A knows it (the tap's front socket): a known remote, so a
+        // conflict would be answered with a 487 there.
+        let since = Instant::now();
+        for _ in 0..3 {
+            tap.front.send_to(&m.raw, server).unwrap();
+        }
+        // A's next binding request (a consent check, every 2 s) after the forged ones.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let next_check = loop {
+            let found = tap
+                .from_server
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t >= since + Duration::from_millis(100))
+                .find(|(_, d)| d.len() >= 20 && d[0..2] == [0x00, 0x01])
+                .map(|(_, d)| d.clone());
+            if let Some(d) = found {
+                break d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "A sent no check after the forged ones"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let errors = tap
+            .from_server
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, d)| *t >= since && d.len() >= 20 && d[0..2] == [0x01, 0x11])
+            .count();
+        assert_eq!(
+            errors, 0,
+            "A answered the forged request with an error (487)"
+        );
+        let attrs = stun_attr_types(&next_check);
+        assert!(
+            attrs.contains(&ICE_CONTROLLING) && !attrs.contains(&ICE_CONTROLLED),
+            "A's role flipped: its next check carries {attrs:x?}"
+        );
+        still_works(&ch, &mut b, "after the forged role").await;
+    });
+}
+
+/// The remote-candidate cap counts every source: A (max_remote_candidates = 4) gets an
+/// answer with 3 candidates (B's, through the tap, and two more), takes one trickled
+/// candidate, refuses the next with `Error::Limit` naming the limit, and does not answer
+/// a correctly authenticated check from a new address (it would be a fifth, peer-reflexive
+/// candidate); the connection goes on.
+#[test]
+fn remote_candidates_are_capped_across_description_trickle_and_checks() {
+    init_log();
+    block_on(async {
+        let mut config = loopback_config("A");
+        config.ice.max_remote_candidates = 4;
+        let extra = |sdp: &mut String| {
+            let at = sdp.find("a=candidate").expect("a candidate");
+            for port in [9, 13] {
+                sdp.insert_str(
+                    at,
+                    &format!("a=candidate:{port} 1 udp 2122260223 127.0.0.2 {port} typ host\r\n"),
+                );
+            }
+        };
+        let (a, mut b, tap, ch) =
+            tapped_pair_editing(Peer::with_config(config), |_| {}, extra).await;
+        let candidate = |port: u16| smolrtc::IceCandidateInit {
+            candidate: format!("candidate:{port} 1 udp 2122260223 127.0.0.3 {port} typ host"),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        };
+        a.pc.add_ice_candidate(candidate(17)).await.unwrap();
+        // The same one again takes no place.
+        a.pc.add_ice_candidate(candidate(17)).await.unwrap();
+        match a.pc.add_ice_candidate(candidate(19)).await {
+            Err(smolrtc::Error::Limit(e)) => {
+                assert!(e.contains("max_remote_candidates = 4"), "{e}")
+            }
+            other => panic!("a fifth candidate was not refused: {other:?}"),
+        }
+
+        let local = a.pc.local_description().await.unwrap().sdp;
+        let remote = a.pc.remote_description().await.unwrap().sdp;
+        let (ufrag, pwd) = (sdp_attr(&local, "ice-ufrag"), sdp_attr(&local, "ice-pwd"));
+        let check = binding_request(&ufrag, &sdp_attr(&remote, "ice-ufrag"), &pwd);
+        let server = tap.server.lock().unwrap().expect("A's address");
+        let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        newcomer.send_to(&check, server).unwrap();
+        assert_eq!(
+            stun_answers(&newcomer),
+            (0, 0),
+            "a check from a new address past the cap was answered"
+        );
+        still_works(&ch, &mut b, "at the cap").await;
+    });
+}
+
+/// A client of `h` with an `echo` channel, connected through `POST /api/offer`: the peer,
+/// its channel, its own ufrag and the service side's ufrag and password.
+async fn echo_client(
+    h: &smolrtc::signal::ServiceHandle,
+    name: &str,
+) -> (Peer, smolrtc::DataChannel, String, String, String) {
+    let mut p = Peer::new(name);
+    let ch =
+        p.pc.create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+    let answer = p.offer_to_service(h.addr).await;
+    let local = p.pc.local_description().await.unwrap().sdp;
+    let (srv_ufrag, srv_pwd) = (
+        sdp_attr(&answer.sdp, "ice-ufrag"),
+        sdp_attr(&answer.sdp, "ice-pwd"),
+    );
+    p.pc.set_remote_description(answer).await.unwrap();
+    (p, ch, sdp_attr(&local, "ice-ufrag"), srv_ufrag, srv_pwd)
+}
+
+/// `ch` (labelled `echo`) sends `text` and `p` gets it back.
+async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
+    ch.send(text).await.unwrap();
+    assert_eq!(message(p, "echo").await, Message::Text(text.into()));
+}
+
+/// The single-port attack of issue 13: while thousands of binding requests naming a
+/// signaled attacker's own session (correctly authenticated, and not) and an in-use
+/// victim's session (forged) arrive from as many source addresses on 127.0.0.0/8, three
+/// new clients connect through the same port and complete DTLS (their channels echo), and
+/// the victim's route, in use, keeps carrying its channel. Before routes needed an
+/// authenticated check, each request taught the demultiplexer a route and past 4,096 an
+/// arbitrary one (a client's) was forgotten.
+#[test]
+fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
+    use smolrtc::signal::{Service, ServiceConfig};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    init_log();
+    let rt = smolrtc::Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        single_port: Some(0),
+        rawrtc_flow: false,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    let h = Service::new(config).start(&rt).unwrap();
+    block_on(async {
+        let (mut attacker, att_ch, att_ufrag, att_srv_ufrag, att_srv_pwd) =
+            echo_client(&h, "attacker").await;
+        opened(&mut attacker, "echo").await;
+        echoes(&mut attacker, &att_ch, "attacker up").await;
+        let (mut victim, v_ch, v_ufrag, v_srv_ufrag, _) = echo_client(&h, "victim").await;
+        opened(&mut victim, "echo").await;
+        echoes(&mut victim, &v_ch, "victim up").await;
+        let port = {
+            let remote = victim
+                .expect("selected pair", |e| match e {
+                    smolrtc::Event::SelectedCandidatePair { remote, .. } => Some(remote.clone()),
+                    _ => None,
+                })
+                .await;
+            remote
+                .split_whitespace()
+                .nth(5)
+                .unwrap()
+                .parse::<u16>()
+                .unwrap()
+        };
+        let shared: SocketAddr = ([127, 0, 0, 1], port).into();
+        let requests = [
+            binding_request(&att_srv_ufrag, &att_ufrag, &att_srv_pwd),
+            binding_request(&att_srv_ufrag, &att_ufrag, "not-the-password-at-all"),
+            binding_request(&v_srv_ufrag, &v_ufrag, "not-the-password-at-all"),
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flood = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    // A new source address (and port) for every request.
+                    let ip = [127, 1 + (i >> 16) as u8 % 200, (i >> 8) as u8, i as u8];
+                    if let Ok(s) = UdpSocket::bind(SocketAddr::from((ip, 0))) {
+                        let _ = s.send_to(&requests[i % requests.len()], shared);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                    // At most ~6,400 a second: a flood of routes, not of CPU (which a
+                    // debug build on a shared 2-core machine would lose to any flood).
+                    if i.is_multiple_of(64) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            })
+        };
+        // Past the old 4,096-route table before the clients come.
+        while sent.load(Ordering::Relaxed) < 5000 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut clients = Vec::new();
+        for i in 0..3 {
+            clients.push(echo_client(&h, &format!("new {i}")).await);
+        }
+        for (i, (p, ch, ..)) in clients.iter_mut().enumerate() {
+            opened(p, "echo").await;
+            echoes(p, ch, &format!("new client {i}")).await;
+        }
+        echoes(&mut victim, &v_ch, "victim during the flood").await;
+        stop.store(true, Ordering::Relaxed);
+        flood.join().unwrap();
+        eprintln!("flood: {} requests", sent.load(Ordering::Relaxed));
+        echoes(&mut victim, &v_ch, "victim after the flood").await;
+        echoes(&mut attacker, &att_ch, "attacker after the flood").await;
     });
 }
 

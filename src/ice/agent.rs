@@ -8,6 +8,12 @@
 //! that ICE knows as a remote candidate (checked or learned as peer-reflexive), so strangers
 //! never reach a session. Wire-ward DTLS records leave on the selected pair.
 //!
+//! STUN Binding requests are authenticated here before rtc-ice sees them: USERNAME must be
+//! `<our ufrag>:<their ufrag>` and MESSAGE-INTEGRITY an HMAC-SHA1 with our password. rtc-ice
+//! 0.21.1 settles ICE-CONTROLLING/CONTROLLED role conflicts (RFC 8445 §7.3.1.1: a 487 answer,
+//! a role switch) before it checks either, so without this a forged request could flip our
+//! role; dropped here, it gets no answer and changes nothing.
+//!
 //! The gatherer lives in this task rather than its own: it shares the host sockets with the
 //! agent, and relayed traffic passes both, so one owner saves a hop per relayed datagram.
 
@@ -53,8 +59,9 @@ pub(crate) enum IceMsg {
     },
     /// ICE restart: new local credentials; checks start again with the next `Start`.
     Restart { ufrag: String, pwd: String },
-    /// A remote `candidate:` attribute value.
-    RemoteCandidate(String),
+    /// A remote `candidate:` attribute value, and where to answer whether it was taken (an
+    /// `add_ice_candidate` call; `None` for a description's candidates).
+    RemoteCandidate(String, Option<runtime::Reply<crate::Result<()>>>),
     /// The remote has no more candidates.
     EndOfCandidates,
     /// A server's host name was resolved (index into the configured servers).
@@ -125,6 +132,14 @@ pub(crate) struct IceActor {
     learned: std::collections::HashSet<(usize, SocketAddr)>,
     /// Our current ufrag (the shared port routes checks by it).
     ufrag: String,
+    /// Our current ICE password (checks must carry a MESSAGE-INTEGRITY made with it).
+    pwd: String,
+    /// `config.max_remote_candidates`, 0 replaced by its default.
+    max_remote: usize,
+    /// The remote-candidate cap was hit and logged (once per connection).
+    cap_logged: bool,
+    /// HMAC-SHA1 for the MESSAGE-INTEGRITY checks.
+    crypto: Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>,
     sessions: Vec<ServerSession>,
     streams: Vec<Stream>,
     /// Name resolutions and stream connections still under way.
@@ -167,7 +182,11 @@ impl IceActor {
             ],
             TransportPolicy::Relay => vec![CandidateType::Relay],
         };
-        let ufrag_copy = ufrag.clone();
+        let (ufrag_copy, pwd_copy) = (ufrag.clone(), pwd.clone());
+        let max_remote = match config.max_remote_candidates {
+            0 => super::DEFAULT_MAX_REMOTE_CANDIDATES,
+            n => n,
+        };
         let agent_config = AgentConfig {
             local_ufrag: ufrag,
             local_pwd: pwd,
@@ -189,7 +208,7 @@ impl IceActor {
             ..Default::default()
         };
         let provider = crate::dtls::crypto_provider()?;
-        let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider)
+        let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider.clone())
             .map_err(|e| crate::Error::Ice(e.to_string()))?;
         Ok(Self {
             name,
@@ -198,6 +217,10 @@ impl IceActor {
             sockets: Vec::new(),
             learned: Default::default(),
             ufrag: ufrag_copy,
+            pwd: pwd_copy,
+            max_remote,
+            cap_logged: false,
+            crypto: provider,
             sessions: Vec::new(),
             streams: Vec::new(),
             pending: 0,
@@ -375,6 +398,30 @@ impl IceActor {
         };
         match first {
             0..=3 => {
+                if let Err(why) = self.authenticate(&data) {
+                    log::debug!(
+                        "[{}] ICE: binding request from {from} dropped: {why}",
+                        self.name
+                    );
+                    return;
+                }
+                // A check from a new address would make it a peer-reflexive candidate.
+                if self.remote_full()
+                    && is_binding_request(&data)
+                    && !self
+                        .agent
+                        .get_remote_candidates()
+                        .iter()
+                        .any(|c| c.addr() == from)
+                {
+                    self.cap_hit();
+                    log::debug!(
+                        "[{}] ICE: check from new address {from} dropped: \
+                         max_remote_candidates reached",
+                        self.name
+                    );
+                    return;
+                }
                 let msg = TransportMessage {
                     now,
                     transport,
@@ -433,6 +480,9 @@ impl IceActor {
                     log::warn!("[{}] ICE: cannot start checks: {e}", self.name);
                     self.peer
                         .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Failed)));
+                } else if self.gathered {
+                    // The shared port now learns the peer's password too.
+                    self.register_ufrag();
                 }
             }
             IceMsg::Restart { ufrag, pwd } => {
@@ -443,30 +493,18 @@ impl IceActor {
                 match restarted {
                     Ok(()) => {
                         log::info!("[{}] ICE restart applied", self.name);
-                        self.ufrag = self.agent.get_local_credentials().ufrag.clone();
+                        let creds = self.agent.get_local_credentials();
+                        (self.ufrag, self.pwd) = (creds.ufrag.clone(), creds.pwd.clone());
                         self.register_ufrag();
                         self.restarting = self.selected.is_some();
                     }
                     Err(e) => log::warn!("[{}] ICE restart failed: {e}", self.name),
                 }
             }
-            IceMsg::RemoteCandidate(line) => {
-                let raw = line.trim();
-                let raw = raw.strip_prefix("a=").unwrap_or(raw);
-                let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
-                match unmarshal_candidate(raw) {
-                    Ok(c) => {
-                        log::info!("[{}] ICE remote candidate {}", self.name, c.marshal());
-                        if let Err(e) = self.agent.add_remote_candidate(c) {
-                            log::warn!("[{}] ICE: remote candidate refused: {e}", self.name);
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("[{}] ICE: bad remote candidate {raw:?}: {e}", self.name);
-                        self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
-                            "{raw:?}: {e}"
-                        ))));
-                    }
+            IceMsg::RemoteCandidate(line, reply) => {
+                let result = self.remote_candidate(&line);
+                if let Some(r) = reply {
+                    let _ = r.try_send(result);
                 }
             }
             IceMsg::EndOfCandidates => log::debug!("[{}] ICE: remote end-of-candidates", self.name),
@@ -659,11 +697,119 @@ impl IceActor {
         Some(self.sockets.len() - 1)
     }
 
-    /// Tells the shared port (if any) that checks for our ufrag are ours.
+    /// Adds a signaled remote candidate, within `max_remote_candidates`.
+    fn remote_candidate(&mut self, line: &str) -> crate::Result<()> {
+        let raw = line.trim();
+        let raw = raw.strip_prefix("a=").unwrap_or(raw);
+        let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
+        let c = match unmarshal_candidate(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("[{}] ICE: bad remote candidate {raw:?}: {e}", self.name);
+                self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
+                    "{raw:?}: {e}"
+                ))));
+                return Err(crate::Error::InvalidArgument(format!(
+                    "candidate {raw:?}: {e}"
+                )));
+            }
+        };
+        if c.address().ends_with(".local") {
+            // rtc-ice would only warn about each (mDNS is off): nothing to keep.
+            log::debug!(
+                "[{}] ICE: mDNS remote candidate {} ignored",
+                self.name,
+                c.marshal()
+            );
+            return Ok(());
+        }
+        if self
+            .agent
+            .get_remote_candidates()
+            .iter()
+            .any(|known| known.equal(&c))
+        {
+            return Ok(());
+        }
+        if self.remote_full() {
+            self.cap_hit();
+            return Err(crate::Error::Limit(format!(
+                "too many remote candidates (max_remote_candidates = {})",
+                self.max_remote
+            )));
+        }
+        log::debug!("[{}] ICE remote candidate {}", self.name, c.marshal());
+        if let Err(e) = self.agent.add_remote_candidate(c) {
+            log::warn!("[{}] ICE: remote candidate refused: {e}", self.name);
+        }
+        Ok(())
+    }
+
+    /// The agent holds `max_remote_candidates` remote candidates.
+    fn remote_full(&self) -> bool {
+        self.agent.get_remote_candidates().len() >= self.max_remote
+    }
+
+    /// Logs, once per connection, that the remote-candidate cap was hit.
+    fn cap_hit(&mut self) {
+        if !self.cap_logged {
+            self.cap_logged = true;
+            log::warn!(
+                "[{}] ICE: {} remote candidates held (max_remote_candidates): further \
+                 candidates and checks from new addresses are refused (logged once)",
+                self.name,
+                self.max_remote
+            );
+        }
+    }
+
+    /// Checks a STUN message before rtc-ice sees it: a Binding request must carry USERNAME
+    /// `<our ufrag>:<their ufrag>` and a MESSAGE-INTEGRITY made with our password, exactly
+    /// what rtc-ice checks itself, but only after it has acted on a role conflict. Other
+    /// STUN (answers to our checks, indications) passes: rtc-ice authenticates answers
+    /// before it uses them.
+    fn authenticate(&self, data: &[u8]) -> Result<(), &'static str> {
+        if !is_binding_request(data) {
+            return Ok(());
+        }
+        let remote = self
+            .agent
+            .get_remote_credentials()
+            .ok_or("remote credentials not known yet")?;
+        let username = format!("{}:{}", self.ufrag, remote.ufrag);
+        check_stun(
+            data,
+            Some(&username),
+            self.pwd.as_bytes(),
+            self.crypto.crypto(),
+        )
+    }
+
+    /// Tells the shared port that our selected pair's route must stay.
+    fn pin_route(&self, path: Path, remote: SocketAddr) {
+        let Path::Socket(i) = path else { return };
+        if !self.sockets.get(i).is_some_and(|s| s.shared) {
+            return;
+        }
+        if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
+            port.tell(super::port::MuxMsg::Selected {
+                socket: i,
+                remote,
+                inbox: me,
+            });
+        }
+    }
+
+    /// Tells the shared port (if any) our credentials: checks naming our ufrag and
+    /// authenticated with our password are ours, and so are answers authenticated with the
+    /// peer's password from addresses we checked.
     fn register_ufrag(&mut self) {
         if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
             port.tell(super::port::MuxMsg::Register {
                 ufrag: self.ufrag.clone(),
+                pwd: self.pwd.clone(),
+                remote_pwd: self.agent.get_remote_credentials().map(|c| c.pwd.clone()),
+                max_routes: self.max_remote,
                 inbox: me,
             });
         }
@@ -850,11 +996,10 @@ impl IceActor {
             let local = t.transport.local_addr;
             let to = t.transport.peer_addr;
             if let Some(i) = self.sockets.iter().position(|s| s.addr == local) {
-                // The agent's checks go first to any address DTLS will use: learning the
-                // shared-port route here keeps it off the per-record path.
+                // The shared port takes authenticated answers from where we sent checks.
                 if self.sockets[i].shared && self.learned.insert((i, to)) {
                     if let (Some(port), Some(me)) = (&self.config.shared_port, self.me.upgrade()) {
-                        port.tell(super::port::MuxMsg::Learn {
+                        port.tell(super::port::MuxMsg::Checking {
                             socket: i,
                             remote: to,
                             inbox: me,
@@ -907,6 +1052,7 @@ impl IceActor {
                             self.restarting = false;
                             let first = self.selected.is_none();
                             self.selected = Some((path, remote.addr()));
+                            self.pin_route(path, remote.addr());
                             self.peer.push(PeerMsg::Ice(IceReport::SelectedPair {
                                 local: local.marshal(),
                                 remote: remote.marshal(),
@@ -993,6 +1139,36 @@ impl IceActor {
         self.peer
             .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Closed)));
     }
+}
+
+/// True for a STUN Binding request (message type 0x0001 with the magic cookie).
+pub(super) fn is_binding_request(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0..2] == [0x00, 0x01] && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// A STUN message's USERNAME (when `username` is given) and MESSAGE-INTEGRITY (short-term
+/// credentials: HMAC-SHA1 keyed with the password `key`, RFC 8489 §14.5).
+pub(super) fn check_stun(
+    data: &[u8],
+    username: Option<&str>,
+    key: &[u8],
+    crypto: &dyn rtc_stun::crypto::RTCCrypto,
+) -> Result<(), &'static str> {
+    let mut m = rtc_stun::message::Message {
+        raw: data.to_vec(),
+        ..Default::default()
+    };
+    m.decode().map_err(|_| "not a valid STUN message")?;
+    if let Some(expected) = username {
+        let got = m
+            .get(rtc_stun::attributes::ATTR_USERNAME)
+            .map_err(|_| "no USERNAME")?;
+        if got != expected.as_bytes() {
+            return Err("wrong USERNAME");
+        }
+    }
+    rtc_stun::integrity::MessageIntegrity::check(&mut m, key, crypto)
+        .map_err(|_| "no valid MESSAGE-INTEGRITY")
 }
 
 fn udp_candidate(addr: SocketAddr) -> CandidateConfig {

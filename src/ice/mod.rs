@@ -3,7 +3,7 @@
 
 mod agent;
 pub mod gather;
-mod port;
+pub(crate) mod port;
 pub mod server;
 mod turn;
 mod turn_stream;
@@ -17,6 +17,9 @@ use std::time::Duration;
 
 /// Where `turns:` server certificates are checked against by default (Debian's bundle).
 pub const DEFAULT_TLS_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Default of [`IceConfig::max_remote_candidates`].
+pub const DEFAULT_MAX_REMOTE_CANDIDATES: usize = 100;
 
 /// ICE settings.
 #[derive(Clone, Debug)]
@@ -46,6 +49,14 @@ pub struct IceConfig {
     /// Run this connection on a UDP port shared with others (host candidates are the
     /// port's addresses; `hosts` is not used).
     pub shared_port: Option<SharedPort>,
+    /// Most remote candidates held at once (0 = [`DEFAULT_MAX_REMOTE_CANDIDATES`]), whatever
+    /// brought them: the remote description, `add_ice_candidate` (trickle), or checks from
+    /// new addresses (peer-reflexive). Past it `add_ice_candidate` fails with
+    /// [`crate::Error::Limit`], a description's further candidates are left out (the first
+    /// ones are kept), and checks from new addresses are dropped unanswered; one log line
+    /// per connection says so. Duplicates and mDNS (`.local`) candidates, which smolrtc does
+    /// not resolve, take no place. An ICE restart starts afresh.
+    pub max_remote_candidates: usize,
 }
 
 impl Default for IceConfig {
@@ -62,6 +73,7 @@ impl Default for IceConfig {
             tls_roots: DEFAULT_TLS_ROOTS.into(),
             turn_refresh_interval: None,
             shared_port: None,
+            max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
         }
     }
 }

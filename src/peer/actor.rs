@@ -244,9 +244,16 @@ impl PeerActor {
                 }
                 let _ = r.try_send(res);
             }
-            PeerCmd::AddCandidate(c, r) => {
-                let _ = r.try_send(self.add_candidate(c));
-            }
+            PeerCmd::AddCandidate(c, r) => match self.add_candidate(c) {
+                // The ICE actor answers: it knows whether the candidate fits.
+                Ok(Some(line)) => self.ice.push(IceMsg::RemoteCandidate(line, Some(r))),
+                Ok(None) => {
+                    let _ = r.try_send(Ok(()));
+                }
+                Err(e) => {
+                    let _ = r.try_send(Err(e));
+                }
+            },
             PeerCmd::LocalDescription(r) => {
                 let _ = r.try_send(self.local_description());
             }
@@ -523,7 +530,7 @@ impl PeerActor {
             });
         }
         for c in candidates {
-            self.ice.push(IceMsg::RemoteCandidate(c));
+            self.ice.push(IceMsg::RemoteCandidate(c, None));
         }
         if end {
             self.ice.push(IceMsg::EndOfCandidates);
@@ -556,7 +563,9 @@ impl PeerActor {
         self.remote_creds = Some(creds);
     }
 
-    fn add_candidate(&mut self, c: IceCandidateInit) -> Result<()> {
+    /// Checks a trickled candidate: the line for the ICE actor, or `None` for
+    /// end-of-candidates (passed on here).
+    fn add_candidate(&mut self, c: IceCandidateInit) -> Result<Option<String>> {
         self.check_open()?;
         if self.remote.is_none() {
             return Err(Error::InvalidState(
@@ -566,14 +575,13 @@ impl PeerActor {
         let line = c.candidate.trim();
         if line.is_empty() {
             self.ice.push(IceMsg::EndOfCandidates);
-            return Ok(());
+            return Ok(None);
         }
         let raw = line.strip_prefix("a=").unwrap_or(line);
         let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
         rtc_ice::candidate::unmarshal_candidate(raw)
             .map_err(|e| Error::InvalidArgument(format!("candidate {line:?}: {e}")))?;
-        self.ice.push(IceMsg::RemoteCandidate(raw.to_owned()));
-        Ok(())
+        Ok(Some(raw.to_owned()))
     }
 
     fn local_description(&self) -> Option<Description> {

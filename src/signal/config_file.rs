@@ -20,6 +20,8 @@ pub struct ServeFile {
     pub max_body: Option<usize>,
     /// `--max-channels`
     pub max_channels: Option<usize>,
+    /// `--max-remote-candidates`
+    pub max_remote_candidates: Option<usize>,
     /// `--max-connections`
     pub max_connections: Option<usize>,
     /// `--max-websockets`
@@ -163,6 +165,7 @@ mod tests {
         let f = ServeFile::parse(
             r#"
             max-channels = 32
+            max-remote-candidates = 50
             max-connections = 20
             max-websockets = 4
             header-timeout = 5
@@ -174,6 +177,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.max_channels, Some(32));
+        assert_eq!(f.max_remote_candidates, Some(50));
         assert_eq!(f.max_connections, Some(20));
         assert_eq!(f.max_websockets, Some(4));
         assert_eq!(f.header_timeout, Some(5.0));

@@ -916,13 +916,20 @@ async fn whip_patch(
         .map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
     let n = candidates.len();
     for c in candidates {
-        pc.add_ice_candidate(IceCandidateInit {
-            candidate: c,
-            sdp_mid: None,
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        })
-        .await?;
+        let added = pc
+            .add_ice_candidate(IceCandidateInit {
+                candidate: c,
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+            })
+            .await;
+        if let Err(e @ crate::Error::Limit(_)) = added {
+            // The session logged reaching the cap once; no line per refused request.
+            let e = ApiError::from(e);
+            return Ok(json_response(e.0, serde_json::json!({ "error": e.1 })));
+        }
+        added?;
     }
     if end {
         pc.add_ice_candidate(IceCandidateInit {

@@ -29,6 +29,9 @@ pub struct ServiceConfig {
     /// Template for every session's peer connection (its name is replaced by the session id).
     /// Its `max_channels` bounds the data channels of one session (default
     /// [`DEFAULT_MAX_CHANNELS`]): a channel the browser opens beyond it is closed at once.
+    /// Its `ice.max_remote_candidates` bounds the remote candidates of one session (default
+    /// [`crate::ice::DEFAULT_MAX_REMOTE_CANDIDATES`]): past it a trickled candidate gets
+    /// `422` naming the limit (WebSocket: an error message).
     pub peer: Config,
     /// Most sessions at once; more get `503`.
     pub max_sessions: usize,
@@ -432,12 +435,28 @@ pub(crate) struct NewSession {
 #[derive(Debug)]
 pub(crate) struct ApiError(pub(crate) u16, pub(crate) String);
 
+/// Which errors are the client's (4xx) and which the service's (5xx):
+///
+/// | error | status |
+/// | --- | --- |
+/// | `Sdp`, `InvalidArgument`, `InvalidState`: the request is wrong or out of turn | 400 |
+/// | `Limit`: the request would pass a per-session limit (remote candidates, channels); the message names it | 422 |
+/// | `Closed`: the session's peer connection has closed meanwhile | 409 |
+/// | `FingerprintMismatch`, `Dtls`, `Ice`, `Sctp`, `Io`: the service failed | 500 |
+///
+/// Service-wide limits (`max_sessions`, connections) are refused before any of these, with
+/// `503`.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match e {
             Error::Sdp(_) | Error::InvalidArgument(_) | Error::InvalidState(_) => 400,
-            Error::Limit(_) => 503,
-            _ => 500,
+            Error::Limit(_) => 422,
+            Error::Closed => 409,
+            Error::FingerprintMismatch
+            | Error::Dtls(_)
+            | Error::Ice(_)
+            | Error::Sctp(_)
+            | Error::Io(_) => 500,
         };
         ApiError(status, e.to_string())
     }

@@ -366,9 +366,14 @@ async fn handle_message(
             } else {
                 IceCandidateInit::from_json(&value.to_string()).map_err(|e| e.to_string())?
             };
-            s.pc.add_ice_candidate(c)
-                .await
-                .map_err(|e| Refusal::from(e.to_string()))
+            match s.pc.add_ice_candidate(c).await {
+                // The session logged reaching the cap once; no line per refused candidate.
+                Err(e @ crate::Error::Limit(_)) => {
+                    send(ws, "error", e.to_string().into()).await;
+                    Ok(())
+                }
+                r => r.map_err(|e| Refusal::from(e.to_string())),
+            }
         }
         other => {
             Err(format!("unknown message type {other:?}; expected description or candidate").into())
