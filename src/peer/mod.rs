@@ -11,7 +11,7 @@ mod actor;
 pub(crate) use actor::PeerMsg;
 
 use crate::channel::router::{Limits, Router, DEFAULT_MAX_CHANNELS};
-use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message};
+use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message, SendBudget};
 use crate::dtls::{Certificate, DtlsActor};
 use crate::error::{Error, Result};
 use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
@@ -185,6 +185,7 @@ struct Inner {
     events: Receiver<Vec<Event>>,
     next_key: Arc<AtomicU32>,
     max_message_size: Arc<AtomicUsize>,
+    budget: Arc<SendBudget>,
     _runtime: Runtime,
 }
 
@@ -218,14 +219,20 @@ impl PeerConnection {
         let (dtls_tx, dtls_rx) = async_channel::bounded(INBOX_BATCHES);
         let (sctp_tx, sctp_rx) = async_channel::bounded(INBOX_BATCHES);
         let (router_tx, router_rx) = async_channel::bounded(APP_BATCHES);
+        let (router_ctl_tx, router_ctl_rx) = async_channel::bounded(INBOX_BATCHES);
         let (cmds_tx, cmds_rx) = async_channel::bounded(INBOX_BATCHES);
         let (events_tx, events_rx) = async_channel::bounded(APP_BATCHES);
         let next_key = Arc::new(AtomicU32::new(1));
         let max_message_size = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(SendBudget::new(
+            config.sctp.send_buffer_per_channel,
+            config.sctp.send_buffer_per_connection,
+        ));
 
         let name = config.name.clone();
         let fingerprint = certificate.fingerprint().clone();
         let (k, m, c) = (next_key.clone(), max_message_size.clone(), cmds_tx.clone());
+        let b = budget.clone();
         let peer_tx2 = peer_tx.clone();
         runtime.spawn_actors(move |ex| {
             let link_peer = || Link::new(peer_tx2.clone());
@@ -262,6 +269,7 @@ impl PeerConnection {
                 tag.clone(),
                 config.sctp.clone(),
                 Link::with_batch(router_tx, APP_BATCH),
+                Link::new(router_ctl_tx),
                 Link::new(dtls_tx.clone()),
                 link_peer(),
             );
@@ -280,9 +288,11 @@ impl PeerConnection {
                 Limits {
                     max_channels,
                     local_max_message_size: config.sctp.max_message_size,
+                    budget: b,
                 },
             );
-            ex.spawn(router.run(router_rx, cmds_rx)).detach();
+            ex.spawn(router.run(router_rx, router_ctl_rx, cmds_rx))
+                .detach();
             let peer = PeerActor::new(
                 name,
                 config,
@@ -304,6 +314,7 @@ impl PeerConnection {
                 events: events_rx,
                 next_key,
                 max_message_size,
+                budget,
                 _runtime: runtime.clone(),
             }),
         })
@@ -383,6 +394,7 @@ impl PeerConnection {
             label.to_owned(),
             init,
             self.inner.max_message_size.clone(),
+            self.inner.budget.clone(),
         ));
         let channel = DataChannel {
             shared: shared.clone(),
