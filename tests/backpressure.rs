@@ -1,11 +1,17 @@
 //! A slow application must slow the remote sender through SCTP's receive window, not by
-//! stalling the shared executor or by queueing without bound.
+//! stalling the shared executor or by queueing without bound: not in the library (a slow
+//! consumer; a sender past its send buffer), not in the service (a peer that uploads to
+//! `echo` and never reads what comes back).
 
 mod common;
 
 use common::*;
-use smolrtc::{ChannelInit, Event, Message};
-use std::time::Duration;
+use smolrtc::apps::{ChannelEvents, ECHO_HIGH_WATER, ECHO_LOW_WATER};
+use smolrtc::signal::{Service, ServiceConfig};
+use smolrtc::{ChannelInit, DataChannel, Event, Message, Runtime};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[test]
 fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
@@ -176,4 +182,152 @@ async fn future_or_timeout<T>(f: impl std::future::Future<Output = T>) -> T {
         panic!("timed out")
     })
     .await
+}
+
+/// This process's resident set, KiB (for the log: not asserted).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// Polls `cond` every 10 ms until it holds (at most TIMEOUT).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+/// Issue 13's attack: a peer uploads to the service's `echo` as fast as it can while its
+/// application reads nothing behind a 64 KiB receive window (a window that closes and stays
+/// shut). The service's echo stops reading at its high-water mark, so what it holds for the
+/// peer stays under ECHO_HIGH_WATER plus a message, far below its send buffer; the
+/// peer's messages back up in the peer's own send buffer (its buffered amount stays high);
+/// another session is served meanwhile; and once the peer reads again, every byte comes
+/// back in order. The attack's part runs for a fixed 500 ms: "nothing more moves" is no
+/// event to wait for.
+#[test]
+fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
+    init_log();
+    const MSG: usize = 16 * 1024;
+    const UPLOAD: usize = 12 * 1024 * 1024;
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rawrtc_flow: false,
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    config.peer.sctp.receive_buffer = 256 * 1024;
+    let bound = config.peer.sctp.send_buffer_per_channel;
+    assert!(
+        bound > UPLOAD / 2,
+        "the test needs echo, not the bound, to stop"
+    );
+    // The built-in echo, its channels kept to watch their buffered amounts.
+    let echoes: Arc<Mutex<Vec<DataChannel>>> = Arc::default();
+    let seen = echoes.clone();
+    let mut service = Service::new(config);
+    service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
+        seen.lock().unwrap().push(ch.clone());
+        smolrtc::apps::echo(ch, events)
+    });
+    let h = service.start(&rt).unwrap();
+    let served = |i: usize| echoes.lock().unwrap().get(i).cloned();
+    block_on(async {
+        let mut cfg = loopback_config("attacker");
+        cfg.sctp.receive_buffer = 64 * 1024;
+        cfg.sctp.send_buffer_per_channel = UPLOAD;
+        let mut a = Peer::with_config(cfg);
+        let up =
+            a.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+        let answer = a.offer_to_service(h.addr).await;
+        a.pc.set_remote_description(answer).await.unwrap();
+        opened(&mut a, "echo").await;
+        until("the service's echo", || served(0).is_some()).await;
+        let echo = served(0).unwrap();
+        let rss_before = rss_kib();
+
+        // From here the attacker's application reads nothing; it sends until its own send
+        // buffer is full.
+        let mut sent = 0;
+        let refused = loop {
+            match up.send(vec![(sent / MSG % 251) as u8; MSG]).await {
+                Ok(()) => sent += MSG,
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(refused.contains("send_buffer_per_channel"), "{refused}");
+        // Echo is busy (it may already have passed its high-water mark and fallen back a
+        // little as the attacker's short queues took some: it then waits for its low-water
+        // mark, so no peak is there to catch).
+        until("echo to hold data", || {
+            echo.buffered_amount() > ECHO_LOW_WATER
+        })
+        .await;
+        let mut most = 0;
+        let watch_until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < watch_until {
+            most = most.max(echo.buffered_amount());
+            async_io::Timer::after(Duration::from_millis(10)).await;
+        }
+        // Another session connects and is echoed meanwhile.
+        let mut other = Peer::new("other");
+        let ch = other
+            .pc
+            .create_data_channel("echo", ChannelInit::default())
+            .await
+            .unwrap();
+        let answer = other.offer_to_service(h.addr).await;
+        other.pc.set_remote_description(answer).await.unwrap();
+        opened(&mut other, "echo").await;
+        ch.send("still here").await.unwrap();
+        assert_eq!(
+            message(&mut other, "echo").await,
+            Message::Text("still here".into())
+        );
+        other.pc.close().await;
+        most = most.max(echo.buffered_amount());
+        let held = up.buffered_amount();
+        eprintln!(
+            "attacker sent {sent} bytes; still buffered at the attacker: {held}; most \
+             buffered by the service's echo: {most} (bound {bound}); process RSS \
+             {rss_before} -> {} KiB",
+            rss_kib()
+        );
+        assert!(
+            most <= ECHO_HIGH_WATER + MSG,
+            "the service's echo held {most} bytes for a peer that reads nothing"
+        );
+        // The service holds at most echo's high water, its 256 KiB receive window and its
+        // short queues (~2.5 MiB of 16 KiB messages): the rest is still the attacker's.
+        assert!(
+            held > UPLOAD / 2,
+            "only {held} of {sent} bytes still at the attacker: the service took the rest"
+        );
+
+        // The attacker reads again: everything comes back, in order.
+        let mut got = 0;
+        while got < sent {
+            let m = a
+                .expect("echoed data", |e| match e {
+                    Event::ChannelMessage(_, m) => Some(m.clone()),
+                    _ => None,
+                })
+                .await;
+            let n = got / MSG;
+            assert_eq!(m.as_bytes(), &vec![(n % 251) as u8; MSG][..], "message {n}");
+            got += MSG;
+        }
+        a.pc.close().await;
+    });
+    h.shutdown();
 }
