@@ -168,6 +168,12 @@ impl fmt::Display for ChannelState {
     }
 }
 
+/// Default of `Config::max_channel_label`: the longest channel label, bytes, we create or
+/// accept in a peer's DCEP OPEN (W3C allows 65535; a channel keeps its label for its life).
+pub const DEFAULT_MAX_CHANNEL_LABEL: usize = 1024;
+/// Default of `Config::max_channel_protocol`: the longest sub-protocol name, bytes.
+pub const DEFAULT_MAX_CHANNEL_PROTOCOL: usize = 1024;
+
 const NO_ID: u32 = u32::MAX;
 
 /// The send buffer of one peer connection: its bounds and the bytes its channels have

@@ -74,6 +74,8 @@ pub(crate) struct Limits {
     pub(crate) local_max_message_size: usize,
     /// The connection's send buffer, shared with every channel's handle.
     pub(crate) budget: Arc<SendBudget>,
+    /// Longest label and protocol of a peer's DCEP OPEN; longer ones are refused (reset).
+    pub(crate) dcep: dcep::Caps,
 }
 
 pub(crate) struct Router {
@@ -93,6 +95,7 @@ pub(crate) struct Router {
     /// Channels whose buffered-amount-low event came due while the event stream was
     /// backlogged (each at most once).
     low_pending: Vec<u32>,
+    dcep_caps: dcep::Caps,
     next_key: Arc<AtomicU32>,
     cmds_tx: Sender<Vec<ChannelCmd>>,
     sctp: Link<SctpMsg>,
@@ -114,6 +117,7 @@ impl Router {
             max_channels,
             local_max_message_size,
             budget,
+            dcep,
         } = limits;
         Self {
             name,
@@ -126,6 +130,7 @@ impl Router {
             budget,
             local_max_message_size,
             low_pending: Vec::new(),
+            dcep_caps: dcep,
             next_key,
             cmds_tx,
             sctp,
@@ -502,8 +507,14 @@ impl Router {
     fn data(&mut self, stream: u16, ppi: Ppi, data: Bytes) {
         let key = self.by_stream.get(&stream).copied();
         if ppi == Ppi::Dcep {
-            match dcep::parse(&data) {
+            match dcep::parse(&data, self.dcep_caps) {
                 Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
+                Err(dcep::ParseError::TooLong(e)) => {
+                    if self.may_open(stream, key, "") {
+                        log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
+                        self.sctp.push(SctpMsg::Reset { stream });
+                    }
+                }
                 Ok(Dcep::Ack) => {
                     let Some(key) = key else { return };
                     if self.channels[&key].state == ChannelState::Connecting {
@@ -583,22 +594,7 @@ impl Router {
         label: String,
         init: super::ChannelInit,
     ) {
-        if let Some((dtls_client, _)) = self.connected {
-            // The opener uses its own parity: even from the DTLS client.
-            let theirs_even = !dtls_client;
-            if stream.is_multiple_of(2) != theirs_even {
-                log::warn!(
-                    "[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored",
-                    self.name
-                );
-                return;
-            }
-        }
-        if existing.is_some() {
-            log::warn!(
-                "[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored",
-                self.name
-            );
+        if !self.may_open(stream, existing, &label) {
             return;
         }
         if self.channels.len() >= self.max_channels {
@@ -654,6 +650,30 @@ impl Router {
         );
         self.emit(Event::DataChannel(handle.clone()));
         self.emit(Event::ChannelOpen(handle));
+    }
+
+    /// Whether a peer's DCEP OPEN on `stream` may open (or be refused with a reset): not
+    /// on a stream of our parity, nor on one in use (logged and ignored).
+    fn may_open(&self, stream: u16, existing: Option<u32>, label: &str) -> bool {
+        if let Some((dtls_client, _)) = self.connected {
+            // The opener uses its own parity: even from the DTLS client.
+            let theirs_even = !dtls_client;
+            if stream.is_multiple_of(2) != theirs_even {
+                log::warn!(
+                    "[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored",
+                    self.name
+                );
+                return false;
+            }
+        }
+        if existing.is_some() {
+            log::warn!(
+                "[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored",
+                self.name
+            );
+            return false;
+        }
+        true
     }
 
     fn released(&mut self, stream: u16, bytes: usize) {
