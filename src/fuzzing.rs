@@ -26,10 +26,12 @@ pub enum DcepMessage {
 /// Parses one DCEP message (the payload of an SCTP message with PPI 50), as the channel
 /// router does.
 pub fn dcep_parse(data: &[u8]) -> Result<DcepMessage, String> {
-    Ok(match dcep::parse(data)? {
-        dcep::Dcep::Open { label, init } => DcepMessage::Open { label, init },
-        dcep::Dcep::Ack => DcepMessage::Ack,
-    })
+    Ok(
+        match dcep::parse(data, dcep::Caps::default()).map_err(|e| e.to_string())? {
+            dcep::Dcep::Open { label, init } => DcepMessage::Open { label, init },
+            dcep::Dcep::Ack => DcepMessage::Ack,
+        },
+    )
 }
 
 /// The DATA_CHANNEL_OPEN the router sends for a channel.

@@ -98,6 +98,20 @@ struct ServeOptions {
     /// an error naming the limit and checks from new addresses are dropped.
     #[arg(long, value_name = "N", default_value_t = smolrtc::ice::DEFAULT_MAX_REMOTE_CANDIDATES)]
     max_remote_candidates: usize,
+    /// Most bytes a handler may have queued on one channel, not yet acknowledged by the
+    /// browser; a send past it fails (echo and chargen then close the channel).
+    #[arg(long, value_name = "BYTES", default_value_t = service::DEFAULT_SEND_BUFFER_PER_CHANNEL)]
+    send_buffer_per_channel: usize,
+    /// Most bytes the handlers of one session may have queued, all channels together.
+    #[arg(long, value_name = "BYTES", default_value_t = service::DEFAULT_SEND_BUFFER_PER_SESSION)]
+    send_buffer_per_session: usize,
+    /// Longest channel label the browser may open a channel with (DCEP); a longer one is
+    /// refused (its stream reset), the session goes on.
+    #[arg(long, value_name = "BYTES", default_value_t = smolrtc::channel::DEFAULT_MAX_CHANNEL_LABEL)]
+    max_channel_label: usize,
+    /// Longest channel sub-protocol name, likewise.
+    #[arg(long, value_name = "BYTES", default_value_t = smolrtc::channel::DEFAULT_MAX_CHANNEL_PROTOCOL)]
+    max_channel_protocol: usize,
     /// Most HTTP connections at once; more get 503 and are closed.
     #[arg(long, value_name = "N", default_value_t = service::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -231,6 +245,26 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
             file.max_remote_candidates
         );
         take!(
+            "send_buffer_per_channel",
+            opts.send_buffer_per_channel,
+            file.send_buffer_per_channel
+        );
+        take!(
+            "send_buffer_per_session",
+            opts.send_buffer_per_session,
+            file.send_buffer_per_session
+        );
+        take!(
+            "max_channel_label",
+            opts.max_channel_label,
+            file.max_channel_label
+        );
+        take!(
+            "max_channel_protocol",
+            opts.max_channel_protocol,
+            file.max_channel_protocol
+        );
+        take!(
             "max_connections",
             opts.max_connections,
             file.max_connections
@@ -333,10 +367,18 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         single_port: opts.single_port,
         ..Default::default()
     };
-    if opts.max_channels == 0 {
-        return Err(smolrtc::Error::InvalidArgument(
-            "--max-channels must be at least 1".into(),
-        ));
+    for (flag, v) in [
+        ("max-channels", opts.max_channels),
+        ("send-buffer-per-channel", opts.send_buffer_per_channel),
+        ("send-buffer-per-session", opts.send_buffer_per_session),
+        ("max-channel-label", opts.max_channel_label),
+        ("max-channel-protocol", opts.max_channel_protocol),
+    ] {
+        if v == 0 {
+            return Err(smolrtc::Error::InvalidArgument(format!(
+                "--{flag} must be at least 1"
+            )));
+        }
     }
     config.peer.max_channels = opts.max_channels;
     if opts.max_remote_candidates == 0 {
@@ -345,6 +387,10 @@ fn serve(mut opts: ServeOptions, m: &ArgMatches) -> smolrtc::Result<()> {
         ));
     }
     config.peer.ice.max_remote_candidates = opts.max_remote_candidates;
+    config.peer.sctp.send_buffer_per_channel = opts.send_buffer_per_channel;
+    config.peer.sctp.send_buffer_per_connection = opts.send_buffer_per_session;
+    config.peer.max_channel_label = opts.max_channel_label;
+    config.peer.max_channel_protocol = opts.max_channel_protocol;
     config.peer.sctp.receive_buffer = board_sctp_receive_buffer();
     opts.ice.apply(&mut config.peer.ice);
     for s in &config.peer.ice.servers {

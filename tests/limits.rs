@@ -1269,3 +1269,94 @@ fn refused_requests_do_not_flood_the_log() {
     }
     assert!(lines.len() <= 5 * seconds, "{} lines", lines.len());
 }
+
+// ------------------------------------------------------------------ DCEP label and protocol
+
+/// A peer opening channels whose label or protocol passes the service's caps (1 KiB each by
+/// default; the wire allows 64 KiB, kept for the channel's life) gets those channels
+/// refused — their streams reset, one log line each — while its session and its other
+/// channel go on. Locally, `create_data_channel` refuses what passes our own caps.
+#[test]
+fn dcep_labels_and_protocols_past_the_caps_are_refused() {
+    let (_rt, h) = start(|_| {});
+    block_on(async {
+        let long = "l".repeat(2048);
+        let mut cfg = loopback_config("client");
+        cfg.max_channel_label = 4096;
+        cfg.max_channel_protocol = 4096;
+        let mut p = Peer::with_config(cfg);
+        let echo =
+            p.pc.create_data_channel("echo", ChannelInit::default())
+                .await
+                .unwrap();
+        let by_label =
+            p.pc.create_data_channel(&long, ChannelInit::default())
+                .await
+                .unwrap();
+        let by_protocol =
+            p.pc.create_data_channel(
+                "echo",
+                ChannelInit {
+                    protocol: long.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let answer = p.offer_to_service(h.addr).await;
+        p.pc.set_remote_description(answer).await.unwrap();
+        opened(&mut p, "echo").await;
+        for ch in [&by_label, &by_protocol] {
+            p.expect("refused channel closed", |e| match e {
+                Event::ChannelClosed(c) if c == ch => Some(()),
+                Event::ChannelOpen(c) if c == ch => panic!(
+                    "opened: label of {} bytes, protocol of {}",
+                    c.label().len(),
+                    c.protocol().len()
+                ),
+                _ => None,
+            })
+            .await;
+        }
+        logged(&[
+            "DCEP OPEN on stream",
+            "refused: label of 2048 bytes exceeds max_channel_label (1024)",
+        ]);
+        logged(&[
+            "DCEP OPEN on stream",
+            "refused: protocol of 2048 bytes exceeds max_channel_protocol (1024)",
+        ]);
+        echo.send("still here").await.unwrap();
+        assert_eq!(
+            message(&mut p, "echo").await,
+            Message::Text("still here".into())
+        );
+
+        // Locally: the default caps refuse the same label and protocol.
+        let plain = Peer::new("plain");
+        let e = plain
+            .pc
+            .create_data_channel(&long, ChannelInit::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label of 2048 bytes exceeds max_channel_label (1024)"),
+            "{e}"
+        );
+        let e = plain
+            .pc
+            .create_data_channel(
+                "x",
+                ChannelInit {
+                    protocol: long.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_channel_protocol (1024)"), "{e}");
+        p.pc.close().await;
+    });
+}

@@ -606,3 +606,38 @@ fn single_port_serves_many_clients() {
     });
     wait_freed(&h);
 }
+
+/// chargen paces itself by its buffered amount (4 MiB high-water mark) without reading its
+/// channel's messages meanwhile: a request sent while a transfer waits is kept and served
+/// after it (it used to be read and dropped while chargen waited for its low-water event).
+#[test]
+fn chargen_keeps_requests_sent_during_a_paced_transfer() {
+    init_log();
+    let (_rt, h) = start(8);
+    block_on(async {
+        let (mut p, chans) = http_client(&h, &["chargen"]).await;
+        let chargen = &chans[0];
+        opened(&mut p, "chargen").await;
+        let first = 2 * smolrtc::apps::CHARGEN_HIGH_WATER as u64;
+        chargen.send(first.to_string()).await.unwrap();
+        chargen.send("1000").await.unwrap();
+        for total in [first, 1000] {
+            let mut got = 0u64;
+            loop {
+                match message(&mut p, "chargen").await {
+                    Message::Binary(b) => {
+                        assert_eq!(b[0], smolrtc::apps::chargen_byte(got), "at {got}");
+                        got += b.len() as u64;
+                    }
+                    Message::Text(t) => {
+                        assert_eq!(t, "end");
+                        break;
+                    }
+                }
+            }
+            assert_eq!(got, total);
+        }
+        p.pc.close().await;
+    });
+    wait_freed(&h);
+}

@@ -3,14 +3,19 @@
 //! A handler is an async function started when a channel opens. It gets the channel (to
 //! send on) and a [`ChannelEvents`] stream of what arrives. It runs on the smolrtc thread;
 //! while it is busy with one message, the next ones wait — that wait reaches the remote
-//! sender as SCTP backpressure.
+//! sender as SCTP backpressure. It stops the session's whole event stream, though, so a
+//! handler that paces its sends waits with [`DataChannel::wait_buffered_amount`], never
+//! for [`ChannelEvent::BufferedAmountLow`] while it leaves messages unread (see `builtin`).
 //!
-//! Built in: `echo`, `discard`, `chargen`, and rawrtc's noisy channels (`cat-noises`,
+//! Built in: [`echo`], [`discard`], [`chargen`], and rawrtc's noisy channels (`cat-noises`,
 //! `bear-noises`, `lion-noises`, `dinosaur-noises`).
 
 mod builtin;
 
-pub use builtin::{chargen_byte, CHARGEN_MESSAGE};
+pub use builtin::{
+    chargen, chargen_byte, discard, echo, CHARGEN_HIGH_WATER, CHARGEN_MESSAGE, ECHO_HIGH_WATER,
+    ECHO_LOW_WATER,
+};
 
 use crate::channel::{DataChannel, Message};
 use std::collections::HashMap;

@@ -12,6 +12,11 @@
 //! ```
 //! OPEN is type 0x03, ACK is 0x02. Only these two exist on the wire; rtc-datachannel's
 //! "close"/"threshold" messages are library-internal and are refused here.
+//!
+//! Label and protocol may each be 65535 bytes on the wire, and a channel keeps both for its
+//! life: an OPEN whose label or protocol is longer than our caps ([`Caps`], from
+//! `Config::max_channel_label` / `max_channel_protocol`) is refused before either is
+//! copied ([`ParseError::TooLong`]); the router answers it with a stream reset.
 
 use super::ChannelInit;
 use bytes::Bytes;
@@ -20,6 +25,51 @@ use rtc_datachannel::message::message_channel_open::{ChannelType, DataChannelOpe
 use rtc_datachannel::message::Message as DcepMessage;
 use rtc_sctp::ReliabilityType;
 use rtc_shared::marshal::{Marshal, Unmarshal};
+
+/// The longest label and protocol an OPEN may carry, bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caps {
+    pub(crate) label: usize,
+    pub(crate) protocol: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            label: super::DEFAULT_MAX_CHANNEL_LABEL,
+            protocol: super::DEFAULT_MAX_CHANNEL_PROTOCOL,
+        }
+    }
+}
+
+/// Why a DCEP message was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// Not a well-formed OPEN or ACK: ignored.
+    Malformed(String),
+    /// A well-formed OPEN whose label or protocol passes our caps: its channel is refused.
+    TooLong(String),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Malformed(e) | ParseError::TooLong(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for ParseError {
+    fn from(e: String) -> Self {
+        ParseError::Malformed(e)
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(e: &str) -> Self {
+        ParseError::Malformed(e.into())
+    }
+}
 
 /// A parsed DCEP message.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,7 +90,7 @@ pub(crate) fn reliability(init: &ChannelInit) -> (bool, ReliabilityType, u32) {
 /// Fixed part of an OPEN message, before label and protocol.
 const OPEN_HEADER: usize = 12;
 
-pub(crate) fn parse(data: &[u8]) -> Result<Dcep, String> {
+pub(crate) fn parse(data: &[u8], caps: Caps) -> Result<Dcep, ParseError> {
     // rtc-datachannel's decoder panics on truncated input (it advances past the end), and
     // this is network input: check the framing here and hand it only well-formed messages.
     match data.first() {
@@ -48,7 +98,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Dcep, String> {
         Some(0x02) => return Ok(Dcep::Ack),
         Some(0x03) => {
             if data.len() < OPEN_HEADER {
-                return Err(format!("DCEP OPEN of {} bytes is truncated", data.len()));
+                return Err(format!("DCEP OPEN of {} bytes is truncated", data.len()).into());
             }
             let label = usize::from(u16::from_be_bytes([data[8], data[9]]));
             let protocol = usize::from(u16::from_be_bytes([data[10], data[11]]));
@@ -56,22 +106,33 @@ pub(crate) fn parse(data: &[u8]) -> Result<Dcep, String> {
                 return Err(format!(
                     "DCEP OPEN declares {label}+{protocol} bytes of label and protocol, has {}",
                     data.len() - OPEN_HEADER
-                ));
+                )
+                .into());
             }
             if !matches!(data[1], 0x00 | 0x01 | 0x02 | 0x80 | 0x81 | 0x82) {
-                return Err(format!("unknown DCEP channel type 0x{:02x}", data[1]));
+                return Err(format!("unknown DCEP channel type 0x{:02x}", data[1]).into());
+            }
+            for (what, len, cap, name) in [
+                ("label", label, caps.label, "max_channel_label"),
+                ("protocol", protocol, caps.protocol, "max_channel_protocol"),
+            ] {
+                if len > cap {
+                    return Err(ParseError::TooLong(format!(
+                        "{what} of {len} bytes exceeds {name} ({cap})"
+                    )));
+                }
             }
         }
-        Some(t) => return Err(format!("DCEP message type 0x{t:02x} is not OPEN or ACK")),
+        Some(t) => return Err(format!("DCEP message type 0x{t:02x} is not OPEN or ACK").into()),
     }
     let mut buf = data;
     match DcepMessage::unmarshal(&mut buf).map_err(|e| format!("bad DCEP message: {e}"))? {
         DcepMessage::DataChannelAck(_) => Ok(Dcep::Ack),
         DcepMessage::DataChannelOpen(open) => {
-            let label = String::from_utf8(open.label)
-                .map_err(|_| "DCEP OPEN label is not UTF-8".to_string())?;
-            let protocol = String::from_utf8(open.protocol)
-                .map_err(|_| "DCEP OPEN protocol is not UTF-8".to_string())?;
+            let label =
+                String::from_utf8(open.label).map_err(|_| "DCEP OPEN label is not UTF-8")?;
+            let protocol =
+                String::from_utf8(open.protocol).map_err(|_| "DCEP OPEN protocol is not UTF-8")?;
             let p = open.reliability_parameter;
             // Values above u16 are clamped: W3C exposes both as unsigned short.
             let p16 = p.min(u32::from(u16::MAX)) as u16;
@@ -156,7 +217,7 @@ mod tests {
             let wire = open("bear-noises", &init);
             assert_eq!(wire[0], 0x03, "OPEN message type");
             assert_eq!(
-                parse(&wire).unwrap(),
+                parse(&wire, Caps::default()).unwrap(),
                 Dcep::Open {
                     label: "bear-noises".into(),
                     init: init.clone()
@@ -168,7 +229,7 @@ mod tests {
     #[test]
     fn ack_is_one_byte_0x02() {
         assert_eq!(&ack()[..], &[0x02]);
-        assert_eq!(parse(&[0x02]).unwrap(), Dcep::Ack);
+        assert_eq!(parse(&[0x02], Caps::default()).unwrap(), Dcep::Ack);
     }
 
     #[test]
@@ -181,18 +242,69 @@ mod tests {
             &[0xff; 40],
             &[0x00],
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            assert!(parse(bad, Caps::default()).is_err(), "{bad:?}");
         }
         // Label length pointing past the end.
-        assert!(parse(&[0x03, 0, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]).is_err());
+        assert!(parse(
+            &[0x03, 0, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+            Caps::default()
+        )
+        .is_err());
         // Unknown channel type with valid framing.
-        assert!(parse(&[0x03, 0x7f, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(parse(&[0x03, 0x7f, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], Caps::default()).is_err());
         // Every truncation of a real OPEN is refused, never a panic.
         let open = open("bear-noises", &ChannelInit::default());
         for n in 0..open.len() {
-            assert!(parse(&open[..n]).is_err(), "{n}");
+            assert!(parse(&open[..n], Caps::default()).is_err(), "{n}");
         }
         // Short label and protocol at the exact end are fine.
-        assert!(parse(&[0x03, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'a', b'b']).is_ok());
+        assert!(parse(
+            &[0x03, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'a', b'b'],
+            Caps::default()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn label_and_protocol_past_the_caps_are_refused_as_too_long() {
+        let caps = Caps {
+            label: 1024,
+            protocol: 16,
+        };
+        let at_cap = ChannelInit {
+            protocol: "p".repeat(16),
+            ..Default::default()
+        };
+        let Ok(Dcep::Open { label, init }) = parse(&open(&"l".repeat(1024), &at_cap), caps) else {
+            panic!("an OPEN at the caps is taken")
+        };
+        assert_eq!((label.len(), init.protocol.len()), (1024, 16));
+        assert_eq!(
+            parse(&open(&"l".repeat(1025), &at_cap), caps),
+            Err(ParseError::TooLong(
+                "label of 1025 bytes exceeds max_channel_label (1024)".into()
+            ))
+        );
+        let long_protocol = ChannelInit {
+            protocol: "p".repeat(17),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse(&open("ok", &long_protocol), caps),
+            Err(ParseError::TooLong(
+                "protocol of 17 bytes exceeds max_channel_protocol (16)".into()
+            ))
+        );
+        // The default caps: 1 KiB each; the wire's 64 KiB is refused.
+        let wire = open(&"l".repeat(65_535), &ChannelInit::default());
+        assert!(matches!(
+            parse(&wire, Caps::default()),
+            Err(ParseError::TooLong(_))
+        ));
+        // A truncated OPEN stays malformed whatever its declared lengths.
+        assert!(matches!(
+            parse(&wire[..100], Caps::default()),
+            Err(ParseError::Malformed(_))
+        ));
     }
 }

@@ -1,5 +1,18 @@
 //! Data channels: the user's [`DataChannel`] handle, its options, and the router actor that
 //! maps channels onto SCTP streams with DCEP (RFC 8832).
+//!
+//! Outgoing bytes are bounded where they enter: [`DataChannel::send`] reserves the message's
+//! bytes in the channel's buffered amount (at most `SctpConfig::send_buffer_per_channel`)
+//! and in the connection's (at most `SctpConfig::send_buffer_per_connection`), or fails
+//! with [`Error::Limit`] naming the limit (W3C: `send()` throws `OperationError` when the
+//! buffer is full). The bytes stay counted until the peer acknowledges them (or they are
+//! abandoned, or the channel is gone), so everything downstream (the router's link, the
+//! SCTP actor's send queue, rtc-sctp's queues) holds at most that much user data.
+//!
+//! A sender that paces itself by its buffered amount can wait for it to fall with
+//! [`DataChannel::wait_buffered_amount`]. That wait is fed by the router directly, not by
+//! the connection's event stream: a handler that stops reading its channel's messages to
+//! let SCTP push back must not depend on an event queued behind those very messages.
 
 pub(crate) mod dcep;
 pub(crate) mod router;
@@ -155,7 +168,54 @@ impl fmt::Display for ChannelState {
     }
 }
 
+/// Default of `Config::max_channel_label`: the longest channel label, bytes, we create or
+/// accept in a peer's DCEP OPEN (W3C allows 65535; a channel keeps its label for its life).
+pub const DEFAULT_MAX_CHANNEL_LABEL: usize = 1024;
+/// Default of `Config::max_channel_protocol`: the longest sub-protocol name, bytes.
+pub const DEFAULT_MAX_CHANNEL_PROTOCOL: usize = 1024;
+
 const NO_ID: u32 = u32::MAX;
+
+/// The send buffer of one peer connection: its bounds and the bytes its channels have
+/// queued (the sum of their buffered amounts, less what the router gave back when a channel
+/// went away).
+pub(crate) struct SendBudget {
+    /// Most bytes one channel may have buffered (`SctpConfig::send_buffer_per_channel`).
+    pub(crate) per_channel: usize,
+    /// Most bytes all channels together may have buffered
+    /// (`SctpConfig::send_buffer_per_connection`).
+    pub(crate) per_connection: usize,
+    /// Bytes reserved by `send` and not yet released.
+    pub(crate) queued: AtomicUsize,
+}
+
+impl SendBudget {
+    pub(crate) fn new(per_channel: usize, per_connection: usize) -> Self {
+        Self {
+            per_channel,
+            per_connection,
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Gives back `bytes` reserved earlier.
+    pub(crate) fn release(&self, bytes: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Adds `len` to `counter` unless that would pass `max`; the value before on failure.
+fn reserve(counter: &AtomicUsize, len: usize, max: usize) -> Result<(), usize> {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            n.checked_add(len).filter(|sum| *sum <= max)
+        })
+        .map(|_| ())
+}
 
 /// What the handle and the router share about one channel. The router writes `state`, `id`
 /// and releases `buffered`; handles read them and add to `buffered` on send (W3C semantics:
@@ -170,6 +230,10 @@ pub(crate) struct ChannelShared {
     pub(crate) low_threshold: AtomicUsize,
     /// The peer connection's negotiated maximum message size (0 until SCTP is up).
     pub(crate) max_message_size: Arc<AtomicUsize>,
+    /// The peer connection's send buffer.
+    pub(crate) budget: Arc<SendBudget>,
+    /// Notified when `buffered` falls or the state changes ([`DataChannel::wait_buffered_amount`]).
+    changed: event_listener::Event,
 }
 
 impl ChannelShared {
@@ -178,6 +242,7 @@ impl ChannelShared {
         label: String,
         init: ChannelInit,
         max_message_size: Arc<AtomicUsize>,
+        budget: Arc<SendBudget>,
     ) -> Self {
         Self {
             key,
@@ -188,13 +253,50 @@ impl ChannelShared {
             buffered: AtomicUsize::new(0),
             low_threshold: AtomicUsize::new(0),
             max_message_size,
+            budget,
+            changed: event_listener::Event::new(),
         }
     }
     pub(crate) fn set_state(&self, s: ChannelState) {
         self.state.store(s as u8, Ordering::Release);
+        self.changed.notify(usize::MAX);
     }
     pub(crate) fn set_id(&self, id: u16) {
         self.id.store(u32::from(id), Ordering::Release);
+    }
+
+    /// Takes `bytes` off the buffered amount; returns it (before, after).
+    pub(crate) fn release(&self, bytes: usize) -> (usize, usize) {
+        let before = self
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(bytes))
+            })
+            .unwrap_or_default();
+        self.changed.notify(usize::MAX);
+        (before, before.saturating_sub(bytes))
+    }
+
+    /// Reserves `len` bytes of the channel's and the connection's send buffer, or says
+    /// which bound a message of `len` bytes would pass.
+    fn reserve(&self, len: usize) -> Result<()> {
+        let budget = &self.budget;
+        if let Err(now) = reserve(&self.buffered, len, budget.per_channel) {
+            return Err(Error::Limit(format!(
+                "send buffer full: channel {:?} has {now} bytes buffered, a message of {len} \
+                 bytes would pass send_buffer_per_channel ({})",
+                self.label, budget.per_channel
+            )));
+        }
+        if let Err(now) = reserve(&budget.queued, len, budget.per_connection) {
+            self.release(len);
+            return Err(Error::Limit(format!(
+                "send buffer full: the connection's channels have {now} bytes buffered, a \
+                 message of {len} bytes would pass send_buffer_per_connection ({})",
+                budget.per_connection
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -271,8 +373,36 @@ impl DataChannel {
         }
     }
 
-    /// Queues a message. Fails if the channel is not open or the message is larger than the
-    /// remote accepts; waits only while the router's inbox is full.
+    /// Waits until the buffered amount is at most `bytes` (at once if it is). This wait does
+    /// not go through the event stream, so a sender may stop reading its events while it
+    /// waits (see the module documentation). Fails once the channel is closing or closed
+    /// with more than `bytes` still buffered.
+    pub async fn wait_buffered_amount(&self, bytes: usize) -> Result<()> {
+        loop {
+            if self.buffered_amount() <= bytes {
+                return Ok(());
+            }
+            let state = self.state();
+            if matches!(state, ChannelState::Closing | ChannelState::Closed) {
+                return Err(Error::InvalidState(format!(
+                    "channel {:?} is {state}",
+                    self.label()
+                )));
+            }
+            let listener = self.shared.changed.listen();
+            // Checked again: a release between the first check and listen() is not missed.
+            if self.buffered_amount() <= bytes || self.state() != state {
+                continue;
+            }
+            listener.await;
+        }
+    }
+
+    /// Queues a message. Fails if the channel is not open, if the message is larger than the
+    /// remote accepts, or if it does not fit in the send buffer ([`Error::Limit`] naming
+    /// `send_buffer_per_channel` or `send_buffer_per_connection` of
+    /// [`crate::sctp::SctpConfig`]; the buffered amount is then unchanged and the channel goes
+    /// on); waits only while the router's inbox is full.
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         let state = self.state();
@@ -290,16 +420,15 @@ impl DataChannel {
                 )));
             }
         }
-        self.shared
-            .buffered
-            .fetch_add(message.len(), Ordering::AcqRel);
         let len = message.len();
+        self.shared.reserve(len)?;
         let cmd = ChannelCmd::Send {
             key: self.shared.key,
             message,
         };
         if self.cmds.send(vec![cmd]).await.is_err() {
-            self.shared.buffered.fetch_sub(len, Ordering::AcqRel);
+            self.shared.release(len);
+            self.shared.budget.release(len);
             return Err(Error::Closed);
         }
         Ok(())

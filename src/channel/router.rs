@@ -5,12 +5,17 @@
 //! with DCEP OPEN/ACK on PPI 50; negotiated ones open as soon as SCTP does. Close is an SCTP
 //! stream reset (RFC 8831 §6.7), never a DCEP message.
 //!
-//! Two inboxes: events from the SCTP actor, and commands from [`DataChannel`] handles. When
-//! the user's event stream is backlogged the router stops taking SCTP input (so unread data
-//! stays in SCTP and its receive window closes) but keeps serving commands.
+//! Three inboxes: messages from the SCTP actor, its control reports ([`RouterCtl`]), and
+//! commands from [`DataChannel`] handles. When the user's event stream is backlogged the
+//! router stops taking SCTP messages (so unread data stays in SCTP and its receive window
+//! closes) but keeps serving commands and control reports: released bytes still lower the
+//! buffered amounts (and wake [`DataChannel::wait_buffered_amount`]) and a lost association
+//! still closes the channels, so an application that paces its sends by its buffered amount
+//! while it reads nothing cannot stall itself. Buffered-amount-low events that come due
+//! meanwhile wait (one per channel at most) until the event stream moves again.
 
 use super::dcep::{self, Dcep};
-use super::{ChannelCmd, ChannelShared, ChannelState, DataChannel, Message};
+use super::{ChannelCmd, ChannelShared, ChannelState, DataChannel, Message, SendBudget};
 use crate::peer::Event;
 use crate::runtime::{self, Link, Wake};
 use crate::sctp::SctpMsg;
@@ -33,10 +38,15 @@ pub(crate) enum RouterMsg {
     },
     /// A whole message arrived on a stream.
     Data { stream: u16, ppi: Ppi, data: Bytes },
+    /// The stream was reset (both directions) and is gone: after its data.
+    StreamClosed { stream: u16 },
+}
+
+/// What the SCTP actor tells the router that must not wait behind unread messages (its own
+/// inbox, read even while the event stream is backlogged).
+pub(crate) enum RouterCtl {
     /// Queued bytes of a stream were acknowledged or abandoned.
     Released { stream: u16, bytes: usize },
-    /// The stream was reset (both directions) and is gone.
-    StreamClosed { stream: u16 },
     /// The association is gone; every channel is closed.
     AssociationClosed,
 }
@@ -45,19 +55,27 @@ struct Channel {
     handle: DataChannel,
     stream: Option<u16>,
     state: ChannelState,
-    /// Bytes of DCEP control messages in the SCTP send buffer: released before user bytes.
+    /// Bytes of DCEP control messages in the SCTP send buffer (and the one byte that stands
+    /// for an empty message): released before user bytes.
     control_bytes: usize,
+    /// User bytes handed to SCTP and not yet released: given back to the connection's send
+    /// budget when the channel goes.
+    queued: usize,
 }
 
 /// Named bound: channels a peer connection may hold at once.
 pub const DEFAULT_MAX_CHANNELS: usize = 1024;
 
-/// The bounds the peer's input is held to.
+/// The bounds the peer's input (and our output) is held to.
 pub(crate) struct Limits {
     /// Channels at once; a DCEP OPEN beyond it is answered with a stream reset.
     pub(crate) max_channels: usize,
     /// Our `a=max-message-size` (0: none).
     pub(crate) local_max_message_size: usize,
+    /// The connection's send buffer, shared with every channel's handle.
+    pub(crate) budget: Arc<SendBudget>,
+    /// Longest label and protocol of a peer's DCEP OPEN; longer ones are refused (reset).
+    pub(crate) dcep: dcep::Caps,
 }
 
 pub(crate) struct Router {
@@ -69,9 +87,15 @@ pub(crate) struct Router {
     connected: Option<(bool, u16)>,
     max_channels: usize,
     max_message_size: Arc<AtomicUsize>,
+    /// The connection's send buffer, shared with every channel's handle.
+    budget: Arc<SendBudget>,
     /// Our `a=max-message-size` (0: no limit): larger messages from the peer break the
     /// negotiation and close their channel.
     local_max_message_size: usize,
+    /// Channels whose buffered-amount-low event came due while the event stream was
+    /// backlogged (each at most once).
+    low_pending: Vec<u32>,
+    dcep_caps: dcep::Caps,
     next_key: Arc<AtomicU32>,
     cmds_tx: Sender<Vec<ChannelCmd>>,
     sctp: Link<SctpMsg>,
@@ -92,6 +116,8 @@ impl Router {
         let Limits {
             max_channels,
             local_max_message_size,
+            budget,
+            dcep,
         } = limits;
         Self {
             name,
@@ -101,7 +127,10 @@ impl Router {
             connected: None,
             max_channels,
             max_message_size,
+            budget,
             local_max_message_size,
+            low_pending: Vec::new(),
+            dcep_caps: dcep,
             next_key,
             cmds_tx,
             sctp,
@@ -113,18 +142,33 @@ impl Router {
     pub(crate) async fn run(
         mut self,
         inbox: Receiver<Vec<RouterMsg>>,
+        ctl: Receiver<Vec<RouterCtl>>,
         cmds: Receiver<Vec<ChannelCmd>>,
     ) {
         let mut cmd_batch: Option<Vec<ChannelCmd>> = None;
+        let mut ctl_batch: Option<Vec<RouterCtl>> = None;
         let mut cmds_open = true;
+        let mut ctl_open = true;
         loop {
+            // Control reports first, whatever the event stream does (module docs).
+            while let Ok(batch) = ctl.try_recv() {
+                self.handle_ctl(batch, &inbox);
+            }
+            if !self.events.is_backlogged() && !self.low_pending.is_empty() {
+                for key in std::mem::take(&mut self.low_pending) {
+                    if let Some(ch) = self.channels.get(&key) {
+                        let h = ch.handle.clone();
+                        self.emit(Event::ChannelBufferedAmountLow(h));
+                    }
+                }
+            }
             self.sctp.flush();
             self.events.flush();
             if self.closed && !self.sctp.is_backlogged() && !self.events.is_backlogged() {
                 return;
             }
             let read_sctp = !self.events.is_backlogged();
-            let listen = cmds_open;
+            let (listen, listen_ctl) = (cmds_open, ctl_open);
             let mut recv_cmd = std::pin::pin!(async {
                 if listen {
                     cmds.recv().await.ok()
@@ -132,15 +176,31 @@ impl Router {
                     futures_lite::future::pending().await
                 }
             });
-            let mut extra = |cx: &mut std::task::Context<'_>| match recv_cmd.as_mut().poll(cx) {
-                Poll::Ready(b) => {
-                    cmd_batch = Some(b.unwrap_or_default());
-                    if cmd_batch.as_ref().is_some_and(Vec::is_empty) {
-                        cmds_open = false;
-                    }
-                    Poll::Ready(())
+            let mut recv_ctl = std::pin::pin!(async {
+                if listen_ctl {
+                    ctl.recv().await.ok()
+                } else {
+                    futures_lite::future::pending().await
                 }
-                Poll::Pending => Poll::Pending,
+            });
+            let mut extra = |cx: &mut std::task::Context<'_>| {
+                if let Poll::Ready(b) = recv_ctl.as_mut().poll(cx) {
+                    ctl_batch = Some(b.unwrap_or_default());
+                    if ctl_batch.as_ref().is_some_and(Vec::is_empty) {
+                        ctl_open = false;
+                    }
+                    return Poll::Ready(());
+                }
+                match recv_cmd.as_mut().poll(cx) {
+                    Poll::Ready(b) => {
+                        cmd_batch = Some(b.unwrap_or_default());
+                        if cmd_batch.as_ref().is_some_and(Vec::is_empty) {
+                            cmds_open = false;
+                        }
+                        Poll::Ready(())
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
             };
             let wake = runtime::wait(
                 &inbox,
@@ -158,6 +218,9 @@ impl Router {
                 }
                 Wake::Inbox(None) => self.association_closed(),
                 Wake::Extra => {
+                    if let Some(batch) = ctl_batch.take() {
+                        self.handle_ctl(batch, &inbox);
+                    }
                     for cmd in cmd_batch.take().unwrap_or_default() {
                         self.handle_cmd(cmd);
                     }
@@ -181,6 +244,24 @@ impl Router {
         if let Some(ch) = self.channels.get_mut(&key) {
             ch.state = state;
             ch.handle.shared.set_state(state);
+        }
+    }
+
+    fn handle_ctl(&mut self, batch: Vec<RouterCtl>, inbox: &Receiver<Vec<RouterMsg>>) {
+        for msg in batch {
+            match msg {
+                RouterCtl::Released { stream, bytes } => self.released(stream, bytes),
+                RouterCtl::AssociationClosed => {
+                    // What SCTP handed over before it closed is delivered first (at most
+                    // the inbox's APP_BATCHES * APP_BATCH messages), as in one inbox.
+                    while let Ok(batch) = inbox.try_recv() {
+                        for msg in batch {
+                            self.handle_sctp(msg);
+                        }
+                    }
+                    self.association_closed();
+                }
+            }
         }
     }
 
@@ -233,6 +314,7 @@ impl Router {
                 stream: None,
                 state: ChannelState::Connecting,
                 control_bytes: 0,
+                queued: 0,
             },
         );
         if self.connected.is_some() {
@@ -314,14 +396,14 @@ impl Router {
             .get(&key)
             .filter(|ch| ch.state == ChannelState::Open)
             .and_then(|ch| ch.stream);
+        // What the handle reserved goes back to the connection's budget now (the channel is
+        // gone or not open) or when released or the channel goes (`queued`).
         let Some(stream) = target else {
             // Raced with a close: the bytes will never be sent.
             if let Some(ch) = self.channels.get(&key) {
-                ch.handle
-                    .shared
-                    .buffered
-                    .fetch_sub(len.min(ch.handle.buffered_amount()), Ordering::AcqRel);
+                ch.handle.shared.release(len);
             }
+            self.budget.release(len);
             log::debug!(
                 "[{}] message of {len} bytes dropped: channel not open",
                 self.name
@@ -334,6 +416,11 @@ impl Router {
             Message::Binary(b) if b.is_empty() => (Ppi::BinaryEmpty, Bytes::from_static(&[0])),
             Message::Binary(b) => (Ppi::Binary, b),
         };
+        if let Some(ch) = self.channels.get_mut(&key) {
+            ch.queued += len;
+            // An empty message goes as one byte (RFC 8831 §6.6) that it did not reserve.
+            ch.control_bytes += usize::from(len == 0);
+        }
         self.sctp.push(SctpMsg::Write { stream, ppi, data });
     }
 
@@ -358,6 +445,8 @@ impl Router {
 
     fn drop_channel(&mut self, key: u32) {
         if let Some(ch) = self.channels.remove(&key) {
+            // Its buffered amount stays as it is (W3C); its place in the budget is free.
+            self.budget.release(ch.queued);
             if let Some(s) = ch.stream.or(ch.handle.shared.init.negotiated) {
                 if self.by_stream.get(&s) == Some(&key) {
                     self.by_stream.remove(&s);
@@ -397,13 +486,11 @@ impl Router {
                 }
             }
             RouterMsg::Data { stream, ppi, data } => self.data(stream, ppi, data),
-            RouterMsg::Released { stream, bytes } => self.released(stream, bytes),
             RouterMsg::StreamClosed { stream } => {
                 if let Some(key) = self.by_stream.get(&stream).copied() {
                     self.drop_channel(key);
                 }
             }
-            RouterMsg::AssociationClosed => self.association_closed(),
         }
     }
 
@@ -420,8 +507,14 @@ impl Router {
     fn data(&mut self, stream: u16, ppi: Ppi, data: Bytes) {
         let key = self.by_stream.get(&stream).copied();
         if ppi == Ppi::Dcep {
-            match dcep::parse(&data) {
+            match dcep::parse(&data, self.dcep_caps) {
                 Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
+                Err(dcep::ParseError::TooLong(e)) => {
+                    if self.may_open(stream, key, "") {
+                        log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
+                        self.sctp.push(SctpMsg::Reset { stream });
+                    }
+                }
                 Ok(Dcep::Ack) => {
                     let Some(key) = key else { return };
                     if self.channels[&key].state == ChannelState::Connecting {
@@ -501,22 +594,7 @@ impl Router {
         label: String,
         init: super::ChannelInit,
     ) {
-        if let Some((dtls_client, _)) = self.connected {
-            // The opener uses its own parity: even from the DTLS client.
-            let theirs_even = !dtls_client;
-            if stream.is_multiple_of(2) != theirs_even {
-                log::warn!(
-                    "[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored",
-                    self.name
-                );
-                return;
-            }
-        }
-        if existing.is_some() {
-            log::warn!(
-                "[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored",
-                self.name
-            );
+        if !self.may_open(stream, existing, &label) {
             return;
         }
         if self.channels.len() >= self.max_channels {
@@ -534,6 +612,7 @@ impl Router {
             label,
             init.clone(),
             self.max_message_size.clone(),
+            self.budget.clone(),
         ));
         shared.set_id(stream);
         shared.set_state(ChannelState::Open);
@@ -562,6 +641,7 @@ impl Router {
                 stream: Some(stream),
                 state: ChannelState::Open,
                 control_bytes: ack.len(),
+                queued: 0,
             },
         );
         log::info!(
@@ -570,6 +650,30 @@ impl Router {
         );
         self.emit(Event::DataChannel(handle.clone()));
         self.emit(Event::ChannelOpen(handle));
+    }
+
+    /// Whether a peer's DCEP OPEN on `stream` may open (or be refused with a reset): not
+    /// on a stream of our parity, nor on one in use (logged and ignored).
+    fn may_open(&self, stream: u16, existing: Option<u32>, label: &str) -> bool {
+        if let Some((dtls_client, _)) = self.connected {
+            // The opener uses its own parity: even from the DTLS client.
+            let theirs_even = !dtls_client;
+            if stream.is_multiple_of(2) != theirs_even {
+                log::warn!(
+                    "[{}] DCEP OPEN {label:?} on stream {stream} of the wrong parity; ignored",
+                    self.name
+                );
+                return false;
+            }
+        }
+        if existing.is_some() {
+            log::warn!(
+                "[{}] DCEP OPEN {label:?} on stream {stream} already in use; ignored",
+                self.name
+            );
+            return false;
+        }
+        true
     }
 
     fn released(&mut self, stream: u16, bytes: usize) {
@@ -581,28 +685,24 @@ impl Router {
         };
         let control = bytes.min(ch.control_bytes);
         ch.control_bytes -= control;
-        let user = bytes - control;
+        let user = (bytes - control).min(ch.queued);
         if user == 0 {
             return;
         }
+        ch.queued -= user;
+        self.budget.release(user);
         let shared = &ch.handle.shared;
-        let mut before = shared.buffered.load(Ordering::Acquire);
-        let after = loop {
-            let after = before.saturating_sub(user);
-            match shared.buffered.compare_exchange(
-                before,
-                after,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break after,
-                Err(now) => before = now,
-            }
-        };
+        let (before, after) = shared.release(user);
         let threshold = shared.low_threshold.load(Ordering::Acquire);
         if before > threshold && after <= threshold {
-            let h = ch.handle.clone();
-            self.emit(Event::ChannelBufferedAmountLow(h));
+            if self.events.is_backlogged() {
+                if !self.low_pending.contains(&key) {
+                    self.low_pending.push(key);
+                }
+            } else {
+                let h = ch.handle.clone();
+                self.emit(Event::ChannelBufferedAmountLow(h));
+            }
         }
     }
 }

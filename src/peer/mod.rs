@@ -10,8 +10,12 @@ mod actor;
 
 pub(crate) use actor::PeerMsg;
 
+use crate::channel::dcep::Caps;
 use crate::channel::router::{Limits, Router, DEFAULT_MAX_CHANNELS};
-use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message};
+use crate::channel::{
+    ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message, SendBudget,
+    DEFAULT_MAX_CHANNEL_LABEL, DEFAULT_MAX_CHANNEL_PROTOCOL,
+};
 use crate::dtls::{Certificate, DtlsActor};
 use crate::error::{Error, Result};
 use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
@@ -36,6 +40,13 @@ pub struct Config {
     pub sctp: SctpConfig,
     /// Most data channels at once (0 = [`DEFAULT_MAX_CHANNELS`]).
     pub max_channels: usize,
+    /// Longest channel label, bytes, in `create_data_channel` and in a peer's DCEP OPEN (a
+    /// longer one opened by the peer is refused: its stream is reset). 0 =
+    /// [`crate::channel::DEFAULT_MAX_CHANNEL_LABEL`].
+    pub max_channel_label: usize,
+    /// Longest channel sub-protocol, bytes, likewise. 0 =
+    /// [`crate::channel::DEFAULT_MAX_CHANNEL_PROTOCOL`].
+    pub max_channel_protocol: usize,
     /// The DTLS certificate; a fresh ECDSA P-256 one when `None`.
     pub certificate: Option<Certificate>,
 }
@@ -185,6 +196,8 @@ struct Inner {
     events: Receiver<Vec<Event>>,
     next_key: Arc<AtomicU32>,
     max_message_size: Arc<AtomicUsize>,
+    budget: Arc<SendBudget>,
+    dcep_caps: Caps,
     _runtime: Runtime,
 }
 
@@ -218,14 +231,25 @@ impl PeerConnection {
         let (dtls_tx, dtls_rx) = async_channel::bounded(INBOX_BATCHES);
         let (sctp_tx, sctp_rx) = async_channel::bounded(INBOX_BATCHES);
         let (router_tx, router_rx) = async_channel::bounded(APP_BATCHES);
+        let (router_ctl_tx, router_ctl_rx) = async_channel::bounded(INBOX_BATCHES);
         let (cmds_tx, cmds_rx) = async_channel::bounded(INBOX_BATCHES);
         let (events_tx, events_rx) = async_channel::bounded(APP_BATCHES);
         let next_key = Arc::new(AtomicU32::new(1));
         let max_message_size = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(SendBudget::new(
+            config.sctp.send_buffer_per_channel,
+            config.sctp.send_buffer_per_connection,
+        ));
 
         let name = config.name.clone();
         let fingerprint = certificate.fingerprint().clone();
         let (k, m, c) = (next_key.clone(), max_message_size.clone(), cmds_tx.clone());
+        let b = budget.clone();
+        let or = |n: usize, default: usize| if n == 0 { default } else { n };
+        let dcep_caps = Caps {
+            label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
+            protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
+        };
         let peer_tx2 = peer_tx.clone();
         runtime.spawn_actors(move |ex| {
             let link_peer = || Link::new(peer_tx2.clone());
@@ -262,6 +286,7 @@ impl PeerConnection {
                 tag.clone(),
                 config.sctp.clone(),
                 Link::with_batch(router_tx, APP_BATCH),
+                Link::new(router_ctl_tx),
                 Link::new(dtls_tx.clone()),
                 link_peer(),
             );
@@ -280,9 +305,12 @@ impl PeerConnection {
                 Limits {
                     max_channels,
                     local_max_message_size: config.sctp.max_message_size,
+                    budget: b,
+                    dcep: dcep_caps,
                 },
             );
-            ex.spawn(router.run(router_rx, cmds_rx)).detach();
+            ex.spawn(router.run(router_rx, router_ctl_rx, cmds_rx))
+                .detach();
             let peer = PeerActor::new(
                 name,
                 config,
@@ -304,6 +332,8 @@ impl PeerConnection {
                 events: events_rx,
                 next_key,
                 max_message_size,
+                budget,
+                dcep_caps,
                 _runtime: runtime.clone(),
             }),
         })
@@ -369,7 +399,9 @@ impl PeerConnection {
     }
 
     /// W3C `createDataChannel`. The channel opens once SCTP is up (negotiated channels) or
-    /// the peer acknowledges it (in-band); watch for [`Event::ChannelOpen`].
+    /// the peer acknowledges it (in-band); watch for [`Event::ChannelOpen`]. A label or
+    /// protocol longer than [`Config::max_channel_label`] / [`Config::max_channel_protocol`]
+    /// is an [`Error::InvalidArgument`] naming the limit (W3C: a TypeError past 65535).
     pub async fn create_data_channel(&self, label: &str, init: ChannelInit) -> Result<DataChannel> {
         init.validate()?;
         if label.len() > u16::MAX as usize {
@@ -377,12 +409,29 @@ impl PeerConnection {
                 "label longer than 65535 bytes".into(),
             ));
         }
+        let caps = self.inner.dcep_caps;
+        for (what, len, cap, name) in [
+            ("label", label.len(), caps.label, "max_channel_label"),
+            (
+                "protocol",
+                init.protocol.len(),
+                caps.protocol,
+                "max_channel_protocol",
+            ),
+        ] {
+            if len > cap {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} of {len} bytes exceeds {name} ({cap})"
+                )));
+            }
+        }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(ChannelShared::new(
             key,
             label.to_owned(),
             init,
             self.inner.max_message_size.clone(),
+            self.inner.budget.clone(),
         ));
         let channel = DataChannel {
             shared: shared.clone(),

@@ -1,11 +1,13 @@
 //! The SCTP association actor (RFC 8261 over DTLS), around rtc-sctp's sans-IO association.
 //!
 //! Input: decrypted SCTP packets from the DTLS actor, stream commands from the router.
-//! Output: SCTP packets to the DTLS actor, stream events and whole messages to the router.
-//! Messages are read out of SCTP only while the router keeps up, so a slow application
-//! closes the receive window (DESIGN.md's backpressure rule).
+//! Output: SCTP packets to the DTLS actor, whole messages and stream resets to the router
+//! (`RouterMsg`), released bytes and the association's end on a second link the router
+//! always reads (`RouterCtl`). Messages are read out of SCTP only while the router keeps
+//! up, so a slow application closes the receive window (DESIGN.md's backpressure rule).
+//! What is sent is bounded before it gets here (see [`crate::channel`]).
 
-use crate::channel::router::RouterMsg;
+use crate::channel::router::{RouterCtl, RouterMsg};
 use crate::dtls::DtlsMsg;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Link, Wake};
@@ -71,7 +73,20 @@ pub struct SctpConfig {
     pub max_message_size: usize,
     /// SCTP packet size budget (the whole SCTP packet, before DTLS).
     pub mtu: u32,
+    /// Send buffer of one channel, bytes: most its buffered amount may reach; a send past
+    /// it fails (W3C `OperationError`). See [`DEFAULT_SEND_BUFFER_PER_CHANNEL`].
+    pub send_buffer_per_channel: usize,
+    /// Send buffer of the whole connection, bytes: most all its channels' buffered amounts
+    /// together may reach; a send past it fails. See [`DEFAULT_SEND_BUFFER_PER_CONNECTION`].
+    pub send_buffer_per_connection: usize,
 }
+
+/// Default of [`SctpConfig::send_buffer_per_channel`]: twice the most this crate's tests
+/// and benchmarks queue on one channel (16 MiB at once in `tests/backpressure.rs`; the
+/// bench tools pace at 8 MiB).
+pub const DEFAULT_SEND_BUFFER_PER_CHANNEL: usize = 32 * 1024 * 1024;
+/// Default of [`SctpConfig::send_buffer_per_connection`].
+pub const DEFAULT_SEND_BUFFER_PER_CONNECTION: usize = 64 * 1024 * 1024;
 
 impl Default for SctpConfig {
     fn default() -> Self {
@@ -80,6 +95,8 @@ impl Default for SctpConfig {
             receive_buffer: 3 * 1024 * 1024,
             max_message_size: 256 * 1024,
             mtu: 1200,
+            send_buffer_per_channel: DEFAULT_SEND_BUFFER_PER_CHANNEL,
+            send_buffer_per_connection: DEFAULT_SEND_BUFFER_PER_CONNECTION,
         }
     }
 }
@@ -143,6 +160,7 @@ pub(crate) struct SctpActor {
     /// first DATA while our COOKIE ACK was lost).
     queue: SendQueue,
     router: Link<RouterMsg>,
+    router_ctl: Link<RouterCtl>,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
     /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
@@ -156,6 +174,7 @@ impl SctpActor {
         name: Arc<str>,
         config: SctpConfig,
         router: Link<RouterMsg>,
+        router_ctl: Link<RouterCtl>,
         dtls: Link<DtlsMsg>,
         peer: Link<PeerMsg>,
     ) -> Self {
@@ -172,6 +191,7 @@ impl SctpActor {
             early: Vec::new(),
             queue: SendQueue::default(),
             router,
+            router_ctl,
             dtls,
             peer,
             clock: RtoClock::new(Instant::now()),
@@ -182,10 +202,11 @@ impl SctpActor {
     pub(crate) async fn run(mut self, inbox: Receiver<Vec<SctpMsg>>) {
         loop {
             self.drain(Instant::now());
+            self.router_ctl.flush();
             self.router.flush();
             self.dtls.flush();
             self.peer.flush();
-            if self.closed && !self.dtls.is_backlogged() {
+            if self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged() {
                 return;
             }
             let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
@@ -200,7 +221,12 @@ impl SctpActor {
                 &inbox,
                 true,
                 deadline,
-                &mut [&mut self.router, &mut self.dtls, &mut self.peer],
+                &mut [
+                    &mut self.router,
+                    &mut self.router_ctl,
+                    &mut self.dtls,
+                    &mut self.peer,
+                ],
                 &mut runtime::no_extra,
             )
             .await;
@@ -406,7 +432,7 @@ impl SctpActor {
                 Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
                     self.clock.released(now, n_bytes);
                     self.queue.released(n_bytes);
-                    self.router.push(RouterMsg::Released {
+                    self.router_ctl.push(RouterCtl::Released {
                         stream: id,
                         bytes: n_bytes,
                     });
@@ -415,7 +441,14 @@ impl SctpActor {
                     reason: AssociationError::Reset,
                     id,
                 } => {
-                    log::debug!("[{}] SCTP: stream {id} reset", self.name);
+                    // What is still queued for the stream can never be sent: freed now, not
+                    // when the association ends (a peer resetting streams with data stuck
+                    // behind its closed window would pile it up otherwise).
+                    let dropped = self.queue.drop_stream(id);
+                    log::debug!(
+                        "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
+                        self.name
+                    );
                     self.router.push(RouterMsg::StreamClosed { stream: id });
                 }
                 Event::HandshakeFailed { reason } => {
@@ -463,6 +496,7 @@ impl SctpActor {
                     &mut self.queue,
                     &mut self.clock,
                     &mut self.router,
+                    &mut self.router_ctl,
                 );
             }
             let mut fresh = 0;
@@ -496,7 +530,7 @@ impl SctpActor {
         if self.connected && a.is_closed() && !self.closed {
             self.closed = true;
             log::info!("[{}] SCTP association closed", self.name);
-            self.router.push(RouterMsg::AssociationClosed);
+            self.router_ctl.push(RouterCtl::AssociationClosed);
             self.peer.push(PeerMsg::Sctp(SctpReport::Closed(
                 "association closed".into(),
             )));
@@ -517,7 +551,7 @@ impl SctpActor {
         }
         if !self.closed {
             self.closed = true;
-            self.router.push(RouterMsg::AssociationClosed);
+            self.router_ctl.push(RouterCtl::AssociationClosed);
             self.dtls.push(DtlsMsg::Close);
         }
     }
@@ -531,6 +565,7 @@ fn pump(
     queue: &mut SendQueue,
     clock: &mut RtoClock,
     router: &mut Link<RouterMsg>,
+    ctl: &mut Link<RouterCtl>,
 ) {
     while let Some((stream, item)) = queue.next() {
         match item {
@@ -567,7 +602,7 @@ fn pump(
                 if ppi != Ppi::Dcep && queue.expired(stream, queued, now) =>
             {
                 log::trace!("[{name}] SCTP: message on stream {stream} outlived its lifetime");
-                router.push(RouterMsg::Released {
+                ctl.push(RouterCtl::Released {
                     stream,
                     bytes: data.len(),
                 });
@@ -600,7 +635,7 @@ fn pump(
                         log::warn!(
                             "[{name}] SCTP: message of {len} bytes on stream {stream} not sent: {e}"
                         );
-                        router.push(RouterMsg::Released { stream, bytes: len });
+                        ctl.push(RouterCtl::Released { stream, bytes: len });
                     }
                 }
             }

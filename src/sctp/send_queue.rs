@@ -13,6 +13,13 @@
 //! in flight. What rtc-sctp has waiting is what we wrote less what has left in DATA
 //! chunks (new TSNs seen in the packets it sends) — never more than what is not yet
 //! acknowledged or abandoned.
+//!
+//! The queue itself has no bound of its own: every message in it was reserved by
+//! `DataChannel::send` in its channel's and its connection's send buffer (see
+//! [`crate::channel`]) and stays counted there until rtc-sctp releases it, so it never
+//! holds more user data than `send_buffer_per_connection`. Control items are a few per
+//! channel. What a stream still has queued when the stream is reset is dropped at once
+//! ([`SendQueue::drop_stream`]).
 
 use super::{be32, chunk_walk, tsn_after};
 use bytes::Bytes;
@@ -163,6 +170,22 @@ impl SendQueue {
             }
             return Some((stream, item));
         }
+    }
+
+    /// Drops everything queued on `stream` (it was reset: nothing more can go on it);
+    /// returns the message bytes dropped.
+    pub(crate) fn drop_stream(&mut self, stream: u16) -> usize {
+        let Some(q) = self.streams.remove(&stream) else {
+            return 0;
+        };
+        self.turns.retain(|s| *s != stream);
+        q.items
+            .iter()
+            .map(|i| match i {
+                Item::Message { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// The first stream whose next item is not a message (Open, Reset), if any.
@@ -458,6 +481,20 @@ mod tests {
         // Abandoned before it was ever sent (a lifetime ran out in rtc-sctp's queue).
         q.released(1000);
         assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_reset_stream_drops_what_it_had_queued_and_the_others_go_on() {
+        let mut q = SendQueue::default();
+        q.push(1, msg(100));
+        q.push(1, msg(200));
+        q.push(1, Item::Reset);
+        q.push(2, msg(50));
+        assert_eq!(q.drop_stream(1), 300);
+        assert_eq!(q.drop_stream(1), 0);
+        assert_eq!(q.queued_bytes(), 50);
+        assert_eq!(take(&mut q, true), [2]);
+        assert!(q.next().is_none());
     }
 
     #[test]

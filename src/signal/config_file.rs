@@ -22,6 +22,14 @@ pub struct ServeFile {
     pub max_channels: Option<usize>,
     /// `--max-remote-candidates`
     pub max_remote_candidates: Option<usize>,
+    /// `--send-buffer-per-channel`, bytes.
+    pub send_buffer_per_channel: Option<usize>,
+    /// `--send-buffer-per-session`, bytes.
+    pub send_buffer_per_session: Option<usize>,
+    /// `--max-channel-label`, bytes.
+    pub max_channel_label: Option<usize>,
+    /// `--max-channel-protocol`, bytes.
+    pub max_channel_protocol: Option<usize>,
     /// `--max-connections`
     pub max_connections: Option<usize>,
     /// `--max-websockets`
@@ -220,6 +228,23 @@ mod tests {
         assert!(e.contains("allow-origin"), "{e}");
         let e = ServeFile::parse("allow-origin = [\"http://a/path\"]").unwrap_err();
         assert!(e.contains("allow-origin"), "{e}");
+    }
+
+    #[test]
+    fn channel_limits() {
+        let f = ServeFile::parse(
+            r#"
+            send-buffer-per-channel = 1048576
+            send-buffer-per-session = 4194304
+            max-channel-label = 64
+            max-channel-protocol = 32
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.send_buffer_per_channel, Some(1 << 20));
+        assert_eq!(f.send_buffer_per_session, Some(4 << 20));
+        assert_eq!(f.max_channel_label, Some(64));
+        assert_eq!(f.max_channel_protocol, Some(32));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct ServiceConfig {
     /// Its `ice.max_remote_candidates` bounds the remote candidates of one session (default
     /// [`crate::ice::DEFAULT_MAX_REMOTE_CANDIDATES`]): past it a trickled candidate gets
     /// `422` naming the limit (WebSocket: an error message).
+    /// Its `sctp.send_buffer_per_channel` and `sctp.send_buffer_per_connection` bound what
+    /// a session's handlers may queue (defaults [`DEFAULT_SEND_BUFFER_PER_CHANNEL`],
+    /// [`DEFAULT_SEND_BUFFER_PER_SESSION`]).
     pub peer: Config,
     /// Most sessions at once; more get `503`.
     pub max_sessions: usize,
@@ -99,6 +102,13 @@ pub const DEFAULT_MAX_SESSIONS: usize = 64;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Default data channels per session (the service's `peer.max_channels`).
 pub const DEFAULT_MAX_CHANNELS: usize = 256;
+/// Default send buffer of one channel, bytes (the service's
+/// `peer.sctp.send_buffer_per_channel`): above what the built-in handlers keep queued
+/// (chargen 4 MiB, echo 1 MiB, plus a message).
+pub const DEFAULT_SEND_BUFFER_PER_CHANNEL: usize = 8 * 1024 * 1024;
+/// Default send buffer of one session, all its channels, bytes (the service's
+/// `peer.sctp.send_buffer_per_connection`).
+pub const DEFAULT_SEND_BUFFER_PER_SESSION: usize = 16 * 1024 * 1024;
 /// Default of [`ServiceConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 /// Default of [`ServiceConfig::max_websockets`].
@@ -125,10 +135,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        let peer = Config {
+        let mut peer = Config {
             max_channels: DEFAULT_MAX_CHANNELS,
             ..Config::default()
         };
+        peer.sctp.send_buffer_per_channel = DEFAULT_SEND_BUFFER_PER_CHANNEL;
+        peer.sctp.send_buffer_per_connection = DEFAULT_SEND_BUFFER_PER_SESSION;
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
             peer,
