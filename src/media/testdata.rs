@@ -52,6 +52,7 @@ pub fn make(name: &str, args: &[&str]) -> Option<PathBuf> {
 
 /// H.264 Annex-B from x264 (`-bf 0`, a keyframe every `gop` frames), `secs` seconds of
 /// testsrc at `size` and 30 fps, with `profile` (`baseline`, `main`, `high`).
+#[rustfmt::skip]
 pub fn h264(size: &str, profile: &str, gop: u32, secs: u32) -> Option<PathBuf> {
     let src = format!("testsrc=size={size}:rate=30");
     let g = gop.to_string();
@@ -66,6 +67,7 @@ pub fn h264(size: &str, profile: &str, gop: u32, secs: u32) -> Option<PathBuf> {
 }
 
 /// VP8 in IVF from libvpx: `secs` seconds of testsrc at `size`, 30 fps, a keyframe every 30.
+#[rustfmt::skip]
 pub fn vp8(size: &str, secs: u32) -> Option<PathBuf> {
     let src = format!("testsrc=size={size}:rate=30");
     let t = secs.to_string();
@@ -79,6 +81,7 @@ pub fn vp8(size: &str, secs: u32) -> Option<PathBuf> {
 }
 
 /// Opus in Ogg from libopus: `secs` seconds of a 440 Hz sine at 48 kHz, 20 ms frames.
+#[rustfmt::skip]
 pub fn opus(secs: u32) -> Option<PathBuf> {
     let t = secs.to_string();
     make(

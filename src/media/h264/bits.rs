@@ -115,7 +115,10 @@ mod tests {
 
     #[test]
     fn emulation_prevention() {
-        assert_eq!(unescape(&[0, 0, 3, 1, 0, 0, 3, 0, 3], 100), [0, 0, 1, 0, 0, 0, 3]);
+        assert_eq!(
+            unescape(&[0, 0, 3, 1, 0, 0, 3, 0, 3], 100),
+            [0, 0, 1, 0, 0, 0, 3]
+        );
         assert_eq!(unescape(&[0, 0, 3, 1], 2), [0, 0]);
     }
 }

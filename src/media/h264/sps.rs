@@ -318,7 +318,7 @@ mod tests {
             let mut out = vec![header];
             let mut bits = self.0.clone();
             bits.push(true); // rbsp_stop_one_bit
-            while bits.len() % 8 != 0 {
+            while !bits.len().is_multiple_of(8) {
                 bits.push(false);
             }
             for c in bits.chunks(8) {
@@ -374,7 +374,10 @@ mod tests {
     fn errors_never_panics() {
         assert_eq!(Sps::parse(&[]), Err(ParamSetError::Truncated));
         assert_eq!(Sps::parse(&[0x68, 1, 2]), Err(ParamSetError::WrongType(8)));
-        assert_eq!(Sps::parse(&[0x67, 0x42, 0xe0]), Err(ParamSetError::Truncated));
+        assert_eq!(
+            Sps::parse(&[0x67, 0x42, 0xe0]),
+            Err(ParamSetError::Truncated)
+        );
         // seq_parameter_set_id 32
         let mut w = W(Vec::new());
         w.u(8, 66).u(8, 0).u(8, 30).ue(32);
@@ -384,7 +387,16 @@ mod tests {
         );
         // cropping everything away
         let mut w = W(Vec::new());
-        w.u(8, 66).u(8, 0).u(8, 30).ue(0).ue(0).ue(2).ue(1).u(1, 0).ue(0).ue(0);
+        w.u(8, 66)
+            .u(8, 0)
+            .u(8, 30)
+            .ue(0)
+            .ue(0)
+            .ue(2)
+            .ue(1)
+            .u(1, 0)
+            .ue(0)
+            .ue(0);
         w.u(1, 1).u(1, 1).u(1, 1).ue(4).ue(4).ue(0).ue(0);
         assert!(matches!(
             Sps::parse(&w.bytes(0x67)),

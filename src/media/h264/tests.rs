@@ -25,7 +25,11 @@ fn assemble(data: &[u8], seed: u64) -> (Vec<AccessUnit>, Vec<H264Error>) {
     let mut asm = AccessUnitAssembler::new();
     let (mut aus, mut errs) = (Vec::new(), Vec::new());
     let mut rest = data;
-    fn take(aus: &mut Vec<AccessUnit>, errs: &mut Vec<H264Error>, r: Result<Option<AccessUnit>, H264Error>) {
+    fn take(
+        aus: &mut Vec<AccessUnit>,
+        errs: &mut Vec<H264Error>,
+        r: Result<Option<AccessUnit>, H264Error>,
+    ) {
         match r {
             Ok(Some(au)) => aus.push(au),
             Ok(None) => {}
@@ -64,10 +68,17 @@ fn check_stream(data: &[u8], frames: usize, gop: usize) -> Arc<Sps> {
         let types: Vec<u8> = au.nals.iter().map(|n| nal_unit_type(n[0])).collect();
         assert!(!types.contains(&nal_type::AUD) && !types.contains(&nal_type::FILLER));
         if au.keyframe {
-            assert_eq!(types[..2], [nal_type::SPS, nal_type::PPS], "frame {i}: {types:?}");
+            assert_eq!(
+                types[..2],
+                [nal_type::SPS, nal_type::PPS],
+                "frame {i}: {types:?}"
+            );
             assert!(types.contains(&nal_type::IDR));
         } else {
-            assert!(types.iter().all(|t| *t == nal_type::SLICE), "frame {i}: {types:?}");
+            assert!(
+                types.iter().all(|t| *t == nal_type::SLICE),
+                "frame {i}: {types:?}"
+            );
         }
     }
     // The same units whatever the chunking.
@@ -90,7 +101,11 @@ fn baseline_640x480() {
         sps.profile_level_id.profile(),
         Some(H264Profile::ConstrainedBaseline)
     );
-    assert_eq!(sps.profile_level_id.level(), 30, "x264 picks 3.0 for 480p30");
+    assert_eq!(
+        sps.profile_level_id.level(),
+        30,
+        "x264 picks 3.0 for 480p30"
+    );
     assert_eq!(sps.frame_rate, Some((30, 1)));
 }
 
@@ -111,17 +126,36 @@ fn cropping_318x242() {
         return;
     };
     let sps = check_stream(&data, 30, 10);
-    assert_eq!((sps.width, sps.height), (318, 242), "coded 320x256, cropped");
+    assert_eq!(
+        (sps.width, sps.height),
+        (318, 242),
+        "coded 320x256, cropped"
+    );
 }
 
 #[test]
-fn high_1080p_with_scaling_lists_and_high444() {
+fn high_1080p_with_a_pps_scaling_matrix_and_high444() {
     let Some(path) = testdata::make(
         "1920x1080-high-cqm.h264",
         &[
-            "-f", "lavfi", "-i", "testsrc=size=1920x1080:rate=30", "-t", "0.2", "-c:v",
-            "libx264", "-profile:v", "high", "-x264-params", "cqm=jvt", "-bf", "0",
-            "-pix_fmt", "yuv420p", "-f", "h264",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=1920x1080:rate=30",
+            "-t",
+            "0.2",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high",
+            "-x264-params",
+            "cqm=jvt",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "h264",
         ],
     ) else {
         return;
@@ -135,8 +169,21 @@ fn high_1080p_with_scaling_lists_and_high444() {
     let Some(path) = testdata::make(
         "318x242-high444.h264",
         &[
-            "-f", "lavfi", "-i", "testsrc=size=318x242:rate=30", "-t", "0.2", "-c:v",
-            "libx264", "-profile:v", "high444", "-bf", "0", "-pix_fmt", "yuv444p", "-f",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=318x242:rate=30",
+            "-t",
+            "0.2",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high444",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv444p",
+            "-f",
             "h264",
         ],
     ) else {
@@ -145,7 +192,11 @@ fn high_1080p_with_scaling_lists_and_high444() {
     let data = std::fs::read(path).unwrap();
     let sps = check_stream(&data, 6, 250);
     assert_eq!(sps.chroma_format_idc, 3);
-    assert_eq!((sps.width, sps.height), (318, 242), "4:4:4 crops in single pixels");
+    assert_eq!(
+        (sps.width, sps.height),
+        (318, 242),
+        "4:4:4 crops in single pixels"
+    );
     assert_eq!(
         sps.profile_level_id.profile(),
         Some(H264Profile::HighOther(244))
@@ -176,8 +227,7 @@ fn keyframes_get_cached_parameter_sets_and_a_mid_stream_start_waits_for_them() {
             if t == nal_type::IDR {
                 seen_idr += 1;
             }
-            !(seen_idr >= 1 && matches!(t, nal_type::SPS | nal_type::PPS))
-                || (seen_idr == 0)
+            !(seen_idr >= 1 && matches!(t, nal_type::SPS | nal_type::PPS)) || (seen_idr == 0)
         })
         .cloned()
         .collect();
@@ -217,8 +267,10 @@ fn keyframes_get_cached_parameter_sets_and_a_mid_stream_start_waits_for_them() {
 #[test]
 fn access_unit_boundaries_by_rule() {
     // Hand-made slices: first_mb_in_slice 0 → ue "1" bit; 5 → "00110".
-    let sps = nals(&std::fs::read(testdata::h264("640x480", "baseline", 30, 2).unwrap_or_default())
-        .unwrap_or_default());
+    let sps = nals(
+        &std::fs::read(testdata::h264("640x480", "baseline", 30, 2).unwrap_or_default())
+            .unwrap_or_default(),
+    );
     if sps.is_empty() {
         return;
     }
@@ -241,7 +293,7 @@ fn access_unit_boundaries_by_rule() {
         p5.clone(), // second slice of the same picture
         sei,        // SEI starts the next unit
         p0.clone(),
-        p0.clone(), // first_mb 0 again: a new picture
+        p0.clone(),                              // first_mb 0 again: a new picture
         Bytes::from_static(&[0x0c, 0xff, 0xff]), // filler, dropped
     ] {
         out.extend(asm.push(n).unwrap());
