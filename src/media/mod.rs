@@ -6,6 +6,9 @@ pub mod ivf;
 pub mod negotiate;
 pub mod ogg;
 pub mod opus;
+pub mod packetize;
+pub mod rtcp;
+pub mod sender;
 #[cfg(test)]
 mod testdata;
 pub mod vp8;
