@@ -1,6 +1,7 @@
 //! Media, device → browser: the sans-IO core (work in progress; see the module list).
 
 pub mod codec;
+pub mod fanout;
 pub mod h264;
 pub mod ivf;
 pub mod negotiate;
@@ -9,6 +10,7 @@ pub mod opus;
 pub mod packetize;
 pub mod rtcp;
 pub mod sender;
+pub mod srtp;
 #[cfg(test)]
 mod testdata;
 pub mod vp8;
