@@ -9,7 +9,9 @@ pub mod ogg;
 pub mod opus;
 pub mod packetize;
 pub mod rtcp;
+pub mod rtp_in;
 pub mod sender;
+pub mod source;
 pub mod srtp;
 #[cfg(test)]
 mod testdata;
