@@ -12,6 +12,7 @@ pub mod rtcp;
 pub mod rtp_in;
 pub mod sender;
 pub mod source;
+pub mod source_io;
 pub mod srtp;
 #[cfg(test)]
 mod testdata;

@@ -427,6 +427,11 @@ impl SourceReader {
         self.format.map(FileFormat::codec)
     }
 
+    /// Whether timestamps come from arrival (a pipe without `fps`).
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
     /// Frames read in this pass.
     pub fn frames_this_pass(&self) -> u64 {
         self.frames_this_pass
