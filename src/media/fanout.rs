@@ -246,7 +246,7 @@ impl Track {
 }
 
 /// The NAL units in one H.264 RTP payload: a single unit, or those of a STAP-A; none for a
-/// fragment.
+/// fragment. Never an empty one.
 pub fn h264_nals_in_payload(p: &[u8]) -> Vec<&[u8]> {
     let Some(&h) = p.first() else {
         return vec![];
@@ -260,7 +260,9 @@ pub fn h264_nals_in_payload(p: &[u8]) -> Vec<&[u8]> {
                 let Some(nal) = p.get(i + 2..i + 2 + n) else {
                     break;
                 };
-                out.push(nal);
+                if !nal.is_empty() {
+                    out.push(nal);
+                }
                 i += 2 + n;
             }
             out

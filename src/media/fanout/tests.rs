@@ -272,6 +272,13 @@ fn payload_helpers() {
     assert_eq!(vp8_descriptor_len(&[]), None);
     let stap = [24, 0, 2, 0x67, 1, 0, 1, 0x68, 0, 9];
     assert_eq!(h264_nals_in_payload(&stap), [&[0x67, 1][..], &[0x68]]);
+    // A zero-length unit inside a STAP-A (found by the fuzzer: it crashed the RTP framer).
+    let stap = [24, 0, 0, 0, 2, 0x67, 1, 0, 9];
+    assert_eq!(h264_nals_in_payload(&stap), [&[0x67, 1][..]]);
+    let mut f = crate::media::rtp_in::RtpFramer::new(Codec::H264);
+    let mut p = vec![0x80, 0xe0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5];
+    p.extend([24, 0, 0, 0, 2, 0x67, 1]);
+    f.push(Bytes::from(p));
     assert_eq!(h264_nals_in_payload(&[28, 0x85, 1]), Vec::<&[u8]>::new());
     assert_eq!(h264_nals_in_payload(&[0x41, 1]), [&[0x41, 1][..]]);
 }
