@@ -19,6 +19,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ice;
+pub mod media;
 pub mod peer;
 pub mod runtime;
 pub mod sctp;
