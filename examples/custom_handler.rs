@@ -7,8 +7,8 @@
 //! Run: `cargo run --example custom_handler`, open http://127.0.0.1:8888, and open a channel
 //! labelled `shout` from the page's send box (or any client).
 
-use smolrtc::apps::{ChannelEvent, ChannelEvents};
-use smolrtc::signal::{Service, ServiceConfig};
+use smolrtc::service::apps::{ChannelEvent, ChannelEvents};
+use smolrtc::service::{Service, ServiceConfig};
 use smolrtc::{DataChannel, Message};
 
 /// The handler: runs for as long as the channel is open.
@@ -28,7 +28,7 @@ async fn shout(channel: DataChannel, events: ChannelEvents) {
 }
 
 fn main() -> smolrtc::Result<()> {
-    smolrtc::signal::init_logging();
+    smolrtc::logging::init();
     let mut service = Service::new(ServiceConfig::default());
     service.handle("shout", shout);
     service.run()

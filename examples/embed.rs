@@ -21,7 +21,7 @@ fn complete(pc: &PeerConnection, events: &mut smolrtc::EventStream) -> smolrtc::
 }
 
 fn main() -> Result<(), smolrtc::Error> {
-    smolrtc::signal::init_logging();
+    smolrtc::logging::init();
     let (offer_tx, offer_rx) = mpsc::channel();
     let (answer_tx, answer_rx) = mpsc::channel();
 

@@ -1,4 +1,4 @@
-//! smolrtc: a small WebRTC data-channel peer for Linux devices.
+//! smolrtc: a small WebRTC peer for Linux devices — data channels and media.
 //!
 //! One peer connection is a set of actors on a single-threaded executor, each owning one
 //! sans-IO engine from the `rtc-*` crates:
@@ -11,20 +11,33 @@
 //! Start with [`PeerConnection`]: create an offer or take one, exchange descriptions
 //! (JSON `{"type","sdp"}` via [`sdp::Description`]), open [`DataChannel`]s, read
 //! [`Event`]s. The handle is `Send`: drive it from any thread.
+//!
+//! Cargo features (all on by default): `service` (the device service: HTTP, WHIP,
+//! WebSocket, channel handlers), `media` (the media core), `testkit` (the impairment relay
+//! shared by tests and benchmarks), `logging` (a stderr logger that keeps secrets out),
+//! `cli` (the `smolrtc` command). `default-features = false` leaves the peer connection
+//! alone: no HTTP server, CLI parser or logger is compiled.
+//!
+//! `docs/ARCHITECTURE.md` in the repository maps the code.
 
-pub mod apps;
 pub mod channel;
 pub mod dtls;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ice;
+#[cfg(feature = "logging")]
+pub mod logging;
+#[cfg(feature = "media")]
 pub mod media;
 pub mod peer;
-pub mod runtime;
+mod runtime;
 pub mod sctp;
 pub mod sdp;
-pub mod signal;
+#[cfg(feature = "service")]
+pub mod service;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use channel::{ChannelInit, ChannelState, DataChannel, Message};
 pub use error::{Error, Result};

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use smolrtc::apps::{ChannelEvents, ECHO_HIGH_WATER, ECHO_LOW_WATER};
-use smolrtc::signal::{Service, ServiceConfig};
+use smolrtc::service::apps::{ChannelEvents, ECHO_HIGH_WATER, ECHO_LOW_WATER};
+use smolrtc::service::{Service, ServiceConfig};
 use smolrtc::{ChannelInit, DataChannel, Event, Message, Runtime};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -236,7 +236,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
     let mut service = Service::new(config);
     service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
         seen.lock().unwrap().push(ch.clone());
-        smolrtc::apps::echo(ch, events)
+        smolrtc::service::apps::echo(ch, events)
     });
     let h = service.start(&rt).unwrap();
     let served = |i: usize| echoes.lock().unwrap().get(i).cloned();

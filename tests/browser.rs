@@ -8,8 +8,8 @@
 //! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
 //! `firefox-esr` (`.ci/setup` installs them).
 
-use smolrtc::signal::impair::{Impairment, Relay};
-use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::testkit::impair::{Impairment, Relay};
 use smolrtc::{Config, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -100,7 +100,7 @@ fn chromium_and_firefox_at_once_on_one_port() {
 
 fn single_port_in_namespace(name: &str) {
     println!("{NETNS_MARKER} ({name})");
-    smolrtc::signal::init_logging();
+    smolrtc::logging::init();
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -168,7 +168,7 @@ fn chromium_mdns_hidden_addresses() {
         return reexec_in_namespace(NAME);
     }
     println!("{NETNS_MARKER} ({NAME})");
-    smolrtc::signal::init_logging();
+    smolrtc::logging::init();
     for cmd in [
         "ip link add smolrtc0 type veth peer name smolrtc1",
         "ip addr add 10.77.0.1/24 dev smolrtc0",
@@ -569,7 +569,7 @@ fn in_namespace(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
         ["lo"],
         "{name}: expected a namespace with only lo, found {interfaces:?}"
     );
-    smolrtc::signal::init_logging();
+    smolrtc::logging::init();
 
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {

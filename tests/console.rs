@@ -1,6 +1,6 @@
 //! The console peer end to end: two `smolrtc peer` processes on 127.0.0.1, the copy and
 //! paste of descriptions scripted through their stdin and stdout, the rawrtc flow checked
-//! in their stderr logs (the stable lines listed in `smolrtc::signal::console`).
+//! in their stderr logs (the stable lines listed in `smolrtc peer`'s source, src/bin/smolrtc/console.rs).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

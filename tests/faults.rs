@@ -23,7 +23,7 @@ use common::http::request;
 use common::*;
 use futures_lite::future;
 use smolrtc::ice::IceConnectionState;
-use smolrtc::signal::impair::Impairment;
+use smolrtc::testkit::impair::Impairment;
 use smolrtc::{
     ChannelInit, ChannelState, Config, ConnectionState, DataChannel, Description, Event, Runtime,
 };
@@ -281,7 +281,12 @@ fn remote_killed_mid_transfer_is_detected_and_freed() {
 /// reliable channel open: its handles on both sides.
 async fn cut_pair(
     config: impl Fn(&str) -> Config,
-) -> (Peer, Peer, [DataChannel; 2], smolrtc::signal::impair::Relay) {
+) -> (
+    Peer,
+    Peer,
+    [DataChannel; 2],
+    smolrtc::testkit::impair::Relay,
+) {
     let mut a = Peer::with_runtime(&Runtime::new().unwrap(), config("A"));
     let mut b = Peer::with_runtime(&Runtime::new().unwrap(), config("B"));
     let ch =

@@ -10,7 +10,7 @@ use common::http::{
     connect_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from, Reply,
 };
 use common::*;
-use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{ChannelInit, ChannelState, DataChannel, Description, Event, Message, Runtime};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -1081,7 +1081,7 @@ fn slowloris_from_one_address_leaves_the_service_to_others() {
 #[test]
 fn dead_offers_from_one_address_leave_sessions_to_others() {
     let (_rt, h) = start(|_| {});
-    let per = smolrtc::signal::service::DEFAULT_MAX_SESSIONS_PER_ADDRESS;
+    let per = smolrtc::service::DEFAULT_MAX_SESSIONS_PER_ADDRESS;
     let offer = block_on(async {
         let mut p = Peer::new("dead");
         p.pc.create_data_channel("echo", ChannelInit::default())

@@ -1,5 +1,5 @@
 //! Lossy links (issue 7, item 4): two in-process peer connections whose every datagram
-//! crosses the user-space impairment relay (`smolrtc::signal::impair::Relay`: loss,
+//! crosses the user-space impairment relay (`smolrtc::testkit::impair::Relay`: loss,
 //! Gilbert–Elliott bursts, duplication, reordering, delay, jitter; seeded, so a run's
 //! random decisions repeat). The answerer's candidates are replaced by the relay's front
 //! and the offerer's are hidden (`common::connect_through_relay`).
@@ -55,7 +55,7 @@ mod common;
 
 use common::*;
 use futures_lite::future;
-use smolrtc::signal::impair::{Impairment, Relay};
+use smolrtc::testkit::impair::{Impairment, Relay};
 use smolrtc::{ChannelInit, Config, ConnectionState, DataChannel, Event, Message, Runtime};
 use std::cell::{Cell, RefCell};
 use std::sync::RwLock;

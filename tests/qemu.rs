@@ -315,7 +315,7 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
             match message(&mut p, "chargen").await {
                 Message::Binary(b) => {
                     for (k, byte) in b.iter().enumerate() {
-                        assert_eq!(*byte, smolrtc::apps::chargen_byte(got + k as u64));
+                        assert_eq!(*byte, smolrtc::service::apps::chargen_byte(got + k as u64));
                     }
                     got += b.len() as u64;
                 }

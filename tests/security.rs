@@ -501,7 +501,7 @@ fn remote_candidates_are_capped_across_description_trickle_and_checks() {
 /// A client of `h` with an `echo` channel, connected through `POST /api/offer`: the peer,
 /// its channel, its own ufrag and the service side's ufrag and password.
 async fn echo_client(
-    h: &smolrtc::signal::ServiceHandle,
+    h: &smolrtc::service::ServiceHandle,
     name: &str,
 ) -> (Peer, smolrtc::DataChannel, String, String, String) {
     let mut p = Peer::new(name);
@@ -534,7 +534,7 @@ async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
 /// arbitrary one (a client's) was forgotten.
 #[test]
 fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
-    use smolrtc::signal::{Service, ServiceConfig};
+    use smolrtc::service::{Service, ServiceConfig};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     init_log();
     let rt = smolrtc::Runtime::new().unwrap();
@@ -620,7 +620,7 @@ fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
 // ------------------------------------------------------------------ a web page's attacks
 
 use common::http::{request_from, ws_read_text, ws_upgrade_from, Reply};
-use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
 
 fn start_service(tweak: impl FnOnce(&mut ServiceConfig)) -> (smolrtc::Runtime, ServiceHandle) {
     init_log();

@@ -5,7 +5,7 @@ mod common;
 
 use common::http::{request, Reply};
 use common::*;
-use smolrtc::signal::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::{
     ChannelInit, ConnectionState, DataChannel, Description, Event, Message, Runtime, SdpType,
 };
@@ -129,11 +129,11 @@ fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
         loop {
             match message(&mut p, "chargen").await {
                 Message::Binary(b) => {
-                    assert!(b.len() <= smolrtc::apps::CHARGEN_MESSAGE);
+                    assert!(b.len() <= smolrtc::service::apps::CHARGEN_MESSAGE);
                     for (k, byte) in b.iter().enumerate() {
                         assert_eq!(
                             *byte,
-                            smolrtc::apps::chargen_byte(got + k as u64),
+                            smolrtc::service::apps::chargen_byte(got + k as u64),
                             "byte {}",
                             got + k as u64
                         );
@@ -494,8 +494,8 @@ fn a_registered_handler_answers_its_label() {
     let mut service = Service::new(config);
     service.handle(
         "shout",
-        |ch: DataChannel, events: smolrtc::apps::ChannelEvents| async move {
-            while let Ok(smolrtc::apps::ChannelEvent::Message(Message::Text(t))) =
+        |ch: DataChannel, events: smolrtc::service::apps::ChannelEvents| async move {
+            while let Ok(smolrtc::service::apps::ChannelEvent::Message(Message::Text(t))) =
                 events.recv().await
             {
                 let _ = ch.send(t.to_uppercase()).await;
@@ -618,7 +618,7 @@ fn chargen_keeps_requests_sent_during_a_paced_transfer() {
         let (mut p, chans) = http_client(&h, &["chargen"]).await;
         let chargen = &chans[0];
         opened(&mut p, "chargen").await;
-        let first = 2 * smolrtc::apps::CHARGEN_HIGH_WATER as u64;
+        let first = 2 * smolrtc::service::apps::CHARGEN_HIGH_WATER as u64;
         chargen.send(first.to_string()).await.unwrap();
         chargen.send("1000").await.unwrap();
         for total in [first, 1000] {
@@ -626,7 +626,7 @@ fn chargen_keeps_requests_sent_during_a_paced_transfer() {
             loop {
                 match message(&mut p, "chargen").await {
                     Message::Binary(b) => {
-                        assert_eq!(b[0], smolrtc::apps::chargen_byte(got), "at {got}");
+                        assert_eq!(b[0], smolrtc::service::apps::chargen_byte(got), "at {got}");
                         got += b.len() as u64;
                     }
                     Message::Text(t) => {

@@ -447,14 +447,14 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
     let service_ns = topo.host_p().to_owned();
     let (rt, handle) = in_ns(&service_ns, move || {
         let rt = Runtime::new().unwrap();
-        let mut config = smolrtc::signal::ServiceConfig {
+        let mut config = smolrtc::service::ServiceConfig {
             listen: "0.0.0.0:8888".parse().unwrap(),
             single_port: Some(0),
             rawrtc_flow: false,
             ..Default::default()
         };
         config.peer.ice.failed_timeout = Duration::from_secs(10);
-        let h = smolrtc::signal::Service::new(config).start(&rt).unwrap();
+        let h = smolrtc::service::Service::new(config).start(&rt).unwrap();
         (rt, h)
     });
     let _rt = rt;

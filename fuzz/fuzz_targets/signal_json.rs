@@ -5,7 +5,7 @@
 //! * `POST /api/report`: any JSON object;
 //! * WebSocket text messages `{"type":"description"|"candidate","value":..}`, whose value
 //!   goes through `Description::from_json` / `IceCandidateInit::from_json`;
-//! * a line pasted into the console peer (`console::parse_remote`).
+//! * a line pasted into the console peer (`Description::parse_line`).
 //!
 //! No input panics, error messages stay short, and what is accepted writes back to JSON
 //! that reads back the same.
@@ -16,7 +16,6 @@ mod alloc_limit;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use smolrtc::sdp::{self, Description, IceCandidateInit, SdpType};
-use smolrtc::signal::console;
 
 #[global_allocator]
 static ALLOC: alloc_limit::Limited = alloc_limit::Limited;
@@ -62,7 +61,7 @@ fn candidate(json: &str) {
     }
 }
 
-/// A WebSocket text message, read as `signal::ws` reads it.
+/// A WebSocket text message, read as `service::ws` reads it.
 fn ws_message(text: &str) {
     let Ok(msg) = serde_json::from_str::<Value>(text) else {
         return;
@@ -110,8 +109,8 @@ fuzz_target!(|data: &[u8]| {
     // The console peer: one pasted line.
     for expected in [None, Some(SdpType::Answer)] {
         let r = match expected {
-            None => console::parse_remote(text),
-            Some(t) => console::parse_remote_as(text, t),
+            None => Description::parse_line(text, None),
+            Some(t) => Description::parse_line(text, Some(t)),
         };
         match r {
             Ok(d) => assert!(matches!(d.kind, SdpType::Offer | SdpType::Answer)),

@@ -4,7 +4,7 @@
 //! (or two) bounded inboxes, and talks to its neighbours through [`Link`]s. A link never makes
 //! its owner wait: items are queued locally and handed over with `try_send`; when the
 //! neighbour's inbox is full, one send stays in flight and the actor keeps serving its own
-//! inbox meanwhile (DESIGN.md's backpressure rule). App-ward actors look at
+//! inbox meanwhile (docs/ARCHITECTURE.md, "Backpressure"). App-ward actors look at
 //! [`Link::is_backlogged`] to stop pulling data from their engine, so a slow application
 //! shrinks the SCTP receive window instead of stalling the executor.
 

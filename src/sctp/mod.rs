@@ -4,7 +4,7 @@
 //! Output: SCTP packets to the DTLS actor, whole messages and stream resets to the router
 //! (`RouterMsg`), released bytes and the association's end on a second link the router
 //! always reads (`RouterCtl`). Messages are read out of SCTP only while the router keeps
-//! up, so a slow application closes the receive window (DESIGN.md's backpressure rule).
+//! up, so a slow application closes the receive window (docs/ARCHITECTURE.md, "Backpressure").
 //! What is sent is bounded before it gets here (see [`crate::channel`]).
 
 use crate::channel::router::{RouterCtl, RouterMsg};
@@ -60,7 +60,7 @@ fn chunk_walk(p: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
     })
 }
 
-/// SCTP settings (DESIGN.md defaults).
+/// SCTP settings (defaults in docs/ARCHITECTURE.md, "Defaults").
 #[derive(Clone, Debug)]
 pub struct SctpConfig {
     /// Inbound and outbound streams offered (Chrome uses 1024).

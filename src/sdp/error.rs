@@ -136,3 +136,42 @@ impl SdpError {
         }
     }
 }
+
+/// Replaces the value after `Pwd: ` / `pwd: ` / `password: ` / `ice-pwd:` (an SDP line
+/// quoted in an error) with `***`.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = text.to_owned();
+    for key in ["Pwd: ", "pwd: ", "password: ", "ice-pwd:"] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(key) {
+            let start = from + at + key.len();
+            let end = out[start..]
+                .find(|c: char| c.is_whitespace() || c == ',' || c == '"' || c == '\\')
+                .map_or(out.len(), |n| start + n);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn ice_password_is_redacted() {
+        let line =
+            "Started agent: isControlling? true, remoteUfrag: abcd, remotePwd: s3cr3tpassword";
+        let r = super::redact_secrets(line);
+        assert!(
+            !r.contains("s3cr3t") && r.contains("remoteUfrag: abcd"),
+            "{r}"
+        );
+        let line =
+            r#"bad SDP: line 8 "a=ice-pwd:s3cr3tpassword0123456789": a=ice-pwd appears twice"#;
+        let r = super::redact_secrets(line);
+        assert_eq!(
+            r,
+            r#"bad SDP: line 8 "a=ice-pwd:***": a=ice-pwd appears twice"#
+        );
+    }
+}

@@ -44,6 +44,39 @@ pub struct Description {
 }
 
 impl Description {
+    /// Reads one line a person pasted (the console peer, `smolrtc bench peer`): W3C JSON
+    /// whose `type` is `offer` or `answer` (or `expected`, checked before the SDP, so that
+    /// pasting this side's own description says so) and whose SDP parses. The error names
+    /// the problem (for SDP, the line).
+    pub fn parse_line(line: &str, expected: Option<SdpType>) -> Result<Description, String> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Err("empty line".into());
+        }
+        let description = Description::from_json(line).map_err(|e| e.to_string())?;
+        match (description.kind, expected) {
+            (kind, Some(expected)) if kind != expected => {
+                let got = match kind {
+                    SdpType::Offer | SdpType::Answer => format!("an {}", kind.as_str()),
+                    other => format!("type `{}`", other.as_str()),
+                };
+                return Err(format!(
+                    "expected an {}, got {got} (is it this side's own description?)",
+                    expected.as_str()
+                ));
+            }
+            (SdpType::Offer | SdpType::Answer, _) => {}
+            (other, _) => {
+                return Err(format!(
+                    "type `{}` is not supported here, expected offer or answer",
+                    other.as_str()
+                ))
+            }
+        }
+        super::parse(&description.sdp).map_err(|e| format!("bad SDP: {e}"))?;
+        Ok(description)
+    }
+
     /// Reads the JSON form with clear errors: `not JSON: ...`,
     /// `missing field `sdp``, `unknown type `foo`, expected offer or answer`.
     ///

@@ -72,7 +72,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use error::SdpError;
+pub use error::{redact_secrets, SdpError};
 pub use json::{Description, IceCandidateInit, SdpType};
 pub use parse::{check_candidate, parse, parse_candidate_fragment};
 pub use types::{Fingerprint, LocalSession, MediaSection, RemoteSession, Setup};

@@ -198,17 +198,17 @@ pub fn strip_candidates(sdp: &str) -> String {
         .join("\r\n")
 }
 
-/// [`connect`] through a [`smolrtc::signal::impair::Relay`] (`forward` applied to `a` → `b`,
+/// [`connect`] through a [`smolrtc::testkit::impair::Relay`] (`forward` applied to `a` → `b`,
 /// `backward` to `b` → `a`, seeded): `b`'s 127.0.0.1 host candidate is replaced by the
 /// relay's front, and `a`'s candidates are hidden from `b`, which learns `a` as
 /// peer-reflexive at the relay's back. Every datagram between them crosses the relay.
 pub async fn connect_through_relay(
     a: &mut Peer,
     b: &mut Peer,
-    forward: smolrtc::signal::impair::Impairment,
-    backward: smolrtc::signal::impair::Impairment,
+    forward: smolrtc::testkit::impair::Impairment,
+    backward: smolrtc::testkit::impair::Impairment,
     seed: u64,
-) -> smolrtc::signal::impair::Relay {
+) -> smolrtc::testkit::impair::Relay {
     let mut relay = None;
     connect_editing(
         a,
@@ -223,7 +223,7 @@ pub async fn connect_through_relay(
                 .to_owned();
             let f: Vec<&str> = line.split_whitespace().collect();
             let target = format!("{}:{}", f[4], f[5]).parse().unwrap();
-            let r = smolrtc::signal::impair::Relay::start(
+            let r = smolrtc::testkit::impair::Relay::start(
                 "127.0.0.1".parse().unwrap(),
                 target,
                 forward,

@@ -13,7 +13,7 @@
 //! offer right after connecting, so that session starts at connect; it counts under
 //! `max_sessions_per_address` like any other.
 
-use super::service::{client_address, ApiError, NewSession, Shared, Via};
+use super::{client_address, ApiError, NewSession, Shared, Via};
 use crate::sdp::{Description, IceCandidateInit, SdpType};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -68,7 +68,7 @@ pub(crate) fn upgrade(
     };
     let accept = derive_accept_key(key.as_bytes());
     let server_offers =
-        super::http::query_value(req.uri().query(), "role").is_some_and(|r| r == "offer");
+        super::guard::query_value(req.uri().query(), "role").is_some_and(|r| r == "offer");
     let shared = shared.clone();
     let max = shared.config.max_body;
     shared
@@ -253,7 +253,7 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
                         .as_ref()
                         .map_or(client.to_string(), |s| s.id.clone());
                     shared.quiet.warn("ws message", 0, || {
-                        format!("[{who}] ws: {}", super::redact_secrets(&e))
+                        format!("[{who}] ws: {}", crate::sdp::redact_secrets(&e))
                     });
                     if !send(&mut ws, "error", e.into()).await {
                         break;

@@ -17,17 +17,17 @@
 //! socket per host address (one with `--ice-address 127.0.0.1`); for a thousand
 //! connections raise the descriptor limit first (`ulimit -n 65536`, as benches/memory does).
 
-use super::bench_peer::print_line;
-use crate::channel::{ChannelInit, Message};
-use crate::dtls::Certificate;
-use crate::error::{Error, Result};
-use crate::peer::{Config, Event, EventStream, PeerConnection};
-use crate::runtime::Runtime;
-use crate::sdp::{Description, SdpType};
+use super::peer::print_line;
 use async_io::Async;
 use clap::Args;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::LocalExecutor;
+use smolrtc::channel::{ChannelInit, Message};
+use smolrtc::dtls::Certificate;
+use smolrtc::peer::{Config, Event, EventStream, PeerConnection};
+use smolrtc::sdp::{Description, SdpType};
+use smolrtc::Runtime;
+use smolrtc::{Error, Result};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -58,7 +58,7 @@ pub struct LoadOptions {
     pub threads: usize,
     /// ICE host candidates, servers.
     #[command(flatten)]
-    pub ice: super::IceOptions,
+    pub ice: crate::settings::IceSettings,
 }
 
 /// The line printed once every set-up has ended.
@@ -277,7 +277,9 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
         certificate: Some(certificate),
         ..Config::default()
     };
-    opts.ice.apply(&mut template.ice);
+    opts.ice
+        .apply(&mut template.ice)
+        .map_err(Error::InvalidArgument)?;
     log::info!(
         "bench load: {} connections to {} in batches of {}",
         opts.connections,
@@ -325,8 +327,7 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
                     ex.spawn(async move {
                         while let Some(e) = events.next().await {
                             if let Event::ConnectionState(
-                                crate::peer::ConnectionState::Failed
-                                | crate::peer::ConnectionState::Closed,
+                                smolrtc::ConnectionState::Failed | smolrtc::ConnectionState::Closed,
                             ) = e
                             {
                                 lost.set(lost.get() + 1);

@@ -9,12 +9,12 @@
 //! receiver checks every byte and answers `ack <bytes>`. Each side ends with one line
 //! `{"result":{..}}` (or `{"error":".."}` and exit status 1).
 
-use crate::channel::{ChannelInit, DataChannel, Message};
-use crate::error::{Error, Result};
-use crate::peer::{Config, Event, EventStream, PeerConnection};
-use crate::sdp::Description;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use smolrtc::channel::{ChannelInit, DataChannel, Message};
+use smolrtc::peer::{Config, Event, EventStream, PeerConnection};
+use smolrtc::sdp::Description;
+use smolrtc::{Error, Result};
 use std::time::{Duration, Instant};
 
 /// Which side of the offer/answer.
@@ -72,7 +72,7 @@ pub struct PeerOptions {
     pub receive_window: Option<u32>,
     /// ICE host candidates, servers.
     #[command(flatten)]
-    pub ice: super::IceOptions,
+    pub ice: crate::settings::IceSettings,
 }
 
 impl PeerOptions {
@@ -143,7 +143,7 @@ async fn next_event(events: &mut EventStream, deadline: Instant, what: &str) -> 
         None => Err(Error::InvalidState(format!("timed out waiting for {what}"))),
         Some(None) => Err(Error::Closed),
         Some(Some(Event::Error(e))) => Err(e),
-        Some(Some(Event::ConnectionState(crate::peer::ConnectionState::Failed))) => Err(
+        Some(Some(Event::ConnectionState(smolrtc::ConnectionState::Failed))) => Err(
             Error::InvalidState(format!("connection failed while waiting for {what}")),
         ),
         Some(Some(e)) => Ok(e),
@@ -198,7 +198,7 @@ async fn read_description() -> Result<Description> {
             "stdin closed before a description".into(),
         ));
     }
-    super::console::parse_remote(line.trim()).map_err(Error::InvalidArgument)
+    crate::console::parse_remote(line.trim()).map_err(Error::InvalidArgument)
 }
 
 /// Runs one side of the benchmark.
@@ -213,7 +213,9 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
         name: format!("{:?}", opts.role).to_lowercase(),
         ..Config::default()
     };
-    opts.ice.apply(&mut config.ice);
+    opts.ice
+        .apply(&mut config.ice)
+        .map_err(Error::InvalidArgument)?;
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
@@ -395,7 +397,7 @@ async fn receive(
             e,
             Event::ChannelClosed(_)
                 | Event::ConnectionState(
-                    crate::peer::ConnectionState::Closed | crate::peer::ConnectionState::Failed
+                    smolrtc::ConnectionState::Closed | smolrtc::ConnectionState::Failed
                 )
         )
         .then_some(())

@@ -6,12 +6,12 @@
 //! sender paced by its buffered amount as a browser page would be. Every received byte is
 //! counted and the pattern checked, so a fast wrong answer cannot pass.
 
-use crate::channel::{ChannelInit, Message};
-use crate::error::{Error, Result};
-use crate::peer::{Config, Event, EventStream, PeerConnection};
-use crate::runtime::Runtime;
 use bytes::Bytes;
 use clap::Args;
+use smolrtc::channel::{ChannelInit, Message};
+use smolrtc::peer::{Config, Event, EventStream, PeerConnection};
+use smolrtc::Runtime;
+use smolrtc::{Error, Result};
 use std::time::{Duration, Instant};
 
 /// Options of `smolrtc bench loopback`.

@@ -40,35 +40,34 @@
 //! address (16 in all) at a time, the rest closed unanswered. (Several addresses can still
 //! share out the global pools between them.)
 
-use super::service::{client_address, complete_description, ApiError, Counter, Shared, Via};
 use super::ws;
-use crate::sdp::{self, Description, IceCandidateInit, SdpType};
+use super::{client_address, ApiError, Counter, Shared};
 use async_io::Async;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE,
-};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
+
+use super::api::{api_offer, report, sessions, whip_delete, whip_patch, whip_post};
+use super::guard::{authorize, check_host_and_origin, unauthorized};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
-type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 
 /// Connections answered `503`/`429` (with a short header timeout) while a connection limit
 /// is reached; past this many, further ones are closed unanswered.
@@ -173,11 +172,7 @@ impl LimitReached {
     }
 }
 
-type Admitted = (
-    super::service::AddressSlot,
-    super::service::AddressSlot,
-    super::service::Slot,
-);
+type Admitted = (super::AddressSlot, super::AddressSlot, super::Slot);
 
 /// The places a new connection from `peer` takes (slow, per address, global), or the
 /// limit that is reached.
@@ -402,7 +397,7 @@ impl<T: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Timed<T> {
     }
 }
 
-fn json_response(status: u16, value: serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: u16, value: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
@@ -411,7 +406,7 @@ fn json_response(status: u16, value: serde_json::Value) -> Response<Body> {
 }
 
 /// The error as JSON, and a warning (at most one a second per route and status).
-fn error_response(
+pub(super) fn error_response(
     shared: &Shared,
     method: &Method,
     path: &str,
@@ -424,7 +419,7 @@ fn error_response(
             "{method} {}: {} {} (from {peer})",
             clip(path),
             e.0,
-            super::redact_secrets(&e.1)
+            crate::sdp::redact_secrets(&e.1)
         )
     });
     json_response(e.0, serde_json::json!({ "error": e.1 }))
@@ -446,7 +441,7 @@ fn route_kind(path: &str) -> &'static str {
 
 /// At most 100 bytes of a client's path or host name (both ASCII once parsed), for a log
 /// line or an error message.
-fn clip(path: &str) -> &str {
+pub(super) fn clip(path: &str) -> &str {
     path.get(..100).unwrap_or(path)
 }
 
@@ -458,7 +453,7 @@ fn static_response(content_type: &'static str, body: &'static str) -> Response<B
 }
 
 /// The whole body, at most `max_body` bytes, within `body_timeout`.
-async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = shared.config.max_body;
     if let Some(len) = req
         .headers()
@@ -500,7 +495,10 @@ async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Api
 }
 
 /// `415` unless the request's media type (parameters aside) is `expected`.
-fn require_content_type(req: &Request<Incoming>, expected: &str) -> Result<(), ApiError> {
+pub(super) fn require_content_type(
+    req: &Request<Incoming>,
+    expected: &str,
+) -> Result<(), ApiError> {
     let ct = content_type(req);
     if ct != expected {
         return Err(ApiError(
@@ -533,7 +531,7 @@ fn is_api(path: &str) -> bool {
 
 /// The page itself: served whatever the `Host`, so that a device reached by a name it does
 /// not know still shows its page (and the page shows the API's `421`).
-fn is_page(method: &Method, path: &str) -> bool {
+pub(super) fn is_page(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
         && matches!(path, "/" | "/index.html" | "/app.js" | "/style.css")
 }
@@ -575,491 +573,4 @@ async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> 
         _ => Err(ApiError(404, format!("no such resource: {}", clip(&path)))),
     };
     result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
-}
-
-/// The DNS-rebinding and cross-site checks (see the module documentation): `Host` must
-/// name the device (but for the page), and a WebSocket upgrade or a state-changing
-/// request must come from no page or from the service's own origin (or an allowed one).
-fn check_host_and_origin(shared: &Shared, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ApiError(400, "more than one Host header".into()));
-    }
-    if host.is_none() && req.version() == Version::HTTP_11 {
-        return Err(ApiError(
-            400,
-            "an HTTP/1.1 request needs a Host header".into(),
-        ));
-    }
-    let host = match host {
-        None => None,
-        Some(h) => Some(
-            h.to_str()
-                .ok()
-                .and_then(Authority::parse)
-                .ok_or_else(|| ApiError(400, "malformed Host header".into()))?,
-        ),
-    };
-    if !is_page(req.method(), req.uri().path()) {
-        // In absolute form (`GET http://name/ HTTP/1.1`) the target's authority counts too.
-        let target = match req.uri().authority() {
-            Some(a) => Some(
-                Authority::parse(a.as_str())
-                    .ok_or_else(|| ApiError(400, "malformed request target".into()))?,
-            ),
-            None => None,
-        };
-        for a in host.iter().chain(target.iter()) {
-            if !a.names_device(&shared.host_names) {
-                return Err(ApiError(
-                    421,
-                    format!(
-                        "Host {:?} does not name this device: use its address, localhost or \
-                         its host name (or start the service with --allow-host NAME)",
-                        clip(&a.host)
-                    ),
-                ));
-            }
-        }
-    }
-    let checked = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || req.uri().path() == "/ws";
-    if !checked {
-        return Ok(());
-    }
-    let mut origins = req.headers().get_all(ORIGIN).iter();
-    let Some(origin) = origins.next() else {
-        return Ok(()); // not sent by a page: curl, native clients
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let own = host.map(|h| Origin {
-        scheme: "http",
-        port: h.port.unwrap_or(80),
-        host: h.host,
-    });
-    let parsed = Origin::parse(origin);
-    let allowed = origins.next().is_none()
-        && parsed.as_ref().is_some_and(|o| {
-            own.as_ref() == Some(o)
-                || shared
-                    .config
-                    .allow_origins
-                    .iter()
-                    .any(|a| Origin::parse(a).as_ref() == Some(o))
-        });
-    if !allowed {
-        let shown: String = origin.chars().take(100).collect();
-        return Err(ApiError(
-            403,
-            format!(
-                "Origin {shown:?} is not this service's own (http://<Host>) \
-                 (start the service with --allow-origin ORIGIN to allow another)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A `Host` (or a URL's authority): a lowercase host name or IP literal (IPv6 in
-/// brackets, written canonically), and a port.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Authority {
-    host: String,
-    port: Option<u16>,
-}
-
-impl Authority {
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (v6, after) = rest.split_once(']')?;
-            let v6: Ipv6Addr = v6.parse().ok()?;
-            (format!("[{v6}]"), after)
-        } else {
-            let (host, port) = match s.rsplit_once(':') {
-                Some((h, _)) => (h, &s[h.len()..]),
-                None => (s, ""),
-            };
-            let name = host.strip_suffix('.').unwrap_or(host);
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-            if !ok {
-                return None;
-            }
-            (name.to_ascii_lowercase(), port)
-        };
-        let port = match port.strip_prefix(':') {
-            None if port.is_empty() => None,
-            None => return None,
-            Some("") => None,
-            Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                Some(p.parse().ok()?)
-            }
-            Some(_) => return None,
-        };
-        Some(Self { host, port })
-    }
-
-    /// An IP literal, or one of `names` (see `Shared::host_names`).
-    fn names_device(&self, names: &[String]) -> bool {
-        self.host.starts_with('[')
-            || self.host.parse::<Ipv4Addr>().is_ok()
-            || names.contains(&self.host)
-    }
-}
-
-/// A web origin (`scheme://host[:port]`), the port filled in from the scheme.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Origin {
-    scheme: &'static str,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    /// `http://` or `https://` and an authority, nothing after it (one trailing `/`
-    /// allowed, for an origin written by hand). `null` and the rest: `None`.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (scheme, rest) = s.split_once("://")?;
-        let (scheme, default) = if scheme.eq_ignore_ascii_case("http") {
-            ("http", 80)
-        } else if scheme.eq_ignore_ascii_case("https") {
-            ("https", 443)
-        } else {
-            return None;
-        };
-        let a = Authority::parse(rest.strip_suffix('/').unwrap_or(rest))?;
-        Some(Self {
-            scheme,
-            host: a.host,
-            port: a.port.unwrap_or(default),
-        })
-    }
-}
-
-/// Why a request was not let in.
-#[derive(Clone, Copy)]
-enum Denied {
-    Missing,
-    Wrong,
-}
-
-/// With a token configured: the request's `Authorization: Bearer` (or, for `/ws`, whose
-/// browser API cannot set headers, its `?token=`) must be that token, compared in constant
-/// time.
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Denied> {
-    let Some(expected) = shared.config.token.as_deref() else {
-        return Ok(());
-    };
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
-        });
-    let given = header.or_else(|| {
-        (req.uri().path() == "/ws")
-            .then(|| query_value(req.uri().query(), "token"))
-            .flatten()
-    });
-    match given {
-        None => Err(Denied::Missing),
-        Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        Some(_) => Err(Denied::Wrong),
-    }
-}
-
-/// The value of `name` in a URL query (percent-decoded).
-pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// `401` with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a log line without the token.
-fn unauthorized(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    peer: SocketAddr,
-    why: Denied,
-) -> Response<Body> {
-    let (message, challenge) = match why {
-        Denied::Missing => (
-            "this service needs a token: send Authorization: Bearer <token> (a WebSocket \
-             may use ?token=<token>; the page takes it from its address as #token=<token>, \
-             or from its Token field)",
-            "Bearer realm=\"smolrtc\"",
-        ),
-        Denied::Wrong => (
-            "wrong token",
-            "Bearer realm=\"smolrtc\", error=\"invalid_token\"",
-        ),
-    };
-    shared.quiet.warn("token", 401, || {
-        let what = match why {
-            Denied::Missing => "no token",
-            Denied::Wrong => "wrong token",
-        };
-        format!("{method} {}: 401 from {peer}: {what}", clip(path))
-    });
-    let mut r = json_response(401, serde_json::json!({ "error": message }));
-    r.headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    r
-}
-
-fn sessions(shared: &Shared) -> Response<Body> {
-    let list: Vec<_> = shared
-        .list()
-        .into_iter()
-        .map(|(id, via, state, age)| serde_json::json!({"id": id, "via": via, "state": state, "age_s": age}))
-        .collect();
-    json_response(200, serde_json::json!({ "sessions": list }))
-}
-
-/// Offer in, session up, answer out with every candidate. On failure the session is closed.
-async fn answer_offer(
-    shared: &Rc<Shared>,
-    via: Via,
-    peer: SocketAddr,
-    offer: Description,
-) -> Result<(String, Description), ApiError> {
-    // Parse first: a bad offer must not cost a session.
-    sdp::parse(&offer.sdp).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
-    let s = shared.open(via, false, client_address(peer)).await?;
-    let result = async {
-        s.pc.set_remote_description(offer).await?;
-        let answer = s.pc.create_answer().await?;
-        s.pc.set_local_description(answer).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        shared.close(&s.id).await;
-        return Err(e);
-    }
-    let answer = complete_description(&s, shared.config.gather_timeout).await?;
-    Ok((s.id, answer))
-}
-
-async fn api_offer(
-    shared: &Rc<Shared>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    require_content_type(&req, "application/json")?;
-    let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let offer = Description::from_json(text).map_err(|e| ApiError(400, e.to_string()))?;
-    if offer.kind != SdpType::Offer {
-        return Err(ApiError(
-            400,
-            format!("expected an offer, got {:?}", offer.kind.as_str()),
-        ));
-    }
-    let (id, answer) = answer_offer(shared, Via::Http, peer, offer).await?;
-    log::info!("[{id}] answered POST /api/offer");
-    let mut r = json_response(
-        200,
-        serde_json::json!({"type": "answer", "sdp": answer.sdp}),
-    );
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        r.headers_mut().insert("x-session-id", v);
-    }
-    Ok(r)
-}
-
-async fn whip_post(
-    shared: &Rc<Shared>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    require_content_type(&req, "application/sdp")?;
-    let body = read_body(shared, req).await?;
-    let sdp =
-        String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let offer = Description {
-        kind: SdpType::Offer,
-        sdp,
-    };
-    let (id, answer) = answer_offer(shared, Via::Whip, peer, offer).await?;
-    log::info!("[{id}] answered POST /whip");
-    let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
-    *r.status_mut() = StatusCode::CREATED;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{id}")) {
-        h.insert(LOCATION, v);
-    }
-    Ok(r)
-}
-
-async fn whip_patch(
-    shared: &Rc<Shared>,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let pc = shared
-        .session(id)
-        .ok_or_else(|| ApiError(404, format!("unknown session {id:?}")))?;
-    require_content_type(&req, "application/trickle-ice-sdpfrag")?;
-    let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let (_ufrag, candidates, end) = sdp::parse_candidate_fragment(text)
-        .map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
-    let n = candidates.len();
-    for c in candidates {
-        let added = pc
-            .add_ice_candidate(IceCandidateInit {
-                candidate: c,
-                sdp_mid: None,
-                sdp_mline_index: Some(0),
-                username_fragment: None,
-            })
-            .await;
-        if let Err(e @ crate::Error::Limit(_)) = added {
-            // The session logged reaching the cap once; no line per refused request.
-            let e = ApiError::from(e);
-            return Ok(json_response(e.0, serde_json::json!({ "error": e.1 })));
-        }
-        added?;
-    }
-    if end {
-        pc.add_ice_candidate(IceCandidateInit {
-            candidate: String::new(),
-            sdp_mid: None,
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        })
-        .await?;
-    }
-    log::info!(
-        "[{id}] PATCH: {n} candidates{}",
-        if end { ", end-of-candidates" } else { "" }
-    );
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
-}
-
-async fn whip_delete(shared: &Rc<Shared>, id: &str) -> Result<Response<Body>, ApiError> {
-    if !shared.close(id).await {
-        return Err(ApiError(404, format!("unknown session {id:?}")));
-    }
-    log::info!("[{id}] DELETE: closed");
-    Ok(json_response(200, serde_json::json!({ "closed": id })))
-}
-
-/// A page's self-test report: logged in one line, handed to the host program.
-async fn report(shared: &Rc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    require_content_type(&req, "application/json")?;
-    let body = read_body(shared, req).await?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError(400, format!("not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError(400, "a report is a JSON object".into()));
-    }
-    log::info!(
-        "client report: ok={} mode={} offering={} error={}",
-        value["ok"],
-        value["mode"],
-        value["offering"],
-        value["error"]
-    );
-    // Kept only while someone reads them (a test, a host program); otherwise just logged.
-    if shared.reports.try_send(value).is_err() {
-        log::debug!("client report not kept: nobody is reading reports");
-    }
-    Ok(json_response(200, serde_json::json!({ "ok": true })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Authority, Origin};
-
-    fn names() -> Vec<String> {
-        ["localhost", "vm", "vm.local", "device.example"]
-            .map(String::from)
-            .to_vec()
-    }
-
-    #[test]
-    fn hosts_that_name_the_device() {
-        for h in [
-            "127.0.0.1",
-            "127.0.0.1:8888",
-            "192.168.1.20:80",
-            "[::1]",
-            "[::1]:8888",
-            "[FE80::1]:1",
-            "localhost",
-            "LocalHost:8888",
-            "localhost.:8888",
-            "vm",
-            "VM.local:8888",
-            "device.example:443",
-            "localhost:",
-        ] {
-            let a = Authority::parse(h).unwrap_or_else(|| panic!("{h} did not parse"));
-            assert!(a.names_device(&names()), "{h}");
-        }
-    }
-
-    #[test]
-    fn hosts_that_do_not() {
-        for h in [
-            "evil.example",
-            "evil.example:8888",
-            "localhost.evil.example",
-            "vm.evil.example",
-            "127.0.0.1.evil.example",
-            "127.1",
-            "0x7f000001",
-        ] {
-            let a = Authority::parse(h).unwrap_or_else(|| panic!("{h} did not parse"));
-            assert!(!a.names_device(&names()), "{h}");
-        }
-        for h in [
-            "",
-            "::1",
-            "[::1",
-            "[nope]:80",
-            "a b",
-            "localhost:99999",
-            "localhost:8a",
-            "user@localhost",
-            "localhost/x",
-            ":80",
-        ] {
-            assert!(Authority::parse(h).is_none(), "{h:?} parsed");
-        }
-    }
-
-    #[test]
-    fn origins() {
-        let o = |s: &str| Origin::parse(s);
-        assert_eq!(o("http://localhost"), o("HTTP://LOCALHOST:80"));
-        assert_eq!(o("https://a.example"), o("https://a.example:443/"));
-        assert_ne!(o("http://a.example"), o("https://a.example"));
-        assert_ne!(o("http://a.example:8888"), o("http://a.example"));
-        assert_eq!(o("http://[::1]:8888"), o("http://[0:0::1]:8888"));
-        for bad in [
-            "null",
-            "",
-            "file://",
-            "http://",
-            "http://a/b",
-            "ws://a",
-            "http://a?x",
-        ] {
-            assert!(o(bad).is_none(), "{bad}");
-        }
-    }
 }

@@ -55,16 +55,16 @@
 //! Written on stderr directly (not through the logger, so always shown):
 //! [`PROMPT`] and `Invalid remote description: <why>`.
 
-use crate::channel::{ChannelInit, ChannelState, DataChannel, Message};
-use crate::ice::IceConnectionState;
-use crate::peer::{Config, ConnectionState, Event, EventStream, PeerConnection};
-use crate::sdp::{self, Description, SdpType};
-use crate::{Error, Result};
 use async_channel::Receiver;
 use async_io::Timer;
 use async_signal::{Signal, Signals};
 use clap::Args;
 use futures_lite::{future, StreamExt};
+use smolrtc::channel::{ChannelInit, ChannelState, DataChannel, Message};
+use smolrtc::ice::IceConnectionState;
+use smolrtc::peer::{Config, ConnectionState, Event, EventStream, PeerConnection};
+use smolrtc::sdp::{Description, SdpType};
+use smolrtc::{Error, Result};
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ const BEAR_DELAY: Duration = Duration::from_secs(1);
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Options of `smolrtc peer`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct Options {
     /// Make the offer (ICE controlling); the default.
     #[arg(long, conflicts_with = "answer")]
@@ -97,7 +97,7 @@ pub struct Options {
     pub answer: bool,
     /// ICE: host candidates, STUN/TURN servers, transport policy.
     #[command(flatten)]
-    pub ice: super::IceOptions,
+    pub ice: crate::settings::IceSettings,
 }
 
 impl Options {
@@ -107,67 +107,35 @@ impl Options {
     }
 
     /// The peer connection settings these options ask for.
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Result<Config> {
         let mut config = Config {
             name: if self.offering() { "A" } else { "B" }.into(),
             ..Config::default()
         };
-        self.ice.apply(&mut config.ice);
-        config
+        self.ice
+            .apply(&mut config.ice)
+            .map_err(Error::InvalidArgument)?;
+        Ok(config)
     }
 }
 
-/// Reads one pasted line as a remote description: W3C JSON whose `type` is `offer` or
-/// `answer` and whose SDP parses. The error names the problem (for SDP, the line).
+/// Reads one pasted line as a remote description ([`Description::parse_line`]).
 pub fn parse_remote(line: &str) -> std::result::Result<Description, String> {
-    read_description(line, None)
+    Description::parse_line(line, None)
 }
 
-/// [`parse_remote`], and the description must be of the `expected` type (checked before
-/// the SDP, so that pasting this side's own description says so).
+/// [`parse_remote`], and the description must be of the `expected` type.
 pub fn parse_remote_as(line: &str, expected: SdpType) -> std::result::Result<Description, String> {
-    read_description(line, Some(expected))
-}
-
-fn read_description(
-    line: &str,
-    expected: Option<SdpType>,
-) -> std::result::Result<Description, String> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Err("empty line".into());
-    }
-    let description = Description::from_json(line).map_err(|e| e.to_string())?;
-    match (description.kind, expected) {
-        (kind, Some(expected)) if kind != expected => {
-            let got = match kind {
-                SdpType::Offer | SdpType::Answer => format!("an {}", kind.as_str()),
-                other => format!("type `{}`", other.as_str()),
-            };
-            return Err(format!(
-                "expected an {}, got {got} (is it this side's own description?)",
-                expected.as_str()
-            ));
-        }
-        (SdpType::Offer | SdpType::Answer, _) => {}
-        (other, _) => {
-            return Err(format!(
-                "type `{}` is not supported here, expected offer or answer",
-                other.as_str()
-            ))
-        }
-    }
-    sdp::parse(&description.sdp).map_err(|e| format!("bad SDP: {e}"))?;
-    Ok(description)
+    Description::parse_line(line, Some(expected))
 }
 
 /// Runs the console peer until Ctrl-C, SIGTERM, or stdin closes.
-pub fn run(opts: Options) -> crate::Result<()> {
+pub fn run(opts: Options) -> smolrtc::Result<()> {
     // Registered first, so that a Ctrl-C during setup is handled like any other.
     let signals = Signals::new([Signal::Int, Signal::Term])?;
     let lines = spawn_stdin_reader()?;
     async_io::block_on(async move {
-        let pc = PeerConnection::new(opts.config())?;
+        let pc = PeerConnection::new(opts.config()?)?;
         let events = pc.events();
         let mut console = Console::new(&opts, pc);
         console.run(events, lines, signals).await

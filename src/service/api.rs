@@ -1,0 +1,181 @@
+//! The signaling endpoints: `POST /api/offer`, `GET /api/sessions`, `POST /api/report`,
+//! and WHIP (`POST /whip`, `PATCH`/`DELETE /whip/<id>`, RFC 9725).
+
+use super::http::{json_response, read_body, require_content_type, Body};
+use super::{client_address, complete_description, ApiError, Shared, Via};
+use crate::sdp::{self, Description, IceCandidateInit, SdpType};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+pub(super) fn sessions(shared: &Shared) -> Response<Body> {
+    let list: Vec<_> = shared
+        .list()
+        .into_iter()
+        .map(|(id, via, state, age)| serde_json::json!({"id": id, "via": via, "state": state, "age_s": age}))
+        .collect();
+    json_response(200, serde_json::json!({ "sessions": list }))
+}
+
+/// Offer in, session up, answer out with every candidate. On failure the session is closed.
+pub(super) async fn answer_offer(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    offer: Description,
+) -> Result<(String, Description), ApiError> {
+    // Parse first: a bad offer must not cost a session.
+    sdp::parse(&offer.sdp).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
+    let s = shared.open(via, false, client_address(peer)).await?;
+    let result = async {
+        s.pc.set_remote_description(offer).await?;
+        let answer = s.pc.create_answer().await?;
+        s.pc.set_local_description(answer).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        shared.close(&s.id).await;
+        return Err(e);
+    }
+    let answer = complete_description(&s, shared.config.gather_timeout).await?;
+    Ok((s.id, answer))
+}
+
+pub(super) async fn api_offer(
+    shared: &Rc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_content_type(&req, "application/json")?;
+    let body = read_body(shared, req).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
+    let offer = Description::from_json(text).map_err(|e| ApiError(400, e.to_string()))?;
+    if offer.kind != SdpType::Offer {
+        return Err(ApiError(
+            400,
+            format!("expected an offer, got {:?}", offer.kind.as_str()),
+        ));
+    }
+    let (id, answer) = answer_offer(shared, Via::Http, peer, offer).await?;
+    log::info!("[{id}] answered POST /api/offer");
+    let mut r = json_response(
+        200,
+        serde_json::json!({"type": "answer", "sdp": answer.sdp}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        r.headers_mut().insert("x-session-id", v);
+    }
+    Ok(r)
+}
+
+pub(super) async fn whip_post(
+    shared: &Rc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_content_type(&req, "application/sdp")?;
+    let body = read_body(shared, req).await?;
+    let sdp =
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
+    let offer = Description {
+        kind: SdpType::Offer,
+        sdp,
+    };
+    let (id, answer) = answer_offer(shared, Via::Whip, peer, offer).await?;
+    log::info!("[{id}] answered POST /whip");
+    let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
+    *r.status_mut() = StatusCode::CREATED;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{id}")) {
+        h.insert(LOCATION, v);
+    }
+    Ok(r)
+}
+
+pub(super) async fn whip_patch(
+    shared: &Rc<Shared>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let pc = shared
+        .session(id)
+        .ok_or_else(|| ApiError(404, format!("unknown session {id:?}")))?;
+    require_content_type(&req, "application/trickle-ice-sdpfrag")?;
+    let body = read_body(shared, req).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
+    let (_ufrag, candidates, end) = sdp::parse_candidate_fragment(text)
+        .map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
+    let n = candidates.len();
+    for c in candidates {
+        let added = pc
+            .add_ice_candidate(IceCandidateInit {
+                candidate: c,
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+            })
+            .await;
+        if let Err(e @ crate::Error::Limit(_)) = added {
+            // The session logged reaching the cap once; no line per refused request.
+            let e = ApiError::from(e);
+            return Ok(json_response(e.0, serde_json::json!({ "error": e.1 })));
+        }
+        added?;
+    }
+    if end {
+        pc.add_ice_candidate(IceCandidateInit {
+            candidate: String::new(),
+            sdp_mid: None,
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        })
+        .await?;
+    }
+    log::info!(
+        "[{id}] PATCH: {n} candidates{}",
+        if end { ", end-of-candidates" } else { "" }
+    );
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+pub(super) async fn whip_delete(shared: &Rc<Shared>, id: &str) -> Result<Response<Body>, ApiError> {
+    if !shared.close(id).await {
+        return Err(ApiError(404, format!("unknown session {id:?}")));
+    }
+    log::info!("[{id}] DELETE: closed");
+    Ok(json_response(200, serde_json::json!({ "closed": id })))
+}
+
+/// A page's self-test report: logged in one line, handed to the host program.
+pub(super) async fn report(
+    shared: &Rc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_content_type(&req, "application/json")?;
+    let body = read_body(shared, req).await?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError(400, format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError(400, "a report is a JSON object".into()));
+    }
+    log::info!(
+        "client report: ok={} mode={} offering={} error={}",
+        value["ok"],
+        value["mode"],
+        value["offering"],
+        value["error"]
+    );
+    // Kept only while someone reads them (a test, a host program); otherwise just logged.
+    if shared.reports.try_send(value).is_err() {
+        log::debug!("client report not kept: nobody is reading reports");
+    }
+    Ok(json_response(200, serde_json::json!({ "ok": true })))
+}

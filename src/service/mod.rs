@@ -1,0 +1,177 @@
+//! The device service (`smolrtc serve`): an HTTP server with the page and the signaling
+//! API, sessions (one peer connection per browser) and the channel handlers that run on
+//! them.
+//!
+//! Everything here lives on the smolrtc thread next to the peers' actors: the HTTP server
+//! ([`http`]: the routes, admission and slow-client limits, Host/Origin/token checks), the
+//! WebSocket signaling, the session table and one task per session that reads its events
+//! and feeds its channel handlers ([`apps`]). A session ends when its connection fails (ICE
+//! consent lost, DTLS failure) or closes (the browser's SCTP ABORT / close_notify, `DELETE
+//! /whip/<id>`); then its peer connection is closed and every resource it held is freed.
+
+mod api;
+pub mod apps;
+mod config;
+mod guard;
+mod http;
+mod limits;
+mod session;
+mod ws;
+
+pub use config::*;
+pub(crate) use limits::*;
+pub(crate) use session::*;
+
+use crate::channel::DataChannel;
+use crate::error::Result;
+use crate::runtime::Runtime;
+use apps::Registry;
+use async_channel::{Receiver, Sender};
+use session::Shared;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The device service: an HTTP server with the page and the signaling API, and channel
+/// handlers chosen by label. See [`http`] for the endpoints.
+pub struct Service {
+    config: ServiceConfig,
+    registry: Registry,
+}
+
+/// A running service.
+pub struct ServiceHandle {
+    /// The address the HTTP server is bound to.
+    pub addr: SocketAddr,
+    stop: Sender<Sender<()>>,
+    reports: Receiver<serde_json::Value>,
+}
+
+/// Most client reports kept for [`ServiceHandle::next_report`]; older ones are dropped.
+const REPORTS_KEPT: usize = 16;
+
+impl ServiceHandle {
+    /// The next report a page posted to `POST /api/report` (its self-test results), waiting
+    /// at most `timeout`.
+    pub fn next_report(&self, timeout: Duration) -> Option<serde_json::Value> {
+        futures_lite::future::block_on(futures_lite::future::or(
+            async { self.reports.recv().await.ok() },
+            async {
+                async_io::Timer::after(timeout).await;
+                None
+            },
+        ))
+    }
+
+    /// Closes every session (channels, SCTP ABORT, DTLS close_notify) and stops accepting;
+    /// returns when done or after a few seconds.
+    pub fn shutdown(&self) {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.stop.try_send(tx).is_ok() {
+            futures_lite::future::block_on(futures_lite::future::or(
+                async {
+                    let _ = rx.recv().await;
+                },
+                async {
+                    async_io::Timer::after(Duration::from_secs(3)).await;
+                },
+            ));
+        }
+    }
+}
+
+impl Service {
+    /// A service with the built-in handlers (`echo`, `discard`, `chargen`, rawrtc's noises).
+    pub fn new(config: ServiceConfig) -> Self {
+        Self {
+            config,
+            registry: Registry::builtin(),
+        }
+    }
+
+    /// Runs `handler` for channels labelled `label` (see [`crate::service::apps`]).
+    pub fn handle<F, Fut>(&mut self, label: &str, handler: F) -> &mut Self
+    where
+        F: Fn(DataChannel, crate::service::apps::ChannelEvents) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        self.registry.register(label, handler);
+        self
+    }
+
+    /// The handler registry, to add or replace handlers.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Binds the listener (errors now, not later) and serves on `runtime`'s thread.
+    pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
+        self.config.validate()?;
+        if let Some(port) = self.config.single_port {
+            let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
+            self.config.peer.ice.shared_port = Some(shared);
+        }
+        // A non-trickle answer waits for the servers' answers (or their timeout).
+        self.config.gather_timeout = self
+            .config
+            .gather_timeout
+            .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
+        let token = self.config.token.is_some();
+        let listener = std::net::TcpListener::bind(self.config.listen)?;
+        let addr = listener.local_addr()?;
+        let listener = async_io::Async::new(listener)?;
+        let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
+        let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
+        let rt = runtime.clone();
+        runtime.spawn_actors(move |ex| {
+            let shared = Shared::new(self.config, self.registry, rt, ex.clone(), reports_tx);
+            let s2 = shared.clone();
+            ex.spawn(async move {
+                let stopped = futures_lite::future::or(
+                    async {
+                        self::http::serve(s2.clone(), listener).await;
+                        None
+                    },
+                    async { stop_rx.recv().await.ok() },
+                )
+                .await;
+                let ids: Vec<String> = s2.list().into_iter().map(|s| s.0).collect();
+                log::info!("shutting down: closing {} sessions", ids.len());
+                for id in ids {
+                    s2.close(&id).await;
+                }
+                if let Some(done) = stopped {
+                    let _ = done.try_send(());
+                }
+            })
+            .detach();
+        });
+        log::info!(
+            "listening on http://{addr}{}",
+            if token {
+                " (API behind a bearer token)"
+            } else {
+                ""
+            }
+        );
+        Ok(ServiceHandle {
+            addr,
+            stop: stop_tx,
+            reports: reports_rx,
+        })
+    }
+
+    /// Serves on the process-wide smolrtc thread until SIGINT or SIGTERM, then closes every
+    /// session cleanly.
+    pub fn run(self) -> Result<()> {
+        let handle = self.start(Runtime::global())?;
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
+        let sig = futures_lite::future::block_on(futures_lite::StreamExt::next(&mut signals));
+        match sig {
+            Some(Ok(sig)) => log::info!("{sig:?}: stopping"),
+            _ => log::info!("stopping"),
+        }
+        handle.shutdown();
+        Ok(())
+    }
+}

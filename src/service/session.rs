@@ -1,0 +1,451 @@
+//! Sessions: the table of live peer connections, how one is opened, answered and closed,
+//! and the task that runs each one (its events to channel handlers, its end).
+
+use super::config::*;
+use super::limits::*;
+use crate::channel::{ChannelInit, DataChannel};
+use crate::error::{Error, Result};
+use crate::peer::{ConnectionState, Event, EventStream, PeerConnection};
+use crate::runtime::Runtime;
+use crate::sdp::{Description, IceCandidateInit};
+use crate::service::apps::{ChannelEvent, Registry};
+use async_channel::{Receiver, Sender};
+use smol::LocalExecutor;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How a session was signaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    Http,
+    Whip,
+    WebSocket,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Whip => "whip",
+            Via::WebSocket => "ws",
+        }
+    }
+}
+
+pub(crate) struct Session {
+    pub(crate) pc: PeerConnection,
+    via: Via,
+    started: Instant,
+    state: Rc<RefCell<ConnectionState>>,
+    /// Its place under `max_sessions_per_address`, freed with the session.
+    _address: AddressSlot,
+}
+
+/// The service's state, shared by its tasks on the smolrtc thread.
+pub(crate) struct Shared {
+    pub(crate) config: ServiceConfig,
+    registry: Registry,
+    runtime: Runtime,
+    pub(crate) ex: Rc<LocalExecutor<'static>>,
+    sessions: RefCell<HashMap<String, Session>>,
+    /// Client reports (`POST /api/report`) for whoever holds the [`ServiceHandle`].
+    pub(crate) reports: Sender<serde_json::Value>,
+    /// Live HTTP connections (`max_connections`).
+    pub(crate) connections: Counter,
+    /// Live WebSocket signaling connections (`max_websockets`).
+    pub(crate) websockets: Counter,
+    /// Live HTTP connections per client address (`max_connections_per_address`).
+    pub(crate) connections_per_address: PerAddress,
+    /// Connections per client address still sending their first request's headers
+    /// (`max_slow_connections_per_address`).
+    pub(crate) slow_per_address: PerAddress,
+    /// Connections being refused with an answer, per client address.
+    pub(crate) refusing_per_address: PerAddress,
+    /// Sessions per client address (`max_sessions_per_address`).
+    sessions_per_address: PerAddress,
+    /// Live WebSockets per client address (`max_websockets_per_address`).
+    pub(crate) websockets_per_address: PerAddress,
+    /// Names a `Host` may give besides IP literals: `localhost`, the machine's host name
+    /// (when the service started) with and without `.local`, and `allow_hosts`. Lowercase.
+    pub(crate) host_names: Vec<String>,
+    /// Refused requests and other noisy warnings, by kind, logged without flooding.
+    pub(crate) quiet: QuietLogs,
+}
+
+/// A new session: its peer connection and its local candidates as they are gathered
+/// (`None` = end-of-candidates).
+pub(crate) struct NewSession {
+    pub(crate) id: String,
+    pub(crate) pc: PeerConnection,
+    pub(crate) candidates: Receiver<Option<IceCandidateInit>>,
+}
+
+/// An error answered to a signaling client: HTTP status and message.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub(crate) u16, pub(crate) String);
+
+/// Which errors are the client's (4xx) and which the service's (5xx):
+///
+/// | error | status |
+/// | --- | --- |
+/// | `Sdp`, `InvalidArgument`, `InvalidState`: the request is wrong or out of turn | 400 |
+/// | `Limit`: the request would pass a per-session limit (remote candidates, channels); the message names it | 422 |
+/// | `Closed`: the session's peer connection has closed meanwhile | 409 |
+/// | `FingerprintMismatch`, `Dtls`, `Ice`, `Sctp`, `Io`: the service failed | 500 |
+///
+/// Service-wide limits (`max_sessions`, connections) are refused before any of these, with
+/// `503`.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e {
+            Error::Sdp(_) | Error::InvalidArgument(_) | Error::InvalidState(_) => 400,
+            Error::Limit(_) => 422,
+            Error::Closed => 409,
+            Error::FingerprintMismatch
+            | Error::Dtls(_)
+            | Error::Ice(_)
+            | Error::Sctp(_)
+            | Error::Io(_) => 500,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: ServiceConfig,
+        registry: Registry,
+        runtime: Runtime,
+        ex: Rc<LocalExecutor<'static>>,
+        reports: Sender<serde_json::Value>,
+    ) -> Rc<Self> {
+        let host_names = host_names(&config.allow_hosts);
+        log::info!(
+            "API requests must name this device in Host: an IP literal or {}",
+            host_names.join(", ")
+        );
+        Rc::new(Self {
+            config,
+            registry,
+            runtime,
+            ex,
+            sessions: RefCell::new(HashMap::new()),
+            reports,
+            connections: Counter::default(),
+            websockets: Counter::default(),
+            connections_per_address: PerAddress::default(),
+            slow_per_address: PerAddress::default(),
+            refusing_per_address: PerAddress::default(),
+            sessions_per_address: PerAddress::default(),
+            websockets_per_address: PerAddress::default(),
+            host_names,
+            quiet: QuietLogs::default(),
+        })
+    }
+
+    pub(crate) fn session(&self, id: &str) -> Option<PeerConnection> {
+        self.sessions.borrow().get(id).map(|s| s.pc.clone())
+    }
+
+    /// True while session `id` exists and its connection is up.
+    pub(crate) fn is_connected(&self, id: &str) -> bool {
+        self.sessions
+            .borrow()
+            .get(id)
+            .is_some_and(|s| *s.state.borrow() == ConnectionState::Connected)
+    }
+
+    /// `(id, via, connection state, age in seconds)` of every session.
+    pub(crate) fn list(&self) -> Vec<(String, &'static str, String, f64)> {
+        let mut v: Vec<_> = self
+            .sessions
+            .borrow()
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.via.as_str(),
+                    s.state.borrow().to_string(),
+                    s.started.elapsed().as_secs_f64(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Creates a session for a client at `client`; `offerer` says whether the service
+    /// makes the offer.
+    pub(crate) async fn open(
+        self: &Rc<Self>,
+        via: Via,
+        offerer: bool,
+        client: IpAddr,
+    ) -> Result<NewSession, ApiError> {
+        let max = self.config.max_sessions;
+        if self.sessions.borrow().len() >= max {
+            self.quiet.warn("session", 503, || {
+                format!("session refused ({client}): max_sessions ({max}) reached")
+            });
+            return Err(ApiError(
+                503,
+                format!("too many sessions (max_sessions = {max})"),
+            ));
+        }
+        let per = self.config.max_sessions_per_address;
+        let Some(address) = self.sessions_per_address.take(client, per) else {
+            self.quiet.warn("session", 429, || {
+                format!("session refused: {client} has max_sessions_per_address ({per})")
+            });
+            return Err(ApiError(
+                429,
+                format!("too many sessions from your address (max_sessions_per_address = {per})"),
+            ));
+        };
+        let id = session_id()?;
+        let mut config = self.config.peer.clone();
+        config.name = id.clone();
+        let pc = PeerConnection::with_runtime(&self.runtime, config)?;
+        let events = pc.events();
+        if self.config.rawrtc_flow {
+            pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
+                .await?;
+        }
+        let state = Rc::new(RefCell::new(ConnectionState::New));
+        self.sessions.borrow_mut().insert(
+            id.clone(),
+            Session {
+                pc: pc.clone(),
+                via,
+                started: Instant::now(),
+                state: state.clone(),
+                _address: address,
+            },
+        );
+        log::info!(
+            "[{id}] session opened via {} ({} sessions)",
+            via.as_str(),
+            self.sessions.borrow().len()
+        );
+        let (cand_tx, cand_rx) = async_channel::unbounded();
+        let task = run_session(
+            self.clone(),
+            id.clone(),
+            pc.clone(),
+            events,
+            cand_tx,
+            state,
+            offerer,
+        );
+        self.ex.spawn(task).detach();
+        Ok(NewSession {
+            id,
+            pc,
+            candidates: cand_rx,
+        })
+    }
+
+    /// Closes a session now (DELETE, a failed signaling exchange).
+    pub(crate) async fn close(&self, id: &str) -> bool {
+        let pc = self.sessions.borrow().get(id).map(|s| s.pc.clone());
+        match pc {
+            Some(pc) => {
+                pc.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The names a `Host` may give (see [`Shared::host_names`]).
+fn host_names(allowed: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Some(h) = machine_host_name() {
+        let short = h.split('.').next().unwrap_or_default().to_owned();
+        for n in [h.clone(), short] {
+            if !n.is_empty() {
+                names.push(format!("{n}.local"));
+                names.push(n);
+            }
+        }
+    }
+    names.extend(
+        allowed
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// gethostname(2), lowercase; `None` if it fails or is not a plain name.
+fn machine_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; on success it holds a name,
+    // NUL-terminated unless truncated (then no NUL is found below and it is not used).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    check_allowed_host(&name).ok().map(|_| name)
+}
+
+fn session_id() -> Result<String> {
+    let provider = crate::dtls::crypto_provider()?;
+    let mut raw = [0u8; 8];
+    provider
+        .random()
+        .fill(&mut raw)
+        .map_err(|e| Error::InvalidState(format!("random: {e}")))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Waits (bounded) for the end of gathering, then returns the local description.
+pub(crate) async fn complete_description(
+    s: &NewSession,
+    timeout: Duration,
+) -> Result<Description, ApiError> {
+    let done = async {
+        while let Ok(c) = s.candidates.recv().await {
+            if c.is_none() {
+                return;
+            }
+        }
+    };
+    let timed_out = futures_lite::future::or(
+        async {
+            done.await;
+            false
+        },
+        async {
+            async_io::Timer::after(timeout).await;
+            true
+        },
+    )
+    .await;
+    if timed_out {
+        log::warn!(
+            "[{}] gathering not complete after {timeout:?}; answering with what we have",
+            s.id
+        );
+    }
+    s.pc.local_description()
+        .await
+        .ok_or_else(|| ApiError(500, "no local description".into()))
+}
+
+/// One session's life: routes its events to channel handlers, logs them, frees it at the end.
+async fn run_session(
+    shared: Rc<Shared>,
+    id: String,
+    pc: PeerConnection,
+    mut events: EventStream,
+    candidates: Sender<Option<IceCandidateInit>>,
+    state: Rc<RefCell<ConnectionState>>,
+    offerer: bool,
+) {
+    let mut channels: HashMap<usize, Sender<ChannelEvent>> = HashMap::new();
+    let key = |c: &DataChannel| c.ptr_key();
+    // Until the connection is first up, the session lives at most connect_timeout.
+    let connect_timeout = shared.config.connect_timeout;
+    let mut deadline = Some(Instant::now() + connect_timeout);
+    loop {
+        let ev = match deadline {
+            Some(at) => {
+                futures_lite::future::or(async { Some(events.next().await) }, async {
+                    async_io::Timer::at(at).await;
+                    None
+                })
+                .await
+            }
+            None => Some(events.next().await),
+        };
+        let Some(ev) = ev else {
+            log::warn!(
+                "[{id}] not connected within {:.1} s (connect_timeout): closing the session",
+                connect_timeout.as_secs_f64()
+            );
+            break;
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            Event::IceCandidate(c) => {
+                let _ = candidates.try_send(c);
+            }
+            Event::ConnectionState(s) => {
+                *state.borrow_mut() = s;
+                if s == ConnectionState::Connected {
+                    deadline = None;
+                }
+                match s {
+                    ConnectionState::Connected if shared.config.rawrtc_flow => {
+                        let label = if offerer {
+                            "bear-noises"
+                        } else {
+                            "lion-noises"
+                        };
+                        if let Err(e) = pc.create_data_channel(label, ChannelInit::default()).await
+                        {
+                            log::warn!("[{id}] {label}: {e}");
+                        }
+                    }
+                    ConnectionState::Failed | ConnectionState::Closed => break,
+                    _ => {}
+                }
+            }
+            Event::ChannelOpen(ch) => {
+                let (tx, rx) = async_channel::bounded(16);
+                match shared.registry.start(&ch, rx) {
+                    Some(task) => {
+                        log::info!("[{id}] data channel {ch} open: handler started");
+                        channels.insert(key(&ch), tx);
+                        shared.ex.spawn(task).detach();
+                    }
+                    None => {
+                        log::warn!("[{id}] data channel {ch} has no handler: refused (closed)");
+                        ch.close();
+                    }
+                }
+            }
+            Event::ChannelMessage(ch, m) => {
+                log::debug!("[{id}] {ch}: message of {} bytes", m.len());
+                if let Some(tx) = channels.get(&key(&ch)) {
+                    // Awaiting here is the backpressure: a busy handler slows this session only.
+                    if tx.send(ChannelEvent::Message(m)).await.is_err() {
+                        channels.remove(&key(&ch));
+                    }
+                }
+            }
+            Event::ChannelBufferedAmountLow(ch) => {
+                if let Some(tx) = channels.get(&key(&ch)) {
+                    let _ = tx.try_send(ChannelEvent::BufferedAmountLow);
+                }
+            }
+            Event::ChannelClosed(ch) => {
+                channels.remove(&key(&ch));
+            }
+            Event::Error(e) => log::warn!("[{id}] {e}"),
+            _ => {}
+        }
+    }
+    drop(channels);
+    pc.close().await;
+    let age = shared
+        .sessions
+        .borrow_mut()
+        .remove(&id)
+        .map(|s| s.started.elapsed());
+    log::info!(
+        "[{id}] session freed after {:.1} s ({} sessions)",
+        age.unwrap_or_default().as_secs_f64(),
+        shared.sessions.borrow().len()
+    );
+}
