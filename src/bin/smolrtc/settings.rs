@@ -265,7 +265,10 @@ impl ServeSettings {
             }
         }
         // The flags' own spellings of list keys.
-        for (alias, key) in [("allow-host", "allow-hosts"), ("allow-origin", "allow-origins")] {
+        for (alias, key) in [
+            ("allow-host", "allow-hosts"),
+            ("allow-origin", "allow-origins"),
+        ] {
             if let Some(v) = table.remove(alias) {
                 if table.insert(key.into(), v).is_some() {
                     return Err(format!("{alias} and {key}: give one"));
