@@ -70,6 +70,8 @@ mod error;
 mod json;
 mod media;
 mod parse;
+#[cfg(feature = "media")]
+mod plan;
 mod types;
 mod write;
 
@@ -82,6 +84,8 @@ pub use error::{redact_secrets, SdpError};
 pub use json::{Description, IceCandidateInit, SdpType};
 pub use media::{Direction, LocalMedia, RemoteFormat, RemoteFormats, RemoteMedia};
 pub use parse::{check_candidate, parse, parse_candidate_fragment, parse_description};
+#[cfg(feature = "media")]
+pub use plan::{plan_answer, AnswerPlan, PlanError, PlannedTrack, StreamCodecs};
 pub use types::{
     DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup,
 };
