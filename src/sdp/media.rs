@@ -147,16 +147,18 @@ impl RemoteFormat {
             .map(|(_, v)| v.as_str())
     }
 
-    pub(crate) fn is(&self, encoding: &str, clock_rate: u32) -> bool {
+    /// This type is `encoding` (any case) at `clock_rate`.
+    pub fn is(&self, encoding: &str, clock_rate: u32) -> bool {
         self.encoding.eq_ignore_ascii_case(encoding) && self.clock_rate == clock_rate
     }
 
-    pub(crate) fn has_feedback(&self, fb: &str) -> bool {
+    /// The offer lists this feedback (`nack`, `nack pli`, ...) for this type.
+    pub fn has_feedback(&self, fb: &str) -> bool {
         self.feedback.iter().any(|f| f == fb)
     }
 
     /// `H264/90000 (pt 102, packetization-mode=1, profile-level-id=42e01f)` and the like.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let mut s = if self.encoding.is_empty() {
             format!("payload type {}", self.pt)
         } else {
@@ -262,7 +264,8 @@ impl RemoteFormats {
         RemoteFormats { formats }
     }
 
-    pub(crate) fn find_rtx(&self, apt: u8, clock_rate: u32) -> Option<u8> {
+    /// The RTX type bound to `apt` by `a=fmtp:<rtx> apt=<apt>`, if any.
+    pub fn find_rtx(&self, apt: u8, clock_rate: u32) -> Option<u8> {
         self.formats
             .iter()
             .find(|f| f.is("rtx", clock_rate) && f.param("apt").and_then(parse_pt) == Some(apt))
