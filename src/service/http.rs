@@ -10,6 +10,7 @@
 //! | `GET /ws` (`?role=offer`: the service offers) | WebSocket, rawrtc's `{"type","value"}` messages, trickle both ways (see [`ws`]) |
 //! | `GET /api/sessions` | the live sessions, JSON |
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
+//! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).
@@ -435,6 +436,8 @@ fn route_kind(path: &str) -> &'static str {
         "/whip" => "/whip",
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
+        "/api/streams" => "/api/streams",
+        p if p.starts_with("/whep/") => "/whep",
         _ => "other",
     }
 }
@@ -526,7 +529,11 @@ fn content_type(req: &Request<Incoming>) -> String {
 /// The signaling API: what a token guards. The page's files (and 404s, such as a browser's
 /// `/favicon.ico`) are served to anyone; the page asks for the token.
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/whip" || path.starts_with("/whip/") || path == "/ws"
+    path.starts_with("/api/")
+        || path == "/whip"
+        || path.starts_with("/whip/")
+        || path.starts_with("/whep/")
+        || path == "/ws"
 }
 
 /// The page itself: served whatever the `Host`, so that a device reached by a name it does
@@ -559,6 +566,10 @@ async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> 
         (&Method::POST, "/api/offer") => api_offer(&shared, peer, req).await,
         (&Method::POST, "/whip") => whip_post(&shared, peer, req).await,
         (&Method::GET, "/ws") => ws::upgrade(&shared, peer, req),
+        #[cfg(feature = "media")]
+        (_, p) if p == "/api/streams" || p.starts_with("/whep/") => {
+            super::streams::route(&shared, peer, req, p).await
+        }
         (m, p) if p.starts_with("/whip/") => {
             let id = p["/whip/".len()..].to_owned();
             match *m {

@@ -16,11 +16,15 @@ mod guard;
 mod http;
 mod limits;
 mod session;
+#[cfg(feature = "media")]
+mod streams;
 mod ws;
 
 pub use config::*;
 pub(crate) use limits::*;
 pub(crate) use session::*;
+#[cfg(feature = "media")]
+pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
 
 use crate::channel::DataChannel;
 use crate::error::Result;
@@ -106,6 +110,8 @@ impl Service {
     /// Binds the listener (errors now, not later) and serves on `runtime`'s thread.
     pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
         self.config.validate()?;
+        #[cfg(feature = "media")]
+        streams::check_streams(&self.config.streams)?;
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);
@@ -134,6 +140,8 @@ impl Service {
                     async { stop_rx.recv().await.ok() },
                 )
                 .await;
+                #[cfg(feature = "media")]
+                s2.streams.stop();
                 let ids: Vec<String> = s2.list().into_iter().map(|s| s.0).collect();
                 log::info!("shutting down: closing {} sessions", ids.len());
                 for id in ids {

@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     pub(crate) host_names: Vec<String>,
     /// Refused requests and other noisy warnings, by kind, logged without flooding.
     pub(crate) quiet: QuietLogs,
+    /// Media streams and their sources.
+    #[cfg(feature = "media")]
+    pub(crate) streams: super::streams::Streams,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -127,7 +130,11 @@ impl Shared {
             "API requests must name this device in Host: an IP literal or {}",
             host_names.join(", ")
         );
+        #[cfg(feature = "media")]
+        let streams = super::streams::Streams::start(&config.streams, &ex);
         Rc::new(Self {
+            #[cfg(feature = "media")]
+            streams,
             config,
             registry,
             runtime,
