@@ -12,6 +12,7 @@
 mod api;
 pub mod apps;
 mod config;
+mod error;
 mod guard;
 mod http;
 mod limits;

@@ -2,9 +2,10 @@
 //! and the task that runs each one (its events to channel handlers, its end).
 
 use super::config::*;
+use super::error::{Held, ServiceError};
 use super::limits::*;
 use crate::channel::{ChannelInit, DataChannel};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::peer::{ConnectionState, Event, EventStream, PeerConnection};
 use crate::runtime::Runtime;
 use crate::sdp::{Description, IceCandidateInit};
@@ -83,37 +84,6 @@ pub(crate) struct NewSession {
     pub(crate) candidates: Receiver<Option<IceCandidateInit>>,
 }
 
-/// An error answered to a signaling client: HTTP status and message.
-#[derive(Debug)]
-pub(crate) struct ApiError(pub(crate) u16, pub(crate) String);
-
-/// Which errors are the client's (4xx) and which the service's (5xx):
-///
-/// | error | status |
-/// | --- | --- |
-/// | `Sdp`, `InvalidArgument`, `InvalidState`: the request is wrong or out of turn | 400 |
-/// | `Limit`: the request would pass a per-session limit (remote candidates, channels); the message names it | 422 |
-/// | `Closed`: the session's peer connection has closed meanwhile | 409 |
-/// | `FingerprintMismatch`, `Dtls`, `Ice`, `Sctp`, `Io`: the service failed | 500 |
-///
-/// Service-wide limits (`max_sessions`, connections) are refused before any of these, with
-/// `503`.
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let status = match e {
-            Error::Sdp(_) | Error::InvalidArgument(_) | Error::InvalidState(_) => 400,
-            Error::Limit(_) => 422,
-            Error::Closed => 409,
-            Error::FingerprintMismatch
-            | Error::Dtls(_)
-            | Error::Ice(_)
-            | Error::Sctp(_)
-            | Error::Io(_) => 500,
-        };
-        ApiError(status, e.to_string())
-    }
-}
-
 impl Shared {
     pub(crate) fn new(
         config: ServiceConfig,
@@ -184,26 +154,30 @@ impl Shared {
         via: Via,
         offerer: bool,
         client: IpAddr,
-    ) -> Result<NewSession, ApiError> {
+    ) -> Result<NewSession, ServiceError> {
         let max = self.config.max_sessions;
         if self.sessions.borrow().len() >= max {
-            self.quiet.warn("session", 503, || {
+            let e = ServiceError::TooMany {
+                held: Held::Sessions,
+                limit: "max_sessions",
+                max,
+            };
+            self.quiet.warn("session", e.status().as_u16(), || {
                 format!("session refused ({client}): max_sessions ({max}) reached")
             });
-            return Err(ApiError(
-                503,
-                format!("too many sessions (max_sessions = {max})"),
-            ));
+            return Err(e);
         }
         let per = self.config.max_sessions_per_address;
         let Some(address) = self.sessions_per_address.take(client, per) else {
-            self.quiet.warn("session", 429, || {
+            let e = ServiceError::TooMany {
+                held: Held::SessionsFromAddress,
+                limit: "max_sessions_per_address",
+                max: per,
+            };
+            self.quiet.warn("session", e.status().as_u16(), || {
                 format!("session refused: {client} has max_sessions_per_address ({per})")
             });
-            return Err(ApiError(
-                429,
-                format!("too many sessions from your address (max_sessions_per_address = {per})"),
-            ));
+            return Err(e);
         };
         let id = session_id()?;
         let mut config = self.config.peer.clone();
@@ -298,13 +272,13 @@ fn machine_host_name() -> Option<String> {
     check_allowed_host(&name).ok().map(|_| name)
 }
 
-fn session_id() -> Result<String> {
+fn session_id() -> Result<String, ServiceError> {
     let provider = crate::dtls::crypto_provider()?;
     let mut raw = [0u8; 8];
     provider
         .random()
         .fill(&mut raw)
-        .map_err(|e| Error::InvalidState(format!("random: {e}")))?;
+        .map_err(|e| ServiceError::Internal(format!("random: {e}")))?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -312,7 +286,7 @@ fn session_id() -> Result<String> {
 pub(crate) async fn complete_description(
     s: &NewSession,
     timeout: Duration,
-) -> Result<Description, ApiError> {
+) -> Result<Description, ServiceError> {
     let done = async {
         while let Ok(c) = s.candidates.recv().await {
             if c.is_none() {
@@ -339,7 +313,7 @@ pub(crate) async fn complete_description(
     }
     s.pc.local_description()
         .await
-        .ok_or_else(|| ApiError(500, "no local description".into()))
+        .ok_or_else(|| ServiceError::Internal("no local description".into()))
 }
 
 /// One session's life: routes its events to channel handlers, logs them, frees it at the end.

@@ -13,7 +13,8 @@
 //! offer right after connecting, so that session starts at connect; it counts under
 //! `max_sessions_per_address` like any other.
 
-use super::{client_address, ApiError, NewSession, Shared, Via};
+use super::error::{Held, ServiceError};
+use super::{client_address, NewSession, Shared, Via};
 use crate::sdp::{Description, IceCandidateInit, SdpType};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -36,35 +37,31 @@ pub(crate) fn upgrade(
     shared: &Rc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<Full<Bytes>>, ServiceError> {
     let is_upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
-        return Err(ApiError(
-            426,
-            "/ws needs a WebSocket upgrade request".into(),
-        ));
+        return Err(ServiceError::UpgradeRequired);
     };
     let client = client_address(peer);
     let per = shared.config.max_websockets_per_address;
     let Some(mine) = shared.websockets_per_address.take(client, per) else {
-        return Err(ApiError(
-            429,
-            format!(
-                "too many WebSocket connections from your address \
-                 (max_websockets_per_address = {per})"
-            ),
-        ));
+        return Err(ServiceError::TooMany {
+            held: Held::WebSocketsFromAddress,
+            limit: "max_websockets_per_address",
+            max: per,
+        });
     };
     let max_ws = shared.config.max_websockets;
     let Some(slot) = shared.websockets.take(max_ws) else {
-        return Err(ApiError(
-            503,
-            format!("too many WebSocket connections (max_websockets = {max_ws})"),
-        ));
+        return Err(ServiceError::TooMany {
+            held: Held::WebSockets,
+            limit: "max_websockets",
+            max: max_ws,
+        });
     };
     let accept = derive_accept_key(key.as_bytes());
     let server_offers =
@@ -123,18 +120,23 @@ enum Input {
 
 /// A message that cannot be signaled: the error sent back, and whether the WebSocket ends
 /// (its session was refused).
-struct Refusal(String, bool);
+struct Refusal(ServiceError, bool);
 
-impl From<String> for Refusal {
-    fn from(e: String) -> Self {
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Self {
         Refusal(e, false)
     }
 }
 
-impl From<&str> for Refusal {
-    fn from(e: &str) -> Self {
+impl From<crate::Error> for Refusal {
+    fn from(e: crate::Error) -> Self {
         Refusal(e.into(), false)
     }
+}
+
+/// A message that is not what the protocol says.
+fn bad(e: impl ToString) -> Refusal {
+    Refusal(ServiceError::BadBody(e.to_string()), false)
 }
 
 /// Opens the session of a WebSocket, or says why not (logged, rate-limited).
@@ -142,11 +144,12 @@ async fn open(
     shared: &Rc<Shared>,
     server_offers: bool,
     client: IpAddr,
-) -> Result<NewSession, ApiError> {
+) -> Result<NewSession, ServiceError> {
     let s = shared.open(Via::WebSocket, server_offers, client).await;
     if let Err(e) = &s {
-        shared.quiet.warn("/ws", e.0, || {
-            format!("GET /ws: {} {} (from {client})", e.0, e.1)
+        let status = e.status().as_u16();
+        shared.quiet.warn("/ws", status, || {
+            format!("GET /ws: {status} {e} (from {client})")
         });
     }
     s
@@ -159,7 +162,7 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
         let s = match open(&shared, true, client).await {
             Ok(s) => s,
             Err(e) => {
-                send(&mut ws, "error", e.1.into()).await;
+                send(&mut ws, "error", e.to_string().into()).await;
                 let _ = ws.close(None).await;
                 return;
             }
@@ -244,7 +247,7 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
                 if let Err(Refusal(e, fatal)) = r {
                     if fatal {
                         // Logged where it was refused.
-                        send(&mut ws, "error", e.into()).await;
+                        send(&mut ws, "error", e.to_string().into()).await;
                         let _ = ws.close(None).await;
                         return;
                     }
@@ -252,10 +255,10 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
                     let who = session
                         .as_ref()
                         .map_or(client.to_string(), |s| s.id.clone());
-                    shared.quiet.warn("ws message", 0, || {
-                        format!("[{who}] ws: {}", crate::sdp::redact_secrets(&e))
-                    });
-                    if !send(&mut ws, "error", e.into()).await {
+                    shared
+                        .quiet
+                        .warn("ws message", 0, || format!("[{who}] ws: {}", e.log_text()));
+                    if !send(&mut ws, "error", e.to_string().into()).await {
                         break;
                     }
                 }
@@ -295,45 +298,40 @@ async fn handle_message(
     text: &str,
 ) -> Result<(), Refusal> {
     let msg: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let kind = msg
         .get("type")
         .and_then(|t| t.as_str())
-        .ok_or("missing \"type\"")?;
+        .ok_or_else(|| bad("missing \"type\""))?;
     let value = msg.get("value").cloned().unwrap_or(serde_json::Value::Null);
     match kind {
         "description" => {
-            let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
+            let d = Description::from_json(&value.to_string()).map_err(bad)?;
             // Parse here first, so the error (logged redacted) is ours, not the peer's, and
             // a bad offer costs no session.
-            crate::sdp::parse(&d.sdp).map_err(|e| format!("bad SDP: {e}"))?;
+            crate::sdp::parse(&d.sdp).map_err(ServiceError::BadSdp)?;
             let fresh = session.is_none();
             if fresh {
                 if d.kind != SdpType::Offer {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "expected an offer first, got {:?} (or connect to /ws?role=offer for \
                          the service's offer)",
                         d.kind.as_str()
-                    )
-                    .into());
+                    )));
                 }
                 let s = open(shared, false, client)
                     .await
-                    .map_err(|e| Refusal(e.1, true))?;
+                    .map_err(|e| Refusal(e, true))?;
                 *session = Some(s);
             }
             let Some(s) = session.as_ref() else {
                 return Ok(());
             };
             let result = async {
-                s.pc.set_remote_description(d.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                s.pc.set_remote_description(d.clone()).await?;
                 if d.kind == SdpType::Offer {
-                    let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
-                    s.pc.set_local_description(answer.clone())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let answer = s.pc.create_answer().await?;
+                    s.pc.set_local_description(answer.clone()).await?;
                     send(
                         ws,
                         "description",
@@ -341,7 +339,7 @@ async fn handle_message(
                     )
                     .await;
                 }
-                Ok::<_, String>(())
+                Ok::<_, crate::Error>(())
             }
             .await;
             if let (Err(_), true) = (&result, fresh) {
@@ -354,7 +352,7 @@ async fn handle_message(
         }
         "candidate" => {
             let Some(s) = session.as_ref() else {
-                return Err("send the offer (a description) before candidates".into());
+                return Err(bad("send the offer (a description) before candidates"));
             };
             let c = if value.is_null() {
                 IceCandidateInit {
@@ -364,7 +362,7 @@ async fn handle_message(
                     username_fragment: None,
                 }
             } else {
-                IceCandidateInit::from_json(&value.to_string()).map_err(|e| e.to_string())?
+                IceCandidateInit::from_json(&value.to_string()).map_err(bad)?
             };
             match s.pc.add_ice_candidate(c).await {
                 // The session logged reaching the cap once; no line per refused candidate.
@@ -372,12 +370,12 @@ async fn handle_message(
                     send(ws, "error", e.to_string().into()).await;
                     Ok(())
                 }
-                r => r.map_err(|e| Refusal::from(e.to_string())),
+                r => r.map_err(Refusal::from),
             }
         }
-        other => {
-            Err(format!("unknown message type {other:?}; expected description or candidate").into())
-        }
+        other => Err(bad(format!(
+            "unknown message type {other:?}; expected description or candidate"
+        ))),
     }
 }
 
