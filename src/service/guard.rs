@@ -18,45 +18,67 @@ pub(super) fn check_host_and_origin(
     shared: &Shared,
     req: &Request<Incoming>,
 ) -> Result<(), ServiceError> {
+    let host = host(req)?;
+    if !is_page(req.method(), req.uri().path()) {
+        check_names_device(shared, req, host.as_ref())?;
+    }
+    let checked = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path() == "/ws";
+    if checked {
+        check_origin(shared, req, host)?;
+    }
+    Ok(())
+}
+
+/// The request's one `Host` (none only in HTTP/1.0).
+fn host(req: &Request<Incoming>) -> Result<Option<Authority>, ServiceError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ServiceError::BadHost("more than one Host header"));
     }
-    if host.is_none() && req.version() == Version::HTTP_11 {
-        return Err(ServiceError::BadHost(
+    match host {
+        None if req.version() == Version::HTTP_11 => Err(ServiceError::BadHost(
             "an HTTP/1.1 request needs a Host header",
-        ));
+        )),
+        None => Ok(None),
+        Some(h) => h
+            .to_str()
+            .ok()
+            .and_then(Authority::parse)
+            .map(Some)
+            .ok_or(ServiceError::BadHost("malformed Host header")),
     }
-    let host = match host {
-        None => None,
-        Some(h) => Some(
-            h.to_str()
-                .ok()
-                .and_then(Authority::parse)
-                .ok_or(ServiceError::BadHost("malformed Host header"))?,
+}
+
+/// `Host`, and in absolute form (`GET http://name/ HTTP/1.1`) the target's authority too,
+/// must name this device.
+fn check_names_device(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    host: Option<&Authority>,
+) -> Result<(), ServiceError> {
+    let target = match req.uri().authority() {
+        Some(a) => Some(
+            Authority::parse(a.as_str())
+                .ok_or(ServiceError::BadHost("malformed request target"))?,
         ),
+        None => None,
     };
-    if !is_page(req.method(), req.uri().path()) {
-        // In absolute form (`GET http://name/ HTTP/1.1`) the target's authority counts too.
-        let target = match req.uri().authority() {
-            Some(a) => Some(
-                Authority::parse(a.as_str())
-                    .ok_or(ServiceError::BadHost("malformed request target"))?,
-            ),
-            None => None,
-        };
-        for a in host.iter().chain(target.iter()) {
-            if !a.names_device(&shared.host_names) {
-                return Err(ServiceError::UnknownHost(clip(&a.host).to_owned()));
-            }
+    for a in host.into_iter().chain(target.as_ref()) {
+        if !a.names_device(&shared.host_names) {
+            return Err(ServiceError::UnknownHost(clip(&a.host).to_owned()));
         }
     }
-    let checked = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || req.uri().path() == "/ws";
-    if !checked {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// One `Origin`, if any, and it must be `http://<Host>` or an allowed one.
+fn check_origin(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    host: Option<Authority>,
+) -> Result<(), ServiceError> {
     let mut origins = req.headers().get_all(ORIGIN).iter();
     let Some(origin) = origins.next() else {
         return Ok(()); // not sent by a page: curl, native clients

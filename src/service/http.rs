@@ -94,40 +94,46 @@ pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
                 continue;
             }
         };
-        let (slow, per_address, slot) = match admit(&shared, peer) {
-            Ok(slots) => slots,
-            Err(why) => {
-                refuse(&shared, &refusing, stream, peer, why);
-                continue;
-            }
-        };
-        let activity = Arc::new(Activity::default());
-        let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
-        let shared2 = shared.clone();
-        // Given back once the first request's headers are in (or with the connection).
-        let slow = Rc::new(RefCell::new(Some(slow)));
-        let service = hyper::service::service_fn(move |req| {
-            slow.borrow_mut().take();
-            let shared = shared2.clone();
-            async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(smol_hyper::rt::SmolTimer::new())
-            .header_read_timeout(shared.config.header_timeout)
-            .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
-            .with_upgrades();
-        let header_timeout = shared.config.header_timeout;
-        let shared2 = shared.clone();
-        shared
-            .ex
-            .spawn(async move {
-                let _slots = (slot, per_address);
-                if let Err(e) = conn.await {
-                    log_connection_end(&shared2, peer, &e, &activity, header_timeout);
-                }
-            })
-            .detach();
+        match admit(&shared, peer) {
+            Ok(slots) => serve_connection(&shared, stream, peer, slots),
+            Err(why) => refuse(&shared, &refusing, stream, peer, why),
+        }
     }
+}
+
+/// Serves one admitted connection in its own task, holding its places until it ends.
+fn serve_connection(
+    shared: &Rc<Shared>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    (slow, per_address, slot): Admitted,
+) {
+    let activity = Arc::new(Activity::default());
+    let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
+    let shared2 = shared.clone();
+    // Given back once the first request's headers are in (or with the connection).
+    let slow = Rc::new(RefCell::new(Some(slow)));
+    let service = hyper::service::service_fn(move |req| {
+        slow.borrow_mut().take();
+        let shared = shared2.clone();
+        async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(smol_hyper::rt::SmolTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
+        .with_upgrades();
+    let header_timeout = shared.config.header_timeout;
+    let shared2 = shared.clone();
+    shared
+        .ex
+        .spawn(async move {
+            let _slots = (slot, per_address);
+            if let Err(e) = conn.await {
+                log_connection_end(&shared2, peer, &e, &activity, header_timeout);
+            }
+        })
+        .detach();
 }
 
 type Admitted = (super::AddressSlot, super::AddressSlot, super::Slot);
