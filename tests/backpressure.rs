@@ -15,14 +15,9 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let tx =
-            a.pc.create_data_channel("flood", ChannelInit::default())
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let tx = a.channel("flood", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         a.expect("open", |e| matches!(e, Event::ChannelOpen(_)).then_some(()))
             .await;
@@ -38,10 +33,7 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
         // smolrtc thread must still connect and talk.
         let mut c = Peer::new("C");
         let mut d = Peer::new("D");
-        let ping =
-            c.pc.create_data_channel("ping", ChannelInit::default())
-                .await
-                .unwrap();
+        let ping = c.channel("ping", ChannelInit::default()).await;
         connect(&mut c, &mut d).await;
         c.expect("ping open", |e| {
             matches!(e, Event::ChannelOpen(_)).then_some(())
@@ -88,8 +80,7 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
 /// with `wait_buffered_amount` while A reads no events either.
 #[test]
 fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
-    init_log();
-    block_on(async {
+    run(async {
         const MSG: usize = 16 * 1024;
         const PER_CHANNEL: usize = 8 * 1024 * 1024;
         const PER_CONNECTION: usize = 12 * 1024 * 1024;
@@ -100,14 +91,8 @@ fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
         cb.sctp.receive_buffer = 64 * 1024;
         let mut a = Peer::with_config(ca);
         let mut b = Peer::with_config(cb);
-        let one =
-            a.pc.create_data_channel("one", ChannelInit::default())
-                .await
-                .unwrap();
-        let two =
-            a.pc.create_data_channel("two", ChannelInit::default())
-                .await
-                .unwrap();
+        let one = a.channel("one", ChannelInit::default()).await;
+        let two = a.channel("two", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         for label in ["one", "two"] {
             opened(&mut a, label).await;
@@ -171,8 +156,7 @@ fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
             assert_eq!(ch.buffered_amount(), 0);
         }
         // The channels and the connection go on.
-        one.send("after").await.unwrap();
-        assert_eq!(message(&mut b, "one").await, Message::Text("after".into()));
+        send_expect(&one, &mut b, "after").await;
     });
 }
 
@@ -245,10 +229,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
         cfg.sctp.receive_buffer = 64 * 1024;
         cfg.sctp.send_buffer_per_channel = UPLOAD;
         let mut a = Peer::with_config(cfg);
-        let up =
-            a.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
+        let up = a.channel("echo", ChannelInit::default()).await;
         let answer = a.offer_to_service(h.addr).await;
         a.pc.set_remote_description(answer).await.unwrap();
         opened(&mut a, "echo").await;
@@ -281,19 +262,11 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
         }
         // Another session connects and is echoed meanwhile.
         let mut other = Peer::new("other");
-        let ch = other
-            .pc
-            .create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        let ch = other.channel("echo", ChannelInit::default()).await;
         let answer = other.offer_to_service(h.addr).await;
         other.pc.set_remote_description(answer).await.unwrap();
         opened(&mut other, "echo").await;
-        ch.send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut other, "echo").await,
-            Message::Text("still here".into())
-        );
+        send_expect(&ch, &mut other, "still here").await;
         other.pc.close().await;
         most = most.max(echo.buffered_amount());
         let held = up.buffered_amount();

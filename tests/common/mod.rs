@@ -2,7 +2,9 @@
 //! 127.0.0.1, signaled in-process.
 #![allow(dead_code)]
 
-use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
+use smolrtc::{
+    ChannelInit, Config, DataChannel, Description, Event, EventStream, Message, PeerConnection,
+};
 use std::time::Duration;
 
 pub mod http;
@@ -92,6 +94,14 @@ impl Peer {
         found.unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
     }
 
+    /// Creates the channel `label`.
+    pub async fn channel(&self, label: &str, init: ChannelInit) -> DataChannel {
+        self.pc
+            .create_data_channel(label, init)
+            .await
+            .unwrap_or_else(|e| panic!("channel {label}: {e}"))
+    }
+
     /// Every local candidate line trickled until end-of-candidates.
     pub async fn local_candidates(&mut self) -> Vec<String> {
         let mut out = Vec::new();
@@ -168,6 +178,34 @@ pub async fn connect_editing(
 
 pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(f)
+}
+
+/// A test's body: the log set up, then `f` run to its end.
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    init_log();
+    block_on(f)
+}
+
+/// Two loopback peers, `A` (which will offer) and `B`.
+pub fn pair() -> (Peer, Peer) {
+    (Peer::new("A"), Peer::new("B"))
+}
+
+/// `A` and `B` connected, with the channel `label` created on `A` before the offer and
+/// open on `A`: the shape most tests start from.
+pub async fn connected_pair(label: &str, init: ChannelInit) -> (Peer, Peer, DataChannel) {
+    let (mut a, mut b) = pair();
+    let ch = a.channel(label, init).await;
+    connect(&mut a, &mut b).await;
+    opened(&mut a, label).await;
+    (a, b, ch)
+}
+
+/// Sends `m` on `ch` and checks that `to` receives it, unchanged, on the same label.
+pub async fn send_expect(ch: &DataChannel, to: &mut Peer, m: impl Into<Message>) {
+    let m = m.into();
+    ch.send(m.clone()).await.expect("send");
+    assert_eq!(message(to, ch.label()).await, m, "on {}", ch.label());
 }
 
 /// The channel `label` once it is open.
