@@ -7,9 +7,7 @@ mod common;
 
 use common::*;
 use smolrtc::service::apps::{ChannelEvents, ECHO_HIGH_WATER, ECHO_LOW_WATER};
-use smolrtc::service::{Service, ServiceConfig};
-use smolrtc::{ChannelInit, DataChannel, Event, Message, Runtime};
-use std::net::{IpAddr, Ipv4Addr};
+use smolrtc::{ChannelInit, DataChannel, Event, Message};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -201,14 +199,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
     init_log();
     const MSG: usize = 16 * 1024;
     const UPLOAD: usize = 12 * 1024 * 1024;
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    config.peer.sctp.receive_buffer = 256 * 1024;
+    let config = common::service::config(|c| c.peer.sctp.receive_buffer = 256 * 1024);
     let bound = config.peer.sctp.send_buffer_per_channel;
     assert!(
         bound > UPLOAD / 2,
@@ -217,12 +208,12 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
     // The built-in echo, its channels kept to watch their buffered amounts.
     let echoes: Arc<Mutex<Vec<DataChannel>>> = Arc::default();
     let seen = echoes.clone();
-    let mut service = Service::new(config);
-    service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
-        seen.lock().unwrap().push(ch.clone());
-        smolrtc::service::apps::echo(ch, events)
+    let (_rt, h) = common::service::start_with(config, |service| {
+        service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
+            seen.lock().unwrap().push(ch.clone());
+            smolrtc::service::apps::echo(ch, events)
+        });
     });
-    let h = service.start(&rt).unwrap();
     let served = |i: usize| echoes.lock().unwrap().get(i).cloned();
     block_on(async {
         let mut cfg = loopback_config("attacker");

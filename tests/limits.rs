@@ -10,8 +10,8 @@ use common::http::{
     connect_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from, Reply,
 };
 use common::*;
-use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
-use smolrtc::{ChannelInit, ChannelState, DataChannel, Description, Event, Message, Runtime};
+use smolrtc::service::{ServiceConfig, ServiceHandle};
+use smolrtc::{ChannelInit, ChannelState, DataChannel, Event, Message, Runtime};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Mutex;
@@ -70,16 +70,7 @@ fn logged(words: &[&str]) -> String {
 
 fn start(tweak: impl FnOnce(&mut ServiceConfig)) -> (Runtime, ServiceHandle) {
     init_capture();
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    tweak(&mut config);
-    let handle = Service::new(config).start(&rt).unwrap();
-    (rt, handle)
+    common::service::start(tweak)
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -157,28 +148,10 @@ async fn http_client_from(
     let mut p = Peer::new("client");
     let mut chans = Vec::new();
     for l in labels {
-        chans.push(
-            p.pc.create_data_channel(l, ChannelInit::default())
-                .await
-                .unwrap(),
-        );
+        chans.push(p.channel(l, ChannelInit::default()).await);
     }
-    let offer = p.pc.create_offer().await.unwrap();
-    p.pc.set_local_description(offer).await.unwrap();
-    let offer = p.complete_description().await;
-    let r = request_from(
-        h.addr,
-        from,
-        "POST",
-        "/api/offer",
-        headers,
-        Some("application/json"),
-        offer.to_json().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    p.pc.set_remote_description(Description::from_json(&r.text()).unwrap())
-        .await
-        .unwrap();
+    let answer = p.offer_to_service_from(h.addr, from, headers).await;
+    p.pc.set_remote_description(answer).await.unwrap();
     (p, chans)
 }
 

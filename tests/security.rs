@@ -522,18 +522,9 @@ async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
 /// arbitrary one (a client's) was forgotten.
 #[test]
 fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
-    use smolrtc::service::{Service, ServiceConfig};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     init_log();
-    let rt = smolrtc::Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        single_port: Some(0),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
-    let h = Service::new(config).start(&rt).unwrap();
+    let (_rt, h) = common::service::start(|c| c.single_port = Some(0));
     block_on(async {
         let (mut attacker, att_ch, att_ufrag, att_srv_ufrag, att_srv_pwd) =
             echo_client(&h, "attacker").await;
@@ -608,20 +599,11 @@ fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
 // ------------------------------------------------------------------ a web page's attacks
 
 use common::http::{request_from, ws_read_text, ws_upgrade_from, Reply};
-use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{ServiceConfig, ServiceHandle};
 
 fn start_service(tweak: impl FnOnce(&mut ServiceConfig)) -> (smolrtc::Runtime, ServiceHandle) {
     init_log();
-    let rt = smolrtc::Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec!["127.0.0.1".parse().unwrap()];
-    tweak(&mut config);
-    let h = Service::new(config).start(&rt).unwrap();
-    (rt, h)
+    common::service::start(tweak)
 }
 
 fn call(h: &ServiceHandle, method: &str, path: &str, headers: &[&str]) -> Reply {

@@ -20,16 +20,12 @@ fn start_with(
     max_sessions: usize,
     tweak: impl FnOnce(&mut ServiceConfig),
 ) -> (Runtime, ServiceHandle) {
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_sessions,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    tweak(&mut config);
-    let handle = Service::new(config).start(&rt).unwrap();
-    (rt, handle)
+    common::service::start(|c| {
+        // These tests run rawrtc's flow too.
+        c.rawrtc_flow = true;
+        c.max_sessions = max_sessions;
+        tweak(c);
+    })
 }
 
 fn sessions(h: &ServiceHandle) -> Vec<serde_json::Value> {

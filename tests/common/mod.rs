@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod http;
 pub mod netns;
+pub mod service;
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -135,13 +136,25 @@ impl Peer {
     /// offer, non-trickle): its answer, the 200 and the answer's type checked. The
     /// answer is not applied (callers may edit it first).
     pub async fn offer_to_service(&mut self, addr: std::net::SocketAddr) -> Description {
+        self.offer_to_service_from(addr, None, &[]).await
+    }
+
+    /// [`Peer::offer_to_service`] from the local address `from`, with extra header lines.
+    pub async fn offer_to_service_from(
+        &mut self,
+        addr: std::net::SocketAddr,
+        from: Option<std::net::IpAddr>,
+        headers: &[&str],
+    ) -> Description {
         let offer = self.pc.create_offer().await.unwrap();
         self.pc.set_local_description(offer).await.unwrap();
         let offer = self.complete_description().await;
-        let r = http::request(
+        let r = http::request_from(
             addr,
+            from,
             "POST",
             "/api/offer",
+            headers,
             Some("application/json"),
             offer.to_json().as_bytes(),
         );
