@@ -211,7 +211,7 @@ impl PeerActor {
     }
 
     fn log_state(&self, what: &str, value: &dyn std::fmt::Display) {
-        log::info!("[{}] {what}: {value}", self.name);
+        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] {what}: {value}", self.name);
     }
 
     fn handle(&mut self, msg: PeerMsg) {
@@ -266,7 +266,7 @@ impl PeerActor {
             PeerCmd::ChannelCreated => {
                 if !self.data_negotiated && !self.negotiation_needed && !self.closed {
                     self.negotiation_needed = true;
-                    log::info!("[{}] negotiation needed", self.name);
+                    log::info!(target: crate::EVENT_LOG_TARGET, "[{}] negotiation needed", self.name);
                     self.events.push(Event::NegotiationNeeded);
                 }
             }
@@ -629,7 +629,7 @@ impl PeerActor {
                 }
             }
             IceReport::SelectedPair { local, remote } => {
-                log::info!("[{}] ICE selected pair: {local} <-> {remote}", self.name);
+                log::info!(target: crate::EVENT_LOG_TARGET, "[{}] ICE selected pair: {local} <-> {remote}", self.name);
                 self.events
                     .push(Event::SelectedCandidatePair { local, remote });
             }

@@ -12,14 +12,15 @@
 //! packetizes each frame once ([`Track::handle_frame`]) and keeps the figures. A source that
 //! fails for good (a file that cannot be read) leaves its stream `failed` with the reason.
 
+use super::error::ServiceError;
 use super::http::{json_response, read_body, require_content_type, Body};
-use super::{ApiError, Shared};
+use super::Shared;
 use crate::error::{Error, Result};
 use crate::media::source_io::{self, SourceFrame, SourceOptions};
 use crate::media::{MediaKind, SendCodec, SourceSpec, Track};
 use crate::sdp::{self, PlanError, StreamCodecs};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -359,12 +360,15 @@ pub(super) async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
     path: &str,
-) -> std::result::Result<Response<Body>, ApiError> {
+) -> std::result::Result<Response<Body>, ServiceError> {
     let method = req.method().clone();
     if path == "/api/streams" {
         return match method {
             Method::GET => Ok(list(shared)),
-            m => Err(ApiError(405, format!("{m} is not allowed on {path}"))),
+            m => Err(ServiceError::MethodNotAllowed {
+                method: m.to_string(),
+                path: path.to_owned(),
+            }),
         };
     }
     let rest = path.strip_prefix("/whep/").unwrap_or_default();
@@ -372,17 +376,17 @@ pub(super) async fn route(
         (None, Method::POST) => whep_post(shared, peer, rest, req).await,
         (Some((_, id)), Method::PATCH) => super::api::whip_patch(shared, id, req).await,
         (Some((_, id)), Method::DELETE) => super::api::whip_delete(shared, id).await,
-        (_, m) => Err(ApiError(
-            405,
-            format!("{m} is not allowed on {}", super::http::clip(path)),
-        )),
+        (_, m) => Err(ServiceError::MethodNotAllowed {
+            method: m.to_string(),
+            path: super::http::clip(path).to_owned(),
+        }),
     }
 }
 
 fn list(shared: &Shared) -> Response<Body> {
     let now = Instant::now();
     let list: Vec<_> = shared.streams.list.iter().map(|s| s.json(now)).collect();
-    json_response(200, serde_json::json!({ "streams": list }))
+    json_response(StatusCode::OK, serde_json::json!({ "streams": list }))
 }
 
 /// `POST /whep/NAME`: checks, negotiation, then [`answer_viewer`].
@@ -391,18 +395,19 @@ async fn whep_post(
     peer: SocketAddr,
     name: &str,
     req: Request<Incoming>,
-) -> std::result::Result<Response<Body>, ApiError> {
+) -> std::result::Result<Response<Body>, ServiceError> {
     let stream = shared
         .streams
         .get(name)
-        .ok_or_else(|| ApiError(404, format!("unknown stream {:?}", super::http::clip(name))))?;
+        .ok_or_else(|| ServiceError::UnknownStream(super::http::clip(name).to_owned()))?;
     require_content_type(&req, "application/sdp")?;
     let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let offer = sdp::parse_description(text).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
-    let codecs = stream.codecs().map_err(|why| ApiError(503, why))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
+    let offer = sdp::parse_description(text).map_err(ServiceError::BadSdp)?;
+    let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
     let plan = sdp::plan_answer(&offer, Some(&codecs), false, &Default::default())
-        .map_err(|e: PlanError| ApiError(422, format!("stream {name}: {e}")))?;
+        .map_err(|e: PlanError| ServiceError::Unplayable(format!("stream {name}: {e}")))?;
     for why in &plan.rejected {
         log::info!("whep {name}: {why}");
     }
@@ -419,7 +424,7 @@ async fn answer_viewer(
     stream: &Stream,
     _offer: sdp::RemoteDescription,
     plan: sdp::AnswerPlan,
-) -> std::result::Result<Response<Body>, ApiError> {
+) -> std::result::Result<Response<Body>, ServiceError> {
     let tracks: Vec<String> = plan
         .tracks
         .iter()
@@ -438,7 +443,7 @@ async fn answer_viewer(
         tracks.join(", ")
     );
     Ok(json_response(
-        501,
+        StatusCode::NOT_IMPLEMENTED,
         serde_json::json!({
             "error": "media transport not wired yet",
             "negotiated": tracks,

@@ -84,8 +84,13 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    smolrtc::logging::init();
     let matches = Cli::command().get_matches();
+    if matches.subcommand_name() == Some("peer") {
+        // The console logs each event itself, as rawrtc's tool does: one line per event.
+        smolrtc::logging::init_for_event_logger();
+    } else {
+        smolrtc::logging::init();
+    }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(opts) => {
