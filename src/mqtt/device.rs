@@ -1,0 +1,1 @@
+//! The service task that signals sessions over MQTT.
