@@ -123,6 +123,23 @@ impl TurnRest {
     }
 }
 
+/// The W3C `iceServers` a client gets (`GET /api/ice-servers`, the MQTT `ice-servers`
+/// reply): the device's STUN servers, and its TURN servers with fresh credentials.
+pub(crate) fn for_clients(config: &crate::service::ServiceConfig) -> serde_json::Value {
+    let mut v: Vec<serde_json::Value> = config
+        .peer
+        .ice
+        .servers
+        .iter()
+        .filter(|s| s.kind == ServerKind::Stun)
+        .map(|s| serde_json::json!({ "urls": format!("stun:{}", s.host_port()) }))
+        .collect();
+    if let Some(t) = &config.turn_rest {
+        v.push(t.rtc_ice_server(&config.device_id));
+    }
+    serde_json::Value::Array(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

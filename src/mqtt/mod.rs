@@ -16,4 +16,5 @@ mod transport;
 mod url;
 
 pub use client::{MqttClient, MqttEvent, MqttOptions, Will};
+pub use device::{MqttConfig, DEFAULT_PREFIX};
 pub use url::{MqttUrl, Scheme};

@@ -80,6 +80,17 @@ pub struct ServiceConfig {
     /// Run rawrtc's channel flow on every session (negotiated `cat-noises` id 0, and an
     /// in-band `bear-noises`/`lion-noises` once connected).
     pub rawrtc_flow: bool,
+    /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
+    /// the MQTT broker).
+    pub serve_http: bool,
+    /// This device's name: its MQTT topics and TURN REST user name (empty: the host name).
+    pub device_id: String,
+    /// TURN servers sharing a secret with this device: credentials minted for its own ICE
+    /// agent and for each client (`GET /api/ice-servers`, the MQTT `ice-servers` reply).
+    pub turn_rest: Option<crate::turn_rest::TurnRest>,
+    /// Signal through an MQTT broker too (fleet mode).
+    #[cfg(feature = "mqtt")]
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 /// Default of [`ServiceConfig::max_sessions`].
@@ -148,6 +159,11 @@ impl Default for ServiceConfig {
             token: None,
             rawrtc_flow: true,
             single_port: None,
+            serve_http: true,
+            device_id: String::new(),
+            turn_rest: None,
+            #[cfg(feature = "mqtt")]
+            mqtt: None,
         }
     }
 }

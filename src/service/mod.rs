@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::runtime::Runtime;
 use apps::Registry;
 use async_channel::{Receiver, Sender};
-use session::Shared;
+pub(crate) use session::Shared;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub struct Service {
 
 /// A running service.
 pub struct ServiceHandle {
-    /// The address the HTTP server is bound to.
+    /// The address the HTTP server is bound to (0.0.0.0:0 without one).
     pub addr: SocketAddr,
     stop: Sender<Sender<()>>,
     reports: Receiver<serde_json::Value>,
@@ -116,19 +116,38 @@ impl Service {
             .gather_timeout
             .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
         let token = self.config.token.is_some();
-        let listener = std::net::TcpListener::bind(self.config.listen)?;
-        let addr = listener.local_addr()?;
-        let listener = async_io::Async::new(listener)?;
+        if self.config.device_id.is_empty() {
+            self.config.device_id =
+                session::machine_host_name().unwrap_or_else(|| "smolrtc".into());
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &self.config.mqtt {
+            crate::mqtt::device::check(m, &self.config.device_id)?;
+        }
+        // `--listen none`: no HTTP server (the address reported is 0.0.0.0:0).
+        let (listener, addr) = if self.config.serve_http {
+            let listener = std::net::TcpListener::bind(self.config.listen)?;
+            let addr = listener.local_addr()?;
+            (Some(async_io::Async::new(listener)?), addr)
+        } else {
+            (None, SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        let http = listener.is_some();
         let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
         let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
         let rt = runtime.clone();
         runtime.spawn_actors(move |ex| {
             let shared = Shared::new(self.config, self.registry, rt, ex.clone(), reports_tx);
             let s2 = shared.clone();
+            #[cfg(feature = "mqtt")]
+            let mqtt = crate::mqtt::device::start(&shared);
             ex.spawn(async move {
                 let stopped = futures_lite::future::or(
                     async {
-                        self::http::serve(s2.clone(), listener).await;
+                        match listener {
+                            Some(l) => self::http::serve(s2.clone(), l).await,
+                            None => futures_lite::future::pending().await,
+                        }
                         None
                     },
                     async { stop_rx.recv().await.ok() },
@@ -139,20 +158,28 @@ impl Service {
                 for id in ids {
                     s2.close(&id).await;
                 }
+                #[cfg(feature = "mqtt")]
+                if let Some(m) = mqtt {
+                    m.stop().await;
+                }
                 if let Some(done) = stopped {
                     let _ = done.try_send(());
                 }
             })
             .detach();
         });
-        log::info!(
-            "listening on http://{addr}{}",
-            if token {
-                " (API behind a bearer token)"
-            } else {
-                ""
-            }
-        );
+        if !http {
+            log::info!("no HTTP server (listen none)");
+        } else {
+            log::info!(
+                "listening on http://{addr}{}",
+                if token {
+                    " (API behind a bearer token)"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(ServiceHandle {
             addr,
             stop: stop_tx,
