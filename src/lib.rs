@@ -14,7 +14,7 @@
 //!
 //! Cargo features (all on by default): `service` (the device service: HTTP, WHIP,
 //! WebSocket, channel handlers), `media` (the media core), `testkit` (the impairment relay
-//! shared by tests and benchmarks), `logging` (a stderr logger that keeps secrets out),
+//! shared by tests and benchmarks), `mqtt` (fleet signaling through an MQTT broker), `logging` (a stderr logger that keeps secrets out),
 //! `cli` (the `smolrtc` command). `default-features = false` leaves the peer connection
 //! alone: no HTTP server, CLI parser or logger is compiled.
 //!
@@ -30,6 +30,8 @@ pub mod ice;
 pub mod logging;
 #[cfg(feature = "media")]
 pub mod media;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod peer;
 mod runtime;
 pub mod sctp;
@@ -38,6 +40,8 @@ pub mod sdp;
 pub mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "service")]
+pub mod turn_rest;
 
 /// The log target of the library's one line per [`Event`] (state changes, local
 /// candidates, channels opened and closed): a program that logs events itself, like the

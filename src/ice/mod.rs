@@ -12,6 +12,9 @@ pub(crate) use agent::{IceActor, IceMsg, IceReport};
 pub use gather::HostPolicy;
 pub use port::SharedPort;
 pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};
+/// The MQTT client's TLS settings are the TURN client's.
+#[cfg(feature = "mqtt")]
+pub(crate) use turn_stream::tls_config as tls_client_config;
 
 use std::time::Duration;
 

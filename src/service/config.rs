@@ -84,6 +84,17 @@ pub struct ServiceConfig {
     /// `/whep/NAME` and listed at `/api/streams`.
     #[cfg(feature = "media")]
     pub streams: Vec<super::StreamConfig>,
+    /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
+    /// the MQTT broker).
+    pub serve_http: bool,
+    /// This device's name: its MQTT topics and TURN REST user name (empty: the host name).
+    pub device_id: String,
+    /// TURN servers sharing a secret with this device: credentials minted for its own ICE
+    /// agent and for each client (`GET /api/ice-servers`, the MQTT `ice-servers` reply).
+    pub turn_rest: Option<crate::turn_rest::TurnRest>,
+    /// Signal through an MQTT broker too (fleet mode).
+    #[cfg(feature = "mqtt")]
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 /// Default of [`ServiceConfig::max_sessions`].
@@ -154,6 +165,11 @@ impl Default for ServiceConfig {
             single_port: None,
             #[cfg(feature = "media")]
             streams: Vec::new(),
+            serve_http: true,
+            device_id: String::new(),
+            turn_rest: None,
+            #[cfg(feature = "mqtt")]
+            mqtt: None,
         }
     }
 }

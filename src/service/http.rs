@@ -9,6 +9,7 @@
 //! | `DELETE /whip/<id>` | `200`, session closed |
 //! | `GET /ws` (`?role=offer`: the service offers) | WebSocket, rawrtc's `{"type","value"}` messages, trickle both ways (see [`ws`]) |
 //! | `GET /api/sessions` | the live sessions, JSON |
+//! | `GET /api/ice-servers` | the W3C `iceServers` for the page: STUN servers, TURN servers with fresh TURN REST credentials |
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
 //! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
 //!
@@ -435,6 +436,7 @@ fn route_kind(path: &str) -> &'static str {
         "/api/offer" => "/api/offer",
         "/api/report" => "/api/report",
         "/api/sessions" => "/api/sessions",
+        "/api/ice-servers" => "/api/ice-servers",
         "/whip" => "/whip",
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
@@ -575,6 +577,10 @@ async fn handle(
         (&Method::GET, "/app.js") => Ok(static_response("text/javascript; charset=utf-8", APP_JS)),
         (&Method::GET, "/style.css") => Ok(static_response("text/css; charset=utf-8", STYLE_CSS)),
         (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
+        (&Method::GET, "/api/ice-servers") => Ok(json_response(
+            StatusCode::OK,
+            crate::turn_rest::for_clients(&shared.config),
+        )),
         (&Method::POST, "/api/report") => report(shared, req).await,
         (&Method::POST, "/api/offer") => api_offer(shared, peer, req).await,
         (&Method::POST, "/whip") => whip_post(shared, peer, req).await,

@@ -32,20 +32,31 @@ use crate::error::Result;
 use crate::runtime::Runtime;
 use apps::Registry;
 use async_channel::{Receiver, Sender};
-use session::Shared;
+pub(crate) use session::Shared;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// The MQTT device task, when the service signals through a broker too.
+#[cfg(feature = "mqtt")]
+type MqttTask = crate::mqtt::device::Device;
+#[cfg(not(feature = "mqtt"))]
+type MqttTask = std::convert::Infallible;
 
 /// Serves until [`ServiceHandle::shutdown`] asks to stop, then closes every session and
 /// says it is done.
 async fn serve_until_stopped(
     shared: std::rc::Rc<Shared>,
-    listener: async_io::Async<std::net::TcpListener>,
+    listener: Option<async_io::Async<std::net::TcpListener>>,
     stop: Receiver<Sender<()>>,
+    mqtt: Option<MqttTask>,
 ) {
     let stopped = futures_lite::future::or(
         async {
-            self::http::serve(shared.clone(), listener).await;
+            match listener {
+                Some(l) => self::http::serve(shared.clone(), l).await,
+                // `--listen none`: signaling through the broker only.
+                None => futures_lite::future::pending().await,
+            }
             None
         },
         async { stop.recv().await.ok() },
@@ -57,6 +68,12 @@ async fn serve_until_stopped(
     log::info!("shutting down: closing {} sessions", ids.len());
     for id in ids {
         shared.close(&id).await;
+    }
+    if let Some(m) = mqtt {
+        #[cfg(feature = "mqtt")]
+        m.stop().await;
+        #[cfg(not(feature = "mqtt"))]
+        match m {}
     }
     if let Some(done) = stopped {
         let _ = done.try_send(());
@@ -72,7 +89,7 @@ pub struct Service {
 
 /// A running service.
 pub struct ServiceHandle {
-    /// The address the HTTP server is bound to.
+    /// The address the HTTP server is bound to (0.0.0.0:0 without one).
     pub addr: SocketAddr,
     stop: Sender<Sender<()>>,
     reports: Receiver<serde_json::Value>,
@@ -139,25 +156,47 @@ impl Service {
     pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
         self.prepare(runtime)?;
         let token = self.config.token.is_some();
-        let listener = std::net::TcpListener::bind(self.config.listen)?;
-        let addr = listener.local_addr()?;
-        let listener = async_io::Async::new(listener)?;
+        if self.config.device_id.is_empty() {
+            self.config.device_id =
+                session::machine_host_name().unwrap_or_else(|| "smolrtc".into());
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &self.config.mqtt {
+            crate::mqtt::device::check(m, &self.config.device_id)?;
+        }
+        // `--listen none`: no HTTP server (the address reported is 0.0.0.0:0).
+        let (listener, addr) = if self.config.serve_http {
+            let listener = std::net::TcpListener::bind(self.config.listen)?;
+            let addr = listener.local_addr()?;
+            (Some(async_io::Async::new(listener)?), addr)
+        } else {
+            (None, SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        let http = listener.is_some();
         let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
         let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
         let rt = runtime.clone();
         runtime.spawn_actors(move |ex| {
             let shared = Shared::new(self.config, self.registry, rt, ex.clone(), reports_tx);
-            ex.spawn(serve_until_stopped(shared, listener, stop_rx))
+            #[cfg(feature = "mqtt")]
+            let mqtt = crate::mqtt::device::start(&shared);
+            #[cfg(not(feature = "mqtt"))]
+            let mqtt: Option<MqttTask> = None;
+            ex.spawn(serve_until_stopped(shared, listener, stop_rx, mqtt))
                 .detach();
         });
-        log::info!(
-            "listening on http://{addr}{}",
-            if token {
-                " (API behind a bearer token)"
-            } else {
-                ""
-            }
-        );
+        if !http {
+            log::info!("no HTTP server (listen none)");
+        } else {
+            log::info!(
+                "listening on http://{addr}{}",
+                if token {
+                    " (API behind a bearer token)"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(ServiceHandle {
             addr,
             stop: stop_tx,

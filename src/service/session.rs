@@ -25,6 +25,9 @@ pub(crate) enum Via {
     Http,
     Whip,
     WebSocket,
+    /// Through the MQTT broker: counted per client id by the MQTT task, not per address.
+    #[cfg(feature = "mqtt")]
+    Mqtt,
 }
 
 impl Via {
@@ -33,6 +36,8 @@ impl Via {
             Via::Http => "http",
             Via::Whip => "whip",
             Via::WebSocket => "ws",
+            #[cfg(feature = "mqtt")]
+            Via::Mqtt => "mqtt",
         }
     }
 }
@@ -43,7 +48,7 @@ pub(crate) struct Session {
     started: Instant,
     state: Rc<RefCell<ConnectionState>>,
     /// Its place under `max_sessions_per_address`, freed with the session.
-    _address: AddressSlot,
+    _address: Option<AddressSlot>,
 }
 
 /// The service's state, shared by its tasks on the smolrtc thread.
@@ -176,7 +181,17 @@ impl Shared {
             return Err(e);
         }
         let per = self.config.max_sessions_per_address;
-        let Some(address) = self.sessions_per_address.take(client, per) else {
+        let per_address = match via {
+            #[cfg(feature = "mqtt")]
+            Via::Mqtt => false,
+            _ => true,
+        };
+        let address = if per_address {
+            self.sessions_per_address.take(client, per).map(Some)
+        } else {
+            Some(None)
+        };
+        let Some(address) = address else {
             let e = ServiceError::TooMany {
                 held: Held::SessionsFromAddress,
                 limit: "max_sessions_per_address",
@@ -190,6 +205,13 @@ impl Shared {
         let id = session_id()?;
         let mut config = self.config.peer.clone();
         config.name = id.clone();
+        if let Some(t) = &self.config.turn_rest {
+            // Fresh credentials for each session's own allocations.
+            config
+                .ice
+                .servers
+                .extend(t.ice_servers(&self.config.device_id));
+        }
         let pc = PeerConnection::with_runtime(&self.runtime, config)?;
         let events = pc.events();
         if self.config.rawrtc_flow {
@@ -266,7 +288,7 @@ fn host_names(allowed: &[String]) -> Vec<String> {
 }
 
 /// gethostname(2), lowercase; `None` if it fails or is not a plain name.
-fn machine_host_name() -> Option<String> {
+pub(crate) fn machine_host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is writable for `buf.len()` bytes; on success it holds a name,
     // NUL-terminated unless truncated (then no NUL is found below and it is not used).

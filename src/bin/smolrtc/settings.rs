@@ -99,9 +99,11 @@ pub struct ServeSettings {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address and port of the HTTP server.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub listen: SocketAddr,
+    /// Address and port of the HTTP server, or `none` (no HTTP: signaling only through
+    /// --mqtt).
+    #[arg(long, value_name = "ADDR:PORT|none", default_value = "127.0.0.1:8888")]
+    #[serde(with = "text")]
+    pub listen: Listen,
     /// ICE: host candidates, STUN/TURN servers, transport policy.
     #[command(flatten)]
     #[serde(flatten)]
@@ -218,6 +220,36 @@ pub struct ServeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub streams: std::collections::BTreeMap<String, StreamSources>,
+    /// Fleet mode: also signal through this MQTT broker,
+    /// mqtt://|mqtts://|ws://|wss://[USER[:PASS]@]HOST[:PORT][/PATH]. The user name is the
+    /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
+    /// password in the URL.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Read the broker password from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// This device's name in the topics (PREFIX/ID/..), its MQTT client id and its TURN
+    /// REST user name; default: the host name.
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    /// First level of the fleet's topics.
+    #[arg(long, value_name = "P", default_value = smolrtc::mqtt::DEFAULT_PREFIX)]
+    pub mqtt_prefix: String,
+    /// PEM certificate authorities for mqtts:// and wss:// (default: the system's).
+    #[arg(long, value_name = "PEM")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// A TURN server sharing --turn-secret-file with this device (repeatable):
+    /// turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]. Credentials are minted
+    /// per session (TURN REST, coturn use-auth-secret) for the device and its clients.
+    #[arg(long = "turn-url", value_name = "URL")]
+    pub turn_urls: Vec<String>,
+    /// The TURN REST shared secret (coturn static-auth-secret), first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+    /// Seconds a minted TURN credential is valid.
+    #[arg(long, value_name = "SECONDS", default_value_t = smolrtc::turn_rest::DEFAULT_TTL.as_secs_f64())]
+    pub turn_ttl: f64,
 }
 
 /// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
@@ -303,6 +335,7 @@ impl ServeSettings {
         for (alias, key) in [
             ("allow-host", "allow-hosts"),
             ("allow-origin", "allow-origins"),
+            ("turn-url", "turn-urls"),
         ] {
             if let Some(v) = table.remove(alias) {
                 if table.insert(key.into(), v).is_some() {
@@ -353,7 +386,7 @@ impl ServeSettings {
             .filter(|a| a.get_id() != "config")
             .map(|a| a.get_id().as_str().replace('_', "-"))
             .collect();
-        keys.extend(["allow-host", "allow-origin", "rawrtc-flow"].map(String::from));
+        keys.extend(["allow-host", "allow-origin", "turn-url", "rawrtc-flow"].map(String::from));
         #[cfg(feature = "media")]
         keys.push("streams".into());
         keys
@@ -402,7 +435,14 @@ impl ServeSettings {
             }
         }
         let mut config = ServiceConfig {
-            listen: self.listen,
+            listen: self
+                .listen
+                .0
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            serve_http: self.listen.0.is_some(),
+            device_id: self.device_id.clone().unwrap_or_default(),
+            turn_rest: self.turn_rest()?,
+            mqtt: self.mqtt_config()?,
             max_sessions: self.max_sessions,
             max_body: self.max_body,
             max_connections: self.max_connections,
@@ -464,6 +504,70 @@ impl ServeSettings {
             }
         }
         Ok(streams)
+    }
+}
+
+impl ServeSettings {
+    fn turn_rest(&self) -> smolrtc::Result<Option<smolrtc::turn_rest::TurnRest>> {
+        let invalid = smolrtc::Error::InvalidArgument;
+        match (&self.turn_secret_file, self.turn_urls.is_empty()) {
+            (None, true) => Ok(None),
+            (None, false) => Err(invalid("--turn-url needs --turn-secret-file".into())),
+            (Some(_), true) => Err(invalid("--turn-secret-file needs a --turn-url".into())),
+            (Some(f), false) => {
+                let ttl =
+                    seconds("turn-ttl", self.turn_ttl.min(7.0 * 86_400.0)).map_err(invalid)?;
+                smolrtc::turn_rest::TurnRest::with_secret_file(self.turn_urls.clone(), f, ttl)
+                    .map(Some)
+            }
+        }
+    }
+
+    fn mqtt_config(&self) -> smolrtc::Result<Option<smolrtc::mqtt::MqttConfig>> {
+        let invalid = smolrtc::Error::InvalidArgument;
+        let Some(url) = &self.mqtt else {
+            if self.listen.0.is_none() {
+                return Err(invalid(
+                    "--listen none needs --mqtt (or nothing could reach the device)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let url = smolrtc::mqtt::MqttUrl::parse(url).map_err(invalid)?;
+        let mut m = smolrtc::mqtt::MqttConfig::new(url);
+        if let Some(f) = &self.mqtt_password_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| invalid(format!("--mqtt-password-file {}: {e}", f.display())))?;
+            m.password = Some(text.lines().next().unwrap_or_default().to_owned());
+        }
+        m.prefix = self.mqtt_prefix.clone();
+        m.ca = self.mqtt_ca.clone();
+        Ok(Some(m))
+    }
+}
+
+/// `--listen`: an address, or `none`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Listen(None));
+        }
+        s.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|_| format!("{s:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:8888) or none"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("none"),
+        }
     }
 }
 
@@ -652,7 +756,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(f.listen, "0.0.0.0:8888".parse::<SocketAddr>().unwrap());
+        assert_eq!(f.listen, Listen(Some("0.0.0.0:8888".parse().unwrap())));
         assert_eq!(f.single_port, Some(50000));
         assert_eq!(f.ice.ice_servers.len(), 2);
         assert_eq!(f.ice.ice_transport_policy, TransportPolicy::Relay);
@@ -660,7 +764,7 @@ mod tests {
         assert_eq!(f.ice.gather_timeout, 2.5);
         // Keys left out keep the flags' defaults.
         assert_eq!(f.max_body, service::DEFAULT_MAX_BODY);
-        assert!(!format!("{f:?}").contains("secret"));
+        assert!(!format!("{f:?}").contains("u:secret"));
     }
 
     #[test]
