@@ -19,20 +19,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Capacity of every actor inbox, counted in batches.
-pub const INBOX_BATCHES: usize = 64;
+pub(crate) const INBOX_BATCHES: usize = 64;
 /// App-ward queues hold whole messages, so they are kept short: inbox capacity (batches)
 /// and batch size of the SCTP → router and router → application hops. At most
 /// `APP_BATCHES * APP_BATCH` messages wait in each before SCTP stops reading.
-pub const APP_BATCHES: usize = 4;
+pub(crate) const APP_BATCHES: usize = 4;
 /// See [`APP_BATCHES`].
-pub const APP_BATCH: usize = 16;
+pub(crate) const APP_BATCH: usize = 16;
 /// Most items merged into one batch before a new one is started.
 const BATCH_MAX: usize = 256;
 
 type InFlight = Pin<Box<dyn Future<Output = bool>>>;
 
 /// A one-way, batching, never-blocking connection to another actor's inbox.
-pub struct Link<T: 'static> {
+pub(crate) struct Link<T: 'static> {
     tx: Sender<Vec<T>>,
     batch_max: usize,
     queue: VecDeque<Vec<T>>,
@@ -124,7 +124,7 @@ impl<T: 'static> Link<T> {
 }
 
 /// Pending until any of `links` finishes its in-flight send.
-pub fn poll_links(links: &mut [&mut dyn PollInflight], cx: &mut Context<'_>) -> Poll<()> {
+pub(crate) fn poll_links(links: &mut [&mut dyn PollInflight], cx: &mut Context<'_>) -> Poll<()> {
     for link in links.iter_mut() {
         if link.poll_inflight_dyn(cx).is_ready() {
             return Poll::Ready(());
@@ -134,7 +134,7 @@ pub fn poll_links(links: &mut [&mut dyn PollInflight], cx: &mut Context<'_>) -> 
 }
 
 /// Object-safe view of [`Link::poll_inflight`], so one select can watch links of any type.
-pub trait PollInflight {
+pub(crate) trait PollInflight {
     /// See [`Link::poll_inflight`].
     fn poll_inflight_dyn(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
@@ -146,7 +146,7 @@ impl<T: 'static> PollInflight for Link<T> {
 }
 
 /// What woke an actor up.
-pub enum Wake<M> {
+pub(crate) enum Wake<M> {
     /// A batch from the inbox, or `None` when every sender is gone.
     Inbox(Option<Vec<M>>),
     /// The engine's deadline passed.
@@ -158,10 +158,10 @@ pub enum Wake<M> {
 }
 
 /// One-shot reply channel used by API calls that wait for an actor's answer.
-pub type Reply<T> = Sender<T>;
+pub(crate) type Reply<T> = Sender<T>;
 
 /// Makes a reply channel and the receiver to await on.
-pub fn reply_channel<T>() -> (Reply<T>, async_channel::Receiver<T>) {
+pub(crate) fn reply_channel<T>() -> (Reply<T>, async_channel::Receiver<T>) {
     async_channel::bounded(1)
 }
 
@@ -170,7 +170,7 @@ pub fn reply_channel<T>() -> (Reply<T>, async_channel::Receiver<T>) {
 ///
 /// With `read_inbox == false` the inbox is left alone (the actor is holding back input
 /// because a neighbour is backlogged); the timer, links and `extra` still wake it.
-pub async fn wait<M>(
+pub(crate) async fn wait<M>(
     inbox: &async_channel::Receiver<Vec<M>>,
     read_inbox: bool,
     deadline: Option<std::time::Instant>,
@@ -217,6 +217,6 @@ pub async fn wait<M>(
 }
 
 /// An `extra` source for [`wait`] that never fires.
-pub fn no_extra(_: &mut Context<'_>) -> Poll<()> {
+pub(crate) fn no_extra(_: &mut Context<'_>) -> Poll<()> {
     Poll::Pending
 }
