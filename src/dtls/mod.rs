@@ -11,7 +11,7 @@ pub(crate) use cert::provider as crypto_provider;
 
 pub use cert::Certificate;
 
-use crate::error::Error;
+use crate::error::{DtlsError, Error};
 use crate::ice::IceMsg;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Link, Wake};
@@ -147,7 +147,7 @@ impl DtlsActor {
                 Wake::Timer => {
                     if let Some(ep) = self.endpoint.as_mut() {
                         if let Err(e) = ep.handle_timeout(REMOTE, now) {
-                            self.fail(now, Error::Dtls(format!("handshake timed out: {e}")));
+                            self.fail(now, DtlsError::Timeout(e.to_string()).into());
                         }
                     }
                 }
@@ -217,7 +217,7 @@ impl DtlsActor {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ])
             .build(client, Some(REMOTE))
-            .map_err(|e| Error::Dtls(format!("config: {e}")))
+            .map_err(|e| DtlsError::Config(e.to_string()).into())
     }
 
     fn start(&mut self, now: Instant, client: bool, fingerprints: Vec<Fingerprint>) {
@@ -252,7 +252,7 @@ impl DtlsActor {
         self.connecting = true;
         self.peer.push(PeerMsg::Dtls(DtlsReport::Connecting));
         if let Err(e) = ep.connect(now, REMOTE, cfg, None) {
-            self.fail(now, Error::Dtls(format!("connect: {e}")));
+            self.fail(now, DtlsError::Connect(e.to_string()).into());
         }
     }
 
@@ -313,7 +313,7 @@ impl DtlsActor {
                 if self.mismatch.load(Ordering::Acquire) {
                     self.fail(now, Error::FingerprintMismatch);
                 } else if !self.handshake_done && ep.get_connection_state(REMOTE).is_none() {
-                    self.fail(now, Error::Dtls(e.to_string()));
+                    self.fail(now, DtlsError::Handshake(e.to_string()).into());
                 } else {
                     // A stray or forged record must not end a working association.
                     log::debug!("[{}] DTLS: datagram ignored: {e}", self.name);

@@ -209,7 +209,7 @@ impl IceActor {
         };
         let provider = crate::dtls::crypto_provider()?;
         let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider.clone())
-            .map_err(|e| crate::Error::Ice(e.to_string()))?;
+            .map_err(|e| crate::error::IceError::Agent(e.to_string()))?;
         Ok(Self {
             name,
             config,
@@ -709,9 +709,11 @@ impl IceActor {
                 self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
                     "{raw:?}: {e}"
                 ))));
-                return Err(crate::Error::InvalidArgument(format!(
-                    "candidate {raw:?}: {e}"
-                )));
+                return Err(crate::error::ArgumentError::Candidate {
+                    candidate: raw.to_owned(),
+                    reason: e.to_string(),
+                }
+                .into());
             }
         };
         if c.address().ends_with(".local") {
@@ -733,10 +735,15 @@ impl IceActor {
         }
         if self.remote_full() {
             self.cap_hit();
-            return Err(crate::Error::Limit(format!(
-                "too many remote candidates (max_remote_candidates = {})",
-                self.max_remote
-            )));
+            return Err(crate::error::LimitError::new(
+                "max_remote_candidates",
+                self.max_remote,
+                format!(
+                    "too many remote candidates (max_remote_candidates = {})",
+                    self.max_remote
+                ),
+            )
+            .into());
         }
         log::debug!("[{}] ICE remote candidate {}", self.name, c.marshal());
         if let Err(e) = self.agent.add_remote_candidate(c) {

@@ -5,7 +5,7 @@
 
 use super::{ConnectionState, Event, SignalingState};
 use crate::dtls::{DtlsMsg, DtlsReport};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentError, IceError, Result, StateError};
 use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
 use crate::runtime::{self, Link, Reply, Wake};
 use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
@@ -44,7 +44,7 @@ pub(crate) fn ice_credentials() -> Result<(String, String)> {
     provider
         .random()
         .fill(&mut raw)
-        .map_err(|e| Error::Ice(format!("random: {e}")))?;
+        .map_err(|e| IceError::Random(e.to_string()))?;
     let s: String = raw
         .iter()
         .map(|b| ICE_CHARS[(b & 63) as usize] as char)
@@ -299,7 +299,7 @@ impl PeerActor {
 
     fn check_open(&self) -> Result<()> {
         if self.closed {
-            Err(Error::InvalidState("peer connection is closed".into()))
+            Err(StateError::PeerClosed.into())
         } else {
             Ok(())
         }
@@ -325,9 +325,7 @@ impl PeerActor {
     fn create_offer(&mut self) -> Result<Description> {
         self.check_open()?;
         if self.signaling == SignalingState::HaveRemoteOffer {
-            return Err(Error::InvalidState(
-                "create_offer while a remote offer awaits an answer".into(),
-            ));
+            return Err(StateError::OfferWhileRemoteOffer.into());
         }
         let mid = self
             .local
@@ -360,10 +358,7 @@ impl PeerActor {
     fn create_answer(&mut self) -> Result<Description> {
         self.check_open()?;
         if self.signaling != SignalingState::HaveRemoteOffer {
-            return Err(Error::InvalidState(format!(
-                "create_answer needs a remote offer (signaling state is {})",
-                self.signaling
-            )));
+            return Err(StateError::AnswerWithoutOffer(self.signaling).into());
         }
         let (_, remote) = self
             .remote
@@ -391,17 +386,7 @@ impl PeerActor {
         self.check_open()?;
         let (kind, setup, mid) = match &self.pending_local {
             Some(p) if p.0 == d.kind => p.clone(),
-            _ => {
-                return Err(Error::InvalidState(format!(
-                    "set_local_description({:?}) without a matching create_{}",
-                    d.kind,
-                    if d.kind == SdpType::Answer {
-                        "answer"
-                    } else {
-                        "offer"
-                    }
-                )))
-            }
+            _ => return Err(StateError::NotCreated(d.kind).into()),
         };
         // Our own text is regenerated from state; a caller's edits are not supported.
         if !d.sdp.is_empty() {
@@ -420,11 +405,7 @@ impl PeerActor {
                 self.set_signaling(SignalingState::Stable);
                 self.negotiated();
             }
-            (k, s) => {
-                return Err(Error::InvalidState(format!(
-                    "cannot set a local {k:?} in signaling state {s}"
-                )))
-            }
+            (kind, state) => return Err(StateError::LocalDescription { kind, state }.into()),
         }
         self.local = Some((kind, setup, mid));
         self.pending_local = None;
@@ -448,23 +429,15 @@ impl PeerActor {
         self.check_open()?;
         let remote = sdp::parse(&d.sdp)?;
         if remote.fingerprints.is_empty() {
-            return Err(Error::InvalidArgument(
-                "remote description has no a=fingerprint".into(),
-            ));
+            return Err(ArgumentError::NoFingerprint.into());
         }
         if !remote.fingerprints.iter().any(|f| f.algorithm == "sha-256") {
-            return Err(Error::InvalidArgument(
-                "remote a=fingerprint uses no sha-256 hash (the only one smolrtc checks)".into(),
-            ));
+            return Err(ArgumentError::NoSha256Fingerprint.into());
         }
         let is_offer = match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable) => true,
             (SdpType::Answer, SignalingState::HaveLocalOffer) => false,
-            (k, s) => {
-                return Err(Error::InvalidState(format!(
-                    "cannot set a remote {k:?} in signaling state {s}"
-                )))
-            }
+            (kind, state) => return Err(StateError::RemoteDescription { kind, state }.into()),
         };
         let our_setup_is_client = if is_offer {
             Self::answer_setup(&remote) == Setup::Active
@@ -472,11 +445,7 @@ impl PeerActor {
             match remote.setup {
                 Some(Setup::Active) | None => false,
                 Some(Setup::Passive) => true,
-                Some(s) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "answer with a=setup:{s:?}; expected active or passive"
-                    )))
-                }
+                Some(s) => return Err(ArgumentError::AnswerSetup(s).into()),
             }
         };
         let candidates = remote.candidates.clone();
@@ -568,9 +537,7 @@ impl PeerActor {
     fn add_candidate(&mut self, c: IceCandidateInit) -> Result<Option<String>> {
         self.check_open()?;
         if self.remote.is_none() {
-            return Err(Error::InvalidState(
-                "add_ice_candidate before set_remote_description".into(),
-            ));
+            return Err(StateError::NoRemoteDescription.into());
         }
         let line = c.candidate.trim();
         if line.is_empty() {
@@ -579,8 +546,10 @@ impl PeerActor {
         }
         let raw = line.strip_prefix("a=").unwrap_or(line);
         let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
-        rtc_ice::candidate::unmarshal_candidate(raw)
-            .map_err(|e| Error::InvalidArgument(format!("candidate {line:?}: {e}")))?;
+        rtc_ice::candidate::unmarshal_candidate(raw).map_err(|e| ArgumentError::Candidate {
+            candidate: line.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Some(raw.to_owned()))
     }
 

@@ -17,7 +17,7 @@ use crate::channel::{
     DEFAULT_MAX_CHANNEL_LABEL, DEFAULT_MAX_CHANNEL_PROTOCOL,
 };
 use crate::dtls::{Certificate, DtlsActor};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentError, Error, Result};
 use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
 use crate::runtime::{reply_channel, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
 use crate::sctp::{SctpActor, SctpConfig};
@@ -405,12 +405,16 @@ impl PeerConnection {
     pub async fn create_data_channel(&self, label: &str, init: ChannelInit) -> Result<DataChannel> {
         init.validate()?;
         if label.len() > u16::MAX as usize {
-            return Err(Error::InvalidArgument(
-                "label longer than 65535 bytes".into(),
-            ));
+            return Err(ArgumentError::TooLong {
+                field: "label",
+                len: label.len(),
+                limit: "DCEP's maximum",
+                max: u16::MAX.into(),
+            }
+            .into());
         }
         let caps = self.inner.dcep_caps;
-        for (what, len, cap, name) in [
+        for (field, len, max, limit) in [
             ("label", label.len(), caps.label, "max_channel_label"),
             (
                 "protocol",
@@ -419,10 +423,14 @@ impl PeerConnection {
                 "max_channel_protocol",
             ),
         ] {
-            if len > cap {
-                return Err(Error::InvalidArgument(format!(
-                    "{what} of {len} bytes exceeds {name} ({cap})"
-                )));
+            if len > max {
+                return Err(ArgumentError::TooLong {
+                    field,
+                    len,
+                    limit,
+                    max,
+                }
+                .into());
             }
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);

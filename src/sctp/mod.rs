@@ -9,6 +9,7 @@
 
 use crate::channel::router::{RouterCtl, RouterMsg};
 use crate::dtls::DtlsMsg;
+use crate::error::SctpError;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Link, Wake};
 use async_channel::Receiver;
@@ -131,7 +132,7 @@ pub(crate) enum SctpMsg {
 #[derive(Debug)]
 pub(crate) enum SctpReport {
     Connected,
-    Closed(String),
+    Closed(SctpError),
 }
 
 // The DTLS actor is our one transport: rtc-sctp needs addresses, so it gets fixed ones.
@@ -345,8 +346,8 @@ impl SctpActor {
             ) {
                 Ok(pair) => self.assoc = Some(pair),
                 Err(e) => {
-                    self.peer
-                        .push(PeerMsg::Sctp(SctpReport::Closed(format!("connect: {e}"))));
+                    let e = SctpError::Connect(e.to_string());
+                    self.peer.push(PeerMsg::Sctp(SctpReport::Closed(e)));
                     return;
                 }
             }
@@ -531,9 +532,8 @@ impl SctpActor {
             self.closed = true;
             log::info!("[{}] SCTP association closed", self.name);
             self.router_ctl.push(RouterCtl::AssociationClosed);
-            self.peer.push(PeerMsg::Sctp(SctpReport::Closed(
-                "association closed".into(),
-            )));
+            self.peer
+                .push(PeerMsg::Sctp(SctpReport::Closed(SctpError::Closed)));
             self.dtls.push(DtlsMsg::Close);
         }
     }

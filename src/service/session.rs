@@ -304,7 +304,7 @@ fn session_id() -> Result<String> {
     provider
         .random()
         .fill(&mut raw)
-        .map_err(|e| Error::InvalidState(format!("random: {e}")))?;
+        .map_err(|e| Error::InvalidState(format!("random: {e}").into()))?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -339,7 +339,7 @@ impl ServeSettings {
     /// The service configuration these settings ask for.
     pub fn into_config(self) -> smolrtc::Result<ServiceConfig> {
         self.check()?;
-        let invalid = smolrtc::Error::InvalidArgument;
+        let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
             (None, Some(path)) => Some(read_token_file(path)?),
@@ -428,14 +428,13 @@ fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
 /// file, never its content.
 fn read_token_file(path: &Path) -> smolrtc::Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()))
+        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()).into())
     })?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     if token.is_empty() {
-        return Err(smolrtc::Error::InvalidArgument(format!(
-            "--token-file {}: the file is empty",
-            path.display()
-        )));
+        return Err(smolrtc::Error::InvalidArgument(
+            format!("--token-file {}: the file is empty", path.display()).into(),
+        ));
     }
     Ok(token)
 }
