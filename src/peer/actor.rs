@@ -7,12 +7,13 @@ use super::{ConnectionState, Event, SignalingState};
 use crate::dtls::{DtlsMsg, DtlsReport};
 use crate::error::{ArgumentError, IceError, Result, StateError};
 use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
-use crate::runtime::{self, Link, Reply, Wake};
+use crate::runtime::{self, Actor, Link, Reply};
 use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
 use crate::sdp::{
     self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup,
 };
-use async_channel::Receiver;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// Inputs of the peer actor: API calls and the other actors' reports.
 pub(crate) enum PeerMsg {
@@ -96,6 +97,8 @@ pub(crate) struct PeerActor {
     /// `close()` calls waiting for the pipeline to finish tearing down.
     close_waiters: Vec<Reply<()>>,
     close_deadline: Option<std::time::Instant>,
+    /// Every handle is gone: the last flush is done and the actor ends.
+    done: bool,
     ice: Link<IceMsg>,
     dtls: Link<DtlsMsg>,
     sctp: Link<SctpMsg>,
@@ -154,52 +157,11 @@ impl PeerActor {
             teardown_sent: false,
             close_waiters: Vec::new(),
             close_deadline: None,
+            done: false,
             ice,
             dtls,
             sctp,
             events,
-        }
-    }
-
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<PeerMsg>>) {
-        loop {
-            self.ice.flush();
-            self.dtls.flush();
-            self.sctp.flush();
-            self.events.flush();
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                self.close_deadline,
-                &mut [
-                    &mut self.ice,
-                    &mut self.dtls,
-                    &mut self.sctp,
-                    &mut self.events,
-                ],
-                &mut runtime::no_extra,
-            )
-            .await;
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
-                        self.handle(msg);
-                    }
-                }
-                Wake::Inbox(None) => {
-                    self.close();
-                    self.ice.flush();
-                    self.dtls.flush();
-                    self.sctp.flush();
-                    self.events.flush();
-                    return;
-                }
-                Wake::Timer => {
-                    log::warn!("[{}] teardown did not finish in time", self.name);
-                    self.release_close_waiters();
-                }
-                _ => {}
-            }
         }
     }
 
@@ -214,7 +176,7 @@ impl PeerActor {
         log::info!("[{}] {what}: {value}", self.name);
     }
 
-    fn handle(&mut self, msg: PeerMsg) {
+    fn handle_msg(&mut self, msg: PeerMsg) {
         match msg {
             PeerMsg::Cmd(cmd) => self.command(cmd),
             PeerMsg::Ice(r) => self.ice_report(r),
@@ -672,5 +634,52 @@ impl PeerActor {
         self.closed = true;
         self.set_signaling(SignalingState::Closed);
         self.update_connection();
+    }
+}
+
+impl Actor for PeerActor {
+    type Msg = PeerMsg;
+
+    async fn drain(&mut self) {
+        self.ice.flush();
+        self.dtls.flush();
+        self.sctp.flush();
+        self.events.flush();
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.close_deadline
+    }
+
+    fn handle(&mut self, _now: Instant, batch: Vec<PeerMsg>) {
+        for msg in batch {
+            self.handle_msg(msg);
+        }
+    }
+
+    fn on_timeout(&mut self, _now: Instant) {
+        log::warn!("[{}] teardown did not finish in time", self.name);
+        self.release_close_waiters();
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.close();
+        self.done = true;
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(
+            &mut [
+                &mut self.ice,
+                &mut self.dtls,
+                &mut self.sctp,
+                &mut self.events,
+            ],
+            cx,
+        )
     }
 }

@@ -19,7 +19,7 @@ use crate::channel::{
 use crate::dtls::{Certificate, DtlsActor};
 use crate::error::{ArgumentError, Error, Result};
 use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
-use crate::runtime::{reply_channel, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
+use crate::runtime::{self, reply_channel, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
 use crate::sctp::{SctpActor, SctpConfig};
 use crate::sdp::{Description, IceCandidateInit};
 use actor::{PeerActor, PeerCmd};
@@ -266,7 +266,7 @@ impl PeerConnection {
             );
             let ice_ok = match ice {
                 Ok(ice) => {
-                    ex.spawn(ice.run(ice_rx)).detach();
+                    ex.spawn(runtime::drive(ice, ice_rx)).detach();
                     true
                 }
                 Err(e) => {
@@ -281,7 +281,7 @@ impl PeerConnection {
                 Link::new(sctp_tx.clone()),
                 link_peer(),
             );
-            ex.spawn(dtls.run(dtls_rx)).detach();
+            ex.spawn(runtime::drive(dtls, dtls_rx)).detach();
             let sctp = SctpActor::new(
                 tag.clone(),
                 config.sctp.clone(),
@@ -290,7 +290,7 @@ impl PeerConnection {
                 Link::new(dtls_tx.clone()),
                 link_peer(),
             );
-            ex.spawn(sctp.run(sctp_rx)).detach();
+            ex.spawn(runtime::drive(sctp, sctp_rx)).detach();
             let max_channels = match config.max_channels {
                 0 => DEFAULT_MAX_CHANNELS,
                 n => n,
@@ -323,7 +323,7 @@ impl PeerConnection {
                 Link::new(sctp_tx),
                 Link::new(events_tx),
             );
-            ex.spawn(peer.run(peer_rx)).detach();
+            ex.spawn(runtime::drive(peer, peer_rx)).detach();
         });
         Ok(Self {
             inner: Arc::new(Inner {

@@ -11,8 +11,7 @@ use crate::channel::router::{RouterCtl, RouterMsg};
 use crate::dtls::DtlsMsg;
 use crate::error::SctpError;
 use crate::peer::PeerMsg;
-use crate::runtime::{self, Link, Wake};
-use async_channel::Receiver;
+use crate::runtime::{self, Actor, Link};
 use bytes::{Bytes, BytesMut};
 use rtc_sctp::{
     Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
@@ -23,6 +22,7 @@ use rtc_shared::TransportProtocol;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub(crate) mod reset_gate;
@@ -166,6 +166,8 @@ pub(crate) struct SctpActor {
     peer: Link<PeerMsg>,
     /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
     clock: RtoClock,
+    /// When the early retransmission is due (see `rto.rs`), as last computed.
+    early_rtx: Option<Instant>,
     /// Holds the peer's stream resets until their data is in, so rtc-sctp answers them.
     resets: ResetGate,
 }
@@ -196,73 +198,8 @@ impl SctpActor {
             dtls,
             peer,
             clock: RtoClock::new(Instant::now()),
+            early_rtx: None,
             resets: ResetGate::default(),
-        }
-    }
-
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<SctpMsg>>) {
-        loop {
-            self.drain(Instant::now());
-            self.router_ctl.flush();
-            self.router.flush();
-            self.dtls.flush();
-            self.peer.flush();
-            if self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged() {
-                return;
-            }
-            let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
-            let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
-            let early = self.clock.deadline(srtt, engine);
-            let deadline = early
-                .or(engine.map(|t| self.clock.real(t)))
-                .into_iter()
-                .chain(self.resets.deadline())
-                .min();
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                deadline,
-                &mut [
-                    &mut self.router,
-                    &mut self.router_ctl,
-                    &mut self.dtls,
-                    &mut self.peer,
-                ],
-                &mut runtime::no_extra,
-            )
-            .await;
-            let now = Instant::now();
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    // Drain every second input, not once per batch: the peer's window only
-                    // moves with our SACKs, and one SACK per batch of hundreds of packets
-                    // starves it (measured: 146 -> 713 Mbit/s across two threads). Every
-                    // second packet is also when RFC 9260 §6.2 wants a SACK.
-                    let n = batch.len();
-                    for (i, msg) in batch.into_iter().enumerate() {
-                        self.handle(now, msg);
-                        if i % 2 == 1 && i + 1 < n {
-                            self.drain(now);
-                        }
-                    }
-                }
-                Wake::Inbox(None) => self.close(),
-                Wake::Timer => {
-                    if let Some((_, a)) = self.assoc.as_mut() {
-                        if early.is_some_and(|t| t <= now) {
-                            log::debug!(
-                                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
-                                self.name,
-                                self.clock.rto(srtt)
-                            );
-                            self.clock.force(now, a);
-                        } else {
-                            a.handle_timeout(self.clock.at(now));
-                        }
-                    }
-                }
-                Wake::Link | Wake::Extra => {}
-            }
         }
     }
 
@@ -289,7 +226,7 @@ impl SctpActor {
             .with_max_num_outbound_streams(self.config.max_streams)
     }
 
-    fn handle(&mut self, now: Instant, msg: SctpMsg) {
+    fn handle_msg(&mut self, now: Instant, msg: SctpMsg) {
         match msg {
             SctpMsg::Packet(p) => self.packet(now, p),
             SctpMsg::Start { client } => self.start(now, client),
@@ -394,7 +331,7 @@ impl SctpActor {
     }
 
     /// Pulls everything the association has to say, after every input.
-    fn drain(&mut self, now: Instant) {
+    fn drain_at(&mut self, now: Instant) {
         let (Some(endpoint), Some((ch, a))) = (self.endpoint.as_mut(), self.assoc.as_mut()) else {
             return;
         };
@@ -524,7 +461,7 @@ impl SctpActor {
             for p in due {
                 self.feed(now, p);
             }
-            self.drain(now);
+            self.drain_at(now);
             return;
         }
         // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
@@ -547,13 +484,87 @@ impl SctpActor {
             // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
             let _ = a.abort();
             let now = Instant::now();
-            self.drain(now);
+            self.drain_at(now);
         }
         if !self.closed {
             self.closed = true;
             self.router_ctl.push(RouterCtl::AssociationClosed);
             self.dtls.push(DtlsMsg::Close);
         }
+    }
+}
+
+impl Actor for SctpActor {
+    type Msg = SctpMsg;
+
+    async fn drain(&mut self) {
+        self.drain_at(Instant::now());
+        self.router_ctl.flush();
+        self.router.flush();
+        self.dtls.flush();
+        self.peer.flush();
+    }
+
+    /// Closed, and the ABORT and the router's notice handed over.
+    fn finished(&self) -> bool {
+        self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
+        let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
+        self.early_rtx = self.clock.deadline(srtt, engine);
+        self.early_rtx
+            .or(engine.map(|t| self.clock.real(t)))
+            .into_iter()
+            .chain(self.resets.deadline())
+            .min()
+    }
+
+    fn handle(&mut self, now: Instant, batch: Vec<SctpMsg>) {
+        // Drain every second input, not once per batch: the peer's window only moves with
+        // our SACKs, and one SACK per batch of hundreds of packets starves it (measured:
+        // 146 -> 713 Mbit/s across two threads). Every second packet is also when RFC 9260
+        // §6.2 wants a SACK.
+        let n = batch.len();
+        for (i, msg) in batch.into_iter().enumerate() {
+            self.handle_msg(now, msg);
+            if i % 2 == 1 && i + 1 < n {
+                self.drain_at(now);
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
+        if self.early_rtx.is_some_and(|t| t <= now) {
+            log::debug!(
+                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
+                self.name,
+                self.clock.rto(a.rtt())
+            );
+            self.clock.force(now, a);
+        } else {
+            a.handle_timeout(self.clock.at(now));
+        }
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(
+            &mut [
+                &mut self.router,
+                &mut self.router_ctl,
+                &mut self.dtls,
+                &mut self.peer,
+            ],
+            cx,
+        )
     }
 }
 
