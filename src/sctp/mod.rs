@@ -330,73 +330,109 @@ impl SctpActor {
         }
     }
 
-    /// Pulls everything the association has to say, after every input.
+    /// Pulls everything the association has to say, after every input: its endpoint
+    /// events, its events, the messages the router can take, the packets to send; again
+    /// while held stream resets come due (our SACKs may have covered their data); then
+    /// whether it closed.
     fn drain_at(&mut self, now: Instant) {
+        if self.endpoint.is_none() || self.assoc.is_none() {
+            return;
+        }
+        loop {
+            self.endpoint_events();
+            while let Some(ev) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
+                self.association_event(now, ev);
+            }
+            self.read_messages();
+            self.send_packets(now);
+            let due = self.resets.due(now);
+            if due.is_empty() {
+                break;
+            }
+            for p in due {
+                self.feed(now, p);
+            }
+        }
+        self.check_closed();
+    }
+
+    /// The association's notes to its endpoint (rtc-sctp's own bookkeeping).
+    fn endpoint_events(&mut self) {
         let (Some(endpoint), Some((ch, a))) = (self.endpoint.as_mut(), self.assoc.as_mut()) else {
             return;
         };
         while let Some(ev) = a.poll_endpoint_event() {
             endpoint.handle_event(*ch, ev);
         }
-        while let Some(ev) = a.poll() {
-            match ev {
-                Event::Connected => {
-                    self.connected = true;
-                    let max_streams = a
-                        .negotiated_max_streams()
-                        .unwrap_or(self.config.max_streams);
-                    log::info!(
-                        "[{}] SCTP association up ({}, {max_streams} streams)",
-                        self.name,
-                        if self.client { "client" } else { "server" }
-                    );
-                    self.router.push(RouterMsg::Connected {
-                        dtls_client: self.client,
-                        max_streams,
-                        max_message_size: match self.remote_max_message_size {
-                            0 => usize::MAX,
-                            n => n,
-                        },
-                    });
-                    self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
-                }
-                Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
-                    self.readable.push_back(id);
-                }
-                Event::Stream(StreamEvent::Opened { .. }) => {
-                    // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
-                    while a.accept_stream().is_some() {}
-                }
-                Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
-                    self.clock.released(now, n_bytes);
-                    self.queue.released(n_bytes);
-                    self.router_ctl.push(RouterCtl::Released {
-                        stream: id,
-                        bytes: n_bytes,
-                    });
-                }
-                Event::AssociationLost {
-                    reason: AssociationError::Reset,
-                    id,
-                } => {
-                    // What is still queued for the stream can never be sent: freed now, not
-                    // when the association ends (a peer resetting streams with data stuck
-                    // behind its closed window would pile it up otherwise).
-                    let dropped = self.queue.drop_stream(id);
-                    log::debug!(
-                        "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
-                        self.name
-                    );
-                    self.router.push(RouterMsg::StreamClosed { stream: id });
-                }
-                Event::HandshakeFailed { reason } => {
-                    log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
-                    self.connected = true; // let the close below run
-                }
-                _ => {}
+    }
+
+    fn association_event(&mut self, now: Instant, ev: Event) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
+        match ev {
+            Event::Connected => {
+                self.connected = true;
+                let max_streams = a
+                    .negotiated_max_streams()
+                    .unwrap_or(self.config.max_streams);
+                log::info!(
+                    "[{}] SCTP association up ({}, {max_streams} streams)",
+                    self.name,
+                    if self.client { "client" } else { "server" }
+                );
+                self.router.push(RouterMsg::Connected {
+                    dtls_client: self.client,
+                    max_streams,
+                    max_message_size: match self.remote_max_message_size {
+                        0 => usize::MAX,
+                        n => n,
+                    },
+                });
+                self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
             }
+            Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
+                self.readable.push_back(id);
+            }
+            Event::Stream(StreamEvent::Opened { .. }) => {
+                // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
+                while a.accept_stream().is_some() {}
+            }
+            Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
+                self.clock.released(now, n_bytes);
+                self.queue.released(n_bytes);
+                self.router_ctl.push(RouterCtl::Released {
+                    stream: id,
+                    bytes: n_bytes,
+                });
+            }
+            Event::AssociationLost {
+                reason: AssociationError::Reset,
+                id,
+            } => {
+                // What is still queued for the stream can never be sent: freed now, not
+                // when the association ends (a peer resetting streams with data stuck
+                // behind its closed window would pile it up otherwise).
+                let dropped = self.queue.drop_stream(id);
+                log::debug!(
+                    "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
+                    self.name
+                );
+                self.router.push(RouterMsg::StreamClosed { stream: id });
+            }
+            Event::HandshakeFailed { reason } => {
+                log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
+                self.connected = true; // let the close below run
+            }
+            _ => {}
         }
-        // Read whole messages while the router keeps up.
+    }
+
+    /// Reads whole messages for the router while it keeps up (module docs).
+    fn read_messages(&mut self) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
         while !self.router.is_backlogged() && !self.readable.is_empty() {
             let mut n = 0;
             while n < READ_BATCH {
@@ -423,8 +459,15 @@ impl SctpActor {
             }
             self.router.flush();
         }
+    }
+
+    /// Hands queued messages over as the window lets them leave (a few rounds per pass),
+    /// sends the packets, and resends held stream resets that are due.
+    fn send_packets(&mut self, now: Instant) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
         let rto = self.clock.rto(a.rtt());
-        // Hand queued messages over as the window lets them leave: a few rounds per pass.
         for _ in 0..PUMP_ROUNDS {
             if self.connected {
                 pump(
@@ -455,16 +498,15 @@ impl SctpActor {
         for p in self.resets.resend(now, rto) {
             self.dtls.push(DtlsMsg::Send(p.freeze()));
         }
-        // Our SACKs may have covered the data a held stream reset was waiting for.
-        let due = self.resets.due(now);
-        if !due.is_empty() {
-            for p in due {
-                self.feed(now, p);
-            }
-            self.drain_at(now);
+    }
+
+    /// Reports the association's end once (ABORT or SHUTDOWN, either side) and passes the
+    /// teardown on to DTLS. A server association sits in CLOSED until COOKIE-ECHO: only a
+    /// live one can close.
+    fn check_closed(&mut self) {
+        let Some((_, a)) = self.assoc.as_ref() else {
             return;
-        }
-        // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
+        };
         if self.connected && a.is_closed() && !self.closed {
             self.closed = true;
             log::info!("[{}] SCTP association closed", self.name);
