@@ -39,6 +39,11 @@ pub mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// The log target of the library's one line per [`Event`] (state changes, local
+/// candidates, channels opened and closed): a program that logs events itself, like the
+/// console peer, leaves this target out so that each event is one line.
+pub const EVENT_LOG_TARGET: &str = "smolrtc::event";
+
 pub use channel::{ChannelInit, ChannelState, DataChannel, Message};
 pub use error::{
     ArgumentError, DtlsError, Error, IceError, LimitError, Result, SctpError, StateError,

@@ -7,22 +7,15 @@ mod common;
 
 use common::*;
 use smolrtc::service::apps::{ChannelEvents, ECHO_HIGH_WATER, ECHO_LOW_WATER};
-use smolrtc::service::{Service, ServiceConfig};
-use smolrtc::{ChannelInit, DataChannel, Event, Message, Runtime};
-use std::net::{IpAddr, Ipv4Addr};
+use smolrtc::{ChannelInit, DataChannel, Event, Message};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[test]
 fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let tx =
-            a.pc.create_data_channel("flood", ChannelInit::default())
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let tx = a.channel("flood", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         a.expect("open", |e| matches!(e, Event::ChannelOpen(_)).then_some(()))
             .await;
@@ -38,10 +31,7 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
         // smolrtc thread must still connect and talk.
         let mut c = Peer::new("C");
         let mut d = Peer::new("D");
-        let ping =
-            c.pc.create_data_channel("ping", ChannelInit::default())
-                .await
-                .unwrap();
+        let ping = c.channel("ping", ChannelInit::default()).await;
         connect(&mut c, &mut d).await;
         c.expect("ping open", |e| {
             matches!(e, Event::ChannelOpen(_)).then_some(())
@@ -88,8 +78,7 @@ fn slow_consumer_closes_the_window_and_the_executor_stays_responsive() {
 /// with `wait_buffered_amount` while A reads no events either.
 #[test]
 fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
-    init_log();
-    block_on(async {
+    run(async {
         const MSG: usize = 16 * 1024;
         const PER_CHANNEL: usize = 8 * 1024 * 1024;
         const PER_CONNECTION: usize = 12 * 1024 * 1024;
@@ -100,14 +89,8 @@ fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
         cb.sctp.receive_buffer = 64 * 1024;
         let mut a = Peer::with_config(ca);
         let mut b = Peer::with_config(cb);
-        let one =
-            a.pc.create_data_channel("one", ChannelInit::default())
-                .await
-                .unwrap();
-        let two =
-            a.pc.create_data_channel("two", ChannelInit::default())
-                .await
-                .unwrap();
+        let one = a.channel("one", ChannelInit::default()).await;
+        let two = a.channel("two", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         for label in ["one", "two"] {
             opened(&mut a, label).await;
@@ -171,8 +154,7 @@ fn sends_past_the_send_buffer_fail_naming_the_bound_and_the_channel_goes_on() {
             assert_eq!(ch.buffered_amount(), 0);
         }
         // The channels and the connection go on.
-        one.send("after").await.unwrap();
-        assert_eq!(message(&mut b, "one").await, Message::Text("after".into()));
+        send_expect(&one, &mut b, "after").await;
     });
 }
 
@@ -217,14 +199,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
     init_log();
     const MSG: usize = 16 * 1024;
     const UPLOAD: usize = 12 * 1024 * 1024;
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    config.peer.sctp.receive_buffer = 256 * 1024;
+    let config = common::service::config(|c| c.peer.sctp.receive_buffer = 256 * 1024);
     let bound = config.peer.sctp.send_buffer_per_channel;
     assert!(
         bound > UPLOAD / 2,
@@ -233,22 +208,19 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
     // The built-in echo, its channels kept to watch their buffered amounts.
     let echoes: Arc<Mutex<Vec<DataChannel>>> = Arc::default();
     let seen = echoes.clone();
-    let mut service = Service::new(config);
-    service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
-        seen.lock().unwrap().push(ch.clone());
-        smolrtc::service::apps::echo(ch, events)
+    let (_rt, h) = common::service::start_with(config, |service| {
+        service.handle("echo", move |ch: DataChannel, events: ChannelEvents| {
+            seen.lock().unwrap().push(ch.clone());
+            smolrtc::service::apps::echo(ch, events)
+        });
     });
-    let h = service.start(&rt).unwrap();
     let served = |i: usize| echoes.lock().unwrap().get(i).cloned();
     block_on(async {
         let mut cfg = loopback_config("attacker");
         cfg.sctp.receive_buffer = 64 * 1024;
         cfg.sctp.send_buffer_per_channel = UPLOAD;
         let mut a = Peer::with_config(cfg);
-        let up =
-            a.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
+        let up = a.channel("echo", ChannelInit::default()).await;
         let answer = a.offer_to_service(h.addr).await;
         a.pc.set_remote_description(answer).await.unwrap();
         opened(&mut a, "echo").await;
@@ -281,19 +253,11 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
         }
         // Another session connects and is echoed meanwhile.
         let mut other = Peer::new("other");
-        let ch = other
-            .pc
-            .create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        let ch = other.channel("echo", ChannelInit::default()).await;
         let answer = other.offer_to_service(h.addr).await;
         other.pc.set_remote_description(answer).await.unwrap();
         opened(&mut other, "echo").await;
-        ch.send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut other, "echo").await,
-            Message::Text("still here".into())
-        );
+        send_expect(&ch, &mut other, "still here").await;
         other.pc.close().await;
         most = most.max(echo.buffered_amount());
         let held = up.buffered_amount();

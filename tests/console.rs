@@ -3,7 +3,7 @@
 //! in their stderr logs (the stable lines listed in `smolrtc peer`'s source, src/bin/smolrtc/console.rs).
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -22,9 +22,14 @@ struct Peer {
 
 impl Peer {
     fn start(name: &'static str, role: &str) -> Peer {
+        Peer::start_at(name, role, "info")
+    }
+
+    /// A peer logging at `level` (`RUST_LOG`).
+    fn start_at(name: &'static str, role: &str, level: &str) -> Peer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
             .args(["peer", role, "--ice-address", "127.0.0.1"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -108,6 +113,41 @@ impl Peer {
     fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Waits for the process to exit, at most `within`.
+    fn exit_status(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {within:?}\n{}",
+                self.name,
+                self.dump()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many stderr lines hold every one of `parts` and none of `not`, case aside.
+    fn count(&self, parts: &[&str], not: &[&str]) -> usize {
+        let lines = self.log.0.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| l.to_lowercase())
+            .filter(|l| parts.iter().all(|p| l.contains(p)) && !not.iter().any(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Offerer `a` and answerer `b` exchange descriptions.
+    fn connect(a: &mut Peer, b: &mut Peer) {
+        let offer = a.read_description();
+        b.write_line(&offer);
+        let answer = b.read_description();
+        a.write_line(&answer);
+    }
 }
 
 impl Drop for Peer {
@@ -159,18 +199,7 @@ fn two_console_peers_run_the_rawrtc_flow() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let code = loop {
-        if let Some(code) = a.child.try_wait().unwrap() {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offerer still running 5 s after SIGINT\n{}",
-            a.dump()
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let code = a.exit_status(Duration::from_secs(5));
     assert!(code.success(), "offerer exited with {code}\n{}", a.dump());
     a.wait_for(&["(A) Closing (SIGINT)"]);
     a.wait_for(&["(A) Connection state: closed"]);
@@ -185,18 +214,54 @@ fn end_of_input_before_a_description_is_an_error() {
     let mut b = Peer::start("answerer", "--answer");
     b.write_line("garbage");
     drop(b.stdin.take());
-    let deadline = Instant::now() + TIMEOUT;
-    let code = loop {
-        if let Some(code) = b.child.try_wait().unwrap() {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "answerer still running after EOF\n{}",
-            b.dump()
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let code = b.exit_status(TIMEOUT);
     assert!(!code.success(), "exit {code}\n{}", b.dump());
     b.wait_for(&["standard input closed before a valid remote description"]);
+}
+
+/// Each event is one line at the level chosen with `RUST_LOG`: at `debug` the library's
+/// own detail shows, but no event twice (not the library's per-event line, not rtc-ice's
+/// copy of a state change); at `warn` no event lines at all.
+#[test]
+fn each_event_is_one_line_at_the_chosen_level() {
+    let mut a = Peer::start_at("offerer", "--offer", "debug");
+    let mut b = Peer::start_at("answerer", "--answer", "warn");
+    Peer::connect(&mut a, &mut b);
+    a.wait_for(&["(A) Incoming message for data channel lion-noises: 8192 bytes"]);
+    a.wait_for(&["(A) Data channel closed: bear-noises"]);
+    a.wait_for(&["(A) ICE selected candidate pair: "]);
+    // The library's own detail is there at debug...
+    assert!(
+        a.count(&["dtls handshake complete"], &[]) == 1,
+        "{}",
+        a.dump()
+    );
+    assert!(a.count(&["debug"], &[]) > 0, "{}", a.dump());
+    // ...and each event once.
+    let once: [(&[&str], &[&str]); 10] = [
+        (&["negotiation needed"], &[]),
+        (&["signaling state: stable"], &[]),
+        (&["gather", "complete"], &[]),
+        (&["ice connection state: connected"], &[]),
+        (&["connection state: connected"], &["ice connection"]),
+        (&["connection state: checking"], &[]),
+        (&["selected", "pair"], &[]),
+        (&["cat-noises", "open"], &[]),
+        (&["lion-noises", "open"], &[]),
+        (&["bear-noises", "closed"], &[]),
+    ];
+    for (parts, not) in once {
+        assert_eq!(a.count(parts, not), 1, "{parts:?}\n{}", a.dump());
+    }
+    let local = a.count(&["(a) ice candidate: candidate:"], &[]);
+    assert!(local >= 1, "{}", a.dump());
+    assert_eq!(
+        a.count(&["candidate", "typ host"], &["remote", "pair"]),
+        local,
+        "{}",
+        a.dump()
+    );
+    // The answerer at warn: it worked (the offerer heard its channel) and said nothing.
+    assert_eq!(b.count(&["info"], &[]), 0, "{}", b.dump());
+    assert_eq!(b.count(&["debug"], &[]), 0, "{}", b.dump());
 }

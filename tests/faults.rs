@@ -226,10 +226,7 @@ fn remote_killed_mid_transfer_is_detected_and_freed() {
     let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
     block_on(async {
         let mut a = peer("sender", FAILED);
-        let ch =
-            a.pc.create_data_channel("bench", ChannelInit::default())
-                .await
-                .unwrap();
+        let ch = a.channel("bench", ChannelInit::default()).await;
         let offer = a.pc.create_offer().await.unwrap();
         a.pc.set_local_description(offer).await.unwrap();
         let offer = a.complete_description().await;
@@ -289,10 +286,7 @@ async fn cut_pair(
 ) {
     let mut a = Peer::with_runtime(&Runtime::new().unwrap(), config("A"));
     let mut b = Peer::with_runtime(&Runtime::new().unwrap(), config("B"));
-    let ch =
-        a.pc.create_data_channel("bulk", ChannelInit::default())
-            .await
-            .unwrap();
+    let ch = a.channel("bulk", ChannelInit::default()).await;
     let relay = connect_through_relay(
         &mut a,
         &mut b,
@@ -537,10 +531,7 @@ fn ready(service: &mut Killed, addr: SocketAddr, limit: Duration) -> Duration {
 /// `POST /api/offer`), its echo checked.
 async fn client(addr: SocketAddr, name: &str) -> (Peer, DataChannel) {
     let mut p = peer(name, FAILED);
-    let echo =
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+    let echo = p.channel("echo", ChannelInit::default()).await;
     let answer = p.offer_to_service(addr).await;
     p.pc.set_remote_description(answer).await.unwrap();
     opened(&mut p, "echo").await;

@@ -10,8 +10,8 @@ use common::http::{
     connect_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from, Reply,
 };
 use common::*;
-use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
-use smolrtc::{ChannelInit, ChannelState, DataChannel, Description, Event, Message, Runtime};
+use smolrtc::service::{ServiceConfig, ServiceHandle};
+use smolrtc::{ChannelInit, ChannelState, DataChannel, Event, Message, Runtime};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Mutex;
@@ -70,16 +70,7 @@ fn logged(words: &[&str]) -> String {
 
 fn start(tweak: impl FnOnce(&mut ServiceConfig)) -> (Runtime, ServiceHandle) {
     init_capture();
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    tweak(&mut config);
-    let handle = Service::new(config).start(&rt).unwrap();
-    (rt, handle)
+    common::service::start(tweak)
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -157,37 +148,17 @@ async fn http_client_from(
     let mut p = Peer::new("client");
     let mut chans = Vec::new();
     for l in labels {
-        chans.push(
-            p.pc.create_data_channel(l, ChannelInit::default())
-                .await
-                .unwrap(),
-        );
+        chans.push(p.channel(l, ChannelInit::default()).await);
     }
-    let offer = p.pc.create_offer().await.unwrap();
-    p.pc.set_local_description(offer).await.unwrap();
-    let offer = p.complete_description().await;
-    let r = request_from(
-        h.addr,
-        from,
-        "POST",
-        "/api/offer",
-        headers,
-        Some("application/json"),
-        offer.to_json().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    p.pc.set_remote_description(Description::from_json(&r.text()).unwrap())
-        .await
-        .unwrap();
+    let answer = p.offer_to_service_from(h.addr, from, headers).await;
+    p.pc.set_remote_description(answer).await.unwrap();
     (p, chans)
 }
 
 /// A trickle offer (no candidates) to `POST /whip`: a session that can never connect.
 async fn whip_offer(h: &ServiceHandle) -> Reply {
     let p = Peer::new("whip");
-    p.pc.create_data_channel("echo", ChannelInit::default())
-        .await
-        .unwrap();
+    p.channel("echo", ChannelInit::default()).await;
     let offer = p.pc.create_offer().await.unwrap();
     request(
         h.addr,
@@ -559,9 +530,7 @@ fn websocket_candidates_over_max_remote_candidates_get_errors() {
         let url = format!("ws://{}/ws", h.addr);
         let (mut ws, _) = async_tungstenite::client_async(url, tcp).await.unwrap();
         let p = Peer::new("ws-client");
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        p.channel("echo", ChannelInit::default()).await;
         let offer = p.pc.create_offer().await.unwrap();
         let msg = serde_json::json!({"type": "description", "value": {"type": "offer", "sdp": offer.sdp}});
         ws.send(Ws::text(msg.to_string())).await.unwrap();
@@ -831,9 +800,7 @@ fn bearer_token_guards_the_api() {
         Some("application/sdp"),
         block_on(async {
             let p = Peer::new("w");
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
+            p.channel("echo", ChannelInit::default()).await;
             p.pc.create_offer().await.unwrap().sdp
         })
         .as_bytes(),
@@ -880,14 +847,8 @@ fn remote_message_over_our_max_message_size_closes_its_channel() {
         let mut cfg = loopback_config("small");
         cfg.sctp.max_message_size = 64 * 1024;
         let mut b = Peer::with_config(cfg);
-        let big =
-            a.pc.create_data_channel("big", ChannelInit::default())
-                .await
-                .unwrap();
-        let other =
-            a.pc.create_data_channel("other", ChannelInit::default())
-                .await
-                .unwrap();
+        let big = a.channel("big", ChannelInit::default()).await;
+        let other = a.channel("other", ChannelInit::default()).await;
         connect_editing(
             &mut a,
             &mut b,
@@ -925,19 +886,14 @@ fn remote_message_over_our_max_message_size_closes_its_channel() {
             matches!(e, Event::ChannelClosed(c) if c.label() == "big").then_some(())
         })
         .await;
-        other.send("still open").await.unwrap();
-        assert_eq!(
-            message(&mut b, "other").await,
-            Message::Text("still open".into())
-        );
+        send_expect(&other, &mut b, "still open").await;
         let b_other = b
             .expect("other at b", |e| match e {
                 Event::DataChannel(c) if c.label() == "other" => Some(c.clone()),
                 _ => None,
             })
             .await;
-        b_other.send("back").await.unwrap();
-        assert_eq!(message(&mut a, "other").await, Message::Text("back".into()));
+        send_expect(&b_other, &mut a, "back").await;
     });
 }
 
@@ -1084,9 +1040,7 @@ fn dead_offers_from_one_address_leave_sessions_to_others() {
     let per = smolrtc::service::DEFAULT_MAX_SESSIONS_PER_ADDRESS;
     let offer = block_on(async {
         let mut p = Peer::new("dead");
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        p.channel("echo", ChannelInit::default()).await;
         let offer = p.pc.create_offer().await.unwrap();
         p.pc.set_local_description(offer).await.unwrap();
         p.complete_description().await.to_json()
@@ -1285,24 +1239,17 @@ fn dcep_labels_and_protocols_past_the_caps_are_refused() {
         cfg.max_channel_label = 4096;
         cfg.max_channel_protocol = 4096;
         let mut p = Peer::with_config(cfg);
-        let echo =
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
-        let by_label =
-            p.pc.create_data_channel(&long, ChannelInit::default())
-                .await
-                .unwrap();
-        let by_protocol =
-            p.pc.create_data_channel(
+        let echo = p.channel("echo", ChannelInit::default()).await;
+        let by_label = p.channel(&long, ChannelInit::default()).await;
+        let by_protocol = p
+            .channel(
                 "echo",
                 ChannelInit {
                     protocol: long.clone(),
                     ..Default::default()
                 },
             )
-            .await
-            .unwrap();
+            .await;
         let answer = p.offer_to_service(h.addr).await;
         p.pc.set_remote_description(answer).await.unwrap();
         opened(&mut p, "echo").await;
@@ -1326,11 +1273,7 @@ fn dcep_labels_and_protocols_past_the_caps_are_refused() {
             "DCEP OPEN on stream",
             "refused: protocol of 2048 bytes exceeds max_channel_protocol (1024)",
         ]);
-        echo.send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("still here".into())
-        );
+        send_expect(&echo, &mut p, "still here").await;
 
         // Locally: the default caps refuse the same label and protocol.
         let plain = Peer::new("plain");

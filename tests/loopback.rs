@@ -15,38 +15,18 @@ async fn connected(p: &mut Peer) {
 
 #[test]
 fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ca =
-            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
-        let cb =
-            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ca = a.channel("cat-noises", ChannelInit::negotiated(0)).await;
+        let cb = b.channel("cat-noises", ChannelInit::negotiated(0)).await;
         connect(&mut a, &mut b).await;
         connected(&mut a).await;
         opened(&mut a, "cat-noises").await;
         opened(&mut b, "cat-noises").await;
         assert_eq!(ca.id(), Some(0));
-        ca.send(vec![b'M'; 8192]).await.unwrap();
-        assert_eq!(
-            message(&mut b, "cat-noises").await,
-            Message::Binary(vec![b'M'; 8192].into())
-        );
-        cb.send(vec![b'M'; 16384]).await.unwrap();
-        assert_eq!(
-            message(&mut a, "cat-noises").await,
-            Message::Binary(vec![b'M'; 16384].into())
-        );
-        cb.send("meow").await.unwrap();
-        assert_eq!(
-            message(&mut a, "cat-noises").await,
-            Message::Text("meow".into())
-        );
+        send_expect(&ca, &mut b, vec![b'M'; 8192]).await;
+        send_expect(&cb, &mut a, vec![b'M'; 16384]).await;
+        send_expect(&cb, &mut a, "meow").await;
         // Empty messages keep their kind (sent as one byte with an "empty" PPI).
         ca.send("").await.unwrap();
         ca.send(Vec::<u8>::new()).await.unwrap();
@@ -63,14 +43,10 @@ fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
 
 #[test]
 fn in_band_channels_from_both_sides_with_stream_parity() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
+    run(async {
+        let (mut a, mut b) = pair();
         // The offerer needs one channel for the SDP to carry a data section.
-        a.pc.create_data_channel("bear-noises", ChannelInit::default())
-            .await
-            .unwrap();
+        a.channel("bear-noises", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         let bear_a = opened(&mut a, "bear-noises").await;
         let bear_b = b
@@ -82,10 +58,7 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
         assert_eq!(bear_b.label(), "bear-noises");
         assert_eq!(bear_a.id(), bear_b.id());
         // The answerer created after connecting: its channel opens in-band too.
-        let lion_b =
-            b.pc.create_data_channel("lion-noises", ChannelInit::default())
-                .await
-                .unwrap();
+        let lion_b = b.channel("lion-noises", ChannelInit::default()).await;
         let lion_a = a
             .expect("lion announced", |e| match e {
                 Event::DataChannel(c) => Some(c.clone()),
@@ -100,18 +73,13 @@ fn in_band_channels_from_both_sides_with_stream_parity() {
         assert_eq!(lion % 2, 0, "answerer is the DTLS client: even ids");
         lion_b.send(vec![7u8; 8192]).await.unwrap();
         assert_eq!(message(&mut a, "lion-noises").await.len(), 8192);
-        bear_b.send(vec![9u8; 16384]).await.unwrap();
-        assert_eq!(
-            message(&mut a, "bear-noises").await,
-            Message::Binary(vec![9u8; 16384].into())
-        );
+        send_expect(&bear_b, &mut a, vec![9u8; 16384]).await;
     });
 }
 
 #[test]
 fn large_messages_arrive_intact_and_in_order() {
-    init_log();
-    block_on(async {
+    run(async {
         let mut cfg_a = loopback_config("A");
         let mut cfg_b = loopback_config("B");
         for c in [&mut cfg_a, &mut cfg_b] {
@@ -120,10 +88,7 @@ fn large_messages_arrive_intact_and_in_order() {
         }
         let mut a = Peer::with_config(cfg_a);
         let mut b = Peer::with_config(cfg_b);
-        let ch =
-            a.pc.create_data_channel("big", ChannelInit::default())
-                .await
-                .unwrap();
+        let ch = a.channel("big", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         opened(&mut a, "big").await;
         assert_eq!(ch.max_message_size(), Some(2 * 1024 * 1024));
@@ -150,16 +115,8 @@ fn large_messages_arrive_intact_and_in_order() {
 
 #[test]
 fn message_over_remote_max_message_size_is_refused() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("x", ChannelInit::default())
-                .await
-                .unwrap();
-        connect(&mut a, &mut b).await;
-        opened(&mut a, "x").await;
+    run(async {
+        let (_a, mut b, ch) = connected_pair("x", ChannelInit::default()).await;
         let max = ch.max_message_size().unwrap();
         assert_eq!(max, 256 * 1024, "the default a=max-message-size");
         let err = ch.send(vec![0u8; max + 1]).await.unwrap_err();
@@ -171,10 +128,8 @@ fn message_over_remote_max_message_size_is_refused() {
 
 #[test]
 fn unordered_and_partially_reliable_channels_open_and_deliver() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
+    run(async {
+        let (mut a, mut b) = pair();
         let inits = [
             (
                 "unordered",
@@ -243,22 +198,11 @@ fn unordered_and_partially_reliable_channels_open_and_deliver() {
 
 #[test]
 fn close_is_seen_on_both_sides() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("bear-noises", ChannelInit::default())
-                .await
-                .unwrap();
-        let keep =
-            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
-        let keep_b =
-            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ch = a.channel("bear-noises", ChannelInit::default()).await;
+        let keep = a.channel("cat-noises", ChannelInit::negotiated(0)).await;
+        let keep_b = b.channel("cat-noises", ChannelInit::negotiated(0)).await;
         connect(&mut a, &mut b).await;
         opened(&mut a, "bear-noises").await;
         opened(&mut b, "bear-noises").await;
@@ -273,11 +217,7 @@ fn close_is_seen_on_both_sides() {
         assert_eq!(ch.state(), ChannelState::Closed);
         assert!(ch.send("late").await.is_err());
         // The other channel is untouched.
-        keep.send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut b, "cat-noises").await,
-            Message::Text("still here".into())
-        );
+        send_expect(&keep, &mut b, "still here").await;
         assert_eq!(keep_b.state(), ChannelState::Open);
         // Closing the connection closes the rest, on both sides.
         a.pc.close().await;
@@ -296,13 +236,9 @@ fn close_is_seen_on_both_sides() {
 
 #[test]
 fn fingerprint_mismatch_is_refused() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        a.pc.create_data_channel("x", ChannelInit::default())
-            .await
-            .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        a.channel("x", ChannelInit::default()).await;
         // Someone in the signaling path swaps the fingerprint (same length, other value).
         connect_editing(
             &mut a,
@@ -340,17 +276,10 @@ fn fingerprint_mismatch_is_refused() {
 
 #[test]
 fn garbage_datagrams_do_not_disturb_an_open_connection() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
-        b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-            .await
-            .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ch = a.channel("cat-noises", ChannelInit::negotiated(0)).await;
+        b.channel("cat-noises", ChannelInit::negotiated(0)).await;
         connect(&mut a, &mut b).await;
         opened(&mut a, "cat-noises").await;
         opened(&mut b, "cat-noises").await;
@@ -406,8 +335,7 @@ fn garbage_datagrams_do_not_disturb_an_open_connection() {
 
 #[test]
 fn signaling_misuse_gets_clear_errors() {
-    init_log();
-    block_on(async {
+    run(async {
         let a = Peer::new("A");
         let err = a.pc.create_answer().await.unwrap_err();
         assert!(matches!(err, Error::InvalidState(_)), "{err}");
@@ -434,14 +362,9 @@ fn signaling_misuse_gets_clear_errors() {
 
 #[test]
 fn trickle_ice_connects_with_candidates_sent_one_by_one() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("trickle", ChannelInit::default())
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ch = a.channel("trickle", ChannelInit::default()).await;
         // Descriptions go out at once, without candidates.
         let offer = a.pc.create_offer().await.unwrap();
         assert!(!offer.sdp.contains("a=candidate"));
@@ -478,27 +401,16 @@ fn trickle_ice_connects_with_candidates_sent_one_by_one() {
             }
         }
         opened(&mut a, "trickle").await;
-        ch.send("after trickle").await.unwrap();
-        assert_eq!(
-            message(&mut b, "trickle").await,
-            Message::Text("after trickle".into())
-        );
+        send_expect(&ch, &mut b, "after trickle").await;
     });
 }
 
 #[test]
 fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        a.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-            .await
-            .unwrap();
-        let cb =
-            b.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        a.channel("cat-noises", ChannelInit::negotiated(0)).await;
+        let cb = b.channel("cat-noises", ChannelInit::negotiated(0)).await;
         // Rewrite the data section the way rawrtc offers it.
         let legacy = |offer: &mut smolrtc::Description| {
             let m_line = offer
@@ -532,14 +444,9 @@ fn rawrtc_legacy_sctpmap_offer_is_answered_in_kind_and_connects() {
 
 #[test]
 fn media_sections_in_an_offer_are_rejected_and_the_data_section_connects() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("x", ChannelInit::default())
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ch = a.channel("x", ChannelInit::default()).await;
         // An audio section before the data one, as a browser with a microphone would send.
         let add_audio = |offer: &mut smolrtc::Description| {
             let at = offer.sdp.find("m=application").unwrap();
@@ -560,26 +467,14 @@ fn media_sections_in_an_offer_are_rejected_and_the_data_section_connects() {
         };
         connect_editing(&mut a, &mut b, add_audio, audio_rejected).await;
         opened(&mut a, "x").await;
-        ch.send("data still flows").await.unwrap();
-        assert_eq!(
-            message(&mut b, "x").await,
-            Message::Text("data still flows".into())
-        );
+        send_expect(&ch, &mut b, "data still flows").await;
     });
 }
 
 #[test]
 fn buffered_amount_rises_on_send_and_the_low_event_fires() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("x", ChannelInit::default())
-                .await
-                .unwrap();
-        connect(&mut a, &mut b).await;
-        opened(&mut a, "x").await;
+    run(async {
+        let (mut a, _b, ch) = connected_pair("x", ChannelInit::default()).await;
         ch.set_buffered_amount_low_threshold(64 * 1024);
         for _ in 0..64 {
             ch.send(vec![0u8; 16 * 1024]).await.unwrap();
@@ -609,16 +504,8 @@ fn ice_ufrag(sdp: &str) -> String {
 /// open channel keeps carrying messages across the restart in both directions.
 #[test]
 fn ice_restart_keeps_open_channels() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("keep", ChannelInit::default())
-                .await
-                .unwrap();
-        connect(&mut a, &mut b).await;
-        opened(&mut a, "keep").await;
+    run(async {
+        let (mut a, mut b, ch) = connected_pair("keep", ChannelInit::default()).await;
         for p in [&mut a, &mut b] {
             p.expect("first selected pair", |e| {
                 matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
@@ -714,10 +601,7 @@ fn connects_over_ipv6() {
         };
         let mut a = Peer::with_config(config("A"));
         let mut b = Peer::with_config(config("B"));
-        let ch =
-            a.pc.create_data_channel("v6", ChannelInit::default())
-                .await
-                .unwrap();
+        let ch = a.channel("v6", ChannelInit::default()).await;
         connect(&mut a, &mut b).await;
         let (local, remote) = a
             .expect("selected pair", |e| match e {
@@ -732,11 +616,7 @@ fn connects_over_ipv6() {
             "{local} <-> {remote}"
         );
         opened(&mut a, "v6").await;
-        ch.send("over six").await.unwrap();
-        assert_eq!(
-            message(&mut b, "v6").await,
-            Message::Text("over six".into())
-        );
+        send_expect(&ch, &mut b, "over six").await;
     });
 }
 
@@ -784,14 +664,9 @@ fn flight_dropper(target: std::net::SocketAddr) -> std::net::SocketAddr {
 /// that answer switched off this test failed 3 runs of 3, on the open timeout).
 #[test]
 fn lost_dtls_server_flight_is_resent() {
-    init_log();
-    block_on(async {
-        let mut a = Peer::new("A");
-        let mut b = Peer::new("B");
-        let ch =
-            a.pc.create_data_channel("dtls", ChannelInit::default())
-                .await
-                .unwrap();
+    run(async {
+        let (mut a, mut b) = pair();
+        let ch = a.channel("dtls", ChannelInit::default()).await;
         let strip = |sdp: &str| {
             sdp.split("\r\n")
                 .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
@@ -823,10 +698,6 @@ fn lost_dtls_server_flight_is_resent() {
         )
         .await;
         opened(&mut a, "dtls").await;
-        ch.send("through").await.unwrap();
-        assert_eq!(
-            message(&mut b, "dtls").await,
-            Message::Text("through".into())
-        );
+        send_expect(&ch, &mut b, "through").await;
     });
 }

@@ -240,18 +240,9 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
 
     block_on(async {
         let mut p = Peer::new("host");
-        let echo =
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
-        let echo2 =
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
-        let chargen =
-            p.pc.create_data_channel("chargen", ChannelInit::default())
-                .await
-                .unwrap();
+        let echo = p.channel("echo", ChannelInit::default()).await;
+        let echo2 = p.channel("echo", ChannelInit::default()).await;
+        let chargen = p.channel("chargen", ChannelInit::default()).await;
         let answer = p.offer_to_service(http).await;
         p.pc.set_remote_description(through_forwards(&answer))
             .await

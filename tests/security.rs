@@ -125,10 +125,7 @@ async fn tapped_pair_editing(
     edit: impl FnOnce(&mut String),
 ) -> (Peer, Peer, Tap, smolrtc::DataChannel) {
     let mut b = Peer::new("B");
-    let ch =
-        a.pc.create_data_channel("sec", ChannelInit::default())
-            .await
-            .unwrap();
+    let ch = a.channel("sec", ChannelInit::default()).await;
     let mut tap = None;
     connect_editing(
         &mut a,
@@ -172,8 +169,7 @@ async fn still_works(ch: &smolrtc::DataChannel, b: &mut Peer, text: &str) {
 /// server answers it with no handshake flight, and the association goes on.
 #[test]
 fn replayed_client_hello_on_an_established_association_starts_no_handshake() {
-    init_log();
-    block_on(async {
+    run(async {
         let (_a, mut b, tap, ch) = tapped_pair().await;
         still_works(&ch, &mut b, "before").await;
         let hello = tap.client_hello();
@@ -200,8 +196,7 @@ fn replayed_client_hello_on_an_established_association_starts_no_handshake() {
 /// an answer.
 #[test]
 fn dtls_from_an_unknown_address_never_reaches_the_session() {
-    init_log();
-    block_on(async {
+    run(async {
         let hello = {
             let (_a, _b, tap, _ch) = tapped_pair().await;
             tap.client_hello()
@@ -308,8 +303,7 @@ fn stun_answers(sock: &UdpSocket) -> (usize, usize) {
 /// right ones does (which shows the forged checks were well formed).
 #[test]
 fn stun_checks_without_the_signaled_credentials_get_no_success() {
-    init_log();
-    block_on(async {
+    run(async {
         let (a, mut b, tap, ch) = tapped_pair().await;
         let local = a.pc.local_description().await.unwrap().sdp;
         let remote = a.pc.remote_description().await.unwrap().sdp;
@@ -339,8 +333,7 @@ fn stun_checks_without_the_signaled_credentials_get_no_success() {
 #[test]
 fn tap_sees_the_handshake() {
     // The other tests rely on the tap seeing the DTLS handshake both ways.
-    init_log();
-    block_on(async {
+    run(async {
         let (_a, mut b, tap, ch) = tapped_pair().await;
         assert!(tap.server_handshakes_since(Instant::now() - Duration::from_secs(60)) > 0);
         assert_eq!(tap.client_hello()[0], CONTENT_HANDSHAKE);
@@ -374,8 +367,7 @@ const ICE_CONTROLLING: u16 = 0x802a;
 /// answer comes back, A's next checks still say ICE-CONTROLLING, and the channel works.
 #[test]
 fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
-    init_log();
-    block_on(async {
+    run(async {
         let (a, mut b, tap, ch) = tapped_pair().await;
         let local = a.pc.local_description().await.unwrap().sdp;
         let ufrag = sdp_attr(&local, "ice-ufrag");
@@ -451,8 +443,7 @@ fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
 /// candidate); the connection goes on.
 #[test]
 fn remote_candidates_are_capped_across_description_trickle_and_checks() {
-    init_log();
-    block_on(async {
+    run(async {
         let mut config = loopback_config("A");
         config.ice.max_remote_candidates = 4;
         let extra = |sdp: &mut String| {
@@ -505,10 +496,7 @@ async fn echo_client(
     name: &str,
 ) -> (Peer, smolrtc::DataChannel, String, String, String) {
     let mut p = Peer::new(name);
-    let ch =
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+    let ch = p.channel("echo", ChannelInit::default()).await;
     let answer = p.offer_to_service(h.addr).await;
     let local = p.pc.local_description().await.unwrap().sdp;
     let (srv_ufrag, srv_pwd) = (
@@ -534,18 +522,9 @@ async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
 /// arbitrary one (a client's) was forgotten.
 #[test]
 fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
-    use smolrtc::service::{Service, ServiceConfig};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     init_log();
-    let rt = smolrtc::Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        single_port: Some(0),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
-    let h = Service::new(config).start(&rt).unwrap();
+    let (_rt, h) = common::service::start(|c| c.single_port = Some(0));
     block_on(async {
         let (mut attacker, att_ch, att_ufrag, att_srv_ufrag, att_srv_pwd) =
             echo_client(&h, "attacker").await;
@@ -620,20 +599,11 @@ fn single_port_flood_neither_stops_new_clients_nor_evicts_a_route_in_use() {
 // ------------------------------------------------------------------ a web page's attacks
 
 use common::http::{request_from, ws_read_text, ws_upgrade_from, Reply};
-use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{ServiceConfig, ServiceHandle};
 
 fn start_service(tweak: impl FnOnce(&mut ServiceConfig)) -> (smolrtc::Runtime, ServiceHandle) {
     init_log();
-    let rt = smolrtc::Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        rawrtc_flow: false,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec!["127.0.0.1".parse().unwrap()];
-    tweak(&mut config);
-    let h = Service::new(config).start(&rt).unwrap();
-    (rt, h)
+    common::service::start(tweak)
 }
 
 fn call(h: &ServiceHandle, method: &str, path: &str, headers: &[&str]) -> Reply {
@@ -654,9 +624,7 @@ fn session_count(h: &ServiceHandle) -> usize {
 fn whip_session(h: &ServiceHandle) -> String {
     let offer = block_on(async {
         let p = Peer::new("whip");
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        p.channel("echo", ChannelInit::default()).await;
         p.pc.create_offer().await.unwrap().sdp
     });
     let r = request_from(
@@ -676,9 +644,7 @@ fn whip_session(h: &ServiceHandle) -> String {
 fn offer_json() -> String {
     block_on(async {
         let mut p = Peer::new("offer");
-        p.pc.create_data_channel("echo", ChannelInit::default())
-            .await
-            .unwrap();
+        p.channel("echo", ChannelInit::default()).await;
         let offer = p.pc.create_offer().await.unwrap();
         p.pc.set_local_description(offer).await.unwrap();
         p.complete_description().await.to_json()

@@ -20,16 +20,12 @@ fn start_with(
     max_sessions: usize,
     tweak: impl FnOnce(&mut ServiceConfig),
 ) -> (Runtime, ServiceHandle) {
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_sessions,
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    tweak(&mut config);
-    let handle = Service::new(config).start(&rt).unwrap();
-    (rt, handle)
+    common::service::start(|c| {
+        // These tests run rawrtc's flow too.
+        c.rawrtc_flow = true;
+        c.max_sessions = max_sessions;
+        tweak(c);
+    })
 }
 
 fn sessions(h: &ServiceHandle) -> Vec<serde_json::Value> {
@@ -54,9 +50,7 @@ fn wait_freed(h: &ServiceHandle) {
 /// `POST /api/offer` (complete SDP both ways).
 async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChannel>) {
     let mut p = Peer::new("client");
-    p.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-        .await
-        .unwrap();
+    p.channel("cat-noises", ChannelInit::negotiated(0)).await;
     let mut chans = Vec::new();
     for l in labels {
         chans.push(
@@ -100,13 +94,8 @@ fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
         assert!(mystery.send("hello?").await.is_err());
 
         // echo: text stays text, binary stays binary.
-        echo.send("hello").await.unwrap();
-        assert_eq!(message(&mut p, "echo").await, Message::Text("hello".into()));
-        echo.send(vec![1u8, 2, 3]).await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Binary(vec![1u8, 2, 3].into())
-        );
+        send_expect(echo, &mut p, "hello").await;
+        send_expect(echo, &mut p, vec![1u8, 2, 3]).await;
 
         // discard counts what it got.
         opened(&mut p, "discard").await;
@@ -168,10 +157,7 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
     let (_rt, h) = start(8);
     block_on(async {
         let mut p = Peer::new("whip-client");
-        let echo =
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
+        let echo = p.channel("echo", ChannelInit::default()).await;
         let offer = p.pc.create_offer().await.unwrap();
         p.pc.set_local_description(offer.clone()).await.unwrap();
         // Trickle: the offer goes out before any candidate.
@@ -212,11 +198,7 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
         );
         assert_eq!(r.status, 204, "{}", r.text());
         opened(&mut p, "echo").await;
-        echo.send("via whip").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("via whip".into())
-        );
+        send_expect(&echo, &mut p, "via whip").await;
         assert_eq!(sessions(&h)[0]["via"], "whip");
         // DELETE ends the session; the client hears the close.
         let r = request(h.addr, "DELETE", &location, None, b"");
@@ -250,10 +232,7 @@ fn websocket_signaling_with_the_service_offering() {
         let url = format!("ws://{}/ws?role=offer", h.addr);
         let (mut ws, _) = async_tungstenite::client_async(url, tcp).await.unwrap();
         let mut p = Peer::new("ws-client");
-        let cat =
-            p.pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))
-                .await
-                .unwrap();
+        let cat = p.channel("cat-noises", ChannelInit::negotiated(0)).await;
         let mut answered = false;
         let mut remote_done = false;
         let mut local_done = false;
@@ -392,10 +371,7 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
     let (_rt, h) = start(8);
     block_on(async {
         let mut p = Peer::new("hidden-client");
-        let echo =
-            p.pc.create_data_channel("echo", ChannelInit::default())
-                .await
-                .unwrap();
+        let echo = p.channel("echo", ChannelInit::default()).await;
         let offer = p.pc.create_offer().await.unwrap();
         p.pc.set_local_description(offer.clone()).await.unwrap();
         // An mDNS-style candidate the service cannot resolve, and nothing else.
@@ -416,11 +392,7 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
         .await
         .unwrap();
         opened(&mut p, "echo").await;
-        echo.send("found you").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("found you".into())
-        );
+        send_expect(&echo, &mut p, "found you").await;
         p.pc.close().await;
     });
     wait_freed(&h);

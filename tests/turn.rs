@@ -78,10 +78,7 @@ fn of_type(cands: &[String], typ: &str) -> Vec<(IpAddr, u16)> {
 
 /// Offer from `a` (its channel `label` made first), answer from `b`, complete SDP.
 async fn connect_with_channel(a: &mut Peer, b: &mut Peer, label: &str) -> smolrtc::DataChannel {
-    let ch =
-        a.pc.create_data_channel(label, ChannelInit::default())
-            .await
-            .unwrap();
+    let ch = a.channel(label, ChannelInit::default()).await;
     connect(a, b).await;
     ch
 }
@@ -135,10 +132,7 @@ fn srflx_candidates_are_the_nats_and_two_nats_are_traversed() {
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| c.ice.servers = vec![stun.clone()]);
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![stun.clone()]);
     block_on(async {
-        let ch =
-            a.pc.create_data_channel("nat", ChannelInit::default())
-                .await
-                .unwrap();
+        let ch = a.channel("nat", ChannelInit::default()).await;
         let (cands, took) = gathered(&mut a).await;
         let srflx = of_type(&cands, "srflx");
         assert_eq!(srflx.len(), 1, "{cands:?}");
@@ -243,10 +237,7 @@ fn turn_over_tcp_when_udp_is_blocked() {
     let turn = turn_udp(&coturn);
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![turn]);
     block_on(async {
-        let ch =
-            a.pc.create_data_channel("tcp", ChannelInit::default())
-                .await
-                .unwrap();
+        let ch = a.channel("tcp", ChannelInit::default()).await;
         let (cands, took) = gathered(&mut a).await;
         assert_eq!(of_type(&cands, "relay").len(), 1, "{cands:?}");
         // Bounded by the 2 s gather timeout that the UDP server ran into.
@@ -473,10 +464,7 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
         let (rt, mut p) = peer_in(ns, name, |_| {});
         let ns = ns.to_owned();
         block_on(async {
-            let ch =
-                p.pc.create_data_channel("echo", ChannelInit::default())
-                    .await
-                    .unwrap();
+            let ch = p.channel("echo", ChannelInit::default()).await;
             let offer = p.pc.create_offer().await.unwrap();
             p.pc.set_local_description(offer).await.unwrap();
             let offer = p.complete_description().await;
@@ -549,11 +537,7 @@ fn allocation_is_refreshed_while_in_use() {
         );
         async_io::Timer::after(Duration::from_secs(6)).await;
         assert!(coturn.log_count("REFRESH processed, success") >= 2);
-        ch.send("after refreshes").await.unwrap();
-        assert_eq!(
-            message(&mut b, "long").await,
-            Message::Text("after refreshes".into())
-        );
+        send_expect(&ch, &mut b, "after refreshes").await;
         a.pc.close().await;
     });
 }

@@ -324,7 +324,7 @@ impl Router {
         if init.negotiated.is_some() {
             self.set_state(key, ChannelState::Open);
             let h = self.channels[&key].handle.clone();
-            log::info!("[{}] data channel {h} open (negotiated)", self.name);
+            log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open (negotiated)", self.name);
             self.emit(Event::ChannelOpen(h));
         } else {
             let open = dcep::open(&label, &init);
@@ -401,7 +401,7 @@ impl Router {
                 }
             }
             ch.handle.shared.set_state(ChannelState::Closed);
-            log::info!("[{}] data channel {} closed", self.name, ch.handle);
+            log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {} closed", self.name, ch.handle);
             self.emit(Event::ChannelClosed(ch.handle));
         }
     }
@@ -468,7 +468,7 @@ impl Router {
                     if self.channels[&key].state == ChannelState::Connecting {
                         self.set_state(key, ChannelState::Open);
                         let h = self.channels[&key].handle.clone();
-                        log::info!("[{}] data channel {h} open", self.name);
+                        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open", self.name);
                         self.emit(Event::ChannelOpen(h));
                     }
                 }
@@ -593,6 +593,7 @@ impl Router {
             },
         );
         log::info!(
+            target: crate::EVENT_LOG_TARGET,
             "[{}] data channel {handle} announced by the peer, open",
             self.name
         );

@@ -924,7 +924,7 @@ impl IceActor {
                 let line = c.marshal();
                 match self.agent.add_local_candidate(c) {
                     Ok(true) => {
-                        log::info!("[{}] ICE local candidate {line}", self.name);
+                        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] ICE local candidate {line}", self.name);
                         self.peer.push(PeerMsg::Ice(IceReport::Candidate(format!(
                             "candidate:{line}"
                         ))));

@@ -212,7 +212,7 @@ impl PeerActor {
     }
 
     fn log_state(&self, what: &str, value: &dyn std::fmt::Display) {
-        log::info!("[{}] {what}: {value}", self.name);
+        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] {what}: {value}", self.name);
     }
 
     fn handle_msg(&mut self, msg: PeerMsg) {
@@ -267,7 +267,7 @@ impl PeerActor {
             PeerCmd::ChannelCreated => {
                 if self.negotiation == Negotiation::Initial && !self.closed() {
                     self.negotiation = Negotiation::Needed;
-                    log::info!("[{}] negotiation needed", self.name);
+                    log::info!(target: crate::EVENT_LOG_TARGET, "[{}] negotiation needed", self.name);
                     self.events.push(Event::NegotiationNeeded);
                 }
             }
@@ -634,7 +634,7 @@ impl PeerActor {
                 }
             }
             IceReport::SelectedPair { local, remote } => {
-                log::info!("[{}] ICE selected pair: {local} <-> {remote}", self.name);
+                log::info!(target: crate::EVENT_LOG_TARGET, "[{}] ICE selected pair: {local} <-> {remote}", self.name);
                 self.events
                     .push(Event::SelectedCandidatePair { local, remote });
             }

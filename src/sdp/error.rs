@@ -46,6 +46,10 @@ pub enum SdpError {
     /// The SDP has no data-channel m-line.
     #[error("no data-channel m-line (m=application ... webrtc-datachannel)")]
     NoDataSection,
+    /// The SDP has neither a data-channel m-line nor an audio or video m-line that is not
+    /// rejected.
+    #[error("no data-channel, audio or video m-line (or every one is rejected with port 0)")]
+    NoMediaSection,
     /// A required attribute is absent, e.g. `a=ice-ufrag (in the data m-line
     /// or the session)`.
     #[error("missing {0}")]

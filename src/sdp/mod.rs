@@ -1,9 +1,12 @@
 //! Session descriptions for a data-channel-only WebRTC peer.
 //!
 //! This module reads a remote peer's SDP ([RFC 8866]) and writes smolrtc's
-//! own offers and answers. smolrtc only ever negotiates one SCTP association
-//! over DTLS over ICE ([RFC 8831], [RFC 8832]); audio and video sections in
-//! a remote offer are tolerated and answered rejected (port 0).
+//! own offers and answers: one SCTP association over DTLS over ICE
+//! ([RFC 8831], [RFC 8832]) and, for media, sendonly `m=video`/`m=audio`
+//! sections with rtcp-mux in the same BUNDLE group ([`parse_description`],
+//! [`write_answer_sections`], [`write_offer_sections`]; the codec choice is
+//! the media module's). [`parse`] and [`write_answer`] are the data-only
+//! view: audio and video sections are answered rejected (port 0).
 //!
 //! # The two forms of the data m-line
 //!
@@ -65,18 +68,31 @@
 
 mod error;
 mod json;
+mod media;
 mod parse;
+#[cfg(feature = "media")]
+mod plan;
 mod types;
 mod write;
 
+#[cfg(test)]
+mod media_tests;
 #[cfg(test)]
 mod tests;
 
 pub use error::{redact_secrets, SdpError};
 pub use json::{Description, IceCandidateInit, SdpType};
-pub use parse::{check_candidate, parse, parse_candidate_fragment};
-pub use types::{Fingerprint, LocalSession, MediaSection, RemoteSession, Setup};
-pub use write::{write_answer, write_candidate_fragment, write_offer};
+pub use media::{Direction, LocalMedia, RemoteFormat, RemoteFormats, RemoteMedia};
+pub use parse::{check_candidate, parse, parse_candidate_fragment, parse_description};
+#[cfg(feature = "media")]
+pub use plan::{plan_answer, AnswerPlan, PlanError, PlannedTrack, StreamCodecs};
+pub use types::{
+    DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup,
+};
+pub use write::{
+    write_answer, write_answer_sections, write_candidate_fragment, write_offer,
+    write_offer_sections, AnswerSection,
+};
 
 /// Largest SDP text [`parse`] accepts, in bytes (64 KiB).
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -84,6 +100,9 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 /// Most candidates [`parse`] accepts in the data section (and
 /// [`parse_candidate_fragment`] in one fragment).
 pub const MAX_CANDIDATES: usize = 64;
+
+/// Most payload types read from one media section (browsers offer about 40 for video).
+pub const MAX_REMOTE_FORMATS: usize = 128;
 
 /// SCTP port used when the remote names none (RFC 8841 default).
 pub const DEFAULT_SCTP_PORT: u16 = 5000;

@@ -7,7 +7,10 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use super::error::{quote, SdpError};
-use super::types::{Fingerprint, MediaSection, RemoteSession, Setup};
+use super::media::{Direction, RemoteFormats, RemoteMedia};
+use super::types::{
+    DataSection, Fingerprint, MediaSection, RemoteDescription, RemoteSession, Setup,
+};
 use super::{DATACHANNEL_FMT, DEFAULT_SCTP_PORT, MAX_CANDIDATES, MAX_SDP_BYTES};
 
 /// One non-blank SDP line: `<kind>=<value>`.
@@ -411,7 +414,7 @@ fn check_mid(line: &Line<'_>, value: Option<&str>) -> Result<String, SdpError> {
 /// `webrtc-datachannel`, or legacy `DTLS/SCTP <port>` with
 /// `a=sctpmap:<port> webrtc-datachannel <streams>`). Other m-lines are
 /// listed in [`RemoteSession::media`] but their attributes are not read
-/// (apart from `a=mid`).
+/// (apart from `a=mid`); [`parse_description`] reads audio and video too.
 ///
 /// # Errors
 ///
@@ -423,6 +426,38 @@ fn check_mid(line: &Line<'_>, value: Option<&str>) -> Result<String, SdpError> {
 /// and [`SdpError::Missing`] when ICE credentials or fingerprints are
 /// absent.
 pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
+    let d = parse_sections(sdp, true)?;
+    d.to_session().ok_or(SdpError::NoDataSection)
+}
+
+/// Parses a remote description with audio and video sections as well as (or instead of)
+/// a data section: a WHEP player's recvonly offer, or a browser's offer with a camera and a
+/// data channel.
+///
+/// The transport (ICE credentials, fingerprints, `a=setup`, candidates) is read, strictly as
+/// in [`parse`], from the data m-line when there is one, else from the first audio or video
+/// section that is not rejected (the BUNDLE group's first mid preferred): one transport
+/// carries every bundled section. Each audio and video section is read tolerantly into a
+/// [`RemoteMedia`] (codecs, `a=rtcp-fb`, direction, mid, `a=rtcp-mux`, `a=ssrc`, `a=msid`;
+/// `a=extmap` counted and ignored); a value it cannot read is skipped, never an error.
+///
+/// # Errors
+///
+/// As [`parse`], but [`SdpError::NoMediaSection`] instead of [`SdpError::NoDataSection`]
+/// when there is neither a data section nor an audio or video section that is not rejected.
+pub fn parse_description(sdp: &str) -> Result<RemoteDescription, SdpError> {
+    parse_sections(sdp, false)
+}
+
+/// The lines of one m-section.
+struct Section<'a> {
+    m_line: Line<'a>,
+    media: MediaSection,
+    attrs: Vec<Line<'a>>,
+}
+
+/// Step 1: size, emptiness, line shapes, `v=0` first.
+fn read_lines(sdp: &str) -> Result<Vec<Line<'_>>, SdpError> {
     check_size(sdp)?;
     if sdp.trim().is_empty() {
         return Err(SdpError::Empty);
@@ -436,46 +471,62 @@ pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
             problem: "SDP must start with v=0".into(),
         });
     }
+    Ok(lines)
+}
 
-    // Split into the session level and the media sections.
+/// Step 2: the session level's lines and the m-sections (m= lines checked).
+fn split_sections<'a>(lines: &[Line<'a>]) -> Result<(Vec<Line<'a>>, Vec<Section<'a>>), SdpError> {
     let mut session: Vec<Line<'_>> = Vec::new();
-    let mut sections: Vec<(Line<'_>, MediaSection, Vec<Line<'_>>)> = Vec::new();
+    let mut sections: Vec<Section<'_>> = Vec::new();
     for line in &lines[1..] {
         match line.kind {
             b'v' => return Err(line.err("v= may appear only once, on the first line")),
-            b'm' => sections.push((*line, parse_m_line(line)?, Vec::new())),
+            b'm' => sections.push(Section {
+                m_line: *line,
+                media: parse_m_line(line)?,
+                attrs: Vec::new(),
+            }),
             _ => match sections.last_mut() {
-                Some((_, _, attrs)) => attrs.push(*line),
+                Some(s) => s.attrs.push(*line),
                 None => session.push(*line),
             },
         }
     }
+    Ok((session, sections))
+}
 
-    // Mids of every section; find the data section.
+/// Step 3: every section's mid; the first data section and its form (legacy or not).
+fn read_mids(sections: &mut [Section<'_>]) -> Result<Option<(usize, bool)>, SdpError> {
     let mut data: Option<(usize, bool)> = None;
-    for (i, (_, media, attrs)) in sections.iter_mut().enumerate() {
-        for line in attrs.iter() {
+    for (i, s) in sections.iter_mut().enumerate() {
+        for line in &s.attrs {
             if let Some(("mid", value)) = line.attribute() {
                 let mid = check_mid(line, value)?;
-                once(&mut media.mid, line, "mid", mid)?;
+                once(&mut s.media.mid, line, "mid", mid)?;
             }
         }
         if data.is_none() {
-            if let Some(legacy) = data_form(media, attrs) {
-                media.is_data = true;
+            if let Some(legacy) = data_form(&s.media, &s.attrs) {
+                s.media.is_data = true;
                 data = Some((i, legacy));
             }
         }
     }
-    let Some((data_index, legacy)) = data else {
-        return Err(SdpError::NoDataSection);
-    };
+    Ok(data)
+}
 
-    // Session level.
-    let mut sess = Level::default();
-    let mut ice_lite = false;
-    let mut groups: Vec<Vec<String>> = Vec::new();
-    for line in &session {
+/// What the session level says.
+#[derive(Default)]
+struct SessionLevel {
+    level: Level,
+    ice_lite: bool,
+    groups: Vec<Vec<String>>,
+}
+
+/// Step 4: the session level's attributes (ICE, DTLS, BUNDLE groups).
+fn read_session_level(session: &[Line<'_>]) -> Result<SessionLevel, SdpError> {
+    let mut s = SessionLevel::default();
+    for line in session {
         match line.kind {
             b'o' if line.value.split_ascii_whitespace().count() != 6 => {
                 return Err(line.err(
@@ -486,15 +537,15 @@ pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
                 let Some((name, value)) = line.attribute() else {
                     continue;
                 };
-                if sess.apply(line, name, value)? {
+                if s.level.apply(line, name, value)? {
                     continue;
                 }
                 match name {
-                    "ice-lite" => ice_lite = true,
+                    "ice-lite" => s.ice_lite = true,
                     "group" => {
                         let mut f = value.unwrap_or("").split_ascii_whitespace();
-                        if f.next().is_some_and(|s| s.eq_ignore_ascii_case("BUNDLE")) {
-                            groups.push(f.map(str::to_owned).collect());
+                        if f.next().is_some_and(|g| g.eq_ignore_ascii_case("BUNDLE")) {
+                            s.groups.push(f.map(str::to_owned).collect());
                         }
                     }
                     _ => log::trace!("sdp: ignoring session attribute on line {}", line.no),
@@ -503,33 +554,35 @@ pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
             _ => {}
         }
     }
+    Ok(s)
+}
 
-    // The data m-line.
-    let (m_line, data_media, attrs) = &sections[data_index];
-    let mut med = Level::default();
-    let mut sctp_port: Option<u16> = None;
-    let mut legacy_port: Option<u16> = None;
-    let mut max_message_size: Option<u64> = None;
-    let mut candidates: Vec<String> = Vec::new();
-    let mut bundle_only = false;
-    for line in attrs {
+/// What the transport section (the data m-line, or the first audio/video one) says.
+#[derive(Default)]
+struct TransportSection {
+    level: Level,
+    candidates: Vec<String>,
+    bundle_only: bool,
+    sctp_port: Option<u16>,
+    legacy_port: Option<u16>,
+    max_message_size: Option<u64>,
+}
+
+/// Step 5: the transport section's attributes, strictly (a bad one is an error).
+fn read_transport_section(
+    section: &Section<'_>,
+    legacy: bool,
+) -> Result<TransportSection, SdpError> {
+    let mut t = TransportSection::default();
+    for line in &section.attrs {
         let Some((name, value)) = line.attribute() else {
             continue;
         };
-        if med.apply(line, name, value)? {
+        if t.level.apply(line, name, value)? {
             continue;
         }
         match name {
-            "candidate" => {
-                if candidates.len() >= MAX_CANDIDATES {
-                    return Err(SdpError::TooManyCandidates {
-                        line: line.no,
-                        max: MAX_CANDIDATES,
-                    });
-                }
-                check_candidate_value(line.value).map_err(|p| line.err(p))?;
-                candidates.push(line.value.to_owned());
-            }
+            "candidate" => push_candidate(&mut t.candidates, line)?,
             "sctp-port" => {
                 let v = value.unwrap_or("").trim();
                 let port = parse_num::<u16>(v).filter(|p| *p != 0).ok_or_else(|| {
@@ -538,7 +591,7 @@ pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
                         quote(v)
                     ))
                 })?;
-                once(&mut sctp_port, line, name, port)?;
+                once(&mut t.sctp_port, line, name, port)?;
             }
             "max-message-size" => {
                 let v = value.unwrap_or("").trim();
@@ -548,84 +601,243 @@ pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
                         quote(v)
                     ))
                 })?;
-                once(&mut max_message_size, line, name, size)?;
+                once(&mut t.max_message_size, line, name, size)?;
             }
             "sctpmap" if legacy => {
-                let v = value.unwrap_or("");
-                let f: Vec<&str> = v.split_ascii_whitespace().collect();
-                let Some(port) = f.first().and_then(|p| parse_num::<u16>(p)) else {
-                    return Err(line.err("expected a=sctpmap:<port> webrtc-datachannel <streams>"));
-                };
-                if f.get(2).is_some_and(|s| parse_num::<u32>(s).is_none()) {
-                    return Err(line.err("bad a=sctpmap stream count"));
-                }
-                if f.get(1)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(DATACHANNEL_FMT))
-                {
-                    if !data_media.fmts.iter().any(|f| f == &port.to_string()) {
-                        return Err(line.err(format!(
-                            "a=sctpmap port {port} is not a format of the m= line"
-                        )));
-                    }
-                    if legacy_port.is_none() {
-                        legacy_port = Some(port);
-                    }
+                if let Some(port) = read_sctpmap(line, value, &section.media)? {
+                    t.legacy_port.get_or_insert(port);
                 }
             }
-            "bundle-only" => bundle_only = true,
+            "bundle-only" => t.bundle_only = true,
             _ => {}
         }
     }
-    if data_media.port == 0 && !bundle_only {
-        return Err(m_line.err("the data m-line is rejected (port 0)"));
+    Ok(t)
+}
+
+/// Checks an `a=candidate` line and adds it, at most [`MAX_CANDIDATES`].
+fn push_candidate(candidates: &mut Vec<String>, line: &Line<'_>) -> Result<(), SdpError> {
+    if candidates.len() >= MAX_CANDIDATES {
+        return Err(SdpError::TooManyCandidates {
+            line: line.no,
+            max: MAX_CANDIDATES,
+        });
+    }
+    check_candidate_value(line.value).map_err(|p| line.err(p))?;
+    candidates.push(line.value.to_owned());
+    Ok(())
+}
+
+/// The candidates (and end-of-candidates) of the BUNDLE group's tagged section, where
+/// RFC 8843 puts them, for a transport section that has none (smolrtc's own answers).
+fn tagged_candidates(sections: &[Section<'_>], bundle: &[String], t: &mut TransportSection) {
+    let tagged = bundle
+        .first()
+        .and_then(|mid| sections.iter().find(|s| s.media.mid.as_ref() == Some(mid)));
+    for line in tagged.map_or(&[][..], |s| &s.attrs[..]) {
+        match line.attribute() {
+            // Read as tolerantly as the rest of a non-transport section.
+            Some(("candidate", _))
+                if t.candidates.len() < MAX_CANDIDATES
+                    && check_candidate_value(line.value).is_ok() =>
+            {
+                t.candidates.push(line.value.to_owned());
+            }
+            Some(("end-of-candidates", _)) => t.level.end_of_candidates = true,
+            _ => {}
+        }
+    }
+}
+
+/// `a=sctpmap:<port> webrtc-datachannel <streams>`: the port when it names a data channel.
+fn read_sctpmap(
+    line: &Line<'_>,
+    value: Option<&str>,
+    media: &MediaSection,
+) -> Result<Option<u16>, SdpError> {
+    let f: Vec<&str> = value.unwrap_or("").split_ascii_whitespace().collect();
+    let Some(port) = f.first().and_then(|p| parse_num::<u16>(p)) else {
+        return Err(line.err("expected a=sctpmap:<port> webrtc-datachannel <streams>"));
+    };
+    if f.get(2).is_some_and(|s| parse_num::<u32>(s).is_none()) {
+        return Err(line.err("bad a=sctpmap stream count"));
+    }
+    if !f
+        .get(1)
+        .is_some_and(|p| p.eq_ignore_ascii_case(DATACHANNEL_FMT))
+    {
+        return Ok(None);
+    }
+    if !media.fmts.iter().any(|f| f == &port.to_string()) {
+        return Err(line.err(format!(
+            "a=sctpmap port {port} is not a format of the m= line"
+        )));
+    }
+    Ok(Some(port))
+}
+
+/// Step 6: an audio or video section, tolerantly (unreadable values are skipped).
+fn read_media_section(index: usize, section: &Section<'_>) -> RemoteMedia {
+    let m = &section.media;
+    let mut media = RemoteMedia {
+        index,
+        kind: m.kind.clone(),
+        mid: m.mid.clone(),
+        port: m.port,
+        proto: m.proto.clone(),
+        direction: Direction::default(),
+        rtcp_mux: false,
+        rtcp_rsize: false,
+        bundle_only: false,
+        formats: RemoteFormats::default(),
+        ssrcs: Vec::new(),
+        msid: None,
+        extmaps: 0,
+    };
+    let mut codec_lines: Vec<(&str, &str)> = Vec::new();
+    for line in &section.attrs {
+        let Some((name, value)) = line.attribute() else {
+            continue;
+        };
+        let value = value.unwrap_or("").trim();
+        if let Some(d) = Direction::from_attribute(name) {
+            media.direction = d;
+            continue;
+        }
+        match name {
+            "rtpmap" | "fmtp" | "rtcp-fb" => codec_lines.push((name, value)),
+            "rtcp-mux" => media.rtcp_mux = true,
+            "rtcp-rsize" => media.rtcp_rsize = true,
+            "bundle-only" => media.bundle_only = true,
+            "extmap" => media.extmaps += 1,
+            "msid" if !value.is_empty() => media.msid = Some(value.chars().take(256).collect()),
+            "ssrc" => {
+                let ssrc = value
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(parse_num::<u32>);
+                if let Some(ssrc) = ssrc {
+                    if !media.ssrcs.contains(&ssrc) && media.ssrcs.len() < 16 {
+                        media.ssrcs.push(ssrc);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let fmts: Vec<&str> = m.fmts.iter().map(String::as_str).collect();
+    media.formats = RemoteFormats::parse(&fmts, codec_lines);
+    media
+}
+
+/// Which section carries the transport: the data section, else the first enabled audio or
+/// video section, the BUNDLE group's first mid preferred.
+fn transport_index(
+    sections: &[Section<'_>],
+    data: Option<usize>,
+    groups: &[Vec<String>],
+) -> Option<usize> {
+    if data.is_some() {
+        return data;
+    }
+    let enabled = |s: &Section<'_>| {
+        matches!(s.media.kind.as_str(), "audio" | "video")
+            && (s.media.port != 0
+                || s.attrs
+                    .iter()
+                    .any(|l| matches!(l.attribute(), Some(("bundle-only", _)))))
+    };
+    let tagged = groups.iter().filter_map(|g| g.first()).find_map(|mid| {
+        sections
+            .iter()
+            .position(|s| enabled(s) && s.media.mid.as_ref() == Some(mid))
+    });
+    tagged.or_else(|| sections.iter().position(enabled))
+}
+
+/// Parses with or without a data section required (see [`parse`], [`parse_description`]).
+fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpError> {
+    let lines = read_lines(sdp)?;
+    let (session, mut sections) = split_sections(&lines)?;
+    let data = read_mids(&mut sections)?;
+    if need_data && data.is_none() {
+        return Err(SdpError::NoDataSection);
+    }
+    let sess = read_session_level(&session)?;
+    let Some(ti) = transport_index(&sections, data.map(|d| d.0), &sess.groups) else {
+        return Err(SdpError::NoMediaSection);
+    };
+    let legacy = data.is_some_and(|d| d.1);
+    let mut t = read_transport_section(&sections[ti], legacy)?;
+    let transport_mid = sections[ti].media.mid.clone();
+    let bundle = sess
+        .groups
+        .iter()
+        .find(|g| transport_mid.as_ref().is_some_and(|m| g.contains(m)))
+        .or(sess.groups.first())
+        .cloned()
+        .unwrap_or_default();
+    if t.candidates.is_empty() && !t.level.end_of_candidates {
+        tagged_candidates(&sections, &bundle, &mut t);
+    }
+    if data.is_some() && sections[ti].media.port == 0 && !t.bundle_only {
+        return Err(sections[ti]
+            .m_line
+            .err("the data m-line is rejected (port 0)"));
     }
 
-    let ice_ufrag = med.ufrag.or(sess.ufrag).ok_or_else(|| {
-        SdpError::Missing("a=ice-ufrag (in the data m-line or the session)".into())
+    let ice_ufrag = t.level.ufrag.or(sess.level.ufrag).ok_or_else(|| {
+        SdpError::Missing(format!(
+            "a=ice-ufrag (in the {} m-line or the session)",
+            if data.is_some() { "data" } else { "first" }
+        ))
     })?;
-    let ice_pwd = med
-        .pwd
-        .or(sess.pwd)
-        .ok_or_else(|| SdpError::Missing("a=ice-pwd (in the data m-line or the session)".into()))?;
-    let fingerprints = if med.fingerprints.is_empty() {
-        sess.fingerprints
+    let ice_pwd = t.level.pwd.or(sess.level.pwd).ok_or_else(|| {
+        SdpError::Missing(format!(
+            "a=ice-pwd (in the {} m-line or the session)",
+            if data.is_some() { "data" } else { "first" }
+        ))
+    })?;
+    let fingerprints = if t.level.fingerprints.is_empty() {
+        sess.level.fingerprints
     } else {
-        med.fingerprints
+        t.level.fingerprints
     };
     if fingerprints.is_empty() {
         return Err(SdpError::Missing("a=fingerprint".into()));
     }
 
-    let media: Vec<MediaSection> = sections.iter().map(|(_, m, _)| m.clone()).collect();
-    let mid = media[data_index].mid.clone();
-    let bundle = groups
+    let media: Vec<RemoteMedia> = sections
         .iter()
-        .find(|g| mid.as_ref().is_some_and(|m| g.contains(m)))
-        .or(groups.first())
-        .cloned()
-        .unwrap_or_default();
-    let sctp_port = if legacy {
-        legacy_port.unwrap_or(DEFAULT_SCTP_PORT)
-    } else {
-        sctp_port.unwrap_or(DEFAULT_SCTP_PORT)
-    };
-
-    Ok(RemoteSession {
+        .enumerate()
+        .filter(|(_, s)| matches!(s.media.kind.as_str(), "audio" | "video"))
+        .map(|(i, s)| read_media_section(i, s))
+        .collect();
+    let data = data.map(|(index, legacy)| DataSection {
+        index,
+        mid: sections[index].media.mid.clone(),
+        sctp_port: if legacy { t.legacy_port } else { t.sctp_port }.unwrap_or(DEFAULT_SCTP_PORT),
+        max_message_size: t.max_message_size,
+        legacy,
+    });
+    Ok(RemoteDescription {
         ice_ufrag,
         ice_pwd,
-        ice_lite,
-        ice_options: med.ice_options.or(sess.ice_options).unwrap_or_default(),
+        ice_lite: sess.ice_lite,
+        ice_options: t
+            .level
+            .ice_options
+            .or(sess.level.ice_options)
+            .unwrap_or_default(),
         fingerprints,
-        setup: med.setup.or(sess.setup),
-        mid,
-        sctp_port,
-        max_message_size,
-        legacy,
-        candidates,
-        end_of_candidates: med.end_of_candidates || sess.end_of_candidates,
-        media,
-        data_index,
+        setup: t.level.setup.or(sess.level.setup),
+        transport_mid,
+        candidates: t.candidates,
+        end_of_candidates: t.level.end_of_candidates || sess.level.end_of_candidates,
+        sections: sections.into_iter().map(|s| s.media).collect(),
         bundle,
+        data,
+        media,
     })
 }
 

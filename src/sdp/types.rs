@@ -217,3 +217,86 @@ pub struct LocalSession {
     /// Write `a=ice-options:trickle`.
     pub ice_options_trickle: bool,
 }
+
+/// The data m-line of a [`RemoteDescription`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSection {
+    /// Index of the m-line in [`RemoteDescription::sections`].
+    pub index: usize,
+    /// Its `a=mid`.
+    pub mid: Option<String>,
+    /// The remote's SCTP port (`a=sctp-port`, or the legacy sctpmap/format number; 5000 when
+    /// absent).
+    pub sctp_port: u16,
+    /// `a=max-message-size` (`Some(0)`: any size).
+    pub max_message_size: Option<u64>,
+    /// The legacy `DTLS/SCTP <port>` + `a=sctpmap` form.
+    pub legacy: bool,
+}
+
+/// A whole remote description: the transport, the data section if any, and every audio and
+/// video section ([`super::parse_description`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDescription {
+    /// ICE username fragment of the transport section (or the session).
+    pub ice_ufrag: String,
+    /// ICE password.
+    pub ice_pwd: String,
+    /// Session `a=ice-lite`.
+    pub ice_lite: bool,
+    /// ICE options.
+    pub ice_options: Vec<String>,
+    /// Certificate fingerprints (never empty).
+    pub fingerprints: Vec<Fingerprint>,
+    /// `a=setup` as written.
+    pub setup: Option<Setup>,
+    /// Mid of the section the transport was read from (the data section, else the first
+    /// enabled audio/video section).
+    pub transport_mid: Option<String>,
+    /// Candidates of the transport section.
+    pub candidates: Vec<String>,
+    /// `a=end-of-candidates` (transport section or session).
+    pub end_of_candidates: bool,
+    /// Every m-line, in order.
+    pub sections: Vec<MediaSection>,
+    /// The BUNDLE group holding the transport section's mid (else the first one).
+    pub bundle: Vec<String>,
+    /// The first data m-line, if any.
+    pub data: Option<DataSection>,
+    /// Every `m=audio` and `m=video` section, in order.
+    pub media: Vec<super::media::RemoteMedia>,
+}
+
+impl RemoteDescription {
+    /// The data-channel view of this description ([`super::parse`]'s result), when it has
+    /// a data section.
+    pub fn to_session(&self) -> Option<RemoteSession> {
+        let data = self.data.as_ref()?;
+        Some(RemoteSession {
+            ice_ufrag: self.ice_ufrag.clone(),
+            ice_pwd: self.ice_pwd.clone(),
+            ice_lite: self.ice_lite,
+            ice_options: self.ice_options.clone(),
+            fingerprints: self.fingerprints.clone(),
+            setup: self.setup,
+            mid: data.mid.clone(),
+            sctp_port: data.sctp_port,
+            max_message_size: data.max_message_size,
+            legacy: data.legacy,
+            candidates: self.candidates.clone(),
+            end_of_candidates: self.end_of_candidates,
+            media: self.sections.clone(),
+            data_index: data.index,
+            bundle: self.bundle.clone(),
+        })
+    }
+
+    /// The DTLS role with the RFC 8842 default applied (see
+    /// [`RemoteSession::setup_or_default`]).
+    pub fn setup_or_default(&self, kind: SdpType) -> Setup {
+        self.setup.unwrap_or(match kind {
+            SdpType::Offer | SdpType::Rollback => Setup::ActPass,
+            SdpType::Answer | SdpType::Pranswer => Setup::Active,
+        })
+    }
+}

@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::types::{LocalSession, RemoteSession, Setup};
+use super::media::LocalMedia;
+use super::types::{LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup};
 use super::DATACHANNEL_FMT;
 
 /// Collects SDP lines and joins them with CRLF.
@@ -61,7 +62,10 @@ fn session_header(out: &mut Out, local: &LocalSession, mid: &str) {
     ));
     out.line("s=-");
     out.line("t=0 0");
-    out.line(format!("a=group:BUNDLE {mid}"));
+    // Nothing accepted, nothing bundled (an answer that rejects every section).
+    if !mid.is_empty() {
+        out.line(format!("a=group:BUNDLE {mid}"));
+    }
 }
 
 /// ICE, DTLS and mid lines of the data m-line (after its c= line).
@@ -143,47 +147,193 @@ pub fn write_offer(local: &LocalSession) -> String {
 /// `local.mid` when the offer has none), the BUNDLE group lists only that
 /// mid, and `a=setup` is `local.setup` (normally `active`).
 pub fn write_answer(local: &LocalSession, remote: &RemoteSession) -> String {
-    let data_mid = remote.mid.clone().unwrap_or_else(|| local.mid.clone());
-    let mut out = Out::new();
-    session_header(&mut out, local, &data_mid);
-    for (i, media) in remote.media.iter().enumerate() {
-        if i != remote.data_index {
-            out.line(format!(
-                "m={} 0 {} {}",
-                media.kind,
-                media.proto,
-                media.fmts.join(" ")
-            ));
-            out.line("c=IN IP4 0.0.0.0");
-            if let Some(mid) = &media.mid {
-                out.line(format!("a=mid:{mid}"));
+    let answers: Vec<AnswerSection> = (0..remote.media.len())
+        .map(|i| {
+            if i == remote.data_index {
+                AnswerSection::Data
+            } else {
+                AnswerSection::Rejected
             }
-            continue;
+        })
+        .collect();
+    write_sections(local, &remote.media, remote.legacy, &answers)
+}
+
+/// How smolrtc answers one m-line of a remote offer ([`write_answer_sections`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerSection {
+    /// Rejected: port 0, only the mid kept.
+    Rejected,
+    /// The data channel (the offer's data section).
+    Data,
+    /// A track smolrtc sends (an audio or video section).
+    Media(LocalMedia),
+}
+
+/// Writes the answer to an offer with audio, video and data sections: one m-line per
+/// offered one, answered as `answers` says (one entry per m-line, in order; missing entries
+/// are rejected).
+///
+/// Every accepted section is in one BUNDLE group (in the offer's order) with the same port,
+/// ICE and DTLS lines; candidates go in the first accepted one (RFC 8843's tagged m-line).
+/// A media section is written with the offer's proto, its direction (normally `sendonly`),
+/// `a=rtcp-mux`, the payload types and lines of its [`LocalMedia`], `a=msid`, and `a=ssrc`
+/// lines with the CNAME (plus `a=ssrc-group:FID` with the RTX SSRC). The data section is
+/// written as by [`write_answer`].
+pub fn write_answer_sections(
+    local: &LocalSession,
+    remote: &RemoteDescription,
+    answers: &[AnswerSection],
+) -> String {
+    let legacy = remote.data.as_ref().is_some_and(|d| d.legacy);
+    write_sections(local, &remote.sections, legacy, answers)
+}
+
+/// The mid an accepted section is answered with.
+fn answer_mid(local: &LocalSession, section: &MediaSection, i: usize) -> String {
+    match (&section.mid, section.is_data) {
+        (Some(mid), _) => mid.clone(),
+        (None, true) => local.mid.clone(),
+        (None, false) => i.to_string(),
+    }
+}
+
+fn write_sections(
+    local: &LocalSession,
+    sections: &[MediaSection],
+    legacy: bool,
+    answers: &[AnswerSection],
+) -> String {
+    let answer = |i: usize| answers.get(i).unwrap_or(&AnswerSection::Rejected);
+    let mids: Vec<String> = sections
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *answer(*i) != AnswerSection::Rejected)
+        .map(|(i, m)| answer_mid(local, m, i))
+        .collect();
+    let mut out = Out::new();
+    session_header(&mut out, local, &mids.join(" "));
+    let (port, conn) = default_address(&local.candidates);
+    let mut first = true;
+    for (i, media) in sections.iter().enumerate() {
+        let mid = answer_mid(local, media, i);
+        match answer(i) {
+            AnswerSection::Rejected => {
+                out.line(format!(
+                    "m={} 0 {} {}",
+                    media.kind,
+                    media.proto,
+                    media.fmts.join(" ")
+                ));
+                out.line("c=IN IP4 0.0.0.0");
+                if let Some(mid) = &media.mid {
+                    out.line(format!("a=mid:{mid}"));
+                }
+                continue;
+            }
+            AnswerSection::Data => {
+                if legacy {
+                    out.line(format!(
+                        "m=application {port} DTLS/SCTP {}",
+                        local.sctp_port
+                    ));
+                } else {
+                    out.line(format!(
+                        "m=application {port} {} {DATACHANNEL_FMT}",
+                        media.proto
+                    ));
+                }
+                out.line(format!("c={conn}"));
+                transport_lines(&mut out, local, local.setup, &mid);
+                data_lines(&mut out, local, legacy);
+            }
+            AnswerSection::Media(m) => {
+                media_lines(&mut out, local, local.setup, m, &media.proto, (port, &conn));
+            }
         }
-        let (port, conn) = default_address(&local.candidates);
-        if remote.legacy {
-            out.line(format!(
-                "m=application {port} DTLS/SCTP {}",
-                local.sctp_port
-            ));
-        } else {
-            out.line(format!(
-                "m=application {port} {} {DATACHANNEL_FMT}",
-                media.proto
-            ));
+        if first {
+            candidate_lines(&mut out, &local.candidates, local.end_of_candidates);
+            first = false;
         }
+    }
+    out.0
+}
+
+fn data_lines(out: &mut Out, local: &LocalSession, legacy: bool) {
+    if legacy {
+        out.line(format!(
+            "a=sctpmap:{} {DATACHANNEL_FMT} 65535",
+            local.sctp_port
+        ));
+    } else {
+        out.line(format!("a=sctp-port:{}", local.sctp_port));
+    }
+    out.line(format!("a=max-message-size:{}", local.max_message_size));
+}
+
+/// An audio or video section: m= and c= lines, transport, direction, codecs, SSRCs.
+fn media_lines(
+    out: &mut Out,
+    local: &LocalSession,
+    setup: Setup,
+    m: &LocalMedia,
+    proto: &str,
+    (port, conn): (u16, &str),
+) {
+    let pts: Vec<String> = m.payload_types.iter().map(u8::to_string).collect();
+    out.line(format!("m={} {port} {proto} {}", m.kind, pts.join(" ")));
+    out.line(format!("c={conn}"));
+    transport_lines(out, local, setup, &m.mid);
+    out.line(format!("a={}", m.direction));
+    out.line("a=rtcp-mux");
+    let (stream, track) = &m.msid;
+    out.line(format!("a=msid:{stream} {track}"));
+    for (name, value) in &m.attributes {
+        out.line(format!("a={name}:{value}"));
+    }
+    if let Some(rtx) = m.rtx_ssrc {
+        out.line(format!("a=ssrc-group:FID {} {rtx}", m.ssrc));
+    }
+    for ssrc in std::iter::once(m.ssrc).chain(m.rtx_ssrc) {
+        out.line(format!("a=ssrc:{ssrc} cname:{}", m.cname));
+        out.line(format!("a=ssrc:{ssrc} msid:{stream} {track}"));
+    }
+}
+
+/// Writes an offer with smolrtc's own tracks (each `m=audio`/`m=video`, normally sendonly)
+/// and, when `data`, a data section last (mid `local.mid`): all in one BUNDLE group, with
+/// `a=setup:actpass` and the candidates in the first section.
+pub fn write_offer_sections(local: &LocalSession, media: &[LocalMedia], data: bool) -> String {
+    let mut mids: Vec<&str> = media.iter().map(|m| m.mid.as_str()).collect();
+    if data {
+        mids.push(&local.mid);
+    }
+    let mut out = Out::new();
+    session_header(&mut out, local, &mids.join(" "));
+    let (port, conn) = default_address(&local.candidates);
+    for (i, m) in media.iter().enumerate() {
+        media_lines(
+            &mut out,
+            local,
+            Setup::ActPass,
+            m,
+            "UDP/TLS/RTP/SAVPF",
+            (port, &conn),
+        );
+        if i == 0 {
+            candidate_lines(&mut out, &local.candidates, local.end_of_candidates);
+        }
+    }
+    if data {
+        out.line(format!(
+            "m=application {port} UDP/DTLS/SCTP {DATACHANNEL_FMT}"
+        ));
         out.line(format!("c={conn}"));
-        transport_lines(&mut out, local, local.setup, &data_mid);
-        if remote.legacy {
-            out.line(format!(
-                "a=sctpmap:{} {DATACHANNEL_FMT} 65535",
-                local.sctp_port
-            ));
-        } else {
-            out.line(format!("a=sctp-port:{}", local.sctp_port));
+        transport_lines(&mut out, local, Setup::ActPass, &local.mid);
+        data_lines(&mut out, local, false);
+        if media.is_empty() {
+            candidate_lines(&mut out, &local.candidates, local.end_of_candidates);
         }
-        out.line(format!("a=max-message-size:{}", local.max_message_size));
-        candidate_lines(&mut out, &local.candidates, local.end_of_candidates);
     }
     out.0
 }
@@ -211,7 +361,10 @@ pub fn write_candidate_fragment(
     end: bool,
 ) -> String {
     let mut out = Out::new();
-    out.line(format!("a=group:BUNDLE {mid}"));
+    // Nothing accepted, nothing bundled (an answer that rejects every section).
+    if !mid.is_empty() {
+        out.line(format!("a=group:BUNDLE {mid}"));
+    }
     out.line(format!("m=application 9 UDP/DTLS/SCTP {DATACHANNEL_FMT}"));
     out.line(format!("a=mid:{mid}"));
     if !ufrag.is_empty() {

@@ -1,8 +1,9 @@
 //! The signaling endpoints: `POST /api/offer`, `GET /api/sessions`, `POST /api/report`,
 //! and WHIP (`POST /whip`, `PATCH`/`DELETE /whip/<id>`, RFC 9725).
 
-use super::http::{json_response, read_body, require_content_type, Body};
-use super::{client_address, complete_description, ApiError, Shared, Via};
+use super::error::ServiceError;
+use super::http::{json_response, read_body, refusal, require_content_type, Body};
+use super::{client_address, complete_description, Shared, Via};
 use crate::sdp::{self, Description, IceCandidateInit, SdpType};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,7 +19,7 @@ pub(super) fn sessions(shared: &Shared) -> Response<Body> {
         .into_iter()
         .map(|(id, via, state, age)| serde_json::json!({"id": id, "via": via, "state": state, "age_s": age}))
         .collect();
-    json_response(200, serde_json::json!({ "sessions": list }))
+    json_response(StatusCode::OK, serde_json::json!({ "sessions": list }))
 }
 
 /// Offer in, session up, answer out with every candidate. On failure the session is closed.
@@ -27,15 +28,15 @@ pub(super) async fn answer_offer(
     via: Via,
     peer: SocketAddr,
     offer: Description,
-) -> Result<(String, Description), ApiError> {
+) -> Result<(String, Description), ServiceError> {
     // Parse first: a bad offer must not cost a session.
-    sdp::parse(&offer.sdp).map_err(|e| ApiError(400, format!("bad SDP: {e}")))?;
+    sdp::parse(&offer.sdp).map_err(ServiceError::BadSdp)?;
     let s = shared.open(via, false, client_address(peer)).await?;
     let result = async {
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
         s.pc.set_local_description(answer).await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, ServiceError>(())
     }
     .await;
     if let Err(e) = result {
@@ -50,21 +51,21 @@ pub(super) async fn api_offer(
     shared: &Rc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ServiceError> {
     require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let offer = Description::from_json(text).map_err(|e| ApiError(400, e.to_string()))?;
+    let text = utf8(&body)?;
+    let offer = Description::from_json(text).map_err(|e| ServiceError::BadBody(e.to_string()))?;
     if offer.kind != SdpType::Offer {
-        return Err(ApiError(
-            400,
-            format!("expected an offer, got {:?}", offer.kind.as_str()),
-        ));
+        return Err(ServiceError::BadBody(format!(
+            "expected an offer, got {:?}",
+            offer.kind.as_str()
+        )));
     }
     let (id, answer) = answer_offer(shared, Via::Http, peer, offer).await?;
     log::info!("[{id}] answered POST /api/offer");
     let mut r = json_response(
-        200,
+        StatusCode::OK,
         serde_json::json!({"type": "answer", "sdp": answer.sdp}),
     );
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -77,11 +78,10 @@ pub(super) async fn whip_post(
     shared: &Rc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ServiceError> {
     require_content_type(&req, "application/sdp")?;
     let body = read_body(shared, req).await?;
-    let sdp =
-        String::from_utf8(body.to_vec()).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
+    let sdp = utf8(&body)?.to_owned();
     let offer = Description {
         kind: SdpType::Offer,
         sdp,
@@ -102,15 +102,15 @@ pub(super) async fn whip_patch(
     shared: &Rc<Shared>,
     id: &str,
     req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ServiceError> {
     let pc = shared
         .session(id)
-        .ok_or_else(|| ApiError(404, format!("unknown session {id:?}")))?;
+        .ok_or_else(|| ServiceError::UnknownSession(id.to_owned()))?;
     require_content_type(&req, "application/trickle-ice-sdpfrag")?;
     let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError(400, "body is not UTF-8".into()))?;
-    let (_ufrag, candidates, end) = sdp::parse_candidate_fragment(text)
-        .map_err(|e| ApiError(400, format!("bad fragment: {e}")))?;
+    let text = utf8(&body)?;
+    let (_ufrag, candidates, end) =
+        sdp::parse_candidate_fragment(text).map_err(ServiceError::BadFragment)?;
     let n = candidates.len();
     for c in candidates {
         let added = pc
@@ -123,8 +123,7 @@ pub(super) async fn whip_patch(
             .await;
         if let Err(e @ crate::Error::Limit(_)) = added {
             // The session logged reaching the cap once; no line per refused request.
-            let e = ApiError::from(e);
-            return Ok(json_response(e.0, serde_json::json!({ "error": e.1 })));
+            return Ok(refusal(&ServiceError::Peer(e)));
         }
         added?;
     }
@@ -146,25 +145,31 @@ pub(super) async fn whip_patch(
     Ok(r)
 }
 
-pub(super) async fn whip_delete(shared: &Rc<Shared>, id: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn whip_delete(
+    shared: &Rc<Shared>,
+    id: &str,
+) -> Result<Response<Body>, ServiceError> {
     if !shared.close(id).await {
-        return Err(ApiError(404, format!("unknown session {id:?}")));
+        return Err(ServiceError::UnknownSession(id.to_owned()));
     }
     log::info!("[{id}] DELETE: closed");
-    Ok(json_response(200, serde_json::json!({ "closed": id })))
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "closed": id }),
+    ))
 }
 
 /// A page's self-test report: logged in one line, handed to the host program.
 pub(super) async fn report(
     shared: &Rc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ServiceError> {
     require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError(400, format!("not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ServiceError::BadBody(format!("not JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError(400, "a report is a JSON object".into()));
+        return Err(ServiceError::BadBody("a report is a JSON object".into()));
     }
     log::info!(
         "client report: ok={} mode={} offering={} error={}",
@@ -177,5 +182,12 @@ pub(super) async fn report(
     if shared.reports.try_send(value).is_err() {
         log::debug!("client report not kept: nobody is reading reports");
     }
-    Ok(json_response(200, serde_json::json!({ "ok": true })))
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "ok": true }),
+    ))
+}
+
+fn utf8(body: &[u8]) -> Result<&str, ServiceError> {
+    std::str::from_utf8(body).map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))
 }

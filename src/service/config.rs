@@ -80,6 +80,10 @@ pub struct ServiceConfig {
     /// Run rawrtc's channel flow on every session (negotiated `cat-noises` id 0, and an
     /// in-band `bear-noises`/`lion-noises` once connected).
     pub rawrtc_flow: bool,
+    /// Media streams (`--video NAME=SOURCE`, `--audio NAME=SOURCE`), served by WHEP at
+    /// `/whep/NAME` and listed at `/api/streams`.
+    #[cfg(feature = "media")]
+    pub streams: Vec<super::StreamConfig>,
 }
 
 /// Default of [`ServiceConfig::max_sessions`].
@@ -148,6 +152,8 @@ impl Default for ServiceConfig {
             token: None,
             rawrtc_flow: true,
             single_port: None,
+            #[cfg(feature = "media")]
+            streams: Vec::new(),
         }
     }
 }

@@ -2,12 +2,13 @@
 //! cross-site check (`Origin` must be the service's own for WebSockets and state-changing
 //! requests) and the bearer token (see the table in [`super::http`]).
 
-use super::http::{clip, is_page, json_response, Body};
-use super::{ApiError, Shared};
+use super::error::{Denied, ServiceError};
+use super::http::{clip, is_page};
+use super::Shared;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST, ORIGIN, WWW_AUTHENTICATE};
-use hyper::{Method, Request, Response, Version};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use hyper::header::{AUTHORIZATION, HOST, ORIGIN};
+use hyper::{Method, Request, Version};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use subtle::ConstantTimeEq;
 
 /// The DNS-rebinding and cross-site checks (see the module documentation): `Host` must
@@ -16,54 +17,68 @@ use subtle::ConstantTimeEq;
 pub(super) fn check_host_and_origin(
     shared: &Shared,
     req: &Request<Incoming>,
-) -> Result<(), ApiError> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ApiError(400, "more than one Host header".into()));
-    }
-    if host.is_none() && req.version() == Version::HTTP_11 {
-        return Err(ApiError(
-            400,
-            "an HTTP/1.1 request needs a Host header".into(),
-        ));
-    }
-    let host = match host {
-        None => None,
-        Some(h) => Some(
-            h.to_str()
-                .ok()
-                .and_then(Authority::parse)
-                .ok_or_else(|| ApiError(400, "malformed Host header".into()))?,
-        ),
-    };
+) -> Result<(), ServiceError> {
+    let host = host(req)?;
     if !is_page(req.method(), req.uri().path()) {
-        // In absolute form (`GET http://name/ HTTP/1.1`) the target's authority counts too.
-        let target = match req.uri().authority() {
-            Some(a) => Some(
-                Authority::parse(a.as_str())
-                    .ok_or_else(|| ApiError(400, "malformed request target".into()))?,
-            ),
-            None => None,
-        };
-        for a in host.iter().chain(target.iter()) {
-            if !a.names_device(&shared.host_names) {
-                return Err(ApiError(
-                    421,
-                    format!(
-                        "Host {:?} does not name this device: use its address, localhost or \
-                         its host name (or start the service with --allow-host NAME)",
-                        clip(&a.host)
-                    ),
-                ));
-            }
-        }
+        check_names_device(shared, req, host.as_ref())?;
     }
     let checked = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || req.uri().path() == "/ws";
-    if !checked {
-        return Ok(());
+    if checked {
+        check_origin(shared, req, host)?;
     }
+    Ok(())
+}
+
+/// The request's one `Host` (none only in HTTP/1.0).
+fn host(req: &Request<Incoming>) -> Result<Option<Authority>, ServiceError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ServiceError::BadHost("more than one Host header"));
+    }
+    match host {
+        None if req.version() == Version::HTTP_11 => Err(ServiceError::BadHost(
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        None => Ok(None),
+        Some(h) => h
+            .to_str()
+            .ok()
+            .and_then(Authority::parse)
+            .map(Some)
+            .ok_or(ServiceError::BadHost("malformed Host header")),
+    }
+}
+
+/// `Host`, and in absolute form (`GET http://name/ HTTP/1.1`) the target's authority too,
+/// must name this device.
+fn check_names_device(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    host: Option<&Authority>,
+) -> Result<(), ServiceError> {
+    let target = match req.uri().authority() {
+        Some(a) => Some(
+            Authority::parse(a.as_str())
+                .ok_or(ServiceError::BadHost("malformed request target"))?,
+        ),
+        None => None,
+    };
+    for a in host.into_iter().chain(target.as_ref()) {
+        if !a.names_device(&shared.host_names) {
+            return Err(ServiceError::UnknownHost(clip(&a.host).to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// One `Origin`, if any, and it must be `http://<Host>` or an allowed one.
+fn check_origin(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    host: Option<Authority>,
+) -> Result<(), ServiceError> {
     let mut origins = req.headers().get_all(ORIGIN).iter();
     let Some(origin) = origins.next() else {
         return Ok(()); // not sent by a page: curl, native clients
@@ -86,13 +101,7 @@ pub(super) fn check_host_and_origin(
         });
     if !allowed {
         let shown: String = origin.chars().take(100).collect();
-        return Err(ApiError(
-            403,
-            format!(
-                "Origin {shown:?} is not this service's own (http://<Host>) \
-                 (start the service with --allow-origin ORIGIN to allow another)"
-            ),
-        ));
+        return Err(ServiceError::BadOrigin(shown));
     }
     Ok(())
 }
@@ -175,17 +184,10 @@ impl Origin {
     }
 }
 
-/// Why a request was not let in.
-#[derive(Clone, Copy)]
-pub(super) enum Denied {
-    Missing,
-    Wrong,
-}
-
 /// With a token configured: the request's `Authorization: Bearer` (or, for `/ws`, whose
 /// browser API cannot set headers, its `?token=`) must be that token, compared in constant
 /// time.
-pub(super) fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Denied> {
+pub(super) fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), ServiceError> {
     let Some(expected) = shared.config.token.as_deref() else {
         return Ok(());
     };
@@ -205,9 +207,9 @@ pub(super) fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), 
             .flatten()
     });
     match given {
-        None => Err(Denied::Missing),
+        None => Err(ServiceError::Unauthorized(Denied::Missing)),
         Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        Some(_) => Err(Denied::Wrong),
+        Some(_) => Err(ServiceError::Unauthorized(Denied::Wrong)),
     }
 }
 
@@ -216,39 +218,6 @@ pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// `401` with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a log line without the token.
-pub(super) fn unauthorized(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    peer: SocketAddr,
-    why: Denied,
-) -> Response<Body> {
-    let (message, challenge) = match why {
-        Denied::Missing => (
-            "this service needs a token: send Authorization: Bearer <token> (a WebSocket \
-             may use ?token=<token>; the page takes it from its address as #token=<token>, \
-             or from its Token field)",
-            "Bearer realm=\"smolrtc\"",
-        ),
-        Denied::Wrong => (
-            "wrong token",
-            "Bearer realm=\"smolrtc\", error=\"invalid_token\"",
-        ),
-    };
-    shared.quiet.warn("token", 401, || {
-        let what = match why {
-            Denied::Missing => "no token",
-            Denied::Wrong => "wrong token",
-        };
-        format!("{method} {}: 401 from {peer}: {what}", clip(path))
-    });
-    let mut r = json_response(401, serde_json::json!({ "error": message }));
-    r.headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    r
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! | `GET /ws` (`?role=offer`: the service offers) | WebSocket, rawrtc's `{"type","value"}` messages, trickle both ways (see [`ws`]) |
 //! | `GET /api/sessions` | the live sessions, JSON |
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
+//! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).
@@ -40,13 +41,14 @@
 //! address (16 in all) at a time, the rest closed unanswered. (Several addresses can still
 //! share out the global pools between them.)
 
+use super::error::{Held, ServiceError};
 use super::ws;
-use super::{client_address, ApiError, Counter, Shared};
+use super::{client_address, Counter, Shared};
 use async_io::Async;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -61,7 +63,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::api::{api_offer, report, sessions, whip_delete, whip_patch, whip_post};
-use super::guard::{authorize, check_host_and_origin, unauthorized};
+use super::guard::{authorize, check_host_and_origin};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -93,104 +95,80 @@ pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
                 continue;
             }
         };
-        let (slow, per_address, slot) = match admit(&shared, peer) {
-            Ok(slots) => slots,
-            Err(why) => {
-                refuse(&shared, &refusing, stream, peer, why);
-                continue;
-            }
-        };
-        let activity = Arc::new(Activity::default());
-        let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
-        let shared2 = shared.clone();
-        // Given back once the first request's headers are in (or with the connection).
-        let slow = Rc::new(RefCell::new(Some(slow)));
-        let service = hyper::service::service_fn(move |req| {
-            slow.borrow_mut().take();
-            let shared = shared2.clone();
-            async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(smol_hyper::rt::SmolTimer::new())
-            .header_read_timeout(shared.config.header_timeout)
-            .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
-            .with_upgrades();
-        let header_timeout = shared.config.header_timeout;
-        let shared2 = shared.clone();
-        shared
-            .ex
-            .spawn(async move {
-                let _slots = (slot, per_address);
-                if let Err(e) = conn.await {
-                    log_connection_end(&shared2, peer, &e, &activity, header_timeout);
-                }
-            })
-            .detach();
+        match admit(&shared, peer) {
+            Ok(slots) => serve_connection(&shared, stream, peer, slots),
+            Err(why) => refuse(&shared, &refusing, stream, peer, why),
+        }
     }
 }
 
-/// A connection limit that refused a connection, with its value.
-#[derive(Clone, Copy)]
-enum LimitReached {
-    /// `max_slow_connections_per_address`
-    Slow(usize),
-    /// `max_connections_per_address`
-    PerAddress(usize),
-    /// `max_connections`
-    Global(usize),
-}
-
-impl LimitReached {
-    fn status(self) -> u16 {
-        match self {
-            LimitReached::Global(_) => 503,
-            _ => 429,
-        }
-    }
-
-    /// The limit's name (its `ServiceConfig` field) and value.
-    fn limit(self) -> (&'static str, usize) {
-        match self {
-            LimitReached::Slow(n) => ("max_slow_connections_per_address", n),
-            LimitReached::PerAddress(n) => ("max_connections_per_address", n),
-            LimitReached::Global(n) => ("max_connections", n),
-        }
-    }
-
-    fn message(self) -> String {
-        let (name, n) = self.limit();
-        match self {
-            LimitReached::Slow(_) => format!(
-                "too many connections from your address still sending their first request \
-                 ({name} = {n}); try again"
-            ),
-            LimitReached::PerAddress(_) => {
-                format!("too many connections from your address ({name} = {n}); try again")
+/// Serves one admitted connection in its own task, holding its places until it ends.
+fn serve_connection(
+    shared: &Rc<Shared>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    (slow, per_address, slot): Admitted,
+) {
+    let activity = Arc::new(Activity::default());
+    let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
+    let shared2 = shared.clone();
+    // Given back once the first request's headers are in (or with the connection).
+    let slow = Rc::new(RefCell::new(Some(slow)));
+    let service = hyper::service::service_fn(move |req| {
+        slow.borrow_mut().take();
+        let shared = shared2.clone();
+        async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(smol_hyper::rt::SmolTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
+        .with_upgrades();
+    let header_timeout = shared.config.header_timeout;
+    let shared2 = shared.clone();
+    shared
+        .ex
+        .spawn(async move {
+            let _slots = (slot, per_address);
+            if let Err(e) = conn.await {
+                log_connection_end(&shared2, peer, &e, &activity, header_timeout);
             }
-            LimitReached::Global(_) => format!("too many connections ({name} = {n}); try again"),
-        }
-    }
+        })
+        .detach();
 }
 
 type Admitted = (super::AddressSlot, super::AddressSlot, super::Slot);
 
 /// The places a new connection from `peer` takes (slow, per address, global), or the
-/// limit that is reached.
-fn admit(shared: &Shared, peer: SocketAddr) -> Result<Admitted, LimitReached> {
+/// limit that is reached ([`ServiceError::TooMany`]).
+fn admit(shared: &Shared, peer: SocketAddr) -> Result<Admitted, ServiceError> {
     let c = &shared.config;
     let ip = client_address(peer);
+    let too_many = |held, limit, max| ServiceError::TooMany { held, limit, max };
     let slow = shared
         .slow_per_address
         .take(ip, c.max_slow_connections_per_address)
-        .ok_or(LimitReached::Slow(c.max_slow_connections_per_address))?;
+        .ok_or_else(|| {
+            too_many(
+                Held::SlowConnectionsFromAddress,
+                "max_slow_connections_per_address",
+                c.max_slow_connections_per_address,
+            )
+        })?;
     let per_address = shared
         .connections_per_address
         .take(ip, c.max_connections_per_address)
-        .ok_or(LimitReached::PerAddress(c.max_connections_per_address))?;
+        .ok_or_else(|| {
+            too_many(
+                Held::ConnectionsFromAddress,
+                "max_connections_per_address",
+                c.max_connections_per_address,
+            )
+        })?;
     let slot = shared
         .connections
         .take(c.max_connections)
-        .ok_or(LimitReached::Global(c.max_connections))?;
+        .ok_or_else(|| too_many(Held::Connections, "max_connections", c.max_connections))?;
     Ok((slow, per_address, slot))
 }
 
@@ -246,10 +224,15 @@ fn refuse(
     refusing: &Counter,
     stream: Async<TcpStream>,
     peer: SocketAddr,
-    why: LimitReached,
+    why: ServiceError,
 ) {
-    let (name, max) = why.limit();
-    let status = why.status();
+    let ServiceError::TooMany {
+        limit: name, max, ..
+    } = why
+    else {
+        return;
+    };
+    let status = why.status().as_u16();
     let slots = refusing.take(REFUSING_CONNECTIONS).and_then(|global| {
         shared
             .refusing_per_address
@@ -265,11 +248,10 @@ fn refuse(
     shared.quiet.warn(name, status, || {
         format!("http {peer}: {status}: {name} ({max}) reached")
     });
-    let service = hyper::service::service_fn(move |_req| async move {
-        let mut r = json_response(status, serde_json::json!({ "error": why.message() }));
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        Ok::<_, Infallible>(r)
+    let why = Rc::new(why);
+    let service = hyper::service::service_fn(move |_req| {
+        let why = why.clone();
+        async move { Ok::<_, Infallible>(refusal(&why)) }
     });
     let io = Timed::new(stream, REFUSAL_TIMEOUT, Arc::default());
     let conn = hyper::server::conn::http1::Builder::new()
@@ -397,32 +379,53 @@ impl<T: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Timed<T> {
     }
 }
 
-pub(super) fn json_response(status: u16, value: serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
-/// The error as JSON, and a warning (at most one a second per route and status).
+/// The answer to a refused request: [`ServiceError::status`], the error as JSON, and the
+/// headers its kind asks for (a token challenge, when to retry).
+pub(super) fn refusal(e: &ServiceError) -> Response<Body> {
+    let mut r = json_response(e.status(), e.body());
+    let h = r.headers_mut();
+    match e {
+        ServiceError::Unauthorized(why) => {
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(why.challenge()));
+        }
+        ServiceError::TooMany { held, .. } if held.is_connection() => {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    r
+}
+
+/// The refusal, and a warning (at most one a second per kind of refusal: route or token,
+/// and status).
 pub(super) fn error_response(
     shared: &Shared,
     method: &Method,
     path: &str,
     peer: SocketAddr,
-    e: ApiError,
+    e: ServiceError,
 ) -> Response<Body> {
-    shared.quiet.warn(route_kind(path), e.0, || {
-        // A bad SDP line may quote the client's a=ice-pwd: keep it out of the log.
+    let status = e.status().as_u16();
+    let kind = match e {
+        ServiceError::Unauthorized(_) => "token",
+        _ => route_kind(path),
+    };
+    shared.quiet.warn(kind, status, || {
         format!(
-            "{method} {}: {} {} (from {peer})",
+            "{method} {}: {status} {} (from {peer})",
             clip(path),
-            e.0,
-            crate::sdp::redact_secrets(&e.1)
+            e.log_text()
         )
     });
-    json_response(e.0, serde_json::json!({ "error": e.1 }))
+    refusal(&e)
 }
 
 /// The route a path falls under, naming a kind of refusal for the log (never client text).
@@ -435,6 +438,8 @@ fn route_kind(path: &str) -> &'static str {
         "/whip" => "/whip",
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
+        "/api/streams" => "/api/streams",
+        p if p.starts_with("/whep/") => "/whep",
         _ => "other",
     }
 }
@@ -453,7 +458,10 @@ fn static_response(content_type: &'static str, body: &'static str) -> Response<B
 }
 
 /// The whole body, at most `max_body` bytes, within `body_timeout`.
-pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Bytes, ServiceError> {
     let max = shared.config.max_body;
     if let Some(len) = req
         .headers()
@@ -462,10 +470,10 @@ pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > max {
-            return Err(ApiError(
-                413,
-                format!("body of {len} bytes exceeds max_body ({max})"),
-            ));
+            return Err(ServiceError::BodyTooLarge {
+                len: Some(len),
+                max,
+            });
         }
     }
     let limit = shared.config.body_timeout;
@@ -478,33 +486,23 @@ pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result
     )
     .await;
     match body {
-        None => Err(ApiError(
-            408,
-            format!(
-                "request body not received within {:.1} s (body_timeout)",
-                limit.as_secs_f64()
-            ),
-        )),
+        None => Err(ServiceError::BodyTimeout(limit)),
         Some(Ok(b)) => Ok(b.to_bytes()),
-        Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
-            413,
-            format!("body exceeds max_body ({max} bytes)"),
-        )),
-        Some(Err(e)) => Err(ApiError(400, format!("cannot read body: {e}"))),
+        Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ServiceError::BodyTooLarge { len: None, max })
+        }
+        Some(Err(e)) => Err(ServiceError::BadBody(format!("cannot read body: {e}"))),
     }
 }
 
 /// `415` unless the request's media type (parameters aside) is `expected`.
 pub(super) fn require_content_type(
     req: &Request<Incoming>,
-    expected: &str,
-) -> Result<(), ApiError> {
-    let ct = content_type(req);
-    if ct != expected {
-        return Err(ApiError(
-            415,
-            format!("expected Content-Type {expected}, got {ct:?}"),
-        ));
+    expected: &'static str,
+) -> Result<(), ServiceError> {
+    let got = content_type(req);
+    if got != expected {
+        return Err(ServiceError::UnsupportedMediaType { expected, got });
     }
     Ok(())
 }
@@ -526,7 +524,11 @@ fn content_type(req: &Request<Incoming>) -> String {
 /// The signaling API: what a token guards. The page's files (and 404s, such as a browser's
 /// `/favicon.ico`) are served to anyone; the page asks for the token.
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/whip" || path.starts_with("/whip/") || path == "/ws"
+    path.starts_with("/api/")
+        || path == "/whip"
+        || path.starts_with("/whip/")
+        || path.starts_with("/whep/")
+        || path == "/ws"
 }
 
 /// The page itself: served whatever the `Host`, so that a device reached by a name it does
@@ -536,41 +538,69 @@ pub(super) fn is_page(method: &Method, path: &str) -> bool {
         && matches!(path, "/" | "/index.html" | "/app.js" | "/style.css")
 }
 
+/// One request through the guard (Host, Origin, token) to its handler; any refusal
+/// becomes its status and JSON body in [`error_response`].
 async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     log::debug!("{method} {path}");
-    if let Err(e) = check_host_and_origin(&shared, &req) {
-        return error_response(&shared, &method, &path, peer, e);
+    let result = match guard(&shared, &path, &req) {
+        Ok(()) => handle(&shared, peer, &method, &path, req).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
+}
+
+/// Who may ask: the DNS-rebinding and cross-site checks, then the token for the API.
+fn guard(shared: &Shared, path: &str, req: &Request<Incoming>) -> Result<(), ServiceError> {
+    check_host_and_origin(shared, req)?;
+    if is_api(path) {
+        authorize(shared, req)?;
     }
-    if is_api(&path) {
-        if let Err(why) = authorize(&shared, &req) {
-            return unauthorized(&shared, &method, &path, peer, why);
-        }
-    }
-    let result = match (&method, path.as_str()) {
+    Ok(())
+}
+
+/// The handler for a method and path.
+async fn handle(
+    shared: &Rc<Shared>,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ServiceError> {
+    match (method, path) {
         (&Method::GET, "/" | "/index.html") => {
             Ok(static_response("text/html; charset=utf-8", INDEX_HTML))
         }
         (&Method::GET, "/app.js") => Ok(static_response("text/javascript; charset=utf-8", APP_JS)),
         (&Method::GET, "/style.css") => Ok(static_response("text/css; charset=utf-8", STYLE_CSS)),
-        (&Method::GET, "/api/sessions") => Ok(sessions(&shared)),
-        (&Method::POST, "/api/report") => report(&shared, req).await,
-        (&Method::POST, "/api/offer") => api_offer(&shared, peer, req).await,
-        (&Method::POST, "/whip") => whip_post(&shared, peer, req).await,
-        (&Method::GET, "/ws") => ws::upgrade(&shared, peer, req),
-        (m, p) if p.starts_with("/whip/") => {
-            let id = p["/whip/".len()..].to_owned();
-            match *m {
-                Method::PATCH => whip_patch(&shared, &id, req).await,
-                Method::DELETE => whip_delete(&shared, &id).await,
-                _ => Err(ApiError(405, format!("{m} is not allowed on {}", clip(p)))),
-            }
+        (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
+        (&Method::POST, "/api/report") => report(shared, req).await,
+        (&Method::POST, "/api/offer") => api_offer(shared, peer, req).await,
+        (&Method::POST, "/whip") => whip_post(shared, peer, req).await,
+        (&Method::GET, "/ws") => ws::upgrade(shared, peer, req),
+        #[cfg(feature = "media")]
+        (_, p) if p == "/api/streams" || p.starts_with("/whep/") => {
+            super::streams::route(shared, peer, req, p).await
         }
-        (_, "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report") => {
-            Err(ApiError(405, format!("{method} is not allowed on {path}")))
+        (&Method::PATCH, p) if p.starts_with("/whip/") => {
+            whip_patch(shared, &p["/whip/".len()..], req).await
         }
-        _ => Err(ApiError(404, format!("no such resource: {}", clip(&path)))),
-    };
-    result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
+        (&Method::DELETE, p) if p.starts_with("/whip/") => {
+            whip_delete(shared, &p["/whip/".len()..]).await
+        }
+        (m, p) if p.starts_with("/whip/") || is_route(p) => Err(ServiceError::MethodNotAllowed {
+            method: m.to_string(),
+            path: clip(p).to_owned(),
+        }),
+        (_, p) => Err(ServiceError::NotFound(clip(p).to_owned())),
+    }
+}
+
+/// The fixed paths (a wrong method on one is `405`, not `404`).
+fn is_route(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report"
+    )
 }

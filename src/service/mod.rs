@@ -12,15 +12,20 @@
 mod api;
 pub mod apps;
 mod config;
+mod error;
 mod guard;
 mod http;
 mod limits;
 mod session;
+#[cfg(feature = "media")]
+mod streams;
 mod ws;
 
 pub use config::*;
 pub(crate) use limits::*;
 pub(crate) use session::*;
+#[cfg(feature = "media")]
+pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
 
 use crate::channel::DataChannel;
 use crate::error::Result;
@@ -30,6 +35,33 @@ use async_channel::{Receiver, Sender};
 use session::Shared;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Serves until [`ServiceHandle::shutdown`] asks to stop, then closes every session and
+/// says it is done.
+async fn serve_until_stopped(
+    shared: std::rc::Rc<Shared>,
+    listener: async_io::Async<std::net::TcpListener>,
+    stop: Receiver<Sender<()>>,
+) {
+    let stopped = futures_lite::future::or(
+        async {
+            self::http::serve(shared.clone(), listener).await;
+            None
+        },
+        async { stop.recv().await.ok() },
+    )
+    .await;
+    #[cfg(feature = "media")]
+    shared.streams.stop();
+    let ids: Vec<String> = shared.list().into_iter().map(|s| s.0).collect();
+    log::info!("shutting down: closing {} sessions", ids.len());
+    for id in ids {
+        shared.close(&id).await;
+    }
+    if let Some(done) = stopped {
+        let _ = done.try_send(());
+    }
+}
 
 /// The device service: an HTTP server with the page and the signaling API, and channel
 /// handlers chosen by label. See [`http`] for the endpoints.
@@ -105,16 +137,7 @@ impl Service {
 
     /// Binds the listener (errors now, not later) and serves on `runtime`'s thread.
     pub fn start(mut self, runtime: &Runtime) -> Result<ServiceHandle> {
-        self.config.validate()?;
-        if let Some(port) = self.config.single_port {
-            let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
-            self.config.peer.ice.shared_port = Some(shared);
-        }
-        // A non-trickle answer waits for the servers' answers (or their timeout).
-        self.config.gather_timeout = self
-            .config
-            .gather_timeout
-            .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
+        self.prepare(runtime)?;
         let token = self.config.token.is_some();
         let listener = std::net::TcpListener::bind(self.config.listen)?;
         let addr = listener.local_addr()?;
@@ -124,26 +147,8 @@ impl Service {
         let rt = runtime.clone();
         runtime.spawn_actors(move |ex| {
             let shared = Shared::new(self.config, self.registry, rt, ex.clone(), reports_tx);
-            let s2 = shared.clone();
-            ex.spawn(async move {
-                let stopped = futures_lite::future::or(
-                    async {
-                        self::http::serve(s2.clone(), listener).await;
-                        None
-                    },
-                    async { stop_rx.recv().await.ok() },
-                )
-                .await;
-                let ids: Vec<String> = s2.list().into_iter().map(|s| s.0).collect();
-                log::info!("shutting down: closing {} sessions", ids.len());
-                for id in ids {
-                    s2.close(&id).await;
-                }
-                if let Some(done) = stopped {
-                    let _ = done.try_send(());
-                }
-            })
-            .detach();
+            ex.spawn(serve_until_stopped(shared, listener, stop_rx))
+                .detach();
         });
         log::info!(
             "listening on http://{addr}{}",
@@ -158,6 +163,24 @@ impl Service {
             stop: stop_tx,
             reports: reports_rx,
         })
+    }
+
+    /// Checks the configuration and fills in what it derives: the single UDP port, the
+    /// non-trickle answers' gathering wait.
+    fn prepare(&mut self, runtime: &Runtime) -> Result<()> {
+        self.config.validate()?;
+        #[cfg(feature = "media")]
+        streams::check_streams(&self.config.streams)?;
+        if let Some(port) = self.config.single_port {
+            let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
+            self.config.peer.ice.shared_port = Some(shared);
+        }
+        // A non-trickle answer waits for the servers' answers (or their timeout).
+        self.config.gather_timeout = self
+            .config
+            .gather_timeout
+            .max(self.config.peer.ice.gather_timeout + Duration::from_secs(1));
+        Ok(())
     }
 
     /// Serves on the process-wide smolrtc thread until SIGINT or SIGTERM, then closes every

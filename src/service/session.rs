@@ -2,9 +2,10 @@
 //! and the task that runs each one (its events to channel handlers, its end).
 
 use super::config::*;
+use super::error::{Held, ServiceError};
 use super::limits::*;
 use crate::channel::{ChannelInit, DataChannel};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::peer::{ConnectionState, Event, EventStream, PeerConnection};
 use crate::runtime::Runtime;
 use crate::sdp::{Description, IceCandidateInit};
@@ -14,6 +15,7 @@ use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +75,9 @@ pub(crate) struct Shared {
     pub(crate) host_names: Vec<String>,
     /// Refused requests and other noisy warnings, by kind, logged without flooding.
     pub(crate) quiet: QuietLogs,
+    /// Media streams and their sources.
+    #[cfg(feature = "media")]
+    pub(crate) streams: super::streams::Streams,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -81,37 +86,6 @@ pub(crate) struct NewSession {
     pub(crate) id: String,
     pub(crate) pc: PeerConnection,
     pub(crate) candidates: Receiver<Option<IceCandidateInit>>,
-}
-
-/// An error answered to a signaling client: HTTP status and message.
-#[derive(Debug)]
-pub(crate) struct ApiError(pub(crate) u16, pub(crate) String);
-
-/// Which errors are the client's (4xx) and which the service's (5xx):
-///
-/// | error | status |
-/// | --- | --- |
-/// | `Sdp`, `InvalidArgument`, `InvalidState`: the request is wrong or out of turn | 400 |
-/// | `Limit`: the request would pass a per-session limit (remote candidates, channels); the message names it | 422 |
-/// | `Closed`: the session's peer connection has closed meanwhile | 409 |
-/// | `FingerprintMismatch`, `Dtls`, `Ice`, `Sctp`, `Io`: the service failed | 500 |
-///
-/// Service-wide limits (`max_sessions`, connections) are refused before any of these, with
-/// `503`.
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let status = match e {
-            Error::Sdp(_) | Error::InvalidArgument(_) | Error::InvalidState(_) => 400,
-            Error::Limit(_) => 422,
-            Error::Closed => 409,
-            Error::FingerprintMismatch
-            | Error::Dtls(_)
-            | Error::Ice(_)
-            | Error::Sctp(_)
-            | Error::Io(_) => 500,
-        };
-        ApiError(status, e.to_string())
-    }
 }
 
 impl Shared {
@@ -127,7 +101,11 @@ impl Shared {
             "API requests must name this device in Host: an IP literal or {}",
             host_names.join(", ")
         );
+        #[cfg(feature = "media")]
+        let streams = super::streams::Streams::start(&config.streams, &ex);
         Rc::new(Self {
+            #[cfg(feature = "media")]
+            streams,
             config,
             registry,
             runtime,
@@ -184,26 +162,30 @@ impl Shared {
         via: Via,
         offerer: bool,
         client: IpAddr,
-    ) -> Result<NewSession, ApiError> {
+    ) -> Result<NewSession, ServiceError> {
         let max = self.config.max_sessions;
         if self.sessions.borrow().len() >= max {
-            self.quiet.warn("session", 503, || {
+            let e = ServiceError::TooMany {
+                held: Held::Sessions,
+                limit: "max_sessions",
+                max,
+            };
+            self.quiet.warn("session", e.status().as_u16(), || {
                 format!("session refused ({client}): max_sessions ({max}) reached")
             });
-            return Err(ApiError(
-                503,
-                format!("too many sessions (max_sessions = {max})"),
-            ));
+            return Err(e);
         }
         let per = self.config.max_sessions_per_address;
         let Some(address) = self.sessions_per_address.take(client, per) else {
-            self.quiet.warn("session", 429, || {
+            let e = ServiceError::TooMany {
+                held: Held::SessionsFromAddress,
+                limit: "max_sessions_per_address",
+                max: per,
+            };
+            self.quiet.warn("session", e.status().as_u16(), || {
                 format!("session refused: {client} has max_sessions_per_address ({per})")
             });
-            return Err(ApiError(
-                429,
-                format!("too many sessions from your address (max_sessions_per_address = {per})"),
-            ));
+            return Err(e);
         };
         let id = session_id()?;
         let mut config = self.config.peer.clone();
@@ -298,13 +280,13 @@ fn machine_host_name() -> Option<String> {
     check_allowed_host(&name).ok().map(|_| name)
 }
 
-fn session_id() -> Result<String> {
+fn session_id() -> Result<String, ServiceError> {
     let provider = crate::dtls::crypto_provider()?;
     let mut raw = [0u8; 8];
     provider
         .random()
         .fill(&mut raw)
-        .map_err(|e| Error::InvalidState(format!("random: {e}").into()))?;
+        .map_err(|e| ServiceError::Internal(format!("random: {e}")))?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -312,7 +294,7 @@ fn session_id() -> Result<String> {
 pub(crate) async fn complete_description(
     s: &NewSession,
     timeout: Duration,
-) -> Result<Description, ApiError> {
+) -> Result<Description, ServiceError> {
     let done = async {
         while let Ok(c) = s.candidates.recv().await {
             if c.is_none() {
@@ -339,7 +321,7 @@ pub(crate) async fn complete_description(
     }
     s.pc.local_description()
         .await
-        .ok_or_else(|| ApiError(500, "no local description".into()))
+        .ok_or_else(|| ServiceError::Internal("no local description".into()))
 }
 
 /// One session's life: routes its events to channel handlers, logs them, frees it at the end.
@@ -352,100 +334,177 @@ async fn run_session(
     state: Rc<RefCell<ConnectionState>>,
     offerer: bool,
 ) {
-    let mut channels: HashMap<usize, Sender<ChannelEvent>> = HashMap::new();
-    let key = |c: &DataChannel| c.ptr_key();
+    let mut task = SessionTask {
+        shared,
+        id,
+        pc,
+        candidates,
+        state,
+        offerer,
+        channels: HashMap::new(),
+    };
     // Until the connection is first up, the session lives at most connect_timeout.
-    let connect_timeout = shared.config.connect_timeout;
-    let mut deadline = Some(Instant::now() + connect_timeout);
+    let mut deadline = Some(Instant::now() + task.shared.config.connect_timeout);
     loop {
-        let ev = match deadline {
-            Some(at) => {
-                futures_lite::future::or(async { Some(events.next().await) }, async {
-                    async_io::Timer::at(at).await;
-                    None
-                })
-                .await
+        let ev = match next_event(&mut events, deadline).await {
+            Next::Event(ev) => ev,
+            Next::Ended => break,
+            Next::Deadline => {
+                log::warn!(
+                    "[{}] not connected within {:.1} s (connect_timeout): closing the session",
+                    task.id,
+                    task.shared.config.connect_timeout.as_secs_f64()
+                );
+                break;
             }
-            None => Some(events.next().await),
         };
-        let Some(ev) = ev else {
-            log::warn!(
-                "[{id}] not connected within {:.1} s (connect_timeout): closing the session",
-                connect_timeout.as_secs_f64()
-            );
+        if let Event::ConnectionState(ConnectionState::Connected) = ev {
+            deadline = None;
+        }
+        if task.on_event(ev).await.is_break() {
             break;
-        };
-        let Some(ev) = ev else { break };
+        }
+    }
+    task.free().await;
+}
+
+/// What a session's task waits for next.
+enum Next {
+    Event(Event),
+    /// The event stream ended: the connection's actors are gone.
+    Ended,
+    /// `connect_timeout` passed before the connection was up.
+    Deadline,
+}
+
+async fn next_event(events: &mut EventStream, deadline: Option<Instant>) -> Next {
+    let event = async {
+        match events.next().await {
+            Some(ev) => Next::Event(ev),
+            None => Next::Ended,
+        }
+    };
+    match deadline {
+        Some(at) => {
+            futures_lite::future::or(event, async {
+                async_io::Timer::at(at).await;
+                Next::Deadline
+            })
+            .await
+        }
+        None => event.await,
+    }
+}
+
+/// A session's task: its connection, and the queues of its channels' handlers.
+struct SessionTask {
+    shared: Rc<Shared>,
+    id: String,
+    pc: PeerConnection,
+    candidates: Sender<Option<IceCandidateInit>>,
+    state: Rc<RefCell<ConnectionState>>,
+    offerer: bool,
+    /// Each open channel's handler queue, by the channel's [`DataChannel::ptr_key`].
+    channels: HashMap<usize, Sender<ChannelEvent>>,
+}
+
+impl SessionTask {
+    /// Handles one event; `Break` once the session is over.
+    async fn on_event(&mut self, ev: Event) -> ControlFlow<()> {
+        let id = &self.id;
         match ev {
             Event::IceCandidate(c) => {
-                let _ = candidates.try_send(c);
+                let _ = self.candidates.try_send(c);
             }
-            Event::ConnectionState(s) => {
-                *state.borrow_mut() = s;
-                if s == ConnectionState::Connected {
-                    deadline = None;
-                }
-                match s {
-                    ConnectionState::Connected if shared.config.rawrtc_flow => {
-                        let label = if offerer {
-                            "bear-noises"
-                        } else {
-                            "lion-noises"
-                        };
-                        if let Err(e) = pc.create_data_channel(label, ChannelInit::default()).await
-                        {
-                            log::warn!("[{id}] {label}: {e}");
-                        }
-                    }
-                    ConnectionState::Failed | ConnectionState::Closed => break,
-                    _ => {}
-                }
-            }
-            Event::ChannelOpen(ch) => {
-                let (tx, rx) = async_channel::bounded(16);
-                match shared.registry.start(&ch, rx) {
-                    Some(task) => {
-                        log::info!("[{id}] data channel {ch} open: handler started");
-                        channels.insert(key(&ch), tx);
-                        shared.ex.spawn(task).detach();
-                    }
-                    None => {
-                        log::warn!("[{id}] data channel {ch} has no handler: refused (closed)");
-                        ch.close();
-                    }
-                }
-            }
+            Event::ConnectionState(s) => return self.on_state(s).await,
+            Event::ChannelOpen(ch) => self.start_handler(ch),
             Event::ChannelMessage(ch, m) => {
                 log::debug!("[{id}] {ch}: message of {} bytes", m.len());
-                if let Some(tx) = channels.get(&key(&ch)) {
+                if let Some(tx) = self.channels.get(&ch.ptr_key()) {
                     // Awaiting here is the backpressure: a busy handler slows this session only.
                     if tx.send(ChannelEvent::Message(m)).await.is_err() {
-                        channels.remove(&key(&ch));
+                        self.channels.remove(&ch.ptr_key());
                     }
                 }
             }
             Event::ChannelBufferedAmountLow(ch) => {
-                if let Some(tx) = channels.get(&key(&ch)) {
+                if let Some(tx) = self.channels.get(&ch.ptr_key()) {
                     let _ = tx.try_send(ChannelEvent::BufferedAmountLow);
                 }
             }
             Event::ChannelClosed(ch) => {
-                channels.remove(&key(&ch));
+                self.channels.remove(&ch.ptr_key());
             }
             Event::Error(e) => log::warn!("[{id}] {e}"),
             _ => {}
         }
+        ControlFlow::Continue(())
     }
-    drop(channels);
-    pc.close().await;
-    let age = shared
-        .sessions
-        .borrow_mut()
-        .remove(&id)
-        .map(|s| s.started.elapsed());
-    log::info!(
-        "[{id}] session freed after {:.1} s ({} sessions)",
-        age.unwrap_or_default().as_secs_f64(),
-        shared.sessions.borrow().len()
-    );
+
+    /// Records the connection state; with rawrtc's flow, opens the in-band noisy channel
+    /// once connected. `Break` when the connection failed or closed.
+    async fn on_state(&mut self, s: ConnectionState) -> ControlFlow<()> {
+        *self.state.borrow_mut() = s;
+        match s {
+            ConnectionState::Connected if self.shared.config.rawrtc_flow => {
+                let label = if self.offerer {
+                    "bear-noises"
+                } else {
+                    "lion-noises"
+                };
+                let created = self
+                    .pc
+                    .create_data_channel(label, ChannelInit::default())
+                    .await;
+                if let Err(e) = created {
+                    log::warn!("[{}] {label}: {e}", self.id);
+                }
+            }
+            ConnectionState::Failed | ConnectionState::Closed => return ControlFlow::Break(()),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Starts the channel's handler by its label, or closes a channel nobody handles.
+    fn start_handler(&mut self, ch: DataChannel) {
+        let (tx, rx) = async_channel::bounded(16);
+        match self.shared.registry.start(&ch, rx) {
+            Some(task) => {
+                log::info!("[{}] data channel {ch} open: handler started", self.id);
+                self.channels.insert(ch.ptr_key(), tx);
+                self.shared.ex.spawn(task).detach();
+            }
+            None => {
+                log::warn!(
+                    "[{}] data channel {ch} has no handler: refused (closed)",
+                    self.id
+                );
+                ch.close();
+            }
+        }
+    }
+
+    /// The end: handlers' queues dropped, the connection closed, the session's places freed.
+    async fn free(self) {
+        let Self {
+            shared,
+            id,
+            pc,
+            channels,
+            ..
+        } = self;
+        drop(channels);
+        pc.close().await;
+        let age = shared
+            .sessions
+            .borrow_mut()
+            .remove(&id)
+            .map(|s| s.started.elapsed());
+        log::info!(
+            "[{id}] session freed after {:.1} s ({} sessions)",
+            age.unwrap_or_default().as_secs_f64(),
+            shared.sessions.borrow().len()
+        );
+    }
 }

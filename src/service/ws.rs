@@ -13,7 +13,8 @@
 //! offer right after connecting, so that session starts at connect; it counts under
 //! `max_sessions_per_address` like any other.
 
-use super::{client_address, ApiError, NewSession, Shared, Via};
+use super::error::{Held, ServiceError};
+use super::{client_address, NewSession, Shared, Via};
 use crate::sdp::{Description, IceCandidateInit, SdpType};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -26,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -36,35 +38,31 @@ pub(crate) fn upgrade(
     shared: &Rc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<Full<Bytes>>, ServiceError> {
     let is_upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
-        return Err(ApiError(
-            426,
-            "/ws needs a WebSocket upgrade request".into(),
-        ));
+        return Err(ServiceError::UpgradeRequired);
     };
     let client = client_address(peer);
     let per = shared.config.max_websockets_per_address;
     let Some(mine) = shared.websockets_per_address.take(client, per) else {
-        return Err(ApiError(
-            429,
-            format!(
-                "too many WebSocket connections from your address \
-                 (max_websockets_per_address = {per})"
-            ),
-        ));
+        return Err(ServiceError::TooMany {
+            held: Held::WebSocketsFromAddress,
+            limit: "max_websockets_per_address",
+            max: per,
+        });
     };
     let max_ws = shared.config.max_websockets;
     let Some(slot) = shared.websockets.take(max_ws) else {
-        return Err(ApiError(
-            503,
-            format!("too many WebSocket connections (max_websockets = {max_ws})"),
-        ));
+        return Err(ServiceError::TooMany {
+            held: Held::WebSockets,
+            limit: "max_websockets",
+            max: max_ws,
+        });
     };
     let accept = derive_accept_key(key.as_bytes());
     let server_offers =
@@ -123,18 +121,23 @@ enum Input {
 
 /// A message that cannot be signaled: the error sent back, and whether the WebSocket ends
 /// (its session was refused).
-struct Refusal(String, bool);
+struct Refusal(ServiceError, bool);
 
-impl From<String> for Refusal {
-    fn from(e: String) -> Self {
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Self {
         Refusal(e, false)
     }
 }
 
-impl From<&str> for Refusal {
-    fn from(e: &str) -> Self {
+impl From<crate::Error> for Refusal {
+    fn from(e: crate::Error) -> Self {
         Refusal(e.into(), false)
     }
+}
+
+/// A message that is not what the protocol says.
+fn bad(e: impl ToString) -> Refusal {
+    Refusal(ServiceError::BadBody(e.to_string()), false)
 }
 
 /// Opens the session of a WebSocket, or says why not (logged, rate-limited).
@@ -142,27 +145,73 @@ async fn open(
     shared: &Rc<Shared>,
     server_offers: bool,
     client: IpAddr,
-) -> Result<NewSession, ApiError> {
+) -> Result<NewSession, ServiceError> {
     let s = shared.open(Via::WebSocket, server_offers, client).await;
     if let Err(e) = &s {
-        shared.quiet.warn("/ws", e.0, || {
-            format!("GET /ws: {} {} (from {client})", e.0, e.1)
+        let status = e.status().as_u16();
+        shared.quiet.warn("/ws", status, || {
+            format!("GET /ws: {status} {e} (from {client})")
         });
     }
     s
 }
 
-async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpAddr) {
-    let mut session: Option<NewSession> = None;
-    if server_offers {
-        // The client waits for our offer right after connecting: the session starts now.
-        let s = match open(&shared, true, client).await {
-            Ok(s) => s,
-            Err(e) => {
-                send(&mut ws, "error", e.1.into()).await;
-                let _ = ws.close(None).await;
-                return;
+/// A WebSocket's signaling, from the upgrade to its close.
+async fn signal(shared: Rc<Shared>, ws: Ws, server_offers: bool, client: IpAddr) {
+    let offer_deadline = Instant::now() + shared.config.connect_timeout;
+    let mut sig = Signaling {
+        shared,
+        ws,
+        client,
+        session: None,
+        candidates_open: true,
+        offer_deadline,
+    };
+    if server_offers && sig.offer_first().await.is_break() {
+        return;
+    }
+    loop {
+        let step = match sig.next_input().await {
+            Input::NoOffer => sig.no_offer().await,
+            Input::Candidate(c) => sig.local_candidate(c).await,
+            Input::CandidatesDone => sig.candidates_done().await,
+            Input::Ws(Some(Ok(WsMessage::Text(t)))) => sig.message(t.as_str()).await,
+            Input::Ws(Some(Ok(WsMessage::Close(_)))) | Input::Ws(None) => ControlFlow::Break(()),
+            Input::Ws(Some(Ok(_))) => ControlFlow::Continue(()),
+            Input::Ws(Some(Err(e))) => {
+                let who = sig.who();
+                sig.shared
+                    .quiet
+                    .warn("ws stream", 0, || format!("[{who}] ws: {e}"));
+                ControlFlow::Break(())
             }
+        };
+        if step.is_break() {
+            break;
+        }
+    }
+    sig.end().await;
+}
+
+/// One WebSocket's signaling state: its session once there is one.
+struct Signaling {
+    shared: Rc<Shared>,
+    ws: Ws,
+    client: IpAddr,
+    session: Option<NewSession>,
+    /// The session's local candidates are still coming.
+    candidates_open: bool,
+    /// Without a session by then (no offer), the WebSocket is closed.
+    offer_deadline: Instant,
+}
+
+impl Signaling {
+    /// `?role=offer`: the client waits for our offer right after connecting, so the session
+    /// starts now. `Break` when it could not.
+    async fn offer_first(&mut self) -> ControlFlow<()> {
+        let s = match open(&self.shared, true, self.client).await {
+            Ok(s) => s,
+            Err(e) => return self.refuse(&e).await,
         };
         let offer = async {
             let offer = s.pc.create_offer().await?;
@@ -172,27 +221,29 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
         .await;
         match offer {
             Ok(offer) => {
-                send(
-                    &mut ws,
-                    "description",
-                    serde_json::json!({"type": "offer", "sdp": offer.sdp}),
-                )
-                .await;
+                let value = serde_json::json!({"type": "offer", "sdp": offer.sdp});
+                send(&mut self.ws, "description", value).await;
+                self.session = Some(s);
+                ControlFlow::Continue(())
             }
             Err(e) => {
                 log::warn!("[{}] offer: {e}", s.id);
-                send(&mut ws, "error", e.to_string().into()).await;
-                shared.close(&s.id).await;
-                return;
+                send(&mut self.ws, "error", e.to_string().into()).await;
+                self.shared.close(&s.id).await;
+                ControlFlow::Break(())
             }
         }
-        session = Some(s);
     }
-    let offer_deadline = Instant::now() + shared.config.connect_timeout;
-    let mut candidates_open = true;
-    loop {
-        let input = futures_lite::future::or(async { Input::Ws(ws.next().await) }, async {
-            match &session {
+
+    /// A message from the client, a local candidate, the end of the session's candidates,
+    /// or the offer's deadline.
+    async fn next_input(&mut self) -> Input {
+        let ws = &mut self.ws;
+        let session = &self.session;
+        let candidates_open = self.candidates_open;
+        let offer_deadline = self.offer_deadline;
+        futures_lite::future::or(async { Input::Ws(ws.next().await) }, async {
+            match session {
                 None => {
                     async_io::Timer::at(offer_deadline).await;
                     Input::NoOffer
@@ -204,179 +255,188 @@ async fn signal(shared: Rc<Shared>, mut ws: Ws, server_offers: bool, client: IpA
                 },
             }
         })
-        .await;
-        match input {
-            Input::NoOffer => {
-                let secs = shared.config.connect_timeout.as_secs_f64();
-                shared.quiet.warn("ws idle", 0, || {
-                    format!(
-                        "GET /ws ({client}): no offer within {secs:.1} s (connect_timeout): closed"
-                    )
-                });
-                let e = format!("no offer within {secs:.1} s (connect_timeout)");
-                send(&mut ws, "error", e.into()).await;
-                let _ = ws.close(None).await;
-                return;
-            }
-            Input::Candidate(c) => {
-                let value = match c {
-                    Some(c) => serde_json::to_value(&c).unwrap_or_default(),
-                    None => serde_json::Value::Null,
-                };
-                if !send(&mut ws, "candidate", value).await {
-                    break;
-                }
-            }
-            Input::CandidatesDone => {
-                // The session task dropped its sender: the session is over (closed, failed,
-                // not connected within connect_timeout). Nothing left to signal.
-                candidates_open = false;
-                let id = session.as_ref().map(|s| s.id.clone()).unwrap_or_default();
-                if shared.session(&id).is_none() {
-                    log::info!("[{id}] session ended: closing its WebSocket");
-                    send(&mut ws, "error", "session closed".into()).await;
-                    let _ = ws.close(None).await;
-                    break;
-                }
-            }
-            Input::Ws(Some(Ok(WsMessage::Text(t)))) => {
-                let r = handle_message(&shared, &mut session, client, &mut ws, t.as_str()).await;
-                if let Err(Refusal(e, fatal)) = r {
-                    if fatal {
-                        // Logged where it was refused.
-                        send(&mut ws, "error", e.into()).await;
-                        let _ = ws.close(None).await;
-                        return;
-                    }
-                    // A bad SDP line may quote the client's a=ice-pwd.
-                    let who = session
-                        .as_ref()
-                        .map_or(client.to_string(), |s| s.id.clone());
-                    shared.quiet.warn("ws message", 0, || {
-                        format!("[{who}] ws: {}", crate::sdp::redact_secrets(&e))
-                    });
-                    if !send(&mut ws, "error", e.into()).await {
-                        break;
-                    }
-                }
-            }
-            Input::Ws(Some(Ok(WsMessage::Close(_)))) | Input::Ws(None) => break,
-            Input::Ws(Some(Ok(_))) => {}
-            Input::Ws(Some(Err(e))) => {
-                let who = session
-                    .as_ref()
-                    .map_or(client.to_string(), |s| s.id.clone());
-                shared
-                    .quiet
-                    .warn("ws stream", 0, || format!("[{who}] ws: {e}"));
-                break;
-            }
-        }
+        .await
     }
-    let Some(s) = session else { return };
-    let id = s.id;
-    // Signaling is over; a connected session lives on, an unfinished one is dropped.
-    let connected = shared.is_connected(&id);
-    if shared.session(&id).is_none() {
-        // Already gone (and logged).
-    } else if !connected {
-        log::info!("[{id}] WebSocket closed before the connection was up: closing the session");
-        shared.close(&id).await;
-    } else {
-        log::info!("[{id}] WebSocket closed; the session goes on");
-    }
-}
 
-async fn handle_message(
-    shared: &Rc<Shared>,
-    session: &mut Option<NewSession>,
-    client: IpAddr,
-    ws: &mut Ws,
-    text: &str,
-) -> Result<(), Refusal> {
-    let msg: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let kind = msg
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or("missing \"type\"")?;
-    let value = msg.get("value").cloned().unwrap_or(serde_json::Value::Null);
-    match kind {
-        "description" => {
-            let d = Description::from_json(&value.to_string()).map_err(|e| e.to_string())?;
-            // Parse here first, so the error (logged redacted) is ours, not the peer's, and
-            // a bad offer costs no session.
-            crate::sdp::parse(&d.sdp).map_err(|e| format!("bad SDP: {e}"))?;
-            let fresh = session.is_none();
-            if fresh {
-                if d.kind != SdpType::Offer {
-                    return Err(format!(
-                        "expected an offer first, got {:?} (or connect to /ws?role=offer for \
-                         the service's offer)",
-                        d.kind.as_str()
-                    )
-                    .into());
-                }
-                let s = open(shared, false, client)
-                    .await
-                    .map_err(|e| Refusal(e.1, true))?;
-                *session = Some(s);
-            }
-            let Some(s) = session.as_ref() else {
-                return Ok(());
-            };
-            let result = async {
-                s.pc.set_remote_description(d.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if d.kind == SdpType::Offer {
-                    let answer = s.pc.create_answer().await.map_err(|e| e.to_string())?;
-                    s.pc.set_local_description(answer.clone())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    send(
-                        ws,
-                        "description",
-                        serde_json::json!({"type": "answer", "sdp": answer.sdp}),
-                    )
-                    .await;
-                }
-                Ok::<_, String>(())
-            }
-            .await;
-            if let (Err(_), true) = (&result, fresh) {
-                // The offer that started the session was refused: so is the session.
-                if let Some(s) = session.take() {
-                    shared.close(&s.id).await;
-                }
-            }
-            result.map_err(Refusal::from)
+    /// The session's id, or (before there is one) the client's address, for log lines.
+    fn who(&self) -> String {
+        self.session
+            .as_ref()
+            .map_or(self.client.to_string(), |s| s.id.clone())
+    }
+
+    /// Sends the error and closes the WebSocket.
+    async fn refuse(&mut self, e: &ServiceError) -> ControlFlow<()> {
+        send(&mut self.ws, "error", e.to_string().into()).await;
+        let _ = self.ws.close(None).await;
+        ControlFlow::Break(())
+    }
+
+    async fn no_offer(&mut self) -> ControlFlow<()> {
+        let secs = self.shared.config.connect_timeout.as_secs_f64();
+        let client = self.client;
+        self.shared.quiet.warn("ws idle", 0, || {
+            format!("GET /ws ({client}): no offer within {secs:.1} s (connect_timeout): closed")
+        });
+        let e = format!("no offer within {secs:.1} s (connect_timeout)");
+        send(&mut self.ws, "error", e.into()).await;
+        let _ = self.ws.close(None).await;
+        ControlFlow::Break(())
+    }
+
+    async fn local_candidate(&mut self, c: Option<IceCandidateInit>) -> ControlFlow<()> {
+        let value = match c {
+            Some(c) => serde_json::to_value(&c).unwrap_or_default(),
+            None => serde_json::Value::Null,
+        };
+        if send(&mut self.ws, "candidate", value).await {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
         }
-        "candidate" => {
-            let Some(s) = session.as_ref() else {
-                return Err("send the offer (a description) before candidates".into());
-            };
-            let c = if value.is_null() {
-                IceCandidateInit {
-                    candidate: String::new(),
-                    sdp_mid: None,
-                    sdp_mline_index: None,
-                    username_fragment: None,
-                }
-            } else {
-                IceCandidateInit::from_json(&value.to_string()).map_err(|e| e.to_string())?
-            };
-            match s.pc.add_ice_candidate(c).await {
-                // The session logged reaching the cap once; no line per refused candidate.
-                Err(e @ crate::Error::Limit(_)) => {
-                    send(ws, "error", e.to_string().into()).await;
-                    Ok(())
-                }
-                r => r.map_err(|e| Refusal::from(e.to_string())),
+    }
+
+    /// The session task dropped its sender: the session is over (closed, failed, not
+    /// connected within connect_timeout). Nothing left to signal.
+    async fn candidates_done(&mut self) -> ControlFlow<()> {
+        self.candidates_open = false;
+        let id = self
+            .session
+            .as_ref()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        if self.shared.session(&id).is_some() {
+            return ControlFlow::Continue(());
+        }
+        log::info!("[{id}] session ended: closing its WebSocket");
+        send(&mut self.ws, "error", "session closed".into()).await;
+        let _ = self.ws.close(None).await;
+        ControlFlow::Break(())
+    }
+
+    /// A text message: handled, or its error sent back (and the WebSocket closed when its
+    /// session was refused).
+    async fn message(&mut self, text: &str) -> ControlFlow<()> {
+        let Err(Refusal(e, fatal)) = self.handle_message(text).await else {
+            return ControlFlow::Continue(());
+        };
+        if fatal {
+            // Logged where it was refused.
+            return self.refuse(&e).await;
+        }
+        let who = self.who();
+        self.shared.quiet.warn("ws message", 0, || {
+            // A bad SDP line may quote the client's a=ice-pwd: log_text leaves it out.
+            format!("[{who}] ws: {}", e.log_text())
+        });
+        if send(&mut self.ws, "error", e.to_string().into()).await {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+
+    async fn handle_message(&mut self, text: &str) -> Result<(), Refusal> {
+        let msg: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let kind = msg
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| bad("missing \"type\""))?;
+        let value = msg.get("value").cloned().unwrap_or(serde_json::Value::Null);
+        match kind {
+            "description" => {
+                let d = Description::from_json(&value.to_string()).map_err(bad)?;
+                self.remote_description(d).await
+            }
+            "candidate" => self.remote_candidate(value).await,
+            other => Err(bad(format!(
+                "unknown message type {other:?}; expected description or candidate"
+            ))),
+        }
+    }
+
+    /// The client's description: the first one (an offer) starts the session; an offer is
+    /// answered.
+    async fn remote_description(&mut self, d: Description) -> Result<(), Refusal> {
+        // Parse here first, so the error (logged redacted) is ours, not the peer's, and a
+        // bad offer costs no session.
+        crate::sdp::parse(&d.sdp).map_err(ServiceError::BadSdp)?;
+        let fresh = self.session.is_none();
+        if fresh {
+            if d.kind != SdpType::Offer {
+                return Err(bad(format!(
+                    "expected an offer first, got {:?} (or connect to /ws?role=offer for the \
+                     service's offer)",
+                    d.kind.as_str()
+                )));
+            }
+            let s = open(&self.shared, false, self.client)
+                .await
+                .map_err(|e| Refusal(e, true))?;
+            self.session = Some(s);
+        }
+        let Some(s) = self.session.as_ref() else {
+            return Ok(());
+        };
+        let ws = &mut self.ws;
+        let result = async {
+            s.pc.set_remote_description(d.clone()).await?;
+            if d.kind == SdpType::Offer {
+                let answer = s.pc.create_answer().await?;
+                s.pc.set_local_description(answer.clone()).await?;
+                let value = serde_json::json!({"type": "answer", "sdp": answer.sdp});
+                send(ws, "description", value).await;
+            }
+            Ok::<_, crate::Error>(())
+        }
+        .await;
+        if let (Err(_), true) = (&result, fresh) {
+            // The offer that started the session was refused: so is the session.
+            if let Some(s) = self.session.take() {
+                self.shared.close(&s.id).await;
             }
         }
-        other => {
-            Err(format!("unknown message type {other:?}; expected description or candidate").into())
+        result.map_err(Refusal::from)
+    }
+
+    /// A candidate of the client's (`null`: end-of-candidates).
+    async fn remote_candidate(&mut self, value: serde_json::Value) -> Result<(), Refusal> {
+        let Some(s) = self.session.as_ref() else {
+            return Err(bad("send the offer (a description) before candidates"));
+        };
+        let c = if value.is_null() {
+            IceCandidateInit {
+                candidate: String::new(),
+                sdp_mid: None,
+                sdp_mline_index: None,
+                username_fragment: None,
+            }
+        } else {
+            IceCandidateInit::from_json(&value.to_string()).map_err(bad)?
+        };
+        match s.pc.add_ice_candidate(c).await {
+            // The session logged reaching the cap once; no line per refused candidate.
+            Err(e @ crate::Error::Limit(_)) => {
+                send(&mut self.ws, "error", e.to_string().into()).await;
+                Ok(())
+            }
+            r => r.map_err(Refusal::from),
+        }
+    }
+
+    /// Signaling is over; a connected session lives on, an unfinished one is dropped.
+    async fn end(self) {
+        let Some(s) = self.session else { return };
+        let id = s.id;
+        let connected = self.shared.is_connected(&id);
+        if self.shared.session(&id).is_none() {
+            // Already gone (and logged).
+        } else if !connected {
+            log::info!("[{id}] WebSocket closed before the connection was up: closing the session");
+            self.shared.close(&id).await;
+        } else {
+            log::info!("[{id}] WebSocket closed; the session goes on");
         }
     }
 }

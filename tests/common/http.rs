@@ -35,22 +35,10 @@ pub fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let s = TcpStream::connect(addr).expect("connect");
+    // A non-trickle answer waits for gathering: give it longer than connect_from does.
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a large body; ignore a reset here.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse(&raw)
+    send_request(s, addr, method, path, &[], content_type, body)
 }
 
 /// A connection to `addr` from the local address `from` (any of 127/8 is loopback on
@@ -85,7 +73,27 @@ pub fn request_from(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut s = connect_from(addr, from);
+    send_request(
+        connect_from(addr, from),
+        addr,
+        method,
+        path,
+        headers,
+        content_type,
+        body,
+    )
+}
+
+/// Writes the request on `s` (`Connection: close`) and reads the reply to its end.
+fn send_request(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Reply {
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|h| is_host(h)) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -102,6 +110,7 @@ pub fn request_from(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body; ignore a reset here.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);

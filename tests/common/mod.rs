@@ -2,11 +2,14 @@
 //! 127.0.0.1, signaled in-process.
 #![allow(dead_code)]
 
-use smolrtc::{Config, Description, Event, EventStream, PeerConnection};
+use smolrtc::{
+    ChannelInit, Config, DataChannel, Description, Event, EventStream, Message, PeerConnection,
+};
 use std::time::Duration;
 
 pub mod http;
 pub mod netns;
+pub mod service;
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -92,6 +95,14 @@ impl Peer {
         found.unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
     }
 
+    /// Creates the channel `label`.
+    pub async fn channel(&self, label: &str, init: ChannelInit) -> DataChannel {
+        self.pc
+            .create_data_channel(label, init)
+            .await
+            .unwrap_or_else(|e| panic!("channel {label}: {e}"))
+    }
+
     /// Every local candidate line trickled until end-of-candidates.
     pub async fn local_candidates(&mut self) -> Vec<String> {
         let mut out = Vec::new();
@@ -125,13 +136,25 @@ impl Peer {
     /// offer, non-trickle): its answer, the 200 and the answer's type checked. The
     /// answer is not applied (callers may edit it first).
     pub async fn offer_to_service(&mut self, addr: std::net::SocketAddr) -> Description {
+        self.offer_to_service_from(addr, None, &[]).await
+    }
+
+    /// [`Peer::offer_to_service`] from the local address `from`, with extra header lines.
+    pub async fn offer_to_service_from(
+        &mut self,
+        addr: std::net::SocketAddr,
+        from: Option<std::net::IpAddr>,
+        headers: &[&str],
+    ) -> Description {
         let offer = self.pc.create_offer().await.unwrap();
         self.pc.set_local_description(offer).await.unwrap();
         let offer = self.complete_description().await;
-        let r = http::request(
+        let r = http::request_from(
             addr,
+            from,
             "POST",
             "/api/offer",
+            headers,
             Some("application/json"),
             offer.to_json().as_bytes(),
         );
@@ -168,6 +191,34 @@ pub async fn connect_editing(
 
 pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(f)
+}
+
+/// A test's body: the log set up, then `f` run to its end.
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    init_log();
+    block_on(f)
+}
+
+/// Two loopback peers, `A` (which will offer) and `B`.
+pub fn pair() -> (Peer, Peer) {
+    (Peer::new("A"), Peer::new("B"))
+}
+
+/// `A` and `B` connected, with the channel `label` created on `A` before the offer and
+/// open on `A`: the shape most tests start from.
+pub async fn connected_pair(label: &str, init: ChannelInit) -> (Peer, Peer, DataChannel) {
+    let (mut a, mut b) = pair();
+    let ch = a.channel(label, init).await;
+    connect(&mut a, &mut b).await;
+    opened(&mut a, label).await;
+    (a, b, ch)
+}
+
+/// Sends `m` on `ch` and checks that `to` receives it, unchanged, on the same label.
+pub async fn send_expect(ch: &DataChannel, to: &mut Peer, m: impl Into<Message>) {
+    let m = m.into();
+    ch.send(m.clone()).await.expect("send");
+    assert_eq!(message(to, ch.label()).await, m, "on {}", ch.label());
 }
 
 /// The channel `label` once it is open.

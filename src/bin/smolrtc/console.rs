@@ -27,8 +27,12 @@
 //!
 //! # Log lines
 //!
-//! Events are logged at `info` (warnings at `warn`) with the connection's name in
-//! parentheses, `(A)` or `(B)`. These texts are stable; tests and scripts grep for them:
+//! Each event is one line, at `info` (errors at `warn`), with the connection's name in
+//! parentheses, `(A)` or `(B)`; `RUST_LOG` chooses the level (`warn`: errors only; `debug`:
+//! the library's own detail too, such as DTLS and SCTP progress, but never a second line
+//! for an event: the library's per-event lines, target `smolrtc::event`, are left out, and
+//! the rtc-* engines stay quiet unless `RUST_LOG` names them). These texts are stable; tests
+//! and scripts grep for them:
 //!
 //! | line | when |
 //! | --- | --- |
@@ -39,6 +43,7 @@
 //! | `(A) Applying remote description` | a valid remote description is being set |
 //! | `(A) Signaling state: <state>` | W3C signaling state, e.g. `have-local-offer` |
 //! | `(A) ICE connection state: <state>` | W3C ICE connection state |
+//! | `(A) ICE selected candidate pair: <local> <-> <remote>` | the pair in use (candidate lines without `candidate:`) |
 //! | `(A) Connection state: <state>` | W3C connection state, e.g. `connected` |
 //! | `(A) Negotiation needed` | |
 //! | `(A) New data channel instance: <label>` | the peer opened a channel in-band |
@@ -341,6 +346,9 @@ impl Console {
                 log::info!("({n}) Data channel buffered amount low: {}", ch.label())
             }
             Event::ChannelClosed(ch) => log::info!("({n}) Data channel closed: {}", ch.label()),
+            Event::SelectedCandidatePair { local, remote } => {
+                log::info!("({n}) ICE selected candidate pair: {local} <-> {remote}")
+            }
             // Event is non_exhaustive: a variant added later is logged, not a build error.
             #[allow(unreachable_patterns)]
             other => log::debug!("({n}) {other:?}"),

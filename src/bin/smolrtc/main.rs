@@ -54,7 +54,7 @@ enum Command {
     /// The device service: an HTTP server with the browser page and the signaling API
     /// (POST /api/offer, WHIP at /whip, WebSocket at /ws); channels are answered by the
     /// built-in handlers echo, discard and chargen (and rawrtc's noisy channels).
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
     /// Console peer: print the local description as one JSON line, read the remote one
     /// from stdin, and run rawrtc's data-channel flow (cat/bear/lion-noises).
     Peer(console::Options),
@@ -84,13 +84,18 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    smolrtc::logging::init();
     let matches = Cli::command().get_matches();
+    if matches.subcommand_name() == Some("peer") {
+        // The console logs each event itself, as rawrtc's tool does: one line per event.
+        smolrtc::logging::init_for_event_logger();
+    } else {
+        smolrtc::logging::init();
+    }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(opts) => {
             let m = matches.subcommand_matches("serve").expect("serve");
-            serve(opts, m)
+            serve(*opts, m)
         }
         Command::Peer(opts) => console::run(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => bench::loopback::loopback(opts),

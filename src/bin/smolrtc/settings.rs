@@ -198,6 +198,37 @@ pub struct ServeSettings {
     /// (in the file also `rawrtc-flow = false`).
     #[arg(long)]
     pub no_rawrtc_flow: bool,
+    /// A video stream NAME=SOURCE (repeatable), served at /whep/NAME: SOURCE is
+    /// rtp://127.0.0.1:PORT?codec=h264|vp8, file:PATH[?fps=N] (.h264/.264 Annex-B, .ivf
+    /// VP8), exec:COMMAND[?fps=N] (Annex-B or IVF on its stdout) or stdin:[?fps=N]. In the
+    /// file: [streams.NAME] video = "SOURCE".
+    #[cfg(feature = "media")]
+    #[arg(long = "video", value_name = "NAME=SOURCE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub video: Vec<String>,
+    /// An audio stream NAME=SOURCE (repeatable): rtp://127.0.0.1:PORT?codec=opus or
+    /// file:PATH.ogg|.opus. A NAME may have one video and one audio source. In the file:
+    /// [streams.NAME] audio = "SOURCE".
+    #[cfg(feature = "media")]
+    #[arg(long = "audio", value_name = "NAME=SOURCE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audio: Vec<String>,
+    /// `[streams.NAME]` tables of the file.
+    #[cfg(feature = "media")]
+    #[arg(skip)]
+    #[serde(default)]
+    pub streams: std::collections::BTreeMap<String, StreamSources>,
+}
+
+/// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSources {
+    /// The video SOURCE.
+    pub video: Option<String>,
+    /// The audio SOURCE.
+    pub audio: Option<String>,
 }
 
 impl ServeSettings {
@@ -211,6 +242,10 @@ impl ServeSettings {
         let mut merged = to_map(&file)?;
         let typed = to_map(&self)?;
         for (key, value) in typed {
+            // File-only tables (`[streams.NAME]`) have no flag.
+            if key == "streams" {
+                continue;
+            }
             let id = key.replace('-', "_");
             if matches!(
                 matches.value_source(&id),
@@ -319,6 +354,8 @@ impl ServeSettings {
             .map(|a| a.get_id().as_str().replace('_', "-"))
             .collect();
         keys.extend(["allow-host", "allow-origin", "rawrtc-flow"].map(String::from));
+        #[cfg(feature = "media")]
+        keys.push("streams".into());
         keys
     }
 
@@ -333,12 +370,16 @@ impl ServeSettings {
         for o in &self.allow_origins {
             service::check_allowed_origin(o)?;
         }
+        #[cfg(feature = "media")]
+        self.stream_configs()?;
         Ok(())
     }
 
     /// The service configuration these settings ask for.
     pub fn into_config(self) -> smolrtc::Result<ServiceConfig> {
         self.check()?;
+        #[cfg(feature = "media")]
+        let streams = self.stream_configs()?;
         let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
@@ -392,7 +433,38 @@ impl ServeSettings {
         peer.sctp.send_buffer_per_connection = self.send_buffer_per_session;
         peer.sctp.receive_buffer = board_sctp_receive_buffer();
         self.ice.apply(&mut peer.ice).map_err(invalid)?;
+        #[cfg(feature = "media")]
+        {
+            config.streams = streams;
+        }
         Ok(config)
+    }
+
+    /// The streams of `--video`/`--audio` and the file's `[streams.NAME]` tables.
+    #[cfg(feature = "media")]
+    fn stream_configs(&self) -> smolrtc::Result<Vec<service::StreamConfig>> {
+        use smolrtc::media::MediaKind;
+        let mut streams = Vec::new();
+        for v in &self.video {
+            service::StreamConfig::add(&mut streams, MediaKind::Video, v)?;
+        }
+        for a in &self.audio {
+            service::StreamConfig::add(&mut streams, MediaKind::Audio, a)?;
+        }
+        for (name, t) in &self.streams {
+            if t.video.is_none() && t.audio.is_none() {
+                return Err(smolrtc::Error::InvalidArgument(
+                    format!("[streams.{name}]: give video = \"SOURCE\" and/or audio = \"SOURCE\"")
+                        .into(),
+                ));
+            }
+            for (kind, source) in [(MediaKind::Video, &t.video), (MediaKind::Audio, &t.audio)] {
+                if let Some(source) = source {
+                    service::StreamConfig::add_source(&mut streams, kind, name, source)?;
+                }
+            }
+        }
+        Ok(streams)
     }
 }
 
@@ -729,5 +801,63 @@ mod tests {
         assert_eq!(c.max_sessions, 7);
         assert_eq!(c.max_sessions_per_address, 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(feature = "media")]
+    #[test]
+    fn streams_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-streams-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(
+            &path,
+            "[streams.door]\nvideo = \"file:/door.ivf\"\naudio = \"rtp://127.0.0.1:5006?codec=opus\"\n",
+        )
+        .unwrap();
+        let s = serve_from(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--video",
+            "cam=rtp://127.0.0.1:5004?codec=h264",
+            "--audio",
+            "cam=file:/mic.ogg",
+        ])
+        .unwrap();
+        let c = s.into_config().unwrap();
+        let names: Vec<_> = c.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cam", "door"]);
+        assert!(c
+            .streams
+            .iter()
+            .all(|s| s.video.is_some() && s.audio.is_some()));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let err = |args: &[&str]| {
+            serve_from(args)
+                .unwrap()
+                .into_config()
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err(&["--video", "cam"]);
+        assert!(e.contains("expected NAME=SOURCE"), "{e}");
+        let e = err(&["--video", "cam=ftp://x"]);
+        assert!(
+            e.contains("stream cam") && e.contains("unknown source"),
+            "{e}"
+        );
+        let e = err(&["--video", "cam=file:a.ivf", "--video", "cam=file:b.ivf"]);
+        assert!(e.contains("two video sources"), "{e}");
+        let e = err(&["--audio", "cam=file:a.ivf"]);
+        assert!(e.contains("use --video"), "{e}");
+        let e = err(&["--video", "c/a=file:a.ivf"]);
+        assert!(e.contains("stream name"), "{e}");
+        let e = err(&["--video", "cam=rtp://127.0.0.1:5004"]);
+        assert!(e.contains("codec"), "{e}");
+        let e = ServeSettings::parse("[streams.cam]\nvidoe = \"file:a.ivf\"").unwrap_err();
+        assert!(e.contains("vidoe"), "{e}");
+        let e = ServeSettings::parse("[streams.cam]\nvideo = \"file:a.txt\"").unwrap_err();
+        assert!(e.contains("unknown file extension"), "{e}");
     }
 }

@@ -1,0 +1,256 @@
+//! Planning an answer to an offer with audio and video sections: which section carries which
+//! of a stream's tracks, with which codec, and why the others are rejected (feature `media`).
+//!
+//! [`plan_answer`] takes a parsed offer, the codecs a stream sends (as far as they are known:
+//! H.264's `profile-level-id` comes from the source's SPS) and whether a data channel is
+//! wanted, and returns one [`AnswerSection`] per m-line for [`super::write_answer_sections`]
+//! plus the tracks to create. Each of the stream's tracks goes into the first offered
+//! section of its kind that can take it: enabled and in the BUNDLE group, receiving
+//! (`recvonly` or `sendrecv`), with `a=rtcp-mux`, a mid and a codec that fits
+//! ([`crate::media::negotiate`]). A stream with video needs its video accepted; an
+//! audio-only stream its audio. Otherwise the plan fails with a [`PlanError`] that says
+//! what the offer lacks, e.g. an H.264-only stream and an offline Firefox, which offers no
+//! H.264.
+
+use super::media::{Direction, LocalMedia, RemoteMedia};
+use super::types::RemoteDescription;
+use super::write::AnswerSection;
+use crate::media::{negotiate, Capabilities, MediaKind, NegotiateError, Negotiated, SendCodec};
+use std::fmt;
+
+/// What one stream can send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCodecs {
+    /// The stream's name (the `a=msid` stream id).
+    pub name: String,
+    /// Its video track's codec, if it has one.
+    pub video: Option<SendCodec>,
+    /// Its audio track's codec, if it has one.
+    pub audio: Option<SendCodec>,
+}
+
+/// A track the answer accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTrack {
+    /// Index of its m-line.
+    pub index: usize,
+    /// Its mid.
+    pub mid: String,
+    /// Video or audio.
+    pub kind: MediaKind,
+    /// Payload types and feedback agreed.
+    pub negotiated: Negotiated,
+    /// Our SSRC for it.
+    pub ssrc: u32,
+    /// Our RTX SSRC, when RTX is agreed.
+    pub rtx_ssrc: Option<u32>,
+}
+
+/// The outcome of [`plan_answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerPlan {
+    /// One entry per m-line of the offer.
+    pub sections: Vec<AnswerSection>,
+    /// The accepted tracks, in m-line order.
+    pub tracks: Vec<PlannedTrack>,
+    /// The data section is accepted.
+    pub data: bool,
+    /// Why sections were rejected (for a log line), e.g. an audio section without Opus.
+    pub rejected: Vec<String>,
+}
+
+/// Why no answer can be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// The offer has no section of this kind that is not rejected.
+    NoSection(MediaKind),
+    /// The offer's section of this kind does not receive (`sendonly` or `inactive`).
+    NotReceiving(MediaKind, Direction),
+    /// The offer's section of this kind has no `a=rtcp-mux` (smolrtc sends RTP and RTCP on
+    /// one port only).
+    NoRtcpMux(MediaKind),
+    /// The offer's section of this kind has no `a=mid` or is outside the BUNDLE group.
+    NotBundled(MediaKind),
+    /// No codec of the offer's section fits the stream.
+    NoCodec(NegotiateError),
+    /// Nothing to answer: no track and no data channel asked for.
+    Nothing,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::NoSection(k) => write!(
+                f,
+                "the offer has no {0} section (m={0}) to carry the stream's {0}; add a recvonly {0} transceiver",
+                k.as_str()
+            ),
+            PlanError::NotReceiving(k, d) => write!(
+                f,
+                "the offer's {} section is {d}: it must be recvonly or sendrecv to receive the stream",
+                k.as_str()
+            ),
+            PlanError::NoRtcpMux(k) => write!(
+                f,
+                "the offer's {} section has no a=rtcp-mux (RTP and RTCP on one port are required)",
+                k.as_str()
+            ),
+            PlanError::NotBundled(k) => write!(
+                f,
+                "the offer's {} section has no a=mid or is outside the BUNDLE group (one transport is required)",
+                k.as_str()
+            ),
+            PlanError::NoCodec(e) => e.fmt(f),
+            PlanError::Nothing => f.write_str("the offer has no section to answer"),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// A nonzero random SSRC not yet used in this answer.
+fn new_ssrc(used: &mut Vec<u32>) -> u32 {
+    loop {
+        let s = fastrand::u32(1..);
+        if !used.contains(&s) {
+            used.push(s);
+            return s;
+        }
+    }
+}
+
+/// A random CNAME (RFC 7022: short-term, per connection).
+fn new_cname() -> String {
+    std::iter::repeat_with(fastrand::alphanumeric)
+        .take(16)
+        .collect()
+}
+
+/// Checks a section can carry a track of `kind`; the reason when it cannot.
+fn check_section(
+    offer: &RemoteDescription,
+    m: &RemoteMedia,
+    kind: MediaKind,
+) -> Result<String, PlanError> {
+    let Some(mid) = m.mid.clone() else {
+        return Err(PlanError::NotBundled(kind));
+    };
+    let bundled = offer.bundle.contains(&mid) || offer.transport_mid.as_ref() == Some(&mid);
+    if !bundled {
+        return Err(PlanError::NotBundled(kind));
+    }
+    if !m.direction.receives() {
+        return Err(PlanError::NotReceiving(kind, m.direction));
+    }
+    if !m.rtcp_mux {
+        return Err(PlanError::NoRtcpMux(kind));
+    }
+    Ok(mid)
+}
+
+/// Plans the answer to `offer` for `stream` (none: data only) and, when `data`, the data
+/// channel; see the module doc.
+pub fn plan_answer(
+    offer: &RemoteDescription,
+    stream: Option<&StreamCodecs>,
+    data: bool,
+    caps: &Capabilities,
+) -> Result<AnswerPlan, PlanError> {
+    let mut plan = AnswerPlan {
+        sections: vec![AnswerSection::Rejected; offer.sections.len()],
+        tracks: Vec::new(),
+        data: false,
+        rejected: Vec::new(),
+    };
+    if let Some(d) = &offer.data {
+        if data {
+            plan.sections[d.index] = AnswerSection::Data;
+            plan.data = true;
+        }
+    }
+    let cname = new_cname();
+    let mut ssrcs = Vec::new();
+    // The first failure per kind, reported when that kind finds no section at all.
+    let mut failure: [Option<PlanError>; 2] = [None, None];
+    for m in offer.media.iter().filter(|m| m.is_enabled()) {
+        let (kind, send) = match m.kind.as_str() {
+            "video" => (MediaKind::Video, stream.and_then(|s| s.video)),
+            "audio" => (MediaKind::Audio, stream.and_then(|s| s.audio)),
+            _ => continue,
+        };
+        let slot = usize::from(kind == MediaKind::Audio);
+        let taken = plan.tracks.iter().any(|t| t.kind == kind);
+        let Some(send) = send.filter(|_| !taken) else {
+            plan.rejected.push(format!(
+                "{} section {}: nothing to send in it",
+                kind.as_str(),
+                m.index
+            ));
+            continue;
+        };
+        let chosen = check_section(offer, m, kind).and_then(|mid| {
+            negotiate(&m.formats, send, caps)
+                .map(|n| (mid, n))
+                .map_err(PlanError::NoCodec)
+        });
+        let (mid, negotiated) = match chosen {
+            Ok(x) => x,
+            Err(e) => {
+                plan.rejected
+                    .push(format!("{} section {}: {e}", kind.as_str(), m.index));
+                failure[slot].get_or_insert(e);
+                continue;
+            }
+        };
+        let ssrc = new_ssrc(&mut ssrcs);
+        let rtx_ssrc = negotiated.rtx_pt.map(|_| new_ssrc(&mut ssrcs));
+        let name = stream.map_or("smolrtc", |s| s.name.as_str());
+        plan.sections[m.index] = AnswerSection::Media(LocalMedia {
+            kind: kind.as_str().to_owned(),
+            mid: mid.clone(),
+            direction: Direction::SendOnly,
+            payload_types: negotiated.payload_types(),
+            attributes: negotiated
+                .answer_attributes()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ssrc,
+            rtx_ssrc,
+            cname: cname.clone(),
+            msid: (name.to_owned(), kind.as_str().to_owned()),
+        });
+        plan.tracks.push(PlannedTrack {
+            index: m.index,
+            mid,
+            kind,
+            negotiated,
+            ssrc,
+            rtx_ssrc,
+        });
+    }
+    if let Some(s) = stream {
+        // A stream's video is what a viewer came for; an audio-only stream needs its audio.
+        let needed = if s.video.is_some() {
+            Some(MediaKind::Video)
+        } else if s.audio.is_some() {
+            Some(MediaKind::Audio)
+        } else {
+            None
+        };
+        if let Some(kind) = needed {
+            if !plan.tracks.iter().any(|t| t.kind == kind) {
+                return Err(failure[usize::from(kind == MediaKind::Audio)]
+                    .take()
+                    .unwrap_or(PlanError::NoSection(kind)));
+            }
+        }
+    }
+    if plan.tracks.is_empty() && !plan.data {
+        return Err(PlanError::Nothing);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests;
