@@ -49,7 +49,9 @@ pub mod turn_rest;
 pub const EVENT_LOG_TARGET: &str = "smolrtc::event";
 
 pub use channel::{ChannelInit, ChannelState, DataChannel, Message};
-pub use error::{Error, Result};
+pub use error::{
+    ArgumentError, DtlsError, Error, IceError, LimitError, Result, SctpError, StateError,
+};
 pub use ice::{IceConfig, IceServer, TransportPolicy};
 pub use peer::{Config, ConnectionState, Event, EventStream, PeerConnection, SignalingState};
 pub use runtime::Runtime;

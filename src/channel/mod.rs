@@ -17,7 +17,7 @@
 pub(crate) mod dcep;
 pub(crate) mod router;
 
-use crate::error::{Error, Result};
+use crate::error::{ArgumentError, Error, LimitError, Result, StateError};
 use bytes::Bytes;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -117,17 +117,19 @@ impl ChannelInit {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_retransmits.is_some() && self.max_packet_life_time.is_some() {
-            return Err(Error::InvalidArgument(
-                "max_retransmits and max_packet_life_time are mutually exclusive".into(),
-            ));
+            return Err(ArgumentError::ConflictingReliability.into());
         }
         if self.protocol.len() > u16::MAX as usize {
-            return Err(Error::InvalidArgument(
-                "protocol longer than 65535 bytes".into(),
-            ));
+            return Err(ArgumentError::TooLong {
+                field: "protocol",
+                len: self.protocol.len(),
+                limit: "DCEP's maximum",
+                max: u16::MAX.into(),
+            }
+            .into());
         }
         if self.negotiated == Some(u16::MAX) {
-            return Err(Error::InvalidArgument("stream id 65535 is reserved".into()));
+            return Err(ArgumentError::ReservedStream.into());
         }
         Ok(())
     }
@@ -282,18 +284,26 @@ impl ChannelShared {
     fn reserve(&self, len: usize) -> Result<()> {
         let budget = &self.budget;
         if let Err(now) = reserve(&self.buffered, len, budget.per_channel) {
-            return Err(Error::Limit(format!(
-                "send buffer full: channel {:?} has {now} bytes buffered, a message of {len} \
-                 bytes would pass send_buffer_per_channel ({})",
-                self.label, budget.per_channel
+            return Err(Error::Limit(LimitError::new(
+                "send_buffer_per_channel",
+                budget.per_channel,
+                format!(
+                    "send buffer full: channel {:?} has {now} bytes buffered, a message of \
+                     {len} bytes would pass send_buffer_per_channel ({})",
+                    self.label, budget.per_channel
+                ),
             )));
         }
         if let Err(now) = reserve(&budget.queued, len, budget.per_connection) {
             self.release(len);
-            return Err(Error::Limit(format!(
-                "send buffer full: the connection's channels have {now} bytes buffered, a \
-                 message of {len} bytes would pass send_buffer_per_connection ({})",
-                budget.per_connection
+            return Err(Error::Limit(LimitError::new(
+                "send_buffer_per_connection",
+                budget.per_connection,
+                format!(
+                    "send buffer full: the connection's channels have {now} bytes buffered, \
+                     a message of {len} bytes would pass send_buffer_per_connection ({})",
+                    budget.per_connection
+                ),
             )));
         }
         Ok(())
@@ -384,10 +394,11 @@ impl DataChannel {
             }
             let state = self.state();
             if matches!(state, ChannelState::Closing | ChannelState::Closed) {
-                return Err(Error::InvalidState(format!(
-                    "channel {:?} is {state}",
-                    self.label()
-                )));
+                return Err(StateError::ChannelClosed {
+                    label: self.label().to_owned(),
+                    state,
+                }
+                .into());
             }
             let listener = self.shared.changed.listen();
             // Checked again: a release between the first check and listen() is not missed.
@@ -407,16 +418,21 @@ impl DataChannel {
         let message = message.into();
         let state = self.state();
         if state != ChannelState::Open {
-            return Err(Error::InvalidState(format!(
-                "channel {:?} is {state}, not open",
-                self.label()
-            )));
+            return Err(StateError::ChannelNotOpen {
+                label: self.label().to_owned(),
+                state,
+            }
+            .into());
         }
         if let Some(max) = self.max_message_size() {
             if message.len() > max {
-                return Err(Error::Limit(format!(
-                    "message of {} bytes exceeds the remote's max-message-size {max}",
-                    message.len()
+                return Err(Error::Limit(LimitError::new(
+                    "max-message-size",
+                    max,
+                    format!(
+                        "message of {} bytes exceeds the remote's max-message-size {max}",
+                        message.len()
+                    ),
                 )));
             }
         }

@@ -17,16 +17,18 @@
 use super::dcep::{self, Dcep};
 use super::{ChannelCmd, ChannelShared, ChannelState, DataChannel, Message, SendBudget};
 use crate::peer::Event;
-use crate::runtime::{self, Link, Wake};
+use crate::runtime::{self, Actor, Link};
 use crate::sctp::SctpMsg;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
+use futures_lite::Stream;
 use rtc_sctp::PayloadProtocolIdentifier as Ppi;
 use std::collections::HashMap;
-use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// What the SCTP actor tells the router.
 pub(crate) enum RouterMsg {
@@ -101,6 +103,15 @@ pub(crate) struct Router {
     sctp: Link<SctpMsg>,
     events: Link<Event>,
     closed: bool,
+    /// A second handle on the data inbox (`drive` reads the first): what SCTP handed over
+    /// before it closed is delivered before the channels close.
+    data: Option<Receiver<Vec<RouterMsg>>>,
+    /// Control reports from SCTP, read whatever the event stream does; `None` once closed.
+    ctl: Option<Pin<Box<Receiver<Vec<RouterCtl>>>>>,
+    ctl_batch: Option<Vec<RouterCtl>>,
+    /// Commands from the handles; `None` once every handle is gone.
+    cmds: Option<Pin<Box<Receiver<Vec<ChannelCmd>>>>>,
+    cmd_batch: Option<Vec<ChannelCmd>>,
 }
 
 impl Router {
@@ -136,102 +147,39 @@ impl Router {
             sctp,
             events,
             closed: false,
+            data: None,
+            ctl: None,
+            ctl_batch: None,
+            cmds: None,
+            cmd_batch: None,
         }
     }
 
+    /// Runs the router on its three inboxes (module docs).
     pub(crate) async fn run(
         mut self,
         inbox: Receiver<Vec<RouterMsg>>,
         ctl: Receiver<Vec<RouterCtl>>,
         cmds: Receiver<Vec<ChannelCmd>>,
     ) {
-        let mut cmd_batch: Option<Vec<ChannelCmd>> = None;
-        let mut ctl_batch: Option<Vec<RouterCtl>> = None;
-        let mut cmds_open = true;
-        let mut ctl_open = true;
-        loop {
-            // Control reports first, whatever the event stream does (module docs).
-            while let Ok(batch) = ctl.try_recv() {
-                self.handle_ctl(batch, &inbox);
-            }
-            if !self.events.is_backlogged() && !self.low_pending.is_empty() {
-                for key in std::mem::take(&mut self.low_pending) {
-                    if let Some(ch) = self.channels.get(&key) {
-                        let h = ch.handle.clone();
-                        self.emit(Event::ChannelBufferedAmountLow(h));
-                    }
-                }
-            }
-            self.sctp.flush();
-            self.events.flush();
-            if self.closed && !self.sctp.is_backlogged() && !self.events.is_backlogged() {
-                return;
-            }
-            let read_sctp = !self.events.is_backlogged();
-            let (listen, listen_ctl) = (cmds_open, ctl_open);
-            let mut recv_cmd = std::pin::pin!(async {
-                if listen {
-                    cmds.recv().await.ok()
-                } else {
-                    futures_lite::future::pending().await
-                }
-            });
-            let mut recv_ctl = std::pin::pin!(async {
-                if listen_ctl {
-                    ctl.recv().await.ok()
-                } else {
-                    futures_lite::future::pending().await
-                }
-            });
-            let mut extra = |cx: &mut std::task::Context<'_>| {
-                if let Poll::Ready(b) = recv_ctl.as_mut().poll(cx) {
-                    ctl_batch = Some(b.unwrap_or_default());
-                    if ctl_batch.as_ref().is_some_and(Vec::is_empty) {
-                        ctl_open = false;
-                    }
-                    return Poll::Ready(());
-                }
-                match recv_cmd.as_mut().poll(cx) {
-                    Poll::Ready(b) => {
-                        cmd_batch = Some(b.unwrap_or_default());
-                        if cmd_batch.as_ref().is_some_and(Vec::is_empty) {
-                            cmds_open = false;
-                        }
-                        Poll::Ready(())
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            };
-            let wake = runtime::wait(
-                &inbox,
-                read_sctp,
-                None,
-                &mut [&mut self.sctp, &mut self.events],
-                &mut extra,
-            )
-            .await;
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
-                        self.handle_sctp(msg);
-                    }
-                }
-                Wake::Inbox(None) => self.association_closed(),
-                Wake::Extra => {
-                    if let Some(batch) = ctl_batch.take() {
-                        self.handle_ctl(batch, &inbox);
-                    }
-                    for cmd in cmd_batch.take().unwrap_or_default() {
-                        self.handle_cmd(cmd);
-                    }
-                }
-                Wake::Timer | Wake::Link => {}
-            }
-            // Commands that piled up meanwhile are cheap to take now.
-            while let Ok(batch) = cmds.try_recv() {
-                for cmd in batch {
-                    self.handle_cmd(cmd);
-                }
+        self.data = Some(inbox.clone());
+        self.ctl = Some(Box::pin(ctl));
+        self.cmds = Some(Box::pin(cmds));
+        runtime::drive(self, inbox).await;
+    }
+
+    /// Everything that is ready on the control inbox.
+    fn take_ctl(&mut self) {
+        while let Some(batch) = self.ctl.as_ref().and_then(|c| c.try_recv().ok()) {
+            self.handle_ctl(batch);
+        }
+    }
+
+    /// Commands that piled up are cheap to take at once.
+    fn take_cmds(&mut self) {
+        while let Some(batch) = self.cmds.as_ref().and_then(|c| c.try_recv().ok()) {
+            for cmd in batch {
+                self.handle_cmd(cmd);
             }
         }
     }
@@ -247,14 +195,14 @@ impl Router {
         }
     }
 
-    fn handle_ctl(&mut self, batch: Vec<RouterCtl>, inbox: &Receiver<Vec<RouterMsg>>) {
+    fn handle_ctl(&mut self, batch: Vec<RouterCtl>) {
         for msg in batch {
             match msg {
                 RouterCtl::Released { stream, bytes } => self.released(stream, bytes),
                 RouterCtl::AssociationClosed => {
                     // What SCTP handed over before it closed is delivered first (at most
                     // the inbox's APP_BATCHES * APP_BATCH messages), as in one inbox.
-                    while let Ok(batch) = inbox.try_recv() {
+                    while let Some(batch) = self.data.as_ref().and_then(|d| d.try_recv().ok()) {
                         for msg in batch {
                             self.handle_sctp(msg);
                         }
@@ -704,6 +652,87 @@ impl Router {
                 let h = ch.handle.clone();
                 self.emit(Event::ChannelBufferedAmountLow(h));
             }
+        }
+    }
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+
+    async fn drain(&mut self) {
+        self.take_cmds();
+        // Control reports first, whatever the event stream does (module docs).
+        self.take_ctl();
+        if !self.events.is_backlogged() && !self.low_pending.is_empty() {
+            for key in std::mem::take(&mut self.low_pending) {
+                if let Some(ch) = self.channels.get(&key) {
+                    let h = ch.handle.clone();
+                    self.emit(Event::ChannelBufferedAmountLow(h));
+                }
+            }
+        }
+        self.sctp.flush();
+        self.events.flush();
+    }
+
+    fn finished(&self) -> bool {
+        self.closed && !self.sctp.is_backlogged() && !self.events.is_backlogged()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+
+    /// SCTP's messages wait while the event stream is backlogged (module docs).
+    fn read_inbox(&self) -> bool {
+        !self.events.is_backlogged()
+    }
+
+    fn handle(&mut self, _now: Instant, batch: Vec<RouterMsg>) {
+        for msg in batch {
+            self.handle_sctp(msg);
+        }
+    }
+
+    fn on_timeout(&mut self, _now: Instant) {}
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.association_closed();
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(&mut [&mut self.sctp, &mut self.events], cx)
+    }
+
+    /// The control inbox, then the commands.
+    fn poll_extra(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(ctl) = self.ctl.as_mut() {
+            if let Poll::Ready(b) = ctl.as_mut().poll_next(cx) {
+                if b.is_none() {
+                    self.ctl = None;
+                }
+                self.ctl_batch = b;
+                return Poll::Ready(());
+            }
+        }
+        if let Some(cmds) = self.cmds.as_mut() {
+            if let Poll::Ready(b) = cmds.as_mut().poll_next(cx) {
+                if b.is_none() {
+                    self.cmds = None;
+                }
+                self.cmd_batch = b;
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_extra(&mut self, _now: Instant) {
+        if let Some(batch) = self.ctl_batch.take() {
+            self.handle_ctl(batch);
+        }
+        for cmd in self.cmd_batch.take().unwrap_or_default() {
+            self.handle_cmd(cmd);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The DTLS certificate: ECDSA P-256, self-signed, identified by its SHA-256 fingerprint
 //! (RFC 8122 `a=fingerprint`).
 
-use crate::error::{Error, Result};
+use crate::error::{DtlsError, Result};
 use crate::sdp::Fingerprint;
 use rtc_dtls::crypto::Certificate as DtlsCertificate;
 use rtc_dtls::crypto_provider::{self, HashAlgorithm, RTCCryptoProvider};
@@ -20,11 +20,11 @@ impl Certificate {
         let provider = provider()?;
         let dtls =
             DtlsCertificate::generate_self_signed(vec!["smolrtc".to_owned()], provider.crypto())
-                .map_err(|e| Error::Dtls(format!("certificate: {e}")))?;
+                .map_err(|e| DtlsError::Certificate(e.to_string()))?;
         let der = dtls
             .certificate
             .first()
-            .ok_or_else(|| Error::Dtls("certificate: empty chain".into()))?;
+            .ok_or_else(|| DtlsError::Certificate("empty chain".into()))?;
         let fingerprint = Fingerprint::sha256(sha256(&provider, der.as_ref())?);
         Ok(Self { dtls, fingerprint })
     }
@@ -36,14 +36,14 @@ impl Certificate {
 }
 
 pub(crate) fn provider() -> Result<Arc<dyn RTCCryptoProvider>> {
-    crypto_provider::default_provider().map_err(|e| Error::Dtls(format!("crypto provider: {e}")))
+    crypto_provider::default_provider().map_err(|e| DtlsError::CryptoProvider(e.to_string()).into())
 }
 
 pub(crate) fn sha256(provider: &Arc<dyn RTCCryptoProvider>, data: &[u8]) -> Result<Vec<u8>> {
     provider
         .crypto()
         .hash(HashAlgorithm::Sha256, data)
-        .map_err(|e| Error::Dtls(format!("sha-256: {e}")))
+        .map_err(|e| DtlsError::Certificate(format!("sha-256: {e}")).into())
 }
 
 /// True when `der`'s hash matches one of `expected` (only sha-256 is computed; browsers use it).

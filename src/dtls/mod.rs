@@ -11,13 +11,12 @@ pub(crate) use cert::provider as crypto_provider;
 
 pub use cert::Certificate;
 
-use crate::error::Error;
+use crate::error::{DtlsError, Error};
 use crate::ice::IceMsg;
 use crate::peer::PeerMsg;
-use crate::runtime::{self, Link, Wake};
+use crate::runtime::{self, Actor, Link};
 use crate::sctp::SctpMsg;
 use crate::sdp::Fingerprint;
-use async_channel::Receiver;
 use bytes::{Bytes, BytesMut};
 use rtc_dtls::config::{
     ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig,
@@ -29,6 +28,7 @@ use rtc_shared::TransportProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Inputs of the DTLS actor.
@@ -118,45 +118,7 @@ impl DtlsActor {
         }
     }
 
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<DtlsMsg>>) {
-        loop {
-            self.drain();
-            self.ice.flush();
-            self.sctp.flush();
-            self.peer.flush();
-            if self.closed && !self.ice.is_backlogged() {
-                return;
-            }
-            let deadline = self.endpoint.as_ref().and_then(|e| e.poll_timeout(&REMOTE));
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                deadline,
-                &mut [&mut self.ice, &mut self.sctp, &mut self.peer],
-                &mut runtime::no_extra,
-            )
-            .await;
-            let now = Instant::now();
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
-                        self.handle(now, msg);
-                    }
-                }
-                Wake::Inbox(None) => self.close(now),
-                Wake::Timer => {
-                    if let Some(ep) = self.endpoint.as_mut() {
-                        if let Err(e) = ep.handle_timeout(REMOTE, now) {
-                            self.fail(now, Error::Dtls(format!("handshake timed out: {e}")));
-                        }
-                    }
-                }
-                Wake::Link | Wake::Extra => {}
-            }
-        }
-    }
-
-    fn handle(&mut self, now: Instant, msg: DtlsMsg) {
+    fn handle_msg(&mut self, now: Instant, msg: DtlsMsg) {
         if self.closed {
             return;
         }
@@ -217,7 +179,7 @@ impl DtlsActor {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ])
             .build(client, Some(REMOTE))
-            .map_err(|e| Error::Dtls(format!("config: {e}")))
+            .map_err(|e| DtlsError::Config(e.to_string()).into())
     }
 
     fn start(&mut self, now: Instant, client: bool, fingerprints: Vec<Fingerprint>) {
@@ -252,7 +214,7 @@ impl DtlsActor {
         self.connecting = true;
         self.peer.push(PeerMsg::Dtls(DtlsReport::Connecting));
         if let Err(e) = ep.connect(now, REMOTE, cfg, None) {
-            self.fail(now, Error::Dtls(format!("connect: {e}")));
+            self.fail(now, DtlsError::Connect(e.to_string()).into());
         }
     }
 
@@ -313,7 +275,7 @@ impl DtlsActor {
                 if self.mismatch.load(Ordering::Acquire) {
                     self.fail(now, Error::FingerprintMismatch);
                 } else if !self.handshake_done && ep.get_connection_state(REMOTE).is_none() {
-                    self.fail(now, Error::Dtls(e.to_string()));
+                    self.fail(now, DtlsError::Handshake(e.to_string()).into());
                 } else {
                     // A stray or forged record must not end a working association.
                     log::debug!("[{}] DTLS: datagram ignored: {e}", self.name);
@@ -354,7 +316,7 @@ impl DtlsActor {
         }
     }
 
-    fn drain(&mut self) {
+    fn drain_engine(&mut self) {
         if let Some(ep) = self.endpoint.as_mut() {
             while let Some(t) = ep.poll_transmit() {
                 self.ice.push(IceMsg::Transmit(t.message));
@@ -380,9 +342,51 @@ impl DtlsActor {
         if let Some(ep) = self.endpoint.as_mut() {
             let _ = ep.close(now);
         }
-        self.drain();
+        self.drain_engine();
         self.peer.push(PeerMsg::Dtls(DtlsReport::Closed));
         self.ice.push(IceMsg::Close);
+    }
+}
+
+impl Actor for DtlsActor {
+    type Msg = DtlsMsg;
+
+    async fn drain(&mut self) {
+        self.drain_engine();
+        self.ice.flush();
+        self.sctp.flush();
+        self.peer.flush();
+    }
+
+    /// Closed, and close_notify handed to ICE.
+    fn finished(&self) -> bool {
+        self.closed && !self.ice.is_backlogged()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.endpoint.as_ref().and_then(|e| e.poll_timeout(&REMOTE))
+    }
+
+    fn handle(&mut self, now: Instant, batch: Vec<DtlsMsg>) {
+        for msg in batch {
+            self.handle_msg(now, msg);
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        if let Some(ep) = self.endpoint.as_mut() {
+            if let Err(e) = ep.handle_timeout(REMOTE, now) {
+                self.fail(now, DtlsError::Timeout(e.to_string()).into());
+            }
+        }
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.close(now);
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(&mut [&mut self.ice, &mut self.sctp, &mut self.peer], cx)
     }
 }
 

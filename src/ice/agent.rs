@@ -24,8 +24,8 @@ use super::turn_stream::{self, StreamNews};
 use super::{IceConfig, IceConnectionState};
 use crate::dtls::DtlsMsg;
 use crate::peer::PeerMsg;
-use crate::runtime::{self, Link, Wake};
-use async_channel::{Receiver, Sender, WeakSender};
+use crate::runtime::{self, Actor, Link};
+use async_channel::{Sender, WeakSender};
 use async_io::Async;
 use bytes::{Bytes, BytesMut};
 use rtc_ice::agent::agent_config::AgentConfig;
@@ -42,7 +42,7 @@ use smol::LocalExecutor;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Inputs of the ICE actor.
@@ -159,6 +159,8 @@ pub(crate) struct IceActor {
     /// peer connection's actors are gone).
     me: WeakSender<Vec<IceMsg>>,
     ex: Rc<LocalExecutor<'static>>,
+    /// Receive buffer for the sockets.
+    buf: Vec<u8>,
 }
 
 impl IceActor {
@@ -209,7 +211,7 @@ impl IceActor {
         };
         let provider = crate::dtls::crypto_provider()?;
         let agent = Agent::new(Instant::now(), Arc::new(agent_config), provider.clone())
-            .map_err(|e| crate::Error::Ice(e.to_string()))?;
+            .map_err(|e| crate::error::IceError::Agent(e.to_string()))?;
         Ok(Self {
             name,
             config,
@@ -235,54 +237,8 @@ impl IceActor {
             peer,
             me: me.downgrade(),
             ex,
+            buf: vec![0u8; 2048],
         })
-    }
-
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<IceMsg>>) {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            self.drain().await;
-            self.dtls.flush();
-            self.peer.flush();
-            if self.closed {
-                return;
-            }
-            let deadline = self.deadline();
-            // Hold socket input back while DTLS is backlogged: the kernel buffers meanwhile.
-            let read_sockets = !self.dtls.is_backlogged();
-            let sockets = &self.sockets;
-            let mut readable = |cx: &mut std::task::Context<'_>| {
-                if !read_sockets {
-                    return Poll::Pending;
-                }
-                for s in sockets.iter().filter(|s| !s.shared) {
-                    if s.sock.poll_readable(cx).is_ready() {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Pending
-            };
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                deadline,
-                &mut [&mut self.dtls, &mut self.peer],
-                &mut readable,
-            )
-            .await;
-            let now = Instant::now();
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
-                        self.handle(now, msg);
-                    }
-                }
-                Wake::Inbox(None) => self.close(),
-                Wake::Extra => self.read_sockets(&mut buf),
-                Wake::Timer => self.timeout(now),
-                Wake::Link => {}
-            }
-        }
     }
 
     fn deadline(&mut self) -> Option<Instant> {
@@ -448,7 +404,7 @@ impl IceActor {
         }
     }
 
-    fn handle(&mut self, now: Instant, msg: IceMsg) {
+    fn handle_msg(&mut self, now: Instant, msg: IceMsg) {
         match msg {
             IceMsg::Transmit(data) => match self.selected {
                 Some((Path::Socket(i), to)) => self.outbox.push((Via::Socket(i), to, data)),
@@ -709,9 +665,11 @@ impl IceActor {
                 self.peer.push(PeerMsg::Ice(IceReport::BadCandidate(format!(
                     "{raw:?}: {e}"
                 ))));
-                return Err(crate::Error::InvalidArgument(format!(
-                    "candidate {raw:?}: {e}"
-                )));
+                return Err(crate::error::ArgumentError::Candidate {
+                    candidate: raw.to_owned(),
+                    reason: e.to_string(),
+                }
+                .into());
             }
         };
         if c.address().ends_with(".local") {
@@ -733,10 +691,15 @@ impl IceActor {
         }
         if self.remote_full() {
             self.cap_hit();
-            return Err(crate::Error::Limit(format!(
-                "too many remote candidates (max_remote_candidates = {})",
-                self.max_remote
-            )));
+            return Err(crate::error::LimitError::new(
+                "max_remote_candidates",
+                self.max_remote,
+                format!(
+                    "too many remote candidates (max_remote_candidates = {})",
+                    self.max_remote
+                ),
+            )
+            .into());
         }
         log::debug!("[{}] ICE remote candidate {}", self.name, c.marshal());
         if let Err(e) = self.agent.add_remote_candidate(c) {
@@ -990,7 +953,7 @@ impl IceActor {
     }
 
     /// Sends the outbox and what the agent queued, and reports the agent's events.
-    async fn drain(&mut self) {
+    async fn drain_agent(&mut self) {
         let now = Instant::now();
         while let Some(t) = self.agent.poll_write() {
             let local = t.transport.local_addr;
@@ -1138,6 +1101,62 @@ impl IceActor {
         self.sockets.clear();
         self.peer
             .push(PeerMsg::Ice(IceReport::State(IceConnectionState::Closed)));
+    }
+}
+
+impl Actor for IceActor {
+    type Msg = IceMsg;
+
+    async fn drain(&mut self) {
+        self.drain_agent().await;
+        self.dtls.flush();
+        self.peer.flush();
+    }
+
+    fn finished(&self) -> bool {
+        self.closed
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.deadline()
+    }
+
+    fn handle(&mut self, now: Instant, batch: Vec<IceMsg>) {
+        for msg in batch {
+            self.handle_msg(now, msg);
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.timeout(now);
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(&mut [&mut self.dtls, &mut self.peer], cx)
+    }
+
+    /// Our own sockets (a shared port's are read by its task). Held back while DTLS is
+    /// backlogged: the kernel buffers meanwhile.
+    fn poll_extra(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.dtls.is_backlogged() {
+            return Poll::Pending;
+        }
+        for s in self.sockets.iter().filter(|s| !s.shared) {
+            if s.sock.poll_readable(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_extra(&mut self, _now: Instant) {
+        let mut buf = std::mem::take(&mut self.buf);
+        self.read_sockets(&mut buf);
+        self.buf = buf;
     }
 }
 

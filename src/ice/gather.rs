@@ -32,7 +32,7 @@ impl Default for HostPolicy {
 }
 
 /// The addresses to bind under `policy`, in a stable order (IPv4 first).
-pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
+pub(crate) fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
     if !policy.addresses.is_empty() {
         return policy.addresses.clone();
     }
@@ -73,7 +73,7 @@ pub fn host_addresses(policy: &HostPolicy) -> Vec<IpAddr> {
 
 /// Binds one non-blocking UDP socket per address (on the first free port of `ports`, if
 /// given); failures are logged and skipped.
-pub fn bind(
+pub(crate) fn bind(
     addresses: &[IpAddr],
     ports: Option<&std::ops::RangeInclusive<u16>>,
 ) -> Vec<(SocketAddr, Async<UdpSocket>)> {

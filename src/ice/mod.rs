@@ -2,7 +2,7 @@
 //! over UDP, TCP or TLS) and the agent actor, around rtc-ice's agent and rtc-turn's client.
 
 mod agent;
-pub mod gather;
+mod gather;
 pub(crate) mod port;
 pub mod server;
 mod turn;

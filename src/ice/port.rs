@@ -32,6 +32,7 @@
 
 use super::agent::{check_stun, is_binding_request, IceMsg};
 use super::gather::{self, HostPolicy};
+use crate::error::IceError;
 use crate::runtime::Runtime;
 use async_channel::{Receiver, Sender};
 use async_io::Async;
@@ -103,15 +104,19 @@ impl SharedPort {
         let mut sockets = Vec::new();
         let mut port = port;
         for ip in addresses {
-            let sock = Async::<UdpSocket>::bind(SocketAddr::new(ip, port))
-                .map_err(|e| crate::Error::Ice(format!("cannot bind {ip} port {port}: {e}")))?;
+            let sock = Async::<UdpSocket>::bind(SocketAddr::new(ip, port)).map_err(|e| {
+                IceError::Bind {
+                    addr: SocketAddr::new(ip, port),
+                    reason: e.to_string(),
+                }
+            })?;
             let addr = sock.get_ref().local_addr()?;
             port = addr.port();
             gather::grow_buffers(sock.get_ref(), addr);
             sockets.push((addr, Arc::new(sock)));
         }
         if sockets.is_empty() {
-            return Err(crate::Error::Ice("no address to bind".into()));
+            return Err(IceError::NoAddress.into());
         }
         log::info!(
             "ICE: one UDP port for every peer connection: {:?}",

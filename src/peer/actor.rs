@@ -5,14 +5,15 @@
 
 use super::{ConnectionState, Event, SignalingState};
 use crate::dtls::{DtlsMsg, DtlsReport};
-use crate::error::{Error, Result};
+use crate::error::{ArgumentError, IceError, Result, StateError};
 use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
-use crate::runtime::{self, Link, Reply, Wake};
+use crate::runtime::{self, Actor, Link, Reply};
 use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
 use crate::sdp::{
     self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup,
 };
-use async_channel::Receiver;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// Inputs of the peer actor: API calls and the other actors' reports.
 pub(crate) enum PeerMsg {
@@ -44,7 +45,7 @@ pub(crate) fn ice_credentials() -> Result<(String, String)> {
     provider
         .random()
         .fill(&mut raw)
-        .map_err(|e| Error::Ice(format!("random: {e}")))?;
+        .map_err(|e| IceError::Random(e.to_string()))?;
     let s: String = raw
         .iter()
         .map(|b| ICE_CHARS[(b & 63) as usize] as char)
@@ -55,6 +56,63 @@ pub(crate) fn ice_credentials() -> Result<(String, String)> {
 const DEFAULT_MID: &str = "0";
 /// Longest `close()` waits for SCTP ABORT, DTLS close_notify and the sockets to go.
 const TEARDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The transport (ICE checks, DTLS), started by the first remote description.
+enum Transport {
+    NotStarted,
+    Started {
+        /// Our ICE role.
+        controlling: bool,
+        /// The remote ICE credentials in use (a change in an offer is an ICE restart).
+        remote_creds: (String, String),
+    },
+}
+
+/// An ICE restart we asked for (`restart_ice()`); a restart the remote starts is applied
+/// at once.
+enum IceRestart {
+    Idle,
+    /// The next offer carries new credentials.
+    Wanted,
+    /// An offer with these new credentials was created, not yet set locally.
+    Offered(String, String),
+    /// Our offer with new credentials is set: the answer's credentials start new checks.
+    Applied,
+}
+
+/// Whether the data section needs an offer/answer exchange.
+#[derive(PartialEq)]
+enum Negotiation {
+    /// Nothing negotiated, nothing asked for.
+    Initial,
+    /// A channel was created: `NegotiationNeeded` was sent.
+    Needed,
+    /// An offer/answer exchange completed.
+    Done,
+}
+
+/// The DTLS transport as its reports tell it; a later report never moves it back (a
+/// failure stays a failure).
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+enum Dtls {
+    New,
+    Connecting,
+    Connected,
+    Failed,
+}
+
+/// The ordered teardown (module docs): started by failure or close, done once ICE, the
+/// last of the chain, has closed its sockets.
+enum Teardown {
+    NotStarted,
+    Running {
+        /// `close()` calls waiting for it to finish.
+        waiters: Vec<Reply<()>>,
+        /// When they are answered anyway.
+        deadline: Option<Instant>,
+    },
+    Done,
+}
 
 pub(crate) struct PeerActor {
     name: String,
@@ -70,34 +128,22 @@ pub(crate) struct PeerActor {
     /// The description set locally: kind, setup and mid (candidates are added on read).
     local: Option<(SdpType, Setup, String)>,
     remote: Option<(Description, RemoteSession)>,
-    offerer: Option<bool>,
-    transport_started: bool,
-    /// Our ICE role, fixed when the transport starts.
-    controlling: bool,
-    /// The remote ICE credentials in use (a change in an offer is an ICE restart).
-    remote_creds: Option<(String, String)>,
-    /// `restart_ice()` was called: the next offer carries new credentials.
-    restart_wanted: bool,
-    /// New credentials of an offer not yet set locally.
-    restart_creds: Option<(String, String)>,
-    /// We applied a restart with our offer: the answer's credentials start new checks.
-    restart_applied: bool,
-    data_negotiated: bool,
-    negotiation_needed: bool,
+    /// ICE checks and DTLS: not started, or started with our role and the remote's
+    /// credentials.
+    transport: Transport,
+    /// An ICE restart we asked for.
+    restart: IceRestart,
+    negotiation: Negotiation,
     candidates: Vec<String>,
     gathering: GatheringState,
     ice_state: IceConnectionState,
-    dtls_connected: bool,
-    dtls_connecting: bool,
-    dtls_failed: bool,
+    dtls: Dtls,
     connection: ConnectionState,
-    closed: bool,
-    teardown_sent: bool,
-    /// `close()` calls waiting for the pipeline to finish tearing down.
-    close_waiters: Vec<Reply<()>>,
-    close_deadline: Option<std::time::Instant>,
+    teardown: Teardown,
+    /// Every handle is gone: the last flush is done and the actor ends.
+    done: bool,
     ice: Link<IceMsg>,
-    dtls: Link<DtlsMsg>,
+    dtls_link: Link<DtlsMsg>,
     sctp: Link<SctpMsg>,
     events: Link<Event>,
 }
@@ -130,15 +176,9 @@ impl PeerActor {
             pending_local: None,
             local: None,
             remote: None,
-            offerer: None,
-            transport_started: false,
-            controlling: false,
-            remote_creds: None,
-            restart_wanted: false,
-            restart_creds: None,
-            restart_applied: false,
-            data_negotiated: false,
-            negotiation_needed: false,
+            transport: Transport::NotStarted,
+            restart: IceRestart::Idle,
+            negotiation: Negotiation::Initial,
             candidates: Vec::new(),
             gathering: GatheringState::New,
             ice_state: if ice_ok {
@@ -146,75 +186,36 @@ impl PeerActor {
             } else {
                 IceConnectionState::Failed
             },
-            dtls_connected: false,
-            dtls_connecting: false,
-            dtls_failed: false,
+            dtls: Dtls::New,
             connection: ConnectionState::New,
-            closed: false,
-            teardown_sent: false,
-            close_waiters: Vec::new(),
-            close_deadline: None,
+            teardown: Teardown::NotStarted,
+            done: false,
             ice,
-            dtls,
+            dtls_link: dtls,
             sctp,
             events,
         }
     }
 
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<PeerMsg>>) {
-        loop {
-            self.ice.flush();
-            self.dtls.flush();
-            self.sctp.flush();
-            self.events.flush();
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                self.close_deadline,
-                &mut [
-                    &mut self.ice,
-                    &mut self.dtls,
-                    &mut self.sctp,
-                    &mut self.events,
-                ],
-                &mut runtime::no_extra,
-            )
-            .await;
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    for msg in batch {
-                        self.handle(msg);
-                    }
-                }
-                Wake::Inbox(None) => {
-                    self.close();
-                    self.ice.flush();
-                    self.dtls.flush();
-                    self.sctp.flush();
-                    self.events.flush();
-                    return;
-                }
-                Wake::Timer => {
-                    log::warn!("[{}] teardown did not finish in time", self.name);
-                    self.release_close_waiters();
-                }
-                _ => {}
+    /// Answers the `close()` calls waiting for the teardown.
+    fn release_close_waiters(&mut self) {
+        if let Teardown::Running { waiters, deadline } = &mut self.teardown {
+            *deadline = None;
+            for r in waiters.drain(..) {
+                let _ = r.try_send(());
             }
         }
     }
 
-    fn release_close_waiters(&mut self) {
-        self.close_deadline = None;
-        for r in self.close_waiters.drain(..) {
-            let _ = r.try_send(());
-        }
+    fn closed(&self) -> bool {
+        self.signaling == SignalingState::Closed
     }
 
     fn log_state(&self, what: &str, value: &dyn std::fmt::Display) {
         log::info!(target: crate::EVENT_LOG_TARGET, "[{}] {what}: {value}", self.name);
     }
 
-    fn handle(&mut self, msg: PeerMsg) {
+    fn handle_msg(&mut self, msg: PeerMsg) {
         match msg {
             PeerMsg::Cmd(cmd) => self.command(cmd),
             PeerMsg::Ice(r) => self.ice_report(r),
@@ -264,18 +265,18 @@ impl PeerActor {
                 let _ = r.try_send((self.signaling, self.gathering, self.connection));
             }
             PeerCmd::ChannelCreated => {
-                if !self.data_negotiated && !self.negotiation_needed && !self.closed {
-                    self.negotiation_needed = true;
+                if self.negotiation == Negotiation::Initial && !self.closed() {
+                    self.negotiation = Negotiation::Needed;
                     log::info!(target: crate::EVENT_LOG_TARGET, "[{}] negotiation needed", self.name);
                     self.events.push(Event::NegotiationNeeded);
                 }
             }
             PeerCmd::RestartIce(r) => {
                 let res = self.check_open();
-                if res.is_ok() && !self.restart_wanted {
-                    self.restart_wanted = true;
+                if res.is_ok() && matches!(self.restart, IceRestart::Idle) {
+                    self.restart = IceRestart::Wanted;
                     log::info!("[{}] ICE restart requested", self.name);
-                    if self.transport_started {
+                    if matches!(self.transport, Transport::Started { .. }) {
                         self.events.push(Event::NegotiationNeeded);
                     }
                 }
@@ -284,22 +285,29 @@ impl PeerActor {
             PeerCmd::Close(r) => {
                 self.close();
                 if let Some(r) = r {
-                    // Answer once ICE (the last actor of the chain) has closed its sockets.
-                    if self.ice_state == IceConnectionState::Closed || self.ice.is_closed() {
-                        let _ = r.try_send(());
-                    } else {
-                        self.close_waiters.push(r);
-                        self.close_deadline
-                            .get_or_insert(std::time::Instant::now() + TEARDOWN_TIMEOUT);
-                    }
+                    self.wait_for_teardown(r);
                 }
             }
         }
     }
 
+    /// Answers `r` once ICE (the last actor of the chain) has closed its sockets.
+    fn wait_for_teardown(&mut self, r: Reply<()>) {
+        let ice_gone = self.ice_state == IceConnectionState::Closed || self.ice.is_closed();
+        match &mut self.teardown {
+            Teardown::Running { waiters, deadline } if !ice_gone => {
+                waiters.push(r);
+                deadline.get_or_insert(Instant::now() + TEARDOWN_TIMEOUT);
+            }
+            _ => {
+                let _ = r.try_send(());
+            }
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
-        if self.closed {
-            Err(Error::InvalidState("peer connection is closed".into()))
+        if self.closed() {
+            Err(StateError::PeerClosed.into())
         } else {
             Ok(())
         }
@@ -325,20 +333,20 @@ impl PeerActor {
     fn create_offer(&mut self) -> Result<Description> {
         self.check_open()?;
         if self.signaling == SignalingState::HaveRemoteOffer {
-            return Err(Error::InvalidState(
-                "create_offer while a remote offer awaits an answer".into(),
-            ));
+            return Err(StateError::OfferWhileRemoteOffer.into());
         }
         let mid = self
             .local
             .as_ref()
             .map(|(_, _, m)| m.clone())
             .unwrap_or_else(|| DEFAULT_MID.to_owned());
-        if self.restart_wanted && self.transport_started && self.restart_creds.is_none() {
-            self.restart_creds = Some(ice_credentials()?);
+        let started = matches!(self.transport, Transport::Started { .. });
+        if started && matches!(self.restart, IceRestart::Wanted | IceRestart::Applied) {
+            let (ufrag, pwd) = ice_credentials()?;
+            self.restart = IceRestart::Offered(ufrag, pwd);
         }
         let mut session = self.local_session(Setup::ActPass, &mid);
-        if let Some((ufrag, pwd)) = &self.restart_creds {
+        if let IceRestart::Offered(ufrag, pwd) = &self.restart {
             session.ice_ufrag = ufrag.clone();
             session.ice_pwd = pwd.clone();
         }
@@ -360,10 +368,7 @@ impl PeerActor {
     fn create_answer(&mut self) -> Result<Description> {
         self.check_open()?;
         if self.signaling != SignalingState::HaveRemoteOffer {
-            return Err(Error::InvalidState(format!(
-                "create_answer needs a remote offer (signaling state is {})",
-                self.signaling
-            )));
+            return Err(StateError::AnswerWithoutOffer(self.signaling).into());
         }
         let (_, remote) = self
             .remote
@@ -391,17 +396,7 @@ impl PeerActor {
         self.check_open()?;
         let (kind, setup, mid) = match &self.pending_local {
             Some(p) if p.0 == d.kind => p.clone(),
-            _ => {
-                return Err(Error::InvalidState(format!(
-                    "set_local_description({:?}) without a matching create_{}",
-                    d.kind,
-                    if d.kind == SdpType::Answer {
-                        "answer"
-                    } else {
-                        "offer"
-                    }
-                )))
-            }
+            _ => return Err(StateError::NotCreated(d.kind).into()),
         };
         // Our own text is regenerated from state; a caller's edits are not supported.
         if !d.sdp.is_empty() {
@@ -409,10 +404,10 @@ impl PeerActor {
         }
         match (kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
-                self.offerer = Some(true);
-                if let Some((ufrag, pwd)) = self.restart_creds.take() {
+                if let IceRestart::Offered(ufrag, pwd) = &self.restart {
+                    let (ufrag, pwd) = (ufrag.clone(), pwd.clone());
+                    self.restart = IceRestart::Applied;
                     self.apply_local_restart(ufrag, pwd);
-                    self.restart_applied = true;
                 }
                 self.set_signaling(SignalingState::HaveLocalOffer);
             }
@@ -420,11 +415,7 @@ impl PeerActor {
                 self.set_signaling(SignalingState::Stable);
                 self.negotiated();
             }
-            (k, s) => {
-                return Err(Error::InvalidState(format!(
-                    "cannot set a local {k:?} in signaling state {s}"
-                )))
-            }
+            (kind, state) => return Err(StateError::LocalDescription { kind, state }.into()),
         }
         self.local = Some((kind, setup, mid));
         self.pending_local = None;
@@ -439,100 +430,32 @@ impl PeerActor {
     }
 
     fn negotiated(&mut self) {
-        self.data_negotiated = true;
-        self.negotiation_needed = false;
+        self.negotiation = Negotiation::Done;
         self.session_version += 1;
     }
 
+    /// `setRemoteDescription`: checked, then the transport started (or ICE restarted), the
+    /// candidates handed to ICE, and the signaling state moved on.
     fn set_remote(&mut self, d: Description) -> Result<()> {
         self.check_open()?;
         let remote = sdp::parse(&d.sdp)?;
-        if remote.fingerprints.is_empty() {
-            return Err(Error::InvalidArgument(
-                "remote description has no a=fingerprint".into(),
-            ));
-        }
-        if !remote.fingerprints.iter().any(|f| f.algorithm == "sha-256") {
-            return Err(Error::InvalidArgument(
-                "remote a=fingerprint uses no sha-256 hash (the only one smolrtc checks)".into(),
-            ));
-        }
+        check_fingerprints(&remote)?;
         let is_offer = match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable) => true,
             (SdpType::Answer, SignalingState::HaveLocalOffer) => false,
-            (k, s) => {
-                return Err(Error::InvalidState(format!(
-                    "cannot set a remote {k:?} in signaling state {s}"
-                )))
-            }
+            (kind, state) => return Err(StateError::RemoteDescription { kind, state }.into()),
         };
-        let our_setup_is_client = if is_offer {
-            Self::answer_setup(&remote) == Setup::Active
-        } else {
-            match remote.setup {
-                Some(Setup::Active) | None => false,
-                Some(Setup::Passive) => true,
-                Some(s) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "answer with a=setup:{s:?}; expected active or passive"
-                    )))
-                }
-            }
-        };
-        let candidates = remote.candidates.clone();
-        let end = remote.end_of_candidates;
+        let dtls_client = Self::dtls_client(is_offer, &remote)?;
         let creds = (remote.ice_ufrag.clone(), remote.ice_pwd.clone());
-        if self.transport_started {
-            let changed = self.remote_creds.as_ref() != Some(&creds);
-            if is_offer && changed {
-                // RFC 8445 §9: the remote restarts ICE; so do we, with new credentials.
-                let (ufrag, pwd) = ice_credentials()?;
-                self.restart_creds = None;
-                self.restart_wanted = false;
-                self.apply_local_restart(ufrag, pwd);
-                self.start_checks(creds.clone());
-            } else if !is_offer && self.restart_applied {
-                self.restart_applied = false;
-                self.start_checks(creds.clone());
-            } else if changed {
-                log::warn!(
-                    "[{}] remote ICE credentials changed in an answer to an offer without \
-                     an ICE restart; keeping the old ones",
-                    self.name
-                );
-            }
+        if matches!(self.transport, Transport::Started { .. }) {
+            self.renegotiate_ice(is_offer, creds)?;
         } else {
-            self.transport_started = true;
-            if is_offer {
-                self.offerer = Some(false);
-            }
-            self.controlling = self.offerer == Some(true) || remote.ice_lite;
-            self.start_checks(creds.clone());
-            self.sctp.push(SctpMsg::Configure {
-                remote_max_message_size: remote
-                    .max_message_size
-                    .map_or(DEFAULT_REMOTE_MAX_MESSAGE_SIZE, |n| {
-                        usize::try_from(n).unwrap_or(usize::MAX)
-                    }),
-            });
-            log::info!(
-                "[{}] DTLS role: {}",
-                self.name,
-                if our_setup_is_client {
-                    "client (active)"
-                } else {
-                    "server (passive)"
-                }
-            );
-            self.dtls.push(DtlsMsg::Start {
-                client: our_setup_is_client,
-                remote_fingerprints: remote.fingerprints.clone(),
-            });
+            self.start_transport(is_offer, dtls_client, &remote, creds);
         }
-        for c in candidates {
-            self.ice.push(IceMsg::RemoteCandidate(c, None));
+        for c in &remote.candidates {
+            self.ice.push(IceMsg::RemoteCandidate(c.clone(), None));
         }
-        if end {
+        if remote.end_of_candidates {
             self.ice.push(IceMsg::EndOfCandidates);
         }
         self.remote = Some((d, remote));
@@ -541,6 +464,84 @@ impl PeerActor {
         } else {
             self.set_signaling(SignalingState::Stable);
             self.negotiated();
+        }
+        Ok(())
+    }
+
+    /// Whether we are the DTLS client (RFC 8842): as we will answer an offer, or as an
+    /// answer to our `actpass` offer says.
+    fn dtls_client(is_offer: bool, remote: &RemoteSession) -> Result<bool> {
+        if is_offer {
+            return Ok(Self::answer_setup(remote) == Setup::Active);
+        }
+        match remote.setup {
+            Some(Setup::Active) | None => Ok(false),
+            Some(Setup::Passive) => Ok(true),
+            Some(s) => Err(ArgumentError::AnswerSetup(s).into()),
+        }
+    }
+
+    /// The first remote description: ICE checks start in our role (the offerer controls,
+    /// and so does anyone facing an ICE-lite peer), SCTP learns the remote's
+    /// max-message-size, DTLS its role and the fingerprints to accept.
+    fn start_transport(
+        &mut self,
+        is_offer: bool,
+        dtls_client: bool,
+        remote: &RemoteSession,
+        creds: (String, String),
+    ) {
+        let controlling = !is_offer || remote.ice_lite;
+        self.start_checks(controlling, creds);
+        self.sctp.push(SctpMsg::Configure {
+            remote_max_message_size: remote
+                .max_message_size
+                .map_or(DEFAULT_REMOTE_MAX_MESSAGE_SIZE, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+        });
+        log::info!(
+            "[{}] DTLS role: {}",
+            self.name,
+            if dtls_client {
+                "client (active)"
+            } else {
+                "server (passive)"
+            }
+        );
+        self.dtls_link.push(DtlsMsg::Start {
+            client: dtls_client,
+            remote_fingerprints: remote.fingerprints.clone(),
+        });
+    }
+
+    /// A later remote description: new remote credentials in an offer restart ICE (RFC
+    /// 8445 §9: so do we, with new credentials); the answer to our restarting offer starts
+    /// the new checks. DTLS and SCTP carry on.
+    fn renegotiate_ice(&mut self, is_offer: bool, creds: (String, String)) -> Result<()> {
+        let Transport::Started {
+            controlling,
+            remote_creds,
+        } = &self.transport
+        else {
+            return Ok(());
+        };
+        let (controlling, changed) = (*controlling, *remote_creds != creds);
+        if is_offer && changed {
+            let (ufrag, pwd) = ice_credentials()?;
+            self.restart = IceRestart::Idle;
+            self.apply_local_restart(ufrag, pwd);
+            self.start_checks(controlling, creds);
+        } else if !is_offer && matches!(self.restart, IceRestart::Applied) {
+            // As before: the restart stays wanted, so the next offer restarts again.
+            self.restart = IceRestart::Wanted;
+            self.start_checks(controlling, creds);
+        } else if changed {
+            log::warn!(
+                "[{}] remote ICE credentials changed in an answer to an offer without \
+                 an ICE restart; keeping the old ones",
+                self.name
+            );
         }
         Ok(())
     }
@@ -554,13 +555,16 @@ impl PeerActor {
         self.ice.push(IceMsg::Restart { ufrag, pwd });
     }
 
-    fn start_checks(&mut self, creds: (String, String)) {
+    fn start_checks(&mut self, controlling: bool, creds: (String, String)) {
         self.ice.push(IceMsg::Start {
-            controlling: self.controlling,
+            controlling,
             ufrag: creds.0.clone(),
             pwd: creds.1.clone(),
         });
-        self.remote_creds = Some(creds);
+        self.transport = Transport::Started {
+            controlling,
+            remote_creds: creds,
+        };
     }
 
     /// Checks a trickled candidate: the line for the ICE actor, or `None` for
@@ -568,9 +572,7 @@ impl PeerActor {
     fn add_candidate(&mut self, c: IceCandidateInit) -> Result<Option<String>> {
         self.check_open()?;
         if self.remote.is_none() {
-            return Err(Error::InvalidState(
-                "add_ice_candidate before set_remote_description".into(),
-            ));
+            return Err(StateError::NoRemoteDescription.into());
         }
         let line = c.candidate.trim();
         if line.is_empty() {
@@ -579,8 +581,10 @@ impl PeerActor {
         }
         let raw = line.strip_prefix("a=").unwrap_or(line);
         let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
-        rtc_ice::candidate::unmarshal_candidate(raw)
-            .map_err(|e| Error::InvalidArgument(format!("candidate {line:?}: {e}")))?;
+        rtc_ice::candidate::unmarshal_candidate(raw).map_err(|e| ArgumentError::Candidate {
+            candidate: line.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Some(raw.to_owned()))
     }
 
@@ -620,6 +624,7 @@ impl PeerActor {
             IceReport::State(s) => {
                 if s == IceConnectionState::Closed {
                     self.release_close_waiters();
+                    self.teardown = Teardown::Done;
                 }
                 if self.ice_state != s {
                     self.ice_state = s;
@@ -641,17 +646,16 @@ impl PeerActor {
 
     fn dtls_report(&mut self, r: DtlsReport) {
         match r {
-            DtlsReport::Connecting => self.dtls_connecting = true,
-            DtlsReport::Connected => self.dtls_connected = true,
+            DtlsReport::Connecting => self.dtls_reached(Dtls::Connecting),
+            DtlsReport::Connected => self.dtls_reached(Dtls::Connected),
             DtlsReport::Failed(e) => {
-                self.dtls_failed = true;
+                self.dtls_reached(Dtls::Failed);
                 log::warn!("[{}] {e}", self.name);
                 self.events.push(Event::Error(e));
             }
             DtlsReport::Closed => {
-                if !self.closed && self.dtls_connected && !self.dtls_failed {
+                if !self.closed() && self.dtls == Dtls::Connected {
                     // The peer said goodbye (close_notify): the connection is over.
-                    self.closed = true;
                     self.set_signaling(SignalingState::Closed);
                 }
             }
@@ -659,20 +663,26 @@ impl PeerActor {
         self.update_connection();
     }
 
+    fn dtls_reached(&mut self, state: Dtls) {
+        if state > self.dtls {
+            self.dtls = state;
+        }
+    }
+
     fn update_connection(&mut self) {
-        let next = if self.closed {
+        let next = if self.closed() {
             ConnectionState::Closed
-        } else if self.dtls_failed || self.ice_state == IceConnectionState::Failed {
+        } else if self.dtls == Dtls::Failed || self.ice_state == IceConnectionState::Failed {
             ConnectionState::Failed
         } else if self.ice_state == IceConnectionState::Disconnected {
             ConnectionState::Disconnected
         } else if matches!(
             self.ice_state,
             IceConnectionState::Connected | IceConnectionState::Completed
-        ) && self.dtls_connected
+        ) && self.dtls == Dtls::Connected
         {
             ConnectionState::Connected
-        } else if self.ice_state == IceConnectionState::Checking || self.dtls_connecting {
+        } else if self.ice_state == IceConnectionState::Checking || self.dtls == Dtls::Connecting {
             ConnectionState::Connecting
         } else {
             self.connection
@@ -687,21 +697,85 @@ impl PeerActor {
         }
     }
 
-    /// Frees the pipeline: SCTP aborts, then DTLS and ICE close in turn.
+    /// Frees the pipeline in order (module docs): SCTP is told first; it passes the
+    /// teardown on to DTLS, DTLS to ICE.
     fn teardown(&mut self) {
-        if !self.teardown_sent {
-            self.teardown_sent = true;
+        if matches!(self.teardown, Teardown::NotStarted) {
+            self.teardown = Teardown::Running {
+                waiters: Vec::new(),
+                deadline: None,
+            };
             self.sctp.push(SctpMsg::Close);
         }
     }
 
     fn close(&mut self) {
-        if self.closed {
+        if self.closed() {
             return;
         }
         log::info!("[{}] closing", self.name);
-        self.closed = true;
         self.set_signaling(SignalingState::Closed);
         self.update_connection();
     }
+}
+
+impl Actor for PeerActor {
+    type Msg = PeerMsg;
+
+    async fn drain(&mut self) {
+        self.ice.flush();
+        self.dtls_link.flush();
+        self.sctp.flush();
+        self.events.flush();
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        match self.teardown {
+            Teardown::Running { deadline, .. } => deadline,
+            _ => None,
+        }
+    }
+
+    fn handle(&mut self, _now: Instant, batch: Vec<PeerMsg>) {
+        for msg in batch {
+            self.handle_msg(msg);
+        }
+    }
+
+    fn on_timeout(&mut self, _now: Instant) {
+        log::warn!("[{}] teardown did not finish in time", self.name);
+        self.release_close_waiters();
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.close();
+        self.done = true;
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(
+            &mut [
+                &mut self.ice,
+                &mut self.dtls_link,
+                &mut self.sctp,
+                &mut self.events,
+            ],
+            cx,
+        )
+    }
+}
+
+/// A remote description must carry a fingerprint smolrtc can check (RFC 8122: sha-256).
+fn check_fingerprints(remote: &RemoteSession) -> Result<()> {
+    if remote.fingerprints.is_empty() {
+        return Err(ArgumentError::NoFingerprint.into());
+    }
+    if !remote.fingerprints.iter().any(|f| f.algorithm == "sha-256") {
+        return Err(ArgumentError::NoSha256Fingerprint.into());
+    }
+    Ok(())
 }

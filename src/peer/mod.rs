@@ -7,22 +7,19 @@
 //! the connection.
 
 mod actor;
+mod pipeline;
 
 pub(crate) use actor::PeerMsg;
 
 use crate::channel::dcep::Caps;
-use crate::channel::router::{Limits, Router, DEFAULT_MAX_CHANNELS};
-use crate::channel::{
-    ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message, SendBudget,
-    DEFAULT_MAX_CHANNEL_LABEL, DEFAULT_MAX_CHANNEL_PROTOCOL,
-};
-use crate::dtls::{Certificate, DtlsActor};
-use crate::error::{Error, Result};
-use crate::ice::{GatheringState, IceActor, IceConfig, IceConnectionState};
-use crate::runtime::{reply_channel, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
-use crate::sctp::{SctpActor, SctpConfig};
+use crate::channel::{ChannelCmd, ChannelInit, ChannelShared, DataChannel, Message, SendBudget};
+use crate::dtls::Certificate;
+use crate::error::{ArgumentError, Error, Result};
+use crate::ice::{GatheringState, IceConfig, IceConnectionState};
+use crate::runtime::{reply_channel, Runtime};
+use crate::sctp::SctpConfig;
 use crate::sdp::{Description, IceCandidateInit};
-use actor::{PeerActor, PeerCmd};
+use actor::PeerCmd;
 use async_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::fmt;
@@ -221,119 +218,16 @@ impl PeerConnection {
 
     /// Creates a peer connection on the given smolrtc thread.
     pub fn with_runtime(runtime: &Runtime, config: Config) -> Result<Self> {
-        let certificate = match &config.certificate {
-            Some(c) => c.clone(),
-            None => Certificate::generate()?,
-        };
-        let (ufrag, pwd) = actor::ice_credentials()?;
-        let (peer_tx, peer_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (ice_tx, ice_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (dtls_tx, dtls_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (sctp_tx, sctp_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (router_tx, router_rx) = async_channel::bounded(APP_BATCHES);
-        let (router_ctl_tx, router_ctl_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (cmds_tx, cmds_rx) = async_channel::bounded(INBOX_BATCHES);
-        let (events_tx, events_rx) = async_channel::bounded(APP_BATCHES);
-        let next_key = Arc::new(AtomicU32::new(1));
-        let max_message_size = Arc::new(AtomicUsize::new(0));
-        let budget = Arc::new(SendBudget::new(
-            config.sctp.send_buffer_per_channel,
-            config.sctp.send_buffer_per_connection,
-        ));
-
-        let name = config.name.clone();
-        let fingerprint = certificate.fingerprint().clone();
-        let (k, m, c) = (next_key.clone(), max_message_size.clone(), cmds_tx.clone());
-        let b = budget.clone();
-        let or = |n: usize, default: usize| if n == 0 { default } else { n };
-        let dcep_caps = Caps {
-            label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
-            protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
-        };
-        let peer_tx2 = peer_tx.clone();
-        runtime.spawn_actors(move |ex| {
-            let link_peer = || Link::new(peer_tx2.clone());
-            let tag: Arc<str> = Arc::from(name.as_str());
-            let ice = IceActor::new(
-                tag.clone(),
-                config.ice.clone(),
-                ufrag.clone(),
-                pwd.clone(),
-                Link::new(dtls_tx.clone()),
-                link_peer(),
-                &ice_tx,
-                ex.clone(),
-            );
-            let ice_ok = match ice {
-                Ok(ice) => {
-                    ex.spawn(ice.run(ice_rx)).detach();
-                    true
-                }
-                Err(e) => {
-                    log::error!("[{name}] ICE agent: {e}");
-                    false
-                }
-            };
-            let dtls = DtlsActor::new(
-                tag.clone(),
-                certificate,
-                Link::new(ice_tx.clone()),
-                Link::new(sctp_tx.clone()),
-                link_peer(),
-            );
-            ex.spawn(dtls.run(dtls_rx)).detach();
-            let sctp = SctpActor::new(
-                tag.clone(),
-                config.sctp.clone(),
-                Link::with_batch(router_tx, APP_BATCH),
-                Link::new(router_ctl_tx),
-                Link::new(dtls_tx.clone()),
-                link_peer(),
-            );
-            ex.spawn(sctp.run(sctp_rx)).detach();
-            let max_channels = match config.max_channels {
-                0 => DEFAULT_MAX_CHANNELS,
-                n => n,
-            };
-            let router = Router::new(
-                tag,
-                Link::new(sctp_tx.clone()),
-                Link::with_batch(events_tx.clone(), APP_BATCH),
-                c,
-                k,
-                m,
-                Limits {
-                    max_channels,
-                    local_max_message_size: config.sctp.max_message_size,
-                    budget: b,
-                    dcep: dcep_caps,
-                },
-            );
-            ex.spawn(router.run(router_rx, router_ctl_rx, cmds_rx))
-                .detach();
-            let peer = PeerActor::new(
-                name,
-                config,
-                fingerprint,
-                ufrag,
-                pwd,
-                ice_ok,
-                Link::new(ice_tx),
-                Link::new(dtls_tx),
-                Link::new(sctp_tx),
-                Link::new(events_tx),
-            );
-            ex.spawn(peer.run(peer_rx)).detach();
-        });
+        let handles = pipeline::spawn(runtime, config)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                peer: peer_tx,
-                channel_cmds: cmds_tx,
-                events: events_rx,
-                next_key,
-                max_message_size,
-                budget,
-                dcep_caps,
+                peer: handles.peer,
+                channel_cmds: handles.channel_cmds,
+                events: handles.events,
+                next_key: handles.next_key,
+                max_message_size: handles.max_message_size,
+                budget: handles.budget,
+                dcep_caps: handles.dcep_caps,
                 _runtime: runtime.clone(),
             }),
         })
@@ -405,12 +299,16 @@ impl PeerConnection {
     pub async fn create_data_channel(&self, label: &str, init: ChannelInit) -> Result<DataChannel> {
         init.validate()?;
         if label.len() > u16::MAX as usize {
-            return Err(Error::InvalidArgument(
-                "label longer than 65535 bytes".into(),
-            ));
+            return Err(ArgumentError::TooLong {
+                field: "label",
+                len: label.len(),
+                limit: "DCEP's maximum",
+                max: u16::MAX.into(),
+            }
+            .into());
         }
         let caps = self.inner.dcep_caps;
-        for (what, len, cap, name) in [
+        for (field, len, max, limit) in [
             ("label", label.len(), caps.label, "max_channel_label"),
             (
                 "protocol",
@@ -419,10 +317,14 @@ impl PeerConnection {
                 "max_channel_protocol",
             ),
         ] {
-            if len > cap {
-                return Err(Error::InvalidArgument(format!(
-                    "{what} of {len} bytes exceeds {name} ({cap})"
-                )));
+            if len > max {
+                return Err(ArgumentError::TooLong {
+                    field,
+                    len,
+                    limit,
+                    max,
+                }
+                .into());
             }
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);

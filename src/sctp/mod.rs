@@ -9,9 +9,9 @@
 
 use crate::channel::router::{RouterCtl, RouterMsg};
 use crate::dtls::DtlsMsg;
+use crate::error::SctpError;
 use crate::peer::PeerMsg;
-use crate::runtime::{self, Link, Wake};
-use async_channel::Receiver;
+use crate::runtime::{self, Actor, Link};
 use bytes::{Bytes, BytesMut};
 use rtc_sctp::{
     Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
@@ -22,6 +22,7 @@ use rtc_shared::TransportProtocol;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub(crate) mod reset_gate;
@@ -131,7 +132,7 @@ pub(crate) enum SctpMsg {
 #[derive(Debug)]
 pub(crate) enum SctpReport {
     Connected,
-    Closed(String),
+    Closed(SctpError),
 }
 
 // The DTLS actor is our one transport: rtc-sctp needs addresses, so it gets fixed ones.
@@ -165,6 +166,8 @@ pub(crate) struct SctpActor {
     peer: Link<PeerMsg>,
     /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
     clock: RtoClock,
+    /// When the early retransmission is due (see `rto.rs`), as last computed.
+    early_rtx: Option<Instant>,
     /// Holds the peer's stream resets until their data is in, so rtc-sctp answers them.
     resets: ResetGate,
 }
@@ -195,73 +198,8 @@ impl SctpActor {
             dtls,
             peer,
             clock: RtoClock::new(Instant::now()),
+            early_rtx: None,
             resets: ResetGate::default(),
-        }
-    }
-
-    pub(crate) async fn run(mut self, inbox: Receiver<Vec<SctpMsg>>) {
-        loop {
-            self.drain(Instant::now());
-            self.router_ctl.flush();
-            self.router.flush();
-            self.dtls.flush();
-            self.peer.flush();
-            if self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged() {
-                return;
-            }
-            let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
-            let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
-            let early = self.clock.deadline(srtt, engine);
-            let deadline = early
-                .or(engine.map(|t| self.clock.real(t)))
-                .into_iter()
-                .chain(self.resets.deadline())
-                .min();
-            let wake = runtime::wait(
-                &inbox,
-                true,
-                deadline,
-                &mut [
-                    &mut self.router,
-                    &mut self.router_ctl,
-                    &mut self.dtls,
-                    &mut self.peer,
-                ],
-                &mut runtime::no_extra,
-            )
-            .await;
-            let now = Instant::now();
-            match wake {
-                Wake::Inbox(Some(batch)) => {
-                    // Drain every second input, not once per batch: the peer's window only
-                    // moves with our SACKs, and one SACK per batch of hundreds of packets
-                    // starves it (measured: 146 -> 713 Mbit/s across two threads). Every
-                    // second packet is also when RFC 9260 §6.2 wants a SACK.
-                    let n = batch.len();
-                    for (i, msg) in batch.into_iter().enumerate() {
-                        self.handle(now, msg);
-                        if i % 2 == 1 && i + 1 < n {
-                            self.drain(now);
-                        }
-                    }
-                }
-                Wake::Inbox(None) => self.close(),
-                Wake::Timer => {
-                    if let Some((_, a)) = self.assoc.as_mut() {
-                        if early.is_some_and(|t| t <= now) {
-                            log::debug!(
-                                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
-                                self.name,
-                                self.clock.rto(srtt)
-                            );
-                            self.clock.force(now, a);
-                        } else {
-                            a.handle_timeout(self.clock.at(now));
-                        }
-                    }
-                }
-                Wake::Link | Wake::Extra => {}
-            }
         }
     }
 
@@ -288,7 +226,7 @@ impl SctpActor {
             .with_max_num_outbound_streams(self.config.max_streams)
     }
 
-    fn handle(&mut self, now: Instant, msg: SctpMsg) {
+    fn handle_msg(&mut self, now: Instant, msg: SctpMsg) {
         match msg {
             SctpMsg::Packet(p) => self.packet(now, p),
             SctpMsg::Start { client } => self.start(now, client),
@@ -345,8 +283,8 @@ impl SctpActor {
             ) {
                 Ok(pair) => self.assoc = Some(pair),
                 Err(e) => {
-                    self.peer
-                        .push(PeerMsg::Sctp(SctpReport::Closed(format!("connect: {e}"))));
+                    let e = SctpError::Connect(e.to_string());
+                    self.peer.push(PeerMsg::Sctp(SctpReport::Closed(e)));
                     return;
                 }
             }
@@ -392,73 +330,109 @@ impl SctpActor {
         }
     }
 
-    /// Pulls everything the association has to say, after every input.
-    fn drain(&mut self, now: Instant) {
+    /// Pulls everything the association has to say, after every input: its endpoint
+    /// events, its events, the messages the router can take, the packets to send; again
+    /// while held stream resets come due (our SACKs may have covered their data); then
+    /// whether it closed.
+    fn drain_at(&mut self, now: Instant) {
+        if self.endpoint.is_none() || self.assoc.is_none() {
+            return;
+        }
+        loop {
+            self.endpoint_events();
+            while let Some(ev) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
+                self.association_event(now, ev);
+            }
+            self.read_messages();
+            self.send_packets(now);
+            let due = self.resets.due(now);
+            if due.is_empty() {
+                break;
+            }
+            for p in due {
+                self.feed(now, p);
+            }
+        }
+        self.check_closed();
+    }
+
+    /// The association's notes to its endpoint (rtc-sctp's own bookkeeping).
+    fn endpoint_events(&mut self) {
         let (Some(endpoint), Some((ch, a))) = (self.endpoint.as_mut(), self.assoc.as_mut()) else {
             return;
         };
         while let Some(ev) = a.poll_endpoint_event() {
             endpoint.handle_event(*ch, ev);
         }
-        while let Some(ev) = a.poll() {
-            match ev {
-                Event::Connected => {
-                    self.connected = true;
-                    let max_streams = a
-                        .negotiated_max_streams()
-                        .unwrap_or(self.config.max_streams);
-                    log::info!(
-                        "[{}] SCTP association up ({}, {max_streams} streams)",
-                        self.name,
-                        if self.client { "client" } else { "server" }
-                    );
-                    self.router.push(RouterMsg::Connected {
-                        dtls_client: self.client,
-                        max_streams,
-                        max_message_size: match self.remote_max_message_size {
-                            0 => usize::MAX,
-                            n => n,
-                        },
-                    });
-                    self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
-                }
-                Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
-                    self.readable.push_back(id);
-                }
-                Event::Stream(StreamEvent::Opened { .. }) => {
-                    // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
-                    while a.accept_stream().is_some() {}
-                }
-                Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
-                    self.clock.released(now, n_bytes);
-                    self.queue.released(n_bytes);
-                    self.router_ctl.push(RouterCtl::Released {
-                        stream: id,
-                        bytes: n_bytes,
-                    });
-                }
-                Event::AssociationLost {
-                    reason: AssociationError::Reset,
-                    id,
-                } => {
-                    // What is still queued for the stream can never be sent: freed now, not
-                    // when the association ends (a peer resetting streams with data stuck
-                    // behind its closed window would pile it up otherwise).
-                    let dropped = self.queue.drop_stream(id);
-                    log::debug!(
-                        "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
-                        self.name
-                    );
-                    self.router.push(RouterMsg::StreamClosed { stream: id });
-                }
-                Event::HandshakeFailed { reason } => {
-                    log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
-                    self.connected = true; // let the close below run
-                }
-                _ => {}
+    }
+
+    fn association_event(&mut self, now: Instant, ev: Event) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
+        match ev {
+            Event::Connected => {
+                self.connected = true;
+                let max_streams = a
+                    .negotiated_max_streams()
+                    .unwrap_or(self.config.max_streams);
+                log::info!(
+                    "[{}] SCTP association up ({}, {max_streams} streams)",
+                    self.name,
+                    if self.client { "client" } else { "server" }
+                );
+                self.router.push(RouterMsg::Connected {
+                    dtls_client: self.client,
+                    max_streams,
+                    max_message_size: match self.remote_max_message_size {
+                        0 => usize::MAX,
+                        n => n,
+                    },
+                });
+                self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
             }
+            Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
+                self.readable.push_back(id);
+            }
+            Event::Stream(StreamEvent::Opened { .. }) => {
+                // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
+                while a.accept_stream().is_some() {}
+            }
+            Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
+                self.clock.released(now, n_bytes);
+                self.queue.released(n_bytes);
+                self.router_ctl.push(RouterCtl::Released {
+                    stream: id,
+                    bytes: n_bytes,
+                });
+            }
+            Event::AssociationLost {
+                reason: AssociationError::Reset,
+                id,
+            } => {
+                // What is still queued for the stream can never be sent: freed now, not
+                // when the association ends (a peer resetting streams with data stuck
+                // behind its closed window would pile it up otherwise).
+                let dropped = self.queue.drop_stream(id);
+                log::debug!(
+                    "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
+                    self.name
+                );
+                self.router.push(RouterMsg::StreamClosed { stream: id });
+            }
+            Event::HandshakeFailed { reason } => {
+                log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
+                self.connected = true; // let the close below run
+            }
+            _ => {}
         }
-        // Read whole messages while the router keeps up.
+    }
+
+    /// Reads whole messages for the router while it keeps up (module docs).
+    fn read_messages(&mut self) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
         while !self.router.is_backlogged() && !self.readable.is_empty() {
             let mut n = 0;
             while n < READ_BATCH {
@@ -485,8 +459,15 @@ impl SctpActor {
             }
             self.router.flush();
         }
+    }
+
+    /// Hands queued messages over as the window lets them leave (a few rounds per pass),
+    /// sends the packets, and resends held stream resets that are due.
+    fn send_packets(&mut self, now: Instant) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
         let rto = self.clock.rto(a.rtt());
-        // Hand queued messages over as the window lets them leave: a few rounds per pass.
         for _ in 0..PUMP_ROUNDS {
             if self.connected {
                 pump(
@@ -517,23 +498,21 @@ impl SctpActor {
         for p in self.resets.resend(now, rto) {
             self.dtls.push(DtlsMsg::Send(p.freeze()));
         }
-        // Our SACKs may have covered the data a held stream reset was waiting for.
-        let due = self.resets.due(now);
-        if !due.is_empty() {
-            for p in due {
-                self.feed(now, p);
-            }
-            self.drain(now);
+    }
+
+    /// Reports the association's end once (ABORT or SHUTDOWN, either side) and passes the
+    /// teardown on to DTLS. A server association sits in CLOSED until COOKIE-ECHO: only a
+    /// live one can close.
+    fn check_closed(&mut self) {
+        let Some((_, a)) = self.assoc.as_ref() else {
             return;
-        }
-        // A server association sits in CLOSED until COOKIE-ECHO: only a live one can close.
+        };
         if self.connected && a.is_closed() && !self.closed {
             self.closed = true;
             log::info!("[{}] SCTP association closed", self.name);
             self.router_ctl.push(RouterCtl::AssociationClosed);
-            self.peer.push(PeerMsg::Sctp(SctpReport::Closed(
-                "association closed".into(),
-            )));
+            self.peer
+                .push(PeerMsg::Sctp(SctpReport::Closed(SctpError::Closed)));
             self.dtls.push(DtlsMsg::Close);
         }
     }
@@ -547,13 +526,87 @@ impl SctpActor {
             // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
             let _ = a.abort();
             let now = Instant::now();
-            self.drain(now);
+            self.drain_at(now);
         }
         if !self.closed {
             self.closed = true;
             self.router_ctl.push(RouterCtl::AssociationClosed);
             self.dtls.push(DtlsMsg::Close);
         }
+    }
+}
+
+impl Actor for SctpActor {
+    type Msg = SctpMsg;
+
+    async fn drain(&mut self) {
+        self.drain_at(Instant::now());
+        self.router_ctl.flush();
+        self.router.flush();
+        self.dtls.flush();
+        self.peer.flush();
+    }
+
+    /// Closed, and the ABORT and the router's notice handed over.
+    fn finished(&self) -> bool {
+        self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
+        let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
+        self.early_rtx = self.clock.deadline(srtt, engine);
+        self.early_rtx
+            .or(engine.map(|t| self.clock.real(t)))
+            .into_iter()
+            .chain(self.resets.deadline())
+            .min()
+    }
+
+    fn handle(&mut self, now: Instant, batch: Vec<SctpMsg>) {
+        // Drain every second input, not once per batch: the peer's window only moves with
+        // our SACKs, and one SACK per batch of hundreds of packets starves it (measured:
+        // 146 -> 713 Mbit/s across two threads). Every second packet is also when RFC 9260
+        // §6.2 wants a SACK.
+        let n = batch.len();
+        for (i, msg) in batch.into_iter().enumerate() {
+            self.handle_msg(now, msg);
+            if i % 2 == 1 && i + 1 < n {
+                self.drain_at(now);
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return;
+        };
+        if self.early_rtx.is_some_and(|t| t <= now) {
+            log::debug!(
+                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
+                self.name,
+                self.clock.rto(a.rtt())
+            );
+            self.clock.force(now, a);
+        } else {
+            a.handle_timeout(self.clock.at(now));
+        }
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        runtime::poll_links(
+            &mut [
+                &mut self.router,
+                &mut self.router_ctl,
+                &mut self.dtls,
+                &mut self.peer,
+            ],
+            cx,
+        )
     }
 }
 

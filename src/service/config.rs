@@ -207,7 +207,9 @@ impl ServiceConfig {
             ),
         ] {
             if v == 0 {
-                return Err(Error::InvalidArgument(format!("{name} must be at least 1")));
+                return Err(Error::InvalidArgument(
+                    format!("{name} must be at least 1").into(),
+                ));
             }
         }
         for (name, v) in [
@@ -217,7 +219,9 @@ impl ServiceConfig {
             ("connect-timeout", self.connect_timeout),
         ] {
             if v.is_zero() {
-                return Err(Error::InvalidArgument(format!("{name} must be above 0")));
+                return Err(Error::InvalidArgument(
+                    format!("{name} must be above 0").into(),
+                ));
             }
         }
         Ok(())
@@ -254,9 +258,12 @@ pub fn check_allowed_host(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !ok {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(
+            format!(
             "allow-host {name:?}: expected a host name (letters, digits, - and .), without a port"
-        )));
+        )
+            .into(),
+        ));
     }
     Ok(())
 }
@@ -264,9 +271,10 @@ pub fn check_allowed_host(name: &str) -> Result<()> {
 /// An `--allow-origin`: `http://` or `https://`, a host, an optional port, nothing else.
 pub fn check_allowed_origin(origin: &str) -> Result<()> {
     if super::guard::Origin::parse(origin).is_none() {
-        return Err(Error::InvalidArgument(format!(
-            "allow-origin {origin:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
-        )));
+        return Err(Error::InvalidArgument(
+            format!("allow-origin {origin:?}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+                .into(),
+        ));
     }
     Ok(())
 }

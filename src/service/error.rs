@@ -346,12 +346,15 @@ mod tests {
             (Error::Sdp(sdp_error()), 400),
             (Error::InvalidArgument("x".into()), 400),
             (Error::InvalidState("x".into()), 400),
-            (Error::Limit("max_remote_candidates (100)".into()), 422),
+            (
+                Error::Limit(crate::LimitError::new("max_remote_candidates", 100, "x")),
+                422,
+            ),
             (Error::Closed, 409),
             (Error::FingerprintMismatch, 500),
-            (Error::Dtls("x".into()), 500),
-            (Error::Ice("x".into()), 500),
-            (Error::Sctp("x".into()), 500),
+            (Error::Dtls(crate::DtlsError::Handshake("x".into())), 500),
+            (Error::Ice(crate::IceError::NoAddress), 500),
+            (Error::Sctp(crate::SctpError::Closed), 500),
             (io(), 500),
         ];
         for (e, status) in cases {

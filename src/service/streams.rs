@@ -53,9 +53,9 @@ pub fn check_stream_name(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
-        return Err(Error::InvalidArgument(format!(
-            "stream name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-        )));
+        return Err(Error::InvalidArgument(
+            format!("stream name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'").into(),
+        ));
     }
     Ok(())
 }
@@ -66,9 +66,10 @@ impl StreamConfig {
     pub fn add(streams: &mut Vec<StreamConfig>, kind: MediaKind, flag: &str) -> Result<()> {
         let what = kind.as_str();
         let Some((name, source)) = flag.split_once('=') else {
-            return Err(Error::InvalidArgument(format!(
-                "--{what} {flag:?}: expected NAME=SOURCE, e.g. --{what} cam=file:cam.h264"
-            )));
+            return Err(Error::InvalidArgument(
+                format!("--{what} {flag:?}: expected NAME=SOURCE, e.g. --{what} cam=file:cam.h264")
+                    .into(),
+            ));
         };
         Self::add_source(streams, kind, name.trim(), source.trim())
     }
@@ -85,15 +86,15 @@ impl StreamConfig {
         let spec = SourceSpec::parse(source)
             .and_then(|s| s.check_kind(kind).map(|()| s))
             .map_err(|e| {
-                Error::InvalidArgument(format!("stream {name}: {what} {source:?}: {e}"))
+                Error::InvalidArgument(format!("stream {name}: {what} {source:?}: {e}").into())
             })?;
         let i = match streams.iter().position(|s| s.name == name) {
             Some(i) => i,
             None => {
                 if streams.len() >= MAX_STREAMS {
-                    return Err(Error::InvalidArgument(format!(
-                        "more than {MAX_STREAMS} streams"
-                    )));
+                    return Err(Error::InvalidArgument(
+                        format!("more than {MAX_STREAMS} streams").into(),
+                    ));
                 }
                 streams.push(StreamConfig {
                     name: name.to_owned(),
@@ -110,7 +111,7 @@ impl StreamConfig {
         if let Some((old, _)) = slot {
             return Err(Error::InvalidArgument(format!(
                 "stream {name}: two {what} sources ({old:?} and {source:?}); a stream has at most one {what} track"
-            )));
+            ).into()));
         }
         *slot = Some((source.to_owned(), spec));
         Ok(())
@@ -124,25 +125,27 @@ pub(crate) fn check_streams(streams: &[StreamConfig]) -> Result<()> {
     for (i, s) in streams.iter().enumerate() {
         check_stream_name(&s.name)?;
         if streams[..i].iter().any(|o| o.name == s.name) {
-            return Err(Error::InvalidArgument(format!(
-                "stream {} is given twice",
-                s.name
-            )));
+            return Err(Error::InvalidArgument(
+                format!("stream {} is given twice", s.name).into(),
+            ));
         }
         for (text, spec) in s.video.iter().chain(&s.audio) {
             if let SourceSpec::Rtp { addr, .. } = spec {
                 if addrs.contains(addr) {
-                    return Err(Error::InvalidArgument(format!(
-                        "stream {}: {text}: the port is used by another stream",
-                        s.name
-                    )));
+                    return Err(Error::InvalidArgument(
+                        format!(
+                            "stream {}: {text}: the port is used by another stream",
+                            s.name
+                        )
+                        .into(),
+                    ));
                 }
                 addrs.push(*addr);
                 std::net::UdpSocket::bind(addr).map_err(|e| {
                     Error::InvalidArgument(format!(
                         "stream {}: {text}: cannot bind {addr}: {e} (is another program sending to or listening on it?)",
                         s.name
-                    ))
+                    ).into())
                 })?;
             }
         }

@@ -119,7 +119,7 @@ impl Options {
         };
         self.ice
             .apply(&mut config.ice)
-            .map_err(Error::InvalidArgument)?;
+            .map_err(|e| Error::InvalidArgument(e.into()))?;
         Ok(config)
     }
 }

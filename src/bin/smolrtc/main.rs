@@ -116,7 +116,7 @@ fn serve(settings: ServeSettings, m: &ArgMatches) -> smolrtc::Result<()> {
     let from_file = settings.config.clone();
     let settings = settings
         .resolve(m)
-        .map_err(smolrtc::Error::InvalidArgument)?;
+        .map_err(|e| smolrtc::Error::InvalidArgument(e.into()))?;
     if let Some(path) = from_file {
         log::info!("settings from {}", path.display());
     }

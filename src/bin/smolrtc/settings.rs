@@ -413,7 +413,7 @@ impl ServeSettings {
         self.check()?;
         #[cfg(feature = "media")]
         let streams = self.stream_configs()?;
-        let invalid = smolrtc::Error::InvalidArgument;
+        let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
             (None, Some(path)) => Some(read_token_file(path)?),
@@ -493,9 +493,10 @@ impl ServeSettings {
         }
         for (name, t) in &self.streams {
             if t.video.is_none() && t.audio.is_none() {
-                return Err(smolrtc::Error::InvalidArgument(format!(
-                    "[streams.{name}]: give video = \"SOURCE\" and/or audio = \"SOURCE\""
-                )));
+                return Err(smolrtc::Error::InvalidArgument(
+                    format!("[streams.{name}]: give video = \"SOURCE\" and/or audio = \"SOURCE\"")
+                        .into(),
+                ));
             }
             for (kind, source) in [(MediaKind::Video, &t.video), (MediaKind::Audio, &t.audio)] {
                 if let Some(source) = source {
@@ -603,14 +604,13 @@ fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
 /// file, never its content.
 fn read_token_file(path: &Path) -> smolrtc::Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()))
+        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()).into())
     })?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     if token.is_empty() {
-        return Err(smolrtc::Error::InvalidArgument(format!(
-            "--token-file {}: the file is empty",
-            path.display()
-        )));
+        return Err(smolrtc::Error::InvalidArgument(
+            format!("--token-file {}: the file is empty", path.display()).into(),
+        ));
     }
     Ok(token)
 }

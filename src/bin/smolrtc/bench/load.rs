@@ -89,13 +89,13 @@ struct Target {
 impl Target {
     fn parse(url: &str) -> Result<Self> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            Error::InvalidArgument(format!("--url must start with http://, got {url:?}"))
+            Error::InvalidArgument(format!("--url must start with http://, got {url:?}").into())
         })?;
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if host.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "--url has no host: {url:?}"
-            )));
+            return Err(Error::InvalidArgument(
+                format!("--url has no host: {url:?}").into(),
+            ));
         }
         let with_port = if host
             .rsplit_once(':')
@@ -107,9 +107,9 @@ impl Target {
         };
         let addr = with_port
             .to_socket_addrs()
-            .map_err(|e| Error::InvalidArgument(format!("--url {url:?}: {e}")))?
+            .map_err(|e| Error::InvalidArgument(format!("--url {url:?}: {e}").into()))?
             .next()
-            .ok_or_else(|| Error::InvalidArgument(format!("--url {url:?}: no address")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("--url {url:?}: no address").into()))?;
         Ok(Self {
             addr,
             host: host.to_owned(),
@@ -126,10 +126,13 @@ async fn bounded<T>(
 ) -> Result<T> {
     futures_lite::future::or(fut, async {
         async_io::Timer::after(limit).await;
-        Err(Error::InvalidState(format!(
-            "timed out after {:.0} s waiting for {what}",
-            limit.as_secs_f64()
-        )))
+        Err(Error::InvalidState(
+            format!(
+                "timed out after {:.0} s waiting for {what}",
+                limit.as_secs_f64()
+            )
+            .into(),
+        ))
     })
     .await
 }
@@ -180,10 +183,9 @@ async fn post_offer(target: &Target, offer: &Description) -> Result<Description>
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| Error::InvalidState("HTTP answer without a status".into()))?;
     if status != 200 {
-        return Err(Error::InvalidState(format!(
-            "POST /api/offer: {status} {}",
-            reply.trim()
-        )));
+        return Err(Error::InvalidState(
+            format!("POST /api/offer: {status} {}", reply.trim()).into(),
+        ));
     }
     if head
         .to_ascii_lowercase()
@@ -195,10 +197,13 @@ async fn post_offer(target: &Target, offer: &Description) -> Result<Description>
     }
     let answer = Description::from_json(&reply)?;
     if answer.kind != SdpType::Answer {
-        return Err(Error::InvalidState(format!(
-            "POST /api/offer: expected an answer, got {:?}",
-            answer.kind.as_str()
-        )));
+        return Err(Error::InvalidState(
+            format!(
+                "POST /api/offer: expected an answer, got {:?}",
+                answer.kind.as_str()
+            )
+            .into(),
+        ));
     }
     Ok(answer)
 }
@@ -279,7 +284,7 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
     };
     opts.ice
         .apply(&mut template.ice)
-        .map_err(Error::InvalidArgument)?;
+        .map_err(|e| Error::InvalidArgument(e.into()))?;
     log::info!(
         "bench load: {} connections to {} in batches of {}",
         opts.connections,

@@ -60,7 +60,11 @@ async fn until<T>(
         })
         .await;
         match next {
-            None => return Err(Error::InvalidState(format!("timed out waiting for {what}"))),
+            None => {
+                return Err(Error::InvalidState(
+                    format!("timed out waiting for {what}").into(),
+                ))
+            }
             Some(None) => return Err(Error::Closed),
             Some(Some(Event::Error(e))) => return Err(e),
             Some(Some(e)) => {
@@ -116,10 +120,13 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
 
     let max = tx.max_message_size().unwrap_or(usize::MAX);
     if opts.message_size > max {
-        return Err(Error::InvalidArgument(format!(
-            "--message-size {} exceeds the negotiated max-message-size {max}",
-            opts.message_size
-        )));
+        return Err(Error::InvalidArgument(
+            format!(
+                "--message-size {} exceeds the negotiated max-message-size {max}",
+                opts.message_size
+            )
+            .into(),
+        ));
     }
     // One buffer, sliced: the pattern lets the receiver check every byte cheaply.
     let pattern: Bytes = (0..opts.message_size)
@@ -154,9 +161,9 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
             })
             .await?;
             if m[..] != pattern[..m.len()] {
-                return Err(Error::InvalidState(format!(
-                    "corrupt message at byte {got}"
-                )));
+                return Err(Error::InvalidState(
+                    format!("corrupt message at byte {got}").into(),
+                ));
             }
             got += m.len();
         }
@@ -194,7 +201,7 @@ pub fn loopback(opts: LoopbackOptions) -> Result<()> {
     );
     println!(
         "{}",
-        serde_json::to_string(&result).map_err(|e| Error::InvalidState(e.to_string()))?
+        serde_json::to_string(&result).map_err(|e| Error::InvalidState(e.to_string().into()))?
     );
     Ok(())
 }

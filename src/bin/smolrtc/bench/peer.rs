@@ -140,11 +140,13 @@ async fn next_event(events: &mut EventStream, deadline: Instant, what: &str) -> 
     })
     .await;
     match next {
-        None => Err(Error::InvalidState(format!("timed out waiting for {what}"))),
+        None => Err(Error::InvalidState(
+            format!("timed out waiting for {what}").into(),
+        )),
         Some(None) => Err(Error::Closed),
         Some(Some(Event::Error(e))) => Err(e),
         Some(Some(Event::ConnectionState(smolrtc::ConnectionState::Failed))) => Err(
-            Error::InvalidState(format!("connection failed while waiting for {what}")),
+            Error::InvalidState(format!("connection failed while waiting for {what}").into()),
         ),
         Some(Some(e)) => Ok(e),
     }
@@ -166,7 +168,8 @@ async fn until<T>(
 /// Prints one JSON line on stdout and flushes it (the stdio protocol's unit).
 pub(crate) fn print_line(value: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
-    let text = serde_json::to_string(value).map_err(|e| Error::InvalidState(e.to_string()))?;
+    let text =
+        serde_json::to_string(value).map_err(|e| Error::InvalidState(e.to_string().into()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
     out.flush()?;
@@ -198,7 +201,7 @@ async fn read_description() -> Result<Description> {
             "stdin closed before a description".into(),
         ));
     }
-    crate::console::parse_remote(line.trim()).map_err(Error::InvalidArgument)
+    crate::console::parse_remote(line.trim()).map_err(|e| Error::InvalidArgument(e.into()))
 }
 
 /// Runs one side of the benchmark.
@@ -215,7 +218,7 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
     };
     opts.ice
         .apply(&mut config.ice)
-        .map_err(Error::InvalidArgument)?;
+        .map_err(|e| Error::InvalidArgument(e.into()))?;
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
@@ -294,10 +297,13 @@ async fn send(
 ) -> Result<(u64, u64, f64, bool)> {
     let max = ch.max_message_size().unwrap_or(usize::MAX);
     if opts.message_size > max {
-        return Err(Error::InvalidArgument(format!(
-            "--message-size {} exceeds the negotiated max-message-size {max}",
-            opts.message_size
-        )));
+        return Err(Error::InvalidArgument(
+            format!(
+                "--message-size {} exceeds the negotiated max-message-size {max}",
+                opts.message_size
+            )
+            .into(),
+        ));
     }
     ch.set_buffered_amount_low_threshold(opts.high_water / 2);
     let began = Instant::now();

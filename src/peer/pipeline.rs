@@ -1,0 +1,205 @@
+//! The wiring of one peer connection: every actor's inbox, the links between them, and
+//! the actors spawned on the smolrtc thread.
+//!
+//! ```text
+//!            ┌──────────────── reports (PeerMsg) ────────────────┐
+//!            ▼                                                    │
+//!   handles ─► peer ─► ICE ◄──► DTLS ◄──► SCTP ─► router (data, ctl) ─► events ─► app
+//!                      ▲                         ▲
+//!                      └ sockets                  └ channel commands (DataChannel handles)
+//! ```
+//!
+//! Media (issue 16) gets its place here: a media actor with its own inbox, fed by the ICE
+//! agent with the datagrams RFC 7983 gives to (S)RTP (first byte 128–191, dropped today),
+//! keyed by the DTLS transport's SRTP keying material once the handshake is done, and
+//! sending its packets through ICE like DTLS does.
+
+use super::actor::{self, PeerActor, PeerMsg};
+use super::{Config, Event};
+use crate::channel::dcep::Caps;
+use crate::channel::router::{Limits, Router, RouterCtl, RouterMsg, DEFAULT_MAX_CHANNELS};
+use crate::channel::{
+    ChannelCmd, SendBudget, DEFAULT_MAX_CHANNEL_LABEL, DEFAULT_MAX_CHANNEL_PROTOCOL,
+};
+use crate::dtls::{Certificate, DtlsActor, DtlsMsg};
+use crate::error::Result;
+use crate::ice::{IceActor, IceMsg};
+use crate::runtime::{self, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
+use crate::sctp::{SctpActor, SctpMsg};
+use async_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicU32, AtomicUsize};
+use std::sync::Arc;
+
+/// What the handles keep of a spawned pipeline.
+pub(super) struct Handles {
+    pub(super) peer: Sender<Vec<PeerMsg>>,
+    pub(super) channel_cmds: Sender<Vec<ChannelCmd>>,
+    pub(super) events: Receiver<Vec<Event>>,
+    pub(super) next_key: Arc<AtomicU32>,
+    pub(super) max_message_size: Arc<AtomicUsize>,
+    pub(super) budget: Arc<SendBudget>,
+    pub(super) dcep_caps: Caps,
+}
+
+/// One bounded inbox: its senders are handed out as links, its receiver to the actor.
+struct Inbox<T> {
+    tx: Sender<Vec<T>>,
+    rx: Receiver<Vec<T>>,
+}
+
+impl<T: 'static> Inbox<T> {
+    fn new(batches: usize) -> Self {
+        let (tx, rx) = async_channel::bounded(batches);
+        Self { tx, rx }
+    }
+
+    fn link(&self) -> Link<T> {
+        Link::new(self.tx.clone())
+    }
+
+    /// A link whose batches hold at most `batch` items (app-ward hops, see runtime).
+    fn link_batched(&self, batch: usize) -> Link<T> {
+        Link::with_batch(self.tx.clone(), batch)
+    }
+}
+
+/// Every inbox of one connection, made before any actor so each can get its neighbours.
+struct Inboxes {
+    peer: Inbox<PeerMsg>,
+    ice: Inbox<IceMsg>,
+    dtls: Inbox<DtlsMsg>,
+    sctp: Inbox<SctpMsg>,
+    /// SCTP → router: whole messages (short: a slow application closes SCTP's window).
+    router: Inbox<RouterMsg>,
+    /// SCTP → router: released bytes and the association's end, read even when backlogged.
+    router_ctl: Inbox<RouterCtl>,
+    /// `DataChannel` handles → router.
+    cmds: Inbox<ChannelCmd>,
+    /// Router and peer actor → the application.
+    events: Inbox<Event>,
+}
+
+impl Inboxes {
+    fn new() -> Self {
+        Self {
+            peer: Inbox::new(INBOX_BATCHES),
+            ice: Inbox::new(INBOX_BATCHES),
+            dtls: Inbox::new(INBOX_BATCHES),
+            sctp: Inbox::new(INBOX_BATCHES),
+            router: Inbox::new(APP_BATCHES),
+            router_ctl: Inbox::new(INBOX_BATCHES),
+            cmds: Inbox::new(INBOX_BATCHES),
+            events: Inbox::new(APP_BATCHES),
+        }
+    }
+}
+
+/// Makes a connection's inboxes and spawns its five actors on `runtime`.
+pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
+    let certificate = match &config.certificate {
+        Some(c) => c.clone(),
+        None => Certificate::generate()?,
+    };
+    let (ufrag, pwd) = actor::ice_credentials()?;
+    let or = |n: usize, default: usize| if n == 0 { default } else { n };
+    let inboxes = Inboxes::new();
+    let handles = Handles {
+        peer: inboxes.peer.tx.clone(),
+        channel_cmds: inboxes.cmds.tx.clone(),
+        events: inboxes.events.rx.clone(),
+        next_key: Arc::new(AtomicU32::new(1)),
+        max_message_size: Arc::new(AtomicUsize::new(0)),
+        budget: Arc::new(SendBudget::new(
+            config.sctp.send_buffer_per_channel,
+            config.sctp.send_buffer_per_connection,
+        )),
+        dcep_caps: Caps {
+            label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
+            protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
+        },
+    };
+    let shared = (
+        handles.next_key.clone(),
+        handles.max_message_size.clone(),
+        handles.budget.clone(),
+        handles.dcep_caps,
+    );
+    runtime.spawn_actors(move |ex| {
+        let (next_key, max_message_size, budget, dcep) = shared;
+        let i = inboxes;
+        let name = config.name.clone();
+        let tag: Arc<str> = Arc::from(name.as_str());
+        let ice = IceActor::new(
+            tag.clone(),
+            config.ice.clone(),
+            ufrag.clone(),
+            pwd.clone(),
+            i.dtls.link(),
+            i.peer.link(),
+            &i.ice.tx,
+            ex.clone(),
+        );
+        let ice_ok = match ice {
+            Ok(ice) => {
+                ex.spawn(runtime::drive(ice, i.ice.rx.clone())).detach();
+                true
+            }
+            Err(e) => {
+                log::error!("[{name}] ICE agent: {e}");
+                false
+            }
+        };
+        let dtls = DtlsActor::new(
+            tag.clone(),
+            certificate.clone(),
+            i.ice.link(),
+            i.sctp.link(),
+            i.peer.link(),
+        );
+        ex.spawn(runtime::drive(dtls, i.dtls.rx.clone())).detach();
+        let sctp = SctpActor::new(
+            tag.clone(),
+            config.sctp.clone(),
+            i.router.link_batched(APP_BATCH),
+            i.router_ctl.link(),
+            i.dtls.link(),
+            i.peer.link(),
+        );
+        ex.spawn(runtime::drive(sctp, i.sctp.rx.clone())).detach();
+        let router = Router::new(
+            tag,
+            i.sctp.link(),
+            i.events.link_batched(APP_BATCH),
+            i.cmds.tx.clone(),
+            next_key,
+            max_message_size,
+            Limits {
+                max_channels: or(config.max_channels, DEFAULT_MAX_CHANNELS),
+                local_max_message_size: config.sctp.max_message_size,
+                budget,
+                dcep,
+            },
+        );
+        ex.spawn(router.run(
+            i.router.rx.clone(),
+            i.router_ctl.rx.clone(),
+            i.cmds.rx.clone(),
+        ))
+        .detach();
+        let fingerprint = certificate.fingerprint().clone();
+        let peer = PeerActor::new(
+            name,
+            config,
+            fingerprint,
+            ufrag,
+            pwd,
+            ice_ok,
+            i.ice.link(),
+            i.dtls.link(),
+            i.sctp.link(),
+            i.events.link(),
+        );
+        ex.spawn(runtime::drive(peer, i.peer.rx.clone())).detach();
+    });
+    Ok(handles)
+}
