@@ -48,6 +48,14 @@ pub enum Error {
     Closed,
 }
 
+impl Error {
+    /// An [`Error::InvalidArgument`] with the caller's own description (a setting, a URL,
+    /// a file the caller named).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(ArgumentError::Invalid(message.into()))
+    }
+}
+
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

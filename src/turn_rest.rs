@@ -45,7 +45,7 @@ pub struct Credentials {
 impl TurnRest {
     /// Checks every URL (TURN, no credentials inside) and the secret (not empty).
     pub fn new(urls: Vec<String>, secret: &[u8], ttl: Duration) -> Result<Self> {
-        let invalid = Error::InvalidArgument;
+        let invalid = |e: String| Error::invalid(e);
         if urls.is_empty() {
             return Err(invalid("turn-url: at least one is needed".into()));
         }
@@ -80,9 +80,8 @@ impl TurnRest {
         path: &std::path::Path,
         ttl: Duration,
     ) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!("turn-secret-file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid(format!("turn-secret-file {}: {e}", path.display())))?;
         let secret = text.lines().next().unwrap_or_default().trim();
         Self::new(urls, secret.as_bytes(), ttl)
     }

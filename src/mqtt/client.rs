@@ -113,7 +113,7 @@ impl MqttClient {
     /// Publishes with QoS 1; waits only for room in the queue, not for the broker.
     pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> crate::Result<()> {
         TopicName::try_from(topic)
-            .map_err(|e| crate::Error::InvalidArgument(format!("topic {topic:?}: {e}")))?;
+            .map_err(|e| crate::Error::invalid(format!("topic {topic:?}: {e}")))?;
         self.commands
             .send(Command::Publish(topic.to_owned(), payload, retain))
             .await
@@ -123,7 +123,7 @@ impl MqttClient {
     /// Subscribes (QoS 1) now and on every reconnection.
     pub async fn subscribe(&self, filter: &str) -> crate::Result<()> {
         TopicFilter::try_from(filter)
-            .map_err(|e| crate::Error::InvalidArgument(format!("filter {filter:?}: {e}")))?;
+            .map_err(|e| crate::Error::invalid(format!("filter {filter:?}: {e}")))?;
         self.commands
             .send(Command::Subscribe(filter.to_owned()))
             .await

@@ -71,7 +71,7 @@ impl Device {
 
 /// Checks the topic names the settings make.
 pub(crate) fn check(config: &MqttConfig, device: &str) -> crate::Result<()> {
-    Topics::new(&config.prefix, device).map_err(crate::Error::InvalidArgument)?;
+    Topics::new(&config.prefix, device).map_err(crate::Error::invalid)?;
     Ok(())
 }
 

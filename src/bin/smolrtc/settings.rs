@@ -510,7 +510,7 @@ impl ServeSettings {
 
 impl ServeSettings {
     fn turn_rest(&self) -> smolrtc::Result<Option<smolrtc::turn_rest::TurnRest>> {
-        let invalid = smolrtc::Error::InvalidArgument;
+        let invalid = |e: String| smolrtc::Error::invalid(e);
         match (&self.turn_secret_file, self.turn_urls.is_empty()) {
             (None, true) => Ok(None),
             (None, false) => Err(invalid("--turn-url needs --turn-secret-file".into())),
@@ -525,7 +525,7 @@ impl ServeSettings {
     }
 
     fn mqtt_config(&self) -> smolrtc::Result<Option<smolrtc::mqtt::MqttConfig>> {
-        let invalid = smolrtc::Error::InvalidArgument;
+        let invalid = |e: String| smolrtc::Error::invalid(e);
         let Some(url) = &self.mqtt else {
             if self.listen.0.is_none() {
                 return Err(invalid(
