@@ -566,6 +566,14 @@ fn ice_restart_keeps_open_channels() {
             );
         }
         assert_eq!(ch.state(), ChannelState::Open);
+        // A restart is done once its answer is in: B's next offer keeps its credentials.
+        let current = b.pc.local_description().await.unwrap();
+        let again = b.pc.create_offer().await.unwrap();
+        assert_eq!(
+            ice_ufrag(&again.sdp),
+            ice_ufrag(&current.sdp),
+            "no second restart"
+        );
         // No step back: the connection never left "connected".
         for p in [&mut a, &mut b] {
             while let Some(e) = p.events.try_next() {

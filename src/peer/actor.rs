@@ -533,8 +533,9 @@ impl PeerActor {
             self.apply_local_restart(ufrag, pwd);
             self.start_checks(controlling, creds);
         } else if !is_offer && matches!(self.restart, IceRestart::Applied) {
-            // As before: the restart stays wanted, so the next offer restarts again.
-            self.restart = IceRestart::Wanted;
+            // The restart is done: later offers keep these credentials, and a new
+            // restart_ice() asks for negotiation again.
+            self.restart = IceRestart::Idle;
             self.start_checks(controlling, creds);
         } else if changed {
             log::warn!(
