@@ -455,26 +455,7 @@ impl Router {
     fn data(&mut self, stream: u16, ppi: Ppi, data: Bytes) {
         let key = self.by_stream.get(&stream).copied();
         if ppi == Ppi::Dcep {
-            match dcep::parse(&data, self.dcep_caps) {
-                Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
-                Err(dcep::ParseError::TooLong(e)) => {
-                    if self.may_open(stream, key, "") {
-                        log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
-                        self.sctp.push(SctpMsg::Reset { stream });
-                    }
-                }
-                Ok(Dcep::Ack) => {
-                    let Some(key) = key else { return };
-                    if self.channels[&key].state == ChannelState::Connecting {
-                        self.set_state(key, ChannelState::Open);
-                        let h = self.channels[&key].handle.clone();
-                        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open", self.name);
-                        self.emit(Event::ChannelOpen(h));
-                    }
-                }
-                Err(e) => log::warn!("[{}] stream {stream}: {e}; ignored", self.name),
-            }
-            return;
+            return self.dcep(stream, key, &data);
         }
         let Some(key) = key else {
             log::debug!(
@@ -497,22 +478,61 @@ impl Router {
             // events once closing).
             return;
         }
-        let max = self.local_max_message_size;
-        if max != 0 && data.len() > max {
-            // The peer ignored our a=max-message-size (RFC 8841 §6): the message is dropped
-            // and its channel closed; the connection and its other channels go on.
-            log::warn!(
-                "[{}] data channel {}: message of {} bytes exceeds our max-message-size \
-                 ({max}): dropped, channel closed",
-                self.name,
-                self.channels[&key].handle,
-                data.len()
-            );
-            self.close(key);
+        if self.oversized(key, data.len()) {
             return;
         }
+        let Some(message) = self.message(stream, ppi, data) else {
+            return;
+        };
+        let h = self.channels[&key].handle.clone();
+        self.emit(Event::ChannelMessage(h, message));
+    }
 
-        let message = match ppi {
+    /// A DCEP message (RFC 8832) on `stream`, whose channel is `key` if it has one.
+    fn dcep(&mut self, stream: u16, key: Option<u32>, data: &[u8]) {
+        match dcep::parse(data, self.dcep_caps) {
+            Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
+            Err(dcep::ParseError::TooLong(e)) => {
+                if self.may_open(stream, key, "") {
+                    log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
+                    self.sctp.push(SctpMsg::Reset { stream });
+                }
+            }
+            Ok(Dcep::Ack) => {
+                let Some(key) = key else { return };
+                if self.channels[&key].state == ChannelState::Connecting {
+                    self.set_state(key, ChannelState::Open);
+                    let h = self.channels[&key].handle.clone();
+                    log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open", self.name);
+                    self.emit(Event::ChannelOpen(h));
+                }
+            }
+            Err(e) => log::warn!("[{}] stream {stream}: {e}; ignored", self.name),
+        }
+    }
+
+    /// True, and channel `key` closed, when a message of `len` bytes exceeds our
+    /// max-message-size.
+    fn oversized(&mut self, key: u32, len: usize) -> bool {
+        let max = self.local_max_message_size;
+        if max == 0 || len <= max {
+            return false;
+        }
+        // The peer ignored our a=max-message-size (RFC 8841 §6): the message is dropped
+        // and its channel closed; the connection and its other channels go on.
+        log::warn!(
+            "[{}] data channel {}: message of {len} bytes exceeds our max-message-size \
+             ({max}): dropped, channel closed",
+            self.name,
+            self.channels[&key].handle,
+        );
+        self.close(key);
+        true
+    }
+
+    /// The user message a payload of `ppi` carries; none for a PPI that is not user data.
+    fn message(&self, stream: u16, ppi: Ppi, data: Bytes) -> Option<Message> {
+        Some(match ppi {
             Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -528,11 +548,9 @@ impl Router {
             Ppi::BinaryEmpty => Message::Binary(Bytes::new()),
             other => {
                 log::debug!("[{}] stream {stream}: PPI {other} ignored", self.name);
-                return;
+                return None;
             }
-        };
-        let h = self.channels[&key].handle.clone();
-        self.emit(Event::ChannelMessage(h, message));
+        })
     }
 
     fn remote_open(
