@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::forward::{route_candidate, Forwarder};
 use common::*;
 use smolrtc::{ChannelInit, ChannelState, ConnectionState, Error, Event, Message};
 use std::net::UdpSocket;
@@ -631,37 +632,20 @@ fn connects_over_ipv6() {
 /// Server certificate flights `flight_dropper` drops.
 const FLIGHTS_DROPPED: usize = 2;
 
-/// A forwarder in front of `target`: what arrives on `front` goes to `target` from `back`
-/// and back again, except the first [`FLIGHTS_DROPPED`] DTLS handshake datagrams toward
-/// `target` longer than 300 bytes (the server's certificate flight).
-fn flight_dropper(target: std::net::SocketAddr) -> std::net::SocketAddr {
-    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let front_addr = front.local_addr().unwrap();
-    let (f2, b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
-    let peer = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let p2 = peer.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut to_drop = FLIGHTS_DROPPED;
-        while let Ok((n, from)) = front.recv_from(&mut buf) {
-            *p2.lock().unwrap() = Some(from);
-            if to_drop > 0 && buf[0] == 22 && n > 300 {
-                to_drop -= 1;
-                continue;
-            }
-            let _ = back.send_to(&buf[..n], target);
-        }
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = b2.recv_from(&mut buf) {
-            if let Some(to) = *peer.lock().unwrap() {
-                let _ = f2.send_to(&buf[..n], to);
-            }
-        }
-    });
-    front_addr
+/// A forwarder in front of `target` that drops the first [`FLIGHTS_DROPPED`] DTLS
+/// handshake datagrams toward `target` longer than 300 bytes (the server's certificate
+/// flight).
+fn flight_dropper(target: std::net::SocketAddr) -> Forwarder {
+    let mut to_drop = FLIGHTS_DROPPED;
+    Forwarder::start(
+        target,
+        move |d| {
+            let drop = to_drop > 0 && d.first() == Some(&22) && d.len() > 300;
+            to_drop -= usize::from(drop);
+            !drop
+        },
+        |_| {},
+    )
 }
 
 /// RFC 6347 §4.2.4: the server's certificate flight is lost, twice; the handshake
@@ -687,22 +671,7 @@ fn lost_dtls_server_flight_is_resent() {
             // B learns A from its checks (through the forwarder) only.
             |offer| offer.sdp = strip(&offer.sdp),
             // A reaches B only through the forwarder; B answers active, so A is the server.
-            |answer| {
-                let line = answer
-                    .sdp
-                    .split("\r\n")
-                    .find(|l| l.starts_with("a=candidate") && l.contains("127.0.0.1"))
-                    .unwrap()
-                    .to_owned();
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let target = format!("{}:{}", f[4], f[5]).parse().unwrap();
-                let front = flight_dropper(target);
-                let new = line.replace(
-                    &format!(" {} {} ", f[4], f[5]),
-                    &format!(" 127.0.0.1 {} ", front.port()),
-                );
-                answer.sdp = answer.sdp.replace(&line, &new);
-            },
+            |answer| route_candidate(&mut answer.sdp, |target| flight_dropper(target).front()),
         )
         .await;
         opened(&mut a, "dtls").await;
