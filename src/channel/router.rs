@@ -724,23 +724,10 @@ impl Actor for Router {
 
     /// The control inbox, then the commands.
     fn poll_extra(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(ctl) = self.ctl.as_mut() {
-            if let Poll::Ready(b) = ctl.as_mut().poll_next(cx) {
-                if b.is_none() {
-                    self.ctl = None;
-                }
-                self.ctl_batch = b;
-                return Poll::Ready(());
-            }
-        }
-        if let Some(cmds) = self.cmds.as_mut() {
-            if let Poll::Ready(b) = cmds.as_mut().poll_next(cx) {
-                if b.is_none() {
-                    self.cmds = None;
-                }
-                self.cmd_batch = b;
-                return Poll::Ready(());
-            }
+        if poll_batch(&mut self.ctl, &mut self.ctl_batch, cx)
+            || poll_batch(&mut self.cmds, &mut self.cmd_batch, cx)
+        {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
@@ -753,4 +740,24 @@ impl Actor for Router {
             self.handle_cmd(cmd);
         }
     }
+}
+
+/// Polls an inbox still open for its next batch into `batch`: true when one came (or the
+/// inbox closed, which drops it and leaves `batch` empty).
+fn poll_batch<T>(
+    inbox: &mut Option<Pin<Box<Receiver<Vec<T>>>>>,
+    batch: &mut Option<Vec<T>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Some(rx) = inbox.as_mut() else {
+        return false;
+    };
+    let Poll::Ready(b) = rx.as_mut().poll_next(cx) else {
+        return false;
+    };
+    if b.is_none() {
+        *inbox = None;
+    }
+    *batch = b;
+    true
 }

@@ -882,16 +882,7 @@ pub fn parse_candidate_fragment(
                     let v = require(&line, "ice-pwd", value)?;
                     check_ice_string("ice-pwd", v, 22, 256).map_err(|p| line.err(p))?;
                 }
-                Some(("candidate", _)) => {
-                    if candidates.len() >= MAX_CANDIDATES {
-                        return Err(SdpError::TooManyCandidates {
-                            line: line.no,
-                            max: MAX_CANDIDATES,
-                        });
-                    }
-                    check_candidate_value(line.value).map_err(|p| line.err(p))?;
-                    candidates.push(line.value.to_owned());
-                }
+                Some(("candidate", _)) => push_candidate(&mut candidates, &line)?,
                 Some(("end-of-candidates", _)) => end = true,
                 _ => {}
             },

@@ -119,16 +119,7 @@ async fn connect(
 /// The message sent: one buffer, sliced; the pattern lets the receiver check every byte
 /// cheaply.
 fn pattern(opts: &LoopbackOptions, tx: &DataChannel) -> Result<Bytes> {
-    let max = tx.max_message_size().unwrap_or(usize::MAX);
-    if opts.message_size > max {
-        return Err(Error::InvalidArgument(
-            format!(
-                "--message-size {} exceeds the negotiated max-message-size {max}",
-                opts.message_size
-            )
-            .into(),
-        ));
-    }
+    super::check_message_size(opts.message_size, tx)?;
     Ok((0..opts.message_size)
         .map(|i| (i % 251) as u8)
         .collect::<Vec<_>>()

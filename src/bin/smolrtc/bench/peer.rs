@@ -318,16 +318,7 @@ async fn send(
     pattern: &Pattern,
     deadline: Instant,
 ) -> Result<(u64, u64, f64, bool)> {
-    let max = ch.max_message_size().unwrap_or(usize::MAX);
-    if opts.message_size > max {
-        return Err(Error::InvalidArgument(
-            format!(
-                "--message-size {} exceeds the negotiated max-message-size {max}",
-                opts.message_size
-            )
-            .into(),
-        ));
-    }
+    super::check_message_size(opts.message_size, ch)?;
     ch.set_buffered_amount_low_threshold(opts.high_water / 2);
     let began = Instant::now();
     let (mut sent, mut messages) = (0u64, 0u64);
