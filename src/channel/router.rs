@@ -311,13 +311,7 @@ impl Router {
             },
         };
         self.by_stream.insert(stream, key);
-        let (unordered, rel, value) = dcep::reliability(&init);
-        self.sctp.push(SctpMsg::Open {
-            stream,
-            unordered,
-            rel,
-            value,
-        });
+        self.open_stream(stream, &init);
         let ch = self.channels.get_mut(&key).expect("checked above");
         ch.stream = Some(stream);
         ch.handle.shared.set_id(stream);
@@ -440,6 +434,17 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Has the SCTP actor open `stream` with `init`'s reliability.
+    fn open_stream(&mut self, stream: u16, init: &super::ChannelInit) {
+        let (unordered, rel, value) = dcep::reliability(init);
+        self.sctp.push(SctpMsg::Open {
+            stream,
+            unordered,
+            rel,
+            value,
+        });
     }
 
     fn association_closed(&mut self) {
@@ -586,13 +591,7 @@ impl Router {
             shared,
             cmds: self.cmds_tx.clone(),
         };
-        let (unordered, rel, value) = dcep::reliability(&init);
-        self.sctp.push(SctpMsg::Open {
-            stream,
-            unordered,
-            rel,
-            value,
-        });
+        self.open_stream(stream, &init);
         let ack = dcep::ack();
         self.sctp.push(SctpMsg::Write {
             stream,
