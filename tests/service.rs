@@ -158,27 +158,12 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
     block_on(async {
         let mut p = Peer::new("whip-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer.clone()).await.unwrap();
-        // Trickle: the offer goes out before any candidate.
+        let (offer, r) = p.whip_to_service(h.addr, |_| {}).await;
+        // Trickle: the offer went out before any candidate.
         assert!(!offer.sdp.contains("a=candidate"));
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip",
-            Some("application/sdp"),
-            offer.sdp.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(r.header("content-type"), Some("application/sdp"));
         let location = r.header("location").expect("Location").to_owned();
         assert!(location.starts_with("/whip/"));
-        p.pc.set_remote_description(Description {
-            kind: SdpType::Answer,
-            sdp: r.text(),
-        })
-        .await
-        .unwrap();
         // Our candidates, then end-of-candidates, in one PATCH.
         let cands = p.local_candidates().await;
         let offer_sdp = smolrtc::sdp::parse(&offer.sdp).unwrap();
@@ -372,25 +357,11 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
     block_on(async {
         let mut p = Peer::new("hidden-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer.clone()).await.unwrap();
         // An mDNS-style candidate the service cannot resolve, and nothing else.
-        let mut sdp = offer.sdp.clone();
-        sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip",
-            Some("application/sdp"),
-            sdp.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        p.pc.set_remote_description(Description {
-            kind: SdpType::Answer,
-            sdp: r.text(),
+        p.whip_to_service(h.addr, |sdp| {
+            sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
         })
-        .await
-        .unwrap();
+        .await;
         opened(&mut p, "echo").await;
         send_expect(&echo, &mut p, "found you").await;
         p.pc.close().await;

@@ -164,6 +164,36 @@ impl Peer {
         assert_eq!(answer.kind, smolrtc::SdpType::Answer);
         answer
     }
+
+    /// Offers to a service's WHIP endpoint (`POST /whip`, trickle: before any candidate),
+    /// `edit` applied to the offer's SDP as sent: the 201 checked and the answer applied.
+    /// Returns the offer as made and the reply (its `Location` names the session).
+    pub async fn whip_to_service(
+        &mut self,
+        addr: std::net::SocketAddr,
+        edit: impl FnOnce(&mut String),
+    ) -> (Description, http::Reply) {
+        let offer = self.pc.create_offer().await.unwrap();
+        self.pc.set_local_description(offer.clone()).await.unwrap();
+        let mut sdp = offer.sdp.clone();
+        edit(&mut sdp);
+        let r = http::request(
+            addr,
+            "POST",
+            "/whip",
+            Some("application/sdp"),
+            sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        self.pc
+            .set_remote_description(Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: r.text(),
+            })
+            .await
+            .unwrap();
+        (offer, r)
+    }
 }
 
 /// Offer from `a`, answer from `b`, complete descriptions both ways.
