@@ -472,23 +472,30 @@ fn many_clients_at_once_each_get_their_own_session() {
             clients.push(http_client(&h, &["echo"]).await);
         }
         assert_eq!(sessions(&h).len(), CLIENTS);
-        for (i, (p, chans)) in clients.iter_mut().enumerate() {
-            opened(p, "echo").await;
-            chans[0].send(format!("client {i}")).await.unwrap();
-        }
-        for (i, (p, _)) in clients.iter_mut().enumerate() {
-            assert_eq!(
-                message(p, "echo").await,
-                Message::Text(format!("client {i}"))
-            );
-        }
-        let list = sessions(&h);
-        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
-        for (p, _) in &clients {
-            p.pc.close().await;
-        }
+        echo_each_and_close(&h, &mut clients).await;
     });
     wait_freed(&h);
+}
+
+/// Each client sends `client <i>` on its `echo` channel and gets its own text back; then
+/// every client's session is listed as connected, and the clients close.
+async fn echo_each_and_close(h: &ServiceHandle, clients: &mut [(Peer, Vec<DataChannel>)]) {
+    for (i, (p, chans)) in clients.iter_mut().enumerate() {
+        opened(p, "echo").await;
+        chans[0].send(format!("client {i}")).await.unwrap();
+    }
+    for (i, (p, _)) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            message(p, "echo").await,
+            Message::Text(format!("client {i}"))
+        );
+    }
+    let list = sessions(h);
+    assert_eq!(list.len(), clients.len());
+    assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
+    for (p, _) in clients.iter() {
+        p.pc.close().await;
+    }
 }
 
 /// `single_port`: every session's ICE on one UDP port, demultiplexed by ufrag and remote
@@ -530,22 +537,7 @@ fn single_port_serves_many_clients() {
         for first in [0u8, 22, 0x80] {
             stranger.send_to(&[first; 64], ("127.0.0.1", port)).unwrap();
         }
-        for (i, (p, chans)) in clients.iter_mut().enumerate() {
-            opened(p, "echo").await;
-            chans[0].send(format!("client {i}")).await.unwrap();
-        }
-        for (i, (p, _)) in clients.iter_mut().enumerate() {
-            assert_eq!(
-                message(p, "echo").await,
-                Message::Text(format!("client {i}"))
-            );
-        }
-        let list = sessions(&h);
-        assert_eq!(list.len(), CLIENTS);
-        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
-        for (p, _) in &clients {
-            p.pc.close().await;
-        }
+        echo_each_and_close(&h, &mut clients).await;
     });
     wait_freed(&h);
 }
