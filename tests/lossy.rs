@@ -286,6 +286,80 @@ struct IndexedNotes {
     got_at: Vec<Option<Instant>>,
 }
 
+/// What the receiver of an indexed transfer has seen.
+struct Arrivals<'a> {
+    pool: &'a [usize],
+    ordered: bool,
+    /// Messages before the tail.
+    count: u32,
+    /// By index: arrived.
+    seen: Vec<bool>,
+    max_seen: Option<u32>,
+}
+
+impl Arrivals<'_> {
+    /// Checks a message (whole and right, sent, not seen before, in order when `ordered`)
+    /// and notes its arrival.
+    fn arrive(&mut self, data: &[u8], notes: &mut IndexedNotes) -> Result<(), String> {
+        let idx = check_indexed(data, self.pool)?;
+        if idx as usize >= self.seen.len() {
+            return Err(format!("message {idx} was never sent"));
+        }
+        if self.seen[idx as usize] {
+            return Err(format!("message {idx} arrived twice"));
+        }
+        self.seen[idx as usize] = true;
+        notes.got_at[idx as usize] = Some(Instant::now());
+        if let Some(max) = self.max_seen {
+            if idx < max {
+                if self.ordered {
+                    return Err(format!("message {idx} after {max} on an ordered channel"));
+                }
+                notes.reordered += 1;
+            }
+        }
+        self.max_seen = Some(self.max_seen.map_or(idx, |m| m.max(idx)));
+        if idx >= self.count {
+            notes.tail_got += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a partially reliable transfer is over: nothing came for 1 s after the sender
+/// was done and a tail message came, or 5 s passed since without one (a stall, which the
+/// caller reports; a loss recovery backing off takes a second or two).
+fn partial_done(sender_done: Option<Instant>, last_arrival: Instant, tail_got: u64) -> bool {
+    let Some(done) = sender_done else {
+        return false;
+    };
+    let quiet = done.max(last_arrival).elapsed() > Duration::from_secs(1);
+    (quiet && tail_got > 0) || done.elapsed() > Duration::from_secs(5)
+}
+
+/// A partially reliable channel's tail: once everything before is acknowledged or
+/// abandoned (the buffered amount down to 0), the messages `tail` made by `put`, 10 ms
+/// apart.
+async fn send_tail(
+    a: &mut Peer,
+    ch: &DataChannel,
+    tail: std::ops::Range<u32>,
+    deadline: Instant,
+    states: &States,
+    put: impl Fn(u32) -> Vec<u8>,
+) -> Result<(), String> {
+    let drained = (Instant::now() + Duration::from_secs(15)).min(deadline);
+    pace(ch, &mut a.events, 0, drained, states)
+        .await
+        .map_err(|e| format!("after the batch: {e}"))?;
+    for idx in tail {
+        let m = put(idx);
+        ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
+        idle(a, Duration::from_millis(10), states).await?;
+    }
+    Ok(())
+}
+
 /// Sends messages `0..count` on `ch` (paced at `high`), then for partially reliable
 /// channels waits for the buffered amount to drain and sends `tail` more, 10 ms apart.
 /// `b` checks each message (intact, no duplicate, increasing when `ordered`); a reliable
@@ -335,46 +409,35 @@ async fn indexed_transfer(
             ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
         }
         if !reliable {
-            // Everything acknowledged or abandoned: the buffered amount must come down.
-            let drained = (Instant::now() + Duration::from_secs(15)).min(deadline);
-            pace(ch, &mut a.events, 0, drained, &sender_states)
-                .await
-                .map_err(|e| format!("after the batch: {e}"))?;
-            for idx in count..total {
-                let m = put(idx);
-                ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
-                idle(a, Duration::from_millis(10), &sender_states).await?;
-            }
+            send_tail(a, ch, count..total, deadline, &sender_states, put).await?;
         }
         sender_done.set(Some(Instant::now()));
         Err(drain_sender(&mut a.events, &sender_states).await)
     };
     let receive = async {
-        let mut seen = vec![false; total as usize];
-        let (mut got, mut max_seen) = (0u32, None::<u32>);
+        let mut arrivals = Arrivals {
+            pool,
+            ordered,
+            count,
+            seen: vec![false; total as usize],
+            max_seen: None,
+        };
+        let mut got = 0u32;
         let mut last_arrival = Instant::now();
         loop {
             if reliable && got == count {
                 return Ok(());
             }
-            if !reliable && total > 0 && seen[total as usize - 1] {
+            if !reliable && total > 0 && arrivals.seen[total as usize - 1] {
                 return Ok(());
             }
             let poll = (Instant::now() + Duration::from_millis(100)).min(deadline);
             let event = match next_until(&mut b.events, poll).await {
                 Next::Event(e) => e,
                 Next::Timeout => {
-                    // Partially reliable: done once nothing came for 1 s after the sender
-                    // and a later message came, or after 5 s without one (a stall, which
-                    // the caller reports; a loss recovery backing off takes a second or two).
-                    if let Some(done) = sender_done.get() {
-                        let quiet = done.max(last_arrival).elapsed() > Duration::from_secs(1);
-                        let tail_in = notes.borrow().tail_got > 0;
-                        if !reliable
-                            && ((quiet && tail_in) || done.elapsed() > Duration::from_secs(5))
-                        {
-                            return Ok(());
-                        }
+                    let tail_got = notes.borrow().tail_got;
+                    if !reliable && partial_done(sender_done.get(), last_arrival, tail_got) {
+                        return Ok(());
                     }
                     if Instant::now() >= deadline {
                         return Err(format!(
@@ -389,33 +452,10 @@ async fn indexed_transfer(
             };
             match event {
                 Event::ChannelMessage(c, m) if c.label() == label => {
-                    let data = match &m {
-                        Message::Binary(d) => d,
-                        Message::Text(_) => return Err("a text message".into()),
+                    let Message::Binary(data) = &m else {
+                        return Err("a text message".into());
                     };
-                    let idx = check_indexed(data, pool)?;
-                    if idx >= total {
-                        return Err(format!("message {idx} was never sent"));
-                    }
-                    if seen[idx as usize] {
-                        return Err(format!("message {idx} arrived twice"));
-                    }
-                    seen[idx as usize] = true;
-                    notes.borrow_mut().got_at[idx as usize] = Some(Instant::now());
-                    if let Some(max) = max_seen {
-                        if idx < max {
-                            if ordered {
-                                return Err(format!(
-                                    "message {idx} after {max} on an ordered channel"
-                                ));
-                            }
-                            notes.borrow_mut().reordered += 1;
-                        }
-                    }
-                    max_seen = Some(max_seen.map_or(idx, |m| m.max(idx)));
-                    if idx >= count {
-                        notes.borrow_mut().tail_got += 1;
-                    }
+                    arrivals.arrive(data, &mut notes.borrow_mut())?;
                     got += 1;
                     last_arrival = Instant::now();
                     let mut o = out.borrow_mut();
