@@ -4,7 +4,7 @@ mod common;
 
 use common::forward::{route_candidate, Forwarder};
 use common::*;
-use smolrtc::{ChannelInit, ChannelState, ConnectionState, Error, Event, Message};
+use smolrtc::{ChannelInit, ChannelState, ConnectionState, Description, Error, Event, Message};
 use std::net::UdpSocket;
 
 async fn connected(p: &mut Peer) {
@@ -508,10 +508,7 @@ fn ice_restart_keeps_open_channels() {
     run(async {
         let (mut a, mut b, ch) = connected_pair("keep", ChannelInit::default()).await;
         for p in [&mut a, &mut b] {
-            p.expect("first selected pair", |e| {
-                matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
-            })
-            .await;
+            pair_selected(p, "first selected pair").await;
         }
         let first = a.pc.local_description().await.unwrap();
         let first_remote = b.pc.local_description().await.unwrap();
@@ -534,22 +531,14 @@ fn ice_restart_keeps_open_channels() {
             .await;
             // Messages keep flowing while the offer/answer goes round.
             ch.send(format!("before restart {round}")).await.unwrap();
-            let offer = x.pc.create_offer().await.unwrap();
-            x.pc.set_local_description(offer.clone()).await.unwrap();
-            y.pc.set_remote_description(offer.clone()).await.unwrap();
-            let answer = y.pc.create_answer().await.unwrap();
-            y.pc.set_local_description(answer.clone()).await.unwrap();
-            x.pc.set_remote_description(answer.clone()).await.unwrap();
+            let (offer, answer) = renegotiate(x, y).await;
             if round == 0 {
                 assert_ne!(ice_ufrag(&offer.sdp), ice_ufrag(&first.sdp));
                 assert_ne!(ice_ufrag(&answer.sdp), ice_ufrag(&first_remote.sdp));
             }
             // New checks select a pair again on both sides.
             for p in [&mut *x, &mut *y] {
-                p.expect("new selected pair", |e| {
-                    matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
-                })
-                .await;
+                pair_selected(p, "new selected pair").await;
             }
             ch.send(format!("after restart {round}")).await.unwrap();
             peer_b.send(format!("back {round}")).await.unwrap();
@@ -577,21 +566,46 @@ fn ice_restart_keeps_open_channels() {
         );
         // No step back: the connection never left "connected".
         for p in [&mut a, &mut b] {
-            while let Some(e) = p.events.try_next() {
-                assert!(
-                    !matches!(
-                        e,
-                        Event::ConnectionState(
-                            ConnectionState::Connecting
-                                | ConnectionState::Disconnected
-                                | ConnectionState::Failed
-                        )
-                    ),
-                    "{e:?}"
-                );
-            }
+            assert_still_connected(p);
         }
     });
+}
+
+/// Waits for `p`'s next selected candidate pair.
+async fn pair_selected(p: &mut Peer, what: &str) {
+    p.expect(what, |e| {
+        matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
+    })
+    .await;
+}
+
+/// An offer from `x` and `y`'s answer, set on both sides (trickle: no waiting for
+/// candidates); returns them.
+async fn renegotiate(x: &mut Peer, y: &mut Peer) -> (Description, Description) {
+    let offer = x.pc.create_offer().await.unwrap();
+    x.pc.set_local_description(offer.clone()).await.unwrap();
+    y.pc.set_remote_description(offer.clone()).await.unwrap();
+    let answer = y.pc.create_answer().await.unwrap();
+    y.pc.set_local_description(answer.clone()).await.unwrap();
+    x.pc.set_remote_description(answer.clone()).await.unwrap();
+    (offer, answer)
+}
+
+/// None of the events `p` has not read yet takes its connection back from "connected".
+fn assert_still_connected(p: &mut Peer) {
+    while let Some(e) = p.events.try_next() {
+        assert!(
+            !matches!(
+                e,
+                Event::ConnectionState(
+                    ConnectionState::Connecting
+                        | ConnectionState::Disconnected
+                        | ConnectionState::Failed
+                )
+            ),
+            "{e:?}"
+        );
+    }
 }
 
 /// Host candidates on IPv6 (::1): the whole stack over IPv6.
