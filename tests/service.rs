@@ -68,6 +68,29 @@ async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChann
     (p, chans)
 }
 
+/// Reads one chargen answer on `p`'s `chargen` channel: messages of at most
+/// `CHARGEN_MESSAGE` bytes, byte i being `chargen_byte(i)`, then "end". Returns the bytes.
+async fn receive_chargen(p: &mut Peer) -> u64 {
+    use smolrtc::service::apps::{chargen_byte, CHARGEN_MESSAGE};
+    let mut got = 0u64;
+    loop {
+        match message(p, "chargen").await {
+            Message::Binary(b) => {
+                assert!(b.len() <= CHARGEN_MESSAGE);
+                for (k, byte) in b.iter().enumerate() {
+                    let i = got + k as u64;
+                    assert_eq!(*byte, chargen_byte(i), "byte {i}");
+                }
+                got += b.len() as u64;
+            }
+            Message::Text(t) => {
+                assert_eq!(t, "end");
+                return got;
+            }
+        }
+    }
+}
+
 #[test]
 fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
     init_log();
@@ -114,28 +137,7 @@ fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
         // chargen: 1 MiB in 16 KiB messages, byte i = i % 251, then "end".
         opened(&mut p, "chargen").await;
         chargen.send("1048576").await.unwrap();
-        let mut got = 0u64;
-        loop {
-            match message(&mut p, "chargen").await {
-                Message::Binary(b) => {
-                    assert!(b.len() <= smolrtc::service::apps::CHARGEN_MESSAGE);
-                    for (k, byte) in b.iter().enumerate() {
-                        assert_eq!(
-                            *byte,
-                            smolrtc::service::apps::chargen_byte(got + k as u64),
-                            "byte {}",
-                            got + k as u64
-                        );
-                    }
-                    got += b.len() as u64;
-                }
-                Message::Text(t) => {
-                    assert_eq!(t, "end");
-                    break;
-                }
-            }
-        }
-        assert_eq!(got, 1 << 20);
+        assert_eq!(receive_chargen(&mut p).await, 1 << 20);
         chargen.send("not a number").await.unwrap();
         let Message::Text(err) = message(&mut p, "chargen").await else {
             panic!()
@@ -557,20 +559,7 @@ fn chargen_keeps_requests_sent_during_a_paced_transfer() {
         chargen.send(first.to_string()).await.unwrap();
         chargen.send("1000").await.unwrap();
         for total in [first, 1000] {
-            let mut got = 0u64;
-            loop {
-                match message(&mut p, "chargen").await {
-                    Message::Binary(b) => {
-                        assert_eq!(b[0], smolrtc::service::apps::chargen_byte(got), "at {got}");
-                        got += b.len() as u64;
-                    }
-                    Message::Text(t) => {
-                        assert_eq!(t, "end");
-                        break;
-                    }
-                }
-            }
-            assert_eq!(got, total);
+            assert_eq!(receive_chargen(&mut p).await, total);
         }
         p.pc.close().await;
     });
