@@ -806,6 +806,31 @@ fn max_packet_life_time_is_not_cut_short() {
     });
 }
 
+/// The receiving side of [`busy_unordered_channel_leaves_room_for_ordered_ones`]: checks
+/// every message (the `ordered` channel's stream in order, the other's indexed messages)
+/// and counts the bytes of each in `got` (unordered, ordered) until the test ends or
+/// `until` passes (a panic).
+async fn count_busy_and_ordered(b: &mut Peer, until: Instant, got: &RefCell<(u64, u64)>) {
+    let mut off = 0u64;
+    loop {
+        match next_until(&mut b.events, until).await {
+            Next::Event(Event::ChannelMessage(c, m)) => {
+                let mut g = got.borrow_mut();
+                if c.label() == "ordered" {
+                    assert_eq!(stream_mismatch(off, m.as_bytes()), None, "ordered at {off}");
+                    off += m.len() as u64;
+                    g.1 += m.len() as u64;
+                } else {
+                    check_indexed(m.as_bytes(), &UNORDERED_SIZES).unwrap();
+                    g.0 += m.len() as u64;
+                }
+            }
+            Next::Event(_) => {}
+            _ => panic!("receiver stopped"),
+        }
+    }
+}
+
 /// A channel kept busy must not shut the others out. rtc-sctp's pending queue sends every
 /// queued unordered message before any ordered one (`PendingQueue::front_queue` in
 /// rtc-sctp 0.21.1 `src/queue/pending_queue.rs`), and DCEP messages and stream resets are
@@ -865,30 +890,7 @@ fn busy_unordered_channel_leaves_room_for_ordered_ones() {
             }
         };
         let got = RefCell::new((0u64, 0u64));
-        let receive = async {
-            let mut off = 0u64;
-            loop {
-                match next_until(&mut b.events, began + run + Duration::from_secs(60)).await {
-                    Next::Event(Event::ChannelMessage(c, m)) => {
-                        let mut g = got.borrow_mut();
-                        if c.label() == "ordered" {
-                            assert_eq!(
-                                stream_mismatch(off, m.as_bytes()),
-                                None,
-                                "ordered at {off}"
-                            );
-                            off += m.len() as u64;
-                            g.1 += m.len() as u64;
-                        } else {
-                            check_indexed(m.as_bytes(), &UNORDERED_SIZES).unwrap();
-                            g.0 += m.len() as u64;
-                        }
-                    }
-                    Next::Event(_) => {}
-                    _ => panic!("receiver stopped"),
-                }
-            }
-        };
+        let receive = count_busy_and_ordered(&mut b, began + run + Duration::from_secs(60), &got);
         future::or(send, receive).await;
         let (busy_bytes, ordered_bytes) = got.into_inner();
         let share = ordered_bytes as f64 / (busy_bytes + ordered_bytes).max(1) as f64;
