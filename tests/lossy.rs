@@ -1175,6 +1175,173 @@ async fn churn_step(
     Ok(())
 }
 
+/// The long run's four channels: a reliable stream, unordered, maxRetransmits 0 and a
+/// 200 ms lifetime.
+fn soak_channels() -> [(&'static str, ChannelInit); 4] {
+    [
+        ("soak-stream", ChannelInit::default()),
+        (
+            "soak-unordered",
+            ChannelInit {
+                unordered: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "soak-rexmit0",
+            ChannelInit {
+                max_retransmits: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "soak-life",
+            ChannelInit {
+                max_packet_life_time: Some(200),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// One wake-up of the long run's sender on its slower channels: an indexed message on
+/// `unordered`, up to two on each partially reliable one, each while its buffered amount
+/// is at most `high`.
+async fn send_modestly(
+    unordered: &DataChannel,
+    partial: [&DataChannel; 2],
+    high: usize,
+    counts: &SoakCounts,
+) -> Result<(), String> {
+    if unordered.buffered_amount() <= high {
+        let i = counts.unordered_sent.get();
+        unordered
+            .send(indexed(i, &UNORDERED_SIZES))
+            .await
+            .map_err(|e| e.to_string())?;
+        counts.unordered_sent.set(i + 1);
+    }
+    for (k, ch) in partial.into_iter().enumerate() {
+        for _ in 0..2 {
+            if ch.buffered_amount() > high {
+                break;
+            }
+            let i = counts.partial_sent[k].get();
+            ch.send(indexed(i, &PARTIAL_SIZES))
+                .await
+                .map_err(|e| e.to_string())?;
+            counts.partial_sent[k].set(i + 1);
+        }
+    }
+    Ok(())
+}
+
+/// What the long run's receiver got, each message checked as it came.
+struct SoakReceived {
+    sizes: MessageSizes,
+    stream_got: u64,
+    /// Unordered reliable: all below `contiguous` seen, and those above it.
+    contiguous: u32,
+    above: std::collections::BTreeSet<u32>,
+    last_partial: [Option<u32>; 2],
+    /// Messages delivered on the partially reliable channels.
+    partial: [u32; 2],
+    /// Churn messages, and churn channels closed on this side.
+    churn: u32,
+    churn_closed: u32,
+}
+
+impl SoakReceived {
+    fn new(seed: u64) -> Self {
+        Self {
+            sizes: MessageSizes::new(seed),
+            stream_got: 0,
+            contiguous: 0,
+            above: Default::default(),
+            last_partial: [None, None],
+            partial: [0, 0],
+            churn: 0,
+            churn_closed: 0,
+        }
+    }
+
+    /// Everything the reliable channels sent is in.
+    fn all_reliable_in(&self, counts: &SoakCounts) -> bool {
+        self.stream_got == counts.stream_bytes.get()
+            && self.contiguous == counts.unordered_sent.get()
+    }
+
+    /// Checks message `m` on channel `c` as its channel's kind says.
+    fn message(&mut self, c: &DataChannel, m: Message) -> Result<(), String> {
+        match c.label() {
+            "soak-stream" => {
+                let want = self.sizes.next();
+                let got = self.stream_got;
+                if m.len() != want {
+                    return Err(format!(
+                        "stream message at {got}: {} bytes, expected {want}",
+                        m.len()
+                    ));
+                }
+                if let Some(j) = stream_mismatch(got, m.as_bytes()) {
+                    return Err(format!("stream byte {} is wrong", got + j as u64));
+                }
+                self.stream_got += want as u64;
+            }
+            "soak-unordered" => {
+                let i = check_indexed(m.as_bytes(), &UNORDERED_SIZES)?;
+                if i < self.contiguous || !self.above.insert(i) {
+                    return Err(format!("unordered message {i} arrived twice"));
+                }
+                while self.above.remove(&self.contiguous) {
+                    self.contiguous += 1;
+                }
+            }
+            l @ ("soak-rexmit0" | "soak-life") => {
+                let k = usize::from(l == "soak-life");
+                let i = check_indexed(m.as_bytes(), &PARTIAL_SIZES)?;
+                if self.last_partial[k].is_some_and(|p| i <= p) {
+                    return Err(format!("{l}: message {i} after {:?}", self.last_partial[k]));
+                }
+                self.last_partial[k] = Some(i);
+                self.partial[k] += 1;
+            }
+            l if l.starts_with("churn-") => {
+                if m != Message::Text(format!("churn {}", &l[6..])) {
+                    return Err(format!("{l} (stream {:?}): {m:?}", c.id()));
+                }
+                self.churn += 1;
+            }
+            l => return Err(format!("message on unexpected channel {l}")),
+        }
+        Ok(())
+    }
+
+    /// After a run of `secs`: the partially reliable channels delivered some of what was
+    /// sent, and every churn channel (at least one per two seconds) carried its message
+    /// and closed on both sides.
+    fn assert_complete(&self, counts: &SoakCounts, secs: u64) {
+        for (got, sent) in self.partial.iter().zip(&counts.partial_sent) {
+            assert!(*got > 0 && *got <= sent.get(), "{got:?} of {sent:?}");
+        }
+        let used = counts.churn_sent.get();
+        assert!(
+            used >= (secs as u32) / 2,
+            "only {used} churn channels opened in {secs} s"
+        );
+        assert_eq!(self.churn, used, "churn messages lost");
+        assert_eq!(
+            self.churn_closed, used,
+            "churn channels not closed on the other side"
+        );
+        assert_eq!(
+            counts.churn_closed.get(),
+            used,
+            "churn channels still closing on the closing side (their streams, ids and buffers are kept): see channels_closed_beside_a_busy_one_close_on_both_sides"
+        );
+    }
+}
+
 #[test]
 fn long_run_keeps_memory_flat() {
     init_log();
@@ -1183,31 +1350,7 @@ fn long_run_keeps_memory_flat() {
     let run = Duration::from_secs(secs);
     let impairment = "delay=2ms,jitter=1ms,loss=1%,dup=1%,reorder=1%";
     block_on(async {
-        let inits = [
-            ("soak-stream", ChannelInit::default()),
-            (
-                "soak-unordered",
-                ChannelInit {
-                    unordered: true,
-                    ..Default::default()
-                },
-            ),
-            (
-                "soak-rexmit0",
-                ChannelInit {
-                    max_retransmits: Some(0),
-                    ..Default::default()
-                },
-            ),
-            (
-                "soak-life",
-                ChannelInit {
-                    max_packet_life_time: Some(200),
-                    ..Default::default()
-                },
-            ),
-        ];
-        let (mut a, mut b, chans, relay) = lossy_pair(impairment, 99, &inits).await;
+        let (mut a, mut b, chans, relay) = lossy_pair(impairment, 99, &soak_channels()).await;
         let [stream, unordered, rexmit0, life] = [&chans[0], &chans[1], &chans[2], &chans[3]];
         let began = Instant::now();
         let until = began + run;
@@ -1244,26 +1387,7 @@ fn long_run_keeps_memory_flat() {
                 }
                 // The others at a modest rate, a message or two per wake-up (a saturated
                 // one is `busy_unordered_channel_leaves_room_for_ordered_ones`).
-                if unordered.buffered_amount() <= HIGH / 8 {
-                    let i = counts.unordered_sent.get();
-                    unordered
-                        .send(indexed(i, &UNORDERED_SIZES))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    counts.unordered_sent.set(i + 1);
-                }
-                for (k, ch) in [rexmit0, life].into_iter().enumerate() {
-                    for _ in 0..2 {
-                        if ch.buffered_amount() > HIGH / 8 {
-                            break;
-                        }
-                        let i = counts.partial_sent[k].get();
-                        ch.send(indexed(i, &PARTIAL_SIZES))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        counts.partial_sent[k].set(i + 1);
-                    }
-                }
+                send_modestly(unordered, [rexmit0, life], HIGH / 8, &counts).await?;
                 // Churn: a channel a second is opened, carries a message and is closed.
                 churn_step(&mut churn, &counts).await?;
                 if Instant::now() >= next_churn {
@@ -1297,22 +1421,11 @@ fn long_run_keeps_memory_flat() {
             counts.done.set(true);
             Err::<(), String>(drain_sender(&mut a.events, &states).await)
         };
-        let got_churn = Cell::new(0u32);
-        let churn_closed_b = Cell::new(0u32);
-        let partial_got = [Cell::new(0u32), Cell::new(0u32)];
+        let got = RefCell::new(SoakReceived::new(11));
         let receive = async {
-            let mut sizes = MessageSizes::new(11);
-            let mut stream_got = 0u64;
-            // Unordered reliable: all below `contiguous` seen, and those above it.
-            let mut contiguous = 0u32;
-            let mut above = std::collections::BTreeSet::new();
-            let mut last_partial: [Option<u32>; 2] = [None, None];
             let end = until + Duration::from_secs(120);
             loop {
-                if counts.done.get()
-                    && stream_got == counts.stream_bytes.get()
-                    && contiguous == counts.unordered_sent.get()
-                {
+                if counts.done.get() && got.borrow().all_reliable_in(&counts) {
                     return Ok::<(), String>(());
                 }
                 let poll = (Instant::now() + Duration::from_millis(100)).min(end);
@@ -1320,18 +1433,21 @@ fn long_run_keeps_memory_flat() {
                     Next::Event(e) => e,
                     Next::Timeout if Instant::now() < end => continue,
                     Next::Timeout => {
+                        let g = got.borrow();
                         return Err(format!(
-                        "stalled: stream {stream_got} of {} bytes, unordered {contiguous} of {}",
-                        counts.stream_bytes.get(),
-                        counts.unordered_sent.get()
-                    ))
+                            "stalled: stream {} of {} bytes, unordered {} of {}",
+                            g.stream_got,
+                            counts.stream_bytes.get(),
+                            g.contiguous,
+                            counts.unordered_sent.get()
+                        ));
                     }
                     Next::Ended => return Err("receiver's event stream ended".into()),
                 };
                 let (c, m) = match e {
                     Event::ChannelMessage(c, m) => (c, m),
                     Event::ChannelClosed(c) if c.label().starts_with("churn-") => {
-                        churn_closed_b.set(churn_closed_b.get() + 1);
+                        got.borrow_mut().churn_closed += 1;
                         continue;
                     }
                     Event::ConnectionState(s)
@@ -1341,46 +1457,7 @@ fn long_run_keeps_memory_flat() {
                     }
                     _ => continue,
                 };
-                match c.label() {
-                    "soak-stream" => {
-                        let want = sizes.next();
-                        if m.len() != want {
-                            return Err(format!(
-                                "stream message at {stream_got}: {} bytes, expected {want}",
-                                m.len()
-                            ));
-                        }
-                        if let Some(j) = stream_mismatch(stream_got, m.as_bytes()) {
-                            return Err(format!("stream byte {} is wrong", stream_got + j as u64));
-                        }
-                        stream_got += want as u64;
-                    }
-                    "soak-unordered" => {
-                        let i = check_indexed(m.as_bytes(), &UNORDERED_SIZES)?;
-                        if i < contiguous || !above.insert(i) {
-                            return Err(format!("unordered message {i} arrived twice"));
-                        }
-                        while above.remove(&contiguous) {
-                            contiguous += 1;
-                        }
-                    }
-                    l @ ("soak-rexmit0" | "soak-life") => {
-                        let k = usize::from(l == "soak-life");
-                        let i = check_indexed(m.as_bytes(), &PARTIAL_SIZES)?;
-                        if last_partial[k].is_some_and(|p| i <= p) {
-                            return Err(format!("{l}: message {i} after {:?}", last_partial[k]));
-                        }
-                        last_partial[k] = Some(i);
-                        partial_got[k].set(partial_got[k].get() + 1);
-                    }
-                    l if l.starts_with("churn-") => {
-                        if m != Message::Text(format!("churn {}", &l[6..])) {
-                            return Err(format!("{l} (stream {:?}): {m:?}", c.id()));
-                        }
-                        got_churn.set(got_churn.get() + 1);
-                    }
-                    l => return Err(format!("message on unexpected channel {l}")),
-                }
+                got.borrow_mut().message(&c, m)?;
             }
         };
         let result = future::or(future::or(receive, send), async {
@@ -1388,19 +1465,20 @@ fn long_run_keeps_memory_flat() {
         })
         .await;
         let samples = samples.into_inner();
+        let got = got.into_inner();
         println!(
             "long run: {:.0} s; stream {} bytes, unordered {} messages, maxRetransmits=0 {}/{} and lifetime {}/{} delivered; churn channels: {} used, {} messages, closed {} (closing side) / {} (other side); relay dropped {} + {}; {:?}",
             began.elapsed().as_secs_f64(),
             counts.stream_bytes.get(),
             counts.unordered_sent.get(),
-            partial_got[0].get(),
+            got.partial[0],
             counts.partial_sent[0].get(),
-            partial_got[1].get(),
+            got.partial[1],
             counts.partial_sent[1].get(),
             counts.churn_sent.get(),
-            got_churn.get(),
+            got.churn,
             counts.churn_closed.get(),
-            churn_closed_b.get(),
+            got.churn_closed,
             load(&relay.forward.dropped),
             load(&relay.backward.dropped),
             result
@@ -1408,28 +1486,7 @@ fn long_run_keeps_memory_flat() {
         assert_eq!(result, Ok(()));
         // Memory first: the churn checks below fail on their own account.
         assert_flat(&samples, (secs as f64 * 0.25).max(10.0), 16 * 1024);
-        for (got, sent) in partial_got.iter().zip(&counts.partial_sent) {
-            assert!(
-                got.get() > 0 && got.get() <= sent.get(),
-                "{got:?} of {sent:?}"
-            );
-        }
-        let used = counts.churn_sent.get();
-        assert!(
-            used >= (secs as u32) / 2,
-            "only {used} churn channels opened in {secs} s"
-        );
-        assert_eq!(got_churn.get(), used, "churn messages lost");
-        assert_eq!(
-            churn_closed_b.get(),
-            used,
-            "churn channels not closed on the other side"
-        );
-        assert_eq!(
-            counts.churn_closed.get(),
-            used,
-            "churn channels still closing on the closing side (their streams, ids and buffers are kept): see channels_closed_beside_a_busy_one_close_on_both_sides"
-        );
+        got.assert_complete(&counts, secs);
         future::zip(a.pc.close(), b.pc.close()).await;
     });
 }
