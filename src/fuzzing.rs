@@ -167,19 +167,174 @@ mod port_model {
         m.raw
     }
 
+    /// The port under test and the sessions the model expects it to serve.
+    struct Model {
+        routes: Routes,
+        sessions: HashMap<usize, Session>,
+        generations: [u32; SLOTS],
+    }
+
+    /// The route key an input byte names: one of 2 sockets, 24 remote ports.
+    fn key(b: u8) -> Key {
+        (
+            (b & 1) as usize,
+            SocketAddr::from(([127, 0, 0, 1], 1000 + (b >> 1) as u16 % 24)),
+        )
+    }
+
+    impl Model {
+        /// Register (again: new credentials, as after an ICE restart).
+        fn register(&mut self, slot: usize, arg: u8) {
+            let max_routes = 1 + (arg as usize >> 2) % 4;
+            let with_remote = arg & 0x40 != 0;
+            self.generations[slot] += 1;
+            let generation = self.generations[slot];
+            let (ufrag, pwd, remote) = creds(slot, generation);
+            let s = self.sessions.entry(slot).or_insert_with(|| {
+                let (inbox, rx) = async_channel::bounded(1);
+                Session {
+                    inbox,
+                    _rx: rx,
+                    generation,
+                    max_routes,
+                    remote_known: false,
+                    proven: HashSet::new(),
+                    checked: HashSet::new(),
+                    pinned: None,
+                }
+            });
+            s.generation = generation;
+            s.max_routes = max_routes;
+            s.remote_known = with_remote;
+            self.routes.apply(MuxMsg::Register {
+                ufrag,
+                pwd,
+                remote_pwd: with_remote.then_some(remote),
+                max_routes,
+                inbox: s.inbox.clone(),
+            });
+        }
+
+        fn checking(&mut self, slot: usize, k: Key) {
+            if let Some(s) = self.sessions.get_mut(&slot) {
+                s.checked.insert(k);
+                self.routes.apply(MuxMsg::Checking {
+                    socket: k.0,
+                    remote: k.1,
+                    inbox: s.inbox.clone(),
+                });
+            }
+        }
+
+        /// An agent selects only pairs it authenticated.
+        fn select(&mut self, slot: usize, pick: u8) {
+            let Some(s) = self.sessions.get_mut(&slot) else {
+                return;
+            };
+            let mut proven: Vec<Key> = s.proven.iter().copied().collect();
+            proven.sort();
+            if proven.is_empty() {
+                return;
+            }
+            let k = proven[pick as usize % proven.len()];
+            self.routes.apply(MuxMsg::Selected {
+                socket: k.0,
+                remote: k.1,
+                inbox: s.inbox.clone(),
+            });
+            match self.routes.lookup(k) {
+                Some((to, true)) if to.same_channel(&s.inbox) => s.pinned = Some(k),
+                // Not pinned (another session's selected route, or no room): the previous
+                // pin stays.
+                _ => {}
+            }
+        }
+
+        fn unregister(&mut self, slot: usize) {
+            if let Some(s) = self.sessions.remove(&slot) {
+                self.routes.apply(MuxMsg::Unregister { inbox: s.inbox });
+            }
+        }
+
+        /// A datagram of `kind` (4: an authenticated check, 5: a check with a wrong
+        /// password, 6: an answer, 7: DTLS, else: bytes from the input) from `k`; `None`
+        /// when the input ends.
+        fn datagram(
+            &mut self,
+            slot: usize,
+            kind: u8,
+            next: &mut impl FnMut() -> Option<u8>,
+        ) -> Option<()> {
+            let k = key(next()?);
+            let generation = self
+                .sessions
+                .get(&slot)
+                .map_or(self.generations[slot], |s| s.generation);
+            let (ufrag, pwd, remote) = creds(slot, generation);
+            let data = match kind {
+                4 => stun(false, &format!("{ufrag}:peer"), &pwd),
+                5 => stun(
+                    false,
+                    &format!("{ufrag}:peer"),
+                    "some-other-password-xxxxxx",
+                ),
+                6 => stun(true, "", &remote),
+                7 => vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+                _ => {
+                    let n = next().unwrap_or(0) as usize % 64;
+                    (0..n).map_while(|_| next()).collect()
+                }
+            };
+            // What this datagram proves, before it is routed.
+            if let Some(s) = self.sessions.get_mut(&slot) {
+                if kind == 4 || (kind == 6 && s.remote_known && s.checked.contains(&k)) {
+                    s.proven.insert(k);
+                }
+            }
+            if let Some(to) = self.routes.route(k.0, k.1, &data) {
+                let (owner, s) = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.inbox.same_channel(&to))
+                    .expect("routed to a registered session");
+                assert!(
+                    s.proven.contains(&k),
+                    "{k:?} routed to session {owner}, which never authenticated it"
+                );
+            }
+            Some(())
+        }
+
+        /// The properties of [`super::shared_port_routes`], after every step.
+        fn check(&self) {
+            let routes = &self.routes;
+            assert!(routes.len() <= MAX_ROUTES, "{} routes", routes.len());
+            for (slot, s) in &self.sessions {
+                let (held, checked) = routes.counts(&s.inbox);
+                assert!(held <= s.max_routes, "session {slot}: {held} routes");
+                assert!(checked <= s.max_routes, "session {slot}: {checked} checked");
+                if let Some(k) = s.pinned {
+                    match routes.lookup(k) {
+                        Some((to, true)) if to.same_channel(&s.inbox) => {}
+                        other => panic!(
+                            "session {slot}'s selected route {k:?} was lost: {:?}",
+                            other.map(|(_, pinned)| pinned)
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) fn run(input: &[u8]) {
         let provider = crate::dtls::crypto_provider().expect("crypto");
-        let mut routes = Routes::new(MAX_ROUTES, provider);
-        let mut sessions: HashMap<usize, Session> = HashMap::new();
-        let mut generations = [0u32; SLOTS];
+        let mut model = Model {
+            routes: Routes::new(MAX_ROUTES, provider),
+            sessions: HashMap::new(),
+            generations: [0; SLOTS],
+        };
         let mut bytes = input.iter().copied();
         let mut next = move || bytes.next();
-        let key = |b: u8| -> Key {
-            (
-                (b & 1) as usize,
-                SocketAddr::from(([127, 0, 0, 1], 1000 + (b >> 1) as u16 % 24)),
-            )
-        };
         while let Some(op) = next() {
             let Some(arg) = next() else { break };
             let slot = arg as usize % SLOTS;
@@ -195,130 +350,23 @@ mod port_model {
                 14 => 7,
                 _ => 8,
             };
-            match kind {
+            let more = match kind {
                 0 => {
-                    // Register (again: new credentials, as after an ICE restart).
-                    let max_routes = 1 + (arg as usize >> 2) % 4;
-                    let with_remote = arg & 0x40 != 0;
-                    generations[slot] += 1;
-                    let generation = generations[slot];
-                    let (ufrag, pwd, remote) = creds(slot, generation);
-                    let s = sessions.entry(slot).or_insert_with(|| {
-                        let (inbox, rx) = async_channel::bounded(1);
-                        Session {
-                            inbox,
-                            _rx: rx,
-                            generation,
-                            max_routes,
-                            remote_known: false,
-                            proven: HashSet::new(),
-                            checked: HashSet::new(),
-                            pinned: None,
-                        }
-                    });
-                    s.generation = generation;
-                    s.max_routes = max_routes;
-                    s.remote_known = with_remote;
-                    routes.apply(MuxMsg::Register {
-                        ufrag,
-                        pwd,
-                        remote_pwd: with_remote.then_some(remote),
-                        max_routes,
-                        inbox: s.inbox.clone(),
-                    });
+                    model.register(slot, arg);
+                    Some(())
                 }
-                1 => {
-                    let Some(k) = next().map(key) else { break };
-                    if let Some(s) = sessions.get_mut(&slot) {
-                        s.checked.insert(k);
-                        routes.apply(MuxMsg::Checking {
-                            socket: k.0,
-                            remote: k.1,
-                            inbox: s.inbox.clone(),
-                        });
-                    }
-                }
-                2 => {
-                    // An agent selects only pairs it authenticated.
-                    let Some(pick) = next() else { break };
-                    if let Some(s) = sessions.get_mut(&slot) {
-                        let mut proven: Vec<Key> = s.proven.iter().copied().collect();
-                        proven.sort();
-                        if proven.is_empty() {
-                            continue;
-                        }
-                        let k = proven[pick as usize % proven.len()];
-                        routes.apply(MuxMsg::Selected {
-                            socket: k.0,
-                            remote: k.1,
-                            inbox: s.inbox.clone(),
-                        });
-                        match routes.lookup(k) {
-                            Some((to, true)) if to.same_channel(&s.inbox) => s.pinned = Some(k),
-                            // Not pinned (another session's selected route, or no room):
-                            // the previous pin stays.
-                            _ => {}
-                        }
-                    }
-                }
+                1 => next().map(|b| model.checking(slot, key(b))),
+                2 => next().map(|pick| model.select(slot, pick)),
                 3 => {
-                    if let Some(s) = sessions.remove(&slot) {
-                        routes.apply(MuxMsg::Unregister { inbox: s.inbox });
-                    }
+                    model.unregister(slot);
+                    Some(())
                 }
-                kind => {
-                    let Some(k) = next().map(key) else { break };
-                    let generation = sessions
-                        .get(&slot)
-                        .map_or(generations[slot], |s| s.generation);
-                    let (ufrag, pwd, remote) = creds(slot, generation);
-                    let data = match kind {
-                        4 => stun(false, &format!("{ufrag}:peer"), &pwd),
-                        5 => stun(
-                            false,
-                            &format!("{ufrag}:peer"),
-                            "some-other-password-xxxxxx",
-                        ),
-                        6 => stun(true, "", &remote),
-                        7 => vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
-                        _ => {
-                            let n = next().unwrap_or(0) as usize % 64;
-                            (0..n).map_while(|_| next()).collect()
-                        }
-                    };
-                    // What this datagram proves, before it is routed.
-                    if let Some(s) = sessions.get_mut(&slot) {
-                        if kind == 4 || (kind == 6 && s.remote_known && s.checked.contains(&k)) {
-                            s.proven.insert(k);
-                        }
-                    }
-                    if let Some(to) = routes.route(k.0, k.1, &data) {
-                        let (owner, s) = sessions
-                            .iter()
-                            .find(|(_, s)| s.inbox.same_channel(&to))
-                            .expect("routed to a registered session");
-                        assert!(
-                            s.proven.contains(&k),
-                            "{k:?} routed to session {owner}, which never authenticated it"
-                        );
-                    }
-                }
+                kind => model.datagram(slot, kind, &mut next),
+            };
+            if more.is_none() {
+                break;
             }
-            assert!(routes.len() <= MAX_ROUTES, "{} routes", routes.len());
-            for (slot, s) in &sessions {
-                let (held, checked) = routes.counts(&s.inbox);
-                assert!(held <= s.max_routes, "session {slot}: {held} routes");
-                assert!(checked <= s.max_routes, "session {slot}: {checked} checked");
-                if let Some(k) = s.pinned {
-                    match routes.lookup(k) {
-                        Some((to, true)) if to.same_channel(&s.inbox) => {}
-                        other => panic!(
-                            "session {slot}'s selected route {k:?} was lost: {:?}",
-                            other.map(|(_, pinned)| pinned)
-                        ),
-                    }
-                }
-            }
+            model.check();
         }
     }
 }

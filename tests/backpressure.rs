@@ -186,6 +186,58 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Sends messages of `msg` bytes (message n all `n % 251`) until the channel refuses one;
+/// returns the bytes sent and the refusal.
+async fn send_until_refused(ch: &DataChannel, msg: usize) -> (usize, String) {
+    let mut sent = 0;
+    loop {
+        match ch.send(vec![(sent / msg % 251) as u8; msg]).await {
+            Ok(()) => sent += msg,
+            Err(e) => return (sent, e.to_string()),
+        }
+    }
+}
+
+/// The most `ch` had buffered, sampled every 10 ms for `watch`.
+async fn most_buffered(ch: &DataChannel, watch: Duration) -> usize {
+    let mut most = 0;
+    let until = Instant::now() + watch;
+    while Instant::now() < until {
+        most = most.max(ch.buffered_amount());
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+    most
+}
+
+/// A new session with the service at `addr` echoes `text` on its `echo` channel; then it
+/// closes.
+async fn echoed_once(addr: std::net::SocketAddr, text: &str) {
+    let mut other = Peer::new("other");
+    let ch = other.channel("echo", ChannelInit::default()).await;
+    let answer = other.offer_to_service(addr).await;
+    other.pc.set_remote_description(answer).await.unwrap();
+    opened(&mut other, "echo").await;
+    send_expect(&ch, &mut other, text).await;
+    other.pc.close().await;
+}
+
+/// Reads what [`send_until_refused`] sent (`sent` bytes in `msg`-byte messages) back from
+/// `a`'s events, in order.
+async fn expect_back(a: &mut Peer, sent: usize, msg: usize) {
+    let mut got = 0;
+    while got < sent {
+        let m = a
+            .expect("echoed data", |e| match e {
+                Event::ChannelMessage(_, m) => Some(m.clone()),
+                _ => None,
+            })
+            .await;
+        let n = got / msg;
+        assert_eq!(m.as_bytes(), &vec![(n % 251) as u8; msg][..], "message {n}");
+        got += msg;
+    }
+}
+
 /// Issue 13's attack: a peer uploads to the service's `echo` as fast as it can while its
 /// application reads nothing behind a 64 KiB receive window (a window that closes and stays
 /// shut). The service's echo stops reading at its high-water mark, so what it holds for the
@@ -230,13 +282,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
 
         // From here the attacker's application reads nothing; it sends until its own send
         // buffer is full.
-        let mut sent = 0;
-        let refused = loop {
-            match up.send(vec![(sent / MSG % 251) as u8; MSG]).await {
-                Ok(()) => sent += MSG,
-                Err(e) => break e.to_string(),
-            }
-        };
+        let (sent, refused) = send_until_refused(&up, MSG).await;
         assert!(refused.contains("send_buffer_per_channel"), "{refused}");
         // Echo is busy (it may already have passed its high-water mark and fallen back a
         // little as the attacker's short queues took some: it then waits for its low-water
@@ -245,20 +291,9 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
             echo.buffered_amount() > ECHO_LOW_WATER
         })
         .await;
-        let mut most = 0;
-        let watch_until = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < watch_until {
-            most = most.max(echo.buffered_amount());
-            async_io::Timer::after(Duration::from_millis(10)).await;
-        }
+        let mut most = most_buffered(&echo, Duration::from_millis(500)).await;
         // Another session connects and is echoed meanwhile.
-        let mut other = Peer::new("other");
-        let ch = other.channel("echo", ChannelInit::default()).await;
-        let answer = other.offer_to_service(h.addr).await;
-        other.pc.set_remote_description(answer).await.unwrap();
-        opened(&mut other, "echo").await;
-        send_expect(&ch, &mut other, "still here").await;
-        other.pc.close().await;
+        echoed_once(h.addr, "still here").await;
         most = most.max(echo.buffered_amount());
         let held = up.buffered_amount();
         eprintln!(
@@ -279,18 +314,7 @@ fn a_peer_uploading_to_echo_without_reading_cannot_grow_the_service() {
         );
 
         // The attacker reads again: everything comes back, in order.
-        let mut got = 0;
-        while got < sent {
-            let m = a
-                .expect("echoed data", |e| match e {
-                    Event::ChannelMessage(_, m) => Some(m.clone()),
-                    _ => None,
-                })
-                .await;
-            let n = got / MSG;
-            assert_eq!(m.as_bytes(), &vec![(n % 251) as u8; MSG][..], "message {n}");
-            got += MSG;
-        }
+        expect_back(&mut a, sent, MSG).await;
         a.pc.close().await;
     });
     h.shutdown();

@@ -321,13 +321,76 @@ fn network_cut_of_10_s_within_the_consent_window_recovers() {
     cut_and_restore(Duration::from_secs(10), Duration::from_secs(20));
 }
 
+/// What [`cut_for`] did.
+struct Cut {
+    at: Instant,
+    at_byte: u64,
+    restored: Instant,
+    /// From the restore to when data flowed again (30 s at most).
+    resumed: Duration,
+}
+
+/// Once `progress` reaches `at`, cuts the link for `outage`, then waits for data to flow
+/// again.
+async fn cut_for(
+    relay: &smolrtc::testkit::impair::Relay,
+    outage: Duration,
+    progress: &Cell<u64>,
+    at: u64,
+) -> Cut {
+    while progress.get() < at {
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+    relay.set_blackhole(true);
+    let (cut, at_byte) = (Instant::now(), progress.get());
+    async_io::Timer::after(outage).await;
+    relay.set_blackhole(false);
+    let restored = Instant::now();
+    // When data flows again.
+    let stalled = progress.get();
+    let t0 = Instant::now();
+    while progress.get() == stalled && t0.elapsed() < Duration::from_secs(30) {
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+    Cut {
+        at: cut,
+        at_byte,
+        restored,
+        resumed: t0.elapsed(),
+    }
+}
+
+/// `who`'s connection states across a cut from `cut` to `restored`: disconnected during
+/// it, connected again after it, never failed. `shown` is them for the messages.
+fn assert_recovered(
+    who: &str,
+    states: &[(Instant, ConnectionState)],
+    (cut, restored): (Instant, Instant),
+    shown: &[(String, ConnectionState)],
+) {
+    let when = |s: ConnectionState| states.iter().find(|(_, x)| *x == s).map(|(i, _)| *i);
+    let down = when(ConnectionState::Disconnected)
+        .unwrap_or_else(|| panic!("{who}: no disconnected state: {shown:?}"));
+    assert!(
+        down > cut && down < restored,
+        "{who}: disconnected outside the cut"
+    );
+    let up = states
+        .iter()
+        .find(|(i, s)| *i > down && *s == ConnectionState::Connected)
+        .unwrap_or_else(|| panic!("{who}: not connected again: {shown:?}"));
+    assert!(up.0 >= restored, "{who}");
+    assert!(
+        !states.iter().any(|(_, s)| *s == ConnectionState::Failed),
+        "{who}: failed inside the consent window"
+    );
+}
+
 fn cut_and_restore(outage: Duration, failed: Duration) {
     block_on(async {
         let (mut a, mut b, [ch, _], relay) = cut_pair(|n| quick_consent(n, failed)).await;
         const TOTAL: u64 = 24 << 20;
         let progress = Cell::new(0u64);
-        let cut_at: Cell<Option<(Instant, u64)>> = Cell::new(None);
-        let restored_at: Cell<Option<Instant>> = Cell::new(None);
         let t = future::zip(
             reliable_transfer(
                 &mut a,
@@ -339,28 +402,11 @@ fn cut_and_restore(outage: Duration, failed: Duration) {
                 outage + Duration::from_secs(30),
                 &progress,
             ),
-            async {
-                while progress.get() < TOTAL / 4 {
-                    async_io::Timer::after(Duration::from_millis(5)).await;
-                }
-                relay.set_blackhole(true);
-                cut_at.set(Some((Instant::now(), progress.get())));
-                async_io::Timer::after(outage).await;
-                relay.set_blackhole(false);
-                restored_at.set(Some(Instant::now()));
-                // When data flows again.
-                let stalled = progress.get();
-                let t0 = Instant::now();
-                while progress.get() == stalled && t0.elapsed() < Duration::from_secs(30) {
-                    async_io::Timer::after(Duration::from_millis(5)).await;
-                }
-                t0.elapsed()
-            },
+            cut_for(&relay, outage, &progress, TOTAL / 4),
         )
         .await;
-        let (t, resumed) = t;
-        let (cut, at_byte) = cut_at.get().expect("the cut happened");
-        let restored = restored_at.get().expect("restored");
+        let (t, c) = t;
+        let (cut, at_byte, restored, resumed) = (c.at, c.at_byte, c.restored, c.resumed);
         let rel = |i: Instant| {
             i.checked_duration_since(cut)
                 .map_or(-(cut.duration_since(i).as_secs_f64()), |d| d.as_secs_f64())
@@ -401,22 +447,7 @@ fn cut_and_restore(outage: Duration, failed: Duration) {
             ("sender", &t.sender_states),
             ("receiver", &t.receiver_states),
         ] {
-            let when = |s: ConnectionState| states.iter().find(|(_, x)| *x == s).map(|(i, _)| *i);
-            let down = when(ConnectionState::Disconnected)
-                .unwrap_or_else(|| panic!("{who}: no disconnected state: {:?}", show(states)));
-            assert!(
-                down > cut && down < restored,
-                "{who}: disconnected outside the cut"
-            );
-            let up = states
-                .iter()
-                .find(|(i, s)| *i > down && *s == ConnectionState::Connected)
-                .unwrap_or_else(|| panic!("{who}: not connected again: {:?}", show(states)));
-            assert!(up.0 >= restored, "{who}");
-            assert!(
-                !states.iter().any(|(_, s)| *s == ConnectionState::Failed),
-                "{who}: failed inside the consent window"
-            );
+            assert_recovered(who, states, (cut, restored), &show(states));
         }
         future::zip(a.pc.close(), b.pc.close()).await;
     });

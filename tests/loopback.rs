@@ -2,8 +2,9 @@
 
 mod common;
 
+use common::forward::{route_candidate, Forwarder};
 use common::*;
-use smolrtc::{ChannelInit, ChannelState, ConnectionState, Error, Event, Message};
+use smolrtc::{ChannelInit, ChannelState, ConnectionState, Description, Error, Event, Message};
 use std::net::UdpSocket;
 
 async fn connected(p: &mut Peer) {
@@ -507,10 +508,7 @@ fn ice_restart_keeps_open_channels() {
     run(async {
         let (mut a, mut b, ch) = connected_pair("keep", ChannelInit::default()).await;
         for p in [&mut a, &mut b] {
-            p.expect("first selected pair", |e| {
-                matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
-            })
-            .await;
+            pair_selected(p, "first selected pair").await;
         }
         let first = a.pc.local_description().await.unwrap();
         let first_remote = b.pc.local_description().await.unwrap();
@@ -533,22 +531,14 @@ fn ice_restart_keeps_open_channels() {
             .await;
             // Messages keep flowing while the offer/answer goes round.
             ch.send(format!("before restart {round}")).await.unwrap();
-            let offer = x.pc.create_offer().await.unwrap();
-            x.pc.set_local_description(offer.clone()).await.unwrap();
-            y.pc.set_remote_description(offer.clone()).await.unwrap();
-            let answer = y.pc.create_answer().await.unwrap();
-            y.pc.set_local_description(answer.clone()).await.unwrap();
-            x.pc.set_remote_description(answer.clone()).await.unwrap();
+            let (offer, answer) = renegotiate(x, y).await;
             if round == 0 {
                 assert_ne!(ice_ufrag(&offer.sdp), ice_ufrag(&first.sdp));
                 assert_ne!(ice_ufrag(&answer.sdp), ice_ufrag(&first_remote.sdp));
             }
             // New checks select a pair again on both sides.
             for p in [&mut *x, &mut *y] {
-                p.expect("new selected pair", |e| {
-                    matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
-                })
-                .await;
+                pair_selected(p, "new selected pair").await;
             }
             ch.send(format!("after restart {round}")).await.unwrap();
             peer_b.send(format!("back {round}")).await.unwrap();
@@ -576,21 +566,46 @@ fn ice_restart_keeps_open_channels() {
         );
         // No step back: the connection never left "connected".
         for p in [&mut a, &mut b] {
-            while let Some(e) = p.events.try_next() {
-                assert!(
-                    !matches!(
-                        e,
-                        Event::ConnectionState(
-                            ConnectionState::Connecting
-                                | ConnectionState::Disconnected
-                                | ConnectionState::Failed
-                        )
-                    ),
-                    "{e:?}"
-                );
-            }
+            assert_still_connected(p);
         }
     });
+}
+
+/// Waits for `p`'s next selected candidate pair.
+async fn pair_selected(p: &mut Peer, what: &str) {
+    p.expect(what, |e| {
+        matches!(e, Event::SelectedCandidatePair { .. }).then_some(())
+    })
+    .await;
+}
+
+/// An offer from `x` and `y`'s answer, set on both sides (trickle: no waiting for
+/// candidates); returns them.
+async fn renegotiate(x: &mut Peer, y: &mut Peer) -> (Description, Description) {
+    let offer = x.pc.create_offer().await.unwrap();
+    x.pc.set_local_description(offer.clone()).await.unwrap();
+    y.pc.set_remote_description(offer.clone()).await.unwrap();
+    let answer = y.pc.create_answer().await.unwrap();
+    y.pc.set_local_description(answer.clone()).await.unwrap();
+    x.pc.set_remote_description(answer.clone()).await.unwrap();
+    (offer, answer)
+}
+
+/// None of the events `p` has not read yet takes its connection back from "connected".
+fn assert_still_connected(p: &mut Peer) {
+    while let Some(e) = p.events.try_next() {
+        assert!(
+            !matches!(
+                e,
+                Event::ConnectionState(
+                    ConnectionState::Connecting
+                        | ConnectionState::Disconnected
+                        | ConnectionState::Failed
+                )
+            ),
+            "{e:?}"
+        );
+    }
 }
 
 /// Host candidates on IPv6 (::1): the whole stack over IPv6.
@@ -631,37 +646,20 @@ fn connects_over_ipv6() {
 /// Server certificate flights `flight_dropper` drops.
 const FLIGHTS_DROPPED: usize = 2;
 
-/// A forwarder in front of `target`: what arrives on `front` goes to `target` from `back`
-/// and back again, except the first [`FLIGHTS_DROPPED`] DTLS handshake datagrams toward
-/// `target` longer than 300 bytes (the server's certificate flight).
-fn flight_dropper(target: std::net::SocketAddr) -> std::net::SocketAddr {
-    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let front_addr = front.local_addr().unwrap();
-    let (f2, b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
-    let peer = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let p2 = peer.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut to_drop = FLIGHTS_DROPPED;
-        while let Ok((n, from)) = front.recv_from(&mut buf) {
-            *p2.lock().unwrap() = Some(from);
-            if to_drop > 0 && buf[0] == 22 && n > 300 {
-                to_drop -= 1;
-                continue;
-            }
-            let _ = back.send_to(&buf[..n], target);
-        }
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = b2.recv_from(&mut buf) {
-            if let Some(to) = *peer.lock().unwrap() {
-                let _ = f2.send_to(&buf[..n], to);
-            }
-        }
-    });
-    front_addr
+/// A forwarder in front of `target` that drops the first [`FLIGHTS_DROPPED`] DTLS
+/// handshake datagrams toward `target` longer than 300 bytes (the server's certificate
+/// flight).
+fn flight_dropper(target: std::net::SocketAddr) -> Forwarder {
+    let mut to_drop = FLIGHTS_DROPPED;
+    Forwarder::start(
+        target,
+        move |d| {
+            let drop = to_drop > 0 && d.first() == Some(&22) && d.len() > 300;
+            to_drop -= usize::from(drop);
+            !drop
+        },
+        |_| {},
+    )
 }
 
 /// RFC 6347 §4.2.4: the server's certificate flight is lost, twice; the handshake
@@ -687,22 +685,7 @@ fn lost_dtls_server_flight_is_resent() {
             // B learns A from its checks (through the forwarder) only.
             |offer| offer.sdp = strip(&offer.sdp),
             // A reaches B only through the forwarder; B answers active, so A is the server.
-            |answer| {
-                let line = answer
-                    .sdp
-                    .split("\r\n")
-                    .find(|l| l.starts_with("a=candidate") && l.contains("127.0.0.1"))
-                    .unwrap()
-                    .to_owned();
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let target = format!("{}:{}", f[4], f[5]).parse().unwrap();
-                let front = flight_dropper(target);
-                let new = line.replace(
-                    &format!(" {} {} ", f[4], f[5]),
-                    &format!(" 127.0.0.1 {} ", front.port()),
-                );
-                answer.sdp = answer.sdp.replace(&line, &new);
-            },
+            |answer| route_candidate(&mut answer.sdp, |target| flight_dropper(target).front()),
         )
         .await;
         opened(&mut a, "dtls").await;

@@ -286,6 +286,80 @@ struct IndexedNotes {
     got_at: Vec<Option<Instant>>,
 }
 
+/// What the receiver of an indexed transfer has seen.
+struct Arrivals<'a> {
+    pool: &'a [usize],
+    ordered: bool,
+    /// Messages before the tail.
+    count: u32,
+    /// By index: arrived.
+    seen: Vec<bool>,
+    max_seen: Option<u32>,
+}
+
+impl Arrivals<'_> {
+    /// Checks a message (whole and right, sent, not seen before, in order when `ordered`)
+    /// and notes its arrival.
+    fn arrive(&mut self, data: &[u8], notes: &mut IndexedNotes) -> Result<(), String> {
+        let idx = check_indexed(data, self.pool)?;
+        if idx as usize >= self.seen.len() {
+            return Err(format!("message {idx} was never sent"));
+        }
+        if self.seen[idx as usize] {
+            return Err(format!("message {idx} arrived twice"));
+        }
+        self.seen[idx as usize] = true;
+        notes.got_at[idx as usize] = Some(Instant::now());
+        if let Some(max) = self.max_seen {
+            if idx < max {
+                if self.ordered {
+                    return Err(format!("message {idx} after {max} on an ordered channel"));
+                }
+                notes.reordered += 1;
+            }
+        }
+        self.max_seen = Some(self.max_seen.map_or(idx, |m| m.max(idx)));
+        if idx >= self.count {
+            notes.tail_got += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a partially reliable transfer is over: nothing came for 1 s after the sender
+/// was done and a tail message came, or 5 s passed since without one (a stall, which the
+/// caller reports; a loss recovery backing off takes a second or two).
+fn partial_done(sender_done: Option<Instant>, last_arrival: Instant, tail_got: u64) -> bool {
+    let Some(done) = sender_done else {
+        return false;
+    };
+    let quiet = done.max(last_arrival).elapsed() > Duration::from_secs(1);
+    (quiet && tail_got > 0) || done.elapsed() > Duration::from_secs(5)
+}
+
+/// A partially reliable channel's tail: once everything before is acknowledged or
+/// abandoned (the buffered amount down to 0), the messages `tail` made by `put`, 10 ms
+/// apart.
+async fn send_tail(
+    a: &mut Peer,
+    ch: &DataChannel,
+    tail: std::ops::Range<u32>,
+    deadline: Instant,
+    states: &States,
+    put: impl Fn(u32) -> Vec<u8>,
+) -> Result<(), String> {
+    let drained = (Instant::now() + Duration::from_secs(15)).min(deadline);
+    pace(ch, &mut a.events, 0, drained, states)
+        .await
+        .map_err(|e| format!("after the batch: {e}"))?;
+    for idx in tail {
+        let m = put(idx);
+        ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
+        idle(a, Duration::from_millis(10), states).await?;
+    }
+    Ok(())
+}
+
 /// Sends messages `0..count` on `ch` (paced at `high`), then for partially reliable
 /// channels waits for the buffered amount to drain and sends `tail` more, 10 ms apart.
 /// `b` checks each message (intact, no duplicate, increasing when `ordered`); a reliable
@@ -335,46 +409,35 @@ async fn indexed_transfer(
             ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
         }
         if !reliable {
-            // Everything acknowledged or abandoned: the buffered amount must come down.
-            let drained = (Instant::now() + Duration::from_secs(15)).min(deadline);
-            pace(ch, &mut a.events, 0, drained, &sender_states)
-                .await
-                .map_err(|e| format!("after the batch: {e}"))?;
-            for idx in count..total {
-                let m = put(idx);
-                ch.send(m).await.map_err(|e| format!("send {idx}: {e}"))?;
-                idle(a, Duration::from_millis(10), &sender_states).await?;
-            }
+            send_tail(a, ch, count..total, deadline, &sender_states, put).await?;
         }
         sender_done.set(Some(Instant::now()));
         Err(drain_sender(&mut a.events, &sender_states).await)
     };
     let receive = async {
-        let mut seen = vec![false; total as usize];
-        let (mut got, mut max_seen) = (0u32, None::<u32>);
+        let mut arrivals = Arrivals {
+            pool,
+            ordered,
+            count,
+            seen: vec![false; total as usize],
+            max_seen: None,
+        };
+        let mut got = 0u32;
         let mut last_arrival = Instant::now();
         loop {
             if reliable && got == count {
                 return Ok(());
             }
-            if !reliable && total > 0 && seen[total as usize - 1] {
+            if !reliable && total > 0 && arrivals.seen[total as usize - 1] {
                 return Ok(());
             }
             let poll = (Instant::now() + Duration::from_millis(100)).min(deadline);
             let event = match next_until(&mut b.events, poll).await {
                 Next::Event(e) => e,
                 Next::Timeout => {
-                    // Partially reliable: done once nothing came for 1 s after the sender
-                    // and a later message came, or after 5 s without one (a stall, which
-                    // the caller reports; a loss recovery backing off takes a second or two).
-                    if let Some(done) = sender_done.get() {
-                        let quiet = done.max(last_arrival).elapsed() > Duration::from_secs(1);
-                        let tail_in = notes.borrow().tail_got > 0;
-                        if !reliable
-                            && ((quiet && tail_in) || done.elapsed() > Duration::from_secs(5))
-                        {
-                            return Ok(());
-                        }
+                    let tail_got = notes.borrow().tail_got;
+                    if !reliable && partial_done(sender_done.get(), last_arrival, tail_got) {
+                        return Ok(());
                     }
                     if Instant::now() >= deadline {
                         return Err(format!(
@@ -389,33 +452,10 @@ async fn indexed_transfer(
             };
             match event {
                 Event::ChannelMessage(c, m) if c.label() == label => {
-                    let data = match &m {
-                        Message::Binary(d) => d,
-                        Message::Text(_) => return Err("a text message".into()),
+                    let Message::Binary(data) = &m else {
+                        return Err("a text message".into());
                     };
-                    let idx = check_indexed(data, pool)?;
-                    if idx >= total {
-                        return Err(format!("message {idx} was never sent"));
-                    }
-                    if seen[idx as usize] {
-                        return Err(format!("message {idx} arrived twice"));
-                    }
-                    seen[idx as usize] = true;
-                    notes.borrow_mut().got_at[idx as usize] = Some(Instant::now());
-                    if let Some(max) = max_seen {
-                        if idx < max {
-                            if ordered {
-                                return Err(format!(
-                                    "message {idx} after {max} on an ordered channel"
-                                ));
-                            }
-                            notes.borrow_mut().reordered += 1;
-                        }
-                    }
-                    max_seen = Some(max_seen.map_or(idx, |m| m.max(idx)));
-                    if idx >= count {
-                        notes.borrow_mut().tail_got += 1;
-                    }
+                    arrivals.arrive(data, &mut notes.borrow_mut())?;
                     got += 1;
                     last_arrival = Instant::now();
                     let mut o = out.borrow_mut();
@@ -766,6 +806,31 @@ fn max_packet_life_time_is_not_cut_short() {
     });
 }
 
+/// The receiving side of [`busy_unordered_channel_leaves_room_for_ordered_ones`]: checks
+/// every message (the `ordered` channel's stream in order, the other's indexed messages)
+/// and counts the bytes of each in `got` (unordered, ordered) until the test ends or
+/// `until` passes (a panic).
+async fn count_busy_and_ordered(b: &mut Peer, until: Instant, got: &RefCell<(u64, u64)>) {
+    let mut off = 0u64;
+    loop {
+        match next_until(&mut b.events, until).await {
+            Next::Event(Event::ChannelMessage(c, m)) => {
+                let mut g = got.borrow_mut();
+                if c.label() == "ordered" {
+                    assert_eq!(stream_mismatch(off, m.as_bytes()), None, "ordered at {off}");
+                    off += m.len() as u64;
+                    g.1 += m.len() as u64;
+                } else {
+                    check_indexed(m.as_bytes(), &UNORDERED_SIZES).unwrap();
+                    g.0 += m.len() as u64;
+                }
+            }
+            Next::Event(_) => {}
+            _ => panic!("receiver stopped"),
+        }
+    }
+}
+
 /// A channel kept busy must not shut the others out. rtc-sctp's pending queue sends every
 /// queued unordered message before any ordered one (`PendingQueue::front_queue` in
 /// rtc-sctp 0.21.1 `src/queue/pending_queue.rs`), and DCEP messages and stream resets are
@@ -825,30 +890,7 @@ fn busy_unordered_channel_leaves_room_for_ordered_ones() {
             }
         };
         let got = RefCell::new((0u64, 0u64));
-        let receive = async {
-            let mut off = 0u64;
-            loop {
-                match next_until(&mut b.events, began + run + Duration::from_secs(60)).await {
-                    Next::Event(Event::ChannelMessage(c, m)) => {
-                        let mut g = got.borrow_mut();
-                        if c.label() == "ordered" {
-                            assert_eq!(
-                                stream_mismatch(off, m.as_bytes()),
-                                None,
-                                "ordered at {off}"
-                            );
-                            off += m.len() as u64;
-                            g.1 += m.len() as u64;
-                        } else {
-                            check_indexed(m.as_bytes(), &UNORDERED_SIZES).unwrap();
-                            g.0 += m.len() as u64;
-                        }
-                    }
-                    Next::Event(_) => {}
-                    _ => panic!("receiver stopped"),
-                }
-            }
-        };
+        let receive = count_busy_and_ordered(&mut b, began + run + Duration::from_secs(60), &got);
         future::or(send, receive).await;
         let (busy_bytes, ordered_bytes) = got.into_inner();
         let share = ordered_bytes as f64 / (busy_bytes + ordered_bytes).max(1) as f64;
@@ -1133,6 +1175,173 @@ async fn churn_step(
     Ok(())
 }
 
+/// The long run's four channels: a reliable stream, unordered, maxRetransmits 0 and a
+/// 200 ms lifetime.
+fn soak_channels() -> [(&'static str, ChannelInit); 4] {
+    [
+        ("soak-stream", ChannelInit::default()),
+        (
+            "soak-unordered",
+            ChannelInit {
+                unordered: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "soak-rexmit0",
+            ChannelInit {
+                max_retransmits: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "soak-life",
+            ChannelInit {
+                max_packet_life_time: Some(200),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// One wake-up of the long run's sender on its slower channels: an indexed message on
+/// `unordered`, up to two on each partially reliable one, each while its buffered amount
+/// is at most `high`.
+async fn send_modestly(
+    unordered: &DataChannel,
+    partial: [&DataChannel; 2],
+    high: usize,
+    counts: &SoakCounts,
+) -> Result<(), String> {
+    if unordered.buffered_amount() <= high {
+        let i = counts.unordered_sent.get();
+        unordered
+            .send(indexed(i, &UNORDERED_SIZES))
+            .await
+            .map_err(|e| e.to_string())?;
+        counts.unordered_sent.set(i + 1);
+    }
+    for (k, ch) in partial.into_iter().enumerate() {
+        for _ in 0..2 {
+            if ch.buffered_amount() > high {
+                break;
+            }
+            let i = counts.partial_sent[k].get();
+            ch.send(indexed(i, &PARTIAL_SIZES))
+                .await
+                .map_err(|e| e.to_string())?;
+            counts.partial_sent[k].set(i + 1);
+        }
+    }
+    Ok(())
+}
+
+/// What the long run's receiver got, each message checked as it came.
+struct SoakReceived {
+    sizes: MessageSizes,
+    stream_got: u64,
+    /// Unordered reliable: all below `contiguous` seen, and those above it.
+    contiguous: u32,
+    above: std::collections::BTreeSet<u32>,
+    last_partial: [Option<u32>; 2],
+    /// Messages delivered on the partially reliable channels.
+    partial: [u32; 2],
+    /// Churn messages, and churn channels closed on this side.
+    churn: u32,
+    churn_closed: u32,
+}
+
+impl SoakReceived {
+    fn new(seed: u64) -> Self {
+        Self {
+            sizes: MessageSizes::new(seed),
+            stream_got: 0,
+            contiguous: 0,
+            above: Default::default(),
+            last_partial: [None, None],
+            partial: [0, 0],
+            churn: 0,
+            churn_closed: 0,
+        }
+    }
+
+    /// Everything the reliable channels sent is in.
+    fn all_reliable_in(&self, counts: &SoakCounts) -> bool {
+        self.stream_got == counts.stream_bytes.get()
+            && self.contiguous == counts.unordered_sent.get()
+    }
+
+    /// Checks message `m` on channel `c` as its channel's kind says.
+    fn message(&mut self, c: &DataChannel, m: Message) -> Result<(), String> {
+        match c.label() {
+            "soak-stream" => {
+                let want = self.sizes.next();
+                let got = self.stream_got;
+                if m.len() != want {
+                    return Err(format!(
+                        "stream message at {got}: {} bytes, expected {want}",
+                        m.len()
+                    ));
+                }
+                if let Some(j) = stream_mismatch(got, m.as_bytes()) {
+                    return Err(format!("stream byte {} is wrong", got + j as u64));
+                }
+                self.stream_got += want as u64;
+            }
+            "soak-unordered" => {
+                let i = check_indexed(m.as_bytes(), &UNORDERED_SIZES)?;
+                if i < self.contiguous || !self.above.insert(i) {
+                    return Err(format!("unordered message {i} arrived twice"));
+                }
+                while self.above.remove(&self.contiguous) {
+                    self.contiguous += 1;
+                }
+            }
+            l @ ("soak-rexmit0" | "soak-life") => {
+                let k = usize::from(l == "soak-life");
+                let i = check_indexed(m.as_bytes(), &PARTIAL_SIZES)?;
+                if self.last_partial[k].is_some_and(|p| i <= p) {
+                    return Err(format!("{l}: message {i} after {:?}", self.last_partial[k]));
+                }
+                self.last_partial[k] = Some(i);
+                self.partial[k] += 1;
+            }
+            l if l.starts_with("churn-") => {
+                if m != Message::Text(format!("churn {}", &l[6..])) {
+                    return Err(format!("{l} (stream {:?}): {m:?}", c.id()));
+                }
+                self.churn += 1;
+            }
+            l => return Err(format!("message on unexpected channel {l}")),
+        }
+        Ok(())
+    }
+
+    /// After a run of `secs`: the partially reliable channels delivered some of what was
+    /// sent, and every churn channel (at least one per two seconds) carried its message
+    /// and closed on both sides.
+    fn assert_complete(&self, counts: &SoakCounts, secs: u64) {
+        for (got, sent) in self.partial.iter().zip(&counts.partial_sent) {
+            assert!(*got > 0 && *got <= sent.get(), "{got:?} of {sent:?}");
+        }
+        let used = counts.churn_sent.get();
+        assert!(
+            used >= (secs as u32) / 2,
+            "only {used} churn channels opened in {secs} s"
+        );
+        assert_eq!(self.churn, used, "churn messages lost");
+        assert_eq!(
+            self.churn_closed, used,
+            "churn channels not closed on the other side"
+        );
+        assert_eq!(
+            counts.churn_closed.get(),
+            used,
+            "churn channels still closing on the closing side (their streams, ids and buffers are kept): see channels_closed_beside_a_busy_one_close_on_both_sides"
+        );
+    }
+}
+
 #[test]
 fn long_run_keeps_memory_flat() {
     init_log();
@@ -1141,31 +1350,7 @@ fn long_run_keeps_memory_flat() {
     let run = Duration::from_secs(secs);
     let impairment = "delay=2ms,jitter=1ms,loss=1%,dup=1%,reorder=1%";
     block_on(async {
-        let inits = [
-            ("soak-stream", ChannelInit::default()),
-            (
-                "soak-unordered",
-                ChannelInit {
-                    unordered: true,
-                    ..Default::default()
-                },
-            ),
-            (
-                "soak-rexmit0",
-                ChannelInit {
-                    max_retransmits: Some(0),
-                    ..Default::default()
-                },
-            ),
-            (
-                "soak-life",
-                ChannelInit {
-                    max_packet_life_time: Some(200),
-                    ..Default::default()
-                },
-            ),
-        ];
-        let (mut a, mut b, chans, relay) = lossy_pair(impairment, 99, &inits).await;
+        let (mut a, mut b, chans, relay) = lossy_pair(impairment, 99, &soak_channels()).await;
         let [stream, unordered, rexmit0, life] = [&chans[0], &chans[1], &chans[2], &chans[3]];
         let began = Instant::now();
         let until = began + run;
@@ -1202,26 +1387,7 @@ fn long_run_keeps_memory_flat() {
                 }
                 // The others at a modest rate, a message or two per wake-up (a saturated
                 // one is `busy_unordered_channel_leaves_room_for_ordered_ones`).
-                if unordered.buffered_amount() <= HIGH / 8 {
-                    let i = counts.unordered_sent.get();
-                    unordered
-                        .send(indexed(i, &UNORDERED_SIZES))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    counts.unordered_sent.set(i + 1);
-                }
-                for (k, ch) in [rexmit0, life].into_iter().enumerate() {
-                    for _ in 0..2 {
-                        if ch.buffered_amount() > HIGH / 8 {
-                            break;
-                        }
-                        let i = counts.partial_sent[k].get();
-                        ch.send(indexed(i, &PARTIAL_SIZES))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        counts.partial_sent[k].set(i + 1);
-                    }
-                }
+                send_modestly(unordered, [rexmit0, life], HIGH / 8, &counts).await?;
                 // Churn: a channel a second is opened, carries a message and is closed.
                 churn_step(&mut churn, &counts).await?;
                 if Instant::now() >= next_churn {
@@ -1255,22 +1421,11 @@ fn long_run_keeps_memory_flat() {
             counts.done.set(true);
             Err::<(), String>(drain_sender(&mut a.events, &states).await)
         };
-        let got_churn = Cell::new(0u32);
-        let churn_closed_b = Cell::new(0u32);
-        let partial_got = [Cell::new(0u32), Cell::new(0u32)];
+        let got = RefCell::new(SoakReceived::new(11));
         let receive = async {
-            let mut sizes = MessageSizes::new(11);
-            let mut stream_got = 0u64;
-            // Unordered reliable: all below `contiguous` seen, and those above it.
-            let mut contiguous = 0u32;
-            let mut above = std::collections::BTreeSet::new();
-            let mut last_partial: [Option<u32>; 2] = [None, None];
             let end = until + Duration::from_secs(120);
             loop {
-                if counts.done.get()
-                    && stream_got == counts.stream_bytes.get()
-                    && contiguous == counts.unordered_sent.get()
-                {
+                if counts.done.get() && got.borrow().all_reliable_in(&counts) {
                     return Ok::<(), String>(());
                 }
                 let poll = (Instant::now() + Duration::from_millis(100)).min(end);
@@ -1278,18 +1433,21 @@ fn long_run_keeps_memory_flat() {
                     Next::Event(e) => e,
                     Next::Timeout if Instant::now() < end => continue,
                     Next::Timeout => {
+                        let g = got.borrow();
                         return Err(format!(
-                        "stalled: stream {stream_got} of {} bytes, unordered {contiguous} of {}",
-                        counts.stream_bytes.get(),
-                        counts.unordered_sent.get()
-                    ))
+                            "stalled: stream {} of {} bytes, unordered {} of {}",
+                            g.stream_got,
+                            counts.stream_bytes.get(),
+                            g.contiguous,
+                            counts.unordered_sent.get()
+                        ));
                     }
                     Next::Ended => return Err("receiver's event stream ended".into()),
                 };
                 let (c, m) = match e {
                     Event::ChannelMessage(c, m) => (c, m),
                     Event::ChannelClosed(c) if c.label().starts_with("churn-") => {
-                        churn_closed_b.set(churn_closed_b.get() + 1);
+                        got.borrow_mut().churn_closed += 1;
                         continue;
                     }
                     Event::ConnectionState(s)
@@ -1299,46 +1457,7 @@ fn long_run_keeps_memory_flat() {
                     }
                     _ => continue,
                 };
-                match c.label() {
-                    "soak-stream" => {
-                        let want = sizes.next();
-                        if m.len() != want {
-                            return Err(format!(
-                                "stream message at {stream_got}: {} bytes, expected {want}",
-                                m.len()
-                            ));
-                        }
-                        if let Some(j) = stream_mismatch(stream_got, m.as_bytes()) {
-                            return Err(format!("stream byte {} is wrong", stream_got + j as u64));
-                        }
-                        stream_got += want as u64;
-                    }
-                    "soak-unordered" => {
-                        let i = check_indexed(m.as_bytes(), &UNORDERED_SIZES)?;
-                        if i < contiguous || !above.insert(i) {
-                            return Err(format!("unordered message {i} arrived twice"));
-                        }
-                        while above.remove(&contiguous) {
-                            contiguous += 1;
-                        }
-                    }
-                    l @ ("soak-rexmit0" | "soak-life") => {
-                        let k = usize::from(l == "soak-life");
-                        let i = check_indexed(m.as_bytes(), &PARTIAL_SIZES)?;
-                        if last_partial[k].is_some_and(|p| i <= p) {
-                            return Err(format!("{l}: message {i} after {:?}", last_partial[k]));
-                        }
-                        last_partial[k] = Some(i);
-                        partial_got[k].set(partial_got[k].get() + 1);
-                    }
-                    l if l.starts_with("churn-") => {
-                        if m != Message::Text(format!("churn {}", &l[6..])) {
-                            return Err(format!("{l} (stream {:?}): {m:?}", c.id()));
-                        }
-                        got_churn.set(got_churn.get() + 1);
-                    }
-                    l => return Err(format!("message on unexpected channel {l}")),
-                }
+                got.borrow_mut().message(&c, m)?;
             }
         };
         let result = future::or(future::or(receive, send), async {
@@ -1346,19 +1465,20 @@ fn long_run_keeps_memory_flat() {
         })
         .await;
         let samples = samples.into_inner();
+        let got = got.into_inner();
         println!(
             "long run: {:.0} s; stream {} bytes, unordered {} messages, maxRetransmits=0 {}/{} and lifetime {}/{} delivered; churn channels: {} used, {} messages, closed {} (closing side) / {} (other side); relay dropped {} + {}; {:?}",
             began.elapsed().as_secs_f64(),
             counts.stream_bytes.get(),
             counts.unordered_sent.get(),
-            partial_got[0].get(),
+            got.partial[0],
             counts.partial_sent[0].get(),
-            partial_got[1].get(),
+            got.partial[1],
             counts.partial_sent[1].get(),
             counts.churn_sent.get(),
-            got_churn.get(),
+            got.churn,
             counts.churn_closed.get(),
-            churn_closed_b.get(),
+            got.churn_closed,
             load(&relay.forward.dropped),
             load(&relay.backward.dropped),
             result
@@ -1366,28 +1486,7 @@ fn long_run_keeps_memory_flat() {
         assert_eq!(result, Ok(()));
         // Memory first: the churn checks below fail on their own account.
         assert_flat(&samples, (secs as f64 * 0.25).max(10.0), 16 * 1024);
-        for (got, sent) in partial_got.iter().zip(&counts.partial_sent) {
-            assert!(
-                got.get() > 0 && got.get() <= sent.get(),
-                "{got:?} of {sent:?}"
-            );
-        }
-        let used = counts.churn_sent.get();
-        assert!(
-            used >= (secs as u32) / 2,
-            "only {used} churn channels opened in {secs} s"
-        );
-        assert_eq!(got_churn.get(), used, "churn messages lost");
-        assert_eq!(
-            churn_closed_b.get(),
-            used,
-            "churn channels not closed on the other side"
-        );
-        assert_eq!(
-            counts.churn_closed.get(),
-            used,
-            "churn channels still closing on the closing side (their streams, ids and buffers are kept): see channels_closed_beside_a_busy_one_close_on_both_sides"
-        );
+        got.assert_complete(&counts, secs);
         future::zip(a.pc.close(), b.pc.close()).await;
     });
 }

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::forward::{route_candidate, Forwarder};
 use common::*;
 use smolrtc::{ChannelInit, Message};
 use std::net::{SocketAddr, UdpSocket};
@@ -26,60 +27,39 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// A datagram and when it passed.
 type Stamped = (Instant, Vec<u8>);
 
-/// A forwarder between the DTLS server (which sends to `front`) and the DTLS client at
-/// `target`, which records every datagram and can inject more from `front`.
+/// A [`Forwarder`] between the DTLS server (which sends to its front) and the DTLS client
+/// at `target`, which records every datagram.
 struct Tap {
-    front: Arc<UdpSocket>,
+    fwd: Forwarder,
     /// Datagrams from the client (target → front), in order.
     from_client: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Datagrams from the server (front → target), with when they passed.
     from_server: Arc<Mutex<Vec<Stamped>>>,
-    /// The server's address, learned from its first datagram.
-    server: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Tap {
     fn start(target: SocketAddr) -> Self {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let tap = Tap {
-            front: front.clone(),
-            from_client: Default::default(),
-            from_server: Default::default(),
-            server: Default::default(),
-        };
-        let (server, from_server) = (tap.server.clone(), tap.from_server.clone());
-        let b = back.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = front.recv_from(&mut buf) {
-                *server.lock().unwrap() = Some(from);
-                from_server
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), buf[..n].to_vec()));
-                let _ = b.send_to(&buf[..n], target);
-            }
-        });
-        let (server, from_client, f) = (
-            tap.server.clone(),
-            tap.from_client.clone(),
-            tap.front.clone(),
+        let from_client: Arc<Mutex<Vec<Vec<u8>>>> = Default::default();
+        let from_server: Arc<Mutex<Vec<Stamped>>> = Default::default();
+        let (c, s) = (from_client.clone(), from_server.clone());
+        let fwd = Forwarder::start(
+            target,
+            move |d| {
+                s.lock().unwrap().push((Instant::now(), d.to_vec()));
+                true
+            },
+            move |d| c.lock().unwrap().push(d.to_vec()),
         );
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, _)) = back.recv_from(&mut buf) {
-                from_client.lock().unwrap().push(buf[..n].to_vec());
-                if let Some(to) = *server.lock().unwrap() {
-                    let _ = f.send_to(&buf[..n], to);
-                }
-            }
-        });
-        tap
+        Tap {
+            fwd,
+            from_client,
+            from_server,
+        }
     }
 
-    fn front(&self) -> SocketAddr {
-        self.front.local_addr().unwrap()
+    /// The server's address, learned from its first datagram.
+    fn server(&self) -> SocketAddr {
+        self.fwd.far("the server's address")
     }
 
     /// The client's first handshake datagram: its ClientHello.
@@ -135,21 +115,13 @@ async fn tapped_pair_editing(
             offer.sdp = strip_candidates(&offer.sdp);
         },
         |answer| {
-            let line = answer
-                .sdp
-                .split("\r\n")
-                .find(|l| l.starts_with("a=candidate") && l.contains("127.0.0.1"))
-                .unwrap()
-                .to_owned();
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let t = Tap::start(format!("{}:{}", f[4], f[5]).parse().unwrap());
-            let new = line.replace(
-                &format!(" {} {} ", f[4], f[5]),
-                &format!(" 127.0.0.1 {} ", t.front().port()),
-            );
-            answer.sdp = answer.sdp.replace(&line, &new);
+            route_candidate(&mut answer.sdp, |target| {
+                let t = Tap::start(target);
+                let front = t.fwd.front();
+                tap = Some(t);
+                front
+            });
             edit(&mut answer.sdp);
-            tap = Some(t);
         },
     )
     .await;
@@ -173,10 +145,9 @@ fn replayed_client_hello_on_an_established_association_starts_no_handshake() {
         let (_a, mut b, tap, ch) = tapped_pair().await;
         still_works(&ch, &mut b, "before").await;
         let hello = tap.client_hello();
-        let server = tap.server.lock().unwrap().expect("server address");
         let since = Instant::now();
         for _ in 0..3 {
-            tap.front.send_to(&hello, server).unwrap();
+            tap.fwd.inject(&hello);
             std::thread::sleep(Duration::from_millis(300));
         }
         std::thread::sleep(QUIET);
@@ -309,7 +280,7 @@ fn stun_checks_without_the_signaled_credentials_get_no_success() {
         let remote = a.pc.remote_description().await.unwrap().sdp;
         let (ufrag, pwd) = (sdp_attr(&local, "ice-ufrag"), sdp_attr(&local, "ice-pwd"));
         let remote_ufrag = sdp_attr(&remote, "ice-ufrag");
-        let server = tap.server.lock().unwrap().expect("A's address");
+        let server = tap.server();
         let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
 
         let wrong_pwd = binding_request(&ufrag, &remote_ufrag, "0123456789abcdefghijkl");
@@ -371,7 +342,6 @@ fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
         let (a, mut b, tap, ch) = tapped_pair().await;
         let local = a.pc.local_description().await.unwrap().sdp;
         let ufrag = sdp_attr(&local, "ice-ufrag");
-        let server = tap.server.lock().unwrap().expect("A's address");
         let mut m = StunMessage::new();
         m.build(&[
             Box::new(BINDING_REQUEST),
@@ -394,7 +364,7 @@ fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
         // conflict would be answered with a 487 there.
         let since = Instant::now();
         for _ in 0..3 {
-            tap.front.send_to(&m.raw, server).unwrap();
+            tap.fwd.inject(&m.raw);
         }
         // A's next binding request (a consent check, every 2 s) after the forged ones.
         let deadline = Instant::now() + Duration::from_secs(6);
@@ -477,7 +447,7 @@ fn remote_candidates_are_capped_across_description_trickle_and_checks() {
         let remote = a.pc.remote_description().await.unwrap().sdp;
         let (ufrag, pwd) = (sdp_attr(&local, "ice-ufrag"), sdp_attr(&local, "ice-pwd"));
         let check = binding_request(&ufrag, &sdp_attr(&remote, "ice-ufrag"), &pwd);
-        let server = tap.server.lock().unwrap().expect("A's address");
+        let server = tap.server();
         let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
         newcomer.send_to(&check, server).unwrap();
         assert_eq!(

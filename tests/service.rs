@@ -68,6 +68,29 @@ async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChann
     (p, chans)
 }
 
+/// Reads one chargen answer on `p`'s `chargen` channel: messages of at most
+/// `CHARGEN_MESSAGE` bytes, byte i being `chargen_byte(i)`, then "end". Returns the bytes.
+async fn receive_chargen(p: &mut Peer) -> u64 {
+    use smolrtc::service::apps::{chargen_byte, CHARGEN_MESSAGE};
+    let mut got = 0u64;
+    loop {
+        match message(p, "chargen").await {
+            Message::Binary(b) => {
+                assert!(b.len() <= CHARGEN_MESSAGE);
+                for (k, byte) in b.iter().enumerate() {
+                    let i = got + k as u64;
+                    assert_eq!(*byte, chargen_byte(i), "byte {i}");
+                }
+                got += b.len() as u64;
+            }
+            Message::Text(t) => {
+                assert_eq!(t, "end");
+                return got;
+            }
+        }
+    }
+}
+
 #[test]
 fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
     init_log();
@@ -114,28 +137,7 @@ fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
         // chargen: 1 MiB in 16 KiB messages, byte i = i % 251, then "end".
         opened(&mut p, "chargen").await;
         chargen.send("1048576").await.unwrap();
-        let mut got = 0u64;
-        loop {
-            match message(&mut p, "chargen").await {
-                Message::Binary(b) => {
-                    assert!(b.len() <= smolrtc::service::apps::CHARGEN_MESSAGE);
-                    for (k, byte) in b.iter().enumerate() {
-                        assert_eq!(
-                            *byte,
-                            smolrtc::service::apps::chargen_byte(got + k as u64),
-                            "byte {}",
-                            got + k as u64
-                        );
-                    }
-                    got += b.len() as u64;
-                }
-                Message::Text(t) => {
-                    assert_eq!(t, "end");
-                    break;
-                }
-            }
-        }
-        assert_eq!(got, 1 << 20);
+        assert_eq!(receive_chargen(&mut p).await, 1 << 20);
         chargen.send("not a number").await.unwrap();
         let Message::Text(err) = message(&mut p, "chargen").await else {
             panic!()
@@ -158,27 +160,12 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
     block_on(async {
         let mut p = Peer::new("whip-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer.clone()).await.unwrap();
-        // Trickle: the offer goes out before any candidate.
+        let (offer, r) = p.whip_to_service(h.addr, |_| {}).await;
+        // Trickle: the offer went out before any candidate.
         assert!(!offer.sdp.contains("a=candidate"));
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip",
-            Some("application/sdp"),
-            offer.sdp.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(r.header("content-type"), Some("application/sdp"));
         let location = r.header("location").expect("Location").to_owned();
         assert!(location.starts_with("/whip/"));
-        p.pc.set_remote_description(Description {
-            kind: SdpType::Answer,
-            sdp: r.text(),
-        })
-        .await
-        .unwrap();
         // Our candidates, then end-of-candidates, in one PATCH.
         let cands = p.local_candidates().await;
         let offer_sdp = smolrtc::sdp::parse(&offer.sdp).unwrap();
@@ -372,25 +359,11 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
     block_on(async {
         let mut p = Peer::new("hidden-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer.clone()).await.unwrap();
         // An mDNS-style candidate the service cannot resolve, and nothing else.
-        let mut sdp = offer.sdp.clone();
-        sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip",
-            Some("application/sdp"),
-            sdp.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        p.pc.set_remote_description(Description {
-            kind: SdpType::Answer,
-            sdp: r.text(),
+        p.whip_to_service(h.addr, |sdp| {
+            sdp.push_str("a=candidate:1 1 udp 2122260223 0f6d6a2e-1b39-4d5b-9b3a-6c4a1c1e1f00.local 50000 typ host\r\n");
         })
-        .await
-        .unwrap();
+        .await;
         opened(&mut p, "echo").await;
         send_expect(&echo, &mut p, "found you").await;
         p.pc.close().await;
@@ -501,23 +474,30 @@ fn many_clients_at_once_each_get_their_own_session() {
             clients.push(http_client(&h, &["echo"]).await);
         }
         assert_eq!(sessions(&h).len(), CLIENTS);
-        for (i, (p, chans)) in clients.iter_mut().enumerate() {
-            opened(p, "echo").await;
-            chans[0].send(format!("client {i}")).await.unwrap();
-        }
-        for (i, (p, _)) in clients.iter_mut().enumerate() {
-            assert_eq!(
-                message(p, "echo").await,
-                Message::Text(format!("client {i}"))
-            );
-        }
-        let list = sessions(&h);
-        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
-        for (p, _) in &clients {
-            p.pc.close().await;
-        }
+        echo_each_and_close(&h, &mut clients).await;
     });
     wait_freed(&h);
+}
+
+/// Each client sends `client <i>` on its `echo` channel and gets its own text back; then
+/// every client's session is listed as connected, and the clients close.
+async fn echo_each_and_close(h: &ServiceHandle, clients: &mut [(Peer, Vec<DataChannel>)]) {
+    for (i, (p, chans)) in clients.iter_mut().enumerate() {
+        opened(p, "echo").await;
+        chans[0].send(format!("client {i}")).await.unwrap();
+    }
+    for (i, (p, _)) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            message(p, "echo").await,
+            Message::Text(format!("client {i}"))
+        );
+    }
+    let list = sessions(h);
+    assert_eq!(list.len(), clients.len());
+    assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
+    for (p, _) in clients.iter() {
+        p.pc.close().await;
+    }
 }
 
 /// `single_port`: every session's ICE on one UDP port, demultiplexed by ufrag and remote
@@ -559,22 +539,7 @@ fn single_port_serves_many_clients() {
         for first in [0u8, 22, 0x80] {
             stranger.send_to(&[first; 64], ("127.0.0.1", port)).unwrap();
         }
-        for (i, (p, chans)) in clients.iter_mut().enumerate() {
-            opened(p, "echo").await;
-            chans[0].send(format!("client {i}")).await.unwrap();
-        }
-        for (i, (p, _)) in clients.iter_mut().enumerate() {
-            assert_eq!(
-                message(p, "echo").await,
-                Message::Text(format!("client {i}"))
-            );
-        }
-        let list = sessions(&h);
-        assert_eq!(list.len(), CLIENTS);
-        assert!(list.iter().all(|s| s["state"] == "connected"), "{list:?}");
-        for (p, _) in &clients {
-            p.pc.close().await;
-        }
+        echo_each_and_close(&h, &mut clients).await;
     });
     wait_freed(&h);
 }
@@ -594,20 +559,7 @@ fn chargen_keeps_requests_sent_during_a_paced_transfer() {
         chargen.send(first.to_string()).await.unwrap();
         chargen.send("1000").await.unwrap();
         for total in [first, 1000] {
-            let mut got = 0u64;
-            loop {
-                match message(&mut p, "chargen").await {
-                    Message::Binary(b) => {
-                        assert_eq!(b[0], smolrtc::service::apps::chargen_byte(got), "at {got}");
-                        got += b.len() as u64;
-                    }
-                    Message::Text(t) => {
-                        assert_eq!(t, "end");
-                        break;
-                    }
-                }
-            }
-            assert_eq!(got, total);
+            assert_eq!(receive_chargen(&mut p).await, total);
         }
         p.pc.close().await;
     });

@@ -311,13 +311,7 @@ impl Router {
             },
         };
         self.by_stream.insert(stream, key);
-        let (unordered, rel, value) = dcep::reliability(&init);
-        self.sctp.push(SctpMsg::Open {
-            stream,
-            unordered,
-            rel,
-            value,
-        });
+        self.open_stream(stream, &init);
         let ch = self.channels.get_mut(&key).expect("checked above");
         ch.stream = Some(stream);
         ch.handle.shared.set_id(stream);
@@ -442,6 +436,17 @@ impl Router {
         }
     }
 
+    /// Has the SCTP actor open `stream` with `init`'s reliability.
+    fn open_stream(&mut self, stream: u16, init: &super::ChannelInit) {
+        let (unordered, rel, value) = dcep::reliability(init);
+        self.sctp.push(SctpMsg::Open {
+            stream,
+            unordered,
+            rel,
+            value,
+        });
+    }
+
     fn association_closed(&mut self) {
         let mut keys: Vec<u32> = self.channels.keys().copied().collect();
         keys.sort_unstable();
@@ -455,26 +460,7 @@ impl Router {
     fn data(&mut self, stream: u16, ppi: Ppi, data: Bytes) {
         let key = self.by_stream.get(&stream).copied();
         if ppi == Ppi::Dcep {
-            match dcep::parse(&data, self.dcep_caps) {
-                Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
-                Err(dcep::ParseError::TooLong(e)) => {
-                    if self.may_open(stream, key, "") {
-                        log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
-                        self.sctp.push(SctpMsg::Reset { stream });
-                    }
-                }
-                Ok(Dcep::Ack) => {
-                    let Some(key) = key else { return };
-                    if self.channels[&key].state == ChannelState::Connecting {
-                        self.set_state(key, ChannelState::Open);
-                        let h = self.channels[&key].handle.clone();
-                        log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open", self.name);
-                        self.emit(Event::ChannelOpen(h));
-                    }
-                }
-                Err(e) => log::warn!("[{}] stream {stream}: {e}; ignored", self.name),
-            }
-            return;
+            return self.dcep(stream, key, &data);
         }
         let Some(key) = key else {
             log::debug!(
@@ -497,22 +483,61 @@ impl Router {
             // events once closing).
             return;
         }
-        let max = self.local_max_message_size;
-        if max != 0 && data.len() > max {
-            // The peer ignored our a=max-message-size (RFC 8841 §6): the message is dropped
-            // and its channel closed; the connection and its other channels go on.
-            log::warn!(
-                "[{}] data channel {}: message of {} bytes exceeds our max-message-size \
-                 ({max}): dropped, channel closed",
-                self.name,
-                self.channels[&key].handle,
-                data.len()
-            );
-            self.close(key);
+        if self.oversized(key, data.len()) {
             return;
         }
+        let Some(message) = self.message(stream, ppi, data) else {
+            return;
+        };
+        let h = self.channels[&key].handle.clone();
+        self.emit(Event::ChannelMessage(h, message));
+    }
 
-        let message = match ppi {
+    /// A DCEP message (RFC 8832) on `stream`, whose channel is `key` if it has one.
+    fn dcep(&mut self, stream: u16, key: Option<u32>, data: &[u8]) {
+        match dcep::parse(data, self.dcep_caps) {
+            Ok(Dcep::Open { label, init }) => self.remote_open(stream, key, label, init),
+            Err(dcep::ParseError::TooLong(e)) => {
+                if self.may_open(stream, key, "") {
+                    log::warn!("[{}] DCEP OPEN on stream {stream} refused: {e}", self.name);
+                    self.sctp.push(SctpMsg::Reset { stream });
+                }
+            }
+            Ok(Dcep::Ack) => {
+                let Some(key) = key else { return };
+                if self.channels[&key].state == ChannelState::Connecting {
+                    self.set_state(key, ChannelState::Open);
+                    let h = self.channels[&key].handle.clone();
+                    log::info!(target: crate::EVENT_LOG_TARGET, "[{}] data channel {h} open", self.name);
+                    self.emit(Event::ChannelOpen(h));
+                }
+            }
+            Err(e) => log::warn!("[{}] stream {stream}: {e}; ignored", self.name),
+        }
+    }
+
+    /// True, and channel `key` closed, when a message of `len` bytes exceeds our
+    /// max-message-size.
+    fn oversized(&mut self, key: u32, len: usize) -> bool {
+        let max = self.local_max_message_size;
+        if max == 0 || len <= max {
+            return false;
+        }
+        // The peer ignored our a=max-message-size (RFC 8841 §6): the message is dropped
+        // and its channel closed; the connection and its other channels go on.
+        log::warn!(
+            "[{}] data channel {}: message of {len} bytes exceeds our max-message-size \
+             ({max}): dropped, channel closed",
+            self.name,
+            self.channels[&key].handle,
+        );
+        self.close(key);
+        true
+    }
+
+    /// The user message a payload of `ppi` carries; none for a PPI that is not user data.
+    fn message(&self, stream: u16, ppi: Ppi, data: Bytes) -> Option<Message> {
+        Some(match ppi {
             Ppi::String => Message::Text(match String::from_utf8(data.to_vec()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -528,11 +553,9 @@ impl Router {
             Ppi::BinaryEmpty => Message::Binary(Bytes::new()),
             other => {
                 log::debug!("[{}] stream {stream}: PPI {other} ignored", self.name);
-                return;
+                return None;
             }
-        };
-        let h = self.channels[&key].handle.clone();
-        self.emit(Event::ChannelMessage(h, message));
+        })
     }
 
     fn remote_open(
@@ -568,13 +591,7 @@ impl Router {
             shared,
             cmds: self.cmds_tx.clone(),
         };
-        let (unordered, rel, value) = dcep::reliability(&init);
-        self.sctp.push(SctpMsg::Open {
-            stream,
-            unordered,
-            rel,
-            value,
-        });
+        self.open_stream(stream, &init);
         let ack = dcep::ack();
         self.sctp.push(SctpMsg::Write {
             stream,
@@ -706,23 +723,10 @@ impl Actor for Router {
 
     /// The control inbox, then the commands.
     fn poll_extra(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(ctl) = self.ctl.as_mut() {
-            if let Poll::Ready(b) = ctl.as_mut().poll_next(cx) {
-                if b.is_none() {
-                    self.ctl = None;
-                }
-                self.ctl_batch = b;
-                return Poll::Ready(());
-            }
-        }
-        if let Some(cmds) = self.cmds.as_mut() {
-            if let Poll::Ready(b) = cmds.as_mut().poll_next(cx) {
-                if b.is_none() {
-                    self.cmds = None;
-                }
-                self.cmd_batch = b;
-                return Poll::Ready(());
-            }
+        if poll_batch(&mut self.ctl, &mut self.ctl_batch, cx)
+            || poll_batch(&mut self.cmds, &mut self.cmd_batch, cx)
+        {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
@@ -735,4 +739,24 @@ impl Actor for Router {
             self.handle_cmd(cmd);
         }
     }
+}
+
+/// Polls an inbox still open for its next batch into `batch`: true when one came (or the
+/// inbox closed, which drops it and leaves `batch` empty).
+fn poll_batch<T>(
+    inbox: &mut Option<Pin<Box<Receiver<Vec<T>>>>>,
+    batch: &mut Option<Vec<T>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Some(rx) = inbox.as_mut() else {
+        return false;
+    };
+    let Poll::Ready(b) = rx.as_mut().poll_next(cx) else {
+        return false;
+    };
+    if b.is_none() {
+        *inbox = None;
+    }
+    *batch = b;
+    true
 }

@@ -285,99 +285,120 @@ impl Routes {
                 remote_pwd,
                 max_routes,
                 inbox,
-            } => {
-                let id = match self.owner_of(&inbox) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        self.owners.insert(
-                            id,
-                            Owner {
-                                inbox,
-                                ufrag: String::new(),
-                                pwd: String::new(),
-                                remote_pwd: None,
-                                max_routes: 1,
-                                routes: VecDeque::new(),
-                                checked: VecDeque::new(),
-                                selected: None,
-                            },
-                        );
-                        id
-                    }
-                };
-                let owner = self.owners.get_mut(&id).expect("just found");
-                let old = std::mem::replace(&mut owner.ufrag, ufrag.clone());
-                owner.pwd = pwd;
-                owner.remote_pwd = remote_pwd;
-                owner.max_routes = max_routes.max(1);
-                if self.by_ufrag.get(&old) == Some(&id) {
-                    self.by_ufrag.remove(&old);
-                }
-                self.by_ufrag.insert(ufrag, id);
-                while self.owners[&id].routes.len() > self.owners[&id].max_routes {
-                    if !self.evict_oldest(id) {
-                        break;
-                    }
-                }
-                let owner = self.owners.get_mut(&id).expect("found");
-                let extra = owner.checked.len().saturating_sub(owner.max_routes);
-                let gone: Vec<Key> = owner.checked.drain(..extra).collect();
-                for key in gone {
-                    self.unchecked(key, id);
-                }
-            }
+            } => self.register(ufrag, pwd, remote_pwd, max_routes, inbox),
             MuxMsg::Checking {
                 socket,
                 remote,
                 inbox,
-            } => {
-                let Some(id) = self.owner_of(&inbox) else {
-                    return;
-                };
-                let key = (socket, remote);
-                let who = self.checked.entry(key).or_default();
-                if who.contains(&id) {
-                    return;
-                }
-                who.push(id);
-                let owner = self.owners.get_mut(&id).expect("found");
-                owner.checked.push_back(key);
-                if owner.checked.len() > owner.max_routes {
-                    let gone = owner.checked.pop_front().expect("not empty");
-                    self.unchecked(gone, id);
-                }
-            }
+            } => self.checking((socket, remote), &inbox),
             MuxMsg::Selected {
                 socket,
                 remote,
                 inbox,
-            } => {
-                let Some(id) = self.owner_of(&inbox) else {
-                    return;
-                };
-                let key = (socket, remote);
-                let mut pinned = self.learn(key, id);
-                if !pinned {
-                    // Its previous selected route may be the one to give up for this one.
-                    let was = self.owners.get_mut(&id).expect("found").selected.take();
-                    pinned = was.is_some() && self.learn(key, id);
-                    if !pinned {
-                        // A failed learn changes nothing: the old route is still there.
-                        self.owners.get_mut(&id).expect("found").selected = was;
-                    }
-                }
-                if pinned {
-                    self.owners.get_mut(&id).expect("found").selected = Some(key);
-                } else {
-                    log::warn!(
-                        "ICE port: selected route {remote} (socket {socket}) is another \
-                         connection's selected route or there is no room; not pinned"
-                    );
-                }
-            }
+            } => self.selected((socket, remote), &inbox),
             MuxMsg::Unregister { inbox } => self.forget(&inbox),
+        }
+    }
+
+    /// The id of `inbox`'s owner, added (without credentials yet) if it is new.
+    fn owner_or_new(&mut self, inbox: Sender<Vec<IceMsg>>) -> u64 {
+        if let Some(id) = self.owner_of(&inbox) {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.owners.insert(
+            id,
+            Owner {
+                inbox,
+                ufrag: String::new(),
+                pwd: String::new(),
+                remote_pwd: None,
+                max_routes: 1,
+                routes: VecDeque::new(),
+                checked: VecDeque::new(),
+                selected: None,
+            },
+        );
+        id
+    }
+
+    /// [`MuxMsg::Register`]: (re)sets the owner's credentials and trims its routes and
+    /// checked pairs to its new `max_routes`.
+    fn register(
+        &mut self,
+        ufrag: String,
+        pwd: String,
+        remote_pwd: Option<String>,
+        max_routes: usize,
+        inbox: Sender<Vec<IceMsg>>,
+    ) {
+        let id = self.owner_or_new(inbox);
+        let owner = self.owners.get_mut(&id).expect("just found");
+        let old = std::mem::replace(&mut owner.ufrag, ufrag.clone());
+        owner.pwd = pwd;
+        owner.remote_pwd = remote_pwd;
+        owner.max_routes = max_routes.max(1);
+        if self.by_ufrag.get(&old) == Some(&id) {
+            self.by_ufrag.remove(&old);
+        }
+        self.by_ufrag.insert(ufrag, id);
+        while self.owners[&id].routes.len() > self.owners[&id].max_routes {
+            if !self.evict_oldest(id) {
+                break;
+            }
+        }
+        let owner = self.owners.get_mut(&id).expect("found");
+        let extra = owner.checked.len().saturating_sub(owner.max_routes);
+        let gone: Vec<Key> = owner.checked.drain(..extra).collect();
+        for key in gone {
+            self.unchecked(key, id);
+        }
+    }
+
+    /// [`MuxMsg::Checking`]: `inbox`'s connection checks `key`; the oldest of its checked
+    /// pairs beyond `max_routes` is forgotten.
+    fn checking(&mut self, key: Key, inbox: &Sender<Vec<IceMsg>>) {
+        let Some(id) = self.owner_of(inbox) else {
+            return;
+        };
+        let who = self.checked.entry(key).or_default();
+        if who.contains(&id) {
+            return;
+        }
+        who.push(id);
+        let owner = self.owners.get_mut(&id).expect("found");
+        owner.checked.push_back(key);
+        if owner.checked.len() > owner.max_routes {
+            let gone = owner.checked.pop_front().expect("not empty");
+            self.unchecked(gone, id);
+        }
+    }
+
+    /// [`MuxMsg::Selected`]: pins `key` as `inbox`'s selected route, giving up its previous
+    /// one if that is what makes room.
+    fn selected(&mut self, key: Key, inbox: &Sender<Vec<IceMsg>>) {
+        let Some(id) = self.owner_of(inbox) else {
+            return;
+        };
+        let mut pinned = self.learn(key, id);
+        if !pinned {
+            // Its previous selected route may be the one to give up for this one.
+            let was = self.owners.get_mut(&id).expect("found").selected.take();
+            pinned = was.is_some() && self.learn(key, id);
+            if !pinned {
+                // A failed learn changes nothing: the old route is still there.
+                self.owners.get_mut(&id).expect("found").selected = was;
+            }
+        }
+        if pinned {
+            self.owners.get_mut(&id).expect("found").selected = Some(key);
+        } else {
+            let (socket, remote) = key;
+            log::warn!(
+                "ICE port: selected route {remote} (socket {socket}) is another \
+                 connection's selected route or there is no room; not pinned"
+            );
         }
     }
 

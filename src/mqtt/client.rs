@@ -7,6 +7,7 @@ use super::url::MqttUrl;
 use bytes::Bytes;
 use mqtt_proto::v3::{Connect, ConnectReturnCode, LastWill, Packet, Subscribe};
 use mqtt_proto::{Pid, QoS, QosPid, TopicFilter, TopicName};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,19 +225,8 @@ enum Input {
     Tick,
 }
 
-async fn connection(
-    options: &MqttOptions,
-    session: &mut Session,
-    commands: &async_channel::Receiver<Command>,
-    events: &async_channel::Sender<MqttEvent>,
-) -> Result<End, String> {
-    let timeout = Duration::from_secs(10);
-    let mut conn = with_timeout(
-        timeout,
-        Conn::open(&options.url, options.ca.as_deref(), options.max_packet),
-    )
-    .await
-    .ok_or("connection timed out")??;
+/// The CONNECT packet of `options`: client id, keep-alive, credentials, will.
+fn connect_packet(options: &MqttOptions) -> Result<Connect, String> {
     let mut connect = Connect::new(
         Arc::from(options.client_id.as_str()),
         options.keep_alive.as_secs().clamp(1, 65_535) as u16,
@@ -251,27 +241,33 @@ async fn connection(
         will.retain = w.retain;
         connect.last_will = Some(will);
     }
-    send(&mut conn, Packet::Connect(connect)).await?;
-    let mut framer = Framer::new(options.max_packet);
-    let mut buf = Vec::new();
-    // CONNACK first.
+    Ok(connect)
+}
+
+/// Waits (bounded) for the broker's first frame, which must be an accepting CONNACK.
+async fn connack(
+    conn: &mut Conn,
+    framer: &mut Framer,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), String> {
     let connack = with_timeout(timeout, async {
         loop {
             if let Some(f) = framer.next()? {
                 return Ok::<_, String>(f);
             }
             buf.clear();
-            conn.read(&mut buf).await?;
+            conn.read(buf).await?;
             if buf.is_empty() {
                 return Err("closed by the broker before CONNACK".into());
             }
-            framer.push(&buf);
+            framer.push(buf);
         }
     })
     .await
     .ok_or("no CONNACK within 10 s")??;
     match connack {
-        Frame::Packet(Packet::Connack(c)) if c.code == ConnectReturnCode::Accepted => {}
+        Frame::Packet(Packet::Connack(c)) if c.code == ConnectReturnCode::Accepted => Ok(()),
         Frame::Packet(Packet::Connack(c)) => {
             let why = match c.code {
                 ConnectReturnCode::BadUserNameOrPassword => "bad user name or password",
@@ -280,10 +276,29 @@ async fn connection(
                 ConnectReturnCode::ServerUnavailable => "server unavailable",
                 _ => "protocol version refused",
             };
-            return Err(format!("the broker refused the connection: {why}"));
+            Err(format!("the broker refused the connection: {why}"))
         }
-        other => return Err(format!("expected CONNACK, got {other:?}")),
+        other => Err(format!("expected CONNACK, got {other:?}")),
     }
+}
+
+async fn connection(
+    options: &MqttOptions,
+    session: &mut Session,
+    commands: &async_channel::Receiver<Command>,
+    events: &async_channel::Sender<MqttEvent>,
+) -> Result<End, String> {
+    let timeout = Duration::from_secs(10);
+    let mut conn = with_timeout(
+        timeout,
+        Conn::open(&options.url, options.ca.as_deref(), options.max_packet),
+    )
+    .await
+    .ok_or("connection timed out")??;
+    send(&mut conn, Packet::Connect(connect_packet(options)?)).await?;
+    let mut framer = Framer::new(options.max_packet);
+    let mut buf = Vec::new();
+    connack(&mut conn, &mut framer, &mut buf, timeout).await?;
     log::info!("MQTT connected to {} as {}", options.url, options.client_id);
     if !session.subscriptions.is_empty() {
         let pid = session.pid();
@@ -293,19 +308,75 @@ async fn connection(
         send(&mut conn, Packet::Publish(p)).await?;
     }
     let _ = events.try_send(MqttEvent::Connected);
-    let keep_alive = options.keep_alive;
-    let mut last_sent = Instant::now();
-    let mut last_heard = Instant::now();
-    let mut stopping: Option<async_channel::Sender<()>> = None;
-    // A stop waits this long at most for the PUBACK of its last message.
-    let mut stop_by = Instant::now() + Duration::from_secs(86_400);
+    let mut live = Live {
+        options,
+        conn,
+        framer,
+        buf,
+        last_sent: Instant::now(),
+        last_heard: Instant::now(),
+        stopping: None,
+        stop_by: Instant::now() + Duration::from_secs(86_400),
+    };
     loop {
-        let room = session.inflight_len() < options.max_inflight && stopping.is_none();
-        let next_ping = last_sent + keep_alive;
-        let input = futures_lite::future::or(
+        let step = match live.next_input(session, commands).await {
+            Input::Tick => live.tick().await?,
+            Input::Command(c) => live.command(c, session).await?,
+            Input::Read(r) => live.read(r, session, events).await?,
+        };
+        match step {
+            ControlFlow::Continue(()) => {}
+            ControlFlow::Break(None) => break,
+            ControlFlow::Break(Some(end)) => return Ok(end),
+        }
+    }
+    let Live {
+        mut conn, stopping, ..
+    } = live;
+    let _ = send(&mut conn, Packet::Disconnect).await;
+    conn.close().await;
+    if let Some(done) = stopping {
+        let _ = done.try_send(());
+    }
+    log::info!("MQTT disconnected from {}", options.url);
+    Ok(End::Stopped)
+}
+
+/// What one step of a live connection says: go on, leave (disconnecting), or end now.
+type Step = ControlFlow<Option<End>>;
+
+/// A connection past its CONNACK.
+struct Live<'a> {
+    options: &'a MqttOptions,
+    conn: Conn,
+    framer: Framer,
+    buf: Vec<u8>,
+    last_sent: Instant,
+    last_heard: Instant,
+    /// Set by a stop: told once its last message is acknowledged.
+    stopping: Option<async_channel::Sender<()>>,
+    /// A stop waits this long at most for the PUBACK of its last message.
+    stop_by: Instant,
+}
+
+impl Live<'_> {
+    /// Bytes from the broker, a command (while there is room in flight and no stop), or
+    /// the next timer (ping, keep-alive, stop), whichever comes first.
+    async fn next_input(
+        &mut self,
+        session: &Session,
+        commands: &async_channel::Receiver<Command>,
+    ) -> Input {
+        let keep_alive = self.options.keep_alive;
+        let room = session.inflight_len() < self.options.max_inflight && self.stopping.is_none();
+        let at = (self.last_sent + keep_alive)
+            .min(self.last_heard + keep_alive.mul_f64(1.5))
+            .min(self.stop_by);
+        let Self { conn, buf, .. } = self;
+        futures_lite::future::or(
             async {
                 buf.clear();
-                Input::Read(conn.read(&mut buf).await)
+                Input::Read(conn.read(buf).await)
             },
             futures_lite::future::or(
                 async {
@@ -316,88 +387,99 @@ async fn connection(
                     }
                 },
                 async {
-                    let at = next_ping
-                        .min(last_heard + keep_alive.mul_f64(1.5))
-                        .min(stop_by);
                     async_io::Timer::at(at).await;
                     Input::Tick
                 },
             ),
         )
-        .await;
-        match input {
-            Input::Tick => {
-                if stopping.is_some() && Instant::now() >= stop_by {
-                    log::warn!("MQTT: no PUBACK for the last message; disconnecting anyway");
-                    break;
-                }
-                if last_heard.elapsed() >= keep_alive.mul_f64(1.5) {
-                    return Err(format!(
-                        "nothing from the broker for {:.0} s (keep-alive)",
-                        last_heard.elapsed().as_secs_f64()
-                    ));
-                }
-                if last_sent.elapsed() >= keep_alive {
-                    send(&mut conn, Packet::Pingreq).await?;
-                    last_sent = Instant::now();
-                }
-            }
-            Input::Command(None) => {
+        .await
+    }
+
+    /// A timer: a stop's deadline, the broker's silence, or our ping.
+    async fn tick(&mut self) -> Result<Step, String> {
+        let keep_alive = self.options.keep_alive;
+        if self.stopping.is_some() && Instant::now() >= self.stop_by {
+            log::warn!("MQTT: no PUBACK for the last message; disconnecting anyway");
+            return Ok(ControlFlow::Break(None));
+        }
+        if self.last_heard.elapsed() >= keep_alive.mul_f64(1.5) {
+            return Err(format!(
+                "nothing from the broker for {:.0} s (keep-alive)",
+                self.last_heard.elapsed().as_secs_f64()
+            ));
+        }
+        if self.last_sent.elapsed() >= keep_alive {
+            send(&mut self.conn, Packet::Pingreq).await?;
+            self.last_sent = Instant::now();
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// A command from a handle (`None`: every handle dropped).
+    async fn command(
+        &mut self,
+        command: Option<Command>,
+        session: &mut Session,
+    ) -> Result<Step, String> {
+        match command {
+            None => {
                 // Every handle dropped: leave as on a stop, without a last message.
-                let _ = send(&mut conn, Packet::Disconnect).await;
-                conn.close().await;
-                return Ok(End::Stopped);
+                let _ = send(&mut self.conn, Packet::Disconnect).await;
+                self.conn.close().await;
+                return Ok(ControlFlow::Break(Some(End::Stopped)));
             }
-            Input::Command(Some(Command::Publish(t, p, r))) => {
+            Some(Command::Publish(t, p, r)) => {
                 let topic = TopicName::try_from(t.as_str()).map_err(|e| format!("topic: {e}"))?;
                 let p = session.publish(topic, p, r);
-                send(&mut conn, Packet::Publish(p)).await?;
-                last_sent = Instant::now();
+                send(&mut self.conn, Packet::Publish(p)).await?;
+                self.last_sent = Instant::now();
             }
-            Input::Command(Some(Command::Subscribe(f))) => {
+            Some(Command::Subscribe(f)) => {
                 if !session.subscriptions.contains(&f) {
                     session.subscriptions.push(f.clone());
                 }
                 let pid = session.pid();
-                send(&mut conn, subscribe(pid, &[f])?).await?;
-                last_sent = Instant::now();
+                send(&mut self.conn, subscribe(pid, &[f])?).await?;
+                self.last_sent = Instant::now();
             }
-            Input::Command(Some(Command::Stop(last, done))) => {
+            Some(Command::Stop(last, done)) => {
                 if let Some((t, p, r)) = last {
                     let topic =
                         TopicName::try_from(t.as_str()).map_err(|e| format!("topic: {e}"))?;
                     let p = session.publish(topic, p, r);
-                    send(&mut conn, Packet::Publish(p)).await?;
+                    send(&mut self.conn, Packet::Publish(p)).await?;
                 }
-                stopping = Some(done);
+                self.stopping = Some(done);
                 if session.inflight_len() == 0 {
-                    break;
+                    return Ok(ControlFlow::Break(None));
                 }
-                stop_by = Instant::now() + Duration::from_secs(3);
-            }
-            Input::Read(r) => {
-                r?;
-                if buf.is_empty() {
-                    return Err("closed by the broker".into());
-                }
-                last_heard = Instant::now();
-                framer.push(&buf);
-                while let Some(frame) = framer.next()? {
-                    on_frame(frame, &mut conn, session, events).await?;
-                }
-                if stopping.is_some() && session.inflight_len() == 0 {
-                    break;
-                }
+                self.stop_by = Instant::now() + Duration::from_secs(3);
             }
         }
+        Ok(ControlFlow::Continue(()))
     }
-    let _ = send(&mut conn, Packet::Disconnect).await;
-    conn.close().await;
-    if let Some(done) = stopping {
-        let _ = done.try_send(());
+
+    /// Bytes read from the broker (in `buf`): every whole frame handled.
+    async fn read(
+        &mut self,
+        read: Result<(), String>,
+        session: &mut Session,
+        events: &async_channel::Sender<MqttEvent>,
+    ) -> Result<Step, String> {
+        read?;
+        if self.buf.is_empty() {
+            return Err("closed by the broker".into());
+        }
+        self.last_heard = Instant::now();
+        self.framer.push(&self.buf);
+        while let Some(frame) = self.framer.next()? {
+            on_frame(frame, &mut self.conn, session, events).await?;
+        }
+        if self.stopping.is_some() && session.inflight_len() == 0 {
+            return Ok(ControlFlow::Break(None));
+        }
+        Ok(ControlFlow::Continue(()))
     }
-    log::info!("MQTT disconnected from {}", options.url);
-    Ok(End::Stopped)
 }
 
 async fn on_frame(

@@ -54,17 +54,7 @@ impl MqttUrl {
         let (scheme, rest) = s
             .split_once("://")
             .ok_or("MQTT URL: expected mqtt://, mqtts://, ws:// or wss://HOST[:PORT]")?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => Scheme::Mqtt,
-            "mqtts" | "ssl" => Scheme::Mqtts,
-            "ws" => Scheme::Ws,
-            "wss" => Scheme::Wss,
-            other => {
-                return Err(format!(
-                    "MQTT URL: unknown scheme {other:?} (mqtt, mqtts, ws or wss)"
-                ))
-            }
-        };
+        let scheme = parse_scheme(scheme)?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -73,34 +63,8 @@ impl MqttUrl {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
             None => (None, authority),
         };
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
-                None => (Some(u.to_owned()), None),
-            },
-            None => (None, None),
-        };
-        if user.as_deref() == Some("") {
-            return Err("MQTT URL: empty user name before '@'".into());
-        }
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or("MQTT URL: unclosed '[' in the host")?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-        {
-            return Err(format!("MQTT URL: bad host {host:?}"));
-        }
+        let (user, password) = parse_userinfo(userinfo)?;
+        let (host, port) = parse_host_port(hostport)?;
         let port = match port {
             Some(p) => p
                 .parse::<u16>()
@@ -114,27 +78,85 @@ impl MqttUrl {
                 Scheme::Wss => 443,
             },
         };
-        let path = if scheme.websocket() {
-            if path.is_empty() {
-                "/mqtt".to_owned()
-            } else {
-                path.to_owned()
-            }
-        } else if path.is_empty() || path == "/" {
-            String::new()
-        } else {
-            return Err(format!(
-                "MQTT URL: a path ({path:?}) only goes with ws:// or wss://"
-            ));
-        };
         Ok(Self {
             scheme,
             user,
             password,
             host: host.to_owned(),
             port,
-            path,
+            path: parse_path(scheme, path)?,
         })
+    }
+}
+
+fn parse_scheme(scheme: &str) -> Result<Scheme, String> {
+    Ok(match scheme.to_ascii_lowercase().as_str() {
+        "mqtt" | "tcp" => Scheme::Mqtt,
+        "mqtts" | "ssl" => Scheme::Mqtts,
+        "ws" => Scheme::Ws,
+        "wss" => Scheme::Wss,
+        other => {
+            return Err(format!(
+                "MQTT URL: unknown scheme {other:?} (mqtt, mqtts, ws or wss)"
+            ))
+        }
+    })
+}
+
+/// `USER[:PASS]` before the '@': the user and password, if any.
+type UserInfo = (Option<String>, Option<String>);
+
+fn parse_userinfo(userinfo: Option<&str>) -> Result<UserInfo, String> {
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
+            None => (Some(u.to_owned()), None),
+        },
+        None => (None, None),
+    };
+    if user.as_deref() == Some("") {
+        return Err("MQTT URL: empty user name before '@'".into());
+    }
+    Ok((user, password))
+}
+
+/// `HOST[:PORT]` or `[V6][:PORT]`: the host (checked) and the port as written.
+fn parse_host_port(hostport: &str) -> Result<(&str, Option<&str>), String> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or("MQTT URL: unclosed '[' in the host")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err(format!("MQTT URL: bad host {host:?}"));
+    }
+    Ok((host, port))
+}
+
+/// The WebSocket path (`/mqtt` unless given); TCP and TLS take none.
+fn parse_path(scheme: Scheme, path: &str) -> Result<String, String> {
+    if scheme.websocket() {
+        Ok(if path.is_empty() {
+            "/mqtt".to_owned()
+        } else {
+            path.to_owned()
+        })
+    } else if path.is_empty() || path == "/" {
+        Ok(String::new())
+    } else {
+        Err(format!(
+            "MQTT URL: a path ({path:?}) only goes with ws:// or wss://"
+        ))
     }
 }
 

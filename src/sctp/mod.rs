@@ -620,85 +620,119 @@ fn pump(
     router: &mut Link<RouterMsg>,
     ctl: &mut Link<RouterCtl>,
 ) {
+    let mut p = Pump {
+        name,
+        now,
+        a,
+        clock,
+        router,
+        ctl,
+    };
     while let Some((stream, item)) = queue.next() {
         match item {
             Item::Open {
                 unordered,
                 rel,
                 value,
-            } => {
-                // Lifetimes run on the association's clock, which may run ahead by up to
-                // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
-                let long = u128::from(value) > rto::SHORT_LIFETIME.as_millis();
-                let value = match rel {
-                    ReliabilityType::Timed if long => {
-                        let slack = rto::LIFETIME_SLACK.as_millis() as u32;
-                        value.saturating_add(slack)
-                    }
-                    _ => value,
-                };
-                let res = match a.stream(stream) {
-                    Ok(mut s) => s.set_reliability_params(unordered, rel, value),
-                    Err(_) => a
-                        .open_stream(stream, Ppi::Binary)
-                        .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
-                };
-                match res {
-                    Ok(()) => {
-                        queue.params.insert(stream, (unordered, rel, value));
-                    }
-                    Err(e) => log::warn!("[{name}] SCTP: cannot open stream {stream}: {e}"),
-                }
-            }
+            } => p.open(queue, stream, (unordered, rel, value)),
             // DCEP messages are not user data: they go whatever the channel's lifetime.
             Item::Message { ppi, data, queued }
                 if ppi != Ppi::Dcep && queue.expired(stream, queued, now) =>
             {
                 log::trace!("[{name}] SCTP: message on stream {stream} outlived its lifetime");
-                ctl.push(RouterCtl::Released {
+                p.ctl.push(RouterCtl::Released {
                     stream,
                     bytes: data.len(),
                 });
             }
-            Item::Message { ppi, data, .. } => {
-                let len = data.len();
-                let at = clock.at(now);
-                // DCEP messages go ordered and reliable whatever the channel is (RFC 8832
-                // §6; as browsers send them): a lost OPEN given up after the channel's
-                // lifetime or retransmission limit left the channel unopened for good.
-                // rtc-sctp takes a message's reliability from its stream when written.
-                let channel = queue.params.get(&stream).copied();
-                let control = ppi == Ppi::Dcep
-                    && channel.is_some_and(|p| p != (false, ReliabilityType::Reliable, 0));
-                let res = a.stream(stream).and_then(|mut s| match channel {
-                    Some((unordered, rel, value)) if control => {
-                        s.set_reliability_params(false, ReliabilityType::Reliable, 0)?;
-                        let res = s.write_sctp(at, &data, ppi);
-                        s.set_reliability_params(unordered, rel, value)?;
-                        res
-                    }
-                    _ => s.write_sctp(at, &data, ppi),
-                });
-                match res {
-                    Ok(_) => {
-                        queue.wrote(len);
-                        clock.sent(now, len);
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "[{name}] SCTP: message of {len} bytes on stream {stream} not sent: {e}"
-                        );
-                        ctl.push(RouterCtl::Released { stream, bytes: len });
-                    }
-                }
+            Item::Message { ppi, data, .. } => p.write(queue, stream, ppi, &data),
+            Item::Reset => p.reset(stream),
+        }
+    }
+}
+
+/// What one `pump` works on, but the queue it takes items from.
+struct Pump<'a> {
+    name: &'a str,
+    now: Instant,
+    a: &'a mut Association,
+    clock: &'a mut RtoClock,
+    router: &'a mut Link<RouterMsg>,
+    ctl: &'a mut Link<RouterCtl>,
+}
+
+impl Pump<'_> {
+    /// Creates stream `stream` or sets its reliability; the queue remembers the parameters.
+    fn open(&mut self, queue: &mut SendQueue, stream: u16, params: (bool, ReliabilityType, u32)) {
+        let (unordered, rel, value) = params;
+        // Lifetimes run on the association's clock, which may run ahead by up to
+        // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
+        let long = u128::from(value) > rto::SHORT_LIFETIME.as_millis();
+        let value = match rel {
+            ReliabilityType::Timed if long => {
+                let slack = rto::LIFETIME_SLACK.as_millis() as u32;
+                value.saturating_add(slack)
             }
-            Item::Reset => {
-                log::debug!("[{name}] SCTP: resetting stream {stream}");
-                if let Err(e) = a.stream(stream).and_then(|mut s| s.close(clock.at(now))) {
-                    log::debug!("[{name}] SCTP: reset of stream {stream}: {e}");
-                    router.push(RouterMsg::StreamClosed { stream });
-                }
+            _ => value,
+        };
+        let res = match self.a.stream(stream) {
+            Ok(mut s) => s.set_reliability_params(unordered, rel, value),
+            Err(_) => self
+                .a
+                .open_stream(stream, Ppi::Binary)
+                .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
+        };
+        match res {
+            Ok(()) => {
+                queue.params.insert(stream, (unordered, rel, value));
             }
+            Err(e) => log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name),
+        }
+    }
+
+    /// Writes one message; one that cannot be written is released back to the router.
+    fn write(&mut self, queue: &mut SendQueue, stream: u16, ppi: Ppi, data: &Bytes) {
+        let len = data.len();
+        let at = self.clock.at(self.now);
+        // DCEP messages go ordered and reliable whatever the channel is (RFC 8832
+        // §6; as browsers send them): a lost OPEN given up after the channel's
+        // lifetime or retransmission limit left the channel unopened for good.
+        // rtc-sctp takes a message's reliability from its stream when written.
+        let channel = queue.params.get(&stream).copied();
+        let control =
+            ppi == Ppi::Dcep && channel.is_some_and(|p| p != (false, ReliabilityType::Reliable, 0));
+        let res = self.a.stream(stream).and_then(|mut s| match channel {
+            Some((unordered, rel, value)) if control => {
+                s.set_reliability_params(false, ReliabilityType::Reliable, 0)?;
+                let res = s.write_sctp(at, data, ppi);
+                s.set_reliability_params(unordered, rel, value)?;
+                res
+            }
+            _ => s.write_sctp(at, data, ppi),
+        });
+        match res {
+            Ok(_) => {
+                queue.wrote(len);
+                self.clock.sent(self.now, len);
+            }
+            Err(e) => {
+                log::warn!(
+                    "[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}",
+                    self.name
+                );
+                self.ctl.push(RouterCtl::Released { stream, bytes: len });
+            }
+        }
+    }
+
+    /// Resets the outgoing stream; if that fails the router hears the stream is closed.
+    fn reset(&mut self, stream: u16) {
+        let name = self.name;
+        log::debug!("[{name}] SCTP: resetting stream {stream}");
+        let at = self.clock.at(self.now);
+        if let Err(e) = self.a.stream(stream).and_then(|mut s| s.close(at)) {
+            log::debug!("[{name}] SCTP: reset of stream {stream}: {e}");
+            self.router.push(RouterMsg::StreamClosed { stream });
         }
     }
 }

@@ -4,13 +4,17 @@
 
 use super::*;
 
-const CHROMIUM_RECVONLY: &str = include_str!("../../tests/fixtures/sdp/chromium_recvonly.sdp");
-const CHROMIUM_SENDRECV: &str = include_str!("../../tests/fixtures/sdp/chromium_sendrecv.sdp");
-const CHROMIUM_RECVONLY_DATA: &str =
+pub(super) const CHROMIUM_RECVONLY: &str =
+    include_str!("../../tests/fixtures/sdp/chromium_recvonly.sdp");
+pub(super) const CHROMIUM_SENDRECV: &str =
+    include_str!("../../tests/fixtures/sdp/chromium_sendrecv.sdp");
+pub(super) const CHROMIUM_RECVONLY_DATA: &str =
     include_str!("../../tests/fixtures/sdp/chromium_recvonly_data.sdp");
-const FIREFOX_RECVONLY: &str = include_str!("../../tests/fixtures/sdp/firefox_recvonly.sdp");
-const FIREFOX_SENDRECV: &str = include_str!("../../tests/fixtures/sdp/firefox_sendrecv.sdp");
-const FIREFOX_RECVONLY_DATA: &str =
+pub(super) const FIREFOX_RECVONLY: &str =
+    include_str!("../../tests/fixtures/sdp/firefox_recvonly.sdp");
+pub(super) const FIREFOX_SENDRECV: &str =
+    include_str!("../../tests/fixtures/sdp/firefox_sendrecv.sdp");
+pub(super) const FIREFOX_RECVONLY_DATA: &str =
     include_str!("../../tests/fixtures/sdp/firefox_recvonly_data.sdp");
 
 pub(super) const FIXTURES: [(&str, &str); 6] = [

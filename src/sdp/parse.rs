@@ -755,6 +755,32 @@ fn transport_index(
     tagged.or_else(|| sections.iter().position(enabled))
 }
 
+/// The ICE credentials and the certificate fingerprints: the transport section's (`which`
+/// m-line's), else the session's.
+fn credentials(
+    t: &mut Level,
+    sess: &mut Level,
+    which: &str,
+) -> Result<(String, String, Vec<Fingerprint>), SdpError> {
+    let ice_ufrag = t.ufrag.take().or(sess.ufrag.take()).ok_or_else(|| {
+        SdpError::Missing(format!(
+            "a=ice-ufrag (in the {which} m-line or the session)"
+        ))
+    })?;
+    let ice_pwd = t.pwd.take().or(sess.pwd.take()).ok_or_else(|| {
+        SdpError::Missing(format!("a=ice-pwd (in the {which} m-line or the session)"))
+    })?;
+    let fingerprints = if t.fingerprints.is_empty() {
+        std::mem::take(&mut sess.fingerprints)
+    } else {
+        std::mem::take(&mut t.fingerprints)
+    };
+    if fingerprints.is_empty() {
+        return Err(SdpError::Missing("a=fingerprint".into()));
+    }
+    Ok((ice_ufrag, ice_pwd, fingerprints))
+}
+
 /// Parses with or without a data section required (see [`parse`], [`parse_description`]).
 fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpError> {
     let lines = read_lines(sdp)?;
@@ -763,7 +789,7 @@ fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpEr
     if need_data && data.is_none() {
         return Err(SdpError::NoDataSection);
     }
-    let sess = read_session_level(&session)?;
+    let mut sess = read_session_level(&session)?;
     let Some(ti) = transport_index(&sections, data.map(|d| d.0), &sess.groups) else {
         return Err(SdpError::NoMediaSection);
     };
@@ -786,26 +812,8 @@ fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpEr
             .err("the data m-line is rejected (port 0)"));
     }
 
-    let ice_ufrag = t.level.ufrag.or(sess.level.ufrag).ok_or_else(|| {
-        SdpError::Missing(format!(
-            "a=ice-ufrag (in the {} m-line or the session)",
-            if data.is_some() { "data" } else { "first" }
-        ))
-    })?;
-    let ice_pwd = t.level.pwd.or(sess.level.pwd).ok_or_else(|| {
-        SdpError::Missing(format!(
-            "a=ice-pwd (in the {} m-line or the session)",
-            if data.is_some() { "data" } else { "first" }
-        ))
-    })?;
-    let fingerprints = if t.level.fingerprints.is_empty() {
-        sess.level.fingerprints
-    } else {
-        t.level.fingerprints
-    };
-    if fingerprints.is_empty() {
-        return Err(SdpError::Missing("a=fingerprint".into()));
-    }
+    let which = if data.is_some() { "data" } else { "first" };
+    let (ice_ufrag, ice_pwd, fingerprints) = credentials(&mut t.level, &mut sess.level, which)?;
 
     let media: Vec<RemoteMedia> = sections
         .iter()
@@ -874,16 +882,7 @@ pub fn parse_candidate_fragment(
                     let v = require(&line, "ice-pwd", value)?;
                     check_ice_string("ice-pwd", v, 22, 256).map_err(|p| line.err(p))?;
                 }
-                Some(("candidate", _)) => {
-                    if candidates.len() >= MAX_CANDIDATES {
-                        return Err(SdpError::TooManyCandidates {
-                            line: line.no,
-                            max: MAX_CANDIDATES,
-                        });
-                    }
-                    check_candidate_value(line.value).map_err(|p| line.err(p))?;
-                    candidates.push(line.value.to_owned());
-                }
+                Some(("candidate", _)) => push_candidate(&mut candidates, &line)?,
                 Some(("end-of-candidates", _)) => end = true,
                 _ => {}
             },

@@ -168,8 +168,11 @@ pub fn plan_answer(
             plan.data = true;
         }
     }
-    let cname = new_cname();
-    let mut ssrcs = Vec::new();
+    let mut ids = Ids {
+        cname: new_cname(),
+        ssrcs: Vec::new(),
+        name: stream.map_or("smolrtc", |s| s.name.as_str()),
+    };
     // The first failure per kind, reported when that kind finds no section at all.
     let mut failure: [Option<PlanError>; 2] = [None, None];
     for m in offer.media.iter().filter(|m| m.is_enabled()) {
@@ -193,19 +196,48 @@ pub fn plan_answer(
                 .map(|n| (mid, n))
                 .map_err(PlanError::NoCodec)
         });
-        let (mid, negotiated) = match chosen {
-            Ok(x) => x,
+        match chosen {
+            Ok((mid, negotiated)) => plan.accept(m.index, mid, kind, negotiated, &mut ids),
             Err(e) => {
                 plan.rejected
                     .push(format!("{} section {}: {e}", kind.as_str(), m.index));
                 failure[slot].get_or_insert(e);
-                continue;
             }
-        };
-        let ssrc = new_ssrc(&mut ssrcs);
-        let rtx_ssrc = negotiated.rtx_pt.map(|_| new_ssrc(&mut ssrcs));
-        let name = stream.map_or("smolrtc", |s| s.name.as_str());
-        plan.sections[m.index] = AnswerSection::Media(LocalMedia {
+        }
+    }
+    if let Some(kind) = stream.and_then(needed) {
+        if !plan.tracks.iter().any(|t| t.kind == kind) {
+            return Err(failure[usize::from(kind == MediaKind::Audio)]
+                .take()
+                .unwrap_or(PlanError::NoSection(kind)));
+        }
+    }
+    if plan.tracks.is_empty() && !plan.data {
+        return Err(PlanError::Nothing);
+    }
+    Ok(plan)
+}
+
+/// What the answer's tracks are named by: one CNAME, distinct SSRCs, the stream's name.
+struct Ids<'a> {
+    cname: String,
+    ssrcs: Vec<u32>,
+    name: &'a str,
+}
+
+impl AnswerPlan {
+    /// Answers section `index` with a send-only track of `kind` in `negotiated`'s codec.
+    fn accept(
+        &mut self,
+        index: usize,
+        mid: String,
+        kind: MediaKind,
+        negotiated: Negotiated,
+        ids: &mut Ids<'_>,
+    ) {
+        let ssrc = new_ssrc(&mut ids.ssrcs);
+        let rtx_ssrc = negotiated.rtx_pt.map(|_| new_ssrc(&mut ids.ssrcs));
+        self.sections[index] = AnswerSection::Media(LocalMedia {
             kind: kind.as_str().to_owned(),
             mid: mid.clone(),
             direction: Direction::SendOnly,
@@ -217,11 +249,11 @@ pub fn plan_answer(
                 .collect(),
             ssrc,
             rtx_ssrc,
-            cname: cname.clone(),
-            msid: (name.to_owned(), kind.as_str().to_owned()),
+            cname: ids.cname.clone(),
+            msid: (ids.name.to_owned(), kind.as_str().to_owned()),
         });
-        plan.tracks.push(PlannedTrack {
-            index: m.index,
+        self.tracks.push(PlannedTrack {
+            index,
             mid,
             kind,
             negotiated,
@@ -229,27 +261,18 @@ pub fn plan_answer(
             rtx_ssrc,
         });
     }
-    if let Some(s) = stream {
-        // A stream's video is what a viewer came for; an audio-only stream needs its audio.
-        let needed = if s.video.is_some() {
-            Some(MediaKind::Video)
-        } else if s.audio.is_some() {
-            Some(MediaKind::Audio)
-        } else {
-            None
-        };
-        if let Some(kind) = needed {
-            if !plan.tracks.iter().any(|t| t.kind == kind) {
-                return Err(failure[usize::from(kind == MediaKind::Audio)]
-                    .take()
-                    .unwrap_or(PlanError::NoSection(kind)));
-            }
-        }
+}
+
+/// The kind a stream's answer cannot do without: its video is what a viewer came for; an
+/// audio-only stream needs its audio.
+fn needed(s: &StreamCodecs) -> Option<MediaKind> {
+    if s.video.is_some() {
+        Some(MediaKind::Video)
+    } else if s.audio.is_some() {
+        Some(MediaKind::Audio)
+    } else {
+        None
     }
-    if plan.tracks.is_empty() && !plan.data {
-        return Err(PlanError::Nothing);
-    }
-    Ok(plan)
 }
 
 #[cfg(test)]

@@ -1228,42 +1228,44 @@ fn exercise(text: &str) {
     }
 }
 
-#[test]
-fn no_panic_on_mutated_input() {
-    const PALETTE: &[&str] = &[
-        "\r",
-        "\n",
-        "\r\n",
-        " ",
-        "\t",
-        ":",
-        "=",
-        "/",
-        "0",
-        "9",
-        "65536",
-        "-",
-        ".",
-        "a",
-        "Z",
-        "m=",
-        "a=",
-        "v=0",
-        "é",
-        "€",
-        "\u{0}",
-        "\u{feff}",
-        "\"",
-        "\\",
-        "candidate:",
-        "typ",
-        "::",
-        "18446744073709551616",
-        "webrtc-datachannel",
-        "DTLS/SCTP",
-        "a=sctpmap:5000 ",
-    ];
-    let fixtures = [
+/// What the random edits of [`no_panic_on_mutated_input`] insert.
+const PALETTE: &[&str] = &[
+    "\r",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    ":",
+    "=",
+    "/",
+    "0",
+    "9",
+    "65536",
+    "-",
+    ".",
+    "a",
+    "Z",
+    "m=",
+    "a=",
+    "v=0",
+    "é",
+    "€",
+    "\u{0}",
+    "\u{feff}",
+    "\"",
+    "\\",
+    "candidate:",
+    "typ",
+    "::",
+    "18446744073709551616",
+    "webrtc-datachannel",
+    "DTLS/SCTP",
+    "a=sctpmap:5000 ",
+];
+
+/// The descriptions [`no_panic_on_mutated_input`] mutates.
+fn mutation_bases() -> [String; 8] {
+    [
         CHROMIUM_OFFER.to_owned(),
         FIREFOX_OFFER.to_owned(),
         rawrtc_offer(),
@@ -1278,54 +1280,72 @@ fn no_panic_on_mutated_input() {
             &local().candidates,
             true,
         ),
-    ];
+    ]
+}
+
+/// Every truncation of `base` on a char boundary, from either end; returns the count.
+fn exercise_truncations(base: &str) -> usize {
+    let mut runs = 0;
+    for (i, _) in base.char_indices() {
+        exercise(&base[..i]);
+        exercise(&base[i..]);
+        runs += 2;
+    }
+    runs
+}
+
+/// Each line of `base` removed, doubled, or moved to the front; returns the count.
+fn exercise_line_moves(base: &str) -> usize {
+    let lines: Vec<&str> = base.split_inclusive('\n').collect();
+    for i in 0..lines.len() {
+        let mut v = lines.clone();
+        v.remove(i);
+        exercise(&v.concat());
+        let mut v = lines.clone();
+        v.insert(i, lines[i]);
+        exercise(&v.concat());
+        let mut v = lines.clone();
+        let l = v.remove(i);
+        v.insert(0, l);
+        exercise(&v.concat());
+    }
+    3 * lines.len()
+}
+
+/// One to four random edits of `s`: a [`PALETTE`] piece inserted, or put in place of a
+/// few chars, or a few chars deleted.
+fn random_edits(s: &mut String, rng: &mut Rng) {
+    for _ in 0..=rng.below(4) {
+        let bounds: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+        let at = bounds[rng.below(bounds.len())];
+        let piece = PALETTE[rng.below(PALETTE.len())];
+        match rng.below(3) {
+            0 => s.insert_str(at, piece),
+            1 => {
+                let end = bounds
+                    [(bounds.binary_search(&at).unwrap() + 1 + rng.below(8)).min(bounds.len() - 1)];
+                s.replace_range(at..end, piece);
+            }
+            _ => {
+                let end = bounds
+                    [(bounds.binary_search(&at).unwrap() + 1 + rng.below(3)).min(bounds.len() - 1)];
+                s.replace_range(at..end, "");
+            }
+        }
+    }
+}
+
+#[test]
+fn no_panic_on_mutated_input() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut runs = 0usize;
-    for base in &fixtures {
+    for base in &mutation_bases() {
         exercise(base);
-        // Every truncation on a char boundary.
-        for (i, _) in base.char_indices() {
-            exercise(&base[..i]);
-            exercise(&base[i..]);
-            runs += 2;
-        }
-        // Each line removed, doubled, or moved to the front.
-        let lines: Vec<&str> = base.split_inclusive('\n').collect();
-        for i in 0..lines.len() {
-            let mut v = lines.clone();
-            v.remove(i);
-            exercise(&v.concat());
-            let mut v = lines.clone();
-            v.insert(i, lines[i]);
-            exercise(&v.concat());
-            let mut v = lines.clone();
-            let l = v.remove(i);
-            v.insert(0, l);
-            exercise(&v.concat());
-            runs += 3;
-        }
-        // Random edits: replace, insert or delete a piece.
+        runs += exercise_truncations(base);
+        runs += exercise_line_moves(base);
         for _ in 0..1500 {
             let mut s = base.clone();
-            for _ in 0..=rng.below(4) {
-                let bounds: Vec<usize> =
-                    s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
-                let at = bounds[rng.below(bounds.len())];
-                let piece = PALETTE[rng.below(PALETTE.len())];
-                match rng.below(3) {
-                    0 => s.insert_str(at, piece),
-                    1 => {
-                        let end = bounds[(bounds.binary_search(&at).unwrap() + 1 + rng.below(8))
-                            .min(bounds.len() - 1)];
-                        s.replace_range(at..end, piece);
-                    }
-                    _ => {
-                        let end = bounds[(bounds.binary_search(&at).unwrap() + 1 + rng.below(3))
-                            .min(bounds.len() - 1)];
-                        s.replace_range(at..end, "");
-                    }
-                }
-            }
+            random_edits(&mut s, &mut rng);
             exercise(&s);
             runs += 1;
         }

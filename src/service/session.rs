@@ -160,14 +160,9 @@ impl Shared {
         v
     }
 
-    /// Creates a session for a client at `client`; `offerer` says whether the service
-    /// makes the offer.
-    pub(crate) async fn open(
-        self: &Rc<Self>,
-        via: Via,
-        offerer: bool,
-        client: IpAddr,
-    ) -> Result<NewSession, ServiceError> {
+    /// Checks `max_sessions` and (but for MQTT clients, counted per client id)
+    /// `max_sessions_per_address`; returns the address's slot a new session holds.
+    fn admit(&self, via: Via, client: IpAddr) -> Result<Option<AddressSlot>, ServiceError> {
         let max = self.config.max_sessions;
         if self.sessions.borrow().len() >= max {
             let e = ServiceError::TooMany {
@@ -186,12 +181,10 @@ impl Shared {
             Via::Mqtt => false,
             _ => true,
         };
-        let address = if per_address {
-            self.sessions_per_address.take(client, per).map(Some)
-        } else {
-            Some(None)
-        };
-        let Some(address) = address else {
+        if !per_address {
+            return Ok(None);
+        }
+        let Some(slot) = self.sessions_per_address.take(client, per) else {
             let e = ServiceError::TooMany {
                 held: Held::SessionsFromAddress,
                 limit: "max_sessions_per_address",
@@ -202,9 +195,13 @@ impl Shared {
             });
             return Err(e);
         };
-        let id = session_id()?;
+        Ok(Some(slot))
+    }
+
+    /// The peer configuration of session `id`.
+    fn peer_config(&self, id: &str) -> crate::peer::Config {
         let mut config = self.config.peer.clone();
-        config.name = id.clone();
+        config.name = id.to_owned();
         if let Some(t) = &self.config.turn_rest {
             // Fresh credentials for each session's own allocations.
             config
@@ -212,7 +209,20 @@ impl Shared {
                 .servers
                 .extend(t.ice_servers(&self.config.device_id));
         }
-        let pc = PeerConnection::with_runtime(&self.runtime, config)?;
+        config
+    }
+
+    /// Creates a session for a client at `client`; `offerer` says whether the service
+    /// makes the offer.
+    pub(crate) async fn open(
+        self: &Rc<Self>,
+        via: Via,
+        offerer: bool,
+        client: IpAddr,
+    ) -> Result<NewSession, ServiceError> {
+        let address = self.admit(via, client)?;
+        let id = session_id()?;
+        let pc = PeerConnection::with_runtime(&self.runtime, self.peer_config(&id))?;
         let events = pc.events();
         if self.config.rawrtc_flow {
             pc.create_data_channel("cat-noises", ChannelInit::negotiated(0))

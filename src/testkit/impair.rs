@@ -273,6 +273,103 @@ enum Dest<'a> {
     Learned(&'a Cell<Option<SocketAddr>>),
 }
 
+/// The seeded random part of one direction: which datagrams are lost or duplicated, and
+/// when each copy is due. Draws in the same order for the same datagrams, so a seed
+/// replays a run.
+struct Fate {
+    imp: Impairment,
+    rng: fastrand::Rng,
+    /// In the burst model's bad state (every datagram lost).
+    bad: bool,
+    /// Ties datagrams due at the same instant to their arrival order.
+    seq: u64,
+    /// When the rate-limited link is next free.
+    link_free: Instant,
+    /// The copies waiting for their time.
+    heap: BinaryHeap<Due>,
+}
+
+impl Fate {
+    fn new(imp: Impairment, seed: u64) -> Self {
+        Self {
+            imp,
+            rng: fastrand::Rng::with_seed(seed),
+            bad: false,
+            seq: 0,
+            link_free: Instant::now(),
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Whether anything holds datagrams back (else each goes on at once).
+    fn delays(&self) -> bool {
+        let imp = &self.imp;
+        !imp.delay.is_zero() || !imp.jitter.is_zero() || imp.reorder > 0.0 || imp.rate > 0
+    }
+
+    /// How many copies of the next datagram go on: 0 (lost), 1, or 2 (duplicated).
+    fn copies(&mut self) -> usize {
+        if let Some((enter, leave)) = self.imp.burst {
+            self.bad = if self.bad {
+                self.rng.f64() >= leave
+            } else {
+                self.rng.f64() < enter
+            };
+        }
+        if self.bad || self.rng.f64() < self.imp.loss {
+            return 0;
+        }
+        if self.rng.f64() < self.imp.duplicate {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Queues a copy of `data` for when it is due: delay, jitter, reordering, then the
+    /// link's rate.
+    fn hold(&mut self, data: &[u8]) {
+        let imp = &self.imp;
+        let mut delay = imp.delay;
+        if !imp.jitter.is_zero() {
+            delay += imp.jitter.mul_f64(self.rng.f64());
+        }
+        if self.rng.f64() < imp.reorder {
+            delay += imp.delay + Duration::from_millis(1);
+        }
+        let mut at = Instant::now() + delay;
+        if imp.rate > 0 {
+            at = at.max(self.link_free);
+            self.link_free =
+                at + Duration::from_secs_f64(data.len() as f64 * 8.0 / imp.rate as f64);
+        }
+        self.seq += 1;
+        self.heap.push(Due {
+            at,
+            seq: self.seq,
+            data: data.to_vec(),
+        });
+    }
+}
+
+/// The next datagram on `rx`, or `None` when `until` comes first.
+async fn receive(
+    rx: &Async<UdpSocket>,
+    buf: &mut [u8],
+    until: Option<Instant>,
+) -> Option<std::io::Result<(usize, SocketAddr)>> {
+    match until {
+        Some(at) => {
+            future::or(async { Some(rx.recv_from(buf).await) }, async {
+                Timer::at(at).await;
+                None
+            })
+            .await
+        }
+        None => Some(rx.recv_from(buf).await),
+    }
+}
+
 /// One direction: receives, applies loss and duplication, and sends each datagram when
 /// it is due (at once when nothing delays it); drops everything while `cut` is set.
 #[allow(clippy::too_many_arguments)]
@@ -286,14 +383,9 @@ async fn direction(
     counters: &Counters,
     cut: &AtomicBool,
 ) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut bad = false;
-    let mut seq = 0u64;
-    let mut heap: BinaryHeap<Due> = BinaryHeap::new();
+    let mut fate = Fate::new(imp, seed);
     let mut buf = vec![0u8; 65536];
-    let delays = !imp.delay.is_zero() || !imp.jitter.is_zero() || imp.reorder > 0.0 || imp.rate > 0;
-    // When the rate-limited link is next free.
-    let mut link_free = Instant::now();
+    let delays = fate.delays();
     let dest = &dest;
     let send = move |data: Vec<u8>| async move {
         let to = match dest {
@@ -313,22 +405,12 @@ async fn direction(
     };
     loop {
         let now = Instant::now();
-        while heap.peek().is_some_and(|d| d.at <= now) {
-            let d = heap.pop().expect("peeked");
+        while fate.heap.peek().is_some_and(|d| d.at <= now) {
+            let d = fate.heap.pop().expect("peeked");
             send(d.data).await;
         }
-        let next = heap.peek().map(|d| d.at);
-        let received = match next {
-            Some(at) => {
-                future::or(async { Some(rx.recv_from(&mut buf).await) }, async {
-                    Timer::at(at).await;
-                    None
-                })
-                .await
-            }
-            None => Some(rx.recv_from(&mut buf).await),
-        };
-        let (n, from) = match received {
+        let next = fate.heap.peek().map(|d| d.at);
+        let (n, from) = match receive(rx, &mut buf, next).await {
             None => continue,
             Some(Ok(v)) => v,
             // ICMP errors (a peer gone) and the like: keep relaying.
@@ -344,41 +426,17 @@ async fn direction(
         if let Some(peer) = learn {
             peer.set(Some(from));
         }
-        if let Some((enter, leave)) = imp.burst {
-            bad = if bad {
-                rng.f64() >= leave
-            } else {
-                rng.f64() < enter
-            };
-        }
-        if bad || rng.f64() < imp.loss {
+        let copies = fate.copies();
+        if copies == 0 {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let copies = if rng.f64() < imp.duplicate { 2 } else { 1 };
         for _ in 0..copies {
-            if !delays {
+            if delays {
+                fate.hold(&buf[..n]);
+            } else {
                 send(buf[..n].to_vec()).await;
-                continue;
             }
-            let mut delay = imp.delay;
-            if !imp.jitter.is_zero() {
-                delay += imp.jitter.mul_f64(rng.f64());
-            }
-            if rng.f64() < imp.reorder {
-                delay += imp.delay + Duration::from_millis(1);
-            }
-            let mut at = Instant::now() + delay;
-            if imp.rate > 0 {
-                at = at.max(link_free);
-                link_free = at + Duration::from_secs_f64(n as f64 * 8.0 / imp.rate as f64);
-            }
-            seq += 1;
-            heap.push(Due {
-                at,
-                seq,
-                data: buf[..n].to_vec(),
-            });
         }
     }
 }

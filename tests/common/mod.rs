@@ -7,6 +7,7 @@ use smolrtc::{
 };
 use std::time::Duration;
 
+pub mod forward;
 pub mod http;
 pub mod netns;
 pub mod service;
@@ -162,6 +163,36 @@ impl Peer {
         let answer = Description::from_json(&r.text()).unwrap();
         assert_eq!(answer.kind, smolrtc::SdpType::Answer);
         answer
+    }
+
+    /// Offers to a service's WHIP endpoint (`POST /whip`, trickle: before any candidate),
+    /// `edit` applied to the offer's SDP as sent: the 201 checked and the answer applied.
+    /// Returns the offer as made and the reply (its `Location` names the session).
+    pub async fn whip_to_service(
+        &mut self,
+        addr: std::net::SocketAddr,
+        edit: impl FnOnce(&mut String),
+    ) -> (Description, http::Reply) {
+        let offer = self.pc.create_offer().await.unwrap();
+        self.pc.set_local_description(offer.clone()).await.unwrap();
+        let mut sdp = offer.sdp.clone();
+        edit(&mut sdp);
+        let r = http::request(
+            addr,
+            "POST",
+            "/whip",
+            Some("application/sdp"),
+            sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        self.pc
+            .set_remote_description(Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: r.text(),
+            })
+            .await
+            .unwrap();
+        (offer, r)
     }
 }
 
@@ -439,6 +470,52 @@ impl Transfer {
     }
 }
 
+/// Checks message `msgs` of the stream, which starts at byte `got` and should be `want`
+/// bytes long: binary, that long, the stream's bytes. Returns its length.
+fn check_message(m: &Message, want: usize, got: u64, msgs: u64) -> Result<usize, String> {
+    let Message::Binary(data) = m else {
+        return Err(format!("message {msgs} is text"));
+    };
+    if data.len() != want {
+        return Err(format!(
+            "message {msgs} at byte {got}: {} bytes, expected {want}",
+            data.len()
+        ));
+    }
+    if let Some(j) = stream_mismatch(got, data) {
+        return Err(format!("byte {} (message {msgs}) is wrong", got + j as u64));
+    }
+    Ok(data.len())
+}
+
+/// The sending half of [`reliable_transfer`]: `total` bytes in messages of
+/// [`MessageSizes`]`(seed)`, paced at `high` buffered bytes until `deadline`, counted in
+/// `out`; then reads the sender's events until the connection dies (the error returned).
+async fn send_stream(
+    ch: &smolrtc::DataChannel,
+    events: &mut EventStream,
+    (total, seed): (u64, u64),
+    (high, deadline): (usize, std::time::Instant),
+    states: &States,
+    out: &std::cell::RefCell<Transfer>,
+) -> Result<(), String> {
+    let mut sizes = MessageSizes::new(seed);
+    let (mut off, mut msgs) = (0u64, 0u64);
+    while off < total {
+        let n = (sizes.next() as u64).min(total - off) as usize;
+        pace(ch, events, high, deadline, states).await?;
+        if let Err(e) = ch.send(stream_bytes(off, n)).await {
+            return Err(format!("send at byte {off}: {e}"));
+        }
+        off += n as u64;
+        msgs += 1;
+        let mut o = out.borrow_mut();
+        o.sent_bytes = off;
+        o.sent_messages = msgs;
+    }
+    Err(drain_sender(events, states).await)
+}
+
 /// Sends `total` bytes of the checked stream on `ch` (a reliable ordered channel of
 /// `a`, paced at `high` buffered bytes) in messages of [`MessageSizes`]`(seed)`; `b`
 /// checks that each message arrives once, whole, in order, with the right bytes, until
@@ -454,7 +531,7 @@ pub async fn reliable_transfer(
     limit: Duration,
     progress: &std::cell::Cell<u64>,
 ) -> Transfer {
-    use smolrtc::{ConnectionState as S, Message};
+    use smolrtc::ConnectionState as S;
     use std::cell::RefCell;
     use std::time::Instant;
     let began = Instant::now();
@@ -463,23 +540,14 @@ pub async fn reliable_transfer(
     ch.set_buffered_amount_low_threshold(high / 2);
     let out = RefCell::new(Transfer::default());
     let sender_states = States::default();
-    let send = async {
-        let mut sizes = MessageSizes::new(seed);
-        let (mut off, mut msgs) = (0u64, 0u64);
-        while off < total {
-            let n = (sizes.next() as u64).min(total - off) as usize;
-            pace(ch, &mut a.events, high, deadline, &sender_states).await?;
-            if let Err(e) = ch.send(stream_bytes(off, n)).await {
-                return Err(format!("send at byte {off}: {e}"));
-            }
-            off += n as u64;
-            msgs += 1;
-            let mut o = out.borrow_mut();
-            o.sent_bytes = off;
-            o.sent_messages = msgs;
-        }
-        Err(drain_sender(&mut a.events, &sender_states).await)
-    };
+    let send = send_stream(
+        ch,
+        &mut a.events,
+        (total, seed),
+        (high, deadline),
+        &sender_states,
+        &out,
+    );
     let receive = async {
         let mut states = Vec::new();
         let mut sizes = MessageSizes::new(seed);
@@ -501,20 +569,10 @@ pub async fn reliable_transfer(
             match event {
                 Event::ChannelMessage(c, m) if c.label() == label => {
                     let want = (sizes.next() as u64).min(total - got) as usize;
-                    let data = match &m {
-                        Message::Binary(d) => d,
-                        Message::Text(_) => break Err(format!("message {msgs} is text")),
-                    };
-                    if data.len() != want {
-                        break Err(format!(
-                            "message {msgs} at byte {got}: {} bytes, expected {want}",
-                            data.len()
-                        ));
+                    match check_message(&m, want, got, msgs) {
+                        Ok(n) => got += n as u64,
+                        Err(e) => break Err(e),
                     }
-                    if let Some(j) = stream_mismatch(got, data) {
-                        break Err(format!("byte {} (message {msgs}) is wrong", got + j as u64));
-                    }
-                    got += data.len() as u64;
                     msgs += 1;
                     progress.set(got);
                     let mut o = out.borrow_mut();

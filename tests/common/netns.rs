@@ -242,68 +242,31 @@ impl Topology {
             (self.host_p(), HOST_P_IP, "vP"),
         ] {
             let dev = if ns == self.host_p() { "eth0" } else { "wan" };
-            ip_batch(
-                ns,
-                &[
-                    format!("link add name {dev} type veth peer name {port} netns {pb}"),
-                    format!("addr add {ip}/24 dev {dev}"),
-                    format!("link set dev {dev} up"),
-                ],
-            );
-            ip_batch(
-                pb,
-                &[
-                    format!("link set dev {port} master br0"),
-                    format!("link set dev {port} up"),
-                ],
-            );
+            self.outside_leg(ns, ip, dev, port);
         }
         // Inside legs: hostA behind natA, hostB behind natB.
-        for (host, host_ip, nat, gw, kind) in [
-            (self.host_a(), HOST_A_IP, na, NAT_A_PRIVATE, nat_a),
-            (self.host_b(), HOST_B_IP, nb, NAT_B_PRIVATE, nat_b),
-        ] {
-            ip_batch(
-                host,
-                &[format!(
-                    "link add name eth0 type veth peer name lan netns {nat}"
-                )],
-            );
-            ip_batch(
-                nat,
-                &[
-                    format!("addr add {gw}/24 dev lan"),
-                    "link set dev lan up".into(),
-                ],
-            );
-            ip_batch(
-                host,
-                &[
-                    format!("addr add {host_ip}/24 dev eth0"),
-                    "link set dev eth0 up".into(),
-                    format!("route add default via {gw}"),
-                ],
-            );
-            sysctl(nat, &["net.ipv4.ip_forward=1"]);
-            let random = match kind {
-                Nat::Cone => "",
-                Nat::Symmetric => " --random-fully",
-            };
-            // Unsolicited packets from outside are dropped in filter, before conntrack
-            // confirms an entry for them (see the module docs).
-            let rules = format!(
-                "*nat\n\
-                 -A POSTROUTING -o wan -j MASQUERADE{random}\n\
-                 COMMIT\n\
-                 *filter\n\
-                 -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
-                 -A INPUT -i wan -j DROP\n\
-                 -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
-                 -A FORWARD -i wan -j DROP\n\
-                 COMMIT\n"
-            );
-            run_stdin(ns_exec(nat, "iptables-restore", &["-w"]), &rules);
-        }
+        inside_leg((self.host_a(), HOST_A_IP), (na, NAT_A_PRIVATE), nat_a);
+        inside_leg((self.host_b(), HOST_B_IP), (nb, NAT_B_PRIVATE), nat_b);
+    }
+
+    /// `ns`'s device `dev` at `ip`, to the public bridge's port `port`.
+    fn outside_leg(&self, ns: &str, ip: Ipv4Addr, dev: &str, port: &str) {
+        let pb = self.pub_ns();
+        ip_batch(
+            ns,
+            &[
+                format!("link add name {dev} type veth peer name {port} netns {pb}"),
+                format!("addr add {ip}/24 dev {dev}"),
+                format!("link set dev {dev} up"),
+            ],
+        );
+        ip_batch(
+            pb,
+            &[
+                format!("link set dev {port} master br0"),
+                format!("link set dev {port} up"),
+            ],
+        );
     }
 
     /// The `sr<pid>_<n>` prefix of this topology's namespace names.
@@ -1026,6 +989,51 @@ fn ip_batch(ns: &str, lines: &[String]) {
     let mut cmd = Command::new("ip");
     cmd.args(["-n", ns, "-batch", "-"]);
     run_stdin(cmd, &(lines.join("\n") + "\n"));
+}
+
+/// `host` (its `eth0` at `host_ip`) behind `nat` (its `lan` at `gw`, the host's default
+/// route), which masquerades onto its `wan` as `kind` says and lets nothing unsolicited in.
+fn inside_leg((host, host_ip): (&str, Ipv4Addr), (nat, gw): (&str, Ipv4Addr), kind: Nat) {
+    ip_batch(
+        host,
+        &[format!(
+            "link add name eth0 type veth peer name lan netns {nat}"
+        )],
+    );
+    ip_batch(
+        nat,
+        &[
+            format!("addr add {gw}/24 dev lan"),
+            "link set dev lan up".into(),
+        ],
+    );
+    ip_batch(
+        host,
+        &[
+            format!("addr add {host_ip}/24 dev eth0"),
+            "link set dev eth0 up".into(),
+            format!("route add default via {gw}"),
+        ],
+    );
+    sysctl(nat, &["net.ipv4.ip_forward=1"]);
+    let random = match kind {
+        Nat::Cone => "",
+        Nat::Symmetric => " --random-fully",
+    };
+    // Unsolicited packets from outside are dropped in filter, before conntrack
+    // confirms an entry for them (see the module docs).
+    let rules = format!(
+        "*nat\n\
+         -A POSTROUTING -o wan -j MASQUERADE{random}\n\
+         COMMIT\n\
+         *filter\n\
+         -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         -A INPUT -i wan -j DROP\n\
+         -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         -A FORWARD -i wan -j DROP\n\
+         COMMIT\n"
+    );
+    run_stdin(ns_exec(nat, "iptables-restore", &["-w"]), &rules);
 }
 
 fn sysctl(ns: &str, settings: &[&str]) {

@@ -4,13 +4,11 @@ use super::*;
 use crate::media::{Codec, ProfileLevelId};
 use crate::sdp::{parse_description, write_answer_sections, Fingerprint, LocalSession, Setup};
 
-const CHROMIUM_RECVONLY: &str = include_str!("../../../tests/fixtures/sdp/chromium_recvonly.sdp");
-const CHROMIUM_RECVONLY_DATA: &str =
-    include_str!("../../../tests/fixtures/sdp/chromium_recvonly_data.sdp");
-const CHROMIUM_SENDRECV: &str = include_str!("../../../tests/fixtures/sdp/chromium_sendrecv.sdp");
-const FIREFOX_RECVONLY: &str = include_str!("../../../tests/fixtures/sdp/firefox_recvonly.sdp");
-const FIREFOX_RECVONLY_DATA: &str =
-    include_str!("../../../tests/fixtures/sdp/firefox_recvonly_data.sdp");
+// The browser offers media_tests.rs reads (tests/fixtures/sdp/).
+use crate::sdp::media_tests::{
+    CHROMIUM_RECVONLY, CHROMIUM_RECVONLY_DATA, CHROMIUM_SENDRECV, FIREFOX_RECVONLY,
+    FIREFOX_RECVONLY_DATA,
+};
 
 fn h264(plid: &str) -> SendCodec {
     SendCodec {

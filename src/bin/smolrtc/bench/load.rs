@@ -259,8 +259,8 @@ fn fd_count() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
 }
 
-/// Runs the load: opens, reports, holds, closes. Returns the figures printed.
-pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Result<LoadResult> {
+/// Checks the options; returns the bound of each set-up step.
+fn step_limit(opts: &LoadOptions) -> Result<Duration> {
     if opts.batch == 0 || opts.threads == 0 {
         return Err(Error::InvalidArgument(
             "--batch and --threads must be at least 1".into(),
@@ -271,78 +271,47 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
             "--step-timeout must be a positive number of seconds".into(),
         ));
     }
-    let limit = Duration::from_secs_f64(opts.step_timeout.min(3600.0));
-    let target = Rc::new(Target::parse(&opts.url)?);
-    let runtimes = (0..opts.threads)
-        .map(|_| Runtime::new())
-        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Duration::from_secs_f64(opts.step_timeout.min(3600.0)))
+}
+
+/// The configuration every client peer is cloned from.
+fn template(opts: &LoadOptions) -> Result<Config> {
     // One certificate for every client peer: the service's side is what is measured.
-    let certificate = Certificate::generate()?;
     let mut template = Config {
-        certificate: Some(certificate),
+        certificate: Some(Certificate::generate()?),
         ..Config::default()
     };
     opts.ice
         .apply(&mut template.ice)
         .map_err(|e| Error::InvalidArgument(e.into()))?;
-    log::info!(
-        "bench load: {} connections to {} in batches of {}",
-        opts.connections,
-        opts.url,
-        opts.batch
-    );
+    Ok(template)
+}
 
-    // Connections closed by the far side while held.
-    let lost = Rc::new(Cell::new(0usize));
-    let mut peers: Vec<PeerConnection> = Vec::with_capacity(opts.connections.min(1 << 16));
-    let mut failed = 0;
-    let started = Instant::now();
-    let mut next = 0;
-    while next < opts.connections {
-        let end = (next + opts.batch).min(opts.connections);
-        let tasks: Vec<_> = (next..end)
-            .map(|i| {
-                let mut config = template.clone();
-                config.name = format!("load{i}");
-                let runtime = runtimes[i % runtimes.len()].clone();
-                let target = target.clone();
-                ex.spawn(async move {
-                    let pc = PeerConnection::with_runtime(&runtime, config)?;
-                    let mut events = pc.events();
-                    match set_up(&pc, &mut events, &target, limit).await {
-                        Ok(()) => Ok((pc, events)),
-                        Err(e) => {
-                            bounded(limit, "close", async {
-                                pc.close().await;
-                                Ok(())
-                            })
-                            .await
-                            .ok();
-                            Err(e)
-                        }
-                    }
-                })
-            })
-            .collect();
-        for (i, task) in (next..end).zip(tasks) {
+/// What the client peers share.
+struct Load<'a> {
+    ex: &'a Rc<LocalExecutor<'static>>,
+    runtimes: Vec<Runtime>,
+    template: Config,
+    target: Rc<Target>,
+    limit: Duration,
+    /// Connections closed by the far side while held.
+    lost: Rc<Cell<usize>>,
+}
+
+impl Load<'_> {
+    /// Sets up connections `range` at once; keeps those that opened in `peers`, returns how
+    /// many failed.
+    async fn open_batch(
+        &self,
+        range: std::ops::Range<usize>,
+        peers: &mut Vec<PeerConnection>,
+    ) -> usize {
+        let tasks: Vec<_> = range.clone().map(|i| self.spawn_set_up(i)).collect();
+        let mut failed = 0;
+        for (i, task) in range.zip(tasks) {
             match task.await {
-                Ok((pc, mut events)) => {
-                    // Keep reading its events so nothing queues up; count a lost connection.
-                    let lost = lost.clone();
-                    ex.spawn(async move {
-                        while let Some(e) = events.next().await {
-                            if let Event::ConnectionState(
-                                smolrtc::ConnectionState::Failed | smolrtc::ConnectionState::Closed,
-                            ) = e
-                            {
-                                lost.set(lost.get() + 1);
-                                break;
-                            }
-                        }
-                        // Drain until the connection is gone.
-                        while events.next().await.is_some() {}
-                    })
-                    .detach();
+                Ok((pc, events)) => {
+                    self.watch(events);
                     peers.push(pc);
                 }
                 Err(e) => {
@@ -351,6 +320,121 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
                 }
             }
         }
+        failed
+    }
+
+    /// Sets up connection `i` on its own task; a peer that fails is closed.
+    fn spawn_set_up(&self, i: usize) -> smol::Task<Result<(PeerConnection, EventStream)>> {
+        let mut config = self.template.clone();
+        config.name = format!("load{i}");
+        let runtime = self.runtimes[i % self.runtimes.len()].clone();
+        let target = self.target.clone();
+        let limit = self.limit;
+        self.ex.spawn(async move {
+            let pc = PeerConnection::with_runtime(&runtime, config)?;
+            let mut events = pc.events();
+            match set_up(&pc, &mut events, &target, limit).await {
+                Ok(()) => Ok((pc, events)),
+                Err(e) => {
+                    close(pc, limit).await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Keeps reading an open peer's events so nothing queues up; counts a lost connection.
+    fn watch(&self, mut events: EventStream) {
+        let lost = self.lost.clone();
+        self.ex
+            .spawn(async move {
+                while let Some(e) = events.next().await {
+                    if let Event::ConnectionState(
+                        smolrtc::ConnectionState::Failed | smolrtc::ConnectionState::Closed,
+                    ) = e
+                    {
+                        lost.set(lost.get() + 1);
+                        break;
+                    }
+                }
+                // Drain until the connection is gone.
+                while events.next().await.is_some() {}
+            })
+            .detach();
+    }
+
+    /// Closes every peer at once; returns how many did not close in time.
+    async fn close_all(&self, peers: Vec<PeerConnection>) -> usize {
+        let limit = self.limit;
+        let closing: Vec<_> = peers
+            .into_iter()
+            .map(|pc| self.ex.spawn(close(pc, limit)))
+            .collect();
+        let mut stuck = 0;
+        for task in closing {
+            if !task.await {
+                stuck += 1;
+            }
+        }
+        stuck
+    }
+}
+
+/// Closes a peer within `limit`; false when it did not.
+async fn close(pc: PeerConnection, limit: Duration) -> bool {
+    bounded(limit, "close", async {
+        pc.close().await;
+        Ok(())
+    })
+    .await
+    .is_ok()
+}
+
+/// Holds the connections for `--hold` seconds, or until stdin closes.
+async fn hold(opts: &LoadOptions, open: usize) {
+    match opts.hold {
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            log::info!("holding {open} connections for {s} s");
+            async_io::Timer::after(Duration::from_secs_f64(s.min(1e7))).await;
+        }
+        _ => {
+            log::info!("holding {open} connections until stdin closes");
+            smol::unblock(|| std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()))
+                .await
+                .ok();
+        }
+    }
+}
+
+/// Runs the load: opens, reports, holds, closes. Returns the figures printed.
+pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Result<LoadResult> {
+    let limit = step_limit(opts)?;
+    let target = Rc::new(Target::parse(&opts.url)?);
+    let runtimes = (0..opts.threads)
+        .map(|_| Runtime::new())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let load = Load {
+        ex,
+        runtimes,
+        template: template(opts)?,
+        target,
+        limit,
+        lost: Rc::new(Cell::new(0)),
+    };
+    log::info!(
+        "bench load: {} connections to {} in batches of {}",
+        opts.connections,
+        opts.url,
+        opts.batch
+    );
+
+    let mut peers: Vec<PeerConnection> = Vec::with_capacity(opts.connections.min(1 << 16));
+    let mut failed = 0;
+    let started = Instant::now();
+    let mut next = 0;
+    while next < opts.connections {
+        let end = (next + opts.batch).min(opts.connections);
+        failed += load.open_batch(next..end, &mut peers).await;
         next = end;
         log::info!(
             "opened {}/{} ({failed} failed, {:.1} s)",
@@ -369,41 +453,12 @@ pub async fn run_load(opts: &LoadOptions, ex: &Rc<LocalExecutor<'static>>) -> Re
     };
     print_line(&result)?;
 
-    match opts.hold {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            log::info!("holding {} connections for {s} s", peers.len());
-            async_io::Timer::after(Duration::from_secs_f64(s.min(1e7))).await;
-        }
-        _ => {
-            log::info!("holding {} connections until stdin closes", peers.len());
-            smol::unblock(|| std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()))
-                .await
-                .ok();
-        }
-    }
-    if lost.get() > 0 {
-        log::warn!("{} connections were lost while held", lost.get());
+    hold(opts, peers.len()).await;
+    if load.lost.get() > 0 {
+        log::warn!("{} connections were lost while held", load.lost.get());
     }
     log::info!("closing {} connections", peers.len());
-    let closing: Vec<_> = peers
-        .into_iter()
-        .map(|pc| {
-            ex.spawn(async move {
-                bounded(limit, "close", async {
-                    pc.close().await;
-                    Ok(())
-                })
-                .await
-                .is_ok()
-            })
-        })
-        .collect();
-    let mut stuck = 0;
-    for task in closing {
-        if !task.await {
-            stuck += 1;
-        }
-    }
+    let stuck = load.close_all(peers).await;
     if stuck > 0 {
         log::warn!("{stuck} connections did not close in time");
     }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use clap::Args;
-use smolrtc::channel::{ChannelInit, Message};
+use smolrtc::channel::{ChannelInit, DataChannel, Message};
 use smolrtc::peer::{Config, Event, EventStream, PeerConnection};
 use smolrtc::Runtime;
 use smolrtc::{Error, Result};
@@ -76,6 +76,98 @@ async fn until<T>(
     }
 }
 
+/// Waits until a peer has gathered all its candidates.
+async fn gathered(events: &mut EventStream, what: &str) -> Result<()> {
+    until(events, what, |e| {
+        matches!(e, Event::IceCandidate(None)).then_some(())
+    })
+    .await
+}
+
+/// Waits until a peer's channel is open.
+async fn opened(events: &mut EventStream, what: &str) -> Result<()> {
+    until(events, what, |e| {
+        matches!(e, Event::ChannelOpen(_)).then_some(())
+    })
+    .await
+}
+
+/// Connects `a` (offerer, with the channel it returns) and `b` (answerer), complete SDP
+/// both ways; returns once the channel is open on both sides.
+async fn connect(
+    (a, ea): (&PeerConnection, &mut EventStream),
+    (b, eb): (&PeerConnection, &mut EventStream),
+) -> Result<DataChannel> {
+    let tx = a
+        .create_data_channel("bench", ChannelInit::default())
+        .await?;
+    let offer = a.create_offer().await?;
+    a.set_local_description(offer).await?;
+    gathered(ea, "offerer gathering").await?;
+    let offer = a.local_description().await.ok_or(Error::Closed)?;
+    b.set_remote_description(offer).await?;
+    let answer = b.create_answer().await?;
+    b.set_local_description(answer).await?;
+    gathered(eb, "answerer gathering").await?;
+    let answer = b.local_description().await.ok_or(Error::Closed)?;
+    a.set_remote_description(answer).await?;
+    opened(ea, "channel open (offerer)").await?;
+    opened(eb, "channel open (answerer)").await?;
+    Ok(tx)
+}
+
+/// The message sent: one buffer, sliced; the pattern lets the receiver check every byte
+/// cheaply.
+fn pattern(opts: &LoopbackOptions, tx: &DataChannel) -> Result<Bytes> {
+    super::check_message_size(opts.message_size, tx)?;
+    Ok((0..opts.message_size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into())
+}
+
+/// Sends `total` bytes of `pattern`, paced by the buffered amount.
+async fn send_all(
+    tx: &DataChannel,
+    ea: &mut EventStream,
+    pattern: &Bytes,
+    total: usize,
+    high_water: usize,
+) -> Result<()> {
+    let mut sent = 0;
+    while sent < total {
+        while tx.buffered_amount() > high_water {
+            until(ea, "buffered amount low", |e| {
+                matches!(e, Event::ChannelBufferedAmountLow(_)).then_some(())
+            })
+            .await?;
+        }
+        let n = pattern.len().min(total - sent);
+        tx.send(pattern.slice(..n)).await?;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Receives `total` bytes, checking each message against `pattern`; returns the count.
+async fn receive_all(eb: &mut EventStream, pattern: &Bytes, total: usize) -> Result<usize> {
+    let mut got = 0;
+    while got < total {
+        let m = until(eb, "data", |e| match e {
+            Event::ChannelMessage(_, Message::Binary(b)) => Some(b),
+            _ => None,
+        })
+        .await?;
+        if m[..] != pattern[..m.len()] {
+            return Err(Error::InvalidState(
+                format!("corrupt message at byte {got}").into(),
+            ));
+        }
+        got += m.len();
+    }
+    Ok(got)
+}
+
 /// Runs one loopback benchmark and returns its figures.
 pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
     if opts.message_size == 0 {
@@ -89,87 +181,18 @@ pub async fn run_loopback(opts: &LoopbackOptions) -> Result<LoopbackResult> {
     let (mut ea, mut eb) = (a.events(), b.events());
 
     let start = Instant::now();
-    let tx = a
-        .create_data_channel("bench", ChannelInit::default())
-        .await?;
-    let offer = a.create_offer().await?;
-    a.set_local_description(offer).await?;
-    until(&mut ea, "offerer gathering", |e| {
-        matches!(e, Event::IceCandidate(None)).then_some(())
-    })
-    .await?;
-    let offer = a.local_description().await.ok_or(Error::Closed)?;
-    b.set_remote_description(offer).await?;
-    let answer = b.create_answer().await?;
-    b.set_local_description(answer).await?;
-    until(&mut eb, "answerer gathering", |e| {
-        matches!(e, Event::IceCandidate(None)).then_some(())
-    })
-    .await?;
-    let answer = b.local_description().await.ok_or(Error::Closed)?;
-    a.set_remote_description(answer).await?;
-    until(&mut ea, "channel open (offerer)", |e| {
-        matches!(e, Event::ChannelOpen(_)).then_some(())
-    })
-    .await?;
-    until(&mut eb, "channel open (answerer)", |e| {
-        matches!(e, Event::ChannelOpen(_)).then_some(())
-    })
-    .await?;
+    let tx = connect((&a, &mut ea), (&b, &mut eb)).await?;
     let setup = start.elapsed();
 
-    let max = tx.max_message_size().unwrap_or(usize::MAX);
-    if opts.message_size > max {
-        return Err(Error::InvalidArgument(
-            format!(
-                "--message-size {} exceeds the negotiated max-message-size {max}",
-                opts.message_size
-            )
-            .into(),
-        ));
-    }
-    // One buffer, sliced: the pattern lets the receiver check every byte cheaply.
-    let pattern: Bytes = (0..opts.message_size)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<_>>()
-        .into();
+    let pattern = pattern(opts, &tx)?;
     tx.set_buffered_amount_low_threshold(opts.high_water / 2);
-
     let total = opts.bytes;
     let began = Instant::now();
-    let sender = async {
-        let mut sent = 0;
-        while sent < total {
-            while tx.buffered_amount() > opts.high_water {
-                until(&mut ea, "buffered amount low", |e| {
-                    matches!(e, Event::ChannelBufferedAmountLow(_)).then_some(())
-                })
-                .await?;
-            }
-            let n = opts.message_size.min(total - sent);
-            tx.send(pattern.slice(..n)).await?;
-            sent += n;
-        }
-        Ok::<_, Error>(())
-    };
-    let receiver = async {
-        let mut got = 0;
-        while got < total {
-            let m = until(&mut eb, "data", |e| match e {
-                Event::ChannelMessage(_, Message::Binary(b)) => Some(b),
-                _ => None,
-            })
-            .await?;
-            if m[..] != pattern[..m.len()] {
-                return Err(Error::InvalidState(
-                    format!("corrupt message at byte {got}").into(),
-                ));
-            }
-            got += m.len();
-        }
-        Ok::<_, Error>(got)
-    };
-    let (sent, got) = futures_lite::future::zip(sender, receiver).await;
+    let (sent, got) = futures_lite::future::zip(
+        send_all(&tx, &mut ea, &pattern, total, opts.high_water),
+        receive_all(&mut eb, &pattern, total),
+    )
+    .await;
     sent?;
     let got = got?;
     let seconds = began.elapsed().as_secs_f64();

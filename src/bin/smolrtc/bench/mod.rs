@@ -7,3 +7,17 @@ pub mod load;
 pub mod loopback;
 pub mod peer;
 pub mod relay;
+
+use smolrtc::{DataChannel, Error, Result};
+
+/// Refuses a `--message-size` over the max-message-size `ch` negotiated.
+fn check_message_size(message_size: usize, ch: &DataChannel) -> Result<()> {
+    let max = ch.max_message_size().unwrap_or(usize::MAX);
+    if message_size > max {
+        return Err(Error::InvalidArgument(
+            format!("--message-size {message_size} exceeds the negotiated max-message-size {max}")
+                .into(),
+        ));
+    }
+    Ok(())
+}

@@ -204,14 +204,8 @@ async fn read_description() -> Result<Description> {
     crate::console::parse_remote(line.trim()).map_err(|e| Error::InvalidArgument(e.into()))
 }
 
-/// Runs one side of the benchmark.
-pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
-    if opts.message_size == 0 {
-        return Err(Error::InvalidArgument(
-            "--message-size must be at least 1".into(),
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(opts.timeout);
+/// The peer of `opts`: its name, ICE settings and receive window.
+fn peer_config(opts: &PeerOptions) -> Result<Config> {
     let mut config = Config {
         name: format!("{:?}", opts.role).to_lowercase(),
         ..Config::default()
@@ -222,42 +216,71 @@ pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
-    let pc = PeerConnection::new(config)?;
+    Ok(config)
+}
+
+/// The offerer's set-up: opens the channel, prints the offer, reads the answer; returns the
+/// channel once open.
+async fn offer(
+    opts: &PeerOptions,
+    pc: &PeerConnection,
+    events: &mut EventStream,
+    deadline: Instant,
+) -> Result<DataChannel> {
+    let init = ChannelInit {
+        unordered: opts.unordered,
+        max_retransmits: opts.max_retransmits,
+        max_packet_life_time: opts.max_packet_life_time,
+        ..ChannelInit::default()
+    };
+    let channel = pc.create_data_channel("bench", init).await?;
+    let offer = pc.create_offer().await?;
+    pc.set_local_description(offer).await?;
+    print_complete_description(pc, events, deadline).await?;
+    pc.set_remote_description(read_description().await?).await?;
+    until(events, deadline, "channel open", |e| {
+        matches!(e, Event::ChannelOpen(_)).then_some(())
+    })
+    .await?;
+    Ok(channel)
+}
+
+/// The answerer's set-up: reads the offer, prints the answer; returns the offerer's channel
+/// once open.
+async fn answer(
+    pc: &PeerConnection,
+    events: &mut EventStream,
+    deadline: Instant,
+) -> Result<DataChannel> {
+    pc.set_remote_description(read_description().await?).await?;
+    let answer = pc.create_answer().await?;
+    pc.set_local_description(answer).await?;
+    print_complete_description(pc, events, deadline).await?;
+    until(events, deadline, "channel open", |e| match e {
+        Event::ChannelOpen(c) => Some(c),
+        _ => None,
+    })
+    .await
+}
+
+/// Runs one side of the benchmark.
+pub async fn run_peer(opts: &PeerOptions) -> Result<PeerResult> {
+    if opts.message_size == 0 {
+        return Err(Error::InvalidArgument(
+            "--message-size must be at least 1".into(),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(opts.timeout);
+    let pc = PeerConnection::new(peer_config(opts)?)?;
     let mut events = pc.events();
     let started = Instant::now();
-    let channel: DataChannel;
-    let mut setup_ms = None;
-    match opts.role {
+    let (channel, setup_ms) = match opts.role {
         Role::Offer => {
-            let init = ChannelInit {
-                unordered: opts.unordered,
-                max_retransmits: opts.max_retransmits,
-                max_packet_life_time: opts.max_packet_life_time,
-                ..ChannelInit::default()
-            };
-            channel = pc.create_data_channel("bench", init).await?;
-            let offer = pc.create_offer().await?;
-            pc.set_local_description(offer).await?;
-            print_complete_description(&pc, &mut events, deadline).await?;
-            pc.set_remote_description(read_description().await?).await?;
-            until(&mut events, deadline, "channel open", |e| {
-                matches!(e, Event::ChannelOpen(_)).then_some(())
-            })
-            .await?;
-            setup_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            let channel = offer(opts, &pc, &mut events, deadline).await?;
+            (channel, Some(started.elapsed().as_secs_f64() * 1000.0))
         }
-        Role::Answer => {
-            pc.set_remote_description(read_description().await?).await?;
-            let answer = pc.create_answer().await?;
-            pc.set_local_description(answer).await?;
-            print_complete_description(&pc, &mut events, deadline).await?;
-            channel = until(&mut events, deadline, "channel open", |e| match e {
-                Event::ChannelOpen(c) => Some(c),
-                _ => None,
-            })
-            .await?;
-        }
-    }
+        Role::Answer => (answer(&pc, &mut events, deadline).await?, None),
+    };
     log::info!("bench: channel open");
     let pattern = Pattern::new(opts.message_size);
     let (bytes, messages, seconds, intact) = match opts.direction {
@@ -295,16 +318,7 @@ async fn send(
     pattern: &Pattern,
     deadline: Instant,
 ) -> Result<(u64, u64, f64, bool)> {
-    let max = ch.max_message_size().unwrap_or(usize::MAX);
-    if opts.message_size > max {
-        return Err(Error::InvalidArgument(
-            format!(
-                "--message-size {} exceeds the negotiated max-message-size {max}",
-                opts.message_size
-            )
-            .into(),
-        ));
-    }
+    super::check_message_size(opts.message_size, ch)?;
     ch.set_buffered_amount_low_threshold(opts.high_water / 2);
     let began = Instant::now();
     let (mut sent, mut messages) = (0u64, 0u64);
