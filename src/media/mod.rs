@@ -73,6 +73,7 @@ pub mod packetize;
 pub mod rtcp;
 pub mod rtp_in;
 pub mod sender;
+pub mod session;
 pub mod source;
 pub mod source_io;
 pub mod srtp;
@@ -86,6 +87,7 @@ pub use negotiate::{
     negotiate, Capabilities, NegotiateError, Negotiated, RemoteFormats, SendCodec,
 };
 pub use packetize::{Frame, FrameData, PacketizedFrame, Packetizer, Payload};
-pub use sender::{Sender, SenderConfig, SenderEvent, SenderStats};
+pub use sender::{KeyframeCause, Sender, SenderConfig, SenderEvent, SenderStats};
+pub use session::MediaSession;
 pub use source::{SourceSpec, SourceSpecError};
 pub use srtp::{DtlsRole, SrtpProfile, SrtpSession};
