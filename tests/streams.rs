@@ -240,7 +240,7 @@ fn whep_refusals_are_clear() {
     let r = request(h.addr, "POST", "/whep/cam", sdp, audio_only.as_bytes());
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("no video section"), "{}", r.text());
-    // What fits is negotiated; the media transport is the next step.
+    // What fits is answered: 201, a sendonly section, the viewer's Location.
     stream_when(&h, "door", |s| s["resolution"].is_string());
     let r = request(
         h.addr,
@@ -249,9 +249,14 @@ fn whep_refusals_are_clear() {
         sdp,
         FIREFOX_RECVONLY.as_bytes(),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
-    assert_eq!(r.json()["error"], "media transport not wired yet");
-    assert!(r.text().contains("VP8"), "{}", r.text());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let answer = r.text();
+    assert!(answer.contains("VP8/90000"), "{answer}");
+    assert!(answer.contains("a=sendonly"), "{answer}");
+    assert!(!answer.contains("m=application"), "{answer}");
+    let location = r.header("location").unwrap().to_owned();
+    assert!(location.starts_with("/whep/door/"), "{location}");
     let r = request(
         h.addr,
         "POST",
@@ -259,8 +264,13 @@ fn whep_refusals_are_clear() {
         sdp,
         CHROMIUM_RECVONLY.as_bytes(),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
-    // Trickle and teardown are routed (no such viewer yet).
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(r.text().contains("H264/90000"), "{}", r.text());
+    // The viewer is counted (its session lives until ICE gives up or DELETE).
+    stream_when(&h, "door", |s| s["viewers"] == 1);
+    let r = request(h.addr, "DELETE", &location, None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Trickle and teardown of an unknown viewer.
     let frag = Some("application/trickle-ice-sdpfrag");
     let r = request(h.addr, "PATCH", "/whep/cam/abc", frag, b"");
     assert_eq!(r.status, 404, "{}", r.text());

@@ -62,6 +62,7 @@
 //!   SSRC). A section no stream fits is rejected (port 0) with the
 //!   [`negotiate::NegotiateError`] as the reason, or a 4xx when it was the only one asked.
 
+pub(crate) mod actor;
 pub mod codec;
 pub mod fanout;
 pub mod h264;

@@ -74,6 +74,11 @@ impl MediaSession {
         }
     }
 
+    /// Sends these tracks from now on (the keys stay).
+    pub fn set_tracks(&mut self, tracks: Vec<SenderConfig>) {
+        self.senders = tracks.into_iter().map(Sender::new).collect();
+    }
+
     /// Number of tracks.
     pub fn tracks(&self) -> usize {
         self.senders.len()

@@ -35,6 +35,14 @@ pub(crate) enum PeerCmd {
     ChannelCreated,
     RestartIce(Reply<Result<()>>),
     Close(Option<Reply<()>>),
+    /// Answer the next remote offer with this plan (its audio/video tracks, its data
+    /// section or none): the media actor gets the tracks and where keyframe requests go.
+    #[cfg(feature = "media")]
+    MediaPlan(
+        Box<sdp::AnswerPlan>,
+        crate::media::actor::KeyframeSink,
+        Reply<Result<()>>,
+    ),
 }
 
 /// ICE credentials from the crypto RNG: 16-char ufrag, 32-char password (RFC 8839 ice-char).
@@ -128,6 +136,13 @@ pub(crate) struct PeerActor {
     /// The description set locally: kind, setup and mid (candidates are added on read).
     local: Option<(SdpType, Setup, String)>,
     remote: Option<(Description, RemoteSession)>,
+    /// The remote description with its audio and video sections (answers with a plan).
+    remote_full: Option<sdp::RemoteDescription>,
+    /// How to answer audio, video and data sections (the service's streams).
+    #[cfg(feature = "media")]
+    plan: Option<sdp::AnswerPlan>,
+    #[cfg(feature = "media")]
+    media: Link<crate::media::actor::MediaMsg>,
     /// ICE checks and DTLS: not started, or started with our role and the remote's
     /// credentials.
     transport: Transport,
@@ -160,6 +175,7 @@ impl PeerActor {
         ice: Link<IceMsg>,
         dtls: Link<DtlsMsg>,
         sctp: Link<SctpMsg>,
+        #[cfg(feature = "media")] media: Link<crate::media::actor::MediaMsg>,
         events: Link<Event>,
     ) -> Self {
         let session_id = u64::from_le_bytes(ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]))
@@ -176,6 +192,11 @@ impl PeerActor {
             pending_local: None,
             local: None,
             remote: None,
+            remote_full: None,
+            #[cfg(feature = "media")]
+            plan: None,
+            #[cfg(feature = "media")]
+            media,
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -288,6 +309,10 @@ impl PeerActor {
                     self.wait_for_teardown(r);
                 }
             }
+            #[cfg(feature = "media")]
+            PeerCmd::MediaPlan(plan, keyframes, r) => {
+                let _ = r.try_send(self.set_media_plan(*plan, keyframes));
+            }
         }
     }
 
@@ -376,7 +401,7 @@ impl PeerActor {
             .expect("have-remote-offer has a remote");
         let setup = Self::answer_setup(remote);
         let mid = remote.mid.clone().unwrap_or_else(|| DEFAULT_MID.to_owned());
-        let sdp = sdp::write_answer(&self.local_session(setup, &mid), remote);
+        let sdp = self.write_answer(&self.local_session(setup, &mid), remote);
         self.pending_local = Some((SdpType::Answer, setup, mid));
         Ok(Description {
             kind: SdpType::Answer,
@@ -400,7 +425,7 @@ impl PeerActor {
         };
         // Our own text is regenerated from state; a caller's edits are not supported.
         if !d.sdp.is_empty() {
-            sdp::parse(&d.sdp)?;
+            sdp::parse_description(&d.sdp)?;
         }
         match (kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
@@ -438,7 +463,8 @@ impl PeerActor {
     /// candidates handed to ICE, and the signaling state moved on.
     fn set_remote(&mut self, d: Description) -> Result<()> {
         self.check_open()?;
-        let remote = sdp::parse(&d.sdp)?;
+        let full = sdp::parse_description(&d.sdp)?;
+        let remote = self.remote_session(&full)?;
         check_fingerprints(&remote)?;
         let is_offer = match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable) => true,
@@ -452,13 +478,15 @@ impl PeerActor {
         } else {
             self.start_transport(is_offer, dtls_client, &remote, creds);
         }
-        for c in &remote.candidates {
+        // One BUNDLE transport with rtcp-mux: component 2 (a separate RTCP port) is unused.
+        for c in remote.candidates.iter().filter(|c| is_component_1(c)) {
             self.ice.push(IceMsg::RemoteCandidate(c.clone(), None));
         }
         if remote.end_of_candidates {
             self.ice.push(IceMsg::EndOfCandidates);
         }
         self.remote = Some((d, remote));
+        self.remote_full = Some(full);
         if is_offer {
             self.set_signaling(SignalingState::HaveRemoteOffer);
         } else {
@@ -509,9 +537,12 @@ impl PeerActor {
                 "server (passive)"
             }
         );
+        let (data, media) = self.answer_carries();
         self.dtls_link.push(DtlsMsg::Start {
             client: dtls_client,
             remote_fingerprints: remote.fingerprints.clone(),
+            data,
+            media,
         });
     }
 
@@ -589,11 +620,102 @@ impl PeerActor {
         Ok(Some(raw.to_owned()))
     }
 
+    /// The remote's transport and data section as the data-channel code reads them. An
+    /// offer without a data section is taken only when a media plan answers it.
+    fn remote_session(&self, full: &sdp::RemoteDescription) -> Result<RemoteSession> {
+        if let Some(s) = full.to_session() {
+            return Ok(s);
+        }
+        #[cfg(feature = "media")]
+        if self.plan.is_some() {
+            return Ok(RemoteSession {
+                ice_ufrag: full.ice_ufrag.clone(),
+                ice_pwd: full.ice_pwd.clone(),
+                ice_lite: full.ice_lite,
+                ice_options: full.ice_options.clone(),
+                fingerprints: full.fingerprints.clone(),
+                setup: full.setup,
+                mid: full.transport_mid.clone(),
+                sctp_port: sdp::DEFAULT_SCTP_PORT,
+                max_message_size: None,
+                legacy: false,
+                candidates: full.candidates.clone(),
+                end_of_candidates: full.end_of_candidates,
+                media: full.sections.clone(),
+                data_index: 0,
+                bundle: full.bundle.clone(),
+            });
+        }
+        Err(sdp::SdpError::NoDataSection.into())
+    }
+
+    /// Whether the answer carries a data channel and media (DTLS then starts SCTP, keys
+    /// SRTP, or both).
+    fn answer_carries(&self) -> (bool, bool) {
+        #[cfg(feature = "media")]
+        if let Some(plan) = &self.plan {
+            return (plan.data, !plan.tracks.is_empty());
+        }
+        (true, false)
+    }
+
+    /// Our answer: the plan's sections when there is one, else the data-only answer.
+    fn write_answer(&self, local: &LocalSession, remote: &RemoteSession) -> String {
+        #[cfg(feature = "media")]
+        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
+            return sdp::write_answer_sections(local, full, &plan.sections);
+        }
+        sdp::write_answer(local, remote)
+    }
+
+    /// Takes the plan for the next remote offer and hands its tracks to the media actor.
+    #[cfg(feature = "media")]
+    fn set_media_plan(
+        &mut self,
+        plan: sdp::AnswerPlan,
+        keyframes: crate::media::actor::KeyframeSink,
+    ) -> Result<()> {
+        self.check_open()?;
+        if self.remote.is_some() {
+            return Err(StateError::LocalDescription {
+                kind: SdpType::Answer,
+                state: self.signaling,
+            }
+            .into());
+        }
+        // The CNAME written in the answer's a=ssrc lines, so the reports carry the same.
+        let cname = plan
+            .sections
+            .iter()
+            .find_map(|s| match s {
+                sdp::AnswerSection::Media(m) => Some(m.cname.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let tracks = plan
+            .tracks
+            .iter()
+            .map(|t| {
+                crate::media::SenderConfig::new(
+                    &t.negotiated,
+                    t.ssrc,
+                    t.rtx_ssrc.unwrap_or(0),
+                    &cname,
+                    fastrand::u64(..),
+                )
+            })
+            .collect();
+        self.media
+            .push(crate::media::actor::MediaMsg::Configure { tracks, keyframes });
+        self.plan = Some(plan);
+        Ok(())
+    }
+
     fn local_description(&self) -> Option<Description> {
         let (kind, setup, mid) = self.local.as_ref()?;
         let local = self.local_session(*setup, mid);
         let sdp = match (kind, &self.remote) {
-            (SdpType::Answer, Some((_, remote))) => sdp::write_answer(&local, remote),
+            (SdpType::Answer, Some((_, remote))) => self.write_answer(&local, remote),
             _ => sdp::write_offer(&local),
         };
         Some(Description { kind: *kind, sdp })
@@ -725,6 +847,8 @@ impl Actor for PeerActor {
 
     async fn drain(&mut self) {
         self.ice.flush();
+        #[cfg(feature = "media")]
+        self.media.flush();
         self.dtls_link.flush();
         self.sctp.flush();
         self.events.flush();
@@ -768,6 +892,11 @@ impl Actor for PeerActor {
             cx,
         )
     }
+}
+
+/// A candidate (`candidate:` value) of component 1 (RTP, or everything with rtcp-mux).
+fn is_component_1(c: &str) -> bool {
+    c.split_whitespace().nth(1) == Some("1")
 }
 
 /// A remote description must carry a fingerprint smolrtc can check (RFC 8122: sha-256).

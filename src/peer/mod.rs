@@ -195,6 +195,8 @@ struct Inner {
     max_message_size: Arc<AtomicUsize>,
     budget: Arc<SendBudget>,
     dcep_caps: Caps,
+    #[cfg(feature = "media")]
+    media: Sender<Vec<crate::media::actor::MediaMsg>>,
     _runtime: Runtime,
 }
 
@@ -228,6 +230,8 @@ impl PeerConnection {
                 max_message_size: handles.max_message_size,
                 budget: handles.budget,
                 dcep_caps: handles.dcep_caps,
+                #[cfg(feature = "media")]
+                media: handles.media,
                 _runtime: runtime.clone(),
             }),
         })
@@ -355,6 +359,26 @@ impl PeerConnection {
     /// W3C `restartIce`: the next offer carries new ICE credentials, and once the answer is
     /// set, new checks run while the current pair keeps carrying the open channels.
     /// [`Event::NegotiationNeeded`] fires when a connection is already up.
+    /// Answers the next remote offer with `plan` (service streams): its audio and video
+    /// tracks are sent by the media actor, fed through [`PeerConnection::media_inbox`];
+    /// `keyframes` hears their keyframe requests (track number in plan order, cause).
+    #[cfg(feature = "media")]
+    pub(crate) async fn set_media_plan(
+        &self,
+        plan: crate::sdp::AnswerPlan,
+        keyframes: crate::media::actor::KeyframeSink,
+    ) -> Result<()> {
+        self.call(|r| PeerCmd::MediaPlan(Box::new(plan), keyframes, r))
+            .await?
+    }
+
+    /// The media actor's inbox: frames and catch-ups of the planned tracks, offered with
+    /// `try_send` (a full inbox drops the frame for this connection only).
+    #[cfg(feature = "media")]
+    pub(crate) fn media_inbox(&self) -> Sender<Vec<crate::media::actor::MediaMsg>> {
+        self.inner.media.clone()
+    }
+
     pub async fn restart_ice(&self) -> Result<()> {
         self.call(PeerCmd::RestartIce).await?
     }
