@@ -449,6 +449,176 @@ fn chromium_throughput_benchmark() {
 }
 
 /// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
+// ------------------------------------------------------------------------ media (WHEP)
+
+#[test]
+fn chromium_whep_h264() {
+    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, "H264");
+}
+
+#[test]
+fn chromium_whep_vp8() {
+    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, "VP8");
+}
+
+#[test]
+fn firefox_whep_vp8() {
+    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, "VP8");
+}
+
+fn run_whep_case(name: &str, kind: BrowserKind, codec: &str) {
+    if std::env::var_os(NETNS_ENV).is_some() {
+        whep_in_namespace(name, kind, codec);
+    } else {
+        reexec_in_namespace(name);
+    }
+}
+
+/// A file source made by ffmpeg (H.264 baseline without B-frames, or VP8 IVF) at `size`.
+fn test_media(dir: &Path, codec: &str, size: &str) -> PathBuf {
+    let (file, args): (&str, &[&str]) = match codec {
+        "H264" => (
+            "cam.h264",
+            &[
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+                "-g",
+                "30",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "h264",
+            ],
+        ),
+        _ => (
+            "cam.ivf",
+            &["-c:v", "libvpx", "-g", "30", "-b:v", "1M", "-f", "ivf"],
+        ),
+    };
+    let path = dir.join(file);
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={size}:rate=30"))
+        .args(["-t", "4"])
+        .args(args)
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The page plays stream `cam` (a file source in `codec`) through WHEP: its report must
+/// show frames and keyframes decoded at the source's size, in that codec.
+fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str) {
+    println!("{NETNS_MARKER} ({name})");
+    smolrtc::logging::init();
+    let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let (width, height) = (320, 240);
+    let file = test_media(&dir, codec, &format!("{width}x{height}"));
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let mut config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config::loopback("service"),
+        ..Default::default()
+    };
+    smolrtc::service::StreamConfig::add_source(
+        &mut config.streams,
+        smolrtc::media::MediaKind::Video,
+        "cam",
+        &format!("file:{}", file.display()),
+    )
+    .expect("stream");
+    let service = Service::new(config).start(&runtime).expect("service start");
+    let service = StopService(service);
+    let addr = service.0.addr;
+    // The codec must be known (H.264: its SPS) before an offer is answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_get(addr, "/api/streams")
+        .map(|(_, b)| b.contains("\"live\""))
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the stream never went live"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!(
+        "http://{addr}/?watch=cam&auto=1&codec={codec}&frames=60&wait=40&report=/api/report"
+    );
+    println!("{name}: {kind:?} -> {url}");
+    let mut browser = Browser::launch(kind, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    if let Some(r) = &report {
+        println!("{name}: report {r}");
+        let s = &r["streams"]["cam"];
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                failures.push(what);
+            }
+        };
+        check(r["ok"] == true, format!("report not ok: {}", s["error"]));
+        check(
+            s["framesDecoded"].as_u64().is_some_and(|n| n >= 60),
+            format!("framesDecoded {}", s["framesDecoded"]),
+        );
+        check(
+            s["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
+            format!("keyFramesDecoded {}", s["keyFramesDecoded"]),
+        );
+        check(
+            s["frameWidth"] == width && s["frameHeight"] == height,
+            format!("frame size {}x{}", s["frameWidth"], s["frameHeight"]),
+        );
+        check(
+            s["codec"]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{codec}"))),
+            format!("codec {}", s["codec"]),
+        );
+        // The page stopped watching (DELETE): the session goes, and so does the viewer.
+        if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
+            failures.push(format!("the WHEP session was not freed: {last}"));
+        }
+        let deadline = Instant::now() + FREED_TIMEOUT;
+        loop {
+            let streams = http_get(addr, "/api/streams")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            if streams.contains("\"viewers\":0") {
+                break;
+            }
+            if Instant::now() > deadline {
+                failures.push(format!("the viewer was not removed: {streams}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else if failures.is_empty() {
+        failures.push(format!("no report from the page within {REPORT_TIMEOUT:?}"));
+    }
+    browser.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !failures.is_empty() {
+        eprintln!(
+            "---- {name}: {kind:?} output (last lines) ----\n{}",
+            browser.log_tail(80)
+        );
+        panic!("{name}: {}", failures.join("; "));
+    }
+}
+
 fn run_case(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     if std::env::var_os(NETNS_ENV).is_some() {
         in_namespace(name, kind, mode, offering);
