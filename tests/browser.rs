@@ -453,22 +453,33 @@ fn chromium_throughput_benchmark() {
 
 #[test]
 fn chromium_whep_h264() {
-    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, "H264");
+    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, "H264", "whep");
 }
 
 #[test]
 fn chromium_whep_vp8() {
-    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, "VP8");
+    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, "VP8", "whep");
 }
 
 #[test]
 fn firefox_whep_vp8() {
-    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, "VP8");
+    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, "VP8", "whep");
 }
 
-fn run_whep_case(name: &str, kind: BrowserKind, codec: &str) {
+/// `POST /api/offer?stream=cam`: video, audio and an echo data channel on one transport.
+#[test]
+fn chromium_api_offer_stream_with_data_channel() {
+    run_whep_case(
+        "chromium_api_offer_stream_with_data_channel",
+        BrowserKind::Chromium,
+        "H264",
+        "http",
+    );
+}
+
+fn run_whep_case(name: &str, kind: BrowserKind, codec: &str, via: &str) {
     if std::env::var_os(NETNS_ENV).is_some() {
-        whep_in_namespace(name, kind, codec);
+        whep_in_namespace(name, kind, codec, via);
     } else {
         reexec_in_namespace(name);
     }
@@ -516,9 +527,27 @@ fn test_media(dir: &Path, codec: &str, size: &str) -> PathBuf {
     path
 }
 
+/// A sine in Ogg Opus, made by ffmpeg.
+fn test_audio(dir: &Path) -> PathBuf {
+    let path = dir.join("mic.ogg");
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .arg("sine=frequency=440:sample_rate=48000")
+        .args(["-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"])
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// The page plays stream `cam` (a file source in `codec`) through WHEP: its report must
 /// show frames and keyframes decoded at the source's size, in that codec.
-fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str) {
+fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str, via: &str) {
     println!("{NETNS_MARKER} ({name})");
     smolrtc::logging::init();
     let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
@@ -538,6 +567,15 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str) {
         &format!("file:{}", file.display()),
     )
     .expect("stream");
+    // With an audio track too: its samples must arrive.
+    let audio = test_audio(&dir);
+    smolrtc::service::StreamConfig::add_source(
+        &mut config.streams,
+        smolrtc::media::MediaKind::Audio,
+        "cam",
+        &format!("file:{}", audio.display()),
+    )
+    .expect("audio");
     let service = Service::new(config).start(&runtime).expect("service start");
     let service = StopService(service);
     let addr = service.0.addr;
@@ -554,7 +592,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let url = format!(
-        "http://{addr}/?watch=cam&auto=1&codec={codec}&frames=60&wait=40&report=/api/report"
+        "http://{addr}/?watch=cam&auto=1&via={via}&codec={codec}&frames=60&wait=40&report=/api/report"
     );
     println!("{name}: {kind:?} -> {url}");
     let mut browser = Browser::launch(kind, &url);
@@ -581,6 +619,16 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str) {
             s["frameWidth"] == width && s["frameHeight"] == height,
             format!("frame size {}x{}", s["frameWidth"], s["frameHeight"]),
         );
+        check(
+            s["totalSamplesReceived"].as_u64().is_some_and(|n| n > 0),
+            format!("audio samples {}", s["totalSamplesReceived"]),
+        );
+        if via == "http" {
+            check(
+                s["echo"] == true,
+                format!("echo on the data channel: {}", s["echo"]),
+            );
+        }
         check(
             s["codec"]
                 .as_str()

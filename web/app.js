@@ -1324,9 +1324,11 @@
 //
 // GET /api/streams fills the streams table (every 2 s); "Watch" (or ?watch=NAME[,NAME..])
 // opens a viewer card: a recvonly WHEP session (POST /whep/NAME, non-trickle, DELETE on
-// stop) with a <video> and live figures from getStats(). ?codec=VP8|H264 restricts the
-// offer to that codec (setCodecPreferences). Unattended: ?watch=NAME&auto=1&report=/path
-// posts {ok, mode: "whep", stream, stats} once frames decode (or why not, after ?wait=S).
+// stop) with a <video> and live figures from getStats(). ?via=http instead sends the offer
+// with an "echo" data channel beside the media to POST /api/offer?stream=NAME (one BUNDLE
+// transport), and checks the echo. ?codec=VP8|H264 restricts the offer to that codec
+// (setCodecPreferences). Unattended: ?watch=NAME&auto=1&report=/path posts
+// {ok, mode, streams: {NAME: figures}} once frames decode (or why not, after ?wait=S).
 (() => {
   const $ = (id) => document.getElementById(id);
   const log = (t, level) => (window.smolrtcLog ? window.smolrtcLog(t, level) : console.log(t));
@@ -1502,6 +1504,13 @@
       const video = pc.addTransceiver('video', { direction: 'recvonly' });
       preferCodec(video, q.get('codec'));
       pc.addTransceiver('audio', { direction: 'recvonly' });
+      const viaHttp = q.get('via') === 'http';
+      if (viaHttp) {
+        const dc = pc.createDataChannel('echo');
+        v.echo = null;
+        dc.onopen = () => dc.send(`echo from ${name}`);
+        dc.onmessage = (e) => { v.echo = e.data === `echo from ${name}`; };
+      }
       const media = new MediaStream();
       pc.ontrack = (e) => {
         media.addTrack(e.track);
@@ -1509,17 +1518,19 @@
       };
       await pc.setLocalDescription(await pc.createOffer());
       await waitGathered(pc, 5000);
-      const res = await fetch(`/whep/${encodeURIComponent(name)}`, auth({
-        method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
-      }));
+      const url = viaHttp ? `/api/offer?stream=${encodeURIComponent(name)}` : `/whep/${encodeURIComponent(name)}`;
+      const res = await fetch(url, auth(viaHttp
+        ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }) }
+        : { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp }));
       const body = await res.text();
-      if (res.status !== 201) {
+      if (res.status !== (viaHttp ? 200 : 201)) {
         let why = body;
         try { why = JSON.parse(body).error || body; } catch (_) { /* text */ }
-        throw new Error(`POST /whep/${name}: HTTP ${res.status}: ${why}`);
+        throw new Error(`POST ${url}: HTTP ${res.status}: ${why}`);
       }
       v.location = res.headers.get('Location');
-      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      const sdp = viaHttp ? JSON.parse(body).sdp : body;
+      await pc.setRemoteDescription({ type: 'answer', sdp });
       log(`watching ${name} (${v.location})`);
       v.timer = setInterval(async () => {
         try { show(v, await figures(v)); } catch (_) { /* closed */ }
@@ -1538,11 +1549,12 @@
     if (!v) return;
     viewers.delete(name);
     clearInterval(v.timer);
-    v.pc.close();
-    v.card.el.remove();
+    // WHEP: the DELETE ends the session first (else the close would race it).
     if (v.location) {
       try { await fetch(v.location, auth({ method: 'DELETE' })); } catch (_) { /* gone */ }
     }
+    v.pc.close();
+    v.card.el.remove();
     refresh();
   }
 
@@ -1561,14 +1573,15 @@
       while (!v.error && performance.now() - started < waitMs) {
         f = await figures(v);
         if (firstFrameMs == null && f.framesDecoded > 0) firstFrameMs = performance.now() - started;
-        if (f.framesDecoded >= want && f.keyFramesDecoded > 0) break;
+        const audioOk = f.totalSamplesReceived === null || f.totalSamplesReceived > 0;
+        if (f.framesDecoded >= want && f.keyFramesDecoded > 0 && v.echo !== null && audioOk) break;
         await new Promise((r) => setTimeout(r, 200));
       }
       const good = !v.error && f && f.framesDecoded >= want && f.keyFramesDecoded > 0;
       ok = ok && good;
-      results[name] = { ...(f || {}), firstFrameMs, error: v.error || (good ? null : 'frames did not decode in time') };
+      results[name] = { ...(f || {}), firstFrameMs, echo: v.echo, error: v.error || (good ? null : 'frames did not decode in time') };
     }
-    const report = { ok, mode: 'whep', streams: results, userAgent: navigator.userAgent };
+    const report = { ok, mode: q.get('via') === 'http' ? 'http' : 'whep', streams: results, userAgent: navigator.userAgent };
     const url = q.get('report');
     if (url && new URL(url, location.href).origin === location.origin) {
       await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::media::actor::MediaMsg;
 use crate::media::source_io::{self, SourceFrame, SourceOptions};
 use crate::media::{MediaKind, SendCodec, SourceSpec, Track};
+use crate::peer::PeerConnection;
 use crate::sdp::{self, PlanError, StreamCodecs};
 use crate::sdp::{Description, SdpType};
 use bytes::Bytes;
@@ -513,22 +514,99 @@ async fn whep_post(
     name: &str,
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, ServiceError> {
-    let stream = shared
-        .streams
-        .get(name)
-        .ok_or_else(|| ServiceError::UnknownStream(super::http::clip(name).to_owned()))?;
+    let stream = find(shared, name)?;
     require_content_type(&req, "application/sdp")?;
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    let offer = sdp::parse_description(text).map_err(ServiceError::BadSdp)?;
+    let plan = plan_for(stream, text, false)?;
+    answer_viewer(shared, peer, stream, text.to_owned(), plan).await
+}
+
+fn find<'a>(shared: &'a Shared, name: &str) -> std::result::Result<&'a Stream, ServiceError> {
+    shared
+        .streams
+        .get(name)
+        .ok_or_else(|| ServiceError::UnknownStream(super::http::clip(name).to_owned()))
+}
+
+/// Plans the answer to offer `sdp` for `stream` (and its data section when `data`): `400`
+/// bad SDP, `503` the codec not known yet, `422` nothing fits.
+fn plan_for(
+    stream: &Stream,
+    sdp: &str,
+    data: bool,
+) -> std::result::Result<sdp::AnswerPlan, ServiceError> {
+    let name = &stream.name;
+    let offer = sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
     let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
-    let plan = sdp::plan_answer(&offer, Some(&codecs), false, &Default::default())
+    let plan = sdp::plan_answer(&offer, Some(&codecs), data, &Default::default())
         .map_err(|e: PlanError| ServiceError::Unplayable(format!("stream {name}: {e}")))?;
     for why in &plan.rejected {
-        log::info!("whep {name}: {why}");
+        log::info!("stream {name}: {why}");
     }
-    answer_viewer(shared, peer, stream, text.to_owned(), plan).await
+    Ok(plan)
+}
+
+/// Plans the answer to `sdp` (an offer with media sections and maybe a data section) for
+/// stream `name` and makes `pc` its viewer: call before the offer is set (`?stream=NAME` on
+/// `POST /api/offer` and `/ws`).
+pub(super) async fn attach_stream(
+    shared: &Rc<Shared>,
+    name: &str,
+    sdp: &str,
+    pc: &PeerConnection,
+) -> std::result::Result<(), ServiceError> {
+    let stream = find(shared, name)?;
+    let plan = plan_for(stream, sdp, true)?;
+    attach(shared, stream, pc, plan).await
+}
+
+/// Hands `plan` to `pc` and makes it a viewer of the plan's tracks of `stream`.
+async fn attach(
+    shared: &Rc<Shared>,
+    stream: &Stream,
+    pc: &PeerConnection,
+    plan: sdp::AnswerPlan,
+) -> std::result::Result<(), ServiceError> {
+    // Viewer ids are per service; keyframe requests name their viewer by it.
+    let viewer = shared.streams.next_viewer.get();
+    shared.streams.next_viewer.set(viewer + 1);
+    let states: Vec<Rc<RefCell<TrackState>>> = plan
+        .tracks
+        .iter()
+        .filter_map(|t| match t.kind {
+            MediaKind::Video => stream.video.clone(),
+            MediaKind::Audio => stream.audio.clone(),
+        })
+        .collect();
+    let requests: Vec<async_channel::Sender<u64>> =
+        states.iter().map(|t| t.borrow().requests.clone()).collect();
+    let keyframes = Box::new(move |track: usize, _cause| {
+        if let Some(tx) = requests.get(track) {
+            let _ = tx.try_send(viewer);
+        }
+    });
+    pc.set_media_plan(plan, keyframes).await?;
+    let inbox = pc.media_inbox();
+    for (i, t) in states.iter().enumerate() {
+        t.borrow_mut().add_viewer(viewer, inbox.clone(), i);
+    }
+    Ok(())
+}
+
+/// `POST /api/offer?stream=NAME`: an offer with media sections (and maybe a data section)
+/// answered with the stream's tracks (and the data channel) on one BUNDLE transport.
+pub(super) async fn answer_offer_with_stream(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    name: &str,
+    offer: Description,
+) -> std::result::Result<(String, Description), ServiceError> {
+    let stream = find(shared, name)?;
+    let plan = plan_for(stream, &offer.sdp, true)?;
+    open_viewer(shared, via, peer, stream, offer, plan).await
 }
 
 /// WHEP's answer: a session whose peer connection sends the plan's tracks (each fed from
@@ -567,26 +645,8 @@ async fn open_viewer(
     plan: sdp::AnswerPlan,
 ) -> std::result::Result<(String, Description), ServiceError> {
     let s = shared.open(via, false, client_address(peer)).await?;
-    // Viewer ids are per service, like session ids; a number is enough here.
-    let viewer = shared.streams.next_viewer.get();
-    shared.streams.next_viewer.set(viewer + 1);
-    let states: Vec<Rc<RefCell<TrackState>>> = plan
-        .tracks
-        .iter()
-        .filter_map(|t| match t.kind {
-            MediaKind::Video => stream.video.clone(),
-            MediaKind::Audio => stream.audio.clone(),
-        })
-        .collect();
-    let requests: Vec<async_channel::Sender<u64>> =
-        states.iter().map(|t| t.borrow().requests.clone()).collect();
-    let keyframes = Box::new(move |track: usize, _cause| {
-        if let Some(tx) = requests.get(track) {
-            let _ = tx.try_send(viewer);
-        }
-    });
     let result = async {
-        s.pc.set_media_plan(plan, keyframes).await?;
+        attach(shared, stream, &s.pc, plan).await?;
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
         s.pc.set_local_description(answer).await?;
@@ -596,10 +656,6 @@ async fn open_viewer(
     if let Err(e) = result {
         shared.close(&s.id).await;
         return Err(e);
-    }
-    let inbox = s.pc.media_inbox();
-    for (i, t) in states.iter().enumerate() {
-        t.borrow_mut().add_viewer(viewer, inbox.clone(), i);
     }
     let answer = complete_description(&s, shared.config.gather_timeout).await?;
     Ok((s.id, answer))
