@@ -273,57 +273,9 @@ fn chromium_throughput_benchmark() {
             .expect("free UDP port")
             .port()
     });
-    let _relay = impair.as_ref().map(|spec| {
-        let imp = Impairment::parse(spec).unwrap_or_else(|e| panic!("BENCH_IMPAIR: {e}"));
-        let port = single_port.expect("set with impair");
-        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let relay = Relay::start(Ipv4Addr::LOCALHOST.into(), target, imp, imp, 7)
-            .expect("impairment relay");
-        let status = Command::new("iptables")
-            .args([
-                "-w",
-                "-t",
-                "nat",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "-d",
-                "127.0.0.1",
-            ])
-            .args(["--dport", &port.to_string(), "!", "--sport"])
-            .arg(relay.back().port().to_string())
-            .args(["-j", "DNAT", "--to-destination"])
-            .arg(relay.front().to_string())
-            .status()
-            .expect("iptables");
-        assert!(status.success(), "iptables DNAT rule");
-        // The service may only talk to the relay: its checks straight to the page's own
-        // candidates would otherwise set up conntrack entries that the page's datagrams then
-        // match as replies, bypassing the DNAT rule.
-        let status = Command::new("iptables")
-            .args([
-                "-w",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "--sport",
-                &port.to_string(),
-            ])
-            .args(["!", "--dport"])
-            .arg(relay.back().port().to_string())
-            .args(["-j", "DROP"])
-            .status()
-            .expect("iptables");
-        assert!(status.success(), "iptables DROP rule");
-        println!(
-            "impairment {spec}: service port {port}, relay {} / {}",
-            relay.front(),
-            relay.back()
-        );
-        relay
-    });
+    let _relay = impair
+        .as_ref()
+        .map(|spec| impair_port(spec, single_port.expect("set with impair")));
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -449,37 +401,146 @@ fn chromium_throughput_benchmark() {
 }
 
 /// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
+/// Puts the impairment relay (`spec`, both ways) between the page and the service's UDP
+/// `port` in this namespace: an iptables DNAT rule turns Chromium's datagrams to that port
+/// towards the relay's front (conntrack makes the relay's answers look as if they came from
+/// the service); the relay's own datagrams to the service are left alone, so the service
+/// sees the browser at the relay's back and answers it there.
+fn impair_port(spec: &str, port: u16) -> Relay {
+    let imp = Impairment::parse(spec).unwrap_or_else(|e| panic!("impairment {spec}: {e}"));
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let relay =
+        Relay::start(Ipv4Addr::LOCALHOST.into(), target, imp, imp, 7).expect("impairment relay");
+    let status = Command::new("iptables")
+        .args([
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-d",
+            "127.0.0.1",
+        ])
+        .args(["--dport", &port.to_string(), "!", "--sport"])
+        .arg(relay.back().port().to_string())
+        .args(["-j", "DNAT", "--to-destination"])
+        .arg(relay.front().to_string())
+        .status()
+        .expect("iptables");
+    assert!(status.success(), "iptables DNAT rule");
+    // The service may only talk to the relay: its checks straight to the page's own
+    // candidates would otherwise set up conntrack entries that the page's datagrams then
+    // match as replies, bypassing the DNAT rule.
+    let status = Command::new("iptables")
+        .args([
+            "-w",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--sport",
+            &port.to_string(),
+        ])
+        .args(["!", "--dport"])
+        .arg(relay.back().port().to_string())
+        .args(["-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(status.success(), "iptables DROP rule");
+    println!(
+        "impairment {spec}: service port {port}, relay {} / {}",
+        relay.front(),
+        relay.back()
+    );
+    relay
+}
+
 // ------------------------------------------------------------------------ media (WHEP)
+
+/// One media case: the stream's video codec, the signaling path (`whep`, or `http` for
+/// `/api/offer?stream=` with an echo channel), viewers in the page, frames each must
+/// decode, and an impairment between page and service.
+#[derive(Clone, Copy)]
+struct MediaCase {
+    codec: &'static str,
+    via: &'static str,
+    viewers: u32,
+    frames: u32,
+    impair: Option<&'static str>,
+}
+
+const WHEP: MediaCase = MediaCase {
+    codec: "H264",
+    via: "whep",
+    viewers: 1,
+    frames: 60,
+    impair: None,
+};
 
 #[test]
 fn chromium_whep_h264() {
-    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, "H264", "whep");
+    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, WHEP);
 }
 
 #[test]
 fn chromium_whep_vp8() {
-    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, "VP8", "whep");
+    let case = MediaCase {
+        codec: "VP8",
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, case);
 }
 
 #[test]
 fn firefox_whep_vp8() {
-    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, "VP8", "whep");
+    let case = MediaCase {
+        codec: "VP8",
+        ..WHEP
+    };
+    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, case);
 }
 
 /// `POST /api/offer?stream=cam`: video, audio and an echo data channel on one transport.
 #[test]
 fn chromium_api_offer_stream_with_data_channel() {
+    let case = MediaCase {
+        via: "http",
+        ..WHEP
+    };
     run_whep_case(
         "chromium_api_offer_stream_with_data_channel",
         BrowserKind::Chromium,
-        "H264",
-        "http",
+        case,
     );
 }
 
-fn run_whep_case(name: &str, kind: BrowserKind, codec: &str, via: &str) {
+/// Ten viewers of one stream at once, each with its own SSRCs and SRTP context.
+#[test]
+fn chromium_whep_ten_viewers() {
+    let case = MediaCase {
+        viewers: 10,
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_ten_viewers", BrowserKind::Chromium, case);
+}
+
+/// 2% loss both ways through the impairment relay: video keeps decoding, the browser's
+/// NACKs are answered with retransmissions (RTX).
+#[test]
+fn chromium_whep_lossy() {
+    let case = MediaCase {
+        frames: 240,
+        impair: Some("loss=2%"),
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_lossy", BrowserKind::Chromium, case);
+}
+
+fn run_whep_case(name: &str, kind: BrowserKind, case: MediaCase) {
     if std::env::var_os(NETNS_ENV).is_some() {
-        whep_in_namespace(name, kind, codec, via);
+        whep_in_namespace(name, kind, case);
     } else {
         reexec_in_namespace(name);
     }
@@ -547,8 +608,24 @@ fn test_audio(dir: &Path) -> PathBuf {
 
 /// The page plays stream `cam` (a file source in `codec`) through WHEP: its report must
 /// show frames and keyframes decoded at the source's size, in that codec.
-fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str, via: &str) {
+fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     println!("{NETNS_MARKER} ({name})");
+    let MediaCase {
+        codec,
+        via,
+        viewers,
+        frames,
+        impair,
+    } = case;
+    let single_port = impair.map(|_| {
+        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port()
+    });
+    let _relay = impair
+        .zip(single_port)
+        .map(|(spec, port)| impair_port(spec, port));
     smolrtc::logging::init();
     let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("media dir");
@@ -558,6 +635,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str, via: &str) {
     let mut config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         peer: Config::loopback("service"),
+        single_port,
         ..Default::default()
     };
     smolrtc::service::StreamConfig::add_source(
@@ -592,7 +670,8 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str, via: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let url = format!(
-        "http://{addr}/?watch=cam&auto=1&via={via}&codec={codec}&frames=60&wait=40&report=/api/report"
+        "http://{addr}/?watch=cam&auto=1&via={via}&codec={codec}&count={viewers}&frames={frames}\
+         &wait=60&report=/api/report"
     );
     println!("{name}: {kind:?} -> {url}");
     let mut browser = Browser::launch(kind, &url);
@@ -600,41 +679,63 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, codec: &str, via: &str) {
     let report = wait_report(&service.0, &mut browser, &mut failures);
     if let Some(r) = &report {
         println!("{name}: report {r}");
-        let s = &r["streams"]["cam"];
         let mut check = |ok: bool, what: String| {
             if !ok {
                 failures.push(what);
             }
         };
-        check(r["ok"] == true, format!("report not ok: {}", s["error"]));
+        check(r["ok"] == true, "report not ok".into());
+        let all = r["streams"].as_object().cloned().unwrap_or_default();
         check(
-            s["framesDecoded"].as_u64().is_some_and(|n| n >= 60),
-            format!("framesDecoded {}", s["framesDecoded"]),
+            all.len() == viewers as usize,
+            format!("{} viewers reported, expected {viewers}", all.len()),
         );
-        check(
-            s["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
-            format!("keyFramesDecoded {}", s["keyFramesDecoded"]),
-        );
-        check(
-            s["frameWidth"] == width && s["frameHeight"] == height,
-            format!("frame size {}x{}", s["frameWidth"], s["frameHeight"]),
-        );
-        check(
-            s["totalSamplesReceived"].as_u64().is_some_and(|n| n > 0),
-            format!("audio samples {}", s["totalSamplesReceived"]),
-        );
-        if via == "http" {
+        for (key, s) in &all {
+            let mut check = |ok: bool, what: String| check(ok, format!("{key}: {what}"));
+            check(s["error"].is_null(), format!("error {}", s["error"]));
             check(
-                s["echo"] == true,
-                format!("echo on the data channel: {}", s["echo"]),
+                s["framesDecoded"]
+                    .as_u64()
+                    .is_some_and(|n| n >= u64::from(frames)),
+                format!("framesDecoded {}", s["framesDecoded"]),
+            );
+            check(
+                s["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
+                format!("keyFramesDecoded {}", s["keyFramesDecoded"]),
+            );
+            check(
+                s["frameWidth"] == width && s["frameHeight"] == height,
+                format!("frame size {}x{}", s["frameWidth"], s["frameHeight"]),
+            );
+            check(
+                s["totalSamplesReceived"].as_u64().is_some_and(|n| n > 0),
+                format!("audio samples {}", s["totalSamplesReceived"]),
+            );
+            if via == "http" {
+                check(
+                    s["echo"] == true,
+                    format!("echo on the data channel: {}", s["echo"]),
+                );
+            }
+            if impair.is_some() {
+                check(
+                    s["nackCount"].as_u64().is_some_and(|n| n > 0)
+                        && s["retransmittedPacketsReceived"]
+                            .as_u64()
+                            .is_some_and(|n| n > 0),
+                    format!(
+                        "under loss: {} NACKs sent, {} retransmissions received",
+                        s["nackCount"], s["retransmittedPacketsReceived"]
+                    ),
+                );
+            }
+            check(
+                s["codec"]
+                    .as_str()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{codec}"))),
+                format!("codec {}", s["codec"]),
             );
         }
-        check(
-            s["codec"]
-                .as_str()
-                .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{codec}"))),
-            format!("codec {}", s["codec"]),
-        );
         // The page stopped watching (DELETE): the session goes, and so does the viewer.
         if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
             failures.push(format!("the WHEP session was not freed: {last}"));

@@ -1420,7 +1420,8 @@
     h.append(text('span', name));
     const close = text('button', 'Stop', 'small');
     close.type = 'button';
-    close.addEventListener('click', () => stop(name));
+    const c = { el: null, video: null, fields: null, stop: () => stop(name) };
+    close.addEventListener('click', () => c.stop());
     h.append(close);
     const video = document.createElement('video');
     video.autoplay = true;
@@ -1439,7 +1440,7 @@
     }
     el.append(h, video, dl);
     cards.append(el);
-    return { el, video, fields };
+    return Object.assign(c, { el, video, fields });
   }
 
   // The figures of one viewer from getStats(): inbound video and audio, codec, RTT.
@@ -1471,6 +1472,7 @@
       framesDropped: s.framesDropped || 0,
       packetsLost: s.packetsLost || 0,
       nackCount: s.nackCount || 0,
+      retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
       pliCount: s.pliCount || 0,
       bitrate: bps,
       rtt: out.rtt,
@@ -1495,11 +1497,13 @@
     set('audio', f.totalSamplesReceived == null ? '–' : String(f.totalSamplesReceived));
   }
 
-  async function watch(name) {
-    if (viewers.has(name)) return viewers.get(name);
+  // `key` names the viewer (several of one stream: NAME#2, ..; ?count=N).
+  async function watch(name, key = name) {
+    if (viewers.has(key)) return viewers.get(key);
     const pc = new RTCPeerConnection();
-    const v = { name, pc, card: card(name), location: null, last: null, timer: null };
-    viewers.set(name, v);
+    const v = { name, pc, card: card(key), location: null, last: null, timer: null };
+    v.card.stop = () => stop(key);
+    viewers.set(key, v);
     try {
       const video = pc.addTransceiver('video', { direction: 'recvonly' });
       preferCodec(video, q.get('codec'));
@@ -1544,10 +1548,10 @@
     return v;
   }
 
-  async function stop(name) {
-    const v = viewers.get(name);
+  async function stop(key) {
+    const v = viewers.get(key);
     if (!v) return;
-    viewers.delete(name);
+    viewers.delete(key);
     clearInterval(v.timer);
     // WHEP: the DELETE ends the session first (else the close would race it).
     if (v.location) {
@@ -1566,8 +1570,12 @@
     await permission();
     const results = {};
     let ok = true;
-    for (const name of names) {
-      const v = await watch(name);
+    const count = Math.max(1, Math.floor(Number(q.get('count') || 1)));
+    const keys = names.flatMap((n) => Array.from({ length: count }, (_, i) => (i ? `${n}#${i + 1}` : n)));
+    // All at once (?count=N: N viewers of each stream), then each checked in turn.
+    const watched = await Promise.all(keys.map((k) => watch(k.split('#')[0], k)));
+    for (const [i, name] of keys.entries()) {
+      const v = watched[i];
       let f = null;
       let firstFrameMs = null;
       while (!v.error && performance.now() - started < waitMs) {
@@ -1586,7 +1594,7 @@
     if (url && new URL(url, location.href).origin === location.origin) {
       await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));
     }
-    if (q.get('keep') !== '1') for (const name of names) await stop(name);
+    if (q.get('keep') !== '1') for (const k of keys) await stop(k);
   }
 
   refresh();
