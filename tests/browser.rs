@@ -1266,3 +1266,198 @@ user_pref("browser.safebrowsing.blockedURIs.enabled", false);
 user_pref("browser.newtabpage.enabled", false);
 user_pref("services.settings.server", "data:,");
 "#;
+
+// ------------------------------------------------------------------------ library tracks
+
+/// The library's own track API: a `PeerConnection` with `add_track` (no service) answers a
+/// Chromium page's recvonly offer, fed frame by frame with `TrackSender::write_frame` from
+/// an ffmpeg-made H.264 file; the page's `getStats()` must show the frames decoded.
+#[test]
+fn chromium_add_track_write_frame() {
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace("chromium_add_track_write_frame");
+    }
+    println!("{NETNS_MARKER} (add_track)");
+    smolrtc::logging::init();
+    let dir = std::env::temp_dir().join(format!("smolrtc-track-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let frames = annexb_units(&test_media(&dir, "H264", "320x240"));
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let pc = smolrtc::PeerConnection::with_runtime(&runtime, Config::loopback("camera"))
+        .expect("peer connection");
+    let mut events = pc.events();
+    let init = smolrtc::media::TrackInit::new(smolrtc::media::Codec::H264);
+    let mut track = futures_lite::future::block_on(pc.add_track(init)).expect("add_track");
+    // A second video track is refused clearly.
+    let again = futures_lite::future::block_on(pc.add_track(init));
+    assert!(again.is_err(), "a second video track");
+
+    // The "encoder": one access unit every 33 ms, looped, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let interval = Duration::from_millis(33);
+            for f in frames.iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if track.write_frame(f, interval).is_err() {
+                    break;
+                }
+                std::thread::sleep(interval);
+            }
+        })
+    };
+
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("page server");
+    let addr = listener.local_addr().expect("addr");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &format!("http://{addr}/"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut report = None;
+    listener.set_nonblocking(true).expect("nonblocking");
+    while report.is_none() && Instant::now() < deadline {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let Some((head, body)) = read_request(&mut s) else {
+            continue;
+        };
+        let (status, kind, reply) = if head.starts_with("GET / ") {
+            (200, "text/html", TRACK_PAGE.to_owned())
+        } else if head.starts_with("POST /offer ") {
+            let offer = smolrtc::Description {
+                kind: smolrtc::SdpType::Offer,
+                sdp: body,
+            };
+            let answer = futures_lite::future::block_on(async {
+                pc.set_remote_description(offer).await?;
+                let a = pc.create_answer().await?;
+                pc.set_local_description(a).await?;
+                while let Some(e) = events.next().await {
+                    if matches!(e, smolrtc::Event::IceCandidate(None)) {
+                        break;
+                    }
+                }
+                Ok::<_, smolrtc::Error>(pc.local_description().await)
+            });
+            match answer {
+                Ok(Some(a)) => (200, "application/sdp", a.sdp),
+                other => (500, "text/plain", format!("{other:?}")),
+            }
+        } else if head.starts_with("POST /report ") {
+            report = serde_json::from_str::<serde_json::Value>(&body).ok();
+            (200, "text/plain", String::new())
+        } else {
+            (404, "text/plain", String::new())
+        };
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{reply}",
+            reply.len()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = feeder.join();
+    browser.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = report.unwrap_or_else(|| {
+        panic!(
+            "no report from the page within 60 s; Chromium said:\n{}",
+            browser.log_tail(60)
+        )
+    });
+    println!("add_track: report {r}");
+    assert!(r["framesDecoded"].as_u64().is_some_and(|n| n >= 60), "{r}");
+    assert!(
+        r["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
+        "{r}"
+    );
+    assert_eq!(
+        (r["frameWidth"].as_u64(), r["frameHeight"].as_u64()),
+        (Some(320), Some(240)),
+        "{r}"
+    );
+    assert_eq!(r["codec"], "video/H264", "{r}");
+}
+
+/// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
+fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
+    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
+    let data = std::fs::read(path).expect("media file");
+    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
+    split.push(&data);
+    let mut nals = Vec::new();
+    while let Some(n) = split.poll() {
+        nals.extend(n.ok());
+    }
+    nals.extend(split.flush());
+    let mut asm = AccessUnitAssembler::new();
+    let mut units: Vec<_> = nals
+        .into_iter()
+        .filter_map(|n| asm.push(n).ok().flatten())
+        .collect();
+    units.extend(asm.flush().ok().flatten());
+    units
+        .iter()
+        .map(|au| {
+            au.nals
+                .iter()
+                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect()
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request: its head and body (by Content-Length).
+fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The page of `chromium_add_track_write_frame`: a recvonly offer to /offer, the answer
+/// set, then getStats() until 60 frames decode; the figures posted to /report.
+const TRACK_PAGE: &str = r#"<!doctype html><video id=v autoplay muted playsinline></video><script>
+(async () => {
+  try { (await navigator.mediaDevices.getUserMedia({ audio: true })).getTracks().forEach((t) => t.stop()); } catch (_) {}
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.ontrack = (e) => { document.getElementById('v').srcObject = new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); setTimeout(r, 5000); });
+  const res = await fetch('/offer', { method: 'POST', body: pc.localDescription.sdp });
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+  let out = {};
+  for (let i = 0; i < 200; i++) {
+    const stats = await pc.getStats();
+    const codecs = new Map();
+    stats.forEach((s) => { if (s.type === 'codec') codecs.set(s.id, s.mimeType); });
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') out = { framesDecoded: s.framesDecoded, keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight, codec: codecs.get(s.codecId) }; });
+    if (out.framesDecoded >= 60) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await fetch('/report', { method: 'POST', body: JSON.stringify(out) });
+})();
+</script>"#;

@@ -67,6 +67,7 @@ pub mod codec;
 pub mod fanout;
 pub mod h264;
 pub mod ivf;
+pub mod local;
 pub mod negotiate;
 pub mod ogg;
 pub mod opus;
@@ -84,6 +85,7 @@ pub mod vp8;
 
 pub use codec::{Codec, MediaKind, ProfileLevelId};
 pub use fanout::{Fanout, Track, TrackStats};
+pub use local::{TrackInit, TrackSender};
 pub use negotiate::{
     negotiate, Capabilities, NegotiateError, Negotiated, RemoteFormats, SendCodec,
 };

@@ -37,6 +37,13 @@ pub(crate) enum PeerCmd {
     Close(Option<Reply<()>>),
     /// Answer the next remote offer with this plan (its audio/video tracks, its data
     /// section or none): the media actor gets the tracks and where keyframe requests go.
+    /// A track of the application's (`add_track`); answers its number.
+    #[cfg(feature = "media")]
+    AddTrack(
+        crate::media::TrackInit,
+        async_channel::Sender<crate::media::local::TrackInput>,
+        Reply<Result<usize>>,
+    ),
     #[cfg(feature = "media")]
     MediaPlan(
         Box<sdp::AnswerPlan>,
@@ -143,6 +150,15 @@ pub(crate) struct PeerActor {
     plan: Option<sdp::AnswerPlan>,
     #[cfg(feature = "media")]
     media: Link<crate::media::actor::MediaMsg>,
+    /// The media actor's inbox, handed to the application's tracks.
+    #[cfg(feature = "media")]
+    media_tx: async_channel::Sender<Vec<crate::media::actor::MediaMsg>>,
+    /// The application's tracks (`add_track`), in order.
+    #[cfg(feature = "media")]
+    local_tracks: Vec<(
+        crate::media::TrackInit,
+        async_channel::Sender<crate::media::local::TrackInput>,
+    )>,
     /// ICE checks and DTLS: not started, or started with our role and the remote's
     /// credentials.
     transport: Transport,
@@ -175,7 +191,10 @@ impl PeerActor {
         ice: Link<IceMsg>,
         dtls: Link<DtlsMsg>,
         sctp: Link<SctpMsg>,
-        #[cfg(feature = "media")] media: Link<crate::media::actor::MediaMsg>,
+        #[cfg(feature = "media")] (media, media_tx): (
+            Link<crate::media::actor::MediaMsg>,
+            async_channel::Sender<Vec<crate::media::actor::MediaMsg>>,
+        ),
         events: Link<Event>,
     ) -> Self {
         let session_id = u64::from_le_bytes(ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]))
@@ -197,6 +216,10 @@ impl PeerActor {
             plan: None,
             #[cfg(feature = "media")]
             media,
+            #[cfg(feature = "media")]
+            media_tx,
+            #[cfg(feature = "media")]
+            local_tracks: Vec::new(),
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -308,6 +331,10 @@ impl PeerActor {
                 if let Some(r) = r {
                     self.wait_for_teardown(r);
                 }
+            }
+            #[cfg(feature = "media")]
+            PeerCmd::AddTrack(init, tx, r) => {
+                let _ = r.try_send(self.add_track(init, tx));
             }
             #[cfg(feature = "media")]
             PeerCmd::MediaPlan(plan, keyframes, r) => {
@@ -464,6 +491,10 @@ impl PeerActor {
     fn set_remote(&mut self, d: Description) -> Result<()> {
         self.check_open()?;
         let full = sdp::parse_description(&d.sdp)?;
+        #[cfg(feature = "media")]
+        if d.kind == SdpType::Offer && self.remote.is_none() {
+            self.plan_local_tracks(&full)?;
+        }
         let remote = self.remote_session(&full)?;
         check_fingerprints(&remote)?;
         let is_offer = match (d.kind, self.signaling) {
@@ -666,6 +697,90 @@ impl PeerActor {
             return sdp::write_answer_sections(local, full, &plan.sections);
         }
         sdp::write_answer(local, remote)
+    }
+
+    /// `add_track`: one track per kind, before the first remote description.
+    #[cfg(feature = "media")]
+    fn add_track(
+        &mut self,
+        init: crate::media::TrackInit,
+        tx: async_channel::Sender<crate::media::local::TrackInput>,
+    ) -> Result<usize> {
+        self.check_open()?;
+        if self.remote.is_some() || self.plan.is_some() {
+            return Err(crate::Error::invalid(
+                "add_track after the remote description: tracks are negotiated with the first offer",
+            ));
+        }
+        let kind = init.codec.kind();
+        if self
+            .local_tracks
+            .iter()
+            .any(|(t, _)| t.codec.kind() == kind)
+        {
+            return Err(crate::Error::invalid(format!(
+                "a second {} track: at most one video and one audio track",
+                kind.as_str()
+            )));
+        }
+        self.local_tracks.push((init, tx));
+        Ok(self.local_tracks.len() - 1)
+    }
+
+    /// The application's tracks answer the first offer: planned like a service stream
+    /// (one section per kind, a codec that fits, or a clear error), each track told its
+    /// place in the media actor, keyframe requests sent back to the track.
+    #[cfg(feature = "media")]
+    fn plan_local_tracks(&mut self, offer: &sdp::RemoteDescription) -> Result<()> {
+        use crate::media::local::TrackInput;
+        if self.local_tracks.is_empty() || self.plan.is_some() {
+            return Ok(());
+        }
+        let send = |kind| {
+            self.local_tracks
+                .iter()
+                .find(|(t, _)| t.codec.kind() == kind)
+                .map(|(t, _)| crate::media::SendCodec {
+                    codec: t.codec,
+                    profile_level_id: t.profile_level_id,
+                })
+        };
+        let codecs = sdp::StreamCodecs {
+            name: self.name.clone(),
+            video: send(crate::media::MediaKind::Video),
+            audio: send(crate::media::MediaKind::Audio),
+        };
+        let plan = sdp::plan_answer(
+            offer,
+            Some(&codecs),
+            offer.data.is_some(),
+            &Default::default(),
+        )
+        .map_err(|e| crate::Error::invalid(format!("the offer cannot carry the tracks: {e}")))?;
+        let txs: Vec<_> = plan
+            .tracks
+            .iter()
+            .filter_map(|p| {
+                self.local_tracks
+                    .iter()
+                    .find(|(t, _)| t.codec.kind() == p.kind)
+                    .map(|(_, tx)| tx.clone())
+            })
+            .collect();
+        for (index, tx) in txs.iter().enumerate() {
+            // Forced: a queue full of the application's frames must not lose the binding
+            // (the oldest frame goes instead).
+            let _ = tx.force_send(TrackInput::Bind {
+                index,
+                inbox: self.media_tx.clone(),
+            });
+        }
+        let keyframes = Box::new(move |index: usize, cause| {
+            if let Some(tx) = txs.get(index) {
+                let _ = tx.try_send(TrackInput::KeyframeRequest(cause));
+            }
+        });
+        self.set_media_plan(plan, keyframes)
     }
 
     /// Takes the plan for the next remote offer and hands its tracks to the media actor.

@@ -43,6 +43,8 @@ pub(super) struct Handles {
     /// The media actor's inbox (frames in).
     #[cfg(feature = "media")]
     pub(super) media: Sender<Vec<crate::media::actor::MediaMsg>>,
+    #[cfg(feature = "media")]
+    pub(super) events_tx: Sender<Vec<Event>>,
 }
 
 /// One bounded inbox: its senders are handed out as links, its receiver to the actor.
@@ -128,6 +130,8 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
         },
         #[cfg(feature = "media")]
         media: inboxes.media.tx.clone(),
+        #[cfg(feature = "media")]
+        events_tx: inboxes.events.tx.clone(),
     };
     let shared = (
         handles.next_key.clone(),
@@ -218,7 +222,7 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
             i.dtls.link(),
             i.sctp.link(),
             #[cfg(feature = "media")]
-            i.media.link(),
+            (i.media.link(), i.media.tx.clone()),
             i.events.link(),
         );
         ex.spawn(runtime::drive(peer, i.peer.rx.clone())).detach();
