@@ -516,6 +516,17 @@ fn chromium_api_offer_stream_with_data_channel() {
     );
 }
 
+/// `/ws?stream=cam`: the page's offer over the WebSocket, media and an echo channel.
+#[test]
+fn chromium_ws_stream_with_data_channel() {
+    let case = MediaCase { via: "ws", ..WHEP };
+    run_whep_case(
+        "chromium_ws_stream_with_data_channel",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
 /// Ten viewers of one stream at once, each with its own SSRCs and SRTP context.
 #[test]
 fn chromium_whep_ten_viewers() {
@@ -711,7 +722,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
                 s["totalSamplesReceived"].as_u64().is_some_and(|n| n > 0),
                 format!("audio samples {}", s["totalSamplesReceived"]),
             );
-            if via == "http" {
+            if via != "whep" {
                 check(
                     s["echo"] == true,
                     format!("echo on the data channel: {}", s["echo"]),

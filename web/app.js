@@ -1508,7 +1508,8 @@
       const video = pc.addTransceiver('video', { direction: 'recvonly' });
       preferCodec(video, q.get('codec'));
       pc.addTransceiver('audio', { direction: 'recvonly' });
-      const viaHttp = q.get('via') === 'http';
+      const via = q.get('via') || 'whep';
+      const viaHttp = via === 'http' || via === 'ws';
       if (viaHttp) {
         const dc = pc.createDataChannel('echo');
         v.echo = null;
@@ -1522,6 +1523,15 @@
       };
       await pc.setLocalDescription(await pc.createOffer());
       await waitGathered(pc, 5000);
+      if (via === 'ws') {
+        await watchOverWs(v, name);
+        log(`watching ${name} (WebSocket)`);
+        v.timer = setInterval(async () => {
+          try { show(v, await figures(v)); } catch (_) { /* closed */ }
+        }, 1000);
+        refresh();
+        return v;
+      }
       const url = viaHttp ? `/api/offer?stream=${encodeURIComponent(name)}` : `/whep/${encodeURIComponent(name)}`;
       const res = await fetch(url, auth(viaHttp
         ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }) }
@@ -1548,6 +1558,30 @@
     return v;
   }
 
+  // /ws?stream=NAME: the complete offer as rawrtc's description message; the answer comes
+  // back as one, the service's candidates trickle after it.
+  function watchOverWs(v, name) {
+    const tok = auth({}).headers ? auth({}).headers.Authorization.slice(7) : '';
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const url = `${proto}://${location.host}/ws?stream=${encodeURIComponent(name)}${tok ? `&token=${encodeURIComponent(tok)}` : ''}`;
+    const ws = v.ws = new WebSocket(url);
+    return new Promise((resolve, reject) => {
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'description', value: { type: 'offer', sdp: v.pc.localDescription.sdp } }));
+      ws.onclose = (e) => reject(new Error(`WebSocket closed (${e.code})`));
+      ws.onmessage = async (e) => {
+        const msg = JSON.parse(e.data);
+        if (msg.type === 'description') {
+          await v.pc.setRemoteDescription(msg.value);
+          resolve();
+        } else if (msg.type === 'candidate' && msg.value) {
+          try { await v.pc.addIceCandidate(msg.value); } catch (_) { /* before the answer, or end */ }
+        } else if (msg.type === 'error') {
+          reject(new Error(`WebSocket: ${msg.value}`));
+        }
+      };
+    });
+  }
+
   async function stop(key) {
     const v = viewers.get(key);
     if (!v) return;
@@ -1558,6 +1592,7 @@
       try { await fetch(v.location, auth({ method: 'DELETE' })); } catch (_) { /* gone */ }
     }
     v.pc.close();
+    if (v.ws) v.ws.close();
     v.card.el.remove();
     refresh();
   }
@@ -1589,7 +1624,7 @@
       ok = ok && good;
       results[name] = { ...(f || {}), firstFrameMs, echo: v.echo, error: v.error || (good ? null : 'frames did not decode in time') };
     }
-    const report = { ok, mode: q.get('via') === 'http' ? 'http' : 'whep', streams: results, userAgent: navigator.userAgent };
+    const report = { ok, mode: q.get('via') || 'whep', streams: results, userAgent: navigator.userAgent };
     const url = q.get('report');
     if (url && new URL(url, location.href).origin === location.origin) {
       await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));

@@ -826,6 +826,33 @@ impl PeerActor {
         Ok(())
     }
 
+    /// The m-line trickled candidates belong to: with a media plan the first accepted
+    /// section (BUNDLE's tagged one, whose transport every section shares), else ours.
+    fn candidate_section(&self) -> (String, u16) {
+        #[cfg(feature = "media")]
+        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
+            let first = plan
+                .sections
+                .iter()
+                .position(|a| *a != sdp::AnswerSection::Rejected);
+            if let Some(i) = first {
+                let mid = match &plan.sections[i] {
+                    sdp::AnswerSection::Media(m) => Some(m.mid.clone()),
+                    _ => full.sections.get(i).and_then(|m| m.mid.clone()),
+                };
+                if let Some(mid) = mid {
+                    return (mid, u16::try_from(i).unwrap_or(0));
+                }
+            }
+        }
+        let mid = self
+            .local
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        (mid, 0)
+    }
+
     fn local_description(&self) -> Option<Description> {
         let (kind, setup, mid) = self.local.as_ref()?;
         let local = self.local_session(*setup, mid);
@@ -840,15 +867,11 @@ impl PeerActor {
         match r {
             IceReport::Candidate(c) => {
                 self.candidates.push(c.clone());
-                let mid = self
-                    .local
-                    .as_ref()
-                    .map(|(_, _, m)| m.clone())
-                    .unwrap_or_else(|| DEFAULT_MID.to_owned());
+                let (mid, index) = self.candidate_section();
                 self.events.push(Event::IceCandidate(Some(IceCandidateInit {
                     candidate: c,
                     sdp_mid: Some(mid),
-                    sdp_mline_index: Some(0),
+                    sdp_mline_index: Some(index),
                     username_fragment: Some(self.ufrag.clone()),
                 })));
             }
