@@ -967,6 +967,10 @@ impl PeerActor {
                 deadline: None,
             };
             self.sctp.push(SctpMsg::Close);
+            // Media stops now (ICE tells it again when it closes; an agent that never
+            // started would not).
+            #[cfg(feature = "media")]
+            self.media.push(crate::media::actor::MediaMsg::Close);
         }
     }
 
