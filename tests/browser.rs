@@ -469,6 +469,8 @@ struct MediaCase {
     viewers: u32,
     frames: u32,
     impair: Option<&'static str>,
+    /// The video comes from ffmpeg as RTP (`rtp://`) instead of a file.
+    rtp: bool,
 }
 
 const WHEP: MediaCase = MediaCase {
@@ -477,6 +479,7 @@ const WHEP: MediaCase = MediaCase {
     viewers: 1,
     frames: 60,
     impair: None,
+    rtp: false,
 };
 
 #[test]
@@ -525,6 +528,14 @@ fn chromium_ws_stream_with_data_channel() {
         BrowserKind::Chromium,
         case,
     );
+}
+
+/// An `rtp://` source: ffmpeg sends H.264 RTP (its payload type rewritten to the
+/// negotiated one, packets regrouped into frames and packetized again).
+#[test]
+fn chromium_whep_rtp_source() {
+    let case = MediaCase { rtp: true, ..WHEP };
+    run_whep_case("chromium_whep_rtp_source", BrowserKind::Chromium, case);
 }
 
 /// Ten viewers of one stream at once, each with its own SSRCs and SRTP context.
@@ -627,6 +638,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         viewers,
         frames,
         impair,
+        rtp,
     } = case;
     let single_port = impair.map(|_| {
         std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -641,7 +653,40 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("media dir");
     let (width, height) = (320, 240);
-    let file = test_media(&dir, codec, &format!("{width}x{height}"));
+    let (video, _sender) = if rtp {
+        let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port();
+        let ffmpeg = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={width}x{height}:rate=30"))
+            .args([
+                "-t",
+                "120",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+            ])
+            .args(["-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+        let guard = KillGroup(ffmpeg.id());
+        (
+            format!("rtp://127.0.0.1:{port}?codec=h264"),
+            Some((ffmpeg, guard)),
+        )
+    } else {
+        let file = test_media(&dir, codec, &format!("{width}x{height}"));
+        (format!("file:{}", file.display()), None)
+    };
     let runtime = Runtime::new().expect("smolrtc runtime");
     let mut config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -653,7 +698,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         &mut config.streams,
         smolrtc::media::MediaKind::Video,
         "cam",
-        &format!("file:{}", file.display()),
+        &video,
     )
     .expect("stream");
     // With an audio track too: its samples must arrive.
@@ -668,10 +713,12 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     let service = Service::new(config).start(&runtime).expect("service start");
     let service = StopService(service);
     let addr = service.0.addr;
-    // The codec must be known (H.264: its SPS) before an offer is answered.
+    // The codec must be known (H.264: its SPS, which gives the resolution) before an offer
+    // is answered.
     let deadline = Instant::now() + Duration::from_secs(20);
+    let size = format!("\"resolution\":\"{width}x{height}\"");
     while !http_get(addr, "/api/streams")
-        .map(|(_, b)| b.contains("\"live\""))
+        .map(|(_, b)| b.contains(&size))
         .unwrap_or(false)
     {
         assert!(
