@@ -400,7 +400,6 @@ fn chromium_throughput_benchmark() {
     println!("BENCH {result}");
 }
 
-/// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
 /// Puts the impairment relay (`spec`, both ways) between the page and the service's UDP
 /// `port` in this namespace: an iptables DNAT rule turns Chromium's datagrams to that port
 /// towards the relay's front (conntrack makes the relay's answers look as if they came from
@@ -471,6 +470,9 @@ struct MediaCase {
     impair: Option<&'static str>,
     /// The video comes from ffmpeg as RTP (`rtp://`) instead of a file.
     rtp: bool,
+    /// Video size and bitrate (kbit/s, 0: ffmpeg's default) of the file source.
+    size: (u32, u32),
+    kbps: u32,
 }
 
 const WHEP: MediaCase = MediaCase {
@@ -480,6 +482,8 @@ const WHEP: MediaCase = MediaCase {
     frames: 60,
     impair: None,
     rtp: false,
+    size: (320, 240),
+    kbps: 0,
 };
 
 #[test]
@@ -548,6 +552,31 @@ fn chromium_whep_ten_viewers() {
     run_whep_case("chromium_whep_ten_viewers", BrowserKind::Chromium, case);
 }
 
+/// The service's CPU and memory with N viewers (`BENCH_VIEWERS`, default 10) of one 1080p
+/// ~8 Mbit/s H.264 stream for ~10 s: a benchmark, not a test:
+/// `BENCH_VIEWERS=10 cargo test --release --test browser -- --ignored --nocapture
+/// chromium_whep_viewers_benchmark` prints one `BENCH {json}` line.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn chromium_whep_viewers_benchmark() {
+    let viewers = std::env::var("BENCH_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let case = MediaCase {
+        viewers,
+        frames: 300,
+        size: (1920, 1080),
+        kbps: 8000,
+        ..WHEP
+    };
+    run_whep_case(
+        "chromium_whep_viewers_benchmark",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
 /// 2% loss both ways through the impairment relay: video keeps decoding, the browser's
 /// NACKs are answered with retransmissions (RTX).
 #[test]
@@ -569,7 +598,7 @@ fn run_whep_case(name: &str, kind: BrowserKind, case: MediaCase) {
 }
 
 /// A file source made by ffmpeg (H.264 baseline without B-frames, or VP8 IVF) at `size`.
-fn test_media(dir: &Path, codec: &str, size: &str) -> PathBuf {
+fn test_media(dir: &Path, codec: &str, size: &str, kbps: u32) -> PathBuf {
     let (file, args): (&str, &[&str]) = match codec {
         "H264" => (
             "cam.h264",
@@ -594,11 +623,27 @@ fn test_media(dir: &Path, codec: &str, size: &str) -> PathBuf {
         ),
     };
     let path = dir.join(file);
+    let rate: Vec<String> = if kbps > 0 {
+        [
+            "-b:v",
+            &format!("{kbps}k"),
+            "-maxrate",
+            &format!("{kbps}k"),
+            "-bufsize",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{}k", kbps * 2)])
+        .collect()
+    } else {
+        Vec::new()
+    };
     let out = Command::new("ffmpeg")
         .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size={size}:rate=30"))
+        .arg(format!("testsrc2=size={size}:rate=30"))
         .args(["-t", "4"])
         .args(args)
+        .args(&rate)
         .arg(&path)
         .output()
         .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
@@ -639,6 +684,8 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         frames,
         impair,
         rtp,
+        size: (width, height),
+        kbps,
     } = case;
     let single_port = impair.map(|_| {
         std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -652,7 +699,6 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     smolrtc::logging::init();
     let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("media dir");
-    let (width, height) = (320, 240);
     let (video, _sender) = if rtp {
         let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|s| s.local_addr())
@@ -684,7 +730,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
             Some((ffmpeg, guard)),
         )
     } else {
-        let file = test_media(&dir, codec, &format!("{width}x{height}"));
+        let file = test_media(&dir, codec, &format!("{width}x{height}"), kbps);
         (format!("file:{}", file.display()), None)
     };
     let runtime = Runtime::new().expect("smolrtc runtime");
@@ -732,9 +778,24 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
          &wait=60&report=/api/report"
     );
     println!("{name}: {kind:?} -> {url}");
+    let rss_before = rss_kib();
+    let cpu_before = cpu_ticks();
+    let t0 = Instant::now();
     let mut browser = Browser::launch(kind, &url);
     let mut failures = Vec::new();
     let report = wait_report(&service.0, &mut browser, &mut failures);
+    // The service's own cost while the viewers played (this process runs it; the browser
+    // is another): CPU share of one core, and memory with the viewers still connected.
+    let cpu = (cpu_ticks() - cpu_before) as f64 / ticks_per_s() / t0.elapsed().as_secs_f64();
+    let rss = rss_kib();
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "case": name, "viewers": viewers, "size": format!("{width}x{height}"), "kbps": kbps,
+            "service_cpu_percent": (cpu * 1000.0).round() / 10.0,
+            "service_rss_kib": rss, "rss_growth_kib": rss.saturating_sub(rss_before),
+        })
+    );
     if let Some(r) = &report {
         println!("{name}: report {r}");
         let mut check = |ok: bool, what: String| {
@@ -826,6 +887,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     }
 }
 
+/// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
 fn run_case(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     if std::env::var_os(NETNS_ENV).is_some() {
         in_namespace(name, kind, mode, offering);
@@ -1339,7 +1401,7 @@ fn chromium_add_track_write_frame() {
     smolrtc::logging::init();
     let dir = std::env::temp_dir().join(format!("smolrtc-track-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("media dir");
-    let frames = annexb_units(&test_media(&dir, "H264", "320x240"));
+    let frames = annexb_units(&test_media(&dir, "H264", "320x240", 0));
     let runtime = Runtime::new().expect("smolrtc runtime");
     let pc = smolrtc::PeerConnection::with_runtime(&runtime, Config::loopback("camera"))
         .expect("peer connection");
@@ -1441,6 +1503,33 @@ fn chromium_add_track_write_frame() {
         "{r}"
     );
     assert_eq!(r["codec"], "video/H264", "{r}");
+}
+
+/// This process's user + system CPU time, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: fields 14 and 15 (utime, stime) are 12 and 13.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn ticks_per_s() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on Linux everywhere this runs.
+    100.0
+}
+
+/// This process's resident memory, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
