@@ -740,6 +740,9 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         single_port,
         ..Default::default()
     };
+    // All the viewers come from the one page's address.
+    config.max_sessions_per_address = config.max_sessions_per_address.max(viewers as usize);
+    config.max_sessions = config.max_sessions.max(viewers as usize);
     smolrtc::service::StreamConfig::add_source(
         &mut config.streams,
         smolrtc::media::MediaKind::Video,
