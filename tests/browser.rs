@@ -273,57 +273,9 @@ fn chromium_throughput_benchmark() {
             .expect("free UDP port")
             .port()
     });
-    let _relay = impair.as_ref().map(|spec| {
-        let imp = Impairment::parse(spec).unwrap_or_else(|e| panic!("BENCH_IMPAIR: {e}"));
-        let port = single_port.expect("set with impair");
-        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let relay = Relay::start(Ipv4Addr::LOCALHOST.into(), target, imp, imp, 7)
-            .expect("impairment relay");
-        let status = Command::new("iptables")
-            .args([
-                "-w",
-                "-t",
-                "nat",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "-d",
-                "127.0.0.1",
-            ])
-            .args(["--dport", &port.to_string(), "!", "--sport"])
-            .arg(relay.back().port().to_string())
-            .args(["-j", "DNAT", "--to-destination"])
-            .arg(relay.front().to_string())
-            .status()
-            .expect("iptables");
-        assert!(status.success(), "iptables DNAT rule");
-        // The service may only talk to the relay: its checks straight to the page's own
-        // candidates would otherwise set up conntrack entries that the page's datagrams then
-        // match as replies, bypassing the DNAT rule.
-        let status = Command::new("iptables")
-            .args([
-                "-w",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "--sport",
-                &port.to_string(),
-            ])
-            .args(["!", "--dport"])
-            .arg(relay.back().port().to_string())
-            .args(["-j", "DROP"])
-            .status()
-            .expect("iptables");
-        assert!(status.success(), "iptables DROP rule");
-        println!(
-            "impairment {spec}: service port {port}, relay {} / {}",
-            relay.front(),
-            relay.back()
-        );
-        relay
-    });
+    let _relay = impair
+        .as_ref()
+        .map(|spec| impair_port(spec, single_port.expect("set with impair")));
     let runtime = Runtime::new().expect("smolrtc runtime");
     let config = ServiceConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -446,6 +398,496 @@ fn chromium_throughput_benchmark() {
         "chromium_to_chromium_setup_ms": median(&mut c2c_setup.clone()),
     });
     println!("BENCH {result}");
+}
+
+/// Puts the impairment relay (`spec`, both ways) between the page and the service's UDP
+/// `port` in this namespace: an iptables DNAT rule turns Chromium's datagrams to that port
+/// towards the relay's front (conntrack makes the relay's answers look as if they came from
+/// the service); the relay's own datagrams to the service are left alone, so the service
+/// sees the browser at the relay's back and answers it there.
+fn impair_port(spec: &str, port: u16) -> Relay {
+    let imp = Impairment::parse(spec).unwrap_or_else(|e| panic!("impairment {spec}: {e}"));
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let relay =
+        Relay::start(Ipv4Addr::LOCALHOST.into(), target, imp, imp, 7).expect("impairment relay");
+    let status = Command::new("iptables")
+        .args([
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-d",
+            "127.0.0.1",
+        ])
+        .args(["--dport", &port.to_string(), "!", "--sport"])
+        .arg(relay.back().port().to_string())
+        .args(["-j", "DNAT", "--to-destination"])
+        .arg(relay.front().to_string())
+        .status()
+        .expect("iptables");
+    assert!(status.success(), "iptables DNAT rule");
+    // The service may only talk to the relay: its checks straight to the page's own
+    // candidates would otherwise set up conntrack entries that the page's datagrams then
+    // match as replies, bypassing the DNAT rule.
+    let status = Command::new("iptables")
+        .args([
+            "-w",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--sport",
+            &port.to_string(),
+        ])
+        .args(["!", "--dport"])
+        .arg(relay.back().port().to_string())
+        .args(["-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(status.success(), "iptables DROP rule");
+    println!(
+        "impairment {spec}: service port {port}, relay {} / {}",
+        relay.front(),
+        relay.back()
+    );
+    relay
+}
+
+// ------------------------------------------------------------------------ media (WHEP)
+
+/// One media case: the stream's video codec, the signaling path (`whep`, or `http` for
+/// `/api/offer?stream=` with an echo channel), viewers in the page, frames each must
+/// decode, and an impairment between page and service.
+#[derive(Clone, Copy)]
+struct MediaCase {
+    codec: &'static str,
+    via: &'static str,
+    viewers: u32,
+    frames: u32,
+    impair: Option<&'static str>,
+    /// The video comes from ffmpeg as RTP (`rtp://`) instead of a file.
+    rtp: bool,
+    /// Video size and bitrate (kbit/s, 0: ffmpeg's default) of the file source.
+    size: (u32, u32),
+    kbps: u32,
+}
+
+const WHEP: MediaCase = MediaCase {
+    codec: "H264",
+    via: "whep",
+    viewers: 1,
+    frames: 60,
+    impair: None,
+    rtp: false,
+    size: (320, 240),
+    kbps: 0,
+};
+
+#[test]
+fn chromium_whep_h264() {
+    run_whep_case("chromium_whep_h264", BrowserKind::Chromium, WHEP);
+}
+
+#[test]
+fn chromium_whep_vp8() {
+    let case = MediaCase {
+        codec: "VP8",
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_vp8", BrowserKind::Chromium, case);
+}
+
+#[test]
+fn firefox_whep_vp8() {
+    let case = MediaCase {
+        codec: "VP8",
+        ..WHEP
+    };
+    run_whep_case("firefox_whep_vp8", BrowserKind::Firefox, case);
+}
+
+/// `POST /api/offer?stream=cam`: video, audio and an echo data channel on one transport.
+#[test]
+fn chromium_api_offer_stream_with_data_channel() {
+    let case = MediaCase {
+        via: "http",
+        ..WHEP
+    };
+    run_whep_case(
+        "chromium_api_offer_stream_with_data_channel",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
+/// `/ws?stream=cam`: the page's offer over the WebSocket, media and an echo channel.
+#[test]
+fn chromium_ws_stream_with_data_channel() {
+    let case = MediaCase { via: "ws", ..WHEP };
+    run_whep_case(
+        "chromium_ws_stream_with_data_channel",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
+/// An `rtp://` source: ffmpeg sends H.264 RTP (its payload type rewritten to the
+/// negotiated one, packets regrouped into frames and packetized again).
+#[test]
+fn chromium_whep_rtp_source() {
+    let case = MediaCase { rtp: true, ..WHEP };
+    run_whep_case("chromium_whep_rtp_source", BrowserKind::Chromium, case);
+}
+
+/// Ten viewers of one stream at once, each with its own SSRCs and SRTP context.
+#[test]
+fn chromium_whep_ten_viewers() {
+    let case = MediaCase {
+        viewers: 10,
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_ten_viewers", BrowserKind::Chromium, case);
+}
+
+/// The service's CPU and memory with N viewers (`BENCH_VIEWERS`, default 10) of one 1080p
+/// ~8 Mbit/s H.264 stream for ~10 s: a benchmark, not a test:
+/// `BENCH_VIEWERS=10 cargo test --release --test browser -- --ignored --nocapture
+/// chromium_whep_viewers_benchmark` prints one `BENCH {json}` line.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn chromium_whep_viewers_benchmark() {
+    let viewers = std::env::var("BENCH_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let case = MediaCase {
+        viewers,
+        frames: 300,
+        size: (1920, 1080),
+        kbps: 8000,
+        ..WHEP
+    };
+    run_whep_case(
+        "chromium_whep_viewers_benchmark",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
+/// 2% loss both ways through the impairment relay: video keeps decoding, the browser's
+/// NACKs are answered with retransmissions (RTX).
+#[test]
+fn chromium_whep_lossy() {
+    let case = MediaCase {
+        frames: 240,
+        impair: Some("loss=2%"),
+        ..WHEP
+    };
+    run_whep_case("chromium_whep_lossy", BrowserKind::Chromium, case);
+}
+
+fn run_whep_case(name: &str, kind: BrowserKind, case: MediaCase) {
+    if std::env::var_os(NETNS_ENV).is_some() {
+        whep_in_namespace(name, kind, case);
+    } else {
+        reexec_in_namespace(name);
+    }
+}
+
+/// A file source made by ffmpeg (H.264 baseline without B-frames, or VP8 IVF) at `size`.
+fn test_media(dir: &Path, codec: &str, size: &str, kbps: u32) -> PathBuf {
+    let (file, args): (&str, &[&str]) = match codec {
+        "H264" => (
+            "cam.h264",
+            &[
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+                "-g",
+                "30",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "h264",
+            ],
+        ),
+        _ => (
+            "cam.ivf",
+            &["-c:v", "libvpx", "-g", "30", "-b:v", "1M", "-f", "ivf"],
+        ),
+    };
+    let path = dir.join(file);
+    let rate: Vec<String> = if kbps > 0 {
+        [
+            "-b:v",
+            &format!("{kbps}k"),
+            "-maxrate",
+            &format!("{kbps}k"),
+            "-bufsize",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{}k", kbps * 2)])
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=30"))
+        .args(["-t", "4"])
+        .args(args)
+        .args(&rate)
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// A sine in Ogg Opus, made by ffmpeg.
+fn test_audio(dir: &Path) -> PathBuf {
+    let path = dir.join("mic.ogg");
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .arg("sine=frequency=440:sample_rate=48000")
+        .args(["-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"])
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The page plays stream `cam` (a file source in `codec`) through WHEP: its report must
+/// show frames and keyframes decoded at the source's size, in that codec.
+fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
+    println!("{NETNS_MARKER} ({name})");
+    let MediaCase {
+        codec,
+        via,
+        viewers,
+        frames,
+        impair,
+        rtp,
+        size: (width, height),
+        kbps,
+    } = case;
+    let single_port = impair.map(|_| {
+        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port()
+    });
+    let _relay = impair
+        .zip(single_port)
+        .map(|(spec, port)| impair_port(spec, port));
+    smolrtc::logging::init();
+    let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let (video, _sender) = if rtp {
+        let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port();
+        let ffmpeg = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={width}x{height}:rate=30"))
+            .args([
+                "-t",
+                "120",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+            ])
+            .args(["-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+        let guard = KillGroup(ffmpeg.id());
+        (
+            format!("rtp://127.0.0.1:{port}?codec=h264"),
+            Some((ffmpeg, guard)),
+        )
+    } else {
+        let file = test_media(&dir, codec, &format!("{width}x{height}"), kbps);
+        (format!("file:{}", file.display()), None)
+    };
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let mut config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config::loopback("service"),
+        single_port,
+        ..Default::default()
+    };
+    // All the viewers come from the one page's address.
+    config.max_sessions_per_address = config.max_sessions_per_address.max(viewers as usize);
+    config.max_sessions = config.max_sessions.max(viewers as usize);
+    smolrtc::service::StreamConfig::add_source(
+        &mut config.streams,
+        smolrtc::media::MediaKind::Video,
+        "cam",
+        &video,
+    )
+    .expect("stream");
+    // With an audio track too: its samples must arrive.
+    let audio = test_audio(&dir);
+    smolrtc::service::StreamConfig::add_source(
+        &mut config.streams,
+        smolrtc::media::MediaKind::Audio,
+        "cam",
+        &format!("file:{}", audio.display()),
+    )
+    .expect("audio");
+    let service = Service::new(config).start(&runtime).expect("service start");
+    let service = StopService(service);
+    let addr = service.0.addr;
+    // The codec must be known (H.264: its SPS, which gives the resolution) before an offer
+    // is answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let size = format!("\"resolution\":\"{width}x{height}\"");
+    while !http_get(addr, "/api/streams")
+        .map(|(_, b)| b.contains(&size))
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the stream never went live"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!(
+        "http://{addr}/?watch=cam&auto=1&via={via}&codec={codec}&count={viewers}&frames={frames}\
+         &wait=60&report=/api/report"
+    );
+    println!("{name}: {kind:?} -> {url}");
+    let rss_before = rss_kib();
+    let cpu_before = cpu_ticks();
+    let t0 = Instant::now();
+    let mut browser = Browser::launch(kind, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    // The service's own cost while the viewers played (this process runs it; the browser
+    // is another): CPU share of one core, and memory with the viewers still connected.
+    let cpu = (cpu_ticks() - cpu_before) as f64 / ticks_per_s() / t0.elapsed().as_secs_f64();
+    let rss = rss_kib();
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "case": name, "viewers": viewers, "size": format!("{width}x{height}"), "kbps": kbps,
+            "service_cpu_percent": (cpu * 1000.0).round() / 10.0,
+            "service_rss_kib": rss, "rss_growth_kib": rss.saturating_sub(rss_before),
+        })
+    );
+    if let Some(r) = &report {
+        println!("{name}: report {r}");
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                failures.push(what);
+            }
+        };
+        check(r["ok"] == true, "report not ok".into());
+        let all = r["streams"].as_object().cloned().unwrap_or_default();
+        check(
+            all.len() == viewers as usize,
+            format!("{} viewers reported, expected {viewers}", all.len()),
+        );
+        for (key, s) in &all {
+            let mut check = |ok: bool, what: String| check(ok, format!("{key}: {what}"));
+            check(s["error"].is_null(), format!("error {}", s["error"]));
+            check(
+                s["framesDecoded"]
+                    .as_u64()
+                    .is_some_and(|n| n >= u64::from(frames)),
+                format!("framesDecoded {}", s["framesDecoded"]),
+            );
+            check(
+                s["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
+                format!("keyFramesDecoded {}", s["keyFramesDecoded"]),
+            );
+            check(
+                s["frameWidth"] == width && s["frameHeight"] == height,
+                format!("frame size {}x{}", s["frameWidth"], s["frameHeight"]),
+            );
+            check(
+                s["totalSamplesReceived"].as_u64().is_some_and(|n| n > 0),
+                format!("audio samples {}", s["totalSamplesReceived"]),
+            );
+            if via != "whep" {
+                check(
+                    s["echo"] == true,
+                    format!("echo on the data channel: {}", s["echo"]),
+                );
+            }
+            if impair.is_some() {
+                check(
+                    s["nackCount"].as_u64().is_some_and(|n| n > 0)
+                        && s["retransmittedPacketsReceived"]
+                            .as_u64()
+                            .is_some_and(|n| n > 0),
+                    format!(
+                        "under loss: {} NACKs sent, {} retransmissions received",
+                        s["nackCount"], s["retransmittedPacketsReceived"]
+                    ),
+                );
+            }
+            check(
+                s["codec"]
+                    .as_str()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{codec}"))),
+                format!("codec {}", s["codec"]),
+            );
+        }
+        // The page stopped watching (DELETE): the session goes, and so does the viewer.
+        if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
+            failures.push(format!("the WHEP session was not freed: {last}"));
+        }
+        let deadline = Instant::now() + FREED_TIMEOUT;
+        loop {
+            let streams = http_get(addr, "/api/streams")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            if streams.contains("\"viewers\":0") {
+                break;
+            }
+            if Instant::now() > deadline {
+                failures.push(format!("the viewer was not removed: {streams}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else if failures.is_empty() {
+        failures.push(format!("no report from the page within {REPORT_TIMEOUT:?}"));
+    }
+    browser.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !failures.is_empty() {
+        eprintln!(
+            "---- {name}: {kind:?} output (last lines) ----\n{}",
+            browser.log_tail(80)
+        );
+        panic!("{name}: {}", failures.join("; "));
+    }
 }
 
 /// Outside the namespace: re-executes this one test inside a fresh one. Inside: runs it.
@@ -947,3 +1389,225 @@ user_pref("browser.safebrowsing.blockedURIs.enabled", false);
 user_pref("browser.newtabpage.enabled", false);
 user_pref("services.settings.server", "data:,");
 "#;
+
+// ------------------------------------------------------------------------ library tracks
+
+/// The library's own track API: a `PeerConnection` with `add_track` (no service) answers a
+/// Chromium page's recvonly offer, fed frame by frame with `TrackSender::write_frame` from
+/// an ffmpeg-made H.264 file; the page's `getStats()` must show the frames decoded.
+#[test]
+fn chromium_add_track_write_frame() {
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace("chromium_add_track_write_frame");
+    }
+    println!("{NETNS_MARKER} (add_track)");
+    smolrtc::logging::init();
+    let dir = std::env::temp_dir().join(format!("smolrtc-track-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let frames = annexb_units(&test_media(&dir, "H264", "320x240", 0));
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let pc = smolrtc::PeerConnection::with_runtime(&runtime, Config::loopback("camera"))
+        .expect("peer connection");
+    let mut events = pc.events();
+    let init = smolrtc::media::TrackInit::new(smolrtc::media::Codec::H264);
+    let mut track = futures_lite::future::block_on(pc.add_track(init)).expect("add_track");
+    // A second video track is refused clearly.
+    let again = futures_lite::future::block_on(pc.add_track(init));
+    assert!(again.is_err(), "a second video track");
+
+    // The "encoder": one access unit every 33 ms, looped, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let interval = Duration::from_millis(33);
+            for f in frames.iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if track.write_frame(f, interval).is_err() {
+                    break;
+                }
+                std::thread::sleep(interval);
+            }
+        })
+    };
+
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("page server");
+    let addr = listener.local_addr().expect("addr");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &format!("http://{addr}/"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut report = None;
+    listener.set_nonblocking(true).expect("nonblocking");
+    while report.is_none() && Instant::now() < deadline {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let Some((head, body)) = read_request(&mut s) else {
+            continue;
+        };
+        let (status, kind, reply) = if head.starts_with("GET / ") {
+            (200, "text/html", TRACK_PAGE.to_owned())
+        } else if head.starts_with("POST /offer ") {
+            let offer = smolrtc::Description {
+                kind: smolrtc::SdpType::Offer,
+                sdp: body,
+            };
+            let answer = futures_lite::future::block_on(async {
+                pc.set_remote_description(offer).await?;
+                let a = pc.create_answer().await?;
+                pc.set_local_description(a).await?;
+                while let Some(e) = events.next().await {
+                    if matches!(e, smolrtc::Event::IceCandidate(None)) {
+                        break;
+                    }
+                }
+                Ok::<_, smolrtc::Error>(pc.local_description().await)
+            });
+            match answer {
+                Ok(Some(a)) => (200, "application/sdp", a.sdp),
+                other => (500, "text/plain", format!("{other:?}")),
+            }
+        } else if head.starts_with("POST /report ") {
+            report = serde_json::from_str::<serde_json::Value>(&body).ok();
+            (200, "text/plain", String::new())
+        } else {
+            (404, "text/plain", String::new())
+        };
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{reply}",
+            reply.len()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = feeder.join();
+    browser.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = report.unwrap_or_else(|| {
+        panic!(
+            "no report from the page within 60 s; Chromium said:\n{}",
+            browser.log_tail(60)
+        )
+    });
+    println!("add_track: report {r}");
+    assert!(r["framesDecoded"].as_u64().is_some_and(|n| n >= 60), "{r}");
+    assert!(
+        r["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1),
+        "{r}"
+    );
+    assert_eq!(
+        (r["frameWidth"].as_u64(), r["frameHeight"].as_u64()),
+        (Some(320), Some(240)),
+        "{r}"
+    );
+    assert_eq!(r["codec"], "video/H264", "{r}");
+}
+
+/// This process's user + system CPU time, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: fields 14 and 15 (utime, stime) are 12 and 13.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn ticks_per_s() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on Linux everywhere this runs.
+    100.0
+}
+
+/// This process's resident memory, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
+fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
+    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
+    let data = std::fs::read(path).expect("media file");
+    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
+    split.push(&data);
+    let mut nals = Vec::new();
+    while let Some(n) = split.poll() {
+        nals.extend(n.ok());
+    }
+    nals.extend(split.flush());
+    let mut asm = AccessUnitAssembler::new();
+    let mut units: Vec<_> = nals
+        .into_iter()
+        .filter_map(|n| asm.push(n).ok().flatten())
+        .collect();
+    units.extend(asm.flush().ok().flatten());
+    units
+        .iter()
+        .map(|au| {
+            au.nals
+                .iter()
+                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect()
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request: its head and body (by Content-Length).
+fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The page of `chromium_add_track_write_frame`: a recvonly offer to /offer, the answer
+/// set, then getStats() until 60 frames decode; the figures posted to /report.
+const TRACK_PAGE: &str = r#"<!doctype html><video id=v autoplay muted playsinline></video><script>
+(async () => {
+  try { (await navigator.mediaDevices.getUserMedia({ audio: true })).getTracks().forEach((t) => t.stop()); } catch (_) {}
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.ontrack = (e) => { document.getElementById('v').srcObject = new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); setTimeout(r, 5000); });
+  const res = await fetch('/offer', { method: 'POST', body: pc.localDescription.sdp });
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+  let out = {};
+  for (let i = 0; i < 200; i++) {
+    const stats = await pc.getStats();
+    const codecs = new Map();
+    stats.forEach((s) => { if (s.type === 'codec') codecs.set(s.id, s.mimeType); });
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') out = { framesDecoded: s.framesDecoded, keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight, codec: codecs.get(s.codecId) }; });
+    if (out.framesDecoded >= 60) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await fetch('/report', { method: 'POST', body: JSON.stringify(out) });
+})();
+</script>"#;

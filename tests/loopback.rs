@@ -692,3 +692,37 @@ fn lost_dtls_server_flight_is_resent() {
         send_expect(&ch, &mut b, "through").await;
     });
 }
+
+/// A track the offer cannot carry (a data-only offer has no video section) is a clear
+/// error from `set_remote_description`, and a track after the remote description too.
+#[test]
+fn add_track_refuses_an_offer_without_a_section_for_it() {
+    use smolrtc::media::{Codec, TrackInit};
+    run(async {
+        let (a, b) = pair();
+        a.pc.create_data_channel("x", ChannelInit::default())
+            .await
+            .unwrap();
+        let offer = a.pc.create_offer().await.unwrap();
+        let mut track = b.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
+        let e =
+            b.pc.set_remote_description(offer.clone())
+                .await
+                .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("no video section"), "{text}");
+        // Without the track the same offer is taken; a track added afterwards is refused.
+        let c = Peer::new("C");
+        c.pc.set_remote_description(offer).await.unwrap();
+        let late = c.pc.add_track(TrackInit::new(Codec::Opus)).await;
+        assert!(late
+            .unwrap_err()
+            .to_string()
+            .contains("after the remote description"));
+        // Writing to a track nobody negotiated is harmless.
+        let key = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        assert!(track
+            .write_frame(&key, std::time::Duration::from_millis(33))
+            .is_ok());
+    });
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::request;
+use common::http::{request, ws_upgrade_from};
 use smolrtc::media::MediaKind;
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle, StreamConfig};
 use smolrtc::Runtime;
@@ -240,7 +240,7 @@ fn whep_refusals_are_clear() {
     let r = request(h.addr, "POST", "/whep/cam", sdp, audio_only.as_bytes());
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("no video section"), "{}", r.text());
-    // What fits is negotiated; the media transport is the next step.
+    // What fits is answered: 201, a sendonly section, the viewer's Location.
     stream_when(&h, "door", |s| s["resolution"].is_string());
     let r = request(
         h.addr,
@@ -249,9 +249,14 @@ fn whep_refusals_are_clear() {
         sdp,
         FIREFOX_RECVONLY.as_bytes(),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
-    assert_eq!(r.json()["error"], "media transport not wired yet");
-    assert!(r.text().contains("VP8"), "{}", r.text());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let answer = r.text();
+    assert!(answer.contains("VP8/90000"), "{answer}");
+    assert!(answer.contains("a=sendonly"), "{answer}");
+    assert!(!answer.contains("m=application"), "{answer}");
+    let location = r.header("location").unwrap().to_owned();
+    assert!(location.starts_with("/whep/door/"), "{location}");
     let r = request(
         h.addr,
         "POST",
@@ -259,8 +264,13 @@ fn whep_refusals_are_clear() {
         sdp,
         CHROMIUM_RECVONLY.as_bytes(),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
-    // Trickle and teardown are routed (no such viewer yet).
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(r.text().contains("H264/90000"), "{}", r.text());
+    // The viewer is counted (its session lives until ICE gives up or DELETE).
+    stream_when(&h, "door", |s| s["viewers"] == 1);
+    let r = request(h.addr, "DELETE", &location, None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Trickle and teardown of an unknown viewer.
     let frag = Some("application/trickle-ice-sdpfrag");
     let r = request(h.addr, "PATCH", "/whep/cam/abc", frag, b"");
     assert_eq!(r.status, 404, "{}", r.text());
@@ -268,6 +278,56 @@ fn whep_refusals_are_clear() {
     assert_eq!(r.status, 404, "{}", r.text());
     let r = request(h.addr, "GET", "/whep/cam", None, b"");
     assert_eq!(r.status, 405, "{}", r.text());
+    h.shutdown();
+}
+
+#[test]
+fn api_offer_with_stream_is_planned_like_whep() {
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("file:{}", h264_file().display()),
+    )])
+    .unwrap();
+    stream_when(&h, "cam", |s| s["resolution"].is_string());
+    let json = Some("application/json");
+    let offer = |sdp: &str| serde_json::json!({"type": "offer", "sdp": sdp}).to_string();
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer?stream=nope",
+        json,
+        offer(CHROMIUM_RECVONLY).as_bytes(),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer?stream=cam",
+        json,
+        offer(FIREFOX_RECVONLY).as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("H.264"), "{}", r.text());
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer?stream=cam",
+        json,
+        offer(CHROMIUM_RECVONLY).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json()["sdp"].as_str().unwrap().to_owned();
+    assert!(
+        answer.contains("H264/90000") && answer.contains("a=sendonly"),
+        "{answer}"
+    );
+    assert!(answer.contains("a=group:BUNDLE"), "{answer}");
+    stream_when(&h, "cam", |s| s["viewers"] == 1);
+    // The WebSocket takes ?stream= with the client's offer only.
+    let (_ws, r) = ws_upgrade_from(h.addr, None, "/ws?stream=cam&role=offer", &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("?stream="), "{}", r.text());
     h.shutdown();
 }
 

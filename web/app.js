@@ -1311,7 +1311,333 @@
     log(`smolrtc page loaded from ${location.host || location.protocol}`);
   }
   render();
-  if (q.get('auto') === '1') {
+  // ?watch=NAME: the streams part below plays it (and reports, with auto=1) instead.
+  if (q.get('auto') === '1' && !q.get('watch')) {
     run(params).catch((e) => log(`run: ${errMsg(e)}`, 'error'));
+  }
+  window.smolrtcLog = log;
+  window.smolrtcAuth = withAuth;
+})();
+
+
+// ---------------------------------------------------------------- streams (WHEP viewers)
+//
+// GET /api/streams fills the streams table (every 2 s); "Watch" (or ?watch=NAME[,NAME..])
+// opens a viewer card: a recvonly WHEP session (POST /whep/NAME, non-trickle, DELETE on
+// stop) with a <video> and live figures from getStats(). ?via=http instead sends the offer
+// with an "echo" data channel beside the media to POST /api/offer?stream=NAME (one BUNDLE
+// transport), and checks the echo. ?codec=VP8|H264 restricts the offer to that codec
+// (setCodecPreferences). Unattended: ?watch=NAME&auto=1&report=/path posts
+// {ok, mode, streams: {NAME: figures}} once frames decode (or why not, after ?wait=S).
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const log = (t, level) => (window.smolrtcLog ? window.smolrtcLog(t, level) : console.log(t));
+  const auth = (init) => (window.smolrtcAuth ? window.smolrtcAuth(init) : init);
+  const q = new URLSearchParams(location.search);
+  const viewers = new Map();
+  const rows = $('stream-rows');
+  const cards = $('viewers');
+  if (!rows || !cards) return;
+
+  const text = (tag, value, cls) => {
+    const el = document.createElement(tag);
+    el.textContent = value;
+    if (cls) el.className = cls;
+    return el;
+  };
+  const kbps = (bps) => (bps == null ? '–' : `${(bps / 1000).toFixed(0)} kbit/s`);
+
+  async function refresh() {
+    let list;
+    try {
+      const res = await fetch('/api/streams', auth({}));
+      if (!res.ok) return;
+      list = (await res.json()).streams || [];
+    } catch (_) {
+      return;
+    }
+    rows.replaceChildren();
+    if (!list.length) {
+      const tr = document.createElement('tr');
+      tr.className = 'empty';
+      const td = text('td', 'No streams (smolrtc serve --video NAME=SOURCE).');
+      td.colSpan = 7;
+      tr.append(td);
+      rows.append(tr);
+      return;
+    }
+    for (const s of list) {
+      const tr = document.createElement('tr');
+      tr.append(text('td', s.name), text('td', s.codec || '–'), text('td', s.resolution || '–'),
+        text('td', kbps(s.bitrate), 'num'), text('td', String(s.viewers), 'num'), text('td', s.state));
+      const td = document.createElement('td');
+      const b = text('button', viewers.has(s.name) ? 'Stop' : 'Watch', 'small');
+      b.type = 'button';
+      b.addEventListener('click', () => (viewers.has(s.name) ? stop(s.name) : watch(s.name)));
+      td.append(b);
+      tr.append(td);
+      rows.append(tr);
+    }
+  }
+
+  function waitGathered(pc, ms) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+  }
+
+  function preferCodec(transceiver, codec) {
+    if (!codec || !transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
+    const caps = RTCRtpReceiver.getCapabilities('video');
+    if (!caps) return;
+    const want = `video/${codec}`.toLowerCase();
+    const keep = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want
+      || c.mimeType.toLowerCase() === 'video/rtx');
+    if (keep.some((c) => c.mimeType.toLowerCase() === want)) transceiver.setCodecPreferences(keep);
+  }
+
+  // Host addresses show in candidates only after a media permission (else mDNS names).
+  async function permission() {
+    const md = navigator.mediaDevices;
+    if (!md || !md.getUserMedia) return;
+    try {
+      const s = await md.getUserMedia({ audio: true });
+      s.getTracks().forEach((t) => t.stop());
+    } catch (_) { /* peer-reflexive candidates still work */ }
+  }
+
+  function card(name) {
+    const el = document.createElement('div');
+    el.className = 'viewer';
+    const h = document.createElement('h3');
+    h.append(text('span', name));
+    const close = text('button', 'Stop', 'small');
+    close.type = 'button';
+    const c = { el: null, video: null, fields: null, stop: () => stop(name) };
+    close.addEventListener('click', () => c.stop());
+    h.append(close);
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.muted = true;
+    video.playsInline = true;
+    video.controls = true;
+    const dl = document.createElement('dl');
+    const fields = {};
+    for (const [k, label] of [['state', 'State'], ['codec', 'Codec'], ['resolution', 'Resolution'],
+      ['fps', 'Frame rate'], ['bitrate', 'Bitrate'], ['decoded', 'Frames decoded'],
+      ['dropped', 'Frames dropped'], ['rtt', 'RTT'], ['nacks', 'NACKs sent'], ['plis', 'PLIs sent'],
+      ['lost', 'Packets lost'], ['audio', 'Audio samples']]) {
+      dl.append(text('dt', label));
+      fields[k] = text('dd', '–');
+      dl.append(fields[k]);
+    }
+    el.append(h, video, dl);
+    cards.append(el);
+    return Object.assign(c, { el, video, fields });
+  }
+
+  // The figures of one viewer from getStats(): inbound video and audio, codec, RTT.
+  async function figures(v) {
+    const report = await v.pc.getStats();
+    const out = { codec: null, rtt: null, video: null, audio: null };
+    const codecs = new Map();
+    report.forEach((r) => {
+      if (r.type === 'codec') codecs.set(r.id, r.mimeType);
+      if (r.type === 'inbound-rtp' && r.kind === 'video') out.video = r;
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audio = r;
+      if (r.type === 'candidate-pair' && r.nominated && r.currentRoundTripTime != null) {
+        out.rtt = r.currentRoundTripTime;
+      }
+    });
+    if (out.video && out.video.codecId) out.codec = codecs.get(out.video.codecId) || null;
+    const s = out.video || {};
+    const now = performance.now();
+    const bytes = s.bytesReceived || 0;
+    const bps = v.last ? ((bytes - v.last.bytes) * 8 * 1000) / Math.max(1, now - v.last.t) : null;
+    v.last = { bytes, t: now };
+    return {
+      codec: out.codec,
+      frameWidth: s.frameWidth || 0,
+      frameHeight: s.frameHeight || 0,
+      framesPerSecond: s.framesPerSecond || 0,
+      framesDecoded: s.framesDecoded || 0,
+      keyFramesDecoded: s.keyFramesDecoded || 0,
+      framesDropped: s.framesDropped || 0,
+      packetsLost: s.packetsLost || 0,
+      nackCount: s.nackCount || 0,
+      retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
+      pliCount: s.pliCount || 0,
+      bitrate: bps,
+      rtt: out.rtt,
+      totalSamplesReceived: out.audio ? out.audio.totalSamplesReceived || 0 : null,
+      connectionState: v.pc.connectionState,
+    };
+  }
+
+  function show(v, f) {
+    const set = (k, value) => { v.card.fields[k].textContent = value; };
+    set('state', f.connectionState);
+    set('codec', f.codec || '–');
+    set('resolution', f.frameWidth ? `${f.frameWidth}x${f.frameHeight}` : '–');
+    set('fps', f.framesPerSecond ? f.framesPerSecond.toFixed(0) : '–');
+    set('bitrate', kbps(f.bitrate));
+    set('decoded', `${f.framesDecoded} (${f.keyFramesDecoded} key)`);
+    set('dropped', String(f.framesDropped));
+    set('rtt', f.rtt == null ? '–' : `${(f.rtt * 1000).toFixed(1)} ms`);
+    set('nacks', String(f.nackCount));
+    set('plis', String(f.pliCount));
+    set('lost', String(f.packetsLost));
+    set('audio', f.totalSamplesReceived == null ? '–' : String(f.totalSamplesReceived));
+  }
+
+  // `key` names the viewer (several of one stream: NAME#2, ..; ?count=N).
+  async function watch(name, key = name) {
+    if (viewers.has(key)) return viewers.get(key);
+    const pc = new RTCPeerConnection();
+    const v = { name, pc, card: card(key), location: null, last: null, timer: null };
+    v.card.stop = () => stop(key);
+    viewers.set(key, v);
+    try {
+      const video = pc.addTransceiver('video', { direction: 'recvonly' });
+      preferCodec(video, q.get('codec'));
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      const via = q.get('via') || 'whep';
+      const viaHttp = via === 'http' || via === 'ws';
+      if (viaHttp) {
+        const dc = pc.createDataChannel('echo');
+        v.echo = null;
+        dc.onopen = () => dc.send(`echo from ${name}`);
+        dc.onmessage = (e) => { v.echo = e.data === `echo from ${name}`; };
+      }
+      const media = new MediaStream();
+      pc.ontrack = (e) => {
+        media.addTrack(e.track);
+        v.card.video.srcObject = media;
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitGathered(pc, 5000);
+      if (via === 'ws') {
+        await watchOverWs(v, name);
+        log(`watching ${name} (WebSocket)`);
+        v.timer = setInterval(async () => {
+          try { show(v, await figures(v)); } catch (_) { /* closed */ }
+        }, 1000);
+        refresh();
+        return v;
+      }
+      const url = viaHttp ? `/api/offer?stream=${encodeURIComponent(name)}` : `/whep/${encodeURIComponent(name)}`;
+      const res = await fetch(url, auth(viaHttp
+        ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }) }
+        : { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp }));
+      const body = await res.text();
+      if (res.status !== (viaHttp ? 200 : 201)) {
+        let why = body;
+        try { why = JSON.parse(body).error || body; } catch (_) { /* text */ }
+        throw new Error(`POST ${url}: HTTP ${res.status}: ${why}`);
+      }
+      v.location = res.headers.get('Location');
+      const sdp = viaHttp ? JSON.parse(body).sdp : body;
+      await pc.setRemoteDescription({ type: 'answer', sdp });
+      log(`watching ${name} (${v.location})`);
+      v.timer = setInterval(async () => {
+        try { show(v, await figures(v)); } catch (_) { /* closed */ }
+      }, 1000);
+    } catch (e) {
+      log(`watch ${name}: ${e.message || e}`, 'error');
+      v.card.fields.state.textContent = `error: ${e.message || e}`;
+      v.error = String(e.message || e);
+    }
+    refresh();
+    return v;
+  }
+
+  // /ws?stream=NAME: the complete offer as rawrtc's description message; the answer comes
+  // back as one, the service's candidates trickle after it.
+  function watchOverWs(v, name) {
+    const tok = auth({}).headers ? auth({}).headers.Authorization.slice(7) : '';
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const url = `${proto}://${location.host}/ws?stream=${encodeURIComponent(name)}${tok ? `&token=${encodeURIComponent(tok)}` : ''}`;
+    const ws = v.ws = new WebSocket(url);
+    return new Promise((resolve, reject) => {
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'description', value: { type: 'offer', sdp: v.pc.localDescription.sdp } }));
+      ws.onclose = (e) => reject(new Error(`WebSocket closed (${e.code})`));
+      ws.onmessage = async (e) => {
+        const msg = JSON.parse(e.data);
+        if (msg.type === 'description') {
+          await v.pc.setRemoteDescription(msg.value);
+          resolve();
+        } else if (msg.type === 'candidate' && msg.value) {
+          try { await v.pc.addIceCandidate(msg.value); } catch (_) { /* before the answer, or end */ }
+        } else if (msg.type === 'error') {
+          reject(new Error(`WebSocket: ${msg.value}`));
+        }
+      };
+    });
+  }
+
+  async function stop(key) {
+    const v = viewers.get(key);
+    if (!v) return;
+    viewers.delete(key);
+    clearInterval(v.timer);
+    // WHEP: the DELETE ends the session first (else the close would race it).
+    if (v.location) {
+      try { await fetch(v.location, auth({ method: 'DELETE' })); } catch (_) { /* gone */ }
+    }
+    v.pc.close();
+    if (v.ws) v.ws.close();
+    v.card.el.remove();
+    refresh();
+  }
+
+  // Unattended: watch, wait for decoded frames (keyframes too), report the figures.
+  async function autoRun(names) {
+    const want = Number(q.get('frames') || 30);
+    const waitMs = Number(q.get('wait') || 30) * 1000;
+    const started = performance.now();
+    await permission();
+    const results = {};
+    let ok = true;
+    const count = Math.max(1, Math.floor(Number(q.get('count') || 1)));
+    const keys = names.flatMap((n) => Array.from({ length: count }, (_, i) => (i ? `${n}#${i + 1}` : n)));
+    // All at once (?count=N: N viewers of each stream), then each checked in turn.
+    const watched = await Promise.all(keys.map((k) => watch(k.split('#')[0], k)));
+    for (const [i, name] of keys.entries()) {
+      const v = watched[i];
+      let f = null;
+      let firstFrameMs = null;
+      while (!v.error && performance.now() - started < waitMs) {
+        f = await figures(v);
+        if (firstFrameMs == null && f.framesDecoded > 0) firstFrameMs = performance.now() - started;
+        const audioOk = f.totalSamplesReceived === null || f.totalSamplesReceived > 0;
+        if (f.framesDecoded >= want && f.keyFramesDecoded > 0 && v.echo !== null && audioOk) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const good = !v.error && f && f.framesDecoded >= want && f.keyFramesDecoded > 0;
+      ok = ok && good;
+      results[name] = { ...(f || {}), firstFrameMs, echo: v.echo, error: v.error || (good ? null : 'frames did not decode in time') };
+    }
+    const report = { ok, mode: q.get('via') || 'whep', streams: results, userAgent: navigator.userAgent };
+    const url = q.get('report');
+    if (url && new URL(url, location.href).origin === location.origin) {
+      await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));
+    }
+    if (q.get('keep') !== '1') for (const k of keys) await stop(k);
+  }
+
+  refresh();
+  setInterval(refresh, 2000);
+  const names = (q.get('watch') || '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (q.get('auto') === '1' && names.length) {
+    autoRun(names).catch((e) => log(`streams: ${e.message || e}`, 'error'));
+  } else {
+    names.forEach((n) => watch(n));
   }
 })();

@@ -41,6 +41,10 @@ pub(crate) enum DtlsMsg {
     Start {
         client: bool,
         remote_fingerprints: Vec<Fingerprint>,
+        /// The answer has a data section: start SCTP after the handshake.
+        data: bool,
+        /// The answer has audio or video: key SRTP after the handshake (DTLS-SRTP).
+        media: bool,
     },
     /// ICE selected a pair: the client may send its ClientHello.
     IceConnected,
@@ -85,8 +89,14 @@ pub(crate) struct DtlsActor {
     mismatch: Arc<AtomicBool>,
     early: Vec<BytesMut>,
     closed: bool,
+    /// Start SCTP after the handshake (the answer has a data section).
+    data: bool,
+    /// Key SRTP after the handshake (the answer has audio or video).
+    media_wanted: bool,
     ice: Link<IceMsg>,
     sctp: Link<SctpMsg>,
+    #[cfg(feature = "media")]
+    media: Link<crate::media::actor::MediaMsg>,
     peer: Link<PeerMsg>,
 }
 
@@ -96,6 +106,7 @@ impl DtlsActor {
         cert: Certificate,
         ice: Link<IceMsg>,
         sctp: Link<SctpMsg>,
+        #[cfg(feature = "media")] media: Link<crate::media::actor::MediaMsg>,
         peer: Link<PeerMsg>,
     ) -> Self {
         Self {
@@ -112,8 +123,12 @@ impl DtlsActor {
             mismatch: Arc::new(AtomicBool::new(false)),
             early: Vec::new(),
             closed: false,
+            data: true,
+            media_wanted: false,
             ice,
             sctp,
+            #[cfg(feature = "media")]
+            media,
             peer,
         }
     }
@@ -138,7 +153,13 @@ impl DtlsActor {
             DtlsMsg::Start {
                 client,
                 remote_fingerprints,
-            } => self.start(now, client, remote_fingerprints),
+                data,
+                media,
+            } => {
+                self.data = data;
+                self.media_wanted = media;
+                self.start(now, client, remote_fingerprints)
+            }
             DtlsMsg::IceConnected => {
                 self.ice_ready = true;
                 self.connect(now);
@@ -253,9 +274,14 @@ impl DtlsActor {
                                 if self.client { "client" } else { "server" }
                             );
                             self.peer.push(PeerMsg::Dtls(DtlsReport::Connected));
-                            self.sctp.push(SctpMsg::Start {
-                                client: self.client,
-                            });
+                            if self.data {
+                                self.sctp.push(SctpMsg::Start {
+                                    client: self.client,
+                                });
+                            }
+                            if self.media_wanted {
+                                self.key_srtp();
+                            }
                         }
                         EndpointEvent::ApplicationData(data) => {
                             self.sctp.push(SctpMsg::Packet(data));
@@ -288,6 +314,46 @@ impl DtlsActor {
     /// repeats its flight has lost ours, so ours goes again. A server flight is only ever
     /// an answer, so what an input produced is the flight; an input that produced nothing
     /// is the client repeating itself.
+    /// DTLS-SRTP (RFC 5764 §4.2): the negotiated `use_srtp` profile, the keying material
+    /// exported with its label, and an SRTP session in our role for the media actor.
+    #[cfg(feature = "media")]
+    fn key_srtp(&mut self) {
+        use crate::media::srtp::{DtlsRole, SrtpProfile, SrtpSession, EXPORTER_LABEL};
+        let Some(state) = self
+            .endpoint
+            .as_ref()
+            .and_then(|ep| ep.get_connection_state(REMOTE))
+        else {
+            return;
+        };
+        let negotiated = state.srtp_protection_profile();
+        let Some(profile) = SrtpProfile::from_dtls(negotiated) else {
+            log::warn!(
+                "[{}] DTLS: the peer negotiated no SRTP profile we offer ({negotiated:?}); no media",
+                self.name
+            );
+            return;
+        };
+        let role = if self.client {
+            DtlsRole::Client
+        } else {
+            DtlsRole::Server
+        };
+        let keyed = state
+            .export_keying_material(EXPORTER_LABEL, &[], profile.keying_material_len())
+            .map_err(|e| e.to_string())
+            .and_then(|m| SrtpSession::new(profile, m.as_ref(), role).map_err(|e| e.to_string()));
+        match keyed {
+            Ok(srtp) => self
+                .media
+                .push(crate::media::actor::MediaMsg::Keys(Box::new(srtp))),
+            Err(e) => log::warn!("[{}] DTLS-SRTP keying failed: {e}; no media", self.name),
+        }
+    }
+
+    #[cfg(not(feature = "media"))]
+    fn key_srtp(&mut self) {}
+
     fn server_retransmit(&mut self, now: Instant, handshake_record: bool) {
         let Some(ep) = self.endpoint.as_mut() else {
             return;
@@ -355,6 +421,8 @@ impl Actor for DtlsActor {
         self.drain_engine();
         self.ice.flush();
         self.sctp.flush();
+        #[cfg(feature = "media")]
+        self.media.flush();
         self.peer.flush();
     }
 

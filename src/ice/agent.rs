@@ -47,7 +47,7 @@ use std::time::Instant;
 
 /// Inputs of the ICE actor.
 pub(crate) enum IceMsg {
-    /// A DTLS record to send on the selected pair.
+    /// A DTLS record or an SRTP/SRTCP packet to send on the selected pair.
     Transmit(BytesMut),
     /// Bind host sockets, ask the servers, and announce the candidates.
     Gather,
@@ -154,6 +154,9 @@ pub(crate) struct IceActor {
     gathered: bool,
     closed: bool,
     dtls: Link<DtlsMsg>,
+    /// SRTP/SRTCP (RFC 7983: first byte 128–191) to the connection's media actor.
+    #[cfg(feature = "media")]
+    media: Link<crate::media::actor::MediaMsg>,
     peer: Link<PeerMsg>,
     /// Our own inbox, for the tasks we spawn (weak, so the inbox still closes when the
     /// peer connection's actors are gone).
@@ -171,6 +174,7 @@ impl IceActor {
         ufrag: String,
         pwd: String,
         dtls: Link<DtlsMsg>,
+        #[cfg(feature = "media")] media: Link<crate::media::actor::MediaMsg>,
         peer: Link<PeerMsg>,
         me: &Sender<Vec<IceMsg>>,
         ex: Rc<LocalExecutor<'static>>,
@@ -234,6 +238,8 @@ impl IceActor {
             gathered: false,
             closed: false,
             dtls,
+            #[cfg(feature = "media")]
+            media,
             peer,
             me: me.downgrade(),
             ex,
@@ -397,6 +403,18 @@ impl IceActor {
                     );
                 }
             }
+            #[cfg(feature = "media")]
+            128..=191 => {
+                if self.agent.is_valid_non_stun_traffic(now, transport) {
+                    self.media
+                        .push(crate::media::actor::MediaMsg::Datagram(data));
+                } else {
+                    log::debug!(
+                        "[{}] ICE: RTP/RTCP from unknown address {from} dropped",
+                        self.name
+                    );
+                }
+            }
             _ => log::debug!(
                 "[{}] ICE: datagram from {from} with first byte {first} dropped",
                 self.name
@@ -412,7 +430,7 @@ impl IceActor {
                     self.sessions[s].relay_send(now, to, &data);
                     self.flush_session(s);
                 }
-                None => log::debug!("[{}] ICE: no selected pair; DTLS record dropped", self.name),
+                None => log::debug!("[{}] ICE: no selected pair; datagram dropped", self.name),
             },
             IceMsg::Gather => self.gather(now),
             IceMsg::Start {
@@ -1070,6 +1088,8 @@ impl IceActor {
         }
         self.closed = true;
         let now = Instant::now();
+        #[cfg(feature = "media")]
+        self.media.push(crate::media::actor::MediaMsg::Close);
         let _ = self.agent.close();
         while self.agent.poll_write().is_some() {}
         // Deallocate relays: the Refresh(0) goes out once, without waiting for an answer.
@@ -1110,6 +1130,8 @@ impl Actor for IceActor {
     async fn drain(&mut self) {
         self.drain_agent().await;
         self.dtls.flush();
+        #[cfg(feature = "media")]
+        self.media.flush();
         self.peer.flush();
     }
 
@@ -1136,6 +1158,10 @@ impl Actor for IceActor {
     }
 
     fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        #[cfg(feature = "media")]
+        if self.media.poll_inflight(cx).is_ready() {
+            return Poll::Ready(());
+        }
         runtime::poll_links(&mut [&mut self.dtls, &mut self.peer], cx)
     }
 

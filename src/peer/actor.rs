@@ -35,6 +35,21 @@ pub(crate) enum PeerCmd {
     ChannelCreated,
     RestartIce(Reply<Result<()>>),
     Close(Option<Reply<()>>),
+    /// Answer the next remote offer with this plan (its audio/video tracks, its data
+    /// section or none): the media actor gets the tracks and where keyframe requests go.
+    /// A track of the application's (`add_track`); answers its number.
+    #[cfg(feature = "media")]
+    AddTrack(
+        crate::media::TrackInit,
+        async_channel::Sender<crate::media::local::TrackInput>,
+        Reply<Result<usize>>,
+    ),
+    #[cfg(feature = "media")]
+    MediaPlan(
+        Box<sdp::AnswerPlan>,
+        crate::media::actor::KeyframeSink,
+        Reply<Result<()>>,
+    ),
 }
 
 /// ICE credentials from the crypto RNG: 16-char ufrag, 32-char password (RFC 8839 ice-char).
@@ -128,6 +143,22 @@ pub(crate) struct PeerActor {
     /// The description set locally: kind, setup and mid (candidates are added on read).
     local: Option<(SdpType, Setup, String)>,
     remote: Option<(Description, RemoteSession)>,
+    /// The remote description with its audio and video sections (answers with a plan).
+    remote_full: Option<sdp::RemoteDescription>,
+    /// How to answer audio, video and data sections (the service's streams).
+    #[cfg(feature = "media")]
+    plan: Option<sdp::AnswerPlan>,
+    #[cfg(feature = "media")]
+    media: Link<crate::media::actor::MediaMsg>,
+    /// The media actor's inbox, handed to the application's tracks.
+    #[cfg(feature = "media")]
+    media_tx: async_channel::Sender<Vec<crate::media::actor::MediaMsg>>,
+    /// The application's tracks (`add_track`), in order.
+    #[cfg(feature = "media")]
+    local_tracks: Vec<(
+        crate::media::TrackInit,
+        async_channel::Sender<crate::media::local::TrackInput>,
+    )>,
     /// ICE checks and DTLS: not started, or started with our role and the remote's
     /// credentials.
     transport: Transport,
@@ -160,6 +191,10 @@ impl PeerActor {
         ice: Link<IceMsg>,
         dtls: Link<DtlsMsg>,
         sctp: Link<SctpMsg>,
+        #[cfg(feature = "media")] (media, media_tx): (
+            Link<crate::media::actor::MediaMsg>,
+            async_channel::Sender<Vec<crate::media::actor::MediaMsg>>,
+        ),
         events: Link<Event>,
     ) -> Self {
         let session_id = u64::from_le_bytes(ufrag.as_bytes()[..8].try_into().unwrap_or([1; 8]))
@@ -176,6 +211,15 @@ impl PeerActor {
             pending_local: None,
             local: None,
             remote: None,
+            remote_full: None,
+            #[cfg(feature = "media")]
+            plan: None,
+            #[cfg(feature = "media")]
+            media,
+            #[cfg(feature = "media")]
+            media_tx,
+            #[cfg(feature = "media")]
+            local_tracks: Vec::new(),
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -288,6 +332,14 @@ impl PeerActor {
                     self.wait_for_teardown(r);
                 }
             }
+            #[cfg(feature = "media")]
+            PeerCmd::AddTrack(init, tx, r) => {
+                let _ = r.try_send(self.add_track(init, tx));
+            }
+            #[cfg(feature = "media")]
+            PeerCmd::MediaPlan(plan, keyframes, r) => {
+                let _ = r.try_send(self.set_media_plan(*plan, keyframes));
+            }
         }
     }
 
@@ -376,7 +428,7 @@ impl PeerActor {
             .expect("have-remote-offer has a remote");
         let setup = Self::answer_setup(remote);
         let mid = remote.mid.clone().unwrap_or_else(|| DEFAULT_MID.to_owned());
-        let sdp = sdp::write_answer(&self.local_session(setup, &mid), remote);
+        let sdp = self.write_answer(&self.local_session(setup, &mid), remote);
         self.pending_local = Some((SdpType::Answer, setup, mid));
         Ok(Description {
             kind: SdpType::Answer,
@@ -400,7 +452,7 @@ impl PeerActor {
         };
         // Our own text is regenerated from state; a caller's edits are not supported.
         if !d.sdp.is_empty() {
-            sdp::parse(&d.sdp)?;
+            sdp::parse_description(&d.sdp)?;
         }
         match (kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
@@ -438,7 +490,12 @@ impl PeerActor {
     /// candidates handed to ICE, and the signaling state moved on.
     fn set_remote(&mut self, d: Description) -> Result<()> {
         self.check_open()?;
-        let remote = sdp::parse(&d.sdp)?;
+        let full = sdp::parse_description(&d.sdp)?;
+        #[cfg(feature = "media")]
+        if d.kind == SdpType::Offer && self.remote.is_none() {
+            self.plan_local_tracks(&full)?;
+        }
+        let remote = self.remote_session(&full)?;
         check_fingerprints(&remote)?;
         let is_offer = match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable) => true,
@@ -452,13 +509,15 @@ impl PeerActor {
         } else {
             self.start_transport(is_offer, dtls_client, &remote, creds);
         }
-        for c in &remote.candidates {
+        // One BUNDLE transport with rtcp-mux: component 2 (a separate RTCP port) is unused.
+        for c in remote.candidates.iter().filter(|c| is_component_1(c)) {
             self.ice.push(IceMsg::RemoteCandidate(c.clone(), None));
         }
         if remote.end_of_candidates {
             self.ice.push(IceMsg::EndOfCandidates);
         }
         self.remote = Some((d, remote));
+        self.remote_full = Some(full);
         if is_offer {
             self.set_signaling(SignalingState::HaveRemoteOffer);
         } else {
@@ -509,9 +568,12 @@ impl PeerActor {
                 "server (passive)"
             }
         );
+        let (data, media) = self.answer_carries();
         self.dtls_link.push(DtlsMsg::Start {
             client: dtls_client,
             remote_fingerprints: remote.fingerprints.clone(),
+            data,
+            media,
         });
     }
 
@@ -589,11 +651,213 @@ impl PeerActor {
         Ok(Some(raw.to_owned()))
     }
 
+    /// The remote's transport and data section as the data-channel code reads them. An
+    /// offer without a data section is taken only when a media plan answers it.
+    fn remote_session(&self, full: &sdp::RemoteDescription) -> Result<RemoteSession> {
+        if let Some(s) = full.to_session() {
+            return Ok(s);
+        }
+        #[cfg(feature = "media")]
+        if self.plan.is_some() {
+            return Ok(RemoteSession {
+                ice_ufrag: full.ice_ufrag.clone(),
+                ice_pwd: full.ice_pwd.clone(),
+                ice_lite: full.ice_lite,
+                ice_options: full.ice_options.clone(),
+                fingerprints: full.fingerprints.clone(),
+                setup: full.setup,
+                mid: full.transport_mid.clone(),
+                sctp_port: sdp::DEFAULT_SCTP_PORT,
+                max_message_size: None,
+                legacy: false,
+                candidates: full.candidates.clone(),
+                end_of_candidates: full.end_of_candidates,
+                media: full.sections.clone(),
+                data_index: 0,
+                bundle: full.bundle.clone(),
+            });
+        }
+        Err(sdp::SdpError::NoDataSection.into())
+    }
+
+    /// Whether the answer carries a data channel and media (DTLS then starts SCTP, keys
+    /// SRTP, or both).
+    fn answer_carries(&self) -> (bool, bool) {
+        #[cfg(feature = "media")]
+        if let Some(plan) = &self.plan {
+            return (plan.data, !plan.tracks.is_empty());
+        }
+        (true, false)
+    }
+
+    /// Our answer: the plan's sections when there is one, else the data-only answer.
+    fn write_answer(&self, local: &LocalSession, remote: &RemoteSession) -> String {
+        #[cfg(feature = "media")]
+        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
+            return sdp::write_answer_sections(local, full, &plan.sections);
+        }
+        sdp::write_answer(local, remote)
+    }
+
+    /// `add_track`: one track per kind, before the first remote description.
+    #[cfg(feature = "media")]
+    fn add_track(
+        &mut self,
+        init: crate::media::TrackInit,
+        tx: async_channel::Sender<crate::media::local::TrackInput>,
+    ) -> Result<usize> {
+        self.check_open()?;
+        if self.remote.is_some() || self.plan.is_some() {
+            return Err(crate::Error::invalid(
+                "add_track after the remote description: tracks are negotiated with the first offer",
+            ));
+        }
+        let kind = init.codec.kind();
+        if self
+            .local_tracks
+            .iter()
+            .any(|(t, _)| t.codec.kind() == kind)
+        {
+            return Err(crate::Error::invalid(format!(
+                "a second {} track: at most one video and one audio track",
+                kind.as_str()
+            )));
+        }
+        self.local_tracks.push((init, tx));
+        Ok(self.local_tracks.len() - 1)
+    }
+
+    /// The application's tracks answer the first offer: planned like a service stream
+    /// (one section per kind, a codec that fits, or a clear error), each track told its
+    /// place in the media actor, keyframe requests sent back to the track.
+    #[cfg(feature = "media")]
+    fn plan_local_tracks(&mut self, offer: &sdp::RemoteDescription) -> Result<()> {
+        use crate::media::local::TrackInput;
+        if self.local_tracks.is_empty() || self.plan.is_some() {
+            return Ok(());
+        }
+        let send = |kind| {
+            self.local_tracks
+                .iter()
+                .find(|(t, _)| t.codec.kind() == kind)
+                .map(|(t, _)| crate::media::SendCodec {
+                    codec: t.codec,
+                    profile_level_id: t.profile_level_id,
+                })
+        };
+        let codecs = sdp::StreamCodecs {
+            name: self.name.clone(),
+            video: send(crate::media::MediaKind::Video),
+            audio: send(crate::media::MediaKind::Audio),
+        };
+        let plan = sdp::plan_answer(
+            offer,
+            Some(&codecs),
+            offer.data.is_some(),
+            &Default::default(),
+        )
+        .map_err(|e| crate::Error::invalid(format!("the offer cannot carry the tracks: {e}")))?;
+        let txs: Vec<_> = plan
+            .tracks
+            .iter()
+            .filter_map(|p| {
+                self.local_tracks
+                    .iter()
+                    .find(|(t, _)| t.codec.kind() == p.kind)
+                    .map(|(_, tx)| tx.clone())
+            })
+            .collect();
+        for (index, tx) in txs.iter().enumerate() {
+            // Forced: a queue full of the application's frames must not lose the binding
+            // (the oldest frame goes instead).
+            let _ = tx.force_send(TrackInput::Bind {
+                index,
+                inbox: self.media_tx.clone(),
+            });
+        }
+        let keyframes = Box::new(move |index: usize, cause| {
+            if let Some(tx) = txs.get(index) {
+                let _ = tx.try_send(TrackInput::KeyframeRequest(cause));
+            }
+        });
+        self.set_media_plan(plan, keyframes)
+    }
+
+    /// Takes the plan for the next remote offer and hands its tracks to the media actor.
+    #[cfg(feature = "media")]
+    fn set_media_plan(
+        &mut self,
+        plan: sdp::AnswerPlan,
+        keyframes: crate::media::actor::KeyframeSink,
+    ) -> Result<()> {
+        self.check_open()?;
+        if self.remote.is_some() {
+            return Err(StateError::LocalDescription {
+                kind: SdpType::Answer,
+                state: self.signaling,
+            }
+            .into());
+        }
+        // The CNAME written in the answer's a=ssrc lines, so the reports carry the same.
+        let cname = plan
+            .sections
+            .iter()
+            .find_map(|s| match s {
+                sdp::AnswerSection::Media(m) => Some(m.cname.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let tracks = plan
+            .tracks
+            .iter()
+            .map(|t| {
+                crate::media::SenderConfig::new(
+                    &t.negotiated,
+                    t.ssrc,
+                    t.rtx_ssrc.unwrap_or(0),
+                    &cname,
+                    fastrand::u64(..),
+                )
+            })
+            .collect();
+        self.media
+            .push(crate::media::actor::MediaMsg::Configure { tracks, keyframes });
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    /// The m-line trickled candidates belong to: with a media plan the first accepted
+    /// section (BUNDLE's tagged one, whose transport every section shares), else ours.
+    fn candidate_section(&self) -> (String, u16) {
+        #[cfg(feature = "media")]
+        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
+            let first = plan
+                .sections
+                .iter()
+                .position(|a| *a != sdp::AnswerSection::Rejected);
+            if let Some(i) = first {
+                let mid = match &plan.sections[i] {
+                    sdp::AnswerSection::Media(m) => Some(m.mid.clone()),
+                    _ => full.sections.get(i).and_then(|m| m.mid.clone()),
+                };
+                if let Some(mid) = mid {
+                    return (mid, u16::try_from(i).unwrap_or(0));
+                }
+            }
+        }
+        let mid = self
+            .local
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_else(|| DEFAULT_MID.to_owned());
+        (mid, 0)
+    }
+
     fn local_description(&self) -> Option<Description> {
         let (kind, setup, mid) = self.local.as_ref()?;
         let local = self.local_session(*setup, mid);
         let sdp = match (kind, &self.remote) {
-            (SdpType::Answer, Some((_, remote))) => sdp::write_answer(&local, remote),
+            (SdpType::Answer, Some((_, remote))) => self.write_answer(&local, remote),
             _ => sdp::write_offer(&local),
         };
         Some(Description { kind: *kind, sdp })
@@ -603,15 +867,11 @@ impl PeerActor {
         match r {
             IceReport::Candidate(c) => {
                 self.candidates.push(c.clone());
-                let mid = self
-                    .local
-                    .as_ref()
-                    .map(|(_, _, m)| m.clone())
-                    .unwrap_or_else(|| DEFAULT_MID.to_owned());
+                let (mid, index) = self.candidate_section();
                 self.events.push(Event::IceCandidate(Some(IceCandidateInit {
                     candidate: c,
                     sdp_mid: Some(mid),
-                    sdp_mline_index: Some(0),
+                    sdp_mline_index: Some(index),
                     username_fragment: Some(self.ufrag.clone()),
                 })));
             }
@@ -707,6 +967,10 @@ impl PeerActor {
                 deadline: None,
             };
             self.sctp.push(SctpMsg::Close);
+            // Media stops now (ICE tells it again when it closes; an agent that never
+            // started would not).
+            #[cfg(feature = "media")]
+            self.media.push(crate::media::actor::MediaMsg::Close);
         }
     }
 
@@ -725,6 +989,8 @@ impl Actor for PeerActor {
 
     async fn drain(&mut self) {
         self.ice.flush();
+        #[cfg(feature = "media")]
+        self.media.flush();
         self.dtls_link.flush();
         self.sctp.flush();
         self.events.flush();
@@ -768,6 +1034,11 @@ impl Actor for PeerActor {
             cx,
         )
     }
+}
+
+/// A candidate (`candidate:` value) of component 1 (RTP, or everything with rtcp-mux).
+fn is_component_1(c: &str) -> bool {
+    c.split_whitespace().nth(1) == Some("1")
 }
 
 /// A remote description must carry a fingerprint smolrtc can check (RFC 8122: sha-256).

@@ -151,6 +151,16 @@ pub enum Event {
         /// The remote candidate.
         remote: String,
     },
+    /// The viewer of track `track` (see [`crate::media::TrackSender::id`]) asked for a
+    /// keyframe; it was given the track's cached one already, but the encoder should make
+    /// a fresh one soon (a PLI or FIR means the picture is broken now).
+    #[cfg(feature = "media")]
+    KeyframeRequest {
+        /// The track's number.
+        track: usize,
+        /// Why.
+        cause: crate::media::KeyframeCause,
+    },
 }
 
 /// The receiving end of a peer connection's events. Events are delivered once: take one
@@ -195,7 +205,14 @@ struct Inner {
     max_message_size: Arc<AtomicUsize>,
     budget: Arc<SendBudget>,
     dcep_caps: Caps,
-    _runtime: Runtime,
+    #[cfg(feature = "media")]
+    media: Sender<Vec<crate::media::actor::MediaMsg>>,
+    /// The events inbox, for the tracks' keyframe requests.
+    #[cfg(feature = "media")]
+    events_tx: Sender<Vec<Event>>,
+    /// Held so the smolrtc thread outlives the connection; media spawns track tasks on it.
+    #[cfg_attr(not(feature = "media"), allow(dead_code))]
+    runtime: Runtime,
 }
 
 impl Drop for Inner {
@@ -228,7 +245,11 @@ impl PeerConnection {
                 max_message_size: handles.max_message_size,
                 budget: handles.budget,
                 dcep_caps: handles.dcep_caps,
-                _runtime: runtime.clone(),
+                #[cfg(feature = "media")]
+                media: handles.media,
+                #[cfg(feature = "media")]
+                events_tx: handles.events_tx,
+                runtime: runtime.clone(),
             }),
         })
     }
@@ -355,6 +376,54 @@ impl PeerConnection {
     /// W3C `restartIce`: the next offer carries new ICE credentials, and once the answer is
     /// set, new checks run while the current pair keeps carrying the open channels.
     /// [`Event::NegotiationNeeded`] fires when a connection is already up.
+    /// Answers the next remote offer with `plan` (service streams): its audio and video
+    /// tracks are sent by the media actor, fed through [`PeerConnection::media_inbox`];
+    /// `keyframes` hears their keyframe requests (track number in plan order, cause).
+    #[cfg(feature = "media")]
+    pub(crate) async fn set_media_plan(
+        &self,
+        plan: crate::sdp::AnswerPlan,
+        keyframes: crate::media::actor::KeyframeSink,
+    ) -> Result<()> {
+        self.call(|r| PeerCmd::MediaPlan(Box::new(plan), keyframes, r))
+            .await?
+    }
+
+    /// The media actor's inbox: frames and catch-ups of the planned tracks, offered with
+    /// `try_send` (a full inbox drops the frame for this connection only).
+    #[cfg(feature = "media")]
+    pub(crate) fn media_inbox(&self) -> Sender<Vec<crate::media::actor::MediaMsg>> {
+        self.inner.media.clone()
+    }
+
+    /// Adds a track the application feeds from its own encoder (call before the remote
+    /// offer is set; at most one video and one audio track). The browser's offer then
+    /// needs a receiving section of that kind with a codec that fits; the answer sends the
+    /// track in it, beside the data channels, over one BUNDLE transport. Answering only:
+    /// `create_offer` does not offer tracks yet.
+    ///
+    /// # Errors
+    ///
+    /// A second track of a kind, or a remote description already set.
+    #[cfg(feature = "media")]
+    pub async fn add_track(
+        &self,
+        init: crate::media::TrackInit,
+    ) -> Result<crate::media::TrackSender> {
+        let (tx, rx) = crate::media::local::channel();
+        let id = self
+            .call(|r| PeerCmd::AddTrack(init, tx.clone(), r))
+            .await??;
+        let events = self.inner.events_tx.clone();
+        let codec = init.codec;
+        self.inner.runtime.spawn(move || {
+            crate::media::local::run(codec, rx, move |cause| {
+                let _ = events.try_send(vec![Event::KeyframeRequest { track: id, cause }]);
+            })
+        });
+        Ok(crate::media::TrackSender::new(id, codec, tx))
+    }
+
     pub async fn restart_ice(&self) -> Result<()> {
         self.call(PeerCmd::RestartIce).await?
     }

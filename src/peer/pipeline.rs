@@ -9,10 +9,11 @@
 //!                      └ sockets                  └ channel commands (DataChannel handles)
 //! ```
 //!
-//! Media (issue 16) gets its place here: a media actor with its own inbox, fed by the ICE
-//! agent with the datagrams RFC 7983 gives to (S)RTP (first byte 128–191, dropped today),
-//! keyed by the DTLS transport's SRTP keying material once the handshake is done, and
-//! sending its packets through ICE like DTLS does.
+//! Media (feature `media`, issue 16): a media actor with its own inbox, fed by the ICE
+//! agent with the datagrams RFC 7983 gives to (S)RTP (first byte 128–191 from a validated
+//! address), keyed by the DTLS actor's DTLS-SRTP export once the handshake is done, given
+//! its tracks by the peer actor (the answer plan) and its frames by the stream's task
+//! (`try_send` on the inbox), and sending its packets through ICE like DTLS does.
 
 use super::actor::{self, PeerActor, PeerMsg};
 use super::{Config, Event};
@@ -39,6 +40,11 @@ pub(super) struct Handles {
     pub(super) max_message_size: Arc<AtomicUsize>,
     pub(super) budget: Arc<SendBudget>,
     pub(super) dcep_caps: Caps,
+    /// The media actor's inbox (frames in).
+    #[cfg(feature = "media")]
+    pub(super) media: Sender<Vec<crate::media::actor::MediaMsg>>,
+    #[cfg(feature = "media")]
+    pub(super) events_tx: Sender<Vec<Event>>,
 }
 
 /// One bounded inbox: its senders are handed out as links, its receiver to the actor.
@@ -77,6 +83,9 @@ struct Inboxes {
     cmds: Inbox<ChannelCmd>,
     /// Router and peer actor → the application.
     events: Inbox<Event>,
+    /// Streams' frames, ICE's SRTP datagrams, DTLS's keys → the media actor.
+    #[cfg(feature = "media")]
+    media: Inbox<crate::media::actor::MediaMsg>,
 }
 
 impl Inboxes {
@@ -90,6 +99,8 @@ impl Inboxes {
             router_ctl: Inbox::new(INBOX_BATCHES),
             cmds: Inbox::new(INBOX_BATCHES),
             events: Inbox::new(APP_BATCHES),
+            #[cfg(feature = "media")]
+            media: Inbox::new(INBOX_BATCHES),
         }
     }
 }
@@ -117,6 +128,10 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
             label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
             protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
         },
+        #[cfg(feature = "media")]
+        media: inboxes.media.tx.clone(),
+        #[cfg(feature = "media")]
+        events_tx: inboxes.events.tx.clone(),
     };
     let shared = (
         handles.next_key.clone(),
@@ -135,6 +150,8 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
             ufrag.clone(),
             pwd.clone(),
             i.dtls.link(),
+            #[cfg(feature = "media")]
+            i.media.link(),
             i.peer.link(),
             &i.ice.tx,
             ex.clone(),
@@ -154,9 +171,16 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
             certificate.clone(),
             i.ice.link(),
             i.sctp.link(),
+            #[cfg(feature = "media")]
+            i.media.link(),
             i.peer.link(),
         );
         ex.spawn(runtime::drive(dtls, i.dtls.rx.clone())).detach();
+        #[cfg(feature = "media")]
+        {
+            let media = crate::media::actor::MediaActor::new(tag.clone(), i.ice.link());
+            ex.spawn(runtime::drive(media, i.media.rx.clone())).detach();
+        }
         let sctp = SctpActor::new(
             tag.clone(),
             config.sctp.clone(),
@@ -197,6 +221,8 @@ pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
             i.ice.link(),
             i.dtls.link(),
             i.sctp.link(),
+            #[cfg(feature = "media")]
+            (i.media.link(), i.media.tx.clone()),
             i.events.link(),
         );
         ex.spawn(runtime::drive(peer, i.peer.rx.clone())).detach();

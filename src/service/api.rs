@@ -52,6 +52,8 @@ pub(super) async fn api_offer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ServiceError> {
+    // ?stream=NAME: the offer's audio/video sections receive that stream.
+    let stream = super::guard::query_value(req.uri().query(), "stream");
     require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
     let text = utf8(&body)?;
@@ -62,7 +64,15 @@ pub(super) async fn api_offer(
             offer.kind.as_str()
         )));
     }
-    let (id, answer) = answer_offer(shared, Via::Http, peer, offer).await?;
+    let (id, answer) = match stream {
+        #[cfg(feature = "media")]
+        Some(name) => {
+            super::streams::answer_offer_with_stream(shared, Via::Http, peer, &name, offer).await?
+        }
+        #[cfg(not(feature = "media"))]
+        Some(name) => return Err(ServiceError::UnknownStream(name)),
+        None => answer_offer(shared, Via::Http, peer, offer).await?,
+    };
     log::info!("[{id}] answered POST /api/offer");
     let mut r = json_response(
         StatusCode::OK,

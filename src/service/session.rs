@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 pub(crate) enum Via {
     Http,
     Whip,
+    /// A WHEP viewer of a stream (`POST /whep/NAME`).
+    #[cfg(feature = "media")]
+    Whep,
     WebSocket,
     /// Through the MQTT broker: counted per client id by the MQTT task, not per address.
     #[cfg(feature = "mqtt")]
@@ -35,6 +38,8 @@ impl Via {
         match self {
             Via::Http => "http",
             Via::Whip => "whip",
+            #[cfg(feature = "media")]
+            Via::Whep => "whep",
             Via::WebSocket => "ws",
             #[cfg(feature = "mqtt")]
             Via::Mqtt => "mqtt",

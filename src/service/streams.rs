@@ -14,12 +14,18 @@
 
 use super::error::ServiceError;
 use super::http::{json_response, read_body, require_content_type, Body};
-use super::Shared;
+use super::{client_address, complete_description, Shared, Via};
 use crate::error::{Error, Result};
+use crate::media::actor::MediaMsg;
 use crate::media::source_io::{self, SourceFrame, SourceOptions};
 use crate::media::{MediaKind, SendCodec, SourceSpec, Track};
+use crate::peer::PeerConnection;
 use crate::sdp::{self, PlanError, StreamCodecs};
+use crate::sdp::{Description, SdpType};
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
@@ -160,6 +166,17 @@ enum Status {
     Failed(String),
 }
 
+/// Keyframe requests queued from viewers to a track's task at most (more are dropped: the
+/// track answers each viewer once anyway).
+const REQUEST_QUEUE: usize = 64;
+
+/// A viewer of one track: its connection's media inbox and the track's number there.
+struct Viewer {
+    id: u64,
+    inbox: async_channel::Sender<Vec<MediaMsg>>,
+    track: usize,
+}
+
 /// One track of a running stream.
 struct TrackState {
     source: String,
@@ -167,6 +184,50 @@ struct TrackState {
     /// Made on the first frame (an `exec:` source's codec is known only then).
     track: Option<Track>,
     status: Status,
+    viewers: Vec<Viewer>,
+    /// Viewers' keyframe requests (by viewer id) to the track's task.
+    requests: async_channel::Sender<u64>,
+}
+
+impl TrackState {
+    /// Offers `msg` to a viewer without waiting: a full inbox drops it for that viewer only
+    /// (its sender sees the gap and waits for a keyframe); a closed one (the session ended)
+    /// removes the viewer.
+    fn offer(&mut self, viewer: Option<u64>, msg: impl Fn(usize) -> MediaMsg) {
+        let mut gone = Vec::new();
+        for v in &self.viewers {
+            if viewer.is_some_and(|id| id != v.id) {
+                continue;
+            }
+            match v.inbox.try_send(vec![msg(v.track)]) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(_)) => {
+                    log::debug!("viewer {}: inbox full, frame dropped", v.id)
+                }
+                Err(async_channel::TrySendError::Closed(_)) => gone.push(v.id),
+            }
+        }
+        for id in gone {
+            self.remove_viewer(id);
+        }
+    }
+
+    fn add_viewer(&mut self, id: u64, inbox: async_channel::Sender<Vec<MediaMsg>>, track: usize) {
+        self.viewers.push(Viewer { id, inbox, track });
+        if let Some(t) = self.track.as_mut() {
+            t.add_viewer();
+        }
+    }
+
+    fn remove_viewer(&mut self, id: u64) {
+        let before = self.viewers.len();
+        self.viewers.retain(|v| v.id != id);
+        if self.viewers.len() < before {
+            if let Some(t) = self.track.as_mut() {
+                t.remove_viewer();
+            }
+        }
+    }
 }
 
 impl TrackState {
@@ -285,6 +346,8 @@ impl Stream {
 pub(crate) struct Streams {
     list: Vec<Stream>,
     tasks: RefCell<Vec<Task<()>>>,
+    /// The next viewer's number (keyframe requests name their viewer by it).
+    next_viewer: std::cell::Cell<u64>,
 }
 
 impl Streams {
@@ -295,13 +358,22 @@ impl Streams {
         for c in configs {
             let mut start = |source: &Option<(String, SourceSpec)>| {
                 let (text, spec) = source.as_ref()?;
+                let (requests, requests_rx) = async_channel::bounded(REQUEST_QUEUE);
                 let state = Rc::new(RefCell::new(TrackState {
                     source: text.clone(),
                     spec: spec.clone(),
                     track: None,
                     status: Status::Starting,
+                    viewers: Vec::new(),
+                    requests,
                 }));
-                tasks.extend(spawn_track(ex, &c.name, spec.clone(), state.clone()));
+                tasks.extend(spawn_track(
+                    ex,
+                    &c.name,
+                    spec.clone(),
+                    state.clone(),
+                    requests_rx,
+                ));
                 log::info!("stream {}: {}", c.name, text);
                 Some(state)
             };
@@ -316,6 +388,7 @@ impl Streams {
         Streams {
             list,
             tasks: RefCell::new(tasks),
+            next_viewer: std::cell::Cell::new(0),
         }
     }
 
@@ -329,12 +402,22 @@ impl Streams {
     }
 }
 
-/// The source task and the track's task of one track.
+/// What wakes a track's task.
+enum TrackInput {
+    Frame(SourceFrame),
+    Request(u64),
+    End,
+}
+
+/// The source task and the track's task of one track: each frame is packetized once and
+/// offered to every viewer's inbox; a viewer's keyframe request is answered with the
+/// cached group of pictures ([`Track::catch_up`]) to that viewer alone.
 fn spawn_track(
     ex: &Rc<LocalExecutor<'static>>,
     name: &str,
     spec: SourceSpec,
     state: Rc<RefCell<TrackState>>,
+    requests: async_channel::Receiver<u64>,
 ) -> [Task<()>; 2] {
     let (tx, rx) = async_channel::bounded::<SourceFrame>(SOURCE_QUEUE);
     let failed = state.clone();
@@ -346,12 +429,44 @@ fn spawn_track(
         }
     });
     let track = ex.spawn(async move {
-        while let Ok(f) = rx.recv().await {
+        loop {
+            let input = futures_lite::future::or(
+                async { rx.recv().await.map_or(TrackInput::End, TrackInput::Frame) },
+                async {
+                    match requests.recv().await {
+                        Ok(id) => TrackInput::Request(id),
+                        Err(_) => futures_lite::future::pending().await,
+                    }
+                },
+            )
+            .await;
             let mut s = state.borrow_mut();
-            let track = s.track.get_or_insert_with(|| Track::new(f.codec));
-            // Packetized once here; the viewers' senders will share it (core hooks).
-            let _frame = track.handle_frame(f.arrival, f.frame);
-            s.status = Status::Live(f.arrival);
+            match input {
+                TrackInput::Frame(f) => {
+                    let viewers = s.viewers.len();
+                    let track = s.track.get_or_insert_with(|| {
+                        let mut t = Track::new(f.codec);
+                        (0..viewers).for_each(|_| t.add_viewer());
+                        t
+                    });
+                    // Packetized once; every viewer's sender shares it.
+                    let frame = track.handle_frame(f.arrival, f.frame);
+                    s.status = Status::Live(f.arrival);
+                    s.offer(None, |i| MediaMsg::Frame(i, frame.clone()));
+                }
+                TrackInput::Request(id) => {
+                    let now = Instant::now();
+                    let Some(track) = s.track.as_mut() else {
+                        continue;
+                    };
+                    let frames = track.catch_up(now);
+                    if frames.is_empty() {
+                        continue; // the next live keyframe serves it
+                    }
+                    s.offer(Some(id), |i| MediaMsg::CatchUp(i, frames.clone()));
+                }
+                TrackInput::End => break,
+            }
         }
     });
     [source, track]
@@ -399,57 +514,149 @@ async fn whep_post(
     name: &str,
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, ServiceError> {
-    let stream = shared
-        .streams
-        .get(name)
-        .ok_or_else(|| ServiceError::UnknownStream(super::http::clip(name).to_owned()))?;
+    let stream = find(shared, name)?;
     require_content_type(&req, "application/sdp")?;
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    let offer = sdp::parse_description(text).map_err(ServiceError::BadSdp)?;
-    let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
-    let plan = sdp::plan_answer(&offer, Some(&codecs), false, &Default::default())
-        .map_err(|e: PlanError| ServiceError::Unplayable(format!("stream {name}: {e}")))?;
-    for why in &plan.rejected {
-        log::info!("whep {name}: {why}");
-    }
-    answer_viewer(shared, peer, stream, offer, plan).await
+    let plan = plan_for(stream, text, false)?;
+    answer_viewer(shared, peer, stream, text.to_owned(), plan).await
 }
 
-/// The one point the media transport plugs into: create a peer connection with the plan's
-/// tracks (each fed from its stream's track), set the offer, answer with
-/// [`sdp::write_answer_sections`], and return `201`, the answer and
-/// `Location: /whep/NAME/<id>`. Until the peer connection carries media this says so.
-async fn answer_viewer(
-    _shared: &Rc<Shared>,
-    _peer: SocketAddr,
+fn find<'a>(shared: &'a Shared, name: &str) -> std::result::Result<&'a Stream, ServiceError> {
+    shared
+        .streams
+        .get(name)
+        .ok_or_else(|| ServiceError::UnknownStream(super::http::clip(name).to_owned()))
+}
+
+/// Plans the answer to offer `sdp` for `stream` (and its data section when `data`): `400`
+/// bad SDP, `503` the codec not known yet, `422` nothing fits.
+fn plan_for(
     stream: &Stream,
-    _offer: sdp::RemoteDescription,
+    sdp: &str,
+    data: bool,
+) -> std::result::Result<sdp::AnswerPlan, ServiceError> {
+    let name = &stream.name;
+    let offer = sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
+    let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
+    let plan = sdp::plan_answer(&offer, Some(&codecs), data, &Default::default())
+        .map_err(|e: PlanError| ServiceError::Unplayable(format!("stream {name}: {e}")))?;
+    for why in &plan.rejected {
+        log::info!("stream {name}: {why}");
+    }
+    Ok(plan)
+}
+
+/// Plans the answer to `sdp` (an offer with media sections and maybe a data section) for
+/// stream `name` and makes `pc` its viewer: call before the offer is set (`?stream=NAME` on
+/// `POST /api/offer` and `/ws`).
+pub(super) async fn attach_stream(
+    shared: &Rc<Shared>,
+    name: &str,
+    sdp: &str,
+    pc: &PeerConnection,
+) -> std::result::Result<(), ServiceError> {
+    let stream = find(shared, name)?;
+    let plan = plan_for(stream, sdp, true)?;
+    attach(shared, stream, pc, plan).await
+}
+
+/// Hands `plan` to `pc` and makes it a viewer of the plan's tracks of `stream`.
+async fn attach(
+    shared: &Rc<Shared>,
+    stream: &Stream,
+    pc: &PeerConnection,
     plan: sdp::AnswerPlan,
-) -> std::result::Result<Response<Body>, ServiceError> {
-    let tracks: Vec<String> = plan
+) -> std::result::Result<(), ServiceError> {
+    // Viewer ids are per service; keyframe requests name their viewer by it.
+    let viewer = shared.streams.next_viewer.get();
+    shared.streams.next_viewer.set(viewer + 1);
+    let states: Vec<Rc<RefCell<TrackState>>> = plan
         .tracks
         .iter()
-        .map(|t| {
-            format!(
-                "{} {} (pt {})",
-                t.kind.as_str(),
-                t.negotiated.codec,
-                t.negotiated.pt
-            )
+        .filter_map(|t| match t.kind {
+            MediaKind::Video => stream.video.clone(),
+            MediaKind::Audio => stream.audio.clone(),
         })
         .collect();
-    log::info!(
-        "whep {}: negotiated {}; media transport not wired yet",
-        stream.name,
-        tracks.join(", ")
-    );
-    Ok(json_response(
-        StatusCode::NOT_IMPLEMENTED,
-        serde_json::json!({
-            "error": "media transport not wired yet",
-            "negotiated": tracks,
-        }),
-    ))
+    let requests: Vec<async_channel::Sender<u64>> =
+        states.iter().map(|t| t.borrow().requests.clone()).collect();
+    let keyframes = Box::new(move |track: usize, _cause| {
+        if let Some(tx) = requests.get(track) {
+            let _ = tx.try_send(viewer);
+        }
+    });
+    pc.set_media_plan(plan, keyframes).await?;
+    let inbox = pc.media_inbox();
+    for (i, t) in states.iter().enumerate() {
+        t.borrow_mut().add_viewer(viewer, inbox.clone(), i);
+    }
+    Ok(())
+}
+
+/// `POST /api/offer?stream=NAME`: an offer with media sections (and maybe a data section)
+/// answered with the stream's tracks (and the data channel) on one BUNDLE transport.
+pub(super) async fn answer_offer_with_stream(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    name: &str,
+    offer: Description,
+) -> std::result::Result<(String, Description), ServiceError> {
+    let stream = find(shared, name)?;
+    let plan = plan_for(stream, &offer.sdp, true)?;
+    open_viewer(shared, via, peer, stream, offer, plan).await
+}
+
+/// WHEP's answer: a session whose peer connection sends the plan's tracks (each fed from
+/// its stream's track), `201`, the answer and `Location: /whep/NAME/<id>`.
+async fn answer_viewer(
+    shared: &Rc<Shared>,
+    peer: SocketAddr,
+    stream: &Stream,
+    offer: String,
+    plan: sdp::AnswerPlan,
+) -> std::result::Result<Response<Body>, ServiceError> {
+    let offer = Description {
+        kind: SdpType::Offer,
+        sdp: offer,
+    };
+    let (id, answer) = open_viewer(shared, Via::Whep, peer, stream, offer, plan).await?;
+    log::info!("[{id}] answered POST /whep/{}", stream.name);
+    let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
+    *r.status_mut() = StatusCode::CREATED;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/whep/{}/{id}", stream.name)) {
+        h.insert(LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// Opens a session that answers `offer` with `plan` and makes it a viewer of `stream`'s
+/// tracks; returns its id and the complete answer. On failure the session is closed.
+async fn open_viewer(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    stream: &Stream,
+    offer: Description,
+    plan: sdp::AnswerPlan,
+) -> std::result::Result<(String, Description), ServiceError> {
+    let s = shared.open(via, false, client_address(peer)).await?;
+    let result = async {
+        attach(shared, stream, &s.pc, plan).await?;
+        s.pc.set_remote_description(offer).await?;
+        let answer = s.pc.create_answer().await?;
+        s.pc.set_local_description(answer).await?;
+        Ok::<_, ServiceError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        shared.close(&s.id).await;
+        return Err(e);
+    }
+    let answer = complete_description(&s, shared.config.gather_timeout).await?;
+    Ok((s.id, answer))
 }

@@ -67,6 +67,13 @@ pub(crate) fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let server_offers =
         super::guard::query_value(req.uri().query(), "role").is_some_and(|r| r == "offer");
+    // ?stream=NAME: the client's offer receives that stream (the service offers no media).
+    let stream = super::guard::query_value(req.uri().query(), "stream");
+    if server_offers && stream.is_some() {
+        return Err(ServiceError::BadBody(
+            "?stream= needs the client's offer (with recvonly audio/video); drop role=offer".into(),
+        ));
+    }
     let shared = shared.clone();
     let max = shared.config.max_body;
     shared
@@ -85,7 +92,7 @@ pub(crate) fn upgrade(
                         Some(config),
                     )
                     .await;
-                    signal(shared, ws, server_offers, client).await;
+                    signal(shared, ws, server_offers, stream, client).await;
                 }
                 Err(e) => shared
                     .quiet
@@ -157,12 +164,19 @@ async fn open(
 }
 
 /// A WebSocket's signaling, from the upgrade to its close.
-async fn signal(shared: Rc<Shared>, ws: Ws, server_offers: bool, client: IpAddr) {
+async fn signal(
+    shared: Rc<Shared>,
+    ws: Ws,
+    server_offers: bool,
+    stream: Option<String>,
+    client: IpAddr,
+) {
     let offer_deadline = Instant::now() + shared.config.connect_timeout;
     let mut sig = Signaling {
         shared,
         ws,
         client,
+        stream,
         session: None,
         candidates_open: true,
         offer_deadline,
@@ -198,6 +212,8 @@ struct Signaling {
     shared: Rc<Shared>,
     ws: Ws,
     client: IpAddr,
+    /// `?stream=NAME`: the stream the first offer receives.
+    stream: Option<String>,
     session: Option<NewSession>,
     /// The session's local candidates are still coming.
     candidates_open: bool,
@@ -361,7 +377,11 @@ impl Signaling {
     async fn remote_description(&mut self, d: Description) -> Result<(), Refusal> {
         // Parse here first, so the error (logged redacted) is ours, not the peer's, and a
         // bad offer costs no session.
-        crate::sdp::parse(&d.sdp).map_err(ServiceError::BadSdp)?;
+        if self.stream.is_some() {
+            crate::sdp::parse_description(&d.sdp).map_err(ServiceError::BadSdp)?;
+        } else {
+            crate::sdp::parse(&d.sdp).map_err(ServiceError::BadSdp)?;
+        }
         let fresh = self.session.is_none();
         if fresh {
             if d.kind != SdpType::Offer {
@@ -374,6 +394,12 @@ impl Signaling {
             let s = open(&self.shared, false, self.client)
                 .await
                 .map_err(|e| Refusal(e, true))?;
+            if let Some(name) = self.stream.clone() {
+                if let Err(e) = self.attach_stream(&name, &d.sdp, &s).await {
+                    self.shared.close(&s.id).await;
+                    return Err(Refusal(e, true));
+                }
+            }
             self.session = Some(s);
         }
         let Some(s) = self.session.as_ref() else {
@@ -398,6 +424,27 @@ impl Signaling {
             }
         }
         result.map_err(Refusal::from)
+    }
+
+    /// Makes the new session a viewer of stream `name` before its offer is set.
+    #[cfg(feature = "media")]
+    async fn attach_stream(
+        &self,
+        name: &str,
+        sdp: &str,
+        s: &NewSession,
+    ) -> Result<(), ServiceError> {
+        super::streams::attach_stream(&self.shared, name, sdp, &s.pc).await
+    }
+
+    #[cfg(not(feature = "media"))]
+    async fn attach_stream(
+        &self,
+        name: &str,
+        _sdp: &str,
+        _s: &NewSession,
+    ) -> Result<(), ServiceError> {
+        Err(ServiceError::UnknownStream(name.to_owned()))
     }
 
     /// A candidate of the client's (`null`: end-of-candidates).
