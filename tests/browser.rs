@@ -947,3 +947,186 @@ user_pref("browser.safebrowsing.blockedURIs.enabled", false);
 user_pref("browser.newtabpage.enabled", false);
 user_pref("services.settings.server", "data:,");
 "#;
+
+// ------------------------------------------------------------------------ via a broker
+
+#[path = "fleet/broker.rs"]
+mod broker;
+
+/// The page's "via broker" mode (web/broker.js over web/mqtt.js): mosquitto with
+/// deploy/mosquitto's configuration and its WebSocket listener; the device (`serve --mqtt
+/// ws://.. --listen PORT`, in process) signals through it; Chromium loads the page from the
+/// device, lists the devices from their retained statuses (dev2 offline, published here),
+/// picks the online one, signals over MQTT-over-WebSocket (hello -> ice-servers, offer,
+/// candidates, bye), echoes and transfers on data channels; the device frees the session
+/// on the page's bye. Prints the session's traffic through the broker (`BROKER_SESSION`).
+#[test]
+fn chromium_via_broker() {
+    const NAME: &str = "chromium_via_broker";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    println!("{NETNS_MARKER} ({NAME})");
+    smolrtc::logging::init();
+    let b = broker::Broker::start("browser");
+    // Another device of the fleet, offline: listed by the page, not picked.
+    let (ok, err) = b.publish(
+        broker::DEVICE2,
+        broker::DEVICE2.0,
+        "smolrtc/dev2/status",
+        r#"{"online":false,"streams":[],"version":"0"}"#,
+        true,
+    );
+    assert!(ok, "retained status of dev2: {err}");
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let service = StopService(
+        Service::new(device_config(&b, "127.0.0.1:0"))
+            .start(&runtime)
+            .expect("service start"),
+    );
+    wait_device_online(&b);
+    let addr = service.0.addr;
+    let url = format!(
+        "http://{addr}/?auto=1&mode=broker&{}&echo={ECHO}&upload=1&download=1&report=/api/report",
+        page_broker_params(&b)
+    );
+    println!("{NAME}: Chromium -> {url}");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    match &report {
+        Some(r) => failures.extend(check_broker_report(r)),
+        None if failures.is_empty() => failures.push("no report from the page".into()),
+        None => {}
+    }
+    if report.is_some() {
+        if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
+            failures.push(format!("the device did not free the session: {last}"));
+        }
+    }
+    browser.stop();
+    finish_broker_case(NAME, &browser, report.as_ref(), failures);
+}
+
+/// The device's service settings: MQTT over the broker's WebSocket listener as dev1.
+fn device_config(b: &broker::Broker, listen: &str) -> ServiceConfig {
+    let url = format!(
+        "ws://{}:{}@127.0.0.1:{}",
+        broker::DEVICE.0,
+        broker::DEVICE.1,
+        b.ws
+    );
+    let mqtt = smolrtc::mqtt::MqttConfig::new(smolrtc::mqtt::MqttUrl::parse(&url).unwrap());
+    ServiceConfig {
+        listen: listen.parse().unwrap(),
+        peer: Config::loopback("dev1"),
+        device_id: broker::DEVICE.0.into(),
+        mqtt: Some(mqtt),
+        ..Default::default()
+    }
+}
+
+/// Waits (mosquitto_sub, bounded) for dev1's status to say online.
+fn wait_device_online(b: &broker::Broker) {
+    let sub = b.sub(broker::BROWSER, "watcher", "smolrtc/dev1/status", 1, 20);
+    let out = sub.wait_with_output().expect("mosquitto_sub");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("\"online\":true"),
+        "dev1 not online: {line:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The page's broker settings as query parameters (a browser user of deploy/mosquitto's ACL).
+fn page_broker_params(b: &broker::Broker) -> String {
+    format!(
+        "broker=ws://127.0.0.1:{}&user={}&password={}",
+        b.ws,
+        broker::BROWSER.0,
+        broker::BROWSER.1
+    )
+}
+
+/// What a broker-mode report must say; returns every failed check.
+fn check_broker_report(r: &serde_json::Value) -> Vec<String> {
+    let steps = &r["steps"];
+    let b = &steps["broker"];
+    let mut bad = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            bad.push(what);
+        }
+    };
+    check(r["ok"] == true, format!("report not ok: {}", r["error"]));
+    check(r["mode"] == "broker", format!("mode {}", r["mode"]));
+    check(
+        b["device"] == "dev1",
+        format!("picked device {}", b["device"]),
+    );
+    let devices = b["devices"].as_array().cloned().unwrap_or_default();
+    let listed = |id: &str, online: bool| {
+        devices
+            .iter()
+            .any(|d| d["id"] == id && d["online"] == online)
+    };
+    check(
+        listed("dev1", true) && listed("dev2", false),
+        format!("devices listed: {}", b["devices"]),
+    );
+    // hello, the offer, the page's candidates (and their end), bye.
+    check(
+        b["messages"]["sent"].as_u64().unwrap_or(0) >= 4,
+        format!("messages: {}", b["messages"]),
+    );
+    // ice-servers, the answer, at least one candidate of the device's and its end.
+    check(
+        b["messages"]["received"].as_u64().unwrap_or(0) >= 4,
+        format!("messages: {}", b["messages"]),
+    );
+    check(
+        steps["dinosaur_open"] == true && steps["cat_noises_rx_bytes"] == 8192,
+        format!("rawrtc channels: {steps}"),
+    );
+    check(
+        steps["server_channels"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|l| l == "lion-noises")),
+        format!("server channels {}", steps["server_channels"]),
+    );
+    let echo = &steps["echo"];
+    check(
+        echo["all_matched"] == true && echo["count"] == ECHO,
+        format!("echo: {echo}"),
+    );
+    check(
+        steps["upload"]["server_bytes"] == MIB && steps["download"]["checked"] == true,
+        format!("transfers: {} / {}", steps["upload"], steps["download"]),
+    );
+    check(
+        steps["closed"] == true,
+        format!("closed: {}", steps["closed"]),
+    );
+    bad
+}
+
+/// Prints the session's broker traffic; panics with the page's log on failures.
+fn finish_broker_case(
+    name: &str,
+    browser: &Browser,
+    report: Option<&serde_json::Value>,
+    failures: Vec<String>,
+) {
+    if let Some(r) = report {
+        println!("BROKER_SESSION {}", r["steps"]["broker"]);
+    }
+    if !failures.is_empty() {
+        eprintln!("---- {name}: browser output ----\n{}", browser.log_tail(80));
+        if let Some(lines) = report.and_then(|r| r["log"].as_array()) {
+            for l in lines {
+                eprintln!("page: {}", l.as_str().unwrap_or_default());
+            }
+        }
+        panic!("{name}: {}", failures.join("; "));
+    }
+}
