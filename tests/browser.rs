@@ -1118,7 +1118,10 @@ fn finish_broker_case(
     failures: Vec<String>,
 ) {
     if let Some(r) = report {
-        println!("BROKER_SESSION {}", r["steps"]["broker"]);
+        let mut b = r["steps"]["broker"].clone();
+        let listed = b["devices"].as_array().map_or(0, |d| d.len());
+        b["devices"] = listed.into();
+        println!("BROKER_SESSION {b}");
     }
     if !failures.is_empty() {
         eprintln!("---- {name}: browser output ----\n{}", browser.log_tail(80));
@@ -1128,5 +1131,122 @@ fn finish_broker_case(
             }
         }
         panic!("{name}: {}", failures.join("; "));
+    }
+}
+
+/// How many devices the fleet case puts on the broker (one real, the rest statuses only).
+const FLEET_DEVICES: usize = 100;
+
+/// The fleet as a user meets it: the device runs `smolrtc serve --mqtt ws://.. --listen
+/// none` (no HTTP at all), the page is opened from `file://` (web/ as any static copy), and
+/// the broker holds 100 devices' retained statuses (99 simulated, every other one offline).
+/// The page lists all 100, picks the first online one by name (dev1, the real one), echoes
+/// and closes; it prints its report on the console (nowhere to post it).
+#[test]
+fn chromium_via_broker_from_file_among_100_devices() {
+    const NAME: &str = "chromium_via_broker_from_file_among_100_devices";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    println!("{NETNS_MARKER} ({NAME})");
+    let b = broker::Broker::start("browser-fleet");
+    let sims: Vec<(String, String)> = (1..FLEET_DEVICES)
+        .map(|i| (format!("sim{i:03}"), format!("sim{i:03}-pass")))
+        .collect();
+    b.add_users(&sims);
+    for (i, (u, p)) in sims.iter().enumerate() {
+        let status = format!(
+            r#"{{"online":{},"streams":["cam"],"version":"0"}}"#,
+            i % 2 == 0
+        );
+        let (ok, err) = b.publish((u, p), u, &format!("smolrtc/{u}/status"), &status, true);
+        assert!(ok, "status of {u}: {err}");
+    }
+    let pass = b.dir.join("dev1.pass");
+    std::fs::write(&pass, format!("{}\n", broker::DEVICE.1)).unwrap();
+    let mut device = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+        .args(["serve", "--listen", "none", "--loopback"])
+        .args(["--ice-address", "127.0.0.1", "--device-id", "dev1"])
+        .arg("--mqtt-password-file")
+        .arg(&pass)
+        .arg("--mqtt")
+        .arg(format!("ws://{}@127.0.0.1:{}", broker::DEVICE.0, b.ws))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("smolrtc serve");
+    let _stop = KillOnDrop(device.id());
+    wait_device_online(&b);
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/index.html");
+    let url = format!(
+        "file://{}?auto=1&mode=broker&{}&echo={ECHO}",
+        page.display(),
+        page_broker_params(&b)
+    );
+    println!("{NAME}: Chromium -> {url}");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    let report: Option<serde_json::Value> = loop {
+        let log = std::fs::read_to_string(&browser.log).unwrap_or_default();
+        if let Some(line) = log.lines().find_map(|l| l.split("SMOLRTC_REPORT ").nth(1)) {
+            let json = line
+                .split("\", source")
+                .next()
+                .unwrap_or(line)
+                .trim_end_matches('"');
+            break serde_json::from_str(json).ok();
+        }
+        if Instant::now() > deadline || browser.exited().is_some() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut failures = Vec::new();
+    match &report {
+        None => failures.push("no SMOLRTC_REPORT line on the page's console".into()),
+        Some(r) => {
+            let steps = &r["steps"];
+            let b = &steps["broker"];
+            if r["ok"] != true {
+                failures.push(format!("report not ok: {}", r["error"]));
+            }
+            let devices = b["devices"].as_array().map_or(0, |d| d.len());
+            if devices != FLEET_DEVICES {
+                failures.push(format!("the page listed {devices} devices"));
+            }
+            if b["device"] != "dev1" {
+                failures.push(format!("picked {}", b["device"]));
+            }
+            if steps["echo"]["all_matched"] != true || steps["echo"]["count"] != ECHO {
+                failures.push(format!("echo: {}", steps["echo"]));
+            }
+            if steps["closed"] != true {
+                failures.push("not closed".into());
+            }
+        }
+    }
+    browser.stop();
+    // The device is still up after the session, and stops cleanly.
+    match device.try_wait() {
+        Ok(None) => {
+            unsafe { libc::kill(device.id() as i32, libc::SIGTERM) };
+            let st = device.wait().expect("wait");
+            if !st.success() {
+                failures.push(format!("the device exited with {st} on SIGTERM"));
+            }
+        }
+        other => failures.push(format!("the device died during the session: {other:?}")),
+    }
+    finish_broker_case(NAME, &browser, report.as_ref(), failures);
+}
+
+/// SIGKILLs a child if the test panics before it stopped and reaped the child itself.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
     }
 }

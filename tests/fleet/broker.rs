@@ -142,6 +142,42 @@ impl Broker {
         self.run();
     }
 
+    /// Adds users to the password file (the ACL's patterns give each its own subtree) and
+    /// has mosquitto reload it (SIGHUP).
+    pub fn add_users(&self, users: &[(String, String)]) {
+        let passwd = self.dir.join("passwd");
+        for (u, p) in users {
+            let ok = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([u, p])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mosquitto_passwd {u}");
+        }
+        let pid = self.child.as_ref().expect("mosquitto running").id();
+        unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        // The reload is done once the new users can log in.
+        let (u, p) = users.last().expect("a user");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.tcp.to_string()])
+            .args(["-u", u, "-P", p, "-t", &format!("smolrtc/{u}/probe"), "-E"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not reload its users"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
