@@ -1010,12 +1010,11 @@ fn chromium_via_broker() {
 
 /// The device's service settings: MQTT over the broker's WebSocket listener as dev1.
 fn device_config(b: &broker::Broker, listen: &str) -> ServiceConfig {
-    let url = format!(
-        "ws://{}:{}@127.0.0.1:{}",
-        broker::DEVICE.0,
-        broker::DEVICE.1,
-        b.ws
-    );
+    device_config_at("127.0.0.1", b.ws, listen)
+}
+
+fn device_config_at(host: &str, ws: u16, listen: &str) -> ServiceConfig {
+    let url = format!("ws://{}:{}@{host}:{ws}", broker::DEVICE.0, broker::DEVICE.1);
     let mqtt = smolrtc::mqtt::MqttConfig::new(smolrtc::mqtt::MqttUrl::parse(&url).unwrap());
     ServiceConfig {
         listen: listen.parse().unwrap(),
@@ -1028,8 +1027,18 @@ fn device_config(b: &broker::Broker, listen: &str) -> ServiceConfig {
 
 /// Waits (mosquitto_sub, bounded) for dev1's status to say online.
 fn wait_device_online(b: &broker::Broker) {
-    let sub = b.sub(broker::BROWSER, "watcher", "smolrtc/dev1/status", 1, 20);
-    let out = sub.wait_with_output().expect("mosquitto_sub");
+    wait_device_online_at(b.tcp);
+}
+
+/// The same, for a broker listening on loopback port `tcp` of this thread's namespace.
+fn wait_device_online_at(tcp: u16) {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &tcp.to_string()])
+        .args(["-u", broker::BROWSER.0, "-P", broker::BROWSER.1])
+        .args(["-i", "watcher", "-q", "1", "-t", "smolrtc/dev1/status"])
+        .args(["-C", "1", "-W", "20"])
+        .output()
+        .expect("mosquitto_sub");
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(
         line.contains("\"online\":true"),
@@ -1185,22 +1194,7 @@ fn chromium_via_broker_from_file_among_100_devices() {
     );
     println!("{NAME}: Chromium -> {url}");
     let mut browser = Browser::launch(BrowserKind::Chromium, &url);
-    let deadline = Instant::now() + REPORT_TIMEOUT;
-    let report: Option<serde_json::Value> = loop {
-        let log = std::fs::read_to_string(&browser.log).unwrap_or_default();
-        if let Some(line) = log.lines().find_map(|l| l.split("SMOLRTC_REPORT ").nth(1)) {
-            let json = line
-                .split("\", source")
-                .next()
-                .unwrap_or(line)
-                .trim_end_matches('"');
-            break serde_json::from_str(json).ok();
-        }
-        if Instant::now() > deadline || browser.exited().is_some() {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let report = console_report(&mut browser);
     let mut failures = Vec::new();
     match &report {
         None => failures.push("no SMOLRTC_REPORT line on the page's console".into()),
@@ -1240,6 +1234,27 @@ fn chromium_via_broker_from_file_among_100_devices() {
     finish_broker_case(NAME, &browser, report.as_ref(), failures);
 }
 
+/// The report a page printed on its console (`SMOLRTC_REPORT {..}`), waited for (bounded).
+fn console_report(browser: &mut Browser) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    loop {
+        let log = std::fs::read_to_string(&browser.log).unwrap_or_default();
+        // Chromium writes `[..:CONSOLE(line)] "TEXT", source: URL (line)`.
+        if let Some(line) = log.lines().find_map(|l| l.split("SMOLRTC_REPORT ").nth(1)) {
+            let json = line
+                .split("\", source")
+                .next()
+                .unwrap_or(line)
+                .trim_end_matches('"');
+            return serde_json::from_str(json).ok();
+        }
+        if Instant::now() > deadline || browser.exited().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// SIGKILLs a child if the test panics before it stopped and reaped the child itself.
 struct KillOnDrop(u32);
 
@@ -1249,4 +1264,134 @@ impl Drop for KillOnDrop {
             unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
         }
     }
+}
+
+// ------------------------------------------------------------------------ via a broker, NATs
+
+#[path = "common/netns.rs"]
+mod netns;
+
+const NAT_TURN_SECRET: &str = "fleet-nat-secret";
+
+/// The issue's fleet picture in the network namespaces of tests/turn.rs: the device
+/// (in-process service) behind NAT B, Chromium behind NAT A opening the page from file://,
+/// mosquitto on the un-NATed host both reach, coturn with `use-auth-secret`. The device
+/// hands the page its STUN server and TURN REST credentials in `ice-servers`. First run:
+/// directly, the page's selected pair reaches the device at NAT B's public address, no
+/// relay. Second run with `relay=1` (`iceTransportPolicy: "relay"`): the page's side of the
+/// pair is coturn's relay address, allocated with the minted credentials.
+#[test]
+fn chromium_behind_nat_via_broker_direct_and_relay() {
+    const NAME: &str = "chromium_behind_nat_via_broker_direct_and_relay";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(topo) = netns::Topology::new() else {
+        return;
+    };
+    smolrtc::logging::init();
+    let coturn = netns::Coturn::start(
+        topo.pub_ns(),
+        netns::CoturnOpts {
+            tls: false,
+            extra: vec![
+                "use-auth-secret".into(),
+                format!("static-auth-secret={NAT_TURN_SECRET}"),
+            ],
+            ..Default::default()
+        },
+    );
+    let b = netns::in_ns(topo.host_p(), || {
+        broker::Broker::start_on("browser-nat", "0.0.0.0")
+    });
+    let (broker_ip, ws, tcp) = (topo.host_p_ip().to_string(), b.ws, b.tcp);
+    let turn = coturn.udp_addr();
+    let (_rt, service) = netns::in_ns(topo.host_b(), move || {
+        let rt = Runtime::new().expect("smolrtc runtime");
+        let mut config = device_config_at(&broker_ip, ws, "127.0.0.1:0");
+        config.peer = Config {
+            name: "dev1".into(),
+            ..Default::default()
+        };
+        config.peer.ice.servers = vec![smolrtc::IceServer::parse(&format!("stun:{turn}")).unwrap()];
+        config.turn_rest = Some(
+            smolrtc::turn_rest::TurnRest::new(
+                vec![format!("turn:{turn}?transport=udp")],
+                NAT_TURN_SECRET.as_bytes(),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        );
+        let h = Service::new(config).start(&rt).expect("service start");
+        (rt, StopService(h))
+    });
+    netns::in_ns(topo.host_p(), move || wait_device_online_at(tcp));
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/index.html");
+    let mut failures = Vec::new();
+    for relay in [false, true] {
+        let url = format!(
+            "file://{}?auto=1&mode=broker&broker=ws://{}:{ws}&user={}&password={}&echo={ECHO}\
+             &upload=1&download=1&relay={}&connect_timeout=30",
+            page.display(),
+            topo.host_p_ip(),
+            broker::BROWSER.0,
+            broker::BROWSER.1,
+            u8::from(relay)
+        );
+        println!("{NAME}: Chromium behind NAT A -> {url}");
+        let mut browser = netns::in_ns(topo.host_a(), move || {
+            Browser::launch(BrowserKind::Chromium, &url)
+        });
+        let report = console_report(&mut browser);
+        browser.stop();
+        let Some(r) = report else {
+            failures.push(format!("relay={relay}: no report"));
+            finish_broker_case(NAME, &browser, None, failures);
+            return;
+        };
+        let steps = &r["steps"];
+        let pair = &steps["selected_pair"];
+        println!("{NAME}: relay={relay}: selected pair {pair}");
+        let mut traffic = steps["broker"].clone();
+        traffic["devices"] = traffic["devices"].as_array().map_or(0, |d| d.len()).into();
+        println!("BROKER_SESSION relay={relay} {traffic}");
+        let mut bad = Vec::new();
+        if r["ok"] != true {
+            bad.push(format!("report not ok: {}", r["error"]));
+        }
+        if steps["echo"]["all_matched"] != true
+            || steps["upload"]["server_bytes"] != MIB
+            || steps["download"]["checked"] != true
+        {
+            bad.push(format!("data: {steps}"));
+        }
+        // STUN and TURN from the device's ice-servers reply.
+        if steps["broker"]["ice_servers"] != 2 {
+            bad.push(format!("ice servers: {}", steps["broker"]["ice_servers"]));
+        }
+        let local = &pair["local"];
+        let remote = &pair["remote"];
+        if relay {
+            if local["type"] != "relay" || local["address"] != topo.turn_addr().to_string() {
+                bad.push(format!("relay=1 but the page's side is {local}"));
+            }
+        } else if local["type"] == "relay"
+            || remote["type"] == "relay"
+            || remote["address"] != topo.nat_b_public().to_string()
+        {
+            bad.push(format!(
+                "not a direct pair to NAT B's public address: {pair}"
+            ));
+        }
+        if !bad.is_empty() {
+            failures.extend(bad.into_iter().map(|f| format!("relay={relay}: {f}")));
+            finish_broker_case(NAME, &browser, Some(&r), failures);
+            return;
+        }
+    }
+    assert!(
+        coturn.log_count("ALLOCATE processed, success") >= 1,
+        "{}",
+        coturn.log_tail(30)
+    );
+    drop(service);
+    drop(b);
 }

@@ -1025,6 +1025,14 @@
       error = errMsg(e);
       log(`run failed: ${error}`, 'error');
     }
+    // The pair in use now: ICE may have moved to a better one since the first open.
+    if (s && s.pc && s.firstOpenAt !== null && !s.closing) {
+      const p = await selectedPair(s.pc);
+      if (p && p.local && (!s.pair || !s.pair.local || p.local.text !== s.pair.local.text)) {
+        log(`selected pair now: ${p.local.text} <-> ${p.remote ? p.remote.text : '?'}`);
+      }
+      if (p) s.pair = p;
+    }
     collect();
     if (s) {
       try {
