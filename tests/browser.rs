@@ -960,6 +960,8 @@ mod broker;
 /// picks the online one, signals over MQTT-over-WebSocket (hello -> ice-servers, offer,
 /// candidates, bye), echoes and transfers on data channels; the device frees the session
 /// on the page's bye. Prints the session's traffic through the broker (`BROKER_SESSION`).
+/// Then a wrong password, an offline device and an unknown one: each run ends with an
+/// error that names the fault.
 #[test]
 fn chromium_via_broker() {
     const NAME: &str = "chromium_via_broker";
@@ -1005,6 +1007,40 @@ fn chromium_via_broker() {
         }
     }
     browser.stop();
+    // What a user gets wrong: the page says what, and ends its run.
+    for (params, expected) in [
+        (
+            format!(
+                "broker=ws://127.0.0.1:{}&user={}&password=wrong",
+                b.ws,
+                broker::BROWSER.0
+            ),
+            "connection refused",
+        ),
+        (
+            format!("{}&device=dev2", page_broker_params(&b)),
+            "device \"dev2\" is offline",
+        ),
+        (
+            format!("{}&device=nowhere", page_broker_params(&b)),
+            "no status from device \"nowhere\"",
+        ),
+    ] {
+        let url = format!("http://{addr}/?auto=1&mode=broker&{params}&echo=1&report=/api/report");
+        let mut page = Browser::launch(BrowserKind::Chromium, &url);
+        let mut errs = Vec::new();
+        match wait_report(&service.0, &mut page, &mut errs) {
+            Some(r) if r["ok"] == false && r["error"].as_str().unwrap_or("").contains(expected) => {
+                println!("{NAME}: {params}: the page said {}", r["error"]);
+            }
+            Some(r) => failures.push(format!(
+                "{params}: expected {expected:?}, got {}",
+                r["error"]
+            )),
+            None => failures.push(format!("{params}: no report {errs:?}")),
+        }
+        page.stop();
+    }
     finish_broker_case(NAME, &browser, report.as_ref(), failures);
 }
 

@@ -15,7 +15,7 @@ window.SmolrtcMqtt = (() => {
   const CONNECT = 1, CONNACK = 2, PUBLISH = 3, PUBACK = 4, SUBSCRIBE = 8, SUBACK = 9;
   const PINGREQ = 12, PINGRESP = 13, DISCONNECT = 14;
   const REFUSED = { 1: 'unacceptable protocol version', 2: 'client id rejected', 3: 'server unavailable',
-    4: 'bad user name or password', 5: 'not authorized' };
+    4: 'bad user name or password', 5: 'not authorized (wrong user name or password?)' };
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
 
