@@ -204,7 +204,11 @@ window.SmolrtcMqtt = (() => {
             // QoS 1 is acknowledged; QoS 2 is never asked for (SUBSCRIBE grants at most 1).
             this.send(packet(PUBACK, 0, u16(pid)));
           }
-          if (this.onMessage) this.onMessage(topic, decoder.decode(body.subarray(at)), (flags & 1) === 1);
+          try {
+            if (this.onMessage) this.onMessage(topic, decoder.decode(body.subarray(at)), (flags & 1) === 1);
+          } catch (e) { // the handler's fault, not the connection's
+            console.error('smolrtc MQTT message handler:', e);
+          }
           return;
         }
         case PUBACK: return this.settle(id(), 0);
