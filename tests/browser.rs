@@ -1611,3 +1611,487 @@ const TRACK_PAGE: &str = r#"<!doctype html><video id=v autoplay muted playsinlin
   await fetch('/report', { method: 'POST', body: JSON.stringify(out) });
 })();
 </script>"#;
+
+// ------------------------------------------------------------------------ via a broker
+
+#[path = "fleet/broker.rs"]
+mod broker;
+
+/// The page's "via broker" mode (web/broker.js over web/mqtt.js): mosquitto with
+/// deploy/mosquitto's configuration and its WebSocket listener; the device (`serve --mqtt
+/// ws://.. --listen PORT`, in process) signals through it; Chromium loads the page from the
+/// device, lists the devices from their retained statuses (dev2 offline, published here),
+/// picks the online one, signals over MQTT-over-WebSocket (hello -> ice-servers, offer,
+/// candidates, bye), echoes and transfers on data channels; the device frees the session
+/// on the page's bye. Prints the session's traffic through the broker (`BROKER_SESSION`).
+/// Then a wrong password, an offline device and an unknown one: each run ends with an
+/// error that names the fault.
+#[test]
+fn chromium_via_broker() {
+    const NAME: &str = "chromium_via_broker";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    println!("{NETNS_MARKER} ({NAME})");
+    smolrtc::logging::init();
+    let b = broker::Broker::start("browser");
+    // Another device of the fleet, offline: listed by the page, not picked.
+    let (ok, err) = b.publish(
+        broker::DEVICE2,
+        broker::DEVICE2.0,
+        "smolrtc/dev2/status",
+        r#"{"online":false,"streams":[],"version":"0"}"#,
+        true,
+    );
+    assert!(ok, "retained status of dev2: {err}");
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let service = StopService(
+        Service::new(device_config(&b, "127.0.0.1:0"))
+            .start(&runtime)
+            .expect("service start"),
+    );
+    wait_device_online(&b);
+    let addr = service.0.addr;
+    let url = format!(
+        "http://{addr}/?auto=1&mode=broker&{}&echo={ECHO}&upload=1&download=1&report=/api/report",
+        page_broker_params(&b)
+    );
+    println!("{NAME}: Chromium -> {url}");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    match &report {
+        Some(r) => failures.extend(check_broker_report(r)),
+        None if failures.is_empty() => failures.push("no report from the page".into()),
+        None => {}
+    }
+    if report.is_some() {
+        if let Err(last) = wait_sessions_empty(addr, FREED_TIMEOUT) {
+            failures.push(format!("the device did not free the session: {last}"));
+        }
+    }
+    browser.stop();
+    // What a user gets wrong: the page says what, and ends its run.
+    for (params, expected) in [
+        (
+            format!(
+                "broker=ws://127.0.0.1:{}&user={}&password=wrong",
+                b.ws,
+                broker::BROWSER.0
+            ),
+            "connection refused",
+        ),
+        (
+            format!("{}&device=dev2", page_broker_params(&b)),
+            "device \"dev2\" is offline",
+        ),
+        (
+            format!("{}&device=nowhere", page_broker_params(&b)),
+            "no status from device \"nowhere\"",
+        ),
+    ] {
+        let url = format!("http://{addr}/?auto=1&mode=broker&{params}&echo=1&report=/api/report");
+        let mut page = Browser::launch(BrowserKind::Chromium, &url);
+        let mut errs = Vec::new();
+        match wait_report(&service.0, &mut page, &mut errs) {
+            Some(r) if r["ok"] == false && r["error"].as_str().unwrap_or("").contains(expected) => {
+                println!("{NAME}: {params}: the page said {}", r["error"]);
+            }
+            Some(r) => failures.push(format!(
+                "{params}: expected {expected:?}, got {}",
+                r["error"]
+            )),
+            None => failures.push(format!("{params}: no report {errs:?}")),
+        }
+        page.stop();
+    }
+    finish_broker_case(NAME, &browser, report.as_ref(), failures);
+}
+
+/// The device's service settings: MQTT over the broker's WebSocket listener as dev1.
+fn device_config(b: &broker::Broker, listen: &str) -> ServiceConfig {
+    device_config_at("127.0.0.1", b.ws, listen)
+}
+
+fn device_config_at(host: &str, ws: u16, listen: &str) -> ServiceConfig {
+    let url = format!("ws://{}:{}@{host}:{ws}", broker::DEVICE.0, broker::DEVICE.1);
+    let mqtt = smolrtc::mqtt::MqttConfig::new(smolrtc::mqtt::MqttUrl::parse(&url).unwrap());
+    ServiceConfig {
+        listen: listen.parse().unwrap(),
+        peer: Config::loopback("dev1"),
+        device_id: broker::DEVICE.0.into(),
+        mqtt: Some(mqtt),
+        ..Default::default()
+    }
+}
+
+/// Waits (mosquitto_sub, bounded) for dev1's status to say online.
+fn wait_device_online(b: &broker::Broker) {
+    wait_device_online_at(b.tcp);
+}
+
+/// The same, for a broker listening on loopback port `tcp` of this thread's namespace.
+fn wait_device_online_at(tcp: u16) {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &tcp.to_string()])
+        .args(["-u", broker::BROWSER.0, "-P", broker::BROWSER.1])
+        .args(["-i", "watcher", "-q", "1", "-t", "smolrtc/dev1/status"])
+        .args(["-C", "1", "-W", "20"])
+        .output()
+        .expect("mosquitto_sub");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("\"online\":true"),
+        "dev1 not online: {line:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The page's broker settings as query parameters (a browser user of deploy/mosquitto's ACL).
+fn page_broker_params(b: &broker::Broker) -> String {
+    format!(
+        "broker=ws://127.0.0.1:{}&user={}&password={}",
+        b.ws,
+        broker::BROWSER.0,
+        broker::BROWSER.1
+    )
+}
+
+/// What a broker-mode report must say; returns every failed check.
+fn check_broker_report(r: &serde_json::Value) -> Vec<String> {
+    let steps = &r["steps"];
+    let b = &steps["broker"];
+    let mut bad = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            bad.push(what);
+        }
+    };
+    check(r["ok"] == true, format!("report not ok: {}", r["error"]));
+    check(r["mode"] == "broker", format!("mode {}", r["mode"]));
+    check(
+        b["device"] == "dev1",
+        format!("picked device {}", b["device"]),
+    );
+    let devices = b["devices"].as_array().cloned().unwrap_or_default();
+    let listed = |id: &str, online: bool| {
+        devices
+            .iter()
+            .any(|d| d["id"] == id && d["online"] == online)
+    };
+    check(
+        listed("dev1", true) && listed("dev2", false),
+        format!("devices listed: {}", b["devices"]),
+    );
+    // hello, the offer, the page's candidates (and their end), bye.
+    check(
+        b["messages"]["sent"].as_u64().unwrap_or(0) >= 4,
+        format!("messages: {}", b["messages"]),
+    );
+    // ice-servers, the answer, at least one candidate of the device's and its end.
+    check(
+        b["messages"]["received"].as_u64().unwrap_or(0) >= 4,
+        format!("messages: {}", b["messages"]),
+    );
+    check(
+        steps["dinosaur_open"] == true && steps["cat_noises_rx_bytes"] == 8192,
+        format!("rawrtc channels: {steps}"),
+    );
+    check(
+        steps["server_channels"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|l| l == "lion-noises")),
+        format!("server channels {}", steps["server_channels"]),
+    );
+    let echo = &steps["echo"];
+    check(
+        echo["all_matched"] == true && echo["count"] == ECHO,
+        format!("echo: {echo}"),
+    );
+    check(
+        steps["upload"]["server_bytes"] == MIB && steps["download"]["checked"] == true,
+        format!("transfers: {} / {}", steps["upload"], steps["download"]),
+    );
+    check(
+        steps["closed"] == true,
+        format!("closed: {}", steps["closed"]),
+    );
+    bad
+}
+
+/// Prints the session's broker traffic; panics with the page's log on failures.
+fn finish_broker_case(
+    name: &str,
+    browser: &Browser,
+    report: Option<&serde_json::Value>,
+    failures: Vec<String>,
+) {
+    if let Some(r) = report {
+        let mut b = r["steps"]["broker"].clone();
+        let listed = b["devices"].as_array().map_or(0, |d| d.len());
+        b["devices"] = listed.into();
+        println!("BROKER_SESSION {b}");
+    }
+    if !failures.is_empty() {
+        eprintln!("---- {name}: browser output ----\n{}", browser.log_tail(80));
+        if let Some(lines) = report.and_then(|r| r["log"].as_array()) {
+            for l in lines {
+                eprintln!("page: {}", l.as_str().unwrap_or_default());
+            }
+        }
+        panic!("{name}: {}", failures.join("; "));
+    }
+}
+
+/// How many devices the fleet case puts on the broker (one real, the rest statuses only).
+const FLEET_DEVICES: usize = 100;
+
+/// The fleet as a user meets it: the device runs `smolrtc serve --mqtt ws://.. --listen
+/// none` (no HTTP at all), the page is opened from `file://` (web/ as any static copy), and
+/// the broker holds 100 devices' retained statuses (99 simulated, every other one offline).
+/// The page lists all 100, picks the first online one by name (dev1, the real one), echoes
+/// and closes; it prints its report on the console (nowhere to post it).
+#[test]
+fn chromium_via_broker_from_file_among_100_devices() {
+    const NAME: &str = "chromium_via_broker_from_file_among_100_devices";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    println!("{NETNS_MARKER} ({NAME})");
+    let b = broker::Broker::start("browser-fleet");
+    let sims: Vec<(String, String)> = (1..FLEET_DEVICES)
+        .map(|i| (format!("sim{i:03}"), format!("sim{i:03}-pass")))
+        .collect();
+    b.add_users(&sims);
+    for (i, (u, p)) in sims.iter().enumerate() {
+        let status = format!(
+            r#"{{"online":{},"streams":["cam"],"version":"0"}}"#,
+            i % 2 == 0
+        );
+        let (ok, err) = b.publish((u, p), u, &format!("smolrtc/{u}/status"), &status, true);
+        assert!(ok, "status of {u}: {err}");
+    }
+    let pass = b.dir.join("dev1.pass");
+    std::fs::write(&pass, format!("{}\n", broker::DEVICE.1)).unwrap();
+    let mut device = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+        .args(["serve", "--listen", "none", "--loopback"])
+        .args(["--ice-address", "127.0.0.1", "--device-id", "dev1"])
+        .arg("--mqtt-password-file")
+        .arg(&pass)
+        .arg("--mqtt")
+        .arg(format!("ws://{}@127.0.0.1:{}", broker::DEVICE.0, b.ws))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("smolrtc serve");
+    let _stop = KillOnDrop(device.id());
+    wait_device_online(&b);
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/index.html");
+    let url = format!(
+        "file://{}?auto=1&mode=broker&{}&echo={ECHO}",
+        page.display(),
+        page_broker_params(&b)
+    );
+    println!("{NAME}: Chromium -> {url}");
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let report = console_report(&mut browser);
+    let mut failures = Vec::new();
+    match &report {
+        None => failures.push("no SMOLRTC_REPORT line on the page's console".into()),
+        Some(r) => {
+            let steps = &r["steps"];
+            let b = &steps["broker"];
+            if r["ok"] != true {
+                failures.push(format!("report not ok: {}", r["error"]));
+            }
+            let devices = b["devices"].as_array().map_or(0, |d| d.len());
+            if devices != FLEET_DEVICES {
+                failures.push(format!("the page listed {devices} devices"));
+            }
+            if b["device"] != "dev1" {
+                failures.push(format!("picked {}", b["device"]));
+            }
+            if steps["echo"]["all_matched"] != true || steps["echo"]["count"] != ECHO {
+                failures.push(format!("echo: {}", steps["echo"]));
+            }
+            if steps["closed"] != true {
+                failures.push("not closed".into());
+            }
+        }
+    }
+    browser.stop();
+    // The device is still up after the session, and stops cleanly.
+    match device.try_wait() {
+        Ok(None) => {
+            unsafe { libc::kill(device.id() as i32, libc::SIGTERM) };
+            let st = device.wait().expect("wait");
+            if !st.success() {
+                failures.push(format!("the device exited with {st} on SIGTERM"));
+            }
+        }
+        other => failures.push(format!("the device died during the session: {other:?}")),
+    }
+    finish_broker_case(NAME, &browser, report.as_ref(), failures);
+}
+
+/// The report a page printed on its console (`SMOLRTC_REPORT {..}`), waited for (bounded).
+fn console_report(browser: &mut Browser) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    loop {
+        let log = std::fs::read_to_string(&browser.log).unwrap_or_default();
+        // Chromium writes `[..:CONSOLE(line)] "TEXT", source: URL (line)`.
+        if let Some(line) = log.lines().find_map(|l| l.split("SMOLRTC_REPORT ").nth(1)) {
+            let json = line
+                .split("\", source")
+                .next()
+                .unwrap_or(line)
+                .trim_end_matches('"');
+            return serde_json::from_str(json).ok();
+        }
+        if Instant::now() > deadline || browser.exited().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// SIGKILLs a child if the test panics before it stopped and reaped the child itself.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ via a broker, NATs
+
+#[path = "common/netns.rs"]
+mod netns;
+
+const NAT_TURN_SECRET: &str = "fleet-nat-secret";
+
+/// The issue's fleet picture in the network namespaces of tests/turn.rs: the device
+/// (in-process service) behind NAT B, Chromium behind NAT A opening the page from file://,
+/// mosquitto on the un-NATed host both reach, coturn with `use-auth-secret`. The device
+/// hands the page its STUN server and TURN REST credentials in `ice-servers`. First run:
+/// directly, the page's selected pair reaches the device at NAT B's public address, no
+/// relay. Second run with `relay=1` (`iceTransportPolicy: "relay"`): the page's side of the
+/// pair is coturn's relay address, allocated with the minted credentials.
+#[test]
+fn chromium_behind_nat_via_broker_direct_and_relay() {
+    const NAME: &str = "chromium_behind_nat_via_broker_direct_and_relay";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(topo) = netns::Topology::new() else {
+        return;
+    };
+    smolrtc::logging::init();
+    let coturn = netns::Coturn::start(
+        topo.pub_ns(),
+        netns::CoturnOpts {
+            tls: false,
+            extra: vec![
+                "use-auth-secret".into(),
+                format!("static-auth-secret={NAT_TURN_SECRET}"),
+            ],
+            ..Default::default()
+        },
+    );
+    let b = netns::in_ns(topo.host_p(), || {
+        broker::Broker::start_on("browser-nat", "0.0.0.0")
+    });
+    let (broker_ip, ws, tcp) = (topo.host_p_ip().to_string(), b.ws, b.tcp);
+    let turn = coturn.udp_addr();
+    let (_rt, service) = netns::in_ns(topo.host_b(), move || {
+        let rt = Runtime::new().expect("smolrtc runtime");
+        let mut config = device_config_at(&broker_ip, ws, "127.0.0.1:0");
+        config.peer = Config {
+            name: "dev1".into(),
+            ..Default::default()
+        };
+        config.peer.ice.servers = vec![smolrtc::IceServer::parse(&format!("stun:{turn}")).unwrap()];
+        config.turn_rest = Some(
+            smolrtc::turn_rest::TurnRest::new(
+                vec![format!("turn:{turn}?transport=udp")],
+                NAT_TURN_SECRET.as_bytes(),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        );
+        let h = Service::new(config).start(&rt).expect("service start");
+        (rt, StopService(h))
+    });
+    netns::in_ns(topo.host_p(), move || wait_device_online_at(tcp));
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/index.html");
+    let mut failures = Vec::new();
+    for relay in [false, true] {
+        let url = format!(
+            "file://{}?auto=1&mode=broker&broker=ws://{}:{ws}&user={}&password={}&echo={ECHO}\
+             &upload=1&download=1&relay={}&connect_timeout=30",
+            page.display(),
+            topo.host_p_ip(),
+            broker::BROWSER.0,
+            broker::BROWSER.1,
+            u8::from(relay)
+        );
+        println!("{NAME}: Chromium behind NAT A -> {url}");
+        let mut browser = netns::in_ns(topo.host_a(), move || {
+            Browser::launch(BrowserKind::Chromium, &url)
+        });
+        let report = console_report(&mut browser);
+        browser.stop();
+        let Some(r) = report else {
+            failures.push(format!("relay={relay}: no report"));
+            finish_broker_case(NAME, &browser, None, failures);
+            return;
+        };
+        let steps = &r["steps"];
+        let pair = &steps["selected_pair"];
+        println!("{NAME}: relay={relay}: selected pair {pair}");
+        let mut traffic = steps["broker"].clone();
+        traffic["devices"] = traffic["devices"].as_array().map_or(0, |d| d.len()).into();
+        println!("BROKER_SESSION relay={relay} {traffic}");
+        let mut bad = Vec::new();
+        if r["ok"] != true {
+            bad.push(format!("report not ok: {}", r["error"]));
+        }
+        if steps["echo"]["all_matched"] != true
+            || steps["upload"]["server_bytes"] != MIB
+            || steps["download"]["checked"] != true
+        {
+            bad.push(format!("data: {steps}"));
+        }
+        // STUN and TURN from the device's ice-servers reply.
+        if steps["broker"]["ice_servers"] != 2 {
+            bad.push(format!("ice servers: {}", steps["broker"]["ice_servers"]));
+        }
+        let local = &pair["local"];
+        let remote = &pair["remote"];
+        if relay {
+            if local["type"] != "relay" || local["address"] != topo.turn_addr().to_string() {
+                bad.push(format!("relay=1 but the page's side is {local}"));
+            }
+        } else if local["type"] == "relay"
+            || remote["type"] == "relay"
+            || remote["address"] != topo.nat_b_public().to_string()
+        {
+            bad.push(format!(
+                "not a direct pair to NAT B's public address: {pair}"
+            ));
+        }
+        if !bad.is_empty() {
+            failures.extend(bad.into_iter().map(|f| format!("relay={relay}: {f}")));
+            finish_broker_case(NAME, &browser, Some(&r), failures);
+            return;
+        }
+    }
+    assert!(
+        coturn.log_count("ALLOCATE processed, success") >= 1,
+        "{}",
+        coturn.log_tail(30)
+    );
+    drop(service);
+    drop(b);
+}

@@ -8,6 +8,8 @@
 //   ws     /ws (page offers; the session starts with that offer, so candidates wait for it)
 //          or /ws?role=offer (server offers at once), rawrtc's JSON messages
 //   manual copy/paste of one-line JSON descriptions (rawrtc's peer-connection flow)
+//   broker through the fleet's MQTT broker over WebSocket (broker.js, mqtt.js): the page
+//          need not come from the device
 // Then rawrtc's channel flow (cat-noises, dinosaur-noises) and the echo/discard/chargen tests.
 // Unattended runs: ?auto=1&mode=..&offering=..&echo=..&upload=..&download=..&report=/path,
 // or window.smolrtcRun(options) -> Promise<report>.
@@ -19,7 +21,9 @@
   const PATTERN = 251; // byte[i] = i % 251 over a whole transfer
   const MAX_BUFFERED = 4 * MiB;
   const GATHER_CAP_MS = 5000;
-  const MODES = ['http', 'whip', 'ws', 'manual'];
+  const MODES = ['http', 'whip', 'ws', 'manual', 'broker'];
+  // Modes where the page always offers.
+  const OFFERS = ['http', 'whip', 'broker'];
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -182,7 +186,7 @@
   class Session {
     constructor(o) {
       this.mode = o.mode;
-      this.offering = o.mode === 'http' || o.mode === 'whip' ? true : !!o.offering;
+      this.offering = OFFERS.includes(o.mode) ? true : !!o.offering;
       this.iceUrl = o.iceUrl || '';
       this.exchange = o.exchange || null;
       this.media = o.media || null; // a getUserMedia stream to stop on close
@@ -202,6 +206,7 @@
       this.trickle = null; // mode-specific sender of local candidates (null = end)
       this.whip = null;
       this.ws = null;
+      this.broker = o.mode === 'broker' ? new window.smolrtcBroker.Signaling(this, o, log) : null;
     }
 
     // --- waiting and failing
@@ -292,7 +297,10 @@
     // --- start
 
     async start() {
-      const pc = this.pc = new RTCPeerConnection({ iceServers: iceServers(this.iceUrl) });
+      let config = { iceServers: iceServers(this.iceUrl) };
+      // Via a broker the device hands out the ICE servers (TURN credentials) first.
+      if (this.broker) config = await this.broker.prepare(config);
+      const pc = this.pc = new RTCPeerConnection(config);
       const st = (name) => () => { log(`${name}: ${this.stateOf(name)}`); dirty = true; };
       pc.addEventListener('iceconnectionstatechange', st('ICE state'));
       pc.addEventListener('icegatheringstatechange', st('ICE gathering state'));
@@ -320,6 +328,7 @@
       if (this.mode === 'http') await this.startHttp();
       else if (this.mode === 'whip') await this.startWhip();
       else if (this.mode === 'ws') await this.startWs();
+      else if (this.broker) await this.broker.start();
       else await this.startManual();
     }
 
@@ -694,6 +703,7 @@
           log(errMsg(e), 'warn');
         }
       }
+      if (this.broker) await this.broker.close();
       if (this.pc) this.pc.close();
       log('peer connection closed');
       if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, 'bye');
@@ -928,7 +938,7 @@
     const mode = MODES.includes(o.mode) ? o.mode : 'http';
     return {
       mode,
-      offering: mode === 'http' || mode === 'whip' ? true : bool(o.offering, true),
+      offering: OFFERS.includes(mode) ? true : bool(o.offering, true),
       echo: Math.floor(num(o.echo, 0)),
       upload: num(o.upload, 0),
       download: num(o.download, 0),
@@ -938,6 +948,7 @@
       exchange: o.exchange || null,
       connectTimeout: num(o.connect_timeout ?? o.connectTimeout, 20) * 1000,
       transferTimeout: num(o.transfer_timeout ?? o.transferTimeout, 60) * 1000,
+      ...(mode === 'broker' ? window.smolrtcBroker.options(o) : {}),
     };
   }
 
@@ -1003,6 +1014,7 @@
       steps.remote_candidates = s.remoteCount;
       if (s.pair) steps.selected_pair = { local: s.pair.local, remote: s.pair.remote };
       if (s.whip) steps.whip_patch_errors = s.whip.patchErrors;
+      if (s.broker) steps.broker = s.broker.report();
     };
 
     const budget = o.connectTimeout + 30000 + (o.echo > 0 ? 25000 : 0) +
@@ -1013,6 +1025,14 @@
       error = errMsg(e);
       log(`run failed: ${error}`, 'error');
     }
+    // The pair in use now: ICE may have moved to a better one since the first open.
+    if (s && s.pc && s.firstOpenAt !== null && !s.closing) {
+      const p = await selectedPair(s.pc);
+      if (p && p.local && (!s.pair || !s.pair.local || p.local.text !== s.pair.local.text)) {
+        log(`selected pair now: ${p.local.text} <-> ${p.remote ? p.remote.text : '?'}`);
+      }
+      if (p) s.pair = p;
+    }
     collect();
     if (s) {
       try {
@@ -1022,6 +1042,7 @@
         steps.closed = false;
         error = error || errMsg(e);
       }
+      if (s.broker) steps.broker = s.broker.report(); // with the bye
     }
     const report = {
       ok: error === null, mode: o.mode, offering: o.offering, error,
@@ -1032,6 +1053,8 @@
     log(`run ${report.ok ? 'passed' : 'failed'} in ${secs(report.elapsed_ms)}`);
     report.log = logLines.slice(-200);
     if (o.report) await postReport(o.report, report);
+    // For a page with nowhere to post (file://, another web server): one console line.
+    else console.log('SMOLRTC_REPORT ' + JSON.stringify({ ...report, log: undefined }));
     window.smolrtcLastReport = report;
     document.documentElement.dataset.smolrtc = report.ok ? 'ok' : 'failed';
     running = false;
@@ -1131,7 +1154,7 @@
     ui.connect.disabled = !!active() || running;
     ui.disconnect.disabled = !active() || running;
     ui.mode.disabled = ui.connect.disabled;
-    ui.offering.disabled = ui.connect.disabled || ui.mode.value === 'http' || ui.mode.value === 'whip';
+    ui.offering.disabled = ui.connect.disabled || OFFERS.includes(ui.mode.value);
     ui.iceUrl.disabled = ui.connect.disabled;
     ui.send.disabled = open.length === 0;
     for (const b of [ui.echoRun, ui.uploadRun, ui.downloadRun]) b.disabled = !connected || busy || running;
@@ -1156,15 +1179,18 @@
     ui.mode.value = o.mode;
     ui.offering.checked = o.offering;
     ui.iceUrl.value = o.iceUrl || '';
+    if (o.mode === 'broker') window.smolrtcBroker.sync(o);
+    window.smolrtcBroker.showSection();
     dirty = true;
   }
 
   function uiOptions() {
-    return { mode: ui.mode.value, offering: ui.offering.checked, iceUrl: ui.iceUrl.value };
+    const o = { mode: ui.mode.value, offering: ui.offering.checked, iceUrl: ui.iceUrl.value };
+    return o.mode === 'broker' ? { ...o, ...window.smolrtcBroker.uiOptions() } : o;
   }
 
   ui.mode.addEventListener('change', () => {
-    if (ui.mode.value === 'http' || ui.mode.value === 'whip') ui.offering.checked = true;
+    if (OFFERS.includes(ui.mode.value)) ui.offering.checked = true;
     dirty = true;
     render();
   });
@@ -1290,6 +1316,7 @@
   // ---------------------------------------------------------------- start-up
 
   window.smolrtcRun = (options) => run(options);
+  window.smolrtcLog = log;
 
   const q = new URLSearchParams(location.search);
   const params = Object.fromEntries(q.entries());

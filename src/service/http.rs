@@ -2,7 +2,7 @@
 //!
 //! | request | what |
 //! | --- | --- |
-//! | `GET /` (`/app.js`, `/style.css`) | the page from `web/`, compiled in |
+//! | `GET /` (`/app.js`, `/style.css`, `/mqtt.js`, `/broker.js`) | the page from `web/`, compiled in |
 //! | `POST /api/offer` `application/json` `{"type":"offer","sdp":..}` | `200` `{"type":"answer","sdp":..}`, every candidate in it |
 //! | `POST /whip` `application/sdp` | `201`, the answer, `Location: /whip/<id>` (RFC 9725) |
 //! | `PATCH /whip/<id>` `application/trickle-ice-sdpfrag` | `204`, candidates added |
@@ -69,6 +69,9 @@ use super::guard::{authorize, check_host_and_origin};
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
+// The page's "via broker" mode: its MQTT-over-WebSocket client and the mode itself.
+const MQTT_JS: &str = include_str!("../../web/mqtt.js");
+const BROKER_JS: &str = include_str!("../../web/broker.js");
 
 pub(super) type Body = Full<Bytes>;
 
@@ -432,7 +435,7 @@ pub(super) fn error_response(
 /// The route a path falls under, naming a kind of refusal for the log (never client text).
 fn route_kind(path: &str) -> &'static str {
     match path {
-        "/" | "/index.html" | "/app.js" | "/style.css" => "page",
+        "/" | "/index.html" | "/app.js" | "/style.css" | "/mqtt.js" | "/broker.js" => "page",
         "/api/offer" => "/api/offer",
         "/api/report" => "/api/report",
         "/api/sessions" => "/api/sessions",
@@ -537,7 +540,10 @@ fn is_api(path: &str) -> bool {
 /// not know still shows its page (and the page shows the API's `421`).
 pub(super) fn is_page(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
-        && matches!(path, "/" | "/index.html" | "/app.js" | "/style.css")
+        && matches!(
+            path,
+            "/" | "/index.html" | "/app.js" | "/style.css" | "/mqtt.js" | "/broker.js"
+        )
 }
 
 /// One request through the guard (Host, Origin, token) to its handler; any refusal
@@ -576,6 +582,12 @@ async fn handle(
         }
         (&Method::GET, "/app.js") => Ok(static_response("text/javascript; charset=utf-8", APP_JS)),
         (&Method::GET, "/style.css") => Ok(static_response("text/css; charset=utf-8", STYLE_CSS)),
+        (&Method::GET, "/mqtt.js") => {
+            Ok(static_response("text/javascript; charset=utf-8", MQTT_JS))
+        }
+        (&Method::GET, "/broker.js") => {
+            Ok(static_response("text/javascript; charset=utf-8", BROKER_JS))
+        }
         (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
         (&Method::GET, "/api/ice-servers") => Ok(json_response(
             StatusCode::OK,

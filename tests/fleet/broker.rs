@@ -33,8 +33,14 @@ pub fn have_mosquitto() -> bool {
 }
 
 impl Broker {
-    /// Starts mosquitto in a fresh temporary directory.
+    /// Starts mosquitto in a fresh temporary directory, listening on loopback.
     pub fn start(name: &str) -> Self {
+        Self::start_on(name, "127.0.0.1")
+    }
+
+    /// Starts mosquitto listening on `bind` (and loopback, when `bind` is 0.0.0.0), in the
+    /// calling thread's network namespace.
+    pub fn start_on(name: &str, bind: &str) -> Self {
         assert!(
             have_mosquitto(),
             "mosquitto is not installed: run .ci/setup (apt-get install mosquitto mosquitto-clients)"
@@ -83,9 +89,9 @@ impl Broker {
             .replace("/etc/mosquitto/smolrtc.acl", &format!("{d}/acl"))
             .replace("/var/lib/mosquitto/", &format!("{d}/"))
             .replace("/etc/mosquitto/certs/", &format!("{d}/"))
-            .replace("listener 1883", &format!("listener {tcp} 127.0.0.1"))
-            .replace("listener 8883", &format!("listener {tls} 127.0.0.1"))
-            .replace("listener 8083", &format!("listener {ws} 127.0.0.1"));
+            .replace("listener 1883", &format!("listener {tcp} {bind}"))
+            .replace("listener 8883", &format!("listener {tls} {bind}"))
+            .replace("listener 8083", &format!("listener {ws} {bind}"));
         // Run as root is the test's: mosquitto would switch to its own user, which cannot
         // read the test's files.
         let conf = format!("user root\n{conf}");
@@ -140,6 +146,42 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         self.run();
+    }
+
+    /// Adds users to the password file (the ACL's patterns give each its own subtree) and
+    /// has mosquitto reload it (SIGHUP).
+    pub fn add_users(&self, users: &[(String, String)]) {
+        let passwd = self.dir.join("passwd");
+        for (u, p) in users {
+            let ok = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([u, p])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mosquitto_passwd {u}");
+        }
+        let pid = self.child.as_ref().expect("mosquitto running").id();
+        unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        // The reload is done once the new users can log in.
+        let (u, p) = users.last().expect("a user");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.tcp.to_string()])
+            .args(["-u", u, "-P", p, "-t", &format!("smolrtc/{u}/probe"), "-E"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not reload its users"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn log(&self) -> String {
