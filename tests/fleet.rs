@@ -15,7 +15,31 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn device(broker: &Broker) -> Child {
+/// The device process, killed when the test ends either way: a panicking test must not
+/// leave it running (it would hold the test's stderr, and so `cargo test`'s pipe, open).
+struct Device(Child);
+
+impl std::ops::Deref for Device {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Device {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn device(broker: &Broker) -> Device {
     let pass = broker.dir.join("dev1.pass");
     std::fs::write(&pass, format!("{}\n", DEVICE.1)).unwrap();
     Command::new(env!("CARGO_BIN_EXE_smolrtc"))
@@ -36,6 +60,7 @@ fn device(broker: &Broker) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Device)
         .unwrap()
 }
 
@@ -138,7 +163,8 @@ impl Browser {
                             self.send(serde_json::json!({"type":"candidate","value":v}))
                                 .await;
                         }
-                        Some(Event::ChannelOpen(_)) => return true,
+                        // Ours: the service's rawrtc flow opens its own channels too.
+                        Some(Event::ChannelOpen(c)) if c.label() == "echo" => return true,
                         Some(_) => {}
                         None => return false,
                     }

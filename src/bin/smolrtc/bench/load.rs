@@ -231,7 +231,12 @@ async fn set_up(
     let answer = bounded(limit, "the service's answer", post_offer(target, &offer)).await?;
     pc.set_remote_description(answer).await?;
     bounded(limit, "channel open", async {
-        until(events, |e| matches!(e, Event::ChannelOpen(_)).then_some(())).await
+        // Our own channel: the service's rawrtc flow opens channels of its own first.
+        until(events, |e| match e {
+            Event::ChannelOpen(c) if c.label() == channel.label() => Some(()),
+            _ => None,
+        })
+        .await
     })
     .await?;
     channel.send("ping").await?;
