@@ -15,6 +15,26 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A short VP8 file made by ffmpeg: the device's stream `cam`, named in its status.
+fn camera_file(broker: &Broker) -> std::path::PathBuf {
+    let path = broker.dir.join("cam.ivf");
+    if !path.exists() {
+        let out = Command::new("ffmpeg")
+            .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=160x120:rate=15", "-t", "1"])
+            .args(["-c:v", "libvpx", "-f", "ivf"])
+            .arg(&path)
+            .output()
+            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
 /// The device process, killed when the test ends either way: a panicking test must not
 /// leave it running (it would hold the test's stderr, and so `cargo test`'s pipe, open).
 struct Device(Child);
@@ -50,6 +70,10 @@ fn device(broker: &Broker) -> Device {
             "--loopback",
             "--ice-address",
             "127.0.0.1",
+        ])
+        .args([
+            "--video",
+            &format!("cam=file:{}", camera_file(broker).display()),
         ])
         .args(["--device-id", "dev1", "--mqtt-password-file"])
         .arg(&pass)
@@ -233,7 +257,7 @@ fn a_browser_reaches_the_device_through_the_broker_and_survives_restarts() {
         let c1 = Browser::new(&broker, "c1");
         let st = c1.status(true).await;
         assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
-        assert!(st["streams"].is_array());
+        assert_eq!(st["streams"], serde_json::json!(["cam"]), "{st}");
 
         c1.send(serde_json::json!({"type":"hello"})).await;
         let servers = c1.reply("ice-servers").await;

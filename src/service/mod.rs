@@ -161,8 +161,13 @@ impl Service {
                 session::machine_host_name().unwrap_or_else(|| "smolrtc".into());
         }
         #[cfg(feature = "mqtt")]
-        if let Some(m) = &self.config.mqtt {
+        if let Some(m) = &mut self.config.mqtt {
             crate::mqtt::device::check(m, &self.config.device_id)?;
+            // The status topic names the streams a client may ask for (`?stream=`).
+            #[cfg(feature = "media")]
+            if m.streams.is_empty() {
+                m.streams = self.config.streams.iter().map(|s| s.name.clone()).collect();
+            }
         }
         // `--listen none`: no HTTP server (the address reported is 0.0.0.0:0).
         let (listener, addr) = if self.config.serve_http {
