@@ -1411,6 +1411,7 @@ fn chromium_add_track_write_frame() {
     let mut events = pc.events();
     let init = smolrtc::media::TrackInit::new(smolrtc::media::Codec::H264);
     let mut track = futures_lite::future::block_on(pc.add_track(init)).expect("add_track");
+    let track_id = track.id();
     // A second video track is refused clearly.
     let again = futures_lite::future::block_on(pc.add_track(init));
     assert!(again.is_err(), "a second video track");
@@ -1506,6 +1507,18 @@ fn chromium_add_track_write_frame() {
         "{r}"
     );
     assert_eq!(r["codec"], "video/H264", "{r}");
+    // The viewer's keyframe requests (its join, and any PLI) reach the application, whose
+    // encoder could make a fresh keyframe.
+    let causes: Vec<_> = std::iter::from_fn(|| events.try_next())
+        .filter_map(|e| match e {
+            smolrtc::Event::KeyframeRequest { track, cause } if track == track_id => Some(cause),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        causes.contains(&smolrtc::media::KeyframeCause::Join),
+        "keyframe requests seen: {causes:?}"
+    );
 }
 
 /// This process's user + system CPU time, in clock ticks.
