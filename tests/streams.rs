@@ -377,3 +377,205 @@ fn bad_sources_are_refused_at_start_with_a_clear_message() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 }
+
+#[rustfmt::skip]
+fn small_h264_file() -> PathBuf {
+    media("small.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "1",
+        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-pix_fmt", "yuv420p", "-f", "h264"])
+}
+
+/// A file made of `parts` one after the other (for bad and changing input).
+fn joined(name: &str, parts: &[&[u8]]) -> PathBuf {
+    let path = h264_file().with_file_name(name);
+    std::fs::write(&path, parts.concat()).unwrap();
+    path
+}
+
+fn video_frames(s: &serde_json::Value) -> u64 {
+    s["video"]["frames"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn garbage_and_truncated_nal_units_in_a_file_do_not_stop_the_stream() {
+    let good = std::fs::read(h264_file()).unwrap();
+    // A third of the file, cut inside a NAL unit; NAL units with the forbidden bit set, of
+    // a reserved type, empty, and random bytes after a start code; then the whole file.
+    let cut = &good[..good.len() / 3 + 7];
+    let mut noise = vec![
+        0u8, 0, 0, 1, 0xff, 0xff, 0xff, 0, 0, 1, 0x1f, 1, 2, 3, 0, 0, 1,
+    ];
+    // Random bytes with no start code in them, led by a header with the forbidden bit.
+    noise.extend([0, 0, 1, 0x80 | fastrand::u8(..)]);
+    noise.extend((0..4000).map(|_| fastrand::u8(1..)));
+    let bad = joined("bad.h264", &[cut, &noise, &good]);
+    // Nothing but noise: no frame in a whole pass.
+    let noise_only = joined("noise.h264", &[&noise]);
+    let (_rt, h) = start(&[
+        (
+            "bad",
+            MediaKind::Video,
+            format!("file:{}?fps=120", bad.display()),
+        ),
+        (
+            "noise",
+            MediaKind::Video,
+            format!("file:{}", noise_only.display()),
+        ),
+    ])
+    .unwrap();
+    stream_when(&h, "bad", |s| s["resolution"].is_string());
+    // A viewer joins before the garbage comes round.
+    let r = request(
+        h.addr,
+        "POST",
+        "/whep/bad",
+        Some("application/sdp"),
+        CHROMIUM_RECVONLY.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // More frames than one pass holds: the stream went through the garbage and looped.
+    let frames_per_pass = 120 + 40;
+    let s = stream_when(&h, "bad", |s| video_frames(s) > 2 * frames_per_pass);
+    assert_eq!(s["state"], "live", "{s}");
+    assert_eq!(s["resolution"], "640x480", "{s}");
+    assert_eq!(s["viewers"], 1, "the viewer is still there: {s}");
+    assert!(s["video"]["error"].is_null(), "{s}");
+    let noise = stream_when(&h, "noise", |s| s["state"] == "failed");
+    let e = noise["video"]["error"].as_str().unwrap();
+    assert!(e.contains("no frames"), "{e}");
+    // The service still answers, and the broken stream refuses viewers clearly.
+    let r = request(
+        h.addr,
+        "POST",
+        "/whep/noise",
+        Some("application/sdp"),
+        CHROMIUM_RECVONLY.as_bytes(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("failed"), "{}", r.text());
+    h.shutdown();
+}
+
+#[test]
+fn a_resolution_change_mid_stream_shows_in_api_streams() {
+    let big = std::fs::read(h264_file()).unwrap();
+    let small = std::fs::read(small_h264_file()).unwrap();
+    let both = joined("both.h264", &[&big, &small]);
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("file:{}?fps=120", both.display()),
+    )])
+    .unwrap();
+    stream_when(&h, "cam", |s| s["resolution"] == "640x480");
+    let s = stream_when(&h, "cam", |s| s["resolution"] == "320x240");
+    assert_eq!(s["state"], "live", "{s}");
+    assert_eq!(s["video"]["width"], 320, "{s}");
+    // Looped: back to the first size.
+    stream_when(&h, "cam", |s| s["resolution"] == "640x480");
+    h.shutdown();
+}
+
+#[test]
+fn an_exec_source_that_exits_is_restarted_and_shown_restarting() {
+    let file = small_h264_file();
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("exec:cat {}?fps=30", file.display()),
+    )])
+    .unwrap();
+    let first = stream_when(&h, "cam", |s| s["state"] == "live");
+    assert_eq!(first["codec"], "H264");
+    // `cat` ends after one second of frames: the command is started again after a backoff.
+    let restarting = stream_when(&h, "cam", |s| s["state"] == "restarting");
+    let e = restarting["video"]["error"].as_str().unwrap();
+    assert!(
+        e.contains("ended after") && e.contains("starting it again"),
+        "{e}"
+    );
+    let before = video_frames(&restarting);
+    let again = stream_when(&h, "cam", |s| {
+        s["state"] == "live" && video_frames(s) > before
+    });
+    assert!(again["video"]["error"].is_null(), "{again}");
+    assert_eq!(again["resolution"], "320x240");
+    h.shutdown();
+}
+
+#[test]
+fn an_exec_source_that_stalls_is_shown_stalled() {
+    let file = small_h264_file();
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("exec:cat {}; sleep 60?fps=30", file.display()),
+    )])
+    .unwrap();
+    let live = stream_when(&h, "cam", |s| s["state"] == "live");
+    // One second of frames, then the command is alive and silent.
+    let stalled = stream_when(&h, "cam", |s| s["state"] == "stalled");
+    assert!(video_frames(&stalled) >= video_frames(&live));
+    assert_eq!(stalled["resolution"], "320x240");
+    h.shutdown();
+}
+
+/// `smolrtc serve` fed Annex-B H.264 on its standard input from a pipe, as from
+/// `rpicam-vid ... -o - | smolrtc serve --video cam=stdin:`.
+#[test]
+fn a_stdin_source_is_served() {
+    use std::io::{BufRead, BufReader, Write};
+    let data = std::fs::read(h264_file()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--video",
+            "cam=stdin:?fps=30",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Until the service is killed (a broken pipe then).
+        while stdin.write_all(&data).is_ok() {}
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let _server = Sender(child);
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && err.read_line(&mut line).unwrap_or(0) > 0 {
+        addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next()?.parse().ok());
+        line.clear();
+    }
+    let addr: std::net::SocketAddr = addr.expect("no 'listening on' line");
+    // Keep reading the log so the service never blocks on a full pipe.
+    std::thread::spawn(move || while err.read_line(&mut line).unwrap_or(0) > 0 {});
+    let until = Instant::now() + Duration::from_secs(20);
+    let cam = loop {
+        let r = request(addr, "GET", "/api/streams", None, b"");
+        assert_eq!(r.status, 200);
+        let cam = r.json()["streams"][0].clone();
+        if cam["resolution"].is_string() {
+            break cam;
+        }
+        assert!(Instant::now() < until, "never got ready: {cam}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(cam["name"], "cam");
+    assert_eq!(cam["codec"], "H264");
+    assert_eq!(cam["resolution"], "640x480");
+    assert_eq!(cam["state"], "live");
+    assert_eq!(cam["video"]["source"], "stdin:?fps=30");
+    drop(_server);
+    let _ = feeder.join();
+}

@@ -53,8 +53,12 @@ pub struct SourceFrame {
     pub frame: Frame,
 }
 
+/// Called when an `exec:` command ended and waits to be started again, with the reason (the
+/// text of the log line), so the stream can show it.
+pub type RestartHook = std::rc::Rc<dyn Fn(&str)>;
+
 /// Tunables of [`run`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceOptions {
     /// The stream's name, for log lines.
     pub name: String,
@@ -62,6 +66,19 @@ pub struct SourceOptions {
     pub backoff: Backoff,
     /// Quiet time after which a live pipe's pending access unit is ended.
     pub idle_flush: Duration,
+    /// Told of each `exec:` restart (none by default).
+    pub on_restart: Option<RestartHook>,
+}
+
+impl fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("name", &self.name)
+            .field("backoff", &self.backoff)
+            .field("idle_flush", &self.idle_flush)
+            .field("on_restart", &self.on_restart.is_some())
+            .finish()
+    }
 }
 
 impl SourceOptions {
@@ -71,6 +88,7 @@ impl SourceOptions {
             name: name.to_owned(),
             backoff: Backoff::new(),
             idle_flush: Duration::from_millis(5),
+            on_restart: None,
         }
     }
 }
@@ -349,12 +367,15 @@ async fn run_exec(
         drop(group);
         let ran = started.elapsed();
         let delay = opts.backoff.exited(ran);
-        log::warn!(
-            "source {}: `{command}` ended after {:.1} s; starting it again in {:.1} s",
-            opts.name,
+        let why = format!(
+            "`{command}` ended after {:.1} s; starting it again in {:.1} s",
             ran.as_secs_f64(),
             delay.as_secs_f64()
         );
+        log::warn!("source {}: {why}", opts.name);
+        if let Some(hook) = &opts.on_restart {
+            hook(&why);
+        }
         Timer::after(delay).await;
         reader.restart();
         if out.tx.is_closed() {
