@@ -521,12 +521,9 @@ fn an_exec_source_that_stalls_is_shown_stalled() {
     h.shutdown();
 }
 
-/// `smolrtc serve` fed Annex-B H.264 on its standard input from a pipe, as from
-/// `rpicam-vid ... -o - | smolrtc serve --video cam=stdin:`.
-#[test]
-fn a_stdin_source_is_served() {
-    use std::io::{BufRead, BufReader, Write};
-    let data = std::fs::read(h264_file()).unwrap();
+/// `smolrtc serve --video cam=stdin:?fps=30` with `stdin`, and its address.
+fn serve_stdin(stdin: Stdio) -> (Sender, std::net::SocketAddr) {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
         .args([
             "serve",
@@ -536,18 +533,13 @@ fn a_stdin_source_is_served() {
             "cam=stdin:?fps=30",
         ])
         .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        // Until the service is killed (a broken pipe then).
-        while stdin.write_all(&data).is_ok() {}
-    });
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let _server = Sender(child);
+    let server = Sender(child);
     let mut addr = None;
     let mut line = String::new();
     while addr.is_none() && err.read_line(&mut line).unwrap_or(0) > 0 {
@@ -557,25 +549,52 @@ fn a_stdin_source_is_served() {
             .and_then(|a| a.split_whitespace().next()?.parse().ok());
         line.clear();
     }
-    let addr: std::net::SocketAddr = addr.expect("no 'listening on' line");
+    let addr = addr.expect("no 'listening on' line");
     // Keep reading the log so the service never blocks on a full pipe.
     std::thread::spawn(move || while err.read_line(&mut line).unwrap_or(0) > 0 {});
+    (server, addr)
+}
+
+/// The service at `addr`'s stream `cam` once it has a resolution (at most 20 s).
+fn cam_when_ready(addr: std::net::SocketAddr) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(20);
-    let cam = loop {
+    loop {
         let r = request(addr, "GET", "/api/streams", None, b"");
         assert_eq!(r.status, 200);
         let cam = r.json()["streams"][0].clone();
         if cam["resolution"].is_string() {
-            break cam;
+            return cam;
         }
         assert!(Instant::now() < until, "never got ready: {cam}");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+}
+
+/// `smolrtc serve` fed Annex-B H.264 on its standard input from a pipe, as from
+/// `rpicam-vid ... -o - | smolrtc serve --video cam=stdin:`, and redirected from a file
+/// (which epoll cannot poll: read like `file:`).
+#[test]
+fn a_stdin_source_is_served() {
+    use std::io::Write;
+    let data = std::fs::read(h264_file()).unwrap();
+    let (mut server, addr) = serve_stdin(Stdio::piped());
+    let mut stdin = server.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Until the service is killed (a broken pipe then).
+        while stdin.write_all(&data).is_ok() {}
+    });
+    let cam = cam_when_ready(addr);
     assert_eq!(cam["name"], "cam");
     assert_eq!(cam["codec"], "H264");
     assert_eq!(cam["resolution"], "640x480");
     assert_eq!(cam["state"], "live");
     assert_eq!(cam["video"]["source"], "stdin:?fps=30");
-    drop(_server);
+    drop(server);
     let _ = feeder.join();
+
+    let file = std::fs::File::open(h264_file()).unwrap();
+    let (_server, addr) = serve_stdin(Stdio::from(file));
+    let cam = cam_when_ready(addr);
+    assert_eq!(cam["resolution"], "640x480", "{cam}");
+    assert!(cam["video"]["error"].is_null(), "{cam}");
 }

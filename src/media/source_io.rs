@@ -226,10 +226,25 @@ pub async fn run(
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| SourceError::Io("stdin".into(), e))?;
-            let pipe = Async::new(std::fs::File::from(fd))
-                .map_err(|e| SourceError::Io("stdin".into(), e))?;
             let mut reader = SourceReader::pipe(fps);
-            read_pipe(pipe, &mut reader, &opts, &mut out).await;
+            match Async::new(std::fs::File::from(fd)) {
+                Ok(pipe) => {
+                    read_pipe(pipe, &mut reader, &opts, &mut out).await;
+                }
+                // `< file` (or /dev/null): epoll refuses it (EPERM), and reading it never
+                // blocks, so it is read like `file:` (once: stdin cannot be reopened).
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    let file = std::fs::File::from(
+                        std::io::stdin()
+                            .as_fd()
+                            .try_clone_to_owned()
+                            .map_err(|e| SourceError::Io("stdin".into(), e))?,
+                    );
+                    read_regular(file, &mut reader, &mut out).await?;
+                }
+                Err(e) => return Err(SourceError::Io("stdin".into(), e)),
+            }
+            log::info!("source {}: standard input ended", opts.name);
             Ok(())
         }
         SourceSpec::Rtp { addr, codec } => run_rtp(addr, codec, &mut out).await,
@@ -268,6 +283,29 @@ async fn run_file(
             return Err(SourceError::NoFrames(name));
         }
         reader.restart();
+    }
+}
+
+/// Reads a file that cannot be polled (stdin redirected from one) to its end.
+async fn read_regular(
+    mut file: std::fs::File,
+    reader: &mut SourceReader,
+    out: &mut Out,
+) -> Result<(), SourceError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| SourceError::Io("stdin".into(), e))?;
+        if n == 0 {
+            let rest = reader.end_of_input(Instant::now());
+            out.deliver(reader.codec(), rest).await;
+            return Ok(());
+        }
+        reader.push(&buf[..n]);
+        if !out.deliver(reader.codec(), drain(reader)).await {
+            return Ok(());
+        }
     }
 }
 
