@@ -521,17 +521,12 @@ fn an_exec_source_that_stalls_is_shown_stalled() {
     h.shutdown();
 }
 
-/// `smolrtc serve --video cam=stdin:?fps=30` with `stdin`, and its address.
-fn serve_stdin(stdin: Stdio) -> (Sender, std::net::SocketAddr) {
+/// `smolrtc serve --video cam=SOURCE` with `stdin`, and its address.
+fn serve_stdin(source: &str, stdin: Stdio) -> (Sender, std::net::SocketAddr) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--video",
-            "cam=stdin:?fps=30",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--video"])
+        .arg(format!("cam={source}"))
         .env("RUST_LOG", "info")
         .stdin(stdin)
         .stdout(Stdio::null())
@@ -555,14 +550,17 @@ fn serve_stdin(stdin: Stdio) -> (Sender, std::net::SocketAddr) {
     (server, addr)
 }
 
-/// The service at `addr`'s stream `cam` once it has a resolution (at most 20 s).
-fn cam_when_ready(addr: std::net::SocketAddr) -> serde_json::Value {
+/// The service at `addr`'s stream `cam` once `ready` holds (at most 20 s).
+fn cam_when(
+    addr: std::net::SocketAddr,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let r = request(addr, "GET", "/api/streams", None, b"");
         assert_eq!(r.status, 200);
         let cam = r.json()["streams"][0].clone();
-        if cam["resolution"].is_string() {
+        if ready(&cam) {
             return cam;
         }
         assert!(Instant::now() < until, "never got ready: {cam}");
@@ -577,13 +575,13 @@ fn cam_when_ready(addr: std::net::SocketAddr) -> serde_json::Value {
 fn a_stdin_source_is_served() {
     use std::io::Write;
     let data = std::fs::read(h264_file()).unwrap();
-    let (mut server, addr) = serve_stdin(Stdio::piped());
+    let (mut server, addr) = serve_stdin("stdin:?fps=30", Stdio::piped());
     let mut stdin = server.0.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         // Until the service is killed (a broken pipe then).
         while stdin.write_all(&data).is_ok() {}
     });
-    let cam = cam_when_ready(addr);
+    let cam = cam_when(addr, |c| c["resolution"].is_string());
     assert_eq!(cam["name"], "cam");
     assert_eq!(cam["codec"], "H264");
     assert_eq!(cam["resolution"], "640x480");
@@ -593,8 +591,10 @@ fn a_stdin_source_is_served() {
     let _ = feeder.join();
 
     let file = std::fs::File::open(h264_file()).unwrap();
-    let (_server, addr) = serve_stdin(Stdio::from(file));
-    let cam = cam_when_ready(addr);
+    // Without `fps`: paced like a file (30 fps), not sent in one burst of 120 frames.
+    let (_server, addr) = serve_stdin("stdin:", Stdio::from(file));
+    let cam = cam_when(addr, |c| video_frames(c) >= 30);
     assert_eq!(cam["resolution"], "640x480", "{cam}");
     assert!(cam["video"]["error"].is_null(), "{cam}");
+    assert!(video_frames(&cam) < 120, "all at once: {cam}");
 }

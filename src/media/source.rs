@@ -399,6 +399,14 @@ impl SourceReader {
         Self::detect(fps)
     }
 
+    /// A pipe reader for input that is all there at once (stdin redirected from a file):
+    /// paced on its own timeline like a file (`fps`, else the SPS's, else 30), not by
+    /// arrival, which would send it all in one burst.
+    pub fn paced(mut self) -> SourceReader {
+        self.live = false;
+        self
+    }
+
     fn detect(fps: Option<Fps>) -> SourceReader {
         SourceReader {
             demux: Demux::Detect(Vec::new()),

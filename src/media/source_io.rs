@@ -226,13 +226,14 @@ pub async fn run(
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| SourceError::Io("stdin".into(), e))?;
-            let mut reader = SourceReader::pipe(fps);
             match Async::new(std::fs::File::from(fd)) {
                 Ok(pipe) => {
+                    let mut reader = SourceReader::pipe(fps);
                     read_pipe(pipe, &mut reader, &opts, &mut out).await;
                 }
                 // `< file` (or /dev/null): epoll refuses it (EPERM), and reading it never
-                // blocks, so it is read like `file:` (once: stdin cannot be reopened).
+                // blocks, so it is read and paced like `file:` (once: stdin cannot be
+                // reopened).
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                     let file = std::fs::File::from(
                         std::io::stdin()
@@ -240,6 +241,7 @@ pub async fn run(
                             .try_clone_to_owned()
                             .map_err(|e| SourceError::Io("stdin".into(), e))?,
                     );
+                    let mut reader = SourceReader::pipe(fps).paced();
                     read_regular(file, &mut reader, &mut out).await?;
                 }
                 Err(e) => return Err(SourceError::Io("stdin".into(), e)),
