@@ -598,3 +598,33 @@ fn a_stdin_source_is_served() {
     assert!(cam["video"]["error"].is_null(), "{cam}");
     assert!(video_frames(&cam) < 120, "all at once: {cam}");
 }
+
+/// H.264 in files named `.ivf` and `.ogg` (the wrong codec for the URL): each stream shows
+/// `failed` with the reason, and the service goes on answering (the IVF and Ogg readers
+/// once returned their error forever: a busy loop that took the whole thread).
+#[test]
+fn a_file_of_the_wrong_format_fails_clearly() {
+    let h264 = std::fs::read(h264_file()).unwrap();
+    let ivf = joined("h264.ivf", &[&h264]);
+    let ogg = joined("h264.ogg", &[&h264]);
+    let (_rt, h) = start(&[
+        ("door", MediaKind::Video, format!("file:{}", ivf.display())),
+        ("mic", MediaKind::Audio, format!("file:{}", ogg.display())),
+        (
+            "cam",
+            MediaKind::Video,
+            format!("file:{}", h264_file().display()),
+        ),
+    ])
+    .unwrap();
+    for name in ["door", "mic"] {
+        let s = stream_when(&h, name, |s| s["state"] == "failed");
+        let track = if name == "door" { "video" } else { "audio" };
+        let e = s[track]["error"].as_str().unwrap();
+        assert!(e.contains("no frames"), "{name}: {e}");
+    }
+    // The good stream beside them plays on.
+    let cam = stream_when(&h, "cam", |s| video_frames(s) > 10);
+    assert_eq!(cam["state"], "live", "{cam}");
+    h.shutdown();
+}
