@@ -523,10 +523,23 @@ fn an_exec_source_that_stalls_is_shown_stalled() {
 
 /// `smolrtc serve --video cam=SOURCE` with `stdin`, and its address.
 fn serve_stdin(source: &str, stdin: Stdio) -> (Sender, std::net::SocketAddr) {
+    let (server, addr, _log) = serve_binary(&format!("cam={source}"), stdin);
+    (server, addr)
+}
+
+/// `smolrtc serve --video VIDEO` with `stdin`: the process, its address and its log lines.
+fn serve_binary(
+    video: &str,
+    stdin: Stdio,
+) -> (
+    Sender,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
         .args(["serve", "--listen", "127.0.0.1:0", "--video"])
-        .arg(format!("cam={source}"))
+        .arg(video)
         .env("RUST_LOG", "info")
         .stdin(stdin)
         .stdout(Stdio::null())
@@ -546,8 +559,13 @@ fn serve_stdin(source: &str, stdin: Stdio) -> (Sender, std::net::SocketAddr) {
     }
     let addr = addr.expect("no 'listening on' line");
     // Keep reading the log so the service never blocks on a full pipe.
-    std::thread::spawn(move || while err.read_line(&mut line).unwrap_or(0) > 0 {});
-    (server, addr)
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while err.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(std::mem::take(&mut line));
+        }
+    });
+    (server, addr, log)
 }
 
 /// The service at `addr`'s stream `cam` once `ready` holds (at most 20 s).
@@ -627,4 +645,45 @@ fn a_file_of_the_wrong_format_fails_clearly() {
     let cam = stream_when(&h, "cam", |s| video_frames(s) > 10);
     assert_eq!(cam["state"], "live", "{cam}");
     h.shutdown();
+}
+
+/// H.264 RTP sent to an `rtp://...?codec=vp8` source: no frame ever passes, and the log
+/// says to check the sender's codec (rather than the stream staying `starting` silently).
+#[test]
+fn an_rtp_source_of_the_wrong_codec_says_so() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_server, addr, log) = serve_binary(
+        &format!("cam=rtp://127.0.0.1:{port}?codec=vp8"),
+        Stdio::null(),
+    );
+    // As fast as ffmpeg makes them: 600 frames.
+    #[rustfmt::skip]
+    let ffmpeg = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
+            "testsrc=size=320x240:rate=30", "-t", "20", "-c:v", "libx264", "-profile:v",
+            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
+        .arg(format!("rtp://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let _sender = Sender(ffmpeg);
+    let until = Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(l) if l.contains("no VP8 keyframe yet") => break l,
+            Ok(_) => {}
+            Err(e) => panic!("no warning about the codec in 30 s: {e}"),
+        }
+    };
+    assert!(warning.contains("is the sender's codec vp8?"), "{warning}");
+    let r = request(addr, "GET", "/api/streams", None, b"");
+    let cam = &r.json()["streams"][0];
+    assert_eq!(cam["state"], "starting", "{cam}");
+    assert!(cam["resolution"].is_null(), "{cam}");
 }

@@ -41,6 +41,9 @@ pub const MAX_LATE: Duration = Duration::from_millis(200);
 /// Frame errors of one source are logged at most this often.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
+/// An `rtp://` source that dropped this many frames before its first keyframe is told to
+/// check its codec (ten seconds at 30 fps: longer than a usual keyframe interval).
+const WRONG_CODEC_AFTER: u64 = 300;
 
 /// A frame from a source, as the stream's task receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +451,8 @@ async fn run_rtp(
     let mut framer = RtpFramer::new(codec);
     let mut buf = vec![0u8; 65_536];
     let mut lost_reported = 0;
+    let mut framed = false;
+    let mut warn_at = WRONG_CODEC_AFTER;
     loop {
         let n = sock
             .recv(&mut buf)
@@ -462,7 +467,20 @@ async fn run_rtp(
                 stats.lost, stats.malformed
             ));
         }
+        // Only dropped frames from the start: still waiting for a keyframe, or the sender's
+        // codec is not the URL's (H.264 packets read as VP8 never make a keyframe).
+        if !framed && stats.frames_dropped >= warn_at {
+            warn_at += WRONG_CODEC_AFTER;
+            log::warn!(
+                "source {}: rtp://{addr}: {} frames and no {} keyframe yet: is the sender's codec {}?",
+                out.log.name,
+                stats.frames_dropped,
+                codec.encoding_name(),
+                codec.encoding_name().to_lowercase()
+            );
+        }
         while let Some(frame) = framer.poll() {
+            framed = true;
             let f = SourceFrame {
                 codec,
                 arrival: Instant::now(),
