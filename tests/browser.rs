@@ -473,6 +473,9 @@ struct MediaCase {
     /// Video size and bitrate (kbit/s, 0: ffmpeg's default) of the file source.
     size: (u32, u32),
     kbps: u32,
+    /// The H.264 file source is broken: a truncated NAL unit and garbage ones come before
+    /// the whole file, on every loop.
+    garbage: bool,
 }
 
 const WHEP: MediaCase = MediaCase {
@@ -484,6 +487,7 @@ const WHEP: MediaCase = MediaCase {
     rtp: false,
     size: (320, 240),
     kbps: 0,
+    garbage: false,
 };
 
 #[test]
@@ -572,6 +576,22 @@ fn chromium_whep_viewers_benchmark() {
     };
     run_whep_case(
         "chromium_whep_viewers_benchmark",
+        BrowserKind::Chromium,
+        case,
+    );
+}
+
+/// A file source with a NAL unit cut short and garbage NAL units before the whole file:
+/// the viewer goes on decoding past them, loop after loop (issue 16, bad input).
+#[test]
+fn chromium_whep_garbage_in_the_source() {
+    let case = MediaCase {
+        frames: 240,
+        garbage: true,
+        ..WHEP
+    };
+    run_whep_case(
+        "chromium_whep_garbage_in_the_source",
         BrowserKind::Chromium,
         case,
     );
@@ -686,6 +706,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         rtp,
         size: (width, height),
         kbps,
+        garbage,
     } = case;
     let single_port = impair.map(|_| {
         std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -730,7 +751,17 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
             Some((ffmpeg, guard)),
         )
     } else {
-        let file = test_media(&dir, codec, &format!("{width}x{height}"), kbps);
+        let mut file = test_media(&dir, codec, &format!("{width}x{height}"), kbps);
+        if garbage {
+            let good = std::fs::read(&file).expect("media");
+            let cut = &good[..good.len() / 3 + 7];
+            // Forbidden bit, a reserved type, an empty one, random bytes.
+            let mut noise = vec![0u8, 0, 0, 1, 0xff, 0xff, 0, 0, 1, 0x1f, 1, 2, 0, 0, 1];
+            noise.extend([0, 0, 1, 0x80 | fastrand::u8(..)]);
+            noise.extend((0..4000).map(|_| fastrand::u8(1..)));
+            file = dir.join("broken.h264");
+            std::fs::write(&file, [cut, &noise, &good].concat()).expect("media");
+        }
         (format!("file:{}", file.display()), None)
     };
     let runtime = Runtime::new().expect("smolrtc runtime");
@@ -1411,6 +1442,7 @@ fn chromium_add_track_write_frame() {
     let mut events = pc.events();
     let init = smolrtc::media::TrackInit::new(smolrtc::media::Codec::H264);
     let mut track = futures_lite::future::block_on(pc.add_track(init)).expect("add_track");
+    let track_id = track.id();
     // A second video track is refused clearly.
     let again = futures_lite::future::block_on(pc.add_track(init));
     assert!(again.is_err(), "a second video track");
@@ -1506,6 +1538,18 @@ fn chromium_add_track_write_frame() {
         "{r}"
     );
     assert_eq!(r["codec"], "video/H264", "{r}");
+    // The viewer's keyframe requests (its join, and any PLI) reach the application, whose
+    // encoder could make a fresh keyframe.
+    let causes: Vec<_> = std::iter::from_fn(|| events.try_next())
+        .filter_map(|e| match e {
+            smolrtc::Event::KeyframeRequest { track, cause } if track == track_id => Some(cause),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        causes.contains(&smolrtc::media::KeyframeCause::Join),
+        "keyframe requests seen: {causes:?}"
+    );
 }
 
 /// This process's user + system CPU time, in clock ticks.

@@ -377,3 +377,313 @@ fn bad_sources_are_refused_at_start_with_a_clear_message() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 }
+
+#[rustfmt::skip]
+fn small_h264_file() -> PathBuf {
+    media("small.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "1",
+        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-pix_fmt", "yuv420p", "-f", "h264"])
+}
+
+/// A file made of `parts` one after the other (for bad and changing input).
+fn joined(name: &str, parts: &[&[u8]]) -> PathBuf {
+    let path = h264_file().with_file_name(name);
+    std::fs::write(&path, parts.concat()).unwrap();
+    path
+}
+
+fn video_frames(s: &serde_json::Value) -> u64 {
+    s["video"]["frames"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn garbage_and_truncated_nal_units_in_a_file_do_not_stop_the_stream() {
+    let good = std::fs::read(h264_file()).unwrap();
+    // A third of the file, cut inside a NAL unit; NAL units with the forbidden bit set, of
+    // a reserved type, empty, and random bytes after a start code; then the whole file.
+    let cut = &good[..good.len() / 3 + 7];
+    let mut noise = vec![
+        0u8, 0, 0, 1, 0xff, 0xff, 0xff, 0, 0, 1, 0x1f, 1, 2, 3, 0, 0, 1,
+    ];
+    // Random bytes with no start code in them, led by a header with the forbidden bit.
+    noise.extend([0, 0, 1, 0x80 | fastrand::u8(..)]);
+    noise.extend((0..4000).map(|_| fastrand::u8(1..)));
+    let bad = joined("bad.h264", &[cut, &noise, &good]);
+    // Nothing but noise: no frame in a whole pass.
+    let noise_only = joined("noise.h264", &[&noise]);
+    let (_rt, h) = start(&[
+        (
+            "bad",
+            MediaKind::Video,
+            format!("file:{}?fps=120", bad.display()),
+        ),
+        (
+            "noise",
+            MediaKind::Video,
+            format!("file:{}", noise_only.display()),
+        ),
+    ])
+    .unwrap();
+    stream_when(&h, "bad", |s| s["resolution"].is_string());
+    // A viewer joins before the garbage comes round.
+    let r = request(
+        h.addr,
+        "POST",
+        "/whep/bad",
+        Some("application/sdp"),
+        CHROMIUM_RECVONLY.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // More frames than one pass holds: the stream went through the garbage and looped.
+    let frames_per_pass = 120 + 40;
+    let s = stream_when(&h, "bad", |s| video_frames(s) > 2 * frames_per_pass);
+    assert_eq!(s["state"], "live", "{s}");
+    assert_eq!(s["resolution"], "640x480", "{s}");
+    assert_eq!(s["viewers"], 1, "the viewer is still there: {s}");
+    assert!(s["video"]["error"].is_null(), "{s}");
+    let noise = stream_when(&h, "noise", |s| s["state"] == "failed");
+    let e = noise["video"]["error"].as_str().unwrap();
+    assert!(e.contains("no frames"), "{e}");
+    // The service still answers, and the broken stream refuses viewers clearly.
+    let r = request(
+        h.addr,
+        "POST",
+        "/whep/noise",
+        Some("application/sdp"),
+        CHROMIUM_RECVONLY.as_bytes(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("failed"), "{}", r.text());
+    h.shutdown();
+}
+
+#[test]
+fn a_resolution_change_mid_stream_shows_in_api_streams() {
+    let big = std::fs::read(h264_file()).unwrap();
+    let small = std::fs::read(small_h264_file()).unwrap();
+    let both = joined("both.h264", &[&big, &small]);
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("file:{}?fps=120", both.display()),
+    )])
+    .unwrap();
+    stream_when(&h, "cam", |s| s["resolution"] == "640x480");
+    let s = stream_when(&h, "cam", |s| s["resolution"] == "320x240");
+    assert_eq!(s["state"], "live", "{s}");
+    assert_eq!(s["video"]["width"], 320, "{s}");
+    // Looped: back to the first size.
+    stream_when(&h, "cam", |s| s["resolution"] == "640x480");
+    h.shutdown();
+}
+
+#[test]
+fn an_exec_source_that_exits_is_restarted_and_shown_restarting() {
+    let file = small_h264_file();
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("exec:cat {}?fps=30", file.display()),
+    )])
+    .unwrap();
+    let first = stream_when(&h, "cam", |s| s["state"] == "live");
+    assert_eq!(first["codec"], "H264");
+    // `cat` ends after one second of frames: the command is started again after a backoff.
+    let restarting = stream_when(&h, "cam", |s| s["state"] == "restarting");
+    let e = restarting["video"]["error"].as_str().unwrap();
+    assert!(
+        e.contains("ended after") && e.contains("starting it again"),
+        "{e}"
+    );
+    let before = video_frames(&restarting);
+    let again = stream_when(&h, "cam", |s| {
+        s["state"] == "live" && video_frames(s) > before
+    });
+    assert!(again["video"]["error"].is_null(), "{again}");
+    assert_eq!(again["resolution"], "320x240");
+    h.shutdown();
+}
+
+#[test]
+fn an_exec_source_that_stalls_is_shown_stalled() {
+    let file = small_h264_file();
+    let (_rt, h) = start(&[(
+        "cam",
+        MediaKind::Video,
+        format!("exec:cat {}; sleep 60?fps=30", file.display()),
+    )])
+    .unwrap();
+    let live = stream_when(&h, "cam", |s| s["state"] == "live");
+    // One second of frames, then the command is alive and silent.
+    let stalled = stream_when(&h, "cam", |s| s["state"] == "stalled");
+    assert!(video_frames(&stalled) >= video_frames(&live));
+    assert_eq!(stalled["resolution"], "320x240");
+    h.shutdown();
+}
+
+/// `smolrtc serve --video cam=SOURCE` with `stdin`, and its address.
+fn serve_stdin(source: &str, stdin: Stdio) -> (Sender, std::net::SocketAddr) {
+    let (server, addr, _log) = serve_binary(&format!("cam={source}"), stdin);
+    (server, addr)
+}
+
+/// `smolrtc serve --video VIDEO` with `stdin`: the process, its address and its log lines.
+fn serve_binary(
+    video: &str,
+    stdin: Stdio,
+) -> (
+    Sender,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--video"])
+        .arg(video)
+        .env("RUST_LOG", "info")
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let server = Sender(child);
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && err.read_line(&mut line).unwrap_or(0) > 0 {
+        addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next()?.parse().ok());
+        line.clear();
+    }
+    let addr = addr.expect("no 'listening on' line");
+    // Keep reading the log so the service never blocks on a full pipe.
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while err.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(std::mem::take(&mut line));
+        }
+    });
+    (server, addr, log)
+}
+
+/// The service at `addr`'s stream `cam` once `ready` holds (at most 20 s).
+fn cam_when(
+    addr: std::net::SocketAddr,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", "/api/streams", None, b"");
+        assert_eq!(r.status, 200);
+        let cam = r.json()["streams"][0].clone();
+        if ready(&cam) {
+            return cam;
+        }
+        assert!(Instant::now() < until, "never got ready: {cam}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `smolrtc serve` fed Annex-B H.264 on its standard input from a pipe, as from
+/// `rpicam-vid ... -o - | smolrtc serve --video cam=stdin:`, and redirected from a file
+/// (which epoll cannot poll: read like `file:`).
+#[test]
+fn a_stdin_source_is_served() {
+    use std::io::Write;
+    let data = std::fs::read(h264_file()).unwrap();
+    let (mut server, addr) = serve_stdin("stdin:?fps=30", Stdio::piped());
+    let mut stdin = server.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Until the service is killed (a broken pipe then).
+        while stdin.write_all(&data).is_ok() {}
+    });
+    let cam = cam_when(addr, |c| c["resolution"].is_string());
+    assert_eq!(cam["name"], "cam");
+    assert_eq!(cam["codec"], "H264");
+    assert_eq!(cam["resolution"], "640x480");
+    assert_eq!(cam["state"], "live");
+    assert_eq!(cam["video"]["source"], "stdin:?fps=30");
+    drop(server);
+    let _ = feeder.join();
+
+    let file = std::fs::File::open(h264_file()).unwrap();
+    // Without `fps`: paced like a file (30 fps), not sent in one burst of 120 frames.
+    let (_server, addr) = serve_stdin("stdin:", Stdio::from(file));
+    let cam = cam_when(addr, |c| video_frames(c) >= 30);
+    assert_eq!(cam["resolution"], "640x480", "{cam}");
+    assert!(cam["video"]["error"].is_null(), "{cam}");
+    assert!(video_frames(&cam) < 120, "all at once: {cam}");
+}
+
+/// H.264 in files named `.ivf` and `.ogg` (the wrong codec for the URL): each stream shows
+/// `failed` with the reason, and the service goes on answering (the IVF and Ogg readers
+/// once returned their error forever: a busy loop that took the whole thread).
+#[test]
+fn a_file_of_the_wrong_format_fails_clearly() {
+    let h264 = std::fs::read(h264_file()).unwrap();
+    let ivf = joined("h264.ivf", &[&h264]);
+    let ogg = joined("h264.ogg", &[&h264]);
+    let (_rt, h) = start(&[
+        ("door", MediaKind::Video, format!("file:{}", ivf.display())),
+        ("mic", MediaKind::Audio, format!("file:{}", ogg.display())),
+        (
+            "cam",
+            MediaKind::Video,
+            format!("file:{}", h264_file().display()),
+        ),
+    ])
+    .unwrap();
+    for name in ["door", "mic"] {
+        let s = stream_when(&h, name, |s| s["state"] == "failed");
+        let track = if name == "door" { "video" } else { "audio" };
+        let e = s[track]["error"].as_str().unwrap();
+        assert!(e.contains("no frames"), "{name}: {e}");
+    }
+    // The good stream beside them plays on.
+    let cam = stream_when(&h, "cam", |s| video_frames(s) > 10);
+    assert_eq!(cam["state"], "live", "{cam}");
+    h.shutdown();
+}
+
+/// H.264 RTP sent to an `rtp://...?codec=vp8` source: no frame ever passes, and the log
+/// says to check the sender's codec (rather than the stream staying `starting` silently).
+#[test]
+fn an_rtp_source_of_the_wrong_codec_says_so() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_server, addr, log) = serve_binary(
+        &format!("cam=rtp://127.0.0.1:{port}?codec=vp8"),
+        Stdio::null(),
+    );
+    // As fast as ffmpeg makes them: 600 frames.
+    #[rustfmt::skip]
+    let ffmpeg = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
+            "testsrc=size=320x240:rate=30", "-t", "20", "-c:v", "libx264", "-profile:v",
+            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
+        .arg(format!("rtp://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let _sender = Sender(ffmpeg);
+    let until = Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(l) if l.contains("no VP8 keyframe yet") => break l,
+            Ok(_) => {}
+            Err(e) => panic!("no warning about the codec in 30 s: {e}"),
+        }
+    };
+    assert!(warning.contains("is the sender's codec vp8?"), "{warning}");
+    let r = request(addr, "GET", "/api/streams", None, b"");
+    let cam = &r.json()["streams"][0];
+    assert_eq!(cam["state"], "starting", "{cam}");
+    assert!(cam["resolution"].is_null(), "{cam}");
+}

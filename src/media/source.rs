@@ -16,7 +16,7 @@
 use super::codec::{Codec, MediaKind};
 use super::h264::{AccessUnitAssembler, AnnexBSplitter};
 use super::ivf::IvfReader;
-use super::ogg::OggOpusReader;
+use super::ogg::{OggError, OggOpusReader};
 use super::packetize::{Frame, FrameData};
 use super::vp8;
 use std::fmt;
@@ -362,6 +362,10 @@ enum Demux {
     AnnexB(Box<(AnnexBSplitter, AccessUnitAssembler)>),
     Ivf(IvfReader),
     Ogg(OggOpusReader),
+    /// An IVF or Ogg reader hit an error it cannot resynchronise from: reported once, then
+    /// input is ignored until the next pass (those readers return the error on every
+    /// call, which would otherwise be read forever).
+    Stopped,
 }
 
 /// Turns a source's bytes into timed frames. Input is pushed as it comes; a new pass over a
@@ -397,6 +401,14 @@ impl SourceReader {
     /// A reader for `exec:`/`stdin:` output, H.264 or IVF.
     pub fn pipe(fps: Option<Fps>) -> SourceReader {
         Self::detect(fps)
+    }
+
+    /// A pipe reader for input that is all there at once (stdin redirected from a file):
+    /// paced on its own timeline like a file (`fps`, else the SPS's, else 30), not by
+    /// arrival, which would send it all in one burst.
+    pub fn paced(mut self) -> SourceReader {
+        self.live = false;
+        self
     }
 
     fn detect(fps: Option<Fps>) -> SourceReader {
@@ -456,6 +468,7 @@ impl SourceReader {
             Demux::AnnexB(b) => b.0.push(data),
             Demux::Ivf(r) => r.push(data),
             Demux::Ogg(r) => r.push(data),
+            Demux::Stopped => {}
         }
     }
 
@@ -543,7 +556,7 @@ impl SourceReader {
     /// of the wrong kind (which stops an IVF or Ogg reader: see their docs).
     pub fn poll(&mut self, now: Instant) -> Option<Result<TimedFrame, ReadError>> {
         match &mut self.demux {
-            Demux::Detect(_) => None,
+            Demux::Detect(_) | Demux::Stopped => None,
             Demux::AnnexB(b) => loop {
                 let (split, asm) = &mut **b;
                 let nal = match split.poll()? {
@@ -559,7 +572,10 @@ impl SourceReader {
             Demux::Ivf(r) => {
                 let f = match r.poll() {
                     Ok(f) => f?,
-                    Err(e) => return Some(Err(ReadError(e.to_string()))),
+                    Err(e) => {
+                        self.demux = Demux::Stopped;
+                        return Some(Err(ReadError(e.to_string())));
+                    }
                 };
                 let header = *r.header()?;
                 let keyframe = vp8::parse_header(&f.data).is_ok_and(|h| h.keyframe);
@@ -582,7 +598,12 @@ impl SourceReader {
             Demux::Ogg(r) => {
                 let p = match r.poll() {
                     Ok(p) => p?,
-                    Err(e) => return Some(Err(ReadError(e.to_string()))),
+                    Err(e) => {
+                        if matches!(e, OggError::NotOgg | OggError::NotOpus) {
+                            self.demux = Demux::Stopped;
+                        }
+                        return Some(Err(ReadError(e.to_string())));
+                    }
                 };
                 let position = self.base + p.timestamp;
                 self.end = self.end.max(position + u64::from(p.duration));

@@ -41,6 +41,9 @@ pub const MAX_LATE: Duration = Duration::from_millis(200);
 /// Frame errors of one source are logged at most this often.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
+/// An `rtp://` source that dropped this many frames before its first keyframe is told to
+/// check its codec (ten seconds at 30 fps: longer than a usual keyframe interval).
+const WRONG_CODEC_AFTER: u64 = 300;
 
 /// A frame from a source, as the stream's task receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +56,12 @@ pub struct SourceFrame {
     pub frame: Frame,
 }
 
+/// Called when an `exec:` command ended and waits to be started again, with the reason (the
+/// text of the log line), so the stream can show it.
+pub type RestartHook = std::rc::Rc<dyn Fn(&str)>;
+
 /// Tunables of [`run`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceOptions {
     /// The stream's name, for log lines.
     pub name: String,
@@ -62,6 +69,19 @@ pub struct SourceOptions {
     pub backoff: Backoff,
     /// Quiet time after which a live pipe's pending access unit is ended.
     pub idle_flush: Duration,
+    /// Told of each `exec:` restart (none by default).
+    pub on_restart: Option<RestartHook>,
+}
+
+impl fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("name", &self.name)
+            .field("backoff", &self.backoff)
+            .field("idle_flush", &self.idle_flush)
+            .field("on_restart", &self.on_restart.is_some())
+            .finish()
+    }
 }
 
 impl SourceOptions {
@@ -71,6 +91,7 @@ impl SourceOptions {
             name: name.to_owned(),
             backoff: Backoff::new(),
             idle_flush: Duration::from_millis(5),
+            on_restart: None,
         }
     }
 }
@@ -208,10 +229,27 @@ pub async fn run(
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| SourceError::Io("stdin".into(), e))?;
-            let pipe = Async::new(std::fs::File::from(fd))
-                .map_err(|e| SourceError::Io("stdin".into(), e))?;
-            let mut reader = SourceReader::pipe(fps);
-            read_pipe(pipe, &mut reader, &opts, &mut out).await;
+            match Async::new(std::fs::File::from(fd)) {
+                Ok(pipe) => {
+                    let mut reader = SourceReader::pipe(fps);
+                    read_pipe(pipe, &mut reader, &opts, &mut out).await;
+                }
+                // `< file` (or /dev/null): epoll refuses it (EPERM), and reading it never
+                // blocks, so it is read and paced like `file:` (once: stdin cannot be
+                // reopened).
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    let file = std::fs::File::from(
+                        std::io::stdin()
+                            .as_fd()
+                            .try_clone_to_owned()
+                            .map_err(|e| SourceError::Io("stdin".into(), e))?,
+                    );
+                    let mut reader = SourceReader::pipe(fps).paced();
+                    read_regular(file, &mut reader, &mut out).await?;
+                }
+                Err(e) => return Err(SourceError::Io("stdin".into(), e)),
+            }
+            log::info!("source {}: standard input ended", opts.name);
             Ok(())
         }
         SourceSpec::Rtp { addr, codec } => run_rtp(addr, codec, &mut out).await,
@@ -250,6 +288,29 @@ async fn run_file(
             return Err(SourceError::NoFrames(name));
         }
         reader.restart();
+    }
+}
+
+/// Reads a file that cannot be polled (stdin redirected from one) to its end.
+async fn read_regular(
+    mut file: std::fs::File,
+    reader: &mut SourceReader,
+    out: &mut Out,
+) -> Result<(), SourceError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| SourceError::Io("stdin".into(), e))?;
+        if n == 0 {
+            let rest = reader.end_of_input(Instant::now());
+            out.deliver(reader.codec(), rest).await;
+            return Ok(());
+        }
+        reader.push(&buf[..n]);
+        if !out.deliver(reader.codec(), drain(reader)).await {
+            return Ok(());
+        }
     }
 }
 
@@ -349,12 +410,15 @@ async fn run_exec(
         drop(group);
         let ran = started.elapsed();
         let delay = opts.backoff.exited(ran);
-        log::warn!(
-            "source {}: `{command}` ended after {:.1} s; starting it again in {:.1} s",
-            opts.name,
+        let why = format!(
+            "`{command}` ended after {:.1} s; starting it again in {:.1} s",
             ran.as_secs_f64(),
             delay.as_secs_f64()
         );
+        log::warn!("source {}: {why}", opts.name);
+        if let Some(hook) = &opts.on_restart {
+            hook(&why);
+        }
         Timer::after(delay).await;
         reader.restart();
         if out.tx.is_closed() {
@@ -387,6 +451,8 @@ async fn run_rtp(
     let mut framer = RtpFramer::new(codec);
     let mut buf = vec![0u8; 65_536];
     let mut lost_reported = 0;
+    let mut framed = false;
+    let mut warn_at = WRONG_CODEC_AFTER;
     loop {
         let n = sock
             .recv(&mut buf)
@@ -401,7 +467,20 @@ async fn run_rtp(
                 stats.lost, stats.malformed
             ));
         }
+        // Only dropped frames from the start: still waiting for a keyframe, or the sender's
+        // codec is not the URL's (H.264 packets read as VP8 never make a keyframe).
+        if !framed && stats.frames_dropped >= warn_at {
+            warn_at += WRONG_CODEC_AFTER;
+            log::warn!(
+                "source {}: rtp://{addr}: {} frames and no {} keyframe yet: is the sender's codec {}?",
+                out.log.name,
+                stats.frames_dropped,
+                codec.encoding_name(),
+                codec.encoding_name().to_lowercase()
+            );
+        }
         while let Some(frame) = framer.poll() {
+            framed = true;
             let f = SourceFrame {
                 codec,
                 arrival: Instant::now(),

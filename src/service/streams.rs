@@ -163,6 +163,8 @@ pub(crate) fn check_streams(streams: &[StreamConfig]) -> Result<()> {
 enum Status {
     Starting,
     Live(Instant),
+    /// An `exec:` command ended at `.1`; it is started again after a backoff (`.0`, why).
+    Restarting(String, Instant),
     Failed(String),
 }
 
@@ -236,6 +238,7 @@ impl TrackState {
             Status::Starting => "starting",
             Status::Live(t) if now.saturating_duration_since(t) > STALL_AFTER => "stalled",
             Status::Live(_) => "live",
+            Status::Restarting(..) => "restarting",
             Status::Failed(_) => "failed",
         }
     }
@@ -266,7 +269,7 @@ impl TrackState {
         };
         v["source"] = self.source.clone().into();
         v["state"] = self.state(now).into();
-        if let Status::Failed(why) = &self.status {
+        if let Status::Failed(why) | Status::Restarting(why, _) = &self.status {
             v["error"] = why.clone().into();
         }
         v
@@ -298,7 +301,7 @@ impl Stream {
             .sum();
         let viewers = main.and_then(|m| m["viewers"].as_u64()).unwrap_or(0);
         // The stream is as well as its worst track.
-        let state = ["failed", "stalled", "starting", "live"]
+        let state = ["failed", "restarting", "stalled", "starting", "live"]
             .into_iter()
             .find(|s| {
                 [&video, &audio]
@@ -422,9 +425,15 @@ fn spawn_track(
     let (tx, rx) = async_channel::bounded::<SourceFrame>(SOURCE_QUEUE);
     let failed = state.clone();
     let stream = name.to_owned();
+    let source_name = name.to_owned();
     let source = ex.spawn(async move {
-        if let Err(e) = source_io::run(spec, SourceOptions::new(&stream), tx).await {
-            log::error!("stream {stream}: source stopped: {e}");
+        let mut opts = SourceOptions::new(&source_name);
+        let restarting = failed.clone();
+        opts.on_restart = Some(Rc::new(move |why: &str| {
+            restarting.borrow_mut().status = Status::Restarting(why.to_owned(), Instant::now());
+        }));
+        if let Err(e) = source_io::run(spec, opts, tx).await {
+            log::error!("stream {source_name}: source stopped: {e}");
             failed.borrow_mut().status = Status::Failed(e.to_string());
         }
     });
@@ -451,7 +460,10 @@ fn spawn_track(
                     });
                     // Packetized once; every viewer's sender shares it.
                     let frame = track.handle_frame(f.arrival, f.frame);
-                    s.status = Status::Live(f.arrival);
+                    // Frames of the ended run still queued do not make it live again.
+                    if !matches!(s.status, Status::Restarting(_, at) if f.arrival <= at) {
+                        s.status = Status::Live(f.arrival);
+                    }
                     s.offer(None, |i| MediaMsg::Frame(i, frame.clone()));
                 }
                 TrackInput::Request(id) => {
@@ -461,7 +473,17 @@ fn spawn_track(
                     };
                     let frames = track.catch_up(now);
                     if frames.is_empty() {
-                        continue; // the next live keyframe serves it
+                        // No keyframe cached yet: the next live one serves it. None of the
+                        // service's sources makes one on demand (a file or pipe has its own
+                        // keyframe interval), so the request is only logged (once a second).
+                        if track.poll_source_keyframe_request() {
+                            let s = &*s;
+                            log::info!(
+                                "stream {stream}: a viewer waits for a keyframe (none cached yet); {} sends one at its own interval",
+                                s.source
+                            );
+                        }
+                        continue;
                     }
                     s.offer(Some(id), |i| MediaMsg::CatchUp(i, frames.clone()));
                 }

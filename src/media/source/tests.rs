@@ -338,3 +338,24 @@ fn backoff_doubles_and_resets_after_a_healthy_run() {
     );
     assert_eq!(b.exited(s(60)), Duration::from_millis(500));
 }
+
+#[test]
+fn a_file_of_the_wrong_format_errs_once_then_stays_quiet() {
+    let not_it = [0x00u8, 0x00, 0x00, 0x01, 0x67, 0x42].repeat(20);
+    let t0 = Instant::now();
+    for format in [FileFormat::Ivf, FileFormat::Ogg] {
+        let mut r = SourceReader::file(format, None);
+        r.push(&not_it);
+        // One error, then nothing (IVF and Ogg readers repeat theirs forever).
+        assert!(matches!(r.poll(t0), Some(Err(_))), "{format:?}");
+        assert!(r.poll(t0).is_none(), "{format:?}");
+        r.push(&not_it);
+        assert!(r.poll(t0).is_none(), "{format:?}");
+        assert!(r.end_of_input(t0).is_empty(), "{format:?}");
+        assert_eq!(r.frames_this_pass(), 0);
+        // The next pass reads again (and fails again).
+        r.restart();
+        r.push(&not_it);
+        assert!(matches!(r.poll(t0), Some(Err(_))), "{format:?}");
+    }
+}
