@@ -67,16 +67,18 @@ pub(crate) enum ServiceError {
         limit: &'static str,
         max: usize,
     },
-    /// `GET /ws` without a WebSocket upgrade.
     /// No stream of that name (`/whep/NAME`).
     #[error("unknown stream {0:?}")]
     UnknownStream(String),
     /// The stream's source has not yet shown its codec (no keyframe or SPS so far).
+    #[cfg(feature = "media")]
     #[error("{0}")]
     StreamNotReady(String),
     /// The offer and the stream have nothing in common (no video section, no codec, ...).
+    #[cfg(feature = "media")]
     #[error("{0}")]
     Unplayable(String),
+    /// `GET /ws` without a WebSocket upgrade.
     #[error("/ws needs a WebSocket upgrade request")]
     UpgradeRequired,
     /// The service failed on its own (no description to answer with, no randomness).
@@ -211,7 +213,9 @@ impl ServiceError {
             ServiceError::NotFound(_)
             | ServiceError::UnknownSession(_)
             | ServiceError::UnknownStream(_) => StatusCode::NOT_FOUND,
+            #[cfg(feature = "media")]
             ServiceError::StreamNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            #[cfg(feature = "media")]
             ServiceError::Unplayable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServiceError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
