@@ -5,6 +5,7 @@ use super::error::ServiceError;
 use super::http::{json_response, read_body, refusal, require_content_type, Body};
 use super::{client_address, complete_description, Shared, Via};
 use crate::sdp::{self, Description, IceCandidateInit, SdpType};
+use crate::PeerConnection;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -31,8 +32,22 @@ pub(super) async fn answer_offer(
 ) -> Result<(String, Description), ServiceError> {
     // Parse first: a bad offer must not cost a session.
     sdp::parse(&offer.sdp).map_err(ServiceError::BadSdp)?;
+    answer_in_session(shared, via, peer, offer, async |_| Ok(())).await
+}
+
+/// Opens a session, lets `prepare` set up its peer connection (a viewer's tracks), then
+/// answers `offer`; returns the session id and the answer with every candidate. On failure
+/// the session is closed.
+pub(super) async fn answer_in_session(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    offer: Description,
+    prepare: impl AsyncFnOnce(&PeerConnection) -> Result<(), ServiceError>,
+) -> Result<(String, Description), ServiceError> {
     let s = shared.open(via, false, client_address(peer)).await?;
     let result = async {
+        prepare(&s.pc).await?;
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
         s.pc.set_local_description(answer).await?;

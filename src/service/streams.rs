@@ -14,7 +14,7 @@
 
 use super::error::ServiceError;
 use super::http::{json_response, read_body, require_content_type, Body};
-use super::{client_address, complete_description, Shared, Via};
+use super::{Shared, Via};
 use crate::error::{Error, Result};
 use crate::media::actor::MediaMsg;
 use crate::media::source_io::{self, SourceFrame, SourceOptions};
@@ -666,19 +666,8 @@ async fn open_viewer(
     offer: Description,
     plan: sdp::AnswerPlan,
 ) -> std::result::Result<(String, Description), ServiceError> {
-    let s = shared.open(via, false, client_address(peer)).await?;
-    let result = async {
-        attach(shared, stream, &s.pc, plan).await?;
-        s.pc.set_remote_description(offer).await?;
-        let answer = s.pc.create_answer().await?;
-        s.pc.set_local_description(answer).await?;
-        Ok::<_, ServiceError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        shared.close(&s.id).await;
-        return Err(e);
-    }
-    let answer = complete_description(&s, shared.config.gather_timeout).await?;
-    Ok((s.id, answer))
+    super::api::answer_in_session(shared, via, peer, offer, async |pc| {
+        attach(shared, stream, pc, plan).await
+    })
+    .await
 }
