@@ -3,7 +3,7 @@
 //! them.
 //!
 //! Everything here lives on the smolrtc thread next to the peers' actors: the HTTP server
-//! ([`http`]: the routes, admission and slow-client limits, Host/Origin/token checks), the
+//! (`http`: the routes, admission and slow-client limits, Host/Origin/token checks), the
 //! WebSocket signaling, the session table and one task per session that reads its events
 //! and feeds its channel handlers ([`apps`]). A session ends when its connection fails (ICE
 //! consent lost, DTLS failure) or closes (the browser's SCTP ABORT / close_notify, `DELETE
@@ -81,7 +81,7 @@ async fn serve_until_stopped(
 }
 
 /// The device service: an HTTP server with the page and the signaling API, and channel
-/// handlers chosen by label. See [`http`] for the endpoints.
+/// handlers chosen by label. The endpoints are in `service::http` (and README.md).
 pub struct Service {
     config: ServiceConfig,
     registry: Registry,
