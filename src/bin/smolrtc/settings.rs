@@ -225,7 +225,7 @@ pub struct ServeSettings {
     /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
     /// password in the URL.
     #[arg(long, value_name = "URL")]
-    pub mqtt: Option<String>,
+    pub mqtt: Option<BrokerUrl>,
     /// Read the broker password from this file (its first line).
     #[arg(long, value_name = "FILE")]
     pub mqtt_password_file: Option<PathBuf>,
@@ -534,7 +534,7 @@ impl ServeSettings {
             }
             return Ok(None);
         };
-        let url = smolrtc::mqtt::MqttUrl::parse(url).map_err(invalid)?;
+        let url = smolrtc::mqtt::MqttUrl::parse(&url.0).map_err(invalid)?;
         let mut m = smolrtc::mqtt::MqttConfig::new(url);
         if let Some(f) = &self.mqtt_password_file {
             let text = std::fs::read_to_string(f)
@@ -627,6 +627,36 @@ impl std::fmt::Debug for Secret {
 }
 
 impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `--mqtt`'s URL as written; `Debug` shows it with the password (`USER:PASS@`) as `***`,
+/// parsed or not, so settings can be logged.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct BrokerUrl(pub String);
+
+impl std::fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.0;
+        let start = s.find("://").map_or(0, |i| i + 3);
+        let authority_end = s[start..].find('/').map_or(s.len(), |i| start + i);
+        // The user info ends at the authority's last '@'; its password after the first ':'.
+        let redacted = match s[start..authority_end].rfind('@') {
+            Some(at) => match s[start..start + at].find(':') {
+                Some(colon) => format!("{}***{}", &s[..start + colon + 1], &s[start + at..]),
+                None => s.clone(),
+            },
+            None => s.clone(),
+        };
+        write!(f, "{redacted:?}")
+    }
+}
+
+impl FromStr for BrokerUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(Self(s.to_owned()))
@@ -765,6 +795,35 @@ mod tests {
         // Keys left out keep the flags' defaults.
         assert_eq!(f.max_body, service::DEFAULT_MAX_BODY);
         assert!(!format!("{f:?}").contains("u:secret"));
+    }
+
+    #[test]
+    fn mqtt_password_not_in_debug() {
+        for (url, shown) in [
+            (
+                "mqtts://dev1:hunter2pw@broker.example:8883",
+                "mqtts://dev1:***@broker.example:8883",
+            ),
+            ("wss://dev1:p@ss:w0rd@b/mqtt", "wss://dev1:***@b/mqtt"),
+            ("mqtt://dev1@b", "mqtt://dev1@b"),
+            ("mqtt://b/x:y@z", "mqtt://b/x:y@z"),
+            // Not a URL the client takes: still no password shown.
+            ("dev1:hunter2pw@b", "dev1:***@b"),
+        ] {
+            let s = ServeSettings::parse(&format!("mqtt = {url:?}")).unwrap();
+            let debug = format!("{s:?}");
+            assert!(debug.contains(shown), "{debug}");
+            assert!(
+                !debug.contains("hunter2pw") && !debug.contains("w0rd"),
+                "{debug}"
+            );
+            assert_eq!(s.mqtt.unwrap().0, url);
+        }
+        let cmd = ServeSettings::augment_args(clap::Command::new("serve").no_binary_name(true));
+        let m = cmd.get_matches_from(["--mqtt", "mqtt://dev1:hunter2pw@b"]);
+        let s = ServeSettings::from_arg_matches(&m).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2pw"));
+        assert_eq!(s.mqtt.unwrap().0, "mqtt://dev1:hunter2pw@b");
     }
 
     #[test]
