@@ -9,6 +9,8 @@ mod turn;
 mod turn_stream;
 
 pub(crate) use agent::{IceActor, IceMsg, IceReport};
+#[cfg(feature = "service")]
+pub(crate) use gather::host_addresses;
 pub use gather::HostPolicy;
 pub use port::SharedPort;
 pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};

@@ -19,6 +19,7 @@ mod limits;
 mod session;
 #[cfg(feature = "media")]
 mod streams;
+pub mod tls;
 mod ws;
 
 pub use config::*;
@@ -26,6 +27,7 @@ pub(crate) use limits::*;
 pub(crate) use session::*;
 #[cfg(feature = "media")]
 pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
+pub use tls::TlsIdentity;
 
 use crate::channel::DataChannel;
 use crate::error::Result;
@@ -178,6 +180,7 @@ impl Service {
             (None, SocketAddr::from(([0, 0, 0, 0], 0)))
         };
         let http = listener.is_some();
+        let tls = self.config.tls.is_some();
         let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
         let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
         let rt = runtime.clone();
@@ -194,7 +197,8 @@ impl Service {
             log::info!("no HTTP server (listen none)");
         } else {
             log::info!(
-                "listening on http://{addr}{}",
+                "listening on {}://{addr}{}",
+                if tls { "https" } else { "http" },
                 if token {
                     " (API behind a bearer token)"
                 } else {
