@@ -330,6 +330,7 @@ impl IceActor {
         from: SocketAddr,
         data: BytesMut,
     ) {
+        crate::stats::add(&crate::stats::BYTES_RECEIVED, data.len() as u64);
         let session = self
             .sessions
             .iter()
@@ -851,6 +852,7 @@ impl IceActor {
                 self.check_gathered();
             }
             StreamNews::Frame(frame) => {
+                crate::stats::add(&crate::stats::BYTES_RECEIVED, frame.len() as u64);
                 if let Some(s) = stream.session {
                     let events = self.sessions[s].input(now, frame);
                     self.session_events(now, s, events);
@@ -1062,11 +1064,14 @@ impl IceActor {
                 };
                 let (local, sock) = (s.addr, &s.sock);
                 match sock.get_ref().send_to(&data, to) {
-                    Ok(_) => {}
+                    Ok(n) => crate::stats::add(&crate::stats::BYTES_SENT, n as u64),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         // Socket buffer full: this is the wire's own backpressure.
-                        if let Err(e) = sock.send_to(&data, to).await {
-                            log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name);
+                        match sock.send_to(&data, to).await {
+                            Ok(n) => crate::stats::add(&crate::stats::BYTES_SENT, n as u64),
+                            Err(e) => {
+                                log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name)
+                            }
                         }
                     }
                     Err(e) => log::debug!("[{}] ICE: send {local} -> {to}: {e}", self.name),
@@ -1074,6 +1079,7 @@ impl IceActor {
             }
             Via::Stream(id) => {
                 if let Some(stream) = self.streams.get(id) {
+                    crate::stats::add(&crate::stats::BYTES_SENT, data.len() as u64);
                     if stream.writes.try_send(data.freeze()).is_err() {
                         log::debug!("[{}] ICE: TURN stream {id} full; frame dropped", self.name);
                     }

@@ -166,7 +166,7 @@ async fn first_byte(stream: &Async<TcpStream>, limit: Duration) -> std::io::Resu
 }
 
 /// Why a TLS connection ended before HTTP: slow ones warned (rate-limited), like slow
-/// headers; bad handshakes at debug (a scanner's business), counted in the metrics.
+/// headers; failed handshakes warned (rate-limited): the service goes on.
 fn log_tls_end(shared: &Shared, peer: SocketAddr, e: &std::io::Error) {
     match e.kind() {
         ErrorKind::TimedOut => shared.quiet.warn("slow tls", 0, || {
@@ -543,6 +543,7 @@ fn route_kind(path: &str) -> &'static str {
         "/api/report" => "/api/report",
         "/api/sessions" => "/api/sessions",
         "/api/ice-servers" => "/api/ice-servers",
+        "/metrics" => "/metrics",
         "/whip" => "/whip",
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
@@ -637,6 +638,7 @@ fn is_api(path: &str) -> bool {
         || path.starts_with("/whip/")
         || path.starts_with("/whep/")
         || path == "/ws"
+        || path == "/metrics"
 }
 
 /// The page itself: served whatever the `Host`, so that a device reached by a name it does
@@ -659,7 +661,9 @@ async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> 
         Ok(()) => handle(&shared, peer, &method, &path, req).await,
         Err(e) => Err(e),
     };
-    result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
+    let response = result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e));
+    super::metrics::count_response(response.status().as_u16());
+    response
 }
 
 /// Who may ask: the DNS-rebinding and cross-site checks, then the token for the API.
@@ -692,6 +696,14 @@ async fn handle(
             Ok(static_response("text/javascript; charset=utf-8", BROKER_JS))
         }
         (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(shared))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(r)
+        }
         (&Method::GET, "/api/ice-servers") => Ok(json_response(
             StatusCode::OK,
             crate::turn_rest::for_clients(&shared.config),
@@ -722,6 +734,6 @@ async fn handle(
 fn is_route(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report"
+        "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report" | "/metrics"
     )
 }

@@ -16,6 +16,8 @@ mod error;
 mod guard;
 mod http;
 mod limits;
+mod metrics;
+mod notify;
 mod session;
 #[cfg(feature = "media")]
 mod streams;
@@ -52,6 +54,8 @@ async fn serve_until_stopped(
     stop: Receiver<Sender<()>>,
     mqtt: Option<MqttTask>,
 ) {
+    // The listener is bound and this task serves it from here on.
+    notify::notify("READY=1");
     let stopped = futures_lite::future::or(
         async {
             match listener {
@@ -64,6 +68,7 @@ async fn serve_until_stopped(
         async { stop.recv().await.ok() },
     )
     .await;
+    notify::notify("STOPPING=1");
     #[cfg(feature = "media")]
     shared.streams.stop();
     let ids: Vec<String> = shared.list().into_iter().map(|s| s.0).collect();
@@ -192,6 +197,9 @@ impl Service {
             let mqtt: Option<MqttTask> = None;
             ex.spawn(serve_until_stopped(shared, listener, stop_rx, mqtt))
                 .detach();
+            if let Some(every) = notify::watchdog_interval() {
+                ex.spawn(notify::watchdog(every)).detach();
+            }
         });
         if !http {
             log::info!("no HTTP server (listen none)");
