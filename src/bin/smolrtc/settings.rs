@@ -250,6 +250,22 @@ pub struct ServeSettings {
     /// Seconds a minted TURN credential is valid.
     #[arg(long, value_name = "SECONDS", default_value_t = smolrtc::turn_rest::DEFAULT_TTL.as_secs_f64())]
     pub turn_ttl: f64,
+    /// Serve the page and the API on --listen over HTTPS with this PEM certificate (chain);
+    /// give --tls-key too. Browsers give camera and microphone only to secure pages.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate made on the first start and kept in
+    /// --state-dir (its SHA-256 fingerprint and SPKI hash are logged).
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Where the service keeps what it makes (the --tls-self-signed certificate).
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/smolrtc as
+    /// root, else ~/.local/state/smolrtc.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
@@ -453,8 +469,8 @@ impl ServeSettings {
                 .max_sessions_per_address
                 .unwrap_or((self.max_sessions / 4).max(1)),
             max_websockets_per_address: self.max_websockets_per_address,
-            allow_hosts: self.allow_hosts,
-            allow_origins: self.allow_origins,
+            allow_hosts: self.allow_hosts.clone(),
+            allow_origins: self.allow_origins.clone(),
             header_timeout: seconds("header-timeout", self.header_timeout).map_err(invalid)?,
             body_timeout: seconds("body-timeout", self.body_timeout).map_err(invalid)?,
             write_timeout: seconds("write-timeout", self.write_timeout).map_err(invalid)?,
@@ -477,6 +493,7 @@ impl ServeSettings {
         {
             config.streams = streams;
         }
+        config.tls = self.tls(&config)?;
         Ok(config)
     }
 
@@ -521,6 +538,54 @@ impl ServeSettings {
                 smolrtc::turn_rest::TurnRest::with_secret_file(self.turn_urls.clone(), f, ttl)
                     .map(Some)
             }
+        }
+    }
+
+    /// `--tls-cert`/`--tls-key` read and checked, or `--tls-self-signed` kept or made.
+    fn tls(&self, config: &ServiceConfig) -> smolrtc::Result<Option<service::TlsIdentity>> {
+        let invalid = |e: &str| Err(smolrtc::Error::invalid(e.to_owned()));
+        match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => Ok(None),
+            (Some(c), Some(k), false) => {
+                let id = service::TlsIdentity::load(c, k)?;
+                log::info!(
+                    "TLS: certificate {}: sha-256 {} spki {}",
+                    c.display(),
+                    id.fingerprint(),
+                    id.spki_sha256()
+                );
+                Ok(Some(id))
+            }
+            (Some(_), None, false) => invalid("--tls-cert needs --tls-key"),
+            (None, Some(_), false) => invalid("--tls-key needs --tls-cert"),
+            (_, _, true) if self.tls_cert.is_some() || self.tls_key.is_some() => {
+                invalid("--tls-self-signed and --tls-cert/--tls-key: give one")
+            }
+            (_, _, true) => {
+                let dir = self.state_dir();
+                let (names, ips) = service::tls::device_names(config);
+                service::TlsIdentity::self_signed(&dir, &names, &ips).map(Some)
+            }
+        }
+    }
+
+    /// `--state-dir`, or where systemd, root or a user keeps state.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+            // systemd may list several, colon-separated: the first is ours.
+            let d = d.to_string_lossy();
+            return PathBuf::from(d.split(':').next().unwrap_or(&d));
+        }
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } == 0 {
+            return PathBuf::from("/var/lib/smolrtc");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/state/smolrtc"),
+            None => PathBuf::from("/var/lib/smolrtc"),
         }
     }
 
