@@ -18,12 +18,16 @@ mod http;
 mod limits;
 mod session;
 #[cfg(feature = "media")]
+mod sinks;
+#[cfg(feature = "media")]
 mod streams;
 mod ws;
 
 pub use config::*;
 pub(crate) use limits::*;
 pub(crate) use session::*;
+#[cfg(feature = "media")]
+pub use sinks::{SinkConfig, MAX_SINKS};
 #[cfg(feature = "media")]
 pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
 
@@ -215,6 +219,8 @@ impl Service {
         self.config.validate()?;
         #[cfg(feature = "media")]
         streams::check_streams(&self.config.streams)?;
+        #[cfg(feature = "media")]
+        sinks::check_sinks(&self.config.sinks)?;
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);
