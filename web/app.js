@@ -1338,8 +1338,9 @@
     log(`smolrtc page loaded from ${location.host || location.protocol}`);
   }
   render();
-  // ?watch=NAME: the streams part below plays it (and reports, with auto=1) instead.
-  if (q.get('auto') === '1' && !q.get('watch')) {
+  // ?watch=NAME: the streams part below plays it (and reports, with auto=1) instead;
+  // ?publish=NAME / ?talk=NAME: sinks.js does.
+  if (q.get('auto') === '1' && !q.get('watch') && !q.get('publish') && !q.get('talk')) {
     run(params).catch((e) => log(`run: ${errMsg(e)}`, 'error'));
   }
   window.smolrtcLog = log;

@@ -65,6 +65,7 @@ pub mod rtcp;
 pub mod rtp_in;
 pub mod sender;
 pub mod session;
+pub mod sink;
 pub mod source;
 pub mod source_io;
 pub mod srtp;
@@ -81,5 +82,6 @@ pub use negotiate::{
 pub use packetize::{Frame, FrameData, PacketizedFrame, Packetizer, Payload};
 pub use sender::{KeyframeCause, Sender, SenderConfig, SenderEvent, SenderStats};
 pub use session::MediaSession;
+pub use sink::{SinkSpec, SinkSpecError};
 pub use source::{SourceSpec, SourceSpecError};
 pub use srtp::{DtlsRole, SrtpProfile, SrtpSession};

@@ -570,7 +570,7 @@ impl Sender {
 }
 
 /// Writes a 12-byte RTP header (version 2, no padding, extension or CSRC).
-fn write_header(buf: &mut Vec<u8>, marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
+pub(crate) fn write_header(buf: &mut Vec<u8>, marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
     buf.reserve(RTP_HEADER_LEN + 1200);
     buf.push(0x80);
     buf.push(if marker { 0x80 } else { 0 } | (pt & 0x7f));

@@ -5,7 +5,6 @@ use super::error::ServiceError;
 use super::http::{json_response, read_body, refusal, require_content_type, Body};
 use super::{client_address, complete_description, Shared, Via};
 use crate::sdp::{self, Description, IceCandidateInit, SdpType};
-use crate::PeerConnection;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -35,7 +34,8 @@ pub(super) async fn answer_offer(
     answer_in_session(shared, via, peer, offer, async |_| Ok(())).await
 }
 
-/// Opens a session, lets `prepare` set up its peer connection (a viewer's tracks), then
+/// Opens a session, lets `prepare` set up its peer connection (a viewer's tracks, a sink's
+/// receivers), then
 /// answers `offer`; returns the session id and the answer with every candidate. On failure
 /// the session is closed.
 pub(super) async fn answer_in_session(
@@ -43,11 +43,11 @@ pub(super) async fn answer_in_session(
     via: Via,
     peer: SocketAddr,
     offer: Description,
-    prepare: impl AsyncFnOnce(&PeerConnection) -> Result<(), ServiceError>,
+    prepare: impl AsyncFnOnce(&super::NewSession) -> Result<(), ServiceError>,
 ) -> Result<(String, Description), ServiceError> {
     let s = shared.open(via, false, client_address(peer)).await?;
     let result = async {
-        prepare(&s.pc).await?;
+        prepare(&s).await?;
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
         s.pc.set_local_description(answer).await?;

@@ -84,6 +84,10 @@ pub struct ServiceConfig {
     /// `/whep/NAME` and listed at `/api/streams`.
     #[cfg(feature = "media")]
     pub streams: Vec<super::StreamConfig>,
+    /// Media sinks (`--sink NAME=DEST`): where a browser's camera and microphone go (WHIP
+    /// at `/whip/NAME`, `?sink=NAME`), listed at `/api/sinks`.
+    #[cfg(feature = "media")]
+    pub sinks: Vec<super::SinkConfig>,
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
@@ -169,6 +173,8 @@ impl Default for ServiceConfig {
             single_port: None,
             #[cfg(feature = "media")]
             streams: Vec::new(),
+            #[cfg(feature = "media")]
+            sinks: Vec::new(),
             serve_http: true,
             tls: None,
             device_id: String::new(),

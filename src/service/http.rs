@@ -2,7 +2,7 @@
 //!
 //! | request | what |
 //! | --- | --- |
-//! | `GET /` (`/app.js`, `/style.css`, `/mqtt.js`, `/broker.js`) | the page from `web/`, compiled in |
+//! | `GET /` (`/app.js`, `/style.css`, `/mqtt.js`, `/broker.js`, `/sinks.js`) | the page from `web/`, compiled in |
 //! | `POST /api/offer` `application/json` `{"type":"offer","sdp":..}` | `200` `{"type":"answer","sdp":..}`, every candidate in it |
 //! | `POST /whip` `application/sdp` | `201`, the answer, `Location: /whip/<id>` (RFC 9725) |
 //! | `PATCH /whip/<id>` `application/trickle-ice-sdpfrag` | `204`, candidates added |
@@ -12,6 +12,7 @@
 //! | `GET /api/ice-servers` | the W3C `iceServers` for the page: STUN servers, TURN servers with fresh TURN REST credentials |
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
 //! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
+//! | `GET /api/sinks`, `POST /whip/NAME`, `PATCH`/`DELETE /whip/NAME/<id>` | media sinks and WHIP ingest (feature `media`, see `sinks`) |
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).
@@ -72,6 +73,8 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 // The page's "via broker" mode: its MQTT-over-WebSocket client and the mode itself.
 const MQTT_JS: &str = include_str!("../../web/mqtt.js");
 const BROKER_JS: &str = include_str!("../../web/broker.js");
+// The page's sinks part: publish the camera (WHIP), talk-back.
+const SINKS_JS: &str = include_str!("../../web/sinks.js");
 
 pub(super) type Body = Full<Bytes>;
 
@@ -538,7 +541,8 @@ pub(super) fn error_response(
 /// The route a path falls under, naming a kind of refusal for the log (never client text).
 fn route_kind(path: &str) -> &'static str {
     match path {
-        "/" | "/index.html" | "/app.js" | "/style.css" | "/mqtt.js" | "/broker.js" => "page",
+        "/" | "/index.html" | "/app.js" | "/style.css" | "/mqtt.js" | "/broker.js"
+        | "/sinks.js" => "page",
         "/api/offer" => "/api/offer",
         "/api/report" => "/api/report",
         "/api/sessions" => "/api/sessions",
@@ -548,6 +552,7 @@ fn route_kind(path: &str) -> &'static str {
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
         "/api/streams" => "/api/streams",
+        "/api/sinks" => "/api/sinks",
         p if p.starts_with("/whep/") => "/whep",
         _ => "other",
     }
@@ -647,7 +652,12 @@ pub(super) fn is_page(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
         && matches!(
             path,
-            "/" | "/index.html" | "/app.js" | "/style.css" | "/mqtt.js" | "/broker.js"
+            "/" | "/index.html"
+                | "/app.js"
+                | "/style.css"
+                | "/mqtt.js"
+                | "/broker.js"
+                | "/sinks.js"
         )
 }
 
@@ -695,6 +705,9 @@ async fn handle(
         (&Method::GET, "/broker.js") => {
             Ok(static_response("text/javascript; charset=utf-8", BROKER_JS))
         }
+        (&Method::GET, "/sinks.js") => {
+            Ok(static_response("text/javascript; charset=utf-8", SINKS_JS))
+        }
         (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(shared))));
@@ -716,6 +729,10 @@ async fn handle(
         (_, p) if p == "/api/streams" || p.starts_with("/whep/") => {
             super::streams::route(shared, peer, req, p).await
         }
+        #[cfg(feature = "media")]
+        (m, p) if p == "/api/sinks" || is_sink_route(m, p) => {
+            super::sinks::route(shared, peer, req, p).await
+        }
         (&Method::PATCH, p) if p.starts_with("/whip/") => {
             whip_patch(shared, &p["/whip/".len()..], req).await
         }
@@ -728,6 +745,14 @@ async fn handle(
         }),
         (_, p) => Err(ServiceError::NotFound(clip(p).to_owned())),
     }
+}
+
+/// `POST /whip/NAME` (WHIP ingest to sink NAME) and `/whip/NAME/<id>` are the sinks';
+/// `/whip/<id>` stays the data-only WHIP session's.
+#[cfg(feature = "media")]
+fn is_sink_route(method: &Method, path: &str) -> bool {
+    path.strip_prefix("/whip/")
+        .is_some_and(|rest| *method == Method::POST || rest.contains('/'))
 }
 
 /// The fixed paths (a wrong method on one is `405`, not `404`).

@@ -20,6 +20,8 @@ mod metrics;
 mod notify;
 mod session;
 #[cfg(feature = "media")]
+mod sinks;
+#[cfg(feature = "media")]
 mod streams;
 pub mod tls;
 mod ws;
@@ -27,6 +29,8 @@ mod ws;
 pub use config::*;
 pub(crate) use limits::*;
 pub(crate) use session::*;
+#[cfg(feature = "media")]
+pub use sinks::{SinkConfig, MAX_SINKS};
 #[cfg(feature = "media")]
 pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
 pub use tls::TlsIdentity;
@@ -227,6 +231,8 @@ impl Service {
         self.config.validate()?;
         #[cfg(feature = "media")]
         streams::check_streams(&self.config.streams)?;
+        #[cfg(feature = "media")]
+        sinks::check_sinks(&self.config.sinks)?;
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);

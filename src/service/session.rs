@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     /// Media streams and their sources.
     #[cfg(feature = "media")]
     pub(crate) streams: super::streams::Streams,
+    /// Media sinks and the sessions writing to them.
+    #[cfg(feature = "media")]
+    pub(crate) sinks: super::sinks::Sinks,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -113,9 +116,13 @@ impl Shared {
         );
         #[cfg(feature = "media")]
         let streams = super::streams::Streams::start(&config.streams, &ex);
+        #[cfg(feature = "media")]
+        let sinks = super::sinks::Sinks::new(&config.sinks);
         Rc::new(Self {
             #[cfg(feature = "media")]
             streams,
+            #[cfg(feature = "media")]
+            sinks,
             config,
             registry,
             runtime,
@@ -539,6 +546,8 @@ impl SessionTask {
         } = self;
         drop(channels);
         pc.close().await;
+        #[cfg(feature = "media")]
+        shared.sinks.unbind(&id);
         let age = shared
             .sessions
             .borrow_mut()

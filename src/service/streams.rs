@@ -678,8 +678,8 @@ async fn open_viewer(
     offer: Description,
     plan: sdp::AnswerPlan,
 ) -> std::result::Result<(String, Description), ServiceError> {
-    super::api::answer_in_session(shared, via, peer, offer, async |pc| {
-        attach(shared, stream, pc, plan).await
+    super::api::answer_in_session(shared, via, peer, offer, async |s| {
+        attach(shared, stream, &s.pc, plan).await
     })
     .await
 }

@@ -220,6 +220,22 @@ pub struct ServeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub streams: std::collections::BTreeMap<String, StreamSources>,
+    /// A sink NAME=DEST (repeatable): where a browser's camera and microphone go, published
+    /// by WHIP to /whip/NAME or sent with ?sink=NAME (talk-back). DEST is
+    /// rtp://127.0.0.1:PORT[?codec=..] (RTP for ffmpeg/GStreamer; audio at PORT+2 when one
+    /// DEST takes both; the SDP at /api/sinks), file:PATH (.ivf VP8, .h264, .ogg Opus, or a
+    /// name prefix; a new file per session, never overwritten) or exec:COMMAND[?codec=..]
+    /// (each track to a COMMAND's stdin). In the file: [sinks.NAME] video = "DEST", audio =
+    /// "DEST", or [sinks] NAME = "DEST".
+    #[cfg(feature = "media")]
+    #[arg(long = "sink", value_name = "NAME=DEST")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sink: Vec<String>,
+    /// `[sinks.NAME]` tables (or `[sinks] NAME = "DEST"`) of the file.
+    #[cfg(feature = "media")]
+    #[arg(skip)]
+    #[serde(default)]
+    pub sinks: std::collections::BTreeMap<String, SinkDests>,
     /// Fleet mode: also signal through this MQTT broker,
     /// mqtt://|mqtts://|ws://|wss://[USER[:PASS]@]HOST[:PORT][/PATH]. The user name is the
     /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
@@ -279,6 +295,29 @@ pub struct StreamSources {
     pub audio: Option<String>,
 }
 
+/// `[sinks.NAME]`: `video = "DEST"`, `audio = "DEST"`; or `[sinks] NAME = "DEST"` (one
+/// DEST for both kinds).
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SinkDests {
+    /// One DEST for every kind it takes.
+    Both(String),
+    /// A DEST per kind.
+    Kinds(SinkKinds),
+}
+
+/// The table form of [`SinkDests`].
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkKinds {
+    /// The video DEST.
+    pub video: Option<String>,
+    /// The audio DEST.
+    pub audio: Option<String>,
+}
+
 impl ServeSettings {
     /// Settings from the command line (`matches` tells which values were typed) and, with
     /// `--config`, from that file underneath.
@@ -290,8 +329,8 @@ impl ServeSettings {
         let mut merged = to_map(&file)?;
         let typed = to_map(&self)?;
         for (key, value) in typed {
-            // File-only tables (`[streams.NAME]`) have no flag.
-            if key == "streams" {
+            // File-only tables (`[streams.NAME]`, `[sinks.NAME]`) have no flag.
+            if key == "streams" || key == "sinks" {
                 continue;
             }
             let id = key.replace('-', "_");
@@ -404,7 +443,7 @@ impl ServeSettings {
             .collect();
         keys.extend(["allow-host", "allow-origin", "turn-url", "rawrtc-flow"].map(String::from));
         #[cfg(feature = "media")]
-        keys.push("streams".into());
+        keys.extend(["streams".into(), "sinks".into()]);
         keys
     }
 
@@ -421,6 +460,8 @@ impl ServeSettings {
         }
         #[cfg(feature = "media")]
         self.stream_configs()?;
+        #[cfg(feature = "media")]
+        self.sink_configs()?;
         Ok(())
     }
 
@@ -429,6 +470,8 @@ impl ServeSettings {
         self.check()?;
         #[cfg(feature = "media")]
         let streams = self.stream_configs()?;
+        #[cfg(feature = "media")]
+        let sinks = self.sink_configs()?;
         let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
@@ -492,6 +535,7 @@ impl ServeSettings {
         #[cfg(feature = "media")]
         {
             config.streams = streams;
+            config.sinks = sinks;
         }
         config.tls = self.tls(&config)?;
         Ok(config)
@@ -522,6 +566,40 @@ impl ServeSettings {
             }
         }
         Ok(streams)
+    }
+
+    /// The sinks of `--sink` and the file's `[sinks.NAME]` tables.
+    #[cfg(feature = "media")]
+    fn sink_configs(&self) -> smolrtc::Result<Vec<service::SinkConfig>> {
+        use smolrtc::media::MediaKind;
+        let mut sinks = Vec::new();
+        for s in &self.sink {
+            service::SinkConfig::add(&mut sinks, s)?;
+        }
+        for (name, d) in &self.sinks {
+            match d {
+                SinkDests::Both(dest) => {
+                    service::SinkConfig::add_dest(&mut sinks, None, name, dest)?
+                }
+                SinkDests::Kinds(k) => {
+                    if k.video.is_none() && k.audio.is_none() {
+                        return Err(smolrtc::Error::InvalidArgument(
+                            format!(
+                                "[sinks.{name}]: give video = \"DEST\" and/or audio = \"DEST\""
+                            )
+                            .into(),
+                        ));
+                    }
+                    for (kind, dest) in [(MediaKind::Video, &k.video), (MediaKind::Audio, &k.audio)]
+                    {
+                        if let Some(dest) = dest {
+                            service::SinkConfig::add_dest(&mut sinks, Some(kind), name, dest)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(sinks)
     }
 }
 
@@ -1087,5 +1165,55 @@ mod tests {
         assert!(e.contains("vidoe"), "{e}");
         let e = ServeSettings::parse("[streams.cam]\nvideo = \"file:a.txt\"").unwrap_err();
         assert!(e.contains("unknown file extension"), "{e}");
+    }
+
+    #[cfg(feature = "media")]
+    #[test]
+    fn sinks_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-sinks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        let rec = dir.join("door");
+        std::fs::write(
+            &path,
+            format!(
+                "[sinks]\nintercom = \"rtp://127.0.0.1:5004\"\n[sinks.door]\nvideo = \"file:{}\"\naudio = \"exec:cat >/dev/null\"\n",
+                rec.display()
+            ),
+        )
+        .unwrap();
+        let s = serve_from(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--sink",
+            "cam=file:/tmp/cam.ivf",
+        ])
+        .unwrap();
+        let c = s.into_config().unwrap();
+        let names: Vec<_> = c.sinks.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cam", "door", "intercom"]);
+        assert!(c.sinks[0].audio.is_none() && c.sinks[0].video.is_some());
+        assert!(c.sinks[1].audio.is_some() && c.sinks[1].video.is_some());
+        assert!(c.sinks[2].audio.is_some() && c.sinks[2].video.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let err = |args: &[&str]| {
+            serve_from(args)
+                .unwrap()
+                .into_config()
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err(&["--sink", "cam"]);
+        assert!(e.contains("expected NAME=DEST"), "{e}");
+        let e = err(&["--sink", "cam=ftp://x"]);
+        assert!(e.contains("sink cam") && e.contains("unknown sink"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\nvideo = \"file:a.ogg\"").unwrap_err();
+        assert!(e.contains("Opus is not video"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\nvidoe = \"file:a.ivf\"").unwrap_err();
+        assert!(e.contains("sinks"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\n").unwrap_err();
+        assert!(e.contains("[sinks.cam]: give video"), "{e}");
     }
 }
