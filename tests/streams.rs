@@ -4,6 +4,7 @@
 mod common;
 
 use common::http::{request, ws_upgrade_from};
+use common::media;
 use smolrtc::media::MediaKind;
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle, StreamConfig};
 use smolrtc::Runtime;
@@ -14,48 +15,21 @@ use std::time::{Duration, Instant};
 const FIREFOX_RECVONLY: &str = include_str!("fixtures/sdp/firefox_recvonly.sdp");
 const CHROMIUM_RECVONLY: &str = include_str!("fixtures/sdp/chromium_recvonly.sdp");
 
-static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A file made once per test binary by ffmpeg from `args`.
-fn media(name: &str, args: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smolrtc-streams-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    // Tests run in parallel: one makes the file, the others wait for it.
-    let _made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .arg(&path)
-            .output()
-            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
+/// A file made once per test binary by ffmpeg: `secs` of lavfi `source` in `codec`.
+fn video(codec: &str, source: &str, secs: u32) -> PathBuf {
+    media::video(&media::temp_dir("streams"), codec, source, secs, 0)
 }
 
-#[rustfmt::skip]
 fn h264_file() -> PathBuf {
-    media("cam.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30", "-t", "4",
-        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-pix_fmt", "yuv420p", "-f", "h264"])
+    video("H264", "testsrc=size=640x480:rate=30", 4)
 }
 
-#[rustfmt::skip]
 fn vp8_file() -> PathBuf {
-    media("door.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "4",
-        "-c:v", "libvpx", "-g", "30", "-b:v", "1M", "-f", "ivf"])
+    video("VP8", "testsrc=size=320x240:rate=30", 4)
 }
 
-#[rustfmt::skip]
 fn opus_file() -> PathBuf {
-    media("mic.ogg", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4",
-        "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"])
+    media::opus(&media::temp_dir("streams"), 4)
 }
 
 fn start(streams: &[(&str, MediaKind, String)]) -> smolrtc::Result<(Runtime, ServiceHandle)> {
@@ -157,14 +131,7 @@ fn rtp_source_fed_by_ffmpeg_shows_codec_and_resolution() {
         format!("rtp://127.0.0.1:{port}?codec=h264"),
     )])
     .unwrap();
-    #[rustfmt::skip]
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
-            "testsrc=size=640x360:rate=30", "-t", "30", "-c:v", "libx264", "-profile:v",
-            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let ffmpeg = media::h264_rtp_sender("testsrc=size=640x360:rate=30", 30, port, true)
         .spawn()
         .expect("ffmpeg");
     let _sender = Sender(ffmpeg);
@@ -378,11 +345,8 @@ fn bad_sources_are_refused_at_start_with_a_clear_message() {
     }
 }
 
-#[rustfmt::skip]
 fn small_h264_file() -> PathBuf {
-    media("small.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "1",
-        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-pix_fmt", "yuv420p", "-f", "h264"])
+    video("H264", "testsrc=size=320x240:rate=30", 1)
 }
 
 /// A file made of `parts` one after the other (for bad and changing input).
@@ -661,14 +625,7 @@ fn an_rtp_source_of_the_wrong_codec_says_so() {
         Stdio::null(),
     );
     // As fast as ffmpeg makes them: 600 frames.
-    #[rustfmt::skip]
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
-            "testsrc=size=320x240:rate=30", "-t", "20", "-c:v", "libx264", "-profile:v",
-            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let ffmpeg = media::h264_rtp_sender("testsrc=size=320x240:rate=30", 20, port, false)
         .spawn()
         .expect("ffmpeg");
     let _sender = Sender(ffmpeg);
