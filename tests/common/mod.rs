@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod forward;
 pub mod http;
+pub mod media;
 pub mod netns;
 pub mod service;
 
