@@ -659,23 +659,7 @@ impl PeerActor {
         }
         #[cfg(feature = "media")]
         if self.plan.is_some() {
-            return Ok(RemoteSession {
-                ice_ufrag: full.ice_ufrag.clone(),
-                ice_pwd: full.ice_pwd.clone(),
-                ice_lite: full.ice_lite,
-                ice_options: full.ice_options.clone(),
-                fingerprints: full.fingerprints.clone(),
-                setup: full.setup,
-                mid: full.transport_mid.clone(),
-                sctp_port: sdp::DEFAULT_SCTP_PORT,
-                max_message_size: None,
-                legacy: false,
-                candidates: full.candidates.clone(),
-                end_of_candidates: full.end_of_candidates,
-                media: full.sections.clone(),
-                data_index: 0,
-                bundle: full.bundle.clone(),
-            });
+            return Ok(full.transport_session());
         }
         Err(sdp::SdpError::NoDataSection.into())
     }
