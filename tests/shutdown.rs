@@ -87,26 +87,31 @@ async fn closer_closes_ice_last(closer: &mut Peer) {
     assert_eq!(channels, 2, "every channel closes before ICE");
 }
 
-#[test]
-fn close_by_the_offerer_reaches_the_answerer_through_the_protocol() {
+/// `close()` on one side (the offerer, or the answerer: DTLS client and server swap).
+fn close_reaches_the_other_side(offerer_closes: bool) {
     run(async {
         let (mut a, mut b) = two_channels_open().await;
+        let (closer, remote) = if offerer_closes {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
         // close() returns once the chain has reached ICE.
-        a.pc.close().await;
-        closer_closes_ice_last(&mut a).await;
-        remote_sees_the_close(&mut b).await;
-        assert_eq!(b.pc.states().await.unwrap().2, ConnectionState::Closed);
+        closer.pc.close().await;
+        closer_closes_ice_last(closer).await;
+        remote_sees_the_close(remote).await;
+        assert_eq!(remote.pc.states().await.unwrap().2, ConnectionState::Closed);
     });
 }
 
 #[test]
+fn close_by_the_offerer_reaches_the_answerer_through_the_protocol() {
+    close_reaches_the_other_side(true);
+}
+
+#[test]
 fn close_by_the_answerer_reaches_the_offerer_through_the_protocol() {
-    run(async {
-        let (mut a, mut b) = two_channels_open().await;
-        b.pc.close().await;
-        closer_closes_ice_last(&mut b).await;
-        remote_sees_the_close(&mut a).await;
-    });
+    close_reaches_the_other_side(false);
 }
 
 #[test]
