@@ -116,7 +116,7 @@ enum Dtls {
     Failed,
 }
 
-/// The ordered teardown (module docs): started by failure or close, done once ICE, the
+/// The ordered teardown (docs/ARCHITECTURE.md, "Shutdown"): started by failure or close, done once ICE, the
 /// last of the chain, has closed its sockets.
 enum Teardown {
     NotStarted,
@@ -942,8 +942,8 @@ impl PeerActor {
         }
     }
 
-    /// Frees the pipeline in order (module docs): SCTP is told first; it passes the
-    /// teardown on to DTLS, DTLS to ICE.
+    /// Shutdown step 1 (docs/ARCHITECTURE.md): frees the pipeline in order. SCTP is told
+    /// first; it passes the teardown on to DTLS, DTLS to ICE.
     fn teardown(&mut self) {
         if matches!(self.teardown, Teardown::NotStarted) {
             self.teardown = Teardown::Running {
