@@ -401,6 +401,7 @@ impl DtlsActor {
         self.close(now);
     }
 
+    /// Shutdown step 3 (docs/ARCHITECTURE.md): close_notify, then ICE told to close.
     fn close(&mut self, now: Instant) {
         if self.closed {
             return;

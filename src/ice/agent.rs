@@ -399,7 +399,8 @@ impl IceActor {
         Ok(writes_tx)
     }
 
-    /// Closes the engine and does at once what it asks (nothing waits: this is the end).
+    /// Shutdown step 4 (docs/ARCHITECTURE.md), the last: closes the engine and does at once
+    /// what it asks (nothing waits: this is the end).
     fn close(&mut self, now: Instant) {
         self.engine.close(now);
         while let Some(out) = self.engine.poll_output() {

@@ -734,24 +734,14 @@ impl IceEngine {
         match first {
             0..=3 => self.stun(now, transport, data),
             20..=63 => {
-                if self.agent.is_valid_non_stun_traffic(now, transport) {
+                if let Some(data) = self.validated(now, transport, "DTLS", data) {
                     self.out.push_back(IceOutput::Dtls(data));
-                } else {
-                    log::debug!(
-                        "[{}] ICE: DTLS from unknown address {from} dropped",
-                        self.name
-                    );
                 }
             }
             #[cfg(feature = "media")]
             128..=191 => {
-                if self.agent.is_valid_non_stun_traffic(now, transport) {
+                if let Some(data) = self.validated(now, transport, "RTP/RTCP", data) {
                     self.out.push_back(IceOutput::Media(data));
-                } else {
-                    log::debug!(
-                        "[{}] ICE: RTP/RTCP from unknown address {from} dropped",
-                        self.name
-                    );
                 }
             }
             _ => log::debug!(
@@ -759,6 +749,25 @@ impl IceEngine {
                 self.name
             ),
         }
+    }
+
+    /// `data`, if it came from a remote ICE has validated (strangers never reach a session).
+    fn validated(
+        &mut self,
+        now: Instant,
+        transport: TransportContext,
+        what: &str,
+        data: BytesMut,
+    ) -> Option<BytesMut> {
+        if self.agent.is_valid_non_stun_traffic(now, transport) {
+            return Some(data);
+        }
+        let from = transport.peer_addr;
+        log::debug!(
+            "[{}] ICE: {what} from unknown address {from} dropped",
+            self.name
+        );
+        None
     }
 
     /// A STUN message for the agent: authenticated first, within the remote-candidate cap.
