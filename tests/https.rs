@@ -446,10 +446,30 @@ fn chromium_over_https_on_a_lan_address() {
     assert_eq!(report["steps"]["camera"], true, "{report:#}");
 
     // A WHEP viewer of the file stream decodes frames.
-    let url = format!("{base}/?watch=cam&auto=1&frames=20&report=/api/report");
+    // 150 frames (5 s): long enough for sender reports and the receiver reports answering them.
+    let url = format!("{base}/?watch=cam&auto=1&frames=150&report=/api/report");
     let report = chromium_report(&dir, &url, id.spki_sha256(), &h);
     assert_eq!(report["ok"], true, "{report:#}");
-    assert!(report["streams"]["cam"]["framesDecoded"].as_u64().unwrap() >= 20);
+    assert!(report["streams"]["cam"]["framesDecoded"].as_u64().unwrap() >= 150);
+    // /metrics over HTTPS (curl trusting the certificate file): the viewer's receiver
+    // reports gave round-trip times, and media went out.
+    let cacert = dir.join("cert.pem");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cacert)
+        .arg(format!("{base}/metrics")));
+    let metrics = text(&out.stdout);
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(sample("smolrtc_rtt_seconds_count") > 0.0, "{metrics}");
+    assert!(sample("smolrtc_bytes_sent_total") > 20_000.0, "{metrics}");
+    assert!(sample("smolrtc_sessions_total") >= 2.0, "{metrics}");
 
     // Plain http:// on the LAN address: no mediaDevices, and the page says why.
     let dom = chromium_dom(
