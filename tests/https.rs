@@ -510,7 +510,8 @@ fn lan_services(dir: &Path) -> (Runtime, ServiceHandle, ServiceHandle, TlsIdenti
 /// Firefox ESR with the certificate imported into its profile (`certutil -t C,,`: the
 /// self-signed certificate is its own trust anchor for TLS servers; no exception, no
 /// blanket override; `P,,`, "trusted peer", is refused by Firefox): the self-test at
-/// https://10.0.0.2:PORT passes with a data channel and the fake camera.
+/// https://10.0.0.2:PORT passes with a data channel signaled over the WebSocket (wss://)
+/// and the fake camera.
 #[test]
 fn firefox_over_https_trusting_the_imported_certificate() {
     const NAME: &str = "firefox_over_https_trusting_the_imported_certificate";
@@ -535,7 +536,7 @@ fn firefox_over_https_trusting_the_imported_certificate() {
     assert!(out.status.success(), "certutil -A: {}", text(&out.stderr));
 
     let url = format!(
-        "https://{DEVICE}:{}/?auto=1&mode=http&echo=5&camera=1&report=/api/report",
+        "https://{DEVICE}:{}/?auto=1&mode=ws&echo=5&camera=1&report=/api/report",
         h.addr.port()
     );
     let log = std::fs::File::create(dir.join("firefox.log")).unwrap();
@@ -570,6 +571,7 @@ fn firefox_over_https_trusting_the_imported_certificate() {
         panic!("no report from Firefox; it said:\n{}", tail.join("\n"))
     });
     assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["mode"], "ws", "{report:#}");
     assert_eq!(report["steps"]["gum"], true, "{report:#}");
     assert_eq!(report["steps"]["camera"], true, "{report:#}");
     h.shutdown();
