@@ -418,30 +418,7 @@ fn chromium_over_https_on_a_lan_address() {
     }
     common::init_log();
     let dir = temp_dir("lan");
-    let device: IpAddr = DEVICE.parse().unwrap();
-    let made =
-        SelfSigned::generate(&["camera.local".into()], &[device], SELF_SIGNED_VALIDITY).unwrap();
-    let id = TlsIdentity::from_pem(made.cert_pem.as_bytes(), made.key_pem.as_bytes()).unwrap();
-    let rt = Runtime::new().unwrap();
-    let mut config = ServiceConfig {
-        listen: SocketAddr::new(device, 0),
-        tls: Some(id.clone()),
-        ..Default::default()
-    };
-    config.peer.ice.hosts.addresses = vec![device];
-    let source = format!("file:{}", h264_file(&dir).display());
-    StreamConfig::add_source(&mut config.streams, MediaKind::Video, "cam", &source).unwrap();
-    let plain_config = ServiceConfig {
-        listen: SocketAddr::new(device, 0),
-        ..config.clone()
-    };
-    let plain_config = ServiceConfig {
-        tls: None,
-        streams: Vec::new(),
-        ..plain_config
-    };
-    let h = Service::new(config).start(&rt).unwrap();
-    let plain = Service::new(plain_config).start(&rt).unwrap();
+    let (_rt, h, plain, id) = lan_services(&dir);
     let base = format!("https://{DEVICE}:{}", h.addr.port());
 
     // Trusted by the pin: the page is there. Another pin: Chromium refuses the page.
@@ -469,10 +446,30 @@ fn chromium_over_https_on_a_lan_address() {
     assert_eq!(report["steps"]["camera"], true, "{report:#}");
 
     // A WHEP viewer of the file stream decodes frames.
-    let url = format!("{base}/?watch=cam&auto=1&frames=20&report=/api/report");
+    // 150 frames (5 s): long enough for sender reports and the receiver reports answering them.
+    let url = format!("{base}/?watch=cam&auto=1&frames=150&report=/api/report");
     let report = chromium_report(&dir, &url, id.spki_sha256(), &h);
     assert_eq!(report["ok"], true, "{report:#}");
-    assert!(report["streams"]["cam"]["framesDecoded"].as_u64().unwrap() >= 20);
+    assert!(report["streams"]["cam"]["framesDecoded"].as_u64().unwrap() >= 150);
+    // /metrics over HTTPS (curl trusting the certificate file): the viewer's receiver
+    // reports gave round-trip times, and media went out.
+    let cacert = dir.join("cert.pem");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cacert)
+        .arg(format!("{base}/metrics")));
+    let metrics = text(&out.stdout);
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(sample("smolrtc_rtt_seconds_count") > 0.0, "{metrics}");
+    assert!(sample("smolrtc_bytes_sent_total") > 20_000.0, "{metrics}");
+    assert!(sample("smolrtc_sessions_total") >= 2.0, "{metrics}");
 
     // Plain http:// on the LAN address: no mediaDevices, and the page says why.
     let dom = chromium_dom(
@@ -486,6 +483,104 @@ fn chromium_over_https_on_a_lan_address() {
     plain.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On 10.0.0.2 (inside the namespace): the service over TLS with a file stream `cam`, its
+/// certificate (for 10.0.0.2 and camera.local) written to `dir`, and the same service over
+/// plain HTTP without streams.
+fn lan_services(dir: &Path) -> (Runtime, ServiceHandle, ServiceHandle, TlsIdentity) {
+    let device: IpAddr = DEVICE.parse().unwrap();
+    let made =
+        SelfSigned::generate(&["camera.local".into()], &[device], SELF_SIGNED_VALIDITY).unwrap();
+    made.write(dir).unwrap();
+    let id = TlsIdentity::from_pem(made.cert_pem.as_bytes(), made.key_pem.as_bytes()).unwrap();
+    let rt = Runtime::new().unwrap();
+    let mut config = ServiceConfig {
+        listen: SocketAddr::new(device, 0),
+        ..Default::default()
+    };
+    config.peer.ice.hosts.addresses = vec![device];
+    let plain = Service::new(config.clone()).start(&rt).unwrap();
+    config.tls = Some(id.clone());
+    let source = format!("file:{}", h264_file(dir).display());
+    StreamConfig::add_source(&mut config.streams, MediaKind::Video, "cam", &source).unwrap();
+    let h = Service::new(config).start(&rt).unwrap();
+    (rt, h, plain, id)
+}
+
+/// Firefox ESR with the certificate imported into its profile (`certutil -t C,,`: the
+/// self-signed certificate is its own trust anchor for TLS servers; no exception, no
+/// blanket override; `P,,`, "trusted peer", is refused by Firefox): the self-test at
+/// https://10.0.0.2:PORT passes with a data channel signaled over the WebSocket (wss://)
+/// and the fake camera.
+#[test]
+fn firefox_over_https_trusting_the_imported_certificate() {
+    const NAME: &str = "firefox_over_https_trusting_the_imported_certificate";
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return reexec_in_namespace(NAME);
+    }
+    common::init_log();
+    let dir = temp_dir("firefox");
+    let (_rt, h, plain, _id) = lan_services(&dir);
+    let exe = "/usr/bin/firefox-esr";
+    assert!(Path::new(exe).exists(), "{exe} is missing (.ci/setup)");
+    let profile = dir.join("profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::fs::write(profile.join("user.js"), FIREFOX_PREFS).unwrap();
+    let db = format!("sql:{}", profile.display());
+    let out = run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
+    assert!(out.status.success(), "certutil -N: {}", text(&out.stderr));
+    let cert = dir.join("cert.pem");
+    let out = run(Command::new("certutil")
+        .args(["-A", "-n", "smolrtc", "-t", "C,,", "-d", &db, "-i"])
+        .arg(&cert));
+    assert!(out.status.success(), "certutil -A: {}", text(&out.stderr));
+
+    let url = format!(
+        "https://{DEVICE}:{}/?auto=1&mode=ws&echo=5&camera=1&report=/api/report",
+        h.addr.port()
+    );
+    let log = std::fs::File::create(dir.join("firefox.log")).unwrap();
+    let mut child = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "150",
+            exe,
+            "--headless",
+            "--no-remote",
+            "--profile",
+        ])
+        .arg(&profile)
+        .arg(&url)
+        .env("HOME", &profile)
+        .env("TMPDIR", &profile)
+        .env("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let report = h.next_report(Duration::from_secs(120));
+    // SAFETY: kill(2) on the process group this test made.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    let report = report.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(dir.join("firefox.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!("no report from Firefox; it said:\n{}", tail.join("\n"))
+    });
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["mode"], "ws", "{report:#}");
+    assert_eq!(report["steps"]["gum"], true, "{report:#}");
+    assert_eq!(report["steps"]["camera"], true, "{report:#}");
+    h.shutdown();
+    plain.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Firefox prefs: fake media and its permission, console on stdout, no background traffic.
+const FIREFOX_PREFS: &str = include_str!("fixtures/sdp/firefox-prefs.js");
 
 fn h264_file(dir: &Path) -> PathBuf {
     let path = dir.join("cam.h264");

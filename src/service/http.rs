@@ -131,13 +131,16 @@ fn serve_connection(
                 let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
                 return serve_http(&shared, io, peer, slow, activity).await;
             };
+            // The first byte and the whole handshake within one header_timeout.
             let limit = shared.config.header_timeout;
+            let started = std::time::Instant::now();
             let first = match first_byte(&stream, limit).await {
                 Ok(b) => b,
                 Err(e) => return log_tls_end(&shared, peer, &e),
             };
             let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
-            match super::tls::accept(&tls.config, io, first, limit).await {
+            let left = limit.saturating_sub(started.elapsed());
+            match super::tls::accept(&tls.config, io, first, left).await {
                 Ok(super::tls::Accepted::Tls(io)) => {
                     serve_http(&shared, *io, peer, slow, activity).await
                 }

@@ -305,10 +305,7 @@ where
             async_io::Timer::after(limit).await;
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!(
-                    "TLS handshake not done after {:.1} s (header_timeout)",
-                    limit.as_secs_f64()
-                ),
+                "TLS handshake not done within header_timeout".to_owned(),
             ))
         },
     )

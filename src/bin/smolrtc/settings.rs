@@ -970,6 +970,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-settings-tls-{}", std::process::id()));
+        let made = service::tls::SelfSigned::generate(
+            &["device.local".into()],
+            &[],
+            service::tls::SELF_SIGNED_VALIDITY,
+        )
+        .unwrap();
+        let (cert, key) = made.write(&dir).unwrap();
+        let f = ServeSettings::parse(&format!(
+            "tls-cert = {:?}\ntls-key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap();
+        let config = f.into_config().unwrap();
+        assert!(config.tls.is_some());
+        let f = ServeSettings::parse(&format!(
+            "tls-self-signed = true\nstate-dir = {:?}\n",
+            dir.join("state").display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(f.state_dir(), dir.join("state"));
+        assert!(f.into_config().unwrap().tls.is_some());
+        assert!(dir.join("state/cert.pem").exists());
+        let f = ServeSettings::parse(&format!("tls-key = {:?}\n", key.display().to_string()));
+        let Err(e) = f.unwrap().into_config() else {
+            panic!("a key without its certificate was taken");
+        };
+        let e = e.to_string();
+        assert!(e.contains("--tls-key needs --tls-cert"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn limits_and_token() {
         let f = ServeSettings::parse(
             r#"
