@@ -212,7 +212,7 @@ async fn session(codec: Codec, receiver_offers: bool, lossy: bool) -> Outcome {
             return true;
         }
         n += 1;
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             counter.fetch_add(1, Ordering::Relaxed);
             return false;
         }
