@@ -355,3 +355,63 @@ fn h264_through_two_percent_loss_is_repaired_by_nack() {
     assert!(broken <= 0.05, "{s:?}");
     check(&o, "h264", (640, 480));
 }
+
+/// `examples/record.rs` as a user runs it: smolrtc offers a VP8 track (the offer pasted as
+/// one JSON line), the example answers, records, and writes `OUT.ivf`, which ffprobe reads.
+#[test]
+fn the_record_example_writes_a_playable_file() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/record");
+    assert!(
+        example.exists(),
+        "{example:?}: cargo test builds the examples"
+    );
+    let dir = std::env::temp_dir().join(format!("smolrtc-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("visitor");
+    run(async {
+        let mut tx = Peer::new("send");
+        let mut track = tx.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
+        let offer = tx.pc.create_offer().await.unwrap();
+        tx.pc.set_local_description(offer).await.unwrap();
+        let offer = tx.complete_description().await;
+        let mut child = Command::new(&example)
+            .arg(&out)
+            .arg("5")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{}", offer.to_json()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut answer)
+            .unwrap();
+        let answer = smolrtc::Description::from_json(answer.trim()).unwrap();
+        tx.pc.set_remote_description(answer).await.unwrap();
+        connected(&mut tx).await;
+        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
+        let sent = frames.len();
+        std::thread::spawn(move || {
+            for (data, d) in frames {
+                track.write_frame(&data, d).unwrap();
+                std::thread::sleep(d);
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        let probe = ffprobe(&out.with_extension("ivf"));
+        assert_eq!(probe.codec, "vp8");
+        assert_eq!((probe.width, probe.height), (320, 240));
+        let got = probe.frames as f64;
+        assert!((got - sent as f64).abs() <= sent as f64 * 0.1, "{probe:?}");
+    });
+}
