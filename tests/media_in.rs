@@ -415,3 +415,69 @@ fn the_record_example_writes_a_playable_file() {
         assert!((got - sent as f64).abs() <= sent as f64 * 0.1, "{probe:?}");
     });
 }
+
+/// Talk-back: each side sends its microphone and hears the other's in one sendrecv audio
+/// section (the offer's and the answer's direction both `sendrecv`).
+#[test]
+fn sendrecv_audio_flows_both_ways_in_one_section() {
+    run(async {
+        let (mut a, mut b) = pair();
+        let mut tracks = Vec::new();
+        for p in [&a, &b] {
+            tracks.push(p.pc.add_track(TrackInit::new(Codec::Opus)).await.unwrap());
+            p.pc.add_transceiver(smolrtc::media::MediaKind::Audio, Direction::RecvOnly)
+                .await
+                .unwrap();
+        }
+        let offer = a.pc.create_offer().await.unwrap();
+        assert_eq!(offer.sdp.matches("m=audio").count(), 1);
+        assert!(offer.sdp.contains("a=sendrecv"), "{}", offer.sdp);
+        connect(&mut a, &mut b).await;
+        let answer = b.pc.local_description().await.unwrap();
+        assert!(answer.sdp.contains("a=sendrecv"), "{}", answer.sdp);
+        let mut recorders = Vec::new();
+        for (p, name) in [(&mut a, "a"), (&mut b, "b")] {
+            let t = p
+                .take("the track", |e| match e {
+                    Event::Track(t) => Ok(t),
+                    e => Err(e),
+                })
+                .await;
+            let out = std::env::temp_dir()
+                .join(format!("smolrtc-talk-{}-{name}.ogg", std::process::id()));
+            recorders.push((record(t, out.clone()), out));
+        }
+        connected(&mut a).await;
+        connected(&mut b).await;
+        let frames = frames_of(Codec::Opus, &source(Codec::Opus));
+        let sent = frames.len();
+        let senders: Vec<_> = tracks
+            .into_iter()
+            .map(|mut t| {
+                let frames = frames.clone();
+                std::thread::spawn(move || {
+                    for (data, d) in frames {
+                        t.write_frame(&data, d).unwrap();
+                        std::thread::sleep(d);
+                    }
+                    t
+                })
+            })
+            .collect();
+        let tracks: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+        async_io::Timer::after(Duration::from_millis(800)).await;
+        a.pc.close().await;
+        b.pc.close().await;
+        drop(tracks);
+        for (r, out) in recorders {
+            let stats = r.join().unwrap();
+            let probe = ffprobe(&out);
+            assert_eq!(probe.codec, "opus");
+            let got = probe.frames as f64;
+            assert!(
+                (got - sent as f64).abs() <= sent as f64 * 0.1,
+                "{probe:?} {stats:?}"
+            );
+        }
+    });
+}
