@@ -15,8 +15,6 @@
 //! output (disk full, permissions, the command exited) is one log line and an `error` in
 //! `/api/sinks`; the session goes on.
 
-// Wired to the sessions' received tracks with the library's receive path.
-#[allow(dead_code)]
 mod output;
 
 use super::error::ServiceError;
@@ -31,7 +29,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
-use output::OutputStats;
+use output::{Output, OutputStats, SinkFrame};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -496,9 +494,25 @@ async fn whip_post(
     Ok(r)
 }
 
-/// `?sink=NAME` on `/api/offer` and `/ws`: session `id` (before its offer is set) sends
-/// what it receives to sink `name`.
-#[allow(dead_code)]
+/// `POST /api/offer?sink=NAME` (without `?stream=`): an offer that sends audio/video (and
+/// maybe a data channel) to sink NAME.
+pub(super) async fn answer_offer_with_sink(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    name: &str,
+    offer: Description,
+) -> std::result::Result<(String, Description), ServiceError> {
+    let sink = shared.sinks.find(name)?;
+    crate::sdp::parse_description(&offer.sdp).map_err(ServiceError::BadSdp)?;
+    super::api::answer_in_session(shared, via, peer, offer, async |s| {
+        receive_into(shared, sink, &s.id, &s.pc).await
+    })
+    .await
+}
+
+/// `?sink=NAME` on `/ws` (without `?stream=`): session `id` (before its offer is set)
+/// sends what it receives to sink `name`.
 pub(super) async fn attach_sink(
     shared: &Rc<Shared>,
     name: &str,
@@ -509,17 +523,140 @@ pub(super) async fn attach_sink(
     receive_into(shared, sink, id, pc).await
 }
 
-/// Makes `pc` (session `id`, before its offer is set) receive what sink `i` takes, and
-/// binds the session to the sink: its received tracks are written there.
+/// What sink `name` takes, for a plan that also sends a stream (talk-back).
+pub(super) fn receive_codecs(
+    shared: &Shared,
+    name: &str,
+) -> std::result::Result<crate::sdp::ReceiveCodecs, ServiceError> {
+    let (video, audio) = shared.sinks.codecs(shared.sinks.find(name)?);
+    Ok(crate::sdp::ReceiveCodecs { video, audio })
+}
+
+/// Binds session `id`, whose plan receives what sink `name` takes (talk-back), to it.
+pub(super) fn bind_sink(
+    shared: &Shared,
+    name: &str,
+    id: &str,
+) -> std::result::Result<(), ServiceError> {
+    let i = shared.sinks.find(name)?;
+    shared.sinks.bind(id, i);
+    Ok(())
+}
+
+/// Makes `pc` (session `id`, before its offer is set) receive what sink `i` takes (one
+/// receiver per kind, limited to the sink's codecs), and binds the session to the sink:
+/// its received tracks are written there.
 async fn receive_into(
     shared: &Rc<Shared>,
     i: usize,
     id: &str,
-    _pc: &crate::PeerConnection,
+    pc: &crate::PeerConnection,
 ) -> std::result::Result<(), ServiceError> {
-    let (_video, _audio) = shared.sinks.codecs(i);
+    let (video, audio) = shared.sinks.codecs(i);
+    for (kind, codecs) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
+        if !codecs.is_empty() {
+            pc.add_transceiver(kind, crate::media::TransceiverInit::with_codecs(&codecs))
+                .await?;
+        }
+    }
     shared.sinks.bind(id, i);
     Ok(())
+}
+
+impl Sinks {
+    /// A track session `id` receives: written to its sink by a task of its own, or
+    /// dropped (logged) when the session has no sink or the sink no DEST of its kind.
+    pub(crate) fn on_track(
+        &self,
+        shared: &Rc<Shared>,
+        id: &str,
+        mut rx: crate::media::TrackReceiver,
+    ) {
+        let kind = rx.kind();
+        let codec = rx.codec();
+        let Some(i) = self.bound.borrow().get(id).copied() else {
+            log::info!("[{id}] a received {} track and no sink: ignored", kind.as_str());
+            return;
+        };
+        let mut sink = self.list[i].borrow_mut();
+        let name = sink.config.name.clone();
+        let Some((_, spec)) = sink.config.dest(kind).cloned() else {
+            log::info!("[{id}] sink {name} takes no {}: the track is ignored", kind.as_str());
+            return;
+        };
+        let track = Rc::new(RefCell::new(TrackOut {
+            kind,
+            codec,
+            target: String::new(),
+            stats: OutputStats::default(),
+            live: true,
+        }));
+        if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
+            s.tracks.push(track.clone());
+        }
+        let mut out = match Output::open(&spec, &name, id, kind, codec, &shared.ex) {
+            Ok(out) => out,
+            Err(why) => {
+                log::warn!("[{id}] sink {name}: {why}; the session goes on without it");
+                let mut t = track.borrow_mut();
+                t.live = false;
+                t.stats.error = Some(why.clone());
+                sink.error = Some(why);
+                return;
+            }
+        };
+        let target = out.target();
+        log::info!("[{id}] sink {name}: {} {codec} to {target}", kind.as_str());
+        track.borrow_mut().target = target.clone();
+        drop(sink);
+        let shared2 = shared.clone();
+        let id = id.to_owned();
+        shared
+            .ex
+            .spawn(async move {
+                let sink = &shared2.sinks.list[i];
+                while let Some(f) = rx.read_frame().await {
+                    let frame = SinkFrame {
+                        codec: f.codec,
+                        rtp_timestamp: f.rtp_timestamp,
+                        keyframe: f.keyframe,
+                        data: &f.data,
+                        width_height: f.width_height,
+                    };
+                    match out.write(&frame) {
+                        Ok(0) => track.borrow_mut().stats.dropped += 1,
+                        Ok(n) => {
+                            let mut t = track.borrow_mut();
+                            t.stats.frames += 1;
+                            t.stats.bytes += n as u64;
+                            let mut s = sink.borrow_mut();
+                            s.frames += 1;
+                            s.bytes += n as u64;
+                        }
+                        Err(why) => {
+                            // The output is done; the session (and its other track) go on.
+                            log::warn!("[{id}] sink {name}: {why}; no more {} written", kind.as_str());
+                            track.borrow_mut().stats.error = Some(why.clone());
+                            sink.borrow_mut().error = Some(why);
+                            break;
+                        }
+                    }
+                }
+                if let Err(why) = out.finish() {
+                    log::warn!("[{id}] sink {name}: {why}");
+                    track.borrow_mut().stats.error = Some(why);
+                }
+                let mut t = track.borrow_mut();
+                t.live = false;
+                log::info!(
+                    "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {target}",
+                    kind.as_str(),
+                    t.stats.frames,
+                    t.stats.bytes
+                );
+            })
+            .detach();
+    }
 }
 
 #[cfg(test)]
