@@ -53,6 +53,7 @@
 
 pub(crate) mod actor;
 pub mod codec;
+pub mod depacketize;
 pub mod fanout;
 pub mod h264;
 pub mod ivf;
@@ -61,6 +62,8 @@ pub mod negotiate;
 pub mod ogg;
 pub mod opus;
 pub mod packetize;
+pub mod receiver;
+pub mod remote;
 pub mod rtcp;
 pub mod rtp_in;
 pub mod sender;
@@ -73,13 +76,16 @@ pub mod srtp;
 mod testdata;
 pub mod vp8;
 
+pub use crate::sdp::Direction;
 pub use codec::{Codec, MediaKind, ProfileLevelId};
 pub use fanout::{Fanout, Track, TrackStats};
 pub use local::{TrackInit, TrackSender};
 pub use negotiate::{
-    negotiate, Capabilities, NegotiateError, Negotiated, RemoteFormats, SendCodec,
+    negotiate, negotiate_receive, Capabilities, NegotiateError, Negotiated, RemoteFormats,
+    SendCodec,
 };
 pub use packetize::{Frame, FrameData, PacketizedFrame, Packetizer, Payload};
+pub use remote::{ReceivedFrame, ReceiverStats, RtpPacket, TrackReceiver, TransceiverInit};
 pub use sender::{KeyframeCause, Sender, SenderConfig, SenderEvent, SenderStats};
 pub use session::MediaSession;
 pub use sink::{SinkSpec, SinkSpecError};

@@ -44,6 +44,13 @@ pub(crate) enum PeerCmd {
         async_channel::Sender<crate::media::local::TrackInput>,
         Reply<Result<usize>>,
     ),
+    /// A track to receive (`add_transceiver`).
+    #[cfg(feature = "media")]
+    AddTransceiver(
+        crate::media::MediaKind,
+        crate::media::TransceiverInit,
+        Reply<Result<()>>,
+    ),
     #[cfg(feature = "media")]
     MediaPlan(
         Box<sdp::AnswerPlan>,
@@ -159,6 +166,9 @@ pub(crate) struct PeerActor {
         crate::media::TrackInit,
         async_channel::Sender<crate::media::local::TrackInput>,
     )>,
+    /// The tracks to receive (`add_transceiver`), one per kind.
+    #[cfg(feature = "media")]
+    receive: Vec<(crate::media::MediaKind, crate::media::TransceiverInit)>,
     /// ICE checks and DTLS: not started, or started with our role and the remote's
     /// credentials.
     transport: Transport,
@@ -220,6 +230,8 @@ impl PeerActor {
             media_tx,
             #[cfg(feature = "media")]
             local_tracks: Vec::new(),
+            #[cfg(feature = "media")]
+            receive: Vec::new(),
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -335,6 +347,10 @@ impl PeerActor {
             #[cfg(feature = "media")]
             PeerCmd::AddTrack(init, tx, r) => {
                 let _ = r.try_send(self.add_track(init, tx));
+            }
+            #[cfg(feature = "media")]
+            PeerCmd::AddTransceiver(kind, init, r) => {
+                let _ = r.try_send(self.add_transceiver(kind, init));
             }
             #[cfg(feature = "media")]
             PeerCmd::MediaPlan(plan, keyframes, r) => {
@@ -685,7 +701,10 @@ impl PeerActor {
     fn answer_carries(&self) -> (bool, bool) {
         #[cfg(feature = "media")]
         if let Some(plan) = &self.plan {
-            return (plan.data, !plan.tracks.is_empty());
+            return (
+                plan.data,
+                !plan.tracks.is_empty() || !plan.receivers.is_empty(),
+            );
         }
         (true, false)
     }
@@ -727,13 +746,53 @@ impl PeerActor {
         Ok(self.local_tracks.len() - 1)
     }
 
+    /// What `add_transceiver` asked to receive.
+    #[cfg(feature = "media")]
+    fn receive_codecs(&self) -> sdp::ReceiveCodecs {
+        use crate::media::MediaKind;
+        let of = |kind| {
+            self.receive
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, init)| init.codecs_for(kind))
+                .unwrap_or_default()
+        };
+        sdp::ReceiveCodecs {
+            video: of(MediaKind::Video),
+            audio: of(MediaKind::Audio),
+        }
+    }
+
+    /// `add_transceiver`: one receiver per kind, before the first remote description.
+    #[cfg(feature = "media")]
+    fn add_transceiver(
+        &mut self,
+        kind: crate::media::MediaKind,
+        init: crate::media::TransceiverInit,
+    ) -> Result<()> {
+        self.check_open()?;
+        if self.remote.is_some() || self.plan.is_some() {
+            return Err(crate::Error::invalid(
+                "add_transceiver after the remote description: tracks are negotiated with the first offer",
+            ));
+        }
+        if self.receive.iter().any(|(k, _)| *k == kind) {
+            return Err(crate::Error::invalid(format!(
+                "a second {} receiver: at most one video and one audio track are received",
+                kind.as_str()
+            )));
+        }
+        self.receive.push((kind, init));
+        Ok(())
+    }
+
     /// The application's tracks answer the first offer: planned like a service stream
     /// (one section per kind, a codec that fits, or a clear error), each track told its
     /// place in the media actor, keyframe requests sent back to the track.
     #[cfg(feature = "media")]
     fn plan_local_tracks(&mut self, offer: &sdp::RemoteDescription) -> Result<()> {
         use crate::media::local::TrackInput;
-        if self.local_tracks.is_empty() || self.plan.is_some() {
+        if (self.local_tracks.is_empty() && self.receive.is_empty()) || self.plan.is_some() {
             return Ok(());
         }
         let send = |kind| {
@@ -750,9 +809,11 @@ impl PeerActor {
             video: send(crate::media::MediaKind::Video),
             audio: send(crate::media::MediaKind::Audio),
         };
-        let plan = sdp::plan_answer(
+        let receive = self.receive_codecs();
+        let plan = sdp::plan_answer_media(
             offer,
             Some(&codecs),
+            &receive,
             offer.data.is_some(),
             &Default::default(),
         )
@@ -781,6 +842,44 @@ impl PeerActor {
             }
         });
         self.set_media_plan(plan, keyframes)
+    }
+
+    /// The plan's received tracks: an engine configuration and queue each for the media
+    /// actor, and an [`Event::Track`] each for the application.
+    #[cfg(feature = "media")]
+    fn receivers_of(
+        &mut self,
+        plan: &sdp::AnswerPlan,
+    ) -> Vec<(
+        crate::media::receiver::ReceiverConfig,
+        crate::media::remote::TrackOutlet,
+    )> {
+        use crate::media::remote::{track, TrackInfo};
+        plan.receivers
+            .iter()
+            .enumerate()
+            .map(|(id, r)| {
+                let cfg = crate::media::receiver::ReceiverConfig::new(
+                    &r.negotiated,
+                    r.ssrc,
+                    r.remote_ssrcs.first().copied(),
+                );
+                let (outlet, receiver) = track(TrackInfo {
+                    id,
+                    mid: r.mid.clone(),
+                    codec: r.negotiated.codec,
+                });
+                log::info!(
+                    "[{}] receiving {} in section {} ({})",
+                    self.name,
+                    r.negotiated.codec.encoding_name(),
+                    r.mid,
+                    r.kind.as_str()
+                );
+                self.events.push(Event::Track(receiver));
+                (cfg, outlet)
+            })
+            .collect()
     }
 
     /// Takes the plan for the next remote offer and hands its tracks to the media actor.
@@ -820,8 +919,12 @@ impl PeerActor {
                 )
             })
             .collect();
-        self.media
-            .push(crate::media::actor::MediaMsg::Configure { tracks, keyframes });
+        let receivers = self.receivers_of(&plan);
+        self.media.push(crate::media::actor::MediaMsg::Configure {
+            tracks,
+            keyframes,
+            receivers,
+        });
         self.plan = Some(plan);
         Ok(())
     }
