@@ -214,6 +214,8 @@ struct TrackOut {
     /// The file, command or address.
     target: String,
     stats: OutputStats,
+    /// The last keyframe's size, when the codec says it.
+    resolution: Option<(u32, u32)>,
     /// Still receiving.
     live: bool,
 }
@@ -296,6 +298,7 @@ impl Sink {
                             "kind": t.kind.as_str(),
                             "codec": t.codec.encoding_name(),
                             "target": t.target,
+                            "resolution": t.resolution.map(|(w, h)| format!("{w}x{h}")),
                             "frames": t.stats.frames,
                             "bytes": t.stats.bytes,
                             "dropped": t.stats.dropped,
@@ -474,7 +477,7 @@ async fn whip_post(
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    crate::sdp::parse_description(text).map_err(ServiceError::BadSdp)?;
+    check_offer(shared, sink, text, false)?;
     let offer = Description {
         kind: SdpType::Offer,
         sdp: text.to_owned(),
@@ -504,11 +507,56 @@ pub(super) async fn answer_offer_with_sink(
     offer: Description,
 ) -> std::result::Result<(String, Description), ServiceError> {
     let sink = shared.sinks.find(name)?;
-    crate::sdp::parse_description(&offer.sdp).map_err(ServiceError::BadSdp)?;
+    check_offer(shared, sink, &offer.sdp, true)?;
     super::api::answer_in_session(shared, via, peer, offer, async |s| {
         receive_into(shared, sink, &s.id, &s.pc).await
     })
     .await
+}
+
+/// Plans the answer to `sdp` for sink `i` before a session is spent on it: `400` bad SDP,
+/// `422` nothing the sink takes (a recvonly offer, no codec in common; the body says why).
+/// The peer connection plans it again with the same inputs.
+fn check_offer(
+    shared: &Shared,
+    i: usize,
+    sdp: &str,
+    data: bool,
+) -> std::result::Result<(), ServiceError> {
+    let offer = crate::sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
+    let (video, audio) = shared.sinks.codecs(i);
+    let receive = crate::sdp::ReceiveCodecs { video, audio };
+    let name = shared.sinks.list[i].borrow().config.name.clone();
+    let plan = crate::sdp::plan_answer_media(&offer, None, &receive, data, &Default::default())
+        .map_err(|e| ServiceError::Unplayable(format!("sink {name}: {e}")))?;
+    for why in &plan.rejected {
+        log::info!("sink {name}: {why}");
+    }
+    if plan.receivers.is_empty() {
+        return Err(ServiceError::Unplayable(format!(
+            "sink {name}: the offer sends nothing it takes ({}); publish with sendonly or sendrecv audio/video",
+            takes(&receive)
+        )));
+    }
+    Ok(())
+}
+
+/// "video VP8 or H.264, audio Opus": what a sink takes, for an error message.
+fn takes(r: &crate::sdp::ReceiveCodecs) -> String {
+    let names = |c: &[Codec]| {
+        c.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let mut parts = Vec::new();
+    if !r.video.is_empty() {
+        parts.push(format!("video {}", names(&r.video)));
+    }
+    if !r.audio.is_empty() {
+        parts.push(format!("audio {}", names(&r.audio)));
+    }
+    parts.join(", ")
 }
 
 /// `?sink=NAME` on `/ws` (without `?stream=`): session `id` (before its offer is set)
@@ -575,13 +623,19 @@ impl Sinks {
         let kind = rx.kind();
         let codec = rx.codec();
         let Some(i) = self.bound.borrow().get(id).copied() else {
-            log::info!("[{id}] a received {} track and no sink: ignored", kind.as_str());
+            log::info!(
+                "[{id}] a received {} track and no sink: ignored",
+                kind.as_str()
+            );
             return;
         };
         let mut sink = self.list[i].borrow_mut();
         let name = sink.config.name.clone();
         let Some((_, spec)) = sink.config.dest(kind).cloned() else {
-            log::info!("[{id}] sink {name} takes no {}: the track is ignored", kind.as_str());
+            log::info!(
+                "[{id}] sink {name} takes no {}: the track is ignored",
+                kind.as_str()
+            );
             return;
         };
         let track = Rc::new(RefCell::new(TrackOut {
@@ -589,6 +643,7 @@ impl Sinks {
             codec,
             target: String::new(),
             stats: OutputStats::default(),
+            resolution: None,
             live: true,
         }));
         if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
@@ -616,6 +671,9 @@ impl Sinks {
             .spawn(async move {
                 let sink = &shared2.sinks.list[i];
                 while let Some(f) = rx.read_frame().await {
+                    if f.width_height.is_some() {
+                        track.borrow_mut().resolution = f.width_height;
+                    }
                     let frame = SinkFrame {
                         codec: f.codec,
                         rtp_timestamp: f.rtp_timestamp,
@@ -635,7 +693,10 @@ impl Sinks {
                         }
                         Err(why) => {
                             // The output is done; the session (and its other track) go on.
-                            log::warn!("[{id}] sink {name}: {why}; no more {} written", kind.as_str());
+                            log::warn!(
+                                "[{id}] sink {name}: {why}; no more {} written",
+                                kind.as_str()
+                            );
                             track.borrow_mut().stats.error = Some(why.clone());
                             sink.borrow_mut().error = Some(why);
                             break;

@@ -661,7 +661,9 @@ fn plan_viewer(
     let offer = sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
     let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
     let plan = sdp::plan_answer_media(&offer, Some(&codecs), &receive, true, &Default::default())
-        .map_err(|e: PlanError| ServiceError::Unplayable(format!("stream {name}, sink {sink}: {e}")))?;
+        .map_err(|e: PlanError| {
+        ServiceError::Unplayable(format!("stream {name}, sink {sink}: {e}"))
+    })?;
     for why in &plan.rejected {
         log::info!("stream {name}, sink {sink}: {why}");
     }

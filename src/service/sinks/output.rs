@@ -26,6 +26,8 @@ pub(crate) struct SinkFrame<'a> {
     pub(crate) rtp_timestamp: u32,
     pub(crate) keyframe: bool,
     pub(crate) data: &'a Bytes,
+    /// A VP8 keyframe's size (the IVF header's).
+    #[allow(dead_code)]
     pub(crate) width_height: Option<(u32, u32)>,
 }
 
