@@ -395,3 +395,94 @@ fn chromium_whip_to_an_rtp_sink_read_by_ffmpeg() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file made by ffmpeg from `args` in `dir`.
+fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin"])
+        .args(args)
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Talk-back: one session plays the device's stream (VP8 + Opus files) and sends the
+/// page's microphone to an `rtp://` sink; the page must hear the device, the sink must get
+/// the page's Opus.
+#[test]
+fn chromium_talk_back_in_one_session() {
+    let name = "chromium_talk_back_in_one_session";
+    let dir = temp_dir("talk");
+    let port = 5900 + (std::process::id() % 200) as u16 * 2;
+    let mut config = config(&[&format!("intercom=rtp://127.0.0.1:{port}?codec=opus")]).unwrap();
+    if in_namespace_copy() {
+        #[rustfmt::skip]
+        let video = media(&dir, "door.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+            "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
+        #[rustfmt::skip]
+        let audio = media(&dir, "door.ogg", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"]);
+        for (kind, file) in [
+            (smolrtc::media::MediaKind::Video, video),
+            (smolrtc::media::MediaKind::Audio, audio),
+        ] {
+            smolrtc::service::StreamConfig::add_source(
+                &mut config.streams,
+                kind,
+                "door",
+                &format!("file:{}", file.display()),
+            )
+            .unwrap();
+        }
+    }
+    browser_case(
+        name,
+        BrowserKind::Chromium,
+        config,
+        &format!("talk=intercom&stream=door&seconds={PUBLISH_S}"),
+        |_| {
+            // The sink's RTP lands here (as ffmpeg or aplay would read it).
+            let rx = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            // Read as it comes (a socket buffer holds only some 250 of them); done after
+            // 2 s of silence once packets came, or 60 s of none.
+            std::thread::spawn(move || {
+                let (mut buf, mut opus, mut idle) = ([0u8; 1500], 0u64, 0);
+                while idle < 30 {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 111 => opus += 1,
+                        Ok(_) => {}
+                        Err(_) if opus > 0 => break,
+                        Err(_) => idle += 1,
+                    }
+                }
+                opus
+            })
+        },
+        |h, report, counter| {
+            let f = &report["figures"];
+            assert!(f["audioSamplesReceived"].as_u64().unwrap() > 0, "{report}");
+            let s = sink_done(h, "intercom");
+            println!("sink: {s}");
+            let track = &s["sessions"][0]["tracks"][0];
+            assert_eq!(track["codec"], "opus");
+            let opus = counter.join().unwrap();
+            // 20 ms packets for most of the time the page talked.
+            assert!(opus >= 100, "{opus} Opus packets at the sink");
+            assert_eq!(track["frames"].as_u64().unwrap(), opus, "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this is the test's copy inside the namespace (where files are made).
+fn in_namespace_copy() -> bool {
+    std::env::var_os(common::browser::NETNS_ENV).is_some()
+}
