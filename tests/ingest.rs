@@ -342,12 +342,28 @@ fn chromium_whip_to_an_h264_file() {
 /// an IVF file by ffmpeg, checked with ffprobe.
 #[test]
 fn chromium_whip_to_an_rtp_sink_read_by_ffmpeg() {
-    let dir = temp_dir("rtp");
+    rtp_sink_case(
+        "chromium_whip_to_an_rtp_sink_read_by_ffmpeg",
+        BrowserKind::Chromium,
+    );
+}
+
+/// Firefox ESR (fake camera: `media.navigator.streams.fake`) publishes VP8 likewise.
+#[test]
+fn firefox_whip_to_an_rtp_sink_read_by_ffmpeg() {
+    rtp_sink_case(
+        "firefox_whip_to_an_rtp_sink_read_by_ffmpeg",
+        BrowserKind::Firefox,
+    );
+}
+
+fn rtp_sink_case(name: &str, kind: BrowserKind) {
+    let dir = temp_dir(name);
     let d = dir.clone();
     let port = 5500 + (std::process::id() % 200) as u16 * 2;
     browser_case(
-        "chromium_whip_to_an_rtp_sink_read_by_ffmpeg",
-        BrowserKind::Chromium,
+        name,
+        kind,
         config(&[&format!("cam=rtp://127.0.0.1:{port}?codec=vp8")]).unwrap(),
         &format!("publish=cam&audio=0&seconds={PUBLISH_S}"),
         |h| {
@@ -391,6 +407,62 @@ fn chromium_whip_to_an_rtp_sink_read_by_ffmpeg() {
             let track = &s["sessions"][0]["tracks"][0];
             assert_eq!(track["target"], format!("127.0.0.1:{port}"));
             assert!(track["frames"].as_u64().unwrap() >= p.frames, "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad sinks do not end the session: a file sink whose directory is gone (the file cannot
+/// be created) and an exec sink whose command exits after its first bytes are each a log
+/// line and an `error` in `/api/sinks`, while the page publishes to the end.
+#[test]
+fn chromium_whip_to_failing_sinks_goes_on() {
+    let dir = temp_dir("failing");
+    let gone = dir.join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    let g = gone.clone();
+    let mut cfg = config(&[]).unwrap();
+    smolrtc::service::SinkConfig::add_dest(
+        &mut cfg.sinks,
+        Some(smolrtc::media::MediaKind::Video),
+        "bad",
+        "exec:head -c 2000 >/dev/null?codec=h264",
+    )
+    .unwrap();
+    smolrtc::service::SinkConfig::add_dest(
+        &mut cfg.sinks,
+        Some(smolrtc::media::MediaKind::Audio),
+        "bad",
+        &format!("file:{}/mic.ogg", gone.display()),
+    )
+    .unwrap();
+    browser_case(
+        "chromium_whip_to_failing_sinks_goes_on",
+        BrowserKind::Chromium,
+        cfg,
+        &format!("publish=bad&seconds={PUBLISH_S}"),
+        // Checked at start; gone before the session.
+        |_| std::fs::remove_dir_all(&g).unwrap(),
+        |h, report, ()| {
+            let s = sink_done(h, "bad");
+            println!("sink: {s}");
+            let f = &report["figures"];
+            // The session went on: the page sent all along (some 6 s of frames).
+            assert!(f["framesSent"].as_u64().unwrap() > 30, "{report}");
+            let tracks = s["sessions"][0]["tracks"].as_array().unwrap();
+            let of = |kind: &str| tracks.iter().find(|t| t["kind"] == kind).unwrap().clone();
+            let video = of("video");
+            let e = video["error"].as_str().unwrap();
+            assert!(e.contains("`head -c 2000 >/dev/null`"), "{video}");
+            // Some frames went in before the command quit.
+            assert!(video["frames"].as_u64().unwrap() > 0, "{video}");
+            let audio = of("audio");
+            let e = audio["error"].as_str().unwrap();
+            assert!(
+                e.contains("cannot create") && e.contains("No such file"),
+                "{audio}"
+            );
+            assert!(!s["error"].is_null(), "{s}");
         },
     );
     let _ = std::fs::remove_dir_all(&dir);
