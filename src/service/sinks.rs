@@ -216,6 +216,8 @@ struct TrackOut {
     stats: OutputStats,
     /// The last keyframe's size, when the codec says it.
     resolution: Option<(u32, u32)>,
+    /// The receiver's figures (loss, NACKs, PLIs, wrong payload types, SSRC changes).
+    received: crate::media::ReceiverStats,
     /// Still receiving.
     live: bool,
 }
@@ -299,6 +301,7 @@ impl Sink {
                             "codec": t.codec.encoding_name(),
                             "target": t.target,
                             "resolution": t.resolution.map(|(w, h)| format!("{w}x{h}")),
+                            "received": received_json(&t.received),
                             "frames": t.stats.frames,
                             "bytes": t.stats.bytes,
                             "dropped": t.stats.dropped,
@@ -334,6 +337,22 @@ impl Sink {
             "sdp": self.rtp_sdp(),
         })
     }
+}
+
+/// A receiver's figures in `/api/sinks`.
+fn received_json(r: &crate::media::ReceiverStats) -> serde_json::Value {
+    serde_json::json!({
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "lost": r.lost,
+        "recovered": r.recovered,
+        "nacks_sent": r.nacks_sent,
+        "plis_sent": r.plis_sent,
+        "frames_dropped": r.frames_dropped,
+        "wrong_payload_type": r.wrong_payload_type,
+        "ssrc_changes": r.ssrc_changes,
+        "malformed": r.malformed,
+    })
 }
 
 /// The service's sinks, and which session writes to which.
@@ -644,6 +663,7 @@ impl Sinks {
             target: String::new(),
             stats: OutputStats::default(),
             resolution: None,
+            received: Default::default(),
             live: true,
         }));
         if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
@@ -671,8 +691,12 @@ impl Sinks {
             .spawn(async move {
                 let sink = &shared2.sinks.list[i];
                 while let Some(f) = rx.read_frame().await {
-                    if f.width_height.is_some() {
-                        track.borrow_mut().resolution = f.width_height;
+                    {
+                        let mut t = track.borrow_mut();
+                        t.received = rx.stats();
+                        if f.width_height.is_some() {
+                            t.resolution = f.width_height;
+                        }
                     }
                     let frame = SinkFrame {
                         codec: f.codec,
@@ -709,11 +733,18 @@ impl Sinks {
                 }
                 let mut t = track.borrow_mut();
                 t.live = false;
+                t.received = rx.stats();
+                let r = &t.received;
                 log::info!(
-                    "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {target}",
+                    "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {target} \
+                     (received {} packets, {} lost, {} recovered, {} frames dropped)",
                     kind.as_str(),
                     t.stats.frames,
-                    t.stats.bytes
+                    t.stats.bytes,
+                    r.packets,
+                    r.lost,
+                    r.recovered,
+                    r.frames_dropped
                 );
             })
             .detach();
