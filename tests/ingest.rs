@@ -558,3 +558,100 @@ fn chromium_talk_back_in_one_session() {
 fn in_namespace_copy() -> bool {
     std::env::var_os(common::browser::NETNS_ENV).is_some()
 }
+
+// ------------------------------------------------------------------------ smolrtc <-> smolrtc
+
+/// The H.264 access units of an Annex-B file, each with its start codes.
+fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
+    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
+    let data = std::fs::read(path).expect("media file");
+    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
+    split.push(&data);
+    let mut nals = Vec::new();
+    while let Some(n) = split.poll() {
+        nals.extend(n.ok());
+    }
+    nals.extend(split.flush());
+    let mut asm = AccessUnitAssembler::new();
+    let mut units: Vec<_> = nals
+        .into_iter()
+        .filter_map(|n| asm.push(n).ok().flatten())
+        .collect();
+    units.extend(asm.flush().ok().flatten());
+    units
+        .iter()
+        .map(|au| {
+            au.nals
+                .iter()
+                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect()
+        })
+        .collect()
+}
+
+/// smolrtc to smolrtc: a library peer (`add_track`, fed with `write_frame` from an
+/// ffmpeg-made H.264 file) offers through `POST /whip/cam` to a service whose sink records
+/// to a file; every frame written after the connection is up is in the file, the file
+/// decodes at the source's size.
+#[test]
+fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
+    use smolrtc::media::{Codec, TrackInit};
+    let dir = temp_dir("peer");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-t", "3", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-pix_fmt", "yuv420p", "-f", "h264"]);
+    let units = annexb_units(&source);
+    assert_eq!(units.len(), 90);
+    let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
+    common::run(async {
+        let mut p = common::Peer::new("publisher");
+        let mut init = TrackInit::new(Codec::H264);
+        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+        let mut track = p.pc.add_track(init).await.unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        let offer = p.complete_description().await;
+        let r = request(
+            h.addr,
+            "POST",
+            "/whip/cam",
+            Some("application/sdp"),
+            offer.sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert!(r.header("location").unwrap().starts_with("/whip/cam/"));
+        p.pc.set_remote_description(smolrtc::Description {
+            kind: smolrtc::SdpType::Answer,
+            sdp: r.text(),
+        })
+        .await
+        .unwrap();
+        p.expect("connected", |e| {
+            matches!(
+                e,
+                smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+            )
+            .then_some(())
+        })
+        .await;
+        // SRTP is keyed just after: frames before it are dropped by design.
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        for au in &units {
+            assert!(track.write_frame(au, Duration::from_millis(33)).unwrap());
+            async_io::Timer::after(Duration::from_millis(33)).await;
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        p.pc.close().await;
+    });
+    let s = sink_done(&h, "cam");
+    println!("sink: {s}");
+    let files = files(&dir, "h264");
+    let recorded: Vec<_> = files.iter().filter(|f| !f.ends_with("src.h264")).collect();
+    assert_eq!(recorded.len(), 1, "{files:?}");
+    let p = ffprobe(recorded[0]);
+    println!("{p:?}");
+    assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 320, 240));
+    assert!(p.frames >= 81 && p.frames <= 90, "{p:?} of 90 sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
