@@ -75,6 +75,7 @@ pub mod srtp;
 #[cfg(test)]
 mod testdata;
 pub mod vp8;
+pub mod writer;
 
 pub use crate::sdp::Direction;
 pub use codec::{Codec, MediaKind, ProfileLevelId};

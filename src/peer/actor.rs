@@ -166,6 +166,9 @@ pub(crate) struct PeerActor {
         crate::media::TrackInit,
         async_channel::Sender<crate::media::local::TrackInput>,
     )>,
+    /// The media sections of our offer (tracks and receivers), once one was created.
+    #[cfg(feature = "media")]
+    offered: Vec<sdp::OfferedSection>,
     /// The tracks to receive (`add_transceiver`), one per kind.
     #[cfg(feature = "media")]
     receive: Vec<(crate::media::MediaKind, crate::media::TransceiverInit)>,
@@ -232,6 +235,8 @@ impl PeerActor {
             local_tracks: Vec::new(),
             #[cfg(feature = "media")]
             receive: Vec::new(),
+            #[cfg(feature = "media")]
+            offered: Vec::new(),
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -419,9 +424,11 @@ impl PeerActor {
             session.ice_pwd = pwd.clone();
         }
         self.pending_local = Some((SdpType::Offer, Setup::ActPass, mid.clone()));
+        #[cfg(feature = "media")]
+        self.plan_offer();
         Ok(Description {
             kind: SdpType::Offer,
-            sdp: sdp::write_offer(&session),
+            sdp: self.write_offer(&session),
         })
     }
 
@@ -510,6 +517,10 @@ impl PeerActor {
         #[cfg(feature = "media")]
         if d.kind == SdpType::Offer && self.remote.is_none() {
             self.plan_local_tracks(&full)?;
+        }
+        #[cfg(feature = "media")]
+        if d.kind == SdpType::Answer && self.remote.is_none() {
+            self.plan_answered(&full)?;
         }
         let remote = self.remote_session(&full)?;
         check_fingerprints(&remote)?;
@@ -791,7 +802,6 @@ impl PeerActor {
     /// place in the media actor, keyframe requests sent back to the track.
     #[cfg(feature = "media")]
     fn plan_local_tracks(&mut self, offer: &sdp::RemoteDescription) -> Result<()> {
-        use crate::media::local::TrackInput;
         if (self.local_tracks.is_empty() && self.receive.is_empty()) || self.plan.is_some() {
             return Ok(());
         }
@@ -818,6 +828,14 @@ impl PeerActor {
             &Default::default(),
         )
         .map_err(|e| crate::Error::invalid(format!("the offer cannot carry the tracks: {e}")))?;
+        self.adopt_plan(plan)
+    }
+
+    /// Takes a plan for the application's tracks and receivers: each track told its place
+    /// in the media actor, keyframe requests sent back to the track.
+    #[cfg(feature = "media")]
+    fn adopt_plan(&mut self, plan: sdp::AnswerPlan) -> Result<()> {
+        use crate::media::local::TrackInput;
         let txs: Vec<_> = plan
             .tracks
             .iter()
@@ -956,12 +974,58 @@ impl PeerActor {
         (mid, 0)
     }
 
+    /// Our offer: with the media sections when the application has tracks or receivers.
+    fn write_offer(&self, local: &LocalSession) -> String {
+        #[cfg(feature = "media")]
+        if !self.offered.is_empty() {
+            let media: Vec<sdp::LocalMedia> =
+                self.offered.iter().map(|o| o.media.clone()).collect();
+            return sdp::write_offer_sections(local, &media, true);
+        }
+        sdp::write_offer(local)
+    }
+
+    /// The media sections of the first offer: the application's tracks (sent) and
+    /// receivers (received), one section per kind.
+    #[cfg(feature = "media")]
+    fn plan_offer(&mut self) {
+        if !self.offered.is_empty() || self.plan.is_some() || self.remote.is_some() {
+            return;
+        }
+        let send: Vec<crate::media::SendCodec> = self
+            .local_tracks
+            .iter()
+            .map(|(t, _)| crate::media::SendCodec {
+                codec: t.codec,
+                profile_level_id: t.profile_level_id,
+            })
+            .collect();
+        self.offered = sdp::plan_offer(&send, &self.receive_codecs());
+    }
+
+    /// The answer to our media offer: the tracks it accepted are sent, the ones it sends
+    /// are received.
+    #[cfg(feature = "media")]
+    fn plan_answered(&mut self, answer: &sdp::RemoteDescription) -> Result<()> {
+        if self.offered.is_empty() || self.plan.is_some() {
+            return Ok(());
+        }
+        let plan =
+            sdp::plan_from_answer(&self.offered, answer, &Default::default()).map_err(|e| {
+                crate::Error::invalid(format!("the answer cannot carry the tracks: {e}"))
+            })?;
+        for r in &plan.rejected {
+            log::info!("[{}] {r}", self.name);
+        }
+        self.adopt_plan(plan)
+    }
+
     fn local_description(&self) -> Option<Description> {
         let (kind, setup, mid) = self.local.as_ref()?;
         let local = self.local_session(*setup, mid);
         let sdp = match (kind, &self.remote) {
             (SdpType::Answer, Some((_, remote))) => self.write_answer(&local, remote),
-            _ => sdp::write_offer(&local),
+            _ => self.write_offer(&local),
         };
         Some(Description { kind: *kind, sdp })
     }

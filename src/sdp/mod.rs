@@ -86,8 +86,8 @@ pub use media::{Direction, LocalMedia, RemoteFormat, RemoteFormats, RemoteMedia}
 pub use parse::{check_candidate, parse, parse_candidate_fragment, parse_description};
 #[cfg(feature = "media")]
 pub use plan::{
-    plan_answer, plan_answer_media, AnswerPlan, PlanError, PlannedReceiver, PlannedTrack,
-    ReceiveCodecs, StreamCodecs,
+    plan_answer, plan_answer_media, plan_from_answer, plan_offer, AnswerPlan, OfferedSection,
+    PlanError, PlannedReceiver, PlannedTrack, ReceiveCodecs, StreamCodecs,
 };
 pub use types::{
     DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup,

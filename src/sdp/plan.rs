@@ -395,5 +395,8 @@ fn needed(s: &StreamCodecs) -> Option<MediaKind> {
     }
 }
 
+mod offer;
+pub use offer::{plan_from_answer, plan_offer, OfferedSection};
+
 #[cfg(test)]
 mod tests;
