@@ -355,3 +355,129 @@ fn h264_through_two_percent_loss_is_repaired_by_nack() {
     assert!(broken <= 0.05, "{s:?}");
     check(&o, "h264", (640, 480));
 }
+
+/// `examples/record.rs` as a user runs it: smolrtc offers a VP8 track (the offer pasted as
+/// one JSON line), the example answers, records, and writes `OUT.ivf`, which ffprobe reads.
+#[test]
+fn the_record_example_writes_a_playable_file() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/record");
+    assert!(
+        example.exists(),
+        "{example:?}: cargo test builds the examples"
+    );
+    let dir = std::env::temp_dir().join(format!("smolrtc-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("visitor");
+    run(async {
+        let mut tx = Peer::new("send");
+        let mut track = tx.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
+        let offer = tx.pc.create_offer().await.unwrap();
+        tx.pc.set_local_description(offer).await.unwrap();
+        let offer = tx.complete_description().await;
+        let mut child = Command::new(&example)
+            .arg(&out)
+            .arg("5")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{}", offer.to_json()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut answer)
+            .unwrap();
+        let answer = smolrtc::Description::from_json(answer.trim()).unwrap();
+        tx.pc.set_remote_description(answer).await.unwrap();
+        connected(&mut tx).await;
+        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
+        let sent = frames.len();
+        std::thread::spawn(move || {
+            for (data, d) in frames {
+                track.write_frame(&data, d).unwrap();
+                std::thread::sleep(d);
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        let probe = ffprobe(&out.with_extension("ivf"));
+        assert_eq!(probe.codec, "vp8");
+        assert_eq!((probe.width, probe.height), (320, 240));
+        let got = probe.frames as f64;
+        assert!((got - sent as f64).abs() <= sent as f64 * 0.1, "{probe:?}");
+    });
+}
+
+/// Talk-back: each side sends its microphone and hears the other's in one sendrecv audio
+/// section (the offer's and the answer's direction both `sendrecv`).
+#[test]
+fn sendrecv_audio_flows_both_ways_in_one_section() {
+    run(async {
+        let (mut a, mut b) = pair();
+        let mut tracks = Vec::new();
+        for p in [&a, &b] {
+            tracks.push(p.pc.add_track(TrackInit::new(Codec::Opus)).await.unwrap());
+            p.pc.add_transceiver(smolrtc::media::MediaKind::Audio, Direction::RecvOnly)
+                .await
+                .unwrap();
+        }
+        let offer = a.pc.create_offer().await.unwrap();
+        assert_eq!(offer.sdp.matches("m=audio").count(), 1);
+        assert!(offer.sdp.contains("a=sendrecv"), "{}", offer.sdp);
+        connect(&mut a, &mut b).await;
+        let answer = b.pc.local_description().await.unwrap();
+        assert!(answer.sdp.contains("a=sendrecv"), "{}", answer.sdp);
+        let mut recorders = Vec::new();
+        for (p, name) in [(&mut a, "a"), (&mut b, "b")] {
+            let t = p
+                .take("the track", |e| match e {
+                    Event::Track(t) => Ok(t),
+                    e => Err(e),
+                })
+                .await;
+            let out = std::env::temp_dir()
+                .join(format!("smolrtc-talk-{}-{name}.ogg", std::process::id()));
+            recorders.push((record(t, out.clone()), out));
+        }
+        connected(&mut a).await;
+        connected(&mut b).await;
+        let frames = frames_of(Codec::Opus, &source(Codec::Opus));
+        let sent = frames.len();
+        let senders: Vec<_> = tracks
+            .into_iter()
+            .map(|mut t| {
+                let frames = frames.clone();
+                std::thread::spawn(move || {
+                    for (data, d) in frames {
+                        t.write_frame(&data, d).unwrap();
+                        std::thread::sleep(d);
+                    }
+                    t
+                })
+            })
+            .collect();
+        let tracks: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+        async_io::Timer::after(Duration::from_millis(800)).await;
+        a.pc.close().await;
+        b.pc.close().await;
+        drop(tracks);
+        for (r, out) in recorders {
+            let stats = r.join().unwrap();
+            let probe = ffprobe(&out);
+            assert_eq!(probe.codec, "opus");
+            let got = probe.frames as f64;
+            assert!(
+                (got - sent as f64).abs() <= sent as f64 * 0.1,
+                "{probe:?} {stats:?}"
+            );
+        }
+    });
+}
