@@ -29,7 +29,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
-use output::{Output, OutputStats, SinkFrame};
+use output::{Output, OutputStats};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -181,30 +181,6 @@ pub(crate) fn check_sinks(sinks: &[SinkConfig]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The IVF and Ogg encoders (the library's writers, over a buffer).
-mod containers {
-    use super::output::{Encoder, SinkFrame};
-
-    struct Missing(&'static str);
-
-    impl Encoder for Missing {
-        fn encode(&mut self, _: &SinkFrame<'_>, _: &mut Vec<u8>) -> std::io::Result<()> {
-            Err(std::io::Error::other(format!(
-                "no {} writer in this build",
-                self.0
-            )))
-        }
-    }
-
-    pub(super) fn ivf() -> Box<dyn Encoder> {
-        Box::new(Missing("IVF"))
-    }
-
-    pub(super) fn ogg() -> Box<dyn Encoder> {
-        Box::new(Missing("Ogg"))
-    }
 }
 
 /// One session's track written to a sink.
@@ -698,16 +674,9 @@ impl Sinks {
                             t.resolution = f.width_height;
                         }
                     }
-                    let frame = SinkFrame {
-                        codec: f.codec,
-                        rtp_timestamp: f.rtp_timestamp,
-                        keyframe: f.keyframe,
-                        data: &f.data,
-                        width_height: f.width_height,
-                    };
-                    match out.write(&frame) {
-                        Ok(0) => track.borrow_mut().stats.dropped += 1,
-                        Ok(n) => {
+                    match out.write(&f) {
+                        Ok(None) => track.borrow_mut().stats.dropped += 1,
+                        Ok(Some(n)) => {
                             let mut t = track.borrow_mut();
                             t.stats.frames += 1;
                             t.stats.bytes += n as u64;
