@@ -67,8 +67,10 @@ pub(super) async fn api_offer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ServiceError> {
-    // ?stream=NAME: the offer's audio/video sections receive that stream.
+    // ?stream=NAME: the offer's audio/video sections receive that stream; ?sink=NAME: what
+    // the offer sends goes to that sink (both: talk-back in one session).
     let stream = super::guard::query_value(req.uri().query(), "stream");
+    let sink = super::guard::query_value(req.uri().query(), "sink");
     require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
     let text = utf8(&body)?;
@@ -79,14 +81,28 @@ pub(super) async fn api_offer(
             offer.kind.as_str()
         )));
     }
-    let (id, answer) = match stream {
+    let (id, answer) = match (stream, sink) {
         #[cfg(feature = "media")]
-        Some(name) => {
-            super::streams::answer_offer_with_stream(shared, Via::Http, peer, &name, offer).await?
+        (Some(name), sink) => {
+            super::streams::answer_offer_with_stream(
+                shared,
+                Via::Http,
+                peer,
+                &name,
+                sink.as_deref(),
+                offer,
+            )
+            .await?
+        }
+        #[cfg(feature = "media")]
+        (None, Some(sink)) => {
+            super::sinks::answer_offer_with_sink(shared, Via::Http, peer, &sink, offer).await?
         }
         #[cfg(not(feature = "media"))]
-        Some(name) => return Err(ServiceError::UnknownStream(name)),
-        None => answer_offer(shared, Via::Http, peer, offer).await?,
+        (Some(name), _) => return Err(ServiceError::UnknownStream(name)),
+        #[cfg(not(feature = "media"))]
+        (None, Some(name)) => return Err(ServiceError::UnknownSink(name)),
+        (None, None) => answer_offer(shared, Via::Http, peer, offer).await?,
     };
     log::info!("[{id}] answered POST /api/offer");
     let mut r = json_response(

@@ -486,6 +486,9 @@ impl SessionTask {
                 self.channels.remove(&ch.ptr_key());
             }
             Event::Error(e) => log::warn!("[{id}] {e}"),
+            // A browser's camera or microphone: to the session's sink (`/whip/NAME`, `?sink=`).
+            #[cfg(feature = "media")]
+            Event::Track(t) => self.shared.sinks.on_track(&self.shared, id, t),
             _ => {}
         }
         ControlFlow::Continue(())

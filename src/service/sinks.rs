@@ -15,8 +15,6 @@
 //! output (disk full, permissions, the command exited) is one log line and an `error` in
 //! `/api/sinks`; the session goes on.
 
-// Wired to the sessions' received tracks with the library's receive path.
-#[allow(dead_code)]
 mod output;
 
 use super::error::ServiceError;
@@ -31,7 +29,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
-use output::OutputStats;
+use output::{Output, OutputStats};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -185,30 +183,6 @@ pub(crate) fn check_sinks(sinks: &[SinkConfig]) -> Result<()> {
     Ok(())
 }
 
-/// The IVF and Ogg encoders (the library's writers, over a buffer).
-mod containers {
-    use super::output::{Encoder, SinkFrame};
-
-    struct Missing(&'static str);
-
-    impl Encoder for Missing {
-        fn encode(&mut self, _: &SinkFrame<'_>, _: &mut Vec<u8>) -> std::io::Result<()> {
-            Err(std::io::Error::other(format!(
-                "no {} writer in this build",
-                self.0
-            )))
-        }
-    }
-
-    pub(super) fn ivf() -> Box<dyn Encoder> {
-        Box::new(Missing("IVF"))
-    }
-
-    pub(super) fn ogg() -> Box<dyn Encoder> {
-        Box::new(Missing("Ogg"))
-    }
-}
-
 /// One session's track written to a sink.
 struct TrackOut {
     kind: MediaKind,
@@ -216,6 +190,10 @@ struct TrackOut {
     /// The file, command or address.
     target: String,
     stats: OutputStats,
+    /// The last keyframe's size, when the codec says it.
+    resolution: Option<(u32, u32)>,
+    /// The receiver's figures (loss, NACKs, PLIs, wrong payload types, SSRC changes).
+    received: crate::media::ReceiverStats,
     /// Still receiving.
     live: bool,
 }
@@ -298,6 +276,8 @@ impl Sink {
                             "kind": t.kind.as_str(),
                             "codec": t.codec.encoding_name(),
                             "target": t.target,
+                            "resolution": t.resolution.map(|(w, h)| format!("{w}x{h}")),
+                            "received": received_json(&t.received),
                             "frames": t.stats.frames,
                             "bytes": t.stats.bytes,
                             "dropped": t.stats.dropped,
@@ -333,6 +313,22 @@ impl Sink {
             "sdp": self.rtp_sdp(),
         })
     }
+}
+
+/// A receiver's figures in `/api/sinks`.
+fn received_json(r: &crate::media::ReceiverStats) -> serde_json::Value {
+    serde_json::json!({
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "lost": r.lost,
+        "recovered": r.recovered,
+        "nacks_sent": r.nacks_sent,
+        "plis_sent": r.plis_sent,
+        "frames_dropped": r.frames_dropped,
+        "wrong_payload_type": r.wrong_payload_type,
+        "ssrc_changes": r.ssrc_changes,
+        "malformed": r.malformed,
+    })
 }
 
 /// The service's sinks, and which session writes to which.
@@ -476,7 +472,7 @@ async fn whip_post(
     let body = read_body(shared, req).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    crate::sdp::parse_description(text).map_err(ServiceError::BadSdp)?;
+    check_offer(shared, sink, text, false)?;
     let offer = Description {
         kind: SdpType::Offer,
         sdp: text.to_owned(),
@@ -496,9 +492,70 @@ async fn whip_post(
     Ok(r)
 }
 
-/// `?sink=NAME` on `/api/offer` and `/ws`: session `id` (before its offer is set) sends
-/// what it receives to sink `name`.
-#[allow(dead_code)]
+/// `POST /api/offer?sink=NAME` (without `?stream=`): an offer that sends audio/video (and
+/// maybe a data channel) to sink NAME.
+pub(super) async fn answer_offer_with_sink(
+    shared: &Rc<Shared>,
+    via: Via,
+    peer: SocketAddr,
+    name: &str,
+    offer: Description,
+) -> std::result::Result<(String, Description), ServiceError> {
+    let sink = shared.sinks.find(name)?;
+    check_offer(shared, sink, &offer.sdp, true)?;
+    super::api::answer_in_session(shared, via, peer, offer, async |s| {
+        receive_into(shared, sink, &s.id, &s.pc).await
+    })
+    .await
+}
+
+/// Plans the answer to `sdp` for sink `i` before a session is spent on it: `400` bad SDP,
+/// `422` nothing the sink takes (a recvonly offer, no codec in common; the body says why).
+/// The peer connection plans it again with the same inputs.
+fn check_offer(
+    shared: &Shared,
+    i: usize,
+    sdp: &str,
+    data: bool,
+) -> std::result::Result<(), ServiceError> {
+    let offer = crate::sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
+    let (video, audio) = shared.sinks.codecs(i);
+    let receive = crate::sdp::ReceiveCodecs { video, audio };
+    let name = shared.sinks.list[i].borrow().config.name.clone();
+    let plan = crate::sdp::plan_answer_media(&offer, None, &receive, data, &Default::default())
+        .map_err(|e| ServiceError::Unplayable(format!("sink {name}: {e}")))?;
+    for why in &plan.rejected {
+        log::info!("sink {name}: {why}");
+    }
+    if plan.receivers.is_empty() {
+        return Err(ServiceError::Unplayable(format!(
+            "sink {name}: the offer sends nothing it takes ({}); publish with sendonly or sendrecv audio/video",
+            takes(&receive)
+        )));
+    }
+    Ok(())
+}
+
+/// "video VP8 or H.264, audio Opus": what a sink takes, for an error message.
+fn takes(r: &crate::sdp::ReceiveCodecs) -> String {
+    let names = |c: &[Codec]| {
+        c.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let mut parts = Vec::new();
+    if !r.video.is_empty() {
+        parts.push(format!("video {}", names(&r.video)));
+    }
+    if !r.audio.is_empty() {
+        parts.push(format!("audio {}", names(&r.audio)));
+    }
+    parts.join(", ")
+}
+
+/// `?sink=NAME` on `/ws` (without `?stream=`): session `id` (before its offer is set)
+/// sends what it receives to sink `name`.
 pub(super) async fn attach_sink(
     shared: &Rc<Shared>,
     name: &str,
@@ -509,17 +566,158 @@ pub(super) async fn attach_sink(
     receive_into(shared, sink, id, pc).await
 }
 
-/// Makes `pc` (session `id`, before its offer is set) receive what sink `i` takes, and
-/// binds the session to the sink: its received tracks are written there.
+/// What sink `name` takes, for a plan that also sends a stream (talk-back).
+pub(super) fn receive_codecs(
+    shared: &Shared,
+    name: &str,
+) -> std::result::Result<crate::sdp::ReceiveCodecs, ServiceError> {
+    let (video, audio) = shared.sinks.codecs(shared.sinks.find(name)?);
+    Ok(crate::sdp::ReceiveCodecs { video, audio })
+}
+
+/// Binds session `id`, whose plan receives what sink `name` takes (talk-back), to it.
+pub(super) fn bind_sink(
+    shared: &Shared,
+    name: &str,
+    id: &str,
+) -> std::result::Result<(), ServiceError> {
+    let i = shared.sinks.find(name)?;
+    shared.sinks.bind(id, i);
+    Ok(())
+}
+
+/// Makes `pc` (session `id`, before its offer is set) receive what sink `i` takes (one
+/// receiver per kind, limited to the sink's codecs), and binds the session to the sink:
+/// its received tracks are written there.
 async fn receive_into(
     shared: &Rc<Shared>,
     i: usize,
     id: &str,
-    _pc: &crate::PeerConnection,
+    pc: &crate::PeerConnection,
 ) -> std::result::Result<(), ServiceError> {
-    let (_video, _audio) = shared.sinks.codecs(i);
+    let (video, audio) = shared.sinks.codecs(i);
+    for (kind, codecs) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
+        if !codecs.is_empty() {
+            pc.add_transceiver(kind, crate::media::TransceiverInit::with_codecs(&codecs))
+                .await?;
+        }
+    }
     shared.sinks.bind(id, i);
     Ok(())
+}
+
+impl Sinks {
+    /// A track session `id` receives: written to its sink by a task of its own, or
+    /// dropped (logged) when the session has no sink or the sink no DEST of its kind.
+    pub(crate) fn on_track(
+        &self,
+        shared: &Rc<Shared>,
+        id: &str,
+        mut rx: crate::media::TrackReceiver,
+    ) {
+        let kind = rx.kind();
+        let codec = rx.codec();
+        let Some(i) = self.bound.borrow().get(id).copied() else {
+            log::info!(
+                "[{id}] a received {} track and no sink: ignored",
+                kind.as_str()
+            );
+            return;
+        };
+        let mut sink = self.list[i].borrow_mut();
+        let name = sink.config.name.clone();
+        let Some((_, spec)) = sink.config.dest(kind).cloned() else {
+            log::info!(
+                "[{id}] sink {name} takes no {}: the track is ignored",
+                kind.as_str()
+            );
+            return;
+        };
+        let track = Rc::new(RefCell::new(TrackOut {
+            kind,
+            codec,
+            target: String::new(),
+            stats: OutputStats::default(),
+            resolution: None,
+            received: Default::default(),
+            live: true,
+        }));
+        if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
+            s.tracks.push(track.clone());
+        }
+        let mut out = match Output::open(&spec, &name, id, kind, codec, &shared.ex) {
+            Ok(out) => out,
+            Err(why) => {
+                log::warn!("[{id}] sink {name}: {why}; the session goes on without it");
+                let mut t = track.borrow_mut();
+                t.live = false;
+                t.stats.error = Some(why.clone());
+                sink.error = Some(why);
+                return;
+            }
+        };
+        let target = out.target();
+        log::info!("[{id}] sink {name}: {} {codec} to {target}", kind.as_str());
+        track.borrow_mut().target = target.clone();
+        drop(sink);
+        let shared2 = shared.clone();
+        let id = id.to_owned();
+        shared
+            .ex
+            .spawn(async move {
+                let sink = &shared2.sinks.list[i];
+                while let Some(f) = rx.read_frame().await {
+                    {
+                        let mut t = track.borrow_mut();
+                        t.received = rx.stats();
+                        if f.width_height.is_some() {
+                            t.resolution = f.width_height;
+                        }
+                    }
+                    match out.write(&f) {
+                        Ok(None) => track.borrow_mut().stats.dropped += 1,
+                        Ok(Some(n)) => {
+                            let mut t = track.borrow_mut();
+                            t.stats.frames += 1;
+                            t.stats.bytes += n as u64;
+                            let mut s = sink.borrow_mut();
+                            s.frames += 1;
+                            s.bytes += n as u64;
+                        }
+                        Err(why) => {
+                            // The output is done; the session (and its other track) go on.
+                            log::warn!(
+                                "[{id}] sink {name}: {why}; no more {} written",
+                                kind.as_str()
+                            );
+                            track.borrow_mut().stats.error = Some(why.clone());
+                            sink.borrow_mut().error = Some(why);
+                            break;
+                        }
+                    }
+                }
+                if let Err(why) = out.finish() {
+                    log::warn!("[{id}] sink {name}: {why}");
+                    track.borrow_mut().stats.error = Some(why);
+                }
+                let mut t = track.borrow_mut();
+                t.live = false;
+                t.received = rx.stats();
+                let r = &t.received;
+                log::info!(
+                    "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {target} \
+                     (received {} packets, {} lost, {} recovered, {} frames dropped)",
+                    kind.as_str(),
+                    t.stats.frames,
+                    t.stats.bytes,
+                    r.packets,
+                    r.lost,
+                    r.recovered,
+                    r.frames_dropped
+                );
+            })
+            .detach();
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use smolrtc::{
 };
 use std::time::Duration;
 
+pub mod browser;
 pub mod forward;
 pub mod http;
 pub mod media;

@@ -6,9 +6,9 @@ use crate::media::h264::AnnexBSplitter;
 use crate::media::packetize::{FrameData, Packetizer};
 use crate::media::sink::{self, SinkSpec};
 use crate::media::source::FileFormat;
-use crate::media::{Codec, MediaKind};
+use crate::media::writer::{AnnexBWriter, IvfWriter, OggOpusWriter};
+use crate::media::{Codec, MediaKind, ReceivedFrame};
 use async_io::Async;
-use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
@@ -20,47 +20,75 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A frame as an output takes it (the receiver's frame, by reference).
-pub(crate) struct SinkFrame<'a> {
-    pub(crate) codec: Codec,
-    pub(crate) rtp_timestamp: u32,
-    pub(crate) keyframe: bool,
-    pub(crate) data: &'a Bytes,
-    pub(crate) width_height: Option<(u32, u32)>,
-}
-
 /// Frames queued for a command's stdin at most; more are dropped (a command that does not
 /// keep up loses frames, the service's thread never waits for it).
 const EXEC_QUEUE: usize = 64;
 /// Names tried for a new file before giving up (each taken one gets `-N`).
 const NAME_ATTEMPTS: u32 = 16;
 
-/// Turns frames into a container's bytes: Annex-B as it comes, VP8 in IVF, Opus in Ogg.
-pub(crate) trait Encoder {
-    /// The bytes for `frame` (a header before the first one).
-    fn encode(&mut self, frame: &SinkFrame<'_>, out: &mut Vec<u8>) -> std::io::Result<()>;
-    /// The bytes that end the stream (the last Ogg page), if any.
-    fn finish(&mut self, _out: &mut Vec<u8>) -> std::io::Result<()> {
+/// What the library's writers write into; the output takes the bytes out after each frame
+/// (to a file, or to a command's queue: the same bytes either way).
+#[derive(Clone, Default)]
+struct Buffer(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-/// H.264 access units are Annex-B already.
-struct AnnexB;
-
-impl Encoder for AnnexB {
-    fn encode(&mut self, frame: &SinkFrame<'_>, out: &mut Vec<u8>) -> std::io::Result<()> {
-        out.extend_from_slice(frame.data);
-        Ok(())
-    }
+/// A track's container, written by the library's writers ([`crate::media::writer`]):
+/// Annex-B, IVF (VP8) or Ogg (Opus).
+pub(crate) struct Encoder {
+    writer: Writer,
+    buf: Buffer,
 }
 
-/// The encoder for `format`.
-pub(crate) fn encoder(format: FileFormat) -> Box<dyn Encoder> {
-    match format {
-        FileFormat::AnnexB => Box::new(AnnexB),
-        FileFormat::Ivf => super::containers::ivf(),
-        FileFormat::Ogg => super::containers::ogg(),
+enum Writer {
+    AnnexB(AnnexBWriter<Buffer>),
+    Ivf(IvfWriter<Buffer>),
+    /// `None` once finished.
+    Ogg(Option<OggOpusWriter<Buffer>>),
+}
+
+impl Encoder {
+    pub(crate) fn new(format: FileFormat) -> Encoder {
+        let buf = Buffer::default();
+        let writer = match format {
+            FileFormat::AnnexB => Writer::AnnexB(AnnexBWriter::new(buf.clone())),
+            FileFormat::Ivf => Writer::Ivf(IvfWriter::new(buf.clone())),
+            FileFormat::Ogg => Writer::Ogg(Some(OggOpusWriter::new(buf.clone()))),
+        };
+        Encoder { writer, buf }
+    }
+
+    /// Appends `frame`'s bytes (a header before the first) to `out`; `false` when it was
+    /// skipped (before the first keyframe: a file starts decodable).
+    fn encode(&mut self, frame: &ReceivedFrame, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        let written = match &mut self.writer {
+            Writer::AnnexB(w) => w.write_frame(frame)?,
+            Writer::Ivf(w) => w.write_frame(frame)?,
+            Writer::Ogg(Some(w)) => w.write_frame(frame).map(|()| true)?,
+            Writer::Ogg(None) => false,
+        };
+        out.append(&mut self.buf.0.borrow_mut());
+        Ok(written)
+    }
+
+    /// The bytes that end the stream (Ogg's last page).
+    fn finish(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if let Writer::Ogg(w) = &mut self.writer {
+            if let Some(w) = w.take() {
+                w.finish()?;
+            }
+        }
+        out.append(&mut self.buf.0.borrow_mut());
+        Ok(())
     }
 }
 
@@ -69,6 +97,7 @@ pub(crate) fn encoder(format: FileFormat) -> Box<dyn Encoder> {
 pub(crate) struct OutputStats {
     pub(crate) frames: u64,
     pub(crate) bytes: u64,
+    /// Frames not written: before the first keyframe, or a full command queue.
     pub(crate) dropped: u64,
     /// Why it stopped, once it has.
     pub(crate) error: Option<String>,
@@ -116,8 +145,9 @@ impl Output {
         }
     }
 
-    /// Writes one frame; the error says why the output stopped (it takes nothing more).
-    pub(crate) fn write(&mut self, frame: &SinkFrame<'_>) -> Result<usize, String> {
+    /// Writes one frame: the bytes it took (`None`: skipped or dropped); the error says
+    /// why the output stopped (it takes nothing more).
+    pub(crate) fn write(&mut self, frame: &ReceivedFrame) -> Result<Option<usize>, String> {
         match self {
             Output::File(f) => f.write(frame),
             Output::Exec(e) => e.write(frame),
@@ -140,7 +170,7 @@ impl Output {
 pub(crate) struct FileOut {
     pub(crate) path: PathBuf,
     file: Option<File>,
-    enc: Box<dyn Encoder>,
+    enc: Encoder,
     buf: Vec<u8>,
 }
 
@@ -172,7 +202,7 @@ impl FileOut {
                     return Ok(FileOut {
                         path: name,
                         file: Some(file),
-                        enc: encoder(format),
+                        enc: Encoder::new(format),
                         buf: Vec::new(),
                     })
                 }
@@ -187,14 +217,14 @@ impl FileOut {
         ))
     }
 
-    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<usize, String> {
+    fn write(&mut self, frame: &ReceivedFrame) -> Result<Option<usize>, String> {
         self.buf.clear();
         let mut buf = std::mem::take(&mut self.buf);
         let r = self.enc.encode(frame, &mut buf);
         let n = buf.len();
-        let r = r.and_then(|()| self.put(&buf));
+        let r = r.and_then(|written| self.put(&buf).map(|()| written.then_some(n)));
         self.buf = buf;
-        r.map(|()| n).map_err(|e| self.fail(e))
+        r.map_err(|e| self.fail(e))
     }
 
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -246,7 +276,7 @@ impl Drop for Group {
 pub(crate) struct ExecOut {
     pub(crate) command: String,
     queue: Option<async_channel::Sender<Vec<u8>>>,
-    enc: Box<dyn Encoder>,
+    enc: Encoder,
     /// Why the writer stopped (the command exited, its stdin closed).
     ended: Rc<RefCell<Option<String>>>,
     _writer: Task<()>,
@@ -316,13 +346,13 @@ impl ExecOut {
         Ok(ExecOut {
             command: command.to_owned(),
             queue: Some(tx),
-            enc: encoder(sink::container(codec)),
+            enc: Encoder::new(sink::container(codec)),
             ended,
             _writer: writer,
         })
     }
 
-    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<usize, String> {
+    fn write(&mut self, frame: &ReceivedFrame) -> Result<Option<usize>, String> {
         if let Some(why) = self.ended.borrow_mut().take() {
             self.queue = None;
             return Err(why);
@@ -331,14 +361,18 @@ impl ExecOut {
             return Err(format!("`{}` is not running", self.command));
         };
         let mut buf = Vec::new();
-        self.enc
+        let written = self
+            .enc
             .encode(frame, &mut buf)
             .map_err(|e| format!("`{}`: {e}", self.command))?;
         let n = buf.len();
+        if buf.is_empty() {
+            return Ok(written.then_some(0));
+        }
         match q.try_send(buf) {
-            Ok(()) => Ok(n),
+            Ok(()) => Ok(written.then_some(n)),
             // Dropped for this command only; the count says so.
-            Err(async_channel::TrySendError::Full(_)) => Ok(0),
+            Err(async_channel::TrySendError::Full(_)) => Ok(None),
             Err(async_channel::TrySendError::Closed(_)) => {
                 self.queue = None;
                 Err(self
@@ -396,10 +430,10 @@ impl RtpOut {
         })
     }
 
-    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<usize, String> {
+    fn write(&mut self, frame: &ReceivedFrame) -> Result<Option<usize>, String> {
         let data = match frame.codec {
             Codec::H264 => {
-                self.splitter.push(frame.data);
+                self.splitter.push(&frame.data);
                 let mut nals = Vec::new();
                 while let Some(n) = self.splitter.poll() {
                     nals.extend(n.ok());
@@ -441,20 +475,21 @@ impl RtpOut {
                 Err(e) => return Err(format!("rtp://{}: {e}", self.addr)),
             }
         }
-        Ok(sent)
+        Ok(Some(sent))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn frame(codec: Codec, data: &Bytes, ts: u32) -> SinkFrame<'_> {
-        SinkFrame {
+    fn frame(codec: Codec, data: &Bytes, ts: u32) -> ReceivedFrame {
+        ReceivedFrame {
             codec,
             rtp_timestamp: ts,
             keyframe: true,
-            data,
+            data: data.clone(),
             width_height: None,
         }
     }
@@ -476,7 +511,7 @@ mod tests {
         for _ in 0..3 {
             let mut out =
                 Output::open(&spec, "cam", "s1", MediaKind::Video, Codec::H264, &ex).unwrap();
-            assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), 8);
+            assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
             out.finish().unwrap();
             paths.push(out.target());
         }
@@ -522,7 +557,7 @@ mod tests {
         ];
         au.extend(std::iter::repeat_n(0x11, 3000));
         let au = Bytes::from(au);
-        assert!(out.write(&frame(Codec::H264, &au, 9000)).unwrap() > 3000);
+        assert!(out.write(&frame(Codec::H264, &au, 9000)).unwrap().unwrap() > 3000);
         let mut buf = [0u8; 2000];
         let mut got = Vec::new();
         loop {
