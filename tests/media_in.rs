@@ -136,6 +136,10 @@ fn record(mut rx: TrackReceiver, path: PathBuf) -> std::thread::JoinHandle<Recei
                 let mut w = IvfWriter::new(file);
                 while let Some(f) = rx.read_frame_blocking() {
                     w.write_frame(&f).unwrap();
+                    if w.frames() == 1 {
+                        // As a recorder starting a new file would: the sender hears a PLI.
+                        rx.request_keyframe();
+                    }
                 }
                 w.into_inner().unwrap();
             }
@@ -190,6 +194,8 @@ fn ffprobe(path: &Path) -> Probe {
 
 struct Outcome {
     sent: usize,
+    /// The sender saw a PLI from the receiver (`Event::KeyframeRequest`).
+    pli_heard: bool,
     dropped: u64,
     stats: ReceiverStats,
     probe: Probe,
@@ -279,6 +285,16 @@ async fn session(codec: Codec, receiver_offers: bool, lossy: bool) -> Outcome {
     let track = sender.join().unwrap();
     // What is in flight lands; then both ends close and the track ends.
     async_io::Timer::after(Duration::from_millis(800)).await;
+    let mut pli_heard = false;
+    while let Some(e) = tx.events.try_next() {
+        pli_heard |= matches!(
+            e,
+            Event::KeyframeRequest {
+                cause: smolrtc::media::KeyframeCause::Pli,
+                ..
+            }
+        );
+    }
     rx.pc.close().await;
     let stats = recorder.join().unwrap();
     tx.pc.close().await;
@@ -287,6 +303,7 @@ async fn session(codec: Codec, receiver_offers: bool, lossy: bool) -> Outcome {
     println!("{codec:?} receiver_offers={receiver_offers} lossy={lossy}: sent {sent}, {stats:?}, {probe:?}");
     Outcome {
         sent,
+        pli_heard,
         dropped: dropped.load(Ordering::Relaxed),
         stats,
         probe,
@@ -325,16 +342,20 @@ fn h264_offerer_receives() {
     check(&o, "h264", (640, 480));
 }
 
+/// VP8; the recorder asks for a keyframe after its first frame (`request_keyframe`), which
+/// reaches the sender as a PLI.
 #[test]
 fn vp8_answerer_receives() {
     let o = run(session(Codec::Vp8, false, false));
     check(&o, "vp8", (320, 240));
+    assert!(o.pli_heard && o.stats.plis_sent >= 1, "{:?}", o.stats);
 }
 
 #[test]
 fn vp8_offerer_receives() {
     let o = run(session(Codec::Vp8, true, false));
     check(&o, "vp8", (320, 240));
+    assert!(o.pli_heard, "{:?}", o.stats);
 }
 
 #[test]

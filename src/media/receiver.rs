@@ -514,6 +514,15 @@ impl Receiver {
         self.request_keyframe(now);
     }
 
+    /// The application asks for a keyframe (a new file, a new decoder): a PLI now (rate
+    /// limited), frames still delivered. Video only.
+    pub fn request_keyframe_now(&mut self, now: Instant) {
+        if self.cfg.codec != Codec::Opus {
+            self.pli_wanted = true;
+            self.request_keyframe(now);
+        }
+    }
+
     fn media_ssrc(&self) -> u32 {
         self.ssrc.unwrap_or(0)
     }

@@ -211,6 +211,12 @@ fn loss_beyond_repair_drops_the_frame_and_asks_for_a_keyframe() {
     assert!(f.len() == 1 && f[0].keyframe);
     let s = r.stats();
     assert_eq!((s.frames, s.frames_dropped, s.plis_sent), (2, 3, 2));
+    // The application asks (a new file): one PLI, not two within the interval.
+    let t2 = t1 + PLI_INTERVAL;
+    r.request_keyframe_now(t2);
+    r.request_keyframe_now(t2);
+    assert_eq!(r.stats().plis_sent, 3);
+    assert!(feedback(&mut r).iter().any(|f| matches!(f, Fb::Pli { .. })));
 }
 
 #[test]
