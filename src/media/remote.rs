@@ -105,7 +105,8 @@ pub struct ReceivedFrame {
     /// Opus packet.
     pub keyframe: bool,
     /// H.264: one access unit in Annex-B (`00 00 00 01` before each NAL unit; parameter
-    /// sets kept where they arrived). VP8: one frame. Opus: one packet.
+    /// sets kept where they arrived, and the last ones seen put before an IDR that came
+    /// without them). VP8: one frame. Opus: one packet.
     pub data: Bytes,
     /// The picture size, when this frame says it (an H.264 SPS in it, a VP8 keyframe).
     pub width_height: Option<(u32, u32)>,
