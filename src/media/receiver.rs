@@ -465,7 +465,8 @@ impl Receiver {
     fn deliver(&mut self, ext: u64, b: Buffered) {
         // Padding-only packets (a sender probing bandwidth) hold a sequence number, nothing
         // to decode.
-        if b.payload.is_empty() {
+        // Nobody reads (the application dropped its receiver): nothing to make.
+        if b.payload.is_empty() || !(self.rtp_wanted || self.frames_wanted) {
             return;
         }
         if self.rtp_wanted {
