@@ -12,6 +12,10 @@
 //! | `GET /api/ice-servers` | the W3C `iceServers` for the page: STUN servers, TURN servers with fresh TURN REST credentials |
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
 //! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
+//! | `GET /metrics` | Prometheus text (see [`super::metrics`]), behind the token like the API |
+//!
+//! With [`tls`](super::ServiceConfig::tls) every connection is HTTPS ([`super::tls`]): the
+//! handshake is bounded like the first request's headers, plain HTTP gets a redirect.
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).
