@@ -395,6 +395,7 @@ impl DtlsActor {
             return;
         }
         log::warn!("[{}] DTLS failed: {e}", self.name);
+        crate::stats::add(&crate::stats::DTLS_FAILURES, 1);
         self.peer.push(PeerMsg::Dtls(DtlsReport::Failed(e)));
         self.sctp.push(SctpMsg::Close);
         self.close(now);

@@ -14,6 +14,7 @@ use super::IceConfig;
 use crate::dtls::DtlsMsg;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Actor, Link};
+use crate::stats;
 use async_channel::{Sender, WeakSender};
 use async_io::Async;
 use bytes::{Bytes, BytesMut};
@@ -138,8 +139,14 @@ impl IceActor {
             }
             IceMsg::EndOfCandidates => log::debug!("[{}] ICE: remote end-of-candidates", self.name),
             IceMsg::Resolved(idx, result) => engine.resolved(now, idx, result),
-            IceMsg::Stream(id, news) => engine.stream_news(now, id, news),
+            IceMsg::Stream(id, news) => {
+                if let StreamNews::Frame(frame) = &news {
+                    stats::add(&stats::BYTES_RECEIVED, frame.len() as u64);
+                }
+                engine.stream_news(now, id, news)
+            }
             IceMsg::PortDatagram { socket, from, data } => {
+                stats::add(&stats::BYTES_RECEIVED, data.len() as u64);
                 engine.port_datagram(now, socket, from, data)
             }
             IceMsg::Close => self.close(now),
@@ -181,6 +188,7 @@ impl IceActor {
             for _ in 0..READ_BUDGET {
                 match self.sockets[i].sock.get_ref().recv_from(buf) {
                     Ok((n, from)) => {
+                        stats::add(&stats::BYTES_RECEIVED, n as u64);
                         let data = BytesMut::from(&buf[..n]);
                         self.engine.socket_datagram(now, i, from, data);
                     }
@@ -245,12 +253,13 @@ impl IceActor {
         let Some(HostSocket { sock, .. }) = self.sockets.get(i) else {
             return;
         };
-        let failed = match sock.get_ref().send_to(&data, to) {
-            Ok(_) => return,
+        let sent = match sock.get_ref().send_to(&data, to) {
             // Socket buffer full: this is the wire's own backpressure.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                sock.send_to(&data, to).await.err()
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(&data, to).await,
+            other => other,
+        };
+        let failed = match sent {
+            Ok(n) => return stats::add(&stats::BYTES_SENT, n as u64),
             Err(e) => Some(e),
         };
         if let Some(e) = failed {
@@ -264,14 +273,18 @@ impl IceActor {
         match via {
             Via::Socket(i) => {
                 if let Some(s) = self.sockets.get(i) {
-                    if let Err(e) = s.sock.get_ref().send_to(&data, to) {
-                        let local = s.sock.get_ref().local_addr();
-                        log::debug!("[{}] ICE: send {local:?} -> {to}: {e}", self.name);
+                    match s.sock.get_ref().send_to(&data, to) {
+                        Ok(n) => stats::add(&stats::BYTES_SENT, n as u64),
+                        Err(e) => {
+                            let local = s.sock.get_ref().local_addr();
+                            log::debug!("[{}] ICE: send {local:?} -> {to}: {e}", self.name);
+                        }
                     }
                 }
             }
             Via::Stream(id) => {
                 if let Some(Some(w)) = self.streams.get(id) {
+                    stats::add(&stats::BYTES_SENT, data.len() as u64);
                     if w.try_send(data.freeze()).is_err() {
                         log::debug!("[{}] ICE: TURN stream {id} full; frame dropped", self.name);
                     }

@@ -11,6 +11,8 @@ mod turn_stream;
 
 pub(crate) use agent::{IceActor, IceMsg};
 pub(crate) use engine::IceReport;
+#[cfg(feature = "service")]
+pub(crate) use gather::host_addresses;
 pub use gather::HostPolicy;
 pub use port::SharedPort;
 pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};

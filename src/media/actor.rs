@@ -8,6 +8,8 @@
 //! plan). Its outputs: protected datagrams to the ICE agent (sent on the selected pair, like
 //! DTLS records) and keyframe requests to whoever feeds it.
 
+use super::receiver::ReceiverConfig;
+use super::remote::{Offered, TrackOutlet};
 use super::sender::{KeyframeCause, SenderConfig};
 use super::session::MediaSession;
 use super::srtp::SrtpSession;
@@ -33,6 +35,8 @@ pub(crate) enum MediaMsg {
     Configure {
         tracks: Vec<SenderConfig>,
         keyframes: KeyframeSink,
+        /// The tracks to receive (plan order) and where their frames go.
+        receivers: Vec<(ReceiverConfig, TrackOutlet)>,
     },
     /// A frame of track `.0`'s source.
     Frame(usize, Arc<PacketizedFrame>),
@@ -51,6 +55,8 @@ pub(crate) struct MediaActor {
     name: Arc<str>,
     session: MediaSession,
     keyframes: Option<KeyframeSink>,
+    /// Each received track's queue to the application, by receiver index.
+    outlets: Vec<TrackOutlet>,
     /// The time of the last input (engines never read the clock; drain uses this).
     now: Instant,
     closed: bool,
@@ -63,6 +69,7 @@ impl MediaActor {
             name,
             session: MediaSession::new(Vec::new()),
             keyframes: None,
+            outlets: Vec::new(),
             now: Instant::now(),
             closed: false,
             ice,
@@ -71,10 +78,22 @@ impl MediaActor {
 
     fn handle_msg(&mut self, now: Instant, msg: MediaMsg) {
         match msg {
-            MediaMsg::Configure { tracks, keyframes } => {
-                log::debug!("[{}] media: {} tracks", self.name, tracks.len());
+            MediaMsg::Configure {
+                tracks,
+                keyframes,
+                receivers,
+            } => {
+                log::debug!(
+                    "[{}] media: {} tracks sent, {} received",
+                    self.name,
+                    tracks.len(),
+                    receivers.len()
+                );
                 self.session.set_tracks(tracks);
                 self.keyframes = Some(keyframes);
+                let (configs, outlets) = receivers.into_iter().unzip();
+                self.session.set_receivers(configs);
+                self.outlets = outlets;
             }
             MediaMsg::Frame(track, f) => self.session.handle_frame(now, track, &f),
             MediaMsg::CatchUp(track, frames) => self.session.handle_catch_up(now, track, &frames),
@@ -87,8 +106,39 @@ impl MediaActor {
         }
     }
 
+    /// Each receiver told what its application reads, before packets come in.
+    fn set_outputs(&mut self) {
+        for (i, o) in self.outlets.iter().enumerate() {
+            if let Some(r) = self.session.receiver_mut(i) {
+                r.set_outputs(o.wants_frames(), o.wants_rtp());
+            }
+        }
+    }
+
+    /// Hands the receivers' frames and packets to the application's queues (full: the
+    /// frame is lost to it, and video waits for a keyframe), and updates their figures.
+    fn deliver(&mut self) {
+        for (i, o) in self.outlets.iter().enumerate() {
+            let Some(r) = self.session.receiver_mut(i) else {
+                continue;
+            };
+            while let Some(f) = r.poll_frame() {
+                if o.offer_frame(f) == Offered::Full {
+                    r.frame_refused(self.now);
+                }
+            }
+            while let Some(p) = r.poll_rtp() {
+                let _ = o.offer_rtp(p);
+            }
+            o.stats.store(r.stats());
+        }
+    }
+
     fn close(&mut self) {
         if !self.closed {
+            for o in &self.outlets {
+                o.close();
+            }
             self.closed = true;
             let s = self.session.stats();
             log::debug!("[{}] media closed: {s:?}", self.name);
@@ -100,6 +150,7 @@ impl Actor for MediaActor {
     type Msg = MediaMsg;
 
     async fn drain(&mut self) {
+        self.deliver();
         if let Some(sink) = self.keyframes.as_mut() {
             while let Some((track, cause)) = self.session.poll_keyframe_request() {
                 sink(track, cause);
@@ -134,6 +185,7 @@ impl Actor for MediaActor {
 
     fn handle(&mut self, now: Instant, batch: Vec<MediaMsg>) {
         self.now = now;
+        self.set_outputs();
         for msg in batch {
             self.handle_msg(now, msg);
         }

@@ -23,6 +23,10 @@
 //! - [`sender`]: the per-viewer engine (`handle_*` / `poll_*`).
 //! - [`rtcp`]: compound RTCP walking and the feedback a sender reads.
 //! - [`srtp`]: SRTP contexts keyed from DTLS-SRTP exported material.
+//! - Receiving (issue 17): [`depacketize`] (RTP payloads → frames; a frame with a hole is
+//!   dropped), [`receiver`] (the per-track engine: reorder buffer, NACK, PLI, RR, REMB),
+//!   [`remote`] ([`TrackReceiver`], what `Event::Track` hands the application), [`writer`]
+//!   (IVF, Annex-B and Ogg files).
 //! - [`fanout`]: the source side of a track (packetize once, catch-up cache, stats) and an
 //!   in-process fan-out to N senders.
 //! - [`rtp_in`]: RTP input grouped into frames for pass-through.
@@ -53,6 +57,7 @@
 
 pub(crate) mod actor;
 pub mod codec;
+pub mod depacketize;
 pub mod fanout;
 pub mod h264;
 pub mod ivf;
@@ -61,25 +66,33 @@ pub mod negotiate;
 pub mod ogg;
 pub mod opus;
 pub mod packetize;
+pub mod receiver;
+pub mod remote;
 pub mod rtcp;
 pub mod rtp_in;
 pub mod sender;
 pub mod session;
+pub mod sink;
 pub mod source;
 pub mod source_io;
 pub mod srtp;
 #[cfg(test)]
 mod testdata;
 pub mod vp8;
+pub mod writer;
 
+pub use crate::sdp::Direction;
 pub use codec::{Codec, MediaKind, ProfileLevelId};
 pub use fanout::{Fanout, Track, TrackStats};
 pub use local::{TrackInit, TrackSender};
 pub use negotiate::{
-    negotiate, Capabilities, NegotiateError, Negotiated, RemoteFormats, SendCodec,
+    negotiate, negotiate_receive, Capabilities, NegotiateError, Negotiated, RemoteFormats,
+    SendCodec,
 };
 pub use packetize::{Frame, FrameData, PacketizedFrame, Packetizer, Payload};
+pub use remote::{ReceivedFrame, ReceiverStats, RtpPacket, TrackReceiver, TransceiverInit};
 pub use sender::{KeyframeCause, Sender, SenderConfig, SenderEvent, SenderStats};
 pub use session::MediaSession;
+pub use sink::{SinkSpec, SinkSpecError};
 pub use source::{SourceSpec, SourceSpecError};
 pub use srtp::{DtlsRole, SrtpProfile, SrtpSession};

@@ -104,6 +104,8 @@ pub struct Feedback {
     pub fir: bool,
     /// `transport-cc`.
     pub transport_cc: bool,
+    /// `goog-remb`: the receiver sends REMB (receiving only; a sender reads REMB anyway).
+    pub remb: bool,
 }
 
 /// The outcome of [`negotiate`]: what a track is sent with, and the lines of the answer.
@@ -149,6 +151,7 @@ impl Negotiated {
             (fb.pli, "nack pli"),
             (fb.fir, "ccm fir"),
             (fb.transport_cc, "transport-cc"),
+            (fb.remb, "goog-remb"),
         ] {
             if on {
                 out.push(("rtcp-fb", format!("{pt} {name}")));
@@ -275,6 +278,7 @@ pub fn negotiate(
         pli: caps.pli && f.has_feedback("nack pli"),
         fir: caps.fir && f.has_feedback("ccm fir"),
         transport_cc: caps.transport_cc && f.has_feedback("transport-cc"),
+        remb: false,
     };
     // RTX only repairs NACKed losses, so it goes with NACK.
     let rtx_pt = if caps.rtx && feedback.nack {
@@ -294,6 +298,68 @@ pub fn negotiate(
         profile_level_id: plid,
         level_above_offer,
     })
+}
+
+/// The codec a payload type carries, if smolrtc depacketizes it (H.264 only with
+/// `packetization-mode=1`).
+fn receivable(f: &RemoteFormat) -> Option<Codec> {
+    if f.is("H264", 90000) {
+        (f.param("packetization-mode").map(str::trim) == Some("1")).then_some(Codec::H264)
+    } else if f.is("VP8", 90000) {
+        Some(Codec::Vp8)
+    } else if f.is("opus", 48000) {
+        Some(Codec::Opus)
+    } else {
+        None
+    }
+}
+
+/// Picks the payload type a remote sends with, for a receiver that takes `accept`: the
+/// first of the offer's types (its preference) in one of those codecs, its RTX and the
+/// feedback both sides have, plus `goog-remb` (the receiver sends REMB when the offer
+/// lists it). H.264 keeps the offer's `profile-level-id` (smolrtc does not decode).
+pub fn negotiate_receive(
+    offer: &RemoteFormats,
+    accept: &[Codec],
+    caps: &Capabilities,
+) -> Result<Negotiated, NegotiateError> {
+    let kind = accept.first().map_or(MediaKind::Video, |c| c.kind());
+    let found = offer
+        .formats
+        .iter()
+        .find_map(|f| receivable(f).filter(|c| accept.contains(c)).map(|c| (f, c)));
+    let Some((f, codec)) = found else {
+        let wanted: Vec<String> = accept
+            .iter()
+            .map(|c| SendCodec::new(*c).describe())
+            .collect();
+        return Err(NegotiateError {
+            kind,
+            wanted: format!("received as one of {}", wanted.join(", ")),
+            offered: offer.formats.iter().map(RemoteFormat::describe).collect(),
+        });
+    };
+    let plid = (codec == Codec::H264)
+        .then(|| ProfileLevelId::parse(f.param("profile-level-id").unwrap_or("42000a")))
+        .flatten();
+    let mut n = negotiate(
+        &RemoteFormats {
+            formats: offer
+                .formats
+                .iter()
+                .filter(|o| o.pt == f.pt || o.is("rtx", f.clock_rate))
+                .cloned()
+                .collect(),
+        },
+        SendCodec {
+            codec,
+            profile_level_id: plid,
+        },
+        caps,
+    )?;
+    n.feedback.remb = f.has_feedback("goog-remb");
+    n.level_above_offer = false;
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -407,7 +473,8 @@ a=rtpmap:119 rtx/90000
                 nack: true,
                 pli: true,
                 fir: true,
-                transport_cc: false
+                transport_cc: false,
+                remb: false,
             }
         );
         // The offer's profile, the stream's lower level.

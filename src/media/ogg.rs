@@ -50,7 +50,7 @@ const fn crc_table() -> [u32; 256] {
 static CRC: [u32; 256] = crc_table();
 
 /// The Ogg CRC-32 (polynomial 0x04c11db7, MSB first, no reflection, initial 0).
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     data.iter().fold(0u32, |crc, &b| {
         (crc << 8) ^ CRC[usize::from(((crc >> 24) as u8) ^ b)]
     })

@@ -14,10 +14,11 @@
 //! pile up in the senders); the first request of each video track (its join) is held back
 //! until then, so a viewer's first picture is the cached keyframe that follows the keys.
 
+use super::receiver::{Receiver, ReceiverConfig, RtpIn};
 use super::sender::{KeyframeCause, Sender, SenderConfig, SenderEvent, SenderStats, Transmit};
 use super::srtp::SrtpSession;
 use super::PacketizedFrame;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -33,8 +34,13 @@ pub struct SessionStats {
     pub frames_before_keys: u64,
     /// Incoming datagrams that failed SRTP/SRTCP (tag, replay) or came before the keys.
     pub srtp_errors: u64,
-    /// Incoming RTP packets (a viewer that sends media is not read; counted only).
+    /// Incoming RTP packets.
     pub rtp_received: u64,
+    /// Incoming RTP packets no receiver takes (unknown SSRC and payload type, or nothing
+    /// is received), dropped.
+    pub rtp_unrouted: u64,
+    /// Incoming datagrams that decrypted but are not RTP.
+    pub rtp_malformed: u64,
     /// Incoming RTCP packets read.
     pub rtcp_received: u64,
     /// Outgoing packets SRTP refused.
@@ -45,6 +51,7 @@ pub struct SessionStats {
 #[derive(Debug)]
 pub struct MediaSession {
     senders: Vec<Sender>,
+    receivers: Vec<Receiver>,
     srtp: Option<SrtpSession>,
     out: VecDeque<BytesMut>,
     buf: Vec<u8>,
@@ -67,6 +74,7 @@ impl MediaSession {
     pub fn new(tracks: Vec<SenderConfig>) -> MediaSession {
         MediaSession {
             senders: tracks.into_iter().map(Sender::new).collect(),
+            receivers: Vec::new(),
             srtp: None,
             out: VecDeque::new(),
             buf: Vec::with_capacity(1500),
@@ -77,6 +85,31 @@ impl MediaSession {
     /// Sends these tracks from now on (the keys stay).
     pub fn set_tracks(&mut self, tracks: Vec<SenderConfig>) {
         self.senders = tracks.into_iter().map(Sender::new).collect();
+    }
+
+    /// Receives these remote tracks from now on (index = received track number).
+    pub fn set_receivers(&mut self, receivers: Vec<ReceiverConfig>) {
+        self.receivers = receivers.into_iter().map(Receiver::new).collect();
+    }
+
+    /// Number of received tracks.
+    pub fn receivers(&self) -> usize {
+        self.receivers.len()
+    }
+
+    /// A received track's engine: its frames, RTP and figures ([`Receiver::poll_frame`],
+    /// [`Receiver::poll_rtp`], [`Receiver::frame_refused`]).
+    pub fn receiver_mut(&mut self, track: usize) -> Option<&mut Receiver> {
+        self.receivers.get_mut(track)
+    }
+
+    /// The received track a packet belongs to: by SSRC (announced or seen), else by
+    /// payload type (the first packet of a track, an RTX stream, a new SSRC).
+    fn route(&self, p: &RtpIn) -> Option<usize> {
+        self.receivers
+            .iter()
+            .position(|r| r.remote_ssrc() == Some(p.ssrc) && r.takes_pt(p.pt))
+            .or_else(|| self.receivers.iter().position(|r| r.takes_pt(p.pt)))
     }
 
     /// Number of tracks.
@@ -131,19 +164,25 @@ impl MediaSession {
         }
     }
 
-    /// An SRTP or SRTCP datagram from the peer. RTCP goes to every sender (each reads the
-    /// reports and feedback about its own SSRC); RTP from the viewer is counted and dropped.
+    /// An SRTP or SRTCP datagram from the peer. RTP goes to the received track it belongs
+    /// to (by SSRC, else payload type; none: counted and dropped). RTCP goes to every sender
+    /// (each reads the reports and feedback about its own SSRC) and every receiver (the
+    /// remote's sender reports).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         let Some(srtp) = self.srtp.as_mut() else {
             self.stats.srtp_errors += 1;
             return;
         };
         if !is_rtcp(datagram) {
-            // Decrypting it keeps the replay window honest; its content is not used.
-            match srtp.unprotect_rtp(datagram) {
-                Ok(_) => self.stats.rtp_received += 1,
-                Err(_) => self.stats.srtp_errors += 1,
-            }
+            let plain = match srtp.unprotect_rtp(datagram) {
+                Ok(p) => p.freeze(),
+                Err(_) => {
+                    self.stats.srtp_errors += 1;
+                    return;
+                }
+            };
+            self.stats.rtp_received += 1;
+            self.handle_rtp(now, plain);
             return;
         }
         match srtp.unprotect_rtcp(datagram) {
@@ -152,8 +191,31 @@ impl MediaSession {
                 for s in &mut self.senders {
                     s.handle_rtcp(now, &plain);
                 }
+                for r in &mut self.receivers {
+                    r.handle_rtcp(now, &plain);
+                }
             }
             Err(_) => self.stats.srtp_errors += 1,
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, plain: Bytes) {
+        let Some(p) = RtpIn::parse(&plain) else {
+            self.stats.rtp_malformed += 1;
+            return;
+        };
+        match self.route(&p) {
+            Some(i) => self.receivers[i].handle_rtp(now, p),
+            None => {
+                self.stats.rtp_unrouted += 1;
+                if self.stats.rtp_unrouted == 1 && !self.receivers.is_empty() {
+                    log::warn!(
+                        "media: RTP with payload type {} from SSRC {} fits no received track: dropped",
+                        p.pt,
+                        p.ssrc
+                    );
+                }
+            }
         }
     }
 
@@ -165,12 +227,18 @@ impl MediaSession {
         for s in &mut self.senders {
             s.handle_timeout(now, wall);
         }
+        for r in &mut self.receivers {
+            r.handle_timeout(now);
+        }
     }
 
     /// The next sender report is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.srtp.as_ref()?;
-        self.senders.iter().filter_map(Sender::poll_timeout).min()
+        let senders = self.senders.iter().filter_map(Sender::poll_timeout);
+        senders
+            .chain(self.receivers.iter().filter_map(Receiver::poll_timeout))
+            .min()
     }
 
     /// A track asks for a keyframe (answer with [`MediaSession::handle_catch_up`]); held
@@ -197,6 +265,15 @@ impl MediaSession {
         let Some(srtp) = self.srtp.as_mut() else {
             return;
         };
+        // The receivers' feedback first: NACKs and PLIs are worth more than media.
+        for r in &mut self.receivers {
+            while let Some(p) = r.poll_rtcp() {
+                match srtp.protect_rtcp(&p) {
+                    Ok(p) => self.out.push_back(p),
+                    Err(_) => self.stats.protect_errors += 1,
+                }
+            }
+        }
         loop {
             let mut any = false;
             for s in &mut self.senders {

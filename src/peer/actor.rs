@@ -44,6 +44,13 @@ pub(crate) enum PeerCmd {
         async_channel::Sender<crate::media::local::TrackInput>,
         Reply<Result<usize>>,
     ),
+    /// A track to receive (`add_transceiver`).
+    #[cfg(feature = "media")]
+    AddTransceiver(
+        crate::media::MediaKind,
+        crate::media::TransceiverInit,
+        Reply<Result<()>>,
+    ),
     #[cfg(feature = "media")]
     MediaPlan(
         Box<sdp::AnswerPlan>,
@@ -159,6 +166,12 @@ pub(crate) struct PeerActor {
         crate::media::TrackInit,
         async_channel::Sender<crate::media::local::TrackInput>,
     )>,
+    /// The media sections of our offer (tracks and receivers), once one was created.
+    #[cfg(feature = "media")]
+    offered: Vec<sdp::OfferedSection>,
+    /// The tracks to receive (`add_transceiver`), one per kind.
+    #[cfg(feature = "media")]
+    receive: Vec<(crate::media::MediaKind, crate::media::TransceiverInit)>,
     /// ICE checks and DTLS: not started, or started with our role and the remote's
     /// credentials.
     transport: Transport,
@@ -220,6 +233,10 @@ impl PeerActor {
             media_tx,
             #[cfg(feature = "media")]
             local_tracks: Vec::new(),
+            #[cfg(feature = "media")]
+            receive: Vec::new(),
+            #[cfg(feature = "media")]
+            offered: Vec::new(),
             transport: Transport::NotStarted,
             restart: IceRestart::Idle,
             negotiation: Negotiation::Initial,
@@ -337,6 +354,10 @@ impl PeerActor {
                 let _ = r.try_send(self.add_track(init, tx));
             }
             #[cfg(feature = "media")]
+            PeerCmd::AddTransceiver(kind, init, r) => {
+                let _ = r.try_send(self.add_transceiver(kind, init));
+            }
+            #[cfg(feature = "media")]
             PeerCmd::MediaPlan(plan, keyframes, r) => {
                 let _ = r.try_send(self.set_media_plan(*plan, keyframes));
             }
@@ -403,9 +424,11 @@ impl PeerActor {
             session.ice_pwd = pwd.clone();
         }
         self.pending_local = Some((SdpType::Offer, Setup::ActPass, mid.clone()));
+        #[cfg(feature = "media")]
+        self.plan_offer();
         Ok(Description {
             kind: SdpType::Offer,
-            sdp: sdp::write_offer(&session),
+            sdp: self.write_offer(&session),
         })
     }
 
@@ -494,6 +517,10 @@ impl PeerActor {
         #[cfg(feature = "media")]
         if d.kind == SdpType::Offer && self.remote.is_none() {
             self.plan_local_tracks(&full)?;
+        }
+        #[cfg(feature = "media")]
+        if d.kind == SdpType::Answer && self.remote.is_none() {
+            self.plan_answered(&full)?;
         }
         let remote = self.remote_session(&full)?;
         check_fingerprints(&remote)?;
@@ -669,7 +696,10 @@ impl PeerActor {
     fn answer_carries(&self) -> (bool, bool) {
         #[cfg(feature = "media")]
         if let Some(plan) = &self.plan {
-            return (plan.data, !plan.tracks.is_empty());
+            return (
+                plan.data,
+                !plan.tracks.is_empty() || !plan.receivers.is_empty(),
+            );
         }
         (true, false)
     }
@@ -711,13 +741,52 @@ impl PeerActor {
         Ok(self.local_tracks.len() - 1)
     }
 
+    /// What `add_transceiver` asked to receive.
+    #[cfg(feature = "media")]
+    fn receive_codecs(&self) -> sdp::ReceiveCodecs {
+        use crate::media::MediaKind;
+        let of = |kind| {
+            self.receive
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, init)| init.codecs_for(kind))
+                .unwrap_or_default()
+        };
+        sdp::ReceiveCodecs {
+            video: of(MediaKind::Video),
+            audio: of(MediaKind::Audio),
+        }
+    }
+
+    /// `add_transceiver`: one receiver per kind, before the first remote description.
+    #[cfg(feature = "media")]
+    fn add_transceiver(
+        &mut self,
+        kind: crate::media::MediaKind,
+        init: crate::media::TransceiverInit,
+    ) -> Result<()> {
+        self.check_open()?;
+        if self.remote.is_some() || self.plan.is_some() {
+            return Err(crate::Error::invalid(
+                "add_transceiver after the remote description: tracks are negotiated with the first offer",
+            ));
+        }
+        if self.receive.iter().any(|(k, _)| *k == kind) {
+            return Err(crate::Error::invalid(format!(
+                "a second {} receiver: at most one video and one audio track are received",
+                kind.as_str()
+            )));
+        }
+        self.receive.push((kind, init));
+        Ok(())
+    }
+
     /// The application's tracks answer the first offer: planned like a service stream
     /// (one section per kind, a codec that fits, or a clear error), each track told its
     /// place in the media actor, keyframe requests sent back to the track.
     #[cfg(feature = "media")]
     fn plan_local_tracks(&mut self, offer: &sdp::RemoteDescription) -> Result<()> {
-        use crate::media::local::TrackInput;
-        if self.local_tracks.is_empty() || self.plan.is_some() {
+        if (self.local_tracks.is_empty() && self.receive.is_empty()) || self.plan.is_some() {
             return Ok(());
         }
         let send = |kind| {
@@ -734,13 +803,23 @@ impl PeerActor {
             video: send(crate::media::MediaKind::Video),
             audio: send(crate::media::MediaKind::Audio),
         };
-        let plan = sdp::plan_answer(
+        let receive = self.receive_codecs();
+        let plan = sdp::plan_answer_media(
             offer,
             Some(&codecs),
+            &receive,
             offer.data.is_some(),
             &Default::default(),
         )
         .map_err(|e| crate::Error::invalid(format!("the offer cannot carry the tracks: {e}")))?;
+        self.adopt_plan(plan)
+    }
+
+    /// Takes a plan for the application's tracks and receivers: each track told its place
+    /// in the media actor, keyframe requests sent back to the track.
+    #[cfg(feature = "media")]
+    fn adopt_plan(&mut self, plan: sdp::AnswerPlan) -> Result<()> {
+        use crate::media::local::TrackInput;
         let txs: Vec<_> = plan
             .tracks
             .iter()
@@ -765,6 +844,44 @@ impl PeerActor {
             }
         });
         self.set_media_plan(plan, keyframes)
+    }
+
+    /// The plan's received tracks: an engine configuration and queue each for the media
+    /// actor, and an [`Event::Track`] each for the application.
+    #[cfg(feature = "media")]
+    fn receivers_of(
+        &mut self,
+        plan: &sdp::AnswerPlan,
+    ) -> Vec<(
+        crate::media::receiver::ReceiverConfig,
+        crate::media::remote::TrackOutlet,
+    )> {
+        use crate::media::remote::{track, TrackInfo};
+        plan.receivers
+            .iter()
+            .enumerate()
+            .map(|(id, r)| {
+                let cfg = crate::media::receiver::ReceiverConfig::new(
+                    &r.negotiated,
+                    r.ssrc,
+                    r.remote_ssrcs.first().copied(),
+                );
+                let (outlet, receiver) = track(TrackInfo {
+                    id,
+                    mid: r.mid.clone(),
+                    codec: r.negotiated.codec,
+                });
+                log::info!(
+                    "[{}] receiving {} in section {} ({})",
+                    self.name,
+                    r.negotiated.codec.encoding_name(),
+                    r.mid,
+                    r.kind.as_str()
+                );
+                self.events.push(Event::Track(receiver));
+                (cfg, outlet)
+            })
+            .collect()
     }
 
     /// Takes the plan for the next remote offer and hands its tracks to the media actor.
@@ -804,8 +921,12 @@ impl PeerActor {
                 )
             })
             .collect();
-        self.media
-            .push(crate::media::actor::MediaMsg::Configure { tracks, keyframes });
+        let receivers = self.receivers_of(&plan);
+        self.media.push(crate::media::actor::MediaMsg::Configure {
+            tracks,
+            keyframes,
+            receivers,
+        });
         self.plan = Some(plan);
         Ok(())
     }
@@ -837,12 +958,58 @@ impl PeerActor {
         (mid, 0)
     }
 
+    /// Our offer: with the media sections when the application has tracks or receivers.
+    fn write_offer(&self, local: &LocalSession) -> String {
+        #[cfg(feature = "media")]
+        if !self.offered.is_empty() {
+            let media: Vec<sdp::LocalMedia> =
+                self.offered.iter().map(|o| o.media.clone()).collect();
+            return sdp::write_offer_sections(local, &media, true);
+        }
+        sdp::write_offer(local)
+    }
+
+    /// The media sections of the first offer: the application's tracks (sent) and
+    /// receivers (received), one section per kind.
+    #[cfg(feature = "media")]
+    fn plan_offer(&mut self) {
+        if !self.offered.is_empty() || self.plan.is_some() || self.remote.is_some() {
+            return;
+        }
+        let send: Vec<crate::media::SendCodec> = self
+            .local_tracks
+            .iter()
+            .map(|(t, _)| crate::media::SendCodec {
+                codec: t.codec,
+                profile_level_id: t.profile_level_id,
+            })
+            .collect();
+        self.offered = sdp::plan_offer(&send, &self.receive_codecs());
+    }
+
+    /// The answer to our media offer: the tracks it accepted are sent, the ones it sends
+    /// are received.
+    #[cfg(feature = "media")]
+    fn plan_answered(&mut self, answer: &sdp::RemoteDescription) -> Result<()> {
+        if self.offered.is_empty() || self.plan.is_some() {
+            return Ok(());
+        }
+        let plan =
+            sdp::plan_from_answer(&self.offered, answer, &Default::default()).map_err(|e| {
+                crate::Error::invalid(format!("the answer cannot carry the tracks: {e}"))
+            })?;
+        for r in &plan.rejected {
+            log::info!("[{}] {r}", self.name);
+        }
+        self.adopt_plan(plan)
+    }
+
     fn local_description(&self) -> Option<Description> {
         let (kind, setup, mid) = self.local.as_ref()?;
         let local = self.local_session(*setup, mid);
         let sdp = match (kind, &self.remote) {
             (SdpType::Answer, Some((_, remote))) => self.write_answer(&local, remote),
-            _ => sdp::write_offer(&local),
+            _ => self.write_offer(&local),
         };
         Some(Description { kind: *kind, sdp })
     }

@@ -161,6 +161,12 @@ pub enum Event {
         /// Why.
         cause: crate::media::KeyframeCause,
     },
+    /// The remote sends a track that this connection receives (a section accepted as
+    /// `recvonly` or `sendrecv`: see [`PeerConnection::add_transceiver`]). Fired once per
+    /// track when the description that accepts it is set, before its first frame; read its
+    /// frames or RTP from the [`crate::media::TrackReceiver`].
+    #[cfg(feature = "media")]
+    Track(crate::media::TrackReceiver),
 }
 
 /// The receiving end of a peer connection's events. Events are delivered once: take one
@@ -373,9 +379,6 @@ impl PeerConnection {
         Ok(channel)
     }
 
-    /// W3C `restartIce`: the next offer carries new ICE credentials, and once the answer is
-    /// set, new checks run while the current pair keeps carrying the open channels.
-    /// [`Event::NegotiationNeeded`] fires when a connection is already up.
     /// Answers the next remote offer with `plan` (service streams): its audio and video
     /// tracks are sent by the media actor, fed through [`PeerConnection::media_inbox`];
     /// `keyframes` hears their keyframe requests (track number in plan order, cause).
@@ -424,6 +427,39 @@ impl PeerConnection {
         Ok(crate::media::TrackSender::new(id, codec, tx))
     }
 
+    /// W3C `addTransceiver(kind, {direction: "recvonly"})`: this connection receives a
+    /// track of `kind` (call before the remote description is set; one per kind). As the
+    /// answerer, the offer's first section of that kind that sends (`sendonly` or
+    /// `sendrecv`) is accepted `recvonly` — or `sendrecv` when [`PeerConnection::add_track`]
+    /// added a track of that kind too (talk-back); as the offerer, [`create_offer`] offers
+    /// a `recvonly` section (or one `sendrecv` section with the track).
+    /// [`Event::Track`] hands over the [`crate::media::TrackReceiver`] once negotiated.
+    ///
+    /// `init` is a [`crate::sdp::Direction`] (only `RecvOnly`: the sending half is
+    /// `add_track`) or a [`crate::media::TransceiverInit`] that also limits the codecs
+    /// (e.g. VP8 only for an IVF recorder).
+    ///
+    /// [`create_offer`]: PeerConnection::create_offer
+    ///
+    /// # Errors
+    ///
+    /// A direction other than `recvonly`, a codec of the other kind, a second receiver of
+    /// a kind, or a remote description already set.
+    #[cfg(feature = "media")]
+    pub async fn add_transceiver(
+        &self,
+        kind: crate::media::MediaKind,
+        init: impl Into<crate::media::TransceiverInit>,
+    ) -> Result<()> {
+        let init = init.into();
+        init.check(kind)?;
+        self.call(|r| PeerCmd::AddTransceiver(kind, init, r))
+            .await?
+    }
+
+    /// W3C `restartIce`: the next offer carries new ICE credentials, and once the answer is
+    /// set, new checks run while the current pair keeps carrying the open channels.
+    /// [`Event::NegotiationNeeded`] fires when a connection is already up.
     pub async fn restart_ice(&self) -> Result<()> {
         self.call(PeerCmd::RestartIce).await?
     }

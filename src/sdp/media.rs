@@ -47,6 +47,11 @@ impl Direction {
         .find(|d| d.as_str() == name)
     }
 
+    /// Whether the side that wrote this direction sends media (`sendonly`, `sendrecv`).
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
     /// Whether the side that wrote this direction takes media (`recvonly`, `sendrecv`).
     pub fn receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)

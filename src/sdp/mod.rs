@@ -85,7 +85,10 @@ pub use json::{Description, IceCandidateInit, SdpType};
 pub use media::{Direction, LocalMedia, RemoteFormat, RemoteFormats, RemoteMedia};
 pub use parse::{check_candidate, parse, parse_candidate_fragment, parse_description};
 #[cfg(feature = "media")]
-pub use plan::{plan_answer, AnswerPlan, PlanError, PlannedTrack, StreamCodecs};
+pub use plan::{
+    plan_answer, plan_answer_media, plan_from_answer, plan_offer, AnswerPlan, OfferedSection,
+    PlanError, PlannedReceiver, PlannedTrack, ReceiveCodecs, StreamCodecs,
+};
 pub use types::{
     DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup,
 };

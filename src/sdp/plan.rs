@@ -15,7 +15,10 @@
 use super::media::{Direction, LocalMedia, RemoteMedia};
 use super::types::RemoteDescription;
 use super::write::AnswerSection;
-use crate::media::{negotiate, Capabilities, MediaKind, NegotiateError, Negotiated, SendCodec};
+use crate::media::{
+    negotiate, negotiate_receive, Capabilities, Codec, MediaKind, NegotiateError, Negotiated,
+    SendCodec,
+};
 use std::fmt;
 
 /// What one stream can send.
@@ -27,6 +30,42 @@ pub struct StreamCodecs {
     pub video: Option<SendCodec>,
     /// Its audio track's codec, if it has one.
     pub audio: Option<SendCodec>,
+}
+
+/// What a connection receives (`add_transceiver`, or a service sink): the codecs
+/// accepted per kind, in preference order; empty = that kind is not received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiveCodecs {
+    /// Video codecs accepted (H.264, VP8).
+    pub video: Vec<Codec>,
+    /// Audio codecs accepted (Opus).
+    pub audio: Vec<Codec>,
+}
+
+impl ReceiveCodecs {
+    fn of(&self, kind: MediaKind) -> &[Codec] {
+        match kind {
+            MediaKind::Video => &self.video,
+            MediaKind::Audio => &self.audio,
+        }
+    }
+}
+
+/// A track the answer receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedReceiver {
+    /// Index of its m-line.
+    pub index: usize,
+    /// Its mid.
+    pub mid: String,
+    /// Video or audio.
+    pub kind: MediaKind,
+    /// The payload type (and RTX, feedback) the remote sends with.
+    pub negotiated: Negotiated,
+    /// The SSRCs the remote announced for the section (`a=ssrc`), if any.
+    pub remote_ssrcs: Vec<u32>,
+    /// Our SSRC for the section's RTCP (the sending track's when the section is sendrecv).
+    pub ssrc: u32,
 }
 
 /// A track the answer accepts.
@@ -53,6 +92,8 @@ pub struct AnswerPlan {
     pub sections: Vec<AnswerSection>,
     /// The accepted tracks, in m-line order.
     pub tracks: Vec<PlannedTrack>,
+    /// The accepted tracks the remote sends, in m-line order.
+    pub receivers: Vec<PlannedReceiver>,
     /// The data section is accepted.
     pub data: bool,
     /// Why sections were rejected (for a log line), e.g. an audio section without Opus.
@@ -64,6 +105,9 @@ pub struct AnswerPlan {
 pub enum PlanError {
     /// The offer has no section of this kind that is not rejected.
     NoSection(MediaKind),
+    /// The offer's section of this kind does not send (`recvonly` or `inactive`), so
+    /// nothing can be received in it.
+    NotSending(MediaKind, Direction),
     /// The offer's section of this kind does not receive (`sendonly` or `inactive`).
     NotReceiving(MediaKind, Direction),
     /// The offer's section of this kind has no `a=rtcp-mux` (smolrtc sends RTP and RTCP on
@@ -88,6 +132,11 @@ impl fmt::Display for PlanError {
             PlanError::NotReceiving(k, d) => write!(
                 f,
                 "the offer's {} section is {d}: it must be recvonly or sendrecv to receive the stream",
+                k.as_str()
+            ),
+            PlanError::NotSending(k, d) => write!(
+                f,
+                "the offer's {} section is {d}: it must be sendonly or sendrecv to send media here",
                 k.as_str()
             ),
             PlanError::NoRtcpMux(k) => write!(
@@ -139,9 +188,6 @@ fn check_section(
     if !bundled {
         return Err(PlanError::NotBundled(kind));
     }
-    if !m.direction.receives() {
-        return Err(PlanError::NotReceiving(kind, m.direction));
-    }
     if !m.rtcp_mux {
         return Err(PlanError::NoRtcpMux(kind));
     }
@@ -156,9 +202,24 @@ pub fn plan_answer(
     data: bool,
     caps: &Capabilities,
 ) -> Result<AnswerPlan, PlanError> {
+    plan_answer_media(offer, stream, &ReceiveCodecs::default(), data, caps)
+}
+
+/// [`plan_answer`] that also receives: each kind of `receive` takes the first enabled,
+/// bundled, rtcp-mux section of that kind the offer sends in (`sendonly` answered
+/// `recvonly`; `sendrecv` answered `sendrecv` when the stream sends that kind there in the
+/// same codec — talk-back — else `recvonly`).
+pub fn plan_answer_media(
+    offer: &RemoteDescription,
+    stream: Option<&StreamCodecs>,
+    receive: &ReceiveCodecs,
+    data: bool,
+    caps: &Capabilities,
+) -> Result<AnswerPlan, PlanError> {
     let mut plan = AnswerPlan {
         sections: vec![AnswerSection::Rejected; offer.sections.len()],
         tracks: Vec::new(),
+        receivers: Vec::new(),
         data: false,
         rejected: Vec::new(),
     };
@@ -182,22 +243,21 @@ pub fn plan_answer(
             _ => continue,
         };
         let slot = usize::from(kind == MediaKind::Audio);
-        let taken = plan.tracks.iter().any(|t| t.kind == kind);
-        let Some(send) = send.filter(|_| !taken) else {
+        let send = send.filter(|_| !plan.tracks.iter().any(|t| t.kind == kind));
+        let recv = Some(receive.of(kind))
+            .filter(|c| !c.is_empty() && !plan.receivers.iter().any(|r| r.kind == kind));
+        if send.is_none() && recv.is_none() {
             plan.rejected.push(format!(
-                "{} section {}: nothing to send in it",
+                "{} section {}: nothing to send or receive in it",
                 kind.as_str(),
                 m.index
             ));
             continue;
-        };
-        let chosen = check_section(offer, m, kind).and_then(|mid| {
-            negotiate(&m.formats, send, caps)
-                .map(|n| (mid, n))
-                .map_err(PlanError::NoCodec)
-        });
+        }
+        let chosen = check_section(offer, m, kind)
+            .and_then(|mid| choose(m, kind, send, recv, caps).map(|(s, r)| (mid, s, r)));
         match chosen {
-            Ok((mid, negotiated)) => plan.accept(m.index, mid, kind, negotiated, &mut ids),
+            Ok((mid, s, r)) => plan.accept(m, mid, kind, s, r, &mut ids),
             Err(e) => {
                 plan.rejected
                     .push(format!("{} section {}: {e}", kind.as_str(), m.index));
@@ -212,10 +272,47 @@ pub fn plan_answer(
                 .unwrap_or(PlanError::NoSection(kind)));
         }
     }
-    if plan.tracks.is_empty() && !plan.data {
-        return Err(PlanError::Nothing);
+    if plan.tracks.is_empty() && plan.receivers.is_empty() && !plan.data {
+        return Err(failure
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(PlanError::Nothing));
     }
     Ok(plan)
+}
+
+/// What one section carries: the send codec and/or the receive codec, by the offer's
+/// direction. A sendrecv section that both sends and receives uses one codec both ways.
+fn choose(
+    m: &RemoteMedia,
+    kind: MediaKind,
+    send: Option<SendCodec>,
+    recv: Option<&[Codec]>,
+    caps: &Capabilities,
+) -> Result<(Option<Negotiated>, Option<Negotiated>), PlanError> {
+    let send = send.filter(|_| m.direction.receives());
+    let recv = recv.filter(|_| m.direction.sends());
+    let sent = match send {
+        Some(s) => Some(negotiate(&m.formats, s, caps).map_err(PlanError::NoCodec)?),
+        None => None,
+    };
+    let received = match (recv, &sent) {
+        // Talk-back: the remote sends in the codec we send with, if we take it.
+        (Some(accept), Some(n)) => accept.contains(&n.codec).then(|| n.clone()),
+        (Some(accept), None) => {
+            Some(negotiate_receive(&m.formats, accept, caps).map_err(PlanError::NoCodec)?)
+        }
+        (None, _) => None,
+    };
+    if sent.is_none() && received.is_none() {
+        return Err(if m.direction.receives() {
+            PlanError::NotSending(kind, m.direction)
+        } else {
+            PlanError::NotReceiving(kind, m.direction)
+        });
+    }
+    Ok((sent, received))
 }
 
 /// What the answer's tracks are named by: one CNAME, distinct SSRCs, the stream's name.
@@ -226,23 +323,34 @@ struct Ids<'a> {
 }
 
 impl AnswerPlan {
-    /// Answers section `index` with a send-only track of `kind` in `negotiated`'s codec.
+    /// Answers section `m` with what it sends and/or receives.
     fn accept(
         &mut self,
-        index: usize,
+        m: &RemoteMedia,
         mid: String,
         kind: MediaKind,
-        negotiated: Negotiated,
+        send: Option<Negotiated>,
+        recv: Option<Negotiated>,
         ids: &mut Ids<'_>,
     ) {
+        let index = m.index;
         let ssrc = new_ssrc(&mut ids.ssrcs);
-        let rtx_ssrc = negotiated.rtx_pt.map(|_| new_ssrc(&mut ids.ssrcs));
+        let agreed = send.clone().or_else(|| recv.clone()).expect("one of them");
+        let rtx_ssrc = send
+            .as_ref()
+            .and_then(|n| n.rtx_pt)
+            .map(|_| new_ssrc(&mut ids.ssrcs));
+        let direction = match (&send, &recv) {
+            (Some(_), Some(_)) => Direction::SendRecv,
+            (Some(_), None) => Direction::SendOnly,
+            _ => Direction::RecvOnly,
+        };
         self.sections[index] = AnswerSection::Media(LocalMedia {
             kind: kind.as_str().to_owned(),
             mid: mid.clone(),
-            direction: Direction::SendOnly,
-            payload_types: negotiated.payload_types(),
-            attributes: negotiated
+            direction,
+            payload_types: agreed.payload_types(),
+            attributes: agreed
                 .answer_attributes()
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -252,14 +360,26 @@ impl AnswerPlan {
             cname: ids.cname.clone(),
             msid: (ids.name.to_owned(), kind.as_str().to_owned()),
         });
-        self.tracks.push(PlannedTrack {
-            index,
-            mid,
-            kind,
-            negotiated,
-            ssrc,
-            rtx_ssrc,
-        });
+        if let Some(negotiated) = send {
+            self.tracks.push(PlannedTrack {
+                index,
+                mid: mid.clone(),
+                kind,
+                negotiated,
+                ssrc,
+                rtx_ssrc,
+            });
+        }
+        if let Some(negotiated) = recv {
+            self.receivers.push(PlannedReceiver {
+                index,
+                mid,
+                kind,
+                negotiated,
+                remote_ssrcs: m.ssrcs.clone(),
+                ssrc,
+            });
+        }
     }
 }
 
@@ -274,6 +394,9 @@ fn needed(s: &StreamCodecs) -> Option<MediaKind> {
         None
     }
 }
+
+mod offer;
+pub use offer::{plan_from_answer, plan_offer, OfferedSection};
 
 #[cfg(test)]
 mod tests;

@@ -287,9 +287,15 @@ fn media_lines(
     out.line(format!("a={}", m.direction));
     out.line("a=rtcp-mux");
     let (stream, track) = &m.msid;
-    out.line(format!("a=msid:{stream} {track}"));
+    // A section we only receive in names no track of ours (no msid, no a=ssrc).
+    if m.direction.sends() {
+        out.line(format!("a=msid:{stream} {track}"));
+    }
     for (name, value) in &m.attributes {
         out.line(format!("a={name}:{value}"));
+    }
+    if !m.direction.sends() {
+        return;
     }
     if let Some(rtx) = m.rtx_ssrc {
         out.line(format!("a=ssrc-group:FID {} {rtx}", m.ssrc));

@@ -5,7 +5,6 @@ use super::error::ServiceError;
 use super::http::{json_response, read_body, refusal, require_content_type, Body};
 use super::{client_address, complete_description, Shared, Via};
 use crate::sdp::{self, Description, IceCandidateInit, SdpType};
-use crate::PeerConnection;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -35,7 +34,8 @@ pub(super) async fn answer_offer(
     answer_in_session(shared, via, peer, offer, async |_| Ok(())).await
 }
 
-/// Opens a session, lets `prepare` set up its peer connection (a viewer's tracks), then
+/// Opens a session, lets `prepare` set up its peer connection (a viewer's tracks, a sink's
+/// receivers), then
 /// answers `offer`; returns the session id and the answer with every candidate. On failure
 /// the session is closed.
 pub(super) async fn answer_in_session(
@@ -43,11 +43,11 @@ pub(super) async fn answer_in_session(
     via: Via,
     peer: SocketAddr,
     offer: Description,
-    prepare: impl AsyncFnOnce(&PeerConnection) -> Result<(), ServiceError>,
+    prepare: impl AsyncFnOnce(&super::NewSession) -> Result<(), ServiceError>,
 ) -> Result<(String, Description), ServiceError> {
     let s = shared.open(via, false, client_address(peer)).await?;
     let result = async {
-        prepare(&s.pc).await?;
+        prepare(&s).await?;
         s.pc.set_remote_description(offer).await?;
         let answer = s.pc.create_answer().await?;
         s.pc.set_local_description(answer).await?;
@@ -67,8 +67,10 @@ pub(super) async fn api_offer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ServiceError> {
-    // ?stream=NAME: the offer's audio/video sections receive that stream.
+    // ?stream=NAME: the offer's audio/video sections receive that stream; ?sink=NAME: what
+    // the offer sends goes to that sink (both: talk-back in one session).
     let stream = super::guard::query_value(req.uri().query(), "stream");
+    let sink = super::guard::query_value(req.uri().query(), "sink");
     require_content_type(&req, "application/json")?;
     let body = read_body(shared, req).await?;
     let text = utf8(&body)?;
@@ -79,14 +81,28 @@ pub(super) async fn api_offer(
             offer.kind.as_str()
         )));
     }
-    let (id, answer) = match stream {
+    let (id, answer) = match (stream, sink) {
         #[cfg(feature = "media")]
-        Some(name) => {
-            super::streams::answer_offer_with_stream(shared, Via::Http, peer, &name, offer).await?
+        (Some(name), sink) => {
+            super::streams::answer_offer_with_stream(
+                shared,
+                Via::Http,
+                peer,
+                &name,
+                sink.as_deref(),
+                offer,
+            )
+            .await?
+        }
+        #[cfg(feature = "media")]
+        (None, Some(sink)) => {
+            super::sinks::answer_offer_with_sink(shared, Via::Http, peer, &sink, offer).await?
         }
         #[cfg(not(feature = "media"))]
-        Some(name) => return Err(ServiceError::UnknownStream(name)),
-        None => answer_offer(shared, Via::Http, peer, offer).await?,
+        (Some(name), _) => return Err(ServiceError::UnknownStream(name)),
+        #[cfg(not(feature = "media"))]
+        (None, Some(name)) => return Err(ServiceError::UnknownSink(name)),
+        (None, None) => answer_offer(shared, Via::Http, peer, offer).await?,
     };
     log::info!("[{id}] answered POST /api/offer");
     let mut r = json_response(

@@ -84,9 +84,17 @@ pub struct ServiceConfig {
     /// `/whep/NAME` and listed at `/api/streams`.
     #[cfg(feature = "media")]
     pub streams: Vec<super::StreamConfig>,
+    /// Media sinks (`--sink NAME=DEST`): where a browser's camera and microphone go (WHIP
+    /// at `/whip/NAME`, `?sink=NAME`), listed at `/api/sinks`.
+    #[cfg(feature = "media")]
+    pub sinks: Vec<super::SinkConfig>,
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
+    /// Serve everything on `listen` over HTTPS with this certificate (`--tls-cert`/
+    /// `--tls-key`, `--tls-self-signed`); a plain-HTTP request there is redirected to
+    /// `https://`. The page's own origin is then `https://<Host>`.
+    pub tls: Option<super::TlsIdentity>,
     /// This device's name: its MQTT topics and TURN REST user name (empty: the host name).
     pub device_id: String,
     /// TURN servers sharing a secret with this device: credentials minted for its own ICE
@@ -165,7 +173,10 @@ impl Default for ServiceConfig {
             single_port: None,
             #[cfg(feature = "media")]
             streams: Vec::new(),
+            #[cfg(feature = "media")]
+            sinks: Vec::new(),
             serve_http: true,
+            tls: None,
             device_id: String::new(),
             turn_rest: None,
             #[cfg(feature = "mqtt")]

@@ -70,6 +70,9 @@ pub(crate) enum ServiceError {
     /// No stream of that name (`/whep/NAME`).
     #[error("unknown stream {0:?}")]
     UnknownStream(String),
+    /// No sink of that name (`/whip/NAME`, `?sink=NAME`).
+    #[error("unknown sink {0:?}")]
+    UnknownSink(String),
     /// The stream's source has not yet shown its codec (no keyframe or SPS so far).
     #[cfg(feature = "media")]
     #[error("{0}")]
@@ -191,7 +194,7 @@ impl ServiceError {
     /// | `BadHost`, `BadBody`, `BadSdp`, `BadFragment` | 400 |
     /// | `Unauthorized` | 401 |
     /// | `BadOrigin` | 403 |
-    /// | `NotFound`, `UnknownSession` | 404 |
+    /// | `NotFound`, `UnknownSession`, `UnknownStream`, `UnknownSink` | 404 |
     /// | `MethodNotAllowed` | 405 |
     /// | `BodyTimeout` | 408 |
     /// | `BodyTooLarge` | 413 |
@@ -212,7 +215,8 @@ impl ServiceError {
             ServiceError::BadOrigin(_) => StatusCode::FORBIDDEN,
             ServiceError::NotFound(_)
             | ServiceError::UnknownSession(_)
-            | ServiceError::UnknownStream(_) => StatusCode::NOT_FOUND,
+            | ServiceError::UnknownStream(_)
+            | ServiceError::UnknownSink(_) => StatusCode::NOT_FOUND,
             #[cfg(feature = "media")]
             ServiceError::StreamNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             #[cfg(feature = "media")]
@@ -294,6 +298,7 @@ mod tests {
             (ServiceError::BadOrigin("http://evil.example".into()), 403, "\"http://evil.example\" is not"),
             (ServiceError::NotFound("/nope".into()), 404, "no such resource: /nope"),
             (ServiceError::UnknownSession("ab".into()), 404, "unknown session \"ab\""),
+            (ServiceError::UnknownSink("cam".into()), 404, "unknown sink \"cam\""),
             (
                 ServiceError::MethodNotAllowed { method: "PUT".into(), path: "/whip".into() },
                 405,

@@ -16,16 +16,24 @@ mod error;
 mod guard;
 mod http;
 mod limits;
+mod metrics;
+mod notify;
 mod session;
 #[cfg(feature = "media")]
+mod sinks;
+#[cfg(feature = "media")]
 mod streams;
+pub mod tls;
 mod ws;
 
 pub use config::*;
 pub(crate) use limits::*;
 pub(crate) use session::*;
 #[cfg(feature = "media")]
+pub use sinks::{SinkConfig, MAX_SINKS};
+#[cfg(feature = "media")]
 pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
+pub use tls::TlsIdentity;
 
 use crate::channel::DataChannel;
 use crate::error::Result;
@@ -50,6 +58,8 @@ async fn serve_until_stopped(
     stop: Receiver<Sender<()>>,
     mqtt: Option<MqttTask>,
 ) {
+    // The listener is bound and this task serves it from here on.
+    notify::notify("READY=1");
     let stopped = futures_lite::future::or(
         async {
             match listener {
@@ -62,6 +72,7 @@ async fn serve_until_stopped(
         async { stop.recv().await.ok() },
     )
     .await;
+    notify::notify("STOPPING=1");
     #[cfg(feature = "media")]
     shared.streams.stop();
     let ids: Vec<String> = shared.list().into_iter().map(|s| s.0).collect();
@@ -178,6 +189,7 @@ impl Service {
             (None, SocketAddr::from(([0, 0, 0, 0], 0)))
         };
         let http = listener.is_some();
+        let tls = self.config.tls.is_some();
         let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
         let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
         let rt = runtime.clone();
@@ -189,12 +201,16 @@ impl Service {
             let mqtt: Option<MqttTask> = None;
             ex.spawn(serve_until_stopped(shared, listener, stop_rx, mqtt))
                 .detach();
+            if let Some(every) = notify::watchdog_interval() {
+                ex.spawn(notify::watchdog(every)).detach();
+            }
         });
         if !http {
             log::info!("no HTTP server (listen none)");
         } else {
             log::info!(
-                "listening on http://{addr}{}",
+                "listening on {}://{addr}{}",
+                if tls { "https" } else { "http" },
                 if token {
                     " (API behind a bearer token)"
                 } else {
@@ -215,6 +231,8 @@ impl Service {
         self.config.validate()?;
         #[cfg(feature = "media")]
         streams::check_streams(&self.config.streams)?;
+        #[cfg(feature = "media")]
+        sinks::check_sinks(&self.config.sinks)?;
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);

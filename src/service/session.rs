@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     /// Media streams and their sources.
     #[cfg(feature = "media")]
     pub(crate) streams: super::streams::Streams,
+    /// Media sinks and the sessions writing to them.
+    #[cfg(feature = "media")]
+    pub(crate) sinks: super::sinks::Sinks,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -113,9 +116,13 @@ impl Shared {
         );
         #[cfg(feature = "media")]
         let streams = super::streams::Streams::start(&config.streams, &ex);
+        #[cfg(feature = "media")]
+        let sinks = super::sinks::Sinks::new(&config.sinks);
         Rc::new(Self {
             #[cfg(feature = "media")]
             streams,
+            #[cfg(feature = "media")]
+            sinks,
             config,
             registry,
             runtime,
@@ -147,6 +154,11 @@ impl Shared {
     }
 
     /// `(id, via, connection state, age in seconds)` of every session.
+    /// How many sessions are live.
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
     pub(crate) fn list(&self) -> Vec<(String, &'static str, String, f64)> {
         let mut v: Vec<_> = self
             .sessions
@@ -234,6 +246,7 @@ impl Shared {
                 .await?;
         }
         let state = Rc::new(RefCell::new(ConnectionState::New));
+        super::metrics::SESSIONS_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sessions.borrow_mut().insert(
             id.clone(),
             Session {
@@ -473,6 +486,9 @@ impl SessionTask {
                 self.channels.remove(&ch.ptr_key());
             }
             Event::Error(e) => log::warn!("[{id}] {e}"),
+            // A browser's camera or microphone: to the session's sink (`/whip/NAME`, `?sink=`).
+            #[cfg(feature = "media")]
+            Event::Track(t) => self.shared.sinks.on_track(&self.shared, id, t),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -533,6 +549,8 @@ impl SessionTask {
         } = self;
         drop(channels);
         pc.close().await;
+        #[cfg(feature = "media")]
+        shared.sinks.unbind(&id);
         let age = shared
             .sessions
             .borrow_mut()

@@ -400,6 +400,18 @@ impl Streams {
         self.tasks.borrow_mut().clear();
     }
 
+    /// Each stream's name and live viewers (of its video track, else its audio one).
+    pub(crate) fn each_viewer_count(&self, mut f: impl FnMut(&str, usize)) {
+        for s in &self.list {
+            let n = s
+                .video
+                .as_ref()
+                .or(s.audio.as_ref())
+                .map_or(0, |t| t.borrow().viewers.len());
+            f(&s.name, n);
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&Stream> {
         self.list.iter().find(|s| s.name == name)
     }
@@ -571,17 +583,21 @@ fn plan_for(
 }
 
 /// Plans the answer to `sdp` (an offer with media sections and maybe a data section) for
-/// stream `name` and makes `pc` its viewer: call before the offer is set (`?stream=NAME` on
-/// `POST /api/offer` and `/ws`).
+/// stream `name` and makes the session its viewer: call before the offer is set
+/// (`?stream=NAME` on `POST /api/offer` and `/ws`; with `?sink=` too: talk-back).
 pub(super) async fn attach_stream(
     shared: &Rc<Shared>,
     name: &str,
+    sink: Option<&str>,
     sdp: &str,
-    pc: &PeerConnection,
+    session: &super::NewSession,
 ) -> std::result::Result<(), ServiceError> {
     let stream = find(shared, name)?;
-    let plan = plan_for(stream, sdp, true)?;
-    attach(shared, stream, pc, plan).await
+    let plan = plan_viewer(shared, stream, sink, sdp)?;
+    if let Some(sink) = sink {
+        super::sinks::bind_sink(shared, sink, &session.id)?;
+    }
+    attach(shared, stream, &session.pc, plan).await
 }
 
 /// Hands `plan` to `pc` and makes it a viewer of the plan's tracks of `stream`.
@@ -619,16 +635,56 @@ async fn attach(
 
 /// `POST /api/offer?stream=NAME`: an offer with media sections (and maybe a data section)
 /// answered with the stream's tracks (and the data channel) on one BUNDLE transport.
+/// With `sink` (`&sink=NAME`: talk-back), what the offer sends goes to that sink.
 pub(super) async fn answer_offer_with_stream(
     shared: &Rc<Shared>,
     via: Via,
     peer: SocketAddr,
     name: &str,
+    sink: Option<&str>,
     offer: Description,
 ) -> std::result::Result<(String, Description), ServiceError> {
     let stream = find(shared, name)?;
-    let plan = plan_for(stream, &offer.sdp, true)?;
-    open_viewer(shared, via, peer, stream, offer, plan).await
+    let sdp = offer.sdp.clone();
+    // Planned before the session opens: a refused offer costs none.
+    let plan = plan_viewer(shared, stream, sink, &sdp)?;
+    super::api::answer_in_session(shared, via, peer, offer, async |s| {
+        if let Some(sink) = sink {
+            super::sinks::bind_sink(shared, sink, &s.id)?;
+        }
+        attach(shared, stream, &s.pc, plan).await
+    })
+    .await
+}
+
+/// The plan for a viewer of `stream` with a data section; with `sink`, the offer's audio
+/// (or video) it sends is received too (talk-back: a sendrecv audio section).
+fn plan_viewer(
+    shared: &Shared,
+    stream: &Stream,
+    sink: Option<&str>,
+    sdp: &str,
+) -> std::result::Result<sdp::AnswerPlan, ServiceError> {
+    let Some(sink) = sink else {
+        return plan_for(stream, sdp, true);
+    };
+    let receive = super::sinks::receive_codecs(shared, sink)?;
+    let name = &stream.name;
+    let offer = sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
+    let codecs = stream.codecs().map_err(ServiceError::StreamNotReady)?;
+    let plan = sdp::plan_answer_media(&offer, Some(&codecs), &receive, true, &Default::default())
+        .map_err(|e: PlanError| {
+        ServiceError::Unplayable(format!("stream {name}, sink {sink}: {e}"))
+    })?;
+    for why in &plan.rejected {
+        log::info!("stream {name}, sink {sink}: {why}");
+    }
+    if plan.receivers.is_empty() {
+        return Err(ServiceError::Unplayable(format!(
+            "sink {sink}: the offer sends nothing it takes (add the microphone: a sendrecv audio section)"
+        )));
+    }
+    Ok(plan)
 }
 
 /// WHEP's answer: a session whose peer connection sends the plan's tracks (each fed from
@@ -666,8 +722,8 @@ async fn open_viewer(
     offer: Description,
     plan: sdp::AnswerPlan,
 ) -> std::result::Result<(String, Description), ServiceError> {
-    super::api::answer_in_session(shared, via, peer, offer, async |pc| {
-        attach(shared, stream, pc, plan).await
+    super::api::answer_in_session(shared, via, peer, offer, async |s| {
+        attach(shared, stream, &s.pc, plan).await
     })
     .await
 }

@@ -69,9 +69,12 @@ pub(crate) fn upgrade(
         super::guard::query_value(req.uri().query(), "role").is_some_and(|r| r == "offer");
     // ?stream=NAME: the client's offer receives that stream (the service offers no media).
     let stream = super::guard::query_value(req.uri().query(), "stream");
-    if server_offers && stream.is_some() {
+    // ?sink=NAME: what the client's offer sends goes to that sink.
+    let sink = super::guard::query_value(req.uri().query(), "sink");
+    if server_offers && (stream.is_some() || sink.is_some()) {
         return Err(ServiceError::BadBody(
-            "?stream= needs the client's offer (with recvonly audio/video); drop role=offer".into(),
+            "?stream= and ?sink= need the client's offer (with its audio/video); drop role=offer"
+                .into(),
         ));
     }
     let shared = shared.clone();
@@ -92,7 +95,7 @@ pub(crate) fn upgrade(
                         Some(config),
                     )
                     .await;
-                    signal(shared, ws, server_offers, stream, client).await;
+                    signal(shared, ws, server_offers, (stream, sink), client).await;
                 }
                 Err(e) => shared
                     .quiet
@@ -168,7 +171,7 @@ async fn signal(
     shared: Rc<Shared>,
     ws: Ws,
     server_offers: bool,
-    stream: Option<String>,
+    (stream, sink): (Option<String>, Option<String>),
     client: IpAddr,
 ) {
     let offer_deadline = Instant::now() + shared.config.connect_timeout;
@@ -177,6 +180,7 @@ async fn signal(
         ws,
         client,
         stream,
+        sink,
         session: None,
         candidates_open: true,
         offer_deadline,
@@ -214,6 +218,8 @@ struct Signaling {
     client: IpAddr,
     /// `?stream=NAME`: the stream the first offer receives.
     stream: Option<String>,
+    /// `?sink=NAME`: the sink what the first offer sends goes to.
+    sink: Option<String>,
     session: Option<NewSession>,
     /// The session's local candidates are still coming.
     candidates_open: bool,
@@ -377,7 +383,7 @@ impl Signaling {
     async fn remote_description(&mut self, d: Description) -> Result<(), Refusal> {
         // Parse here first, so the error (logged redacted) is ours, not the peer's, and a
         // bad offer costs no session.
-        if self.stream.is_some() {
+        if self.stream.is_some() || self.sink.is_some() {
             crate::sdp::parse_description(&d.sdp).map_err(ServiceError::BadSdp)?;
         } else {
             crate::sdp::parse(&d.sdp).map_err(ServiceError::BadSdp)?;
@@ -394,8 +400,8 @@ impl Signaling {
             let s = open(&self.shared, false, self.client)
                 .await
                 .map_err(|e| Refusal(e, true))?;
-            if let Some(name) = self.stream.clone() {
-                if let Err(e) = self.attach_stream(&name, &d.sdp, &s).await {
+            if self.stream.is_some() || self.sink.is_some() {
+                if let Err(e) = self.attach_media(&d.sdp, &s).await {
                     self.shared.close(&s.id).await;
                     return Err(Refusal(e, true));
                 }
@@ -426,25 +432,26 @@ impl Signaling {
         result.map_err(Refusal::from)
     }
 
-    /// Makes the new session a viewer of stream `name` before its offer is set.
+    /// Makes the new session a viewer of `?stream=` and a sender to `?sink=` before its
+    /// offer is set.
     #[cfg(feature = "media")]
-    async fn attach_stream(
-        &self,
-        name: &str,
-        sdp: &str,
-        s: &NewSession,
-    ) -> Result<(), ServiceError> {
-        super::streams::attach_stream(&self.shared, name, sdp, &s.pc).await
+    async fn attach_media(&self, sdp: &str, s: &NewSession) -> Result<(), ServiceError> {
+        let sink = self.sink.as_deref();
+        match &self.stream {
+            Some(name) => super::streams::attach_stream(&self.shared, name, sink, sdp, s).await,
+            None => {
+                let sink = sink.unwrap_or_default();
+                super::sinks::attach_sink(&self.shared, sink, &s.id, &s.pc).await
+            }
+        }
     }
 
     #[cfg(not(feature = "media"))]
-    async fn attach_stream(
-        &self,
-        name: &str,
-        _sdp: &str,
-        _s: &NewSession,
-    ) -> Result<(), ServiceError> {
-        Err(ServiceError::UnknownStream(name.to_owned()))
+    async fn attach_media(&self, _sdp: &str, _s: &NewSession) -> Result<(), ServiceError> {
+        match (&self.stream, &self.sink) {
+            (Some(name), _) => Err(ServiceError::UnknownStream(name.clone())),
+            (None, sink) => Err(ServiceError::UnknownSink(sink.clone().unwrap_or_default())),
+        }
     }
 
     /// A candidate of the client's (`null`: end-of-candidates).

@@ -7,6 +7,7 @@ use smolrtc::{
 };
 use std::time::Duration;
 
+pub mod browser;
 pub mod forward;
 pub mod http;
 pub mod media;
@@ -95,6 +96,46 @@ impl Peer {
         )
         .await;
         found.unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
+    }
+
+    /// [`Peer::expect`] that takes the event (e.g. `Event::Track`'s receiver): `f` gives
+    /// back the events it does not want (`Err`), which stay in the backlog.
+    pub async fn take<T>(&mut self, what: &str, mut f: impl FnMut(Event) -> Result<T, Event>) -> T {
+        let mut kept = std::collections::VecDeque::new();
+        let mut found = None;
+        while let Some(e) = self.backlog.pop_front() {
+            match (found.is_some(), e) {
+                (true, e) => kept.push_back(e),
+                (false, e) => match f(e) {
+                    Ok(t) => found = Some(t),
+                    Err(e) => kept.push_back(e),
+                },
+            }
+        }
+        self.backlog = kept;
+        if let Some(t) = found {
+            return t;
+        }
+        let deadline = async_io::Timer::after(TIMEOUT);
+        let events = &mut self.events;
+        let backlog = &mut self.backlog;
+        futures_lite::future::or(
+            async {
+                while let Some(e) = events.next().await {
+                    match f(e) {
+                        Ok(t) => return Some(t),
+                        Err(e) => backlog.push_back(e),
+                    }
+                }
+                None
+            },
+            async {
+                deadline.await;
+                None
+            },
+        )
+        .await
+        .unwrap_or_else(|| panic!("timed out or closed waiting for {what}"))
     }
 
     /// Creates the channel `label`.

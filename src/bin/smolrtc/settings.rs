@@ -220,6 +220,22 @@ pub struct ServeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub streams: std::collections::BTreeMap<String, StreamSources>,
+    /// A sink NAME=DEST (repeatable): where a browser's camera and microphone go, published
+    /// by WHIP to /whip/NAME or sent with ?sink=NAME (talk-back). DEST is
+    /// rtp://127.0.0.1:PORT[?codec=..] (RTP for ffmpeg/GStreamer; audio at PORT+2 when one
+    /// DEST takes both; the SDP at /api/sinks), file:PATH (.ivf VP8, .h264, .ogg Opus, or a
+    /// name prefix; a new file per session, never overwritten) or exec:COMMAND[?codec=..]
+    /// (each track to a COMMAND's stdin). In the file: [sinks.NAME] video = "DEST", audio =
+    /// "DEST", or [sinks] NAME = "DEST".
+    #[cfg(feature = "media")]
+    #[arg(long = "sink", value_name = "NAME=DEST")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sink: Vec<String>,
+    /// `[sinks.NAME]` tables (or `[sinks] NAME = "DEST"`) of the file.
+    #[cfg(feature = "media")]
+    #[arg(skip)]
+    #[serde(default)]
+    pub sinks: std::collections::BTreeMap<String, SinkDests>,
     /// Fleet mode: also signal through this MQTT broker,
     /// mqtt://|mqtts://|ws://|wss://[USER[:PASS]@]HOST[:PORT][/PATH]. The user name is the
     /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
@@ -250,6 +266,22 @@ pub struct ServeSettings {
     /// Seconds a minted TURN credential is valid.
     #[arg(long, value_name = "SECONDS", default_value_t = smolrtc::turn_rest::DEFAULT_TTL.as_secs_f64())]
     pub turn_ttl: f64,
+    /// Serve the page and the API on --listen over HTTPS with this PEM certificate (chain);
+    /// give --tls-key too. Browsers give camera and microphone only to secure pages.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate made on the first start and kept in
+    /// --state-dir (its SHA-256 fingerprint and SPKI hash are logged).
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Where the service keeps what it makes (the --tls-self-signed certificate).
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/smolrtc as
+    /// root, else ~/.local/state/smolrtc.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
@@ -260,6 +292,29 @@ pub struct StreamSources {
     /// The video SOURCE.
     pub video: Option<String>,
     /// The audio SOURCE.
+    pub audio: Option<String>,
+}
+
+/// `[sinks.NAME]`: `video = "DEST"`, `audio = "DEST"`; or `[sinks] NAME = "DEST"` (one
+/// DEST for both kinds).
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SinkDests {
+    /// One DEST for every kind it takes.
+    Both(String),
+    /// A DEST per kind.
+    Kinds(SinkKinds),
+}
+
+/// The table form of [`SinkDests`].
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkKinds {
+    /// The video DEST.
+    pub video: Option<String>,
+    /// The audio DEST.
     pub audio: Option<String>,
 }
 
@@ -274,8 +329,8 @@ impl ServeSettings {
         let mut merged = to_map(&file)?;
         let typed = to_map(&self)?;
         for (key, value) in typed {
-            // File-only tables (`[streams.NAME]`) have no flag.
-            if key == "streams" {
+            // File-only tables (`[streams.NAME]`, `[sinks.NAME]`) have no flag.
+            if key == "streams" || key == "sinks" {
                 continue;
             }
             let id = key.replace('-', "_");
@@ -388,7 +443,7 @@ impl ServeSettings {
             .collect();
         keys.extend(["allow-host", "allow-origin", "turn-url", "rawrtc-flow"].map(String::from));
         #[cfg(feature = "media")]
-        keys.push("streams".into());
+        keys.extend(["streams".into(), "sinks".into()]);
         keys
     }
 
@@ -405,6 +460,8 @@ impl ServeSettings {
         }
         #[cfg(feature = "media")]
         self.stream_configs()?;
+        #[cfg(feature = "media")]
+        self.sink_configs()?;
         Ok(())
     }
 
@@ -413,6 +470,8 @@ impl ServeSettings {
         self.check()?;
         #[cfg(feature = "media")]
         let streams = self.stream_configs()?;
+        #[cfg(feature = "media")]
+        let sinks = self.sink_configs()?;
         let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
@@ -453,8 +512,8 @@ impl ServeSettings {
                 .max_sessions_per_address
                 .unwrap_or((self.max_sessions / 4).max(1)),
             max_websockets_per_address: self.max_websockets_per_address,
-            allow_hosts: self.allow_hosts,
-            allow_origins: self.allow_origins,
+            allow_hosts: self.allow_hosts.clone(),
+            allow_origins: self.allow_origins.clone(),
             header_timeout: seconds("header-timeout", self.header_timeout).map_err(invalid)?,
             body_timeout: seconds("body-timeout", self.body_timeout).map_err(invalid)?,
             write_timeout: seconds("write-timeout", self.write_timeout).map_err(invalid)?,
@@ -476,7 +535,9 @@ impl ServeSettings {
         #[cfg(feature = "media")]
         {
             config.streams = streams;
+            config.sinks = sinks;
         }
+        config.tls = self.tls(&config)?;
         Ok(config)
     }
 
@@ -506,6 +567,40 @@ impl ServeSettings {
         }
         Ok(streams)
     }
+
+    /// The sinks of `--sink` and the file's `[sinks.NAME]` tables.
+    #[cfg(feature = "media")]
+    fn sink_configs(&self) -> smolrtc::Result<Vec<service::SinkConfig>> {
+        use smolrtc::media::MediaKind;
+        let mut sinks = Vec::new();
+        for s in &self.sink {
+            service::SinkConfig::add(&mut sinks, s)?;
+        }
+        for (name, d) in &self.sinks {
+            match d {
+                SinkDests::Both(dest) => {
+                    service::SinkConfig::add_dest(&mut sinks, None, name, dest)?
+                }
+                SinkDests::Kinds(k) => {
+                    if k.video.is_none() && k.audio.is_none() {
+                        return Err(smolrtc::Error::InvalidArgument(
+                            format!(
+                                "[sinks.{name}]: give video = \"DEST\" and/or audio = \"DEST\""
+                            )
+                            .into(),
+                        ));
+                    }
+                    for (kind, dest) in [(MediaKind::Video, &k.video), (MediaKind::Audio, &k.audio)]
+                    {
+                        if let Some(dest) = dest {
+                            service::SinkConfig::add_dest(&mut sinks, Some(kind), name, dest)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(sinks)
+    }
 }
 
 impl ServeSettings {
@@ -521,6 +616,54 @@ impl ServeSettings {
                 smolrtc::turn_rest::TurnRest::with_secret_file(self.turn_urls.clone(), f, ttl)
                     .map(Some)
             }
+        }
+    }
+
+    /// `--tls-cert`/`--tls-key` read and checked, or `--tls-self-signed` kept or made.
+    fn tls(&self, config: &ServiceConfig) -> smolrtc::Result<Option<service::TlsIdentity>> {
+        let invalid = |e: &str| Err(smolrtc::Error::invalid(e.to_owned()));
+        match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => Ok(None),
+            (Some(c), Some(k), false) => {
+                let id = service::TlsIdentity::load(c, k)?;
+                log::info!(
+                    "TLS: certificate {}: sha-256 {} spki {}",
+                    c.display(),
+                    id.fingerprint(),
+                    id.spki_sha256()
+                );
+                Ok(Some(id))
+            }
+            (Some(_), None, false) => invalid("--tls-cert needs --tls-key"),
+            (None, Some(_), false) => invalid("--tls-key needs --tls-cert"),
+            (_, _, true) if self.tls_cert.is_some() || self.tls_key.is_some() => {
+                invalid("--tls-self-signed and --tls-cert/--tls-key: give one")
+            }
+            (_, _, true) => {
+                let dir = self.state_dir();
+                let (names, ips) = service::tls::device_names(config);
+                service::TlsIdentity::self_signed(&dir, &names, &ips).map(Some)
+            }
+        }
+    }
+
+    /// `--state-dir`, or where systemd, root or a user keeps state.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+            // systemd may list several, colon-separated: the first is ours.
+            let d = d.to_string_lossy();
+            return PathBuf::from(d.split(':').next().unwrap_or(&d));
+        }
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } == 0 {
+            return PathBuf::from("/var/lib/smolrtc");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/state/smolrtc"),
+            None => PathBuf::from("/var/lib/smolrtc"),
         }
     }
 
@@ -827,6 +970,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-settings-tls-{}", std::process::id()));
+        let made = service::tls::SelfSigned::generate(
+            &["device.local".into()],
+            &[],
+            service::tls::SELF_SIGNED_VALIDITY,
+        )
+        .unwrap();
+        let (cert, key) = made.write(&dir).unwrap();
+        let f = ServeSettings::parse(&format!(
+            "tls-cert = {:?}\ntls-key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap();
+        let config = f.into_config().unwrap();
+        assert!(config.tls.is_some());
+        let f = ServeSettings::parse(&format!(
+            "tls-self-signed = true\nstate-dir = {:?}\n",
+            dir.join("state").display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(f.state_dir(), dir.join("state"));
+        assert!(f.into_config().unwrap().tls.is_some());
+        assert!(dir.join("state/cert.pem").exists());
+        let f = ServeSettings::parse(&format!("tls-key = {:?}\n", key.display().to_string()));
+        let Err(e) = f.unwrap().into_config() else {
+            panic!("a key without its certificate was taken");
+        };
+        let e = e.to_string();
+        assert!(e.contains("--tls-key needs --tls-cert"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn limits_and_token() {
         let f = ServeSettings::parse(
             r#"
@@ -1022,5 +1200,55 @@ mod tests {
         assert!(e.contains("vidoe"), "{e}");
         let e = ServeSettings::parse("[streams.cam]\nvideo = \"file:a.txt\"").unwrap_err();
         assert!(e.contains("unknown file extension"), "{e}");
+    }
+
+    #[cfg(feature = "media")]
+    #[test]
+    fn sinks_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-sinks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        let rec = dir.join("door");
+        std::fs::write(
+            &path,
+            format!(
+                "[sinks]\nintercom = \"rtp://127.0.0.1:5004\"\n[sinks.door]\nvideo = \"file:{}\"\naudio = \"exec:cat >/dev/null\"\n",
+                rec.display()
+            ),
+        )
+        .unwrap();
+        let s = serve_from(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--sink",
+            "cam=file:/tmp/cam.ivf",
+        ])
+        .unwrap();
+        let c = s.into_config().unwrap();
+        let names: Vec<_> = c.sinks.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cam", "door", "intercom"]);
+        assert!(c.sinks[0].audio.is_none() && c.sinks[0].video.is_some());
+        assert!(c.sinks[1].audio.is_some() && c.sinks[1].video.is_some());
+        assert!(c.sinks[2].audio.is_some() && c.sinks[2].video.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let err = |args: &[&str]| {
+            serve_from(args)
+                .unwrap()
+                .into_config()
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err(&["--sink", "cam"]);
+        assert!(e.contains("expected NAME=DEST"), "{e}");
+        let e = err(&["--sink", "cam=ftp://x"]);
+        assert!(e.contains("sink cam") && e.contains("unknown sink"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\nvideo = \"file:a.ogg\"").unwrap_err();
+        assert!(e.contains("Opus is not video"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\nvidoe = \"file:a.ivf\"").unwrap_err();
+        assert!(e.contains("sinks"), "{e}");
+        let e = ServeSettings::parse("[sinks.cam]\n").unwrap_err();
+        assert!(e.contains("[sinks.cam]: give video"), "{e}");
     }
 }

@@ -18,6 +18,7 @@ fn cfg(codec: Codec, ssrc: u32) -> SenderConfig {
             pli: true,
             fir: true,
             transport_cc: false,
+            remb: false,
         },
         profile_level_id: None,
         level_above_offer: false,

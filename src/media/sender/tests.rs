@@ -24,6 +24,7 @@ fn negotiated(codec: Codec, rtx: bool) -> Negotiated {
             pli: true,
             fir: true,
             transport_cc: false,
+            remb: false,
         },
         profile_level_id: None,
         level_above_offer: false,

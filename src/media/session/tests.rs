@@ -26,6 +26,7 @@ fn config(codec: Codec, pt: u8, ssrc: u32, rtx: Option<u8>) -> SenderConfig {
             pli: true,
             fir: true,
             transport_cc: false,
+            remb: false,
         },
         profile_level_id: None,
         level_above_offer: false,

@@ -186,3 +186,81 @@ fn data_and_media_in_one_answer() {
         assert_eq!(e, PlanError::Nothing);
     }
 }
+
+fn receive_all() -> ReceiveCodecs {
+    ReceiveCodecs {
+        video: vec![Codec::H264, Codec::Vp8],
+        audio: vec![Codec::Opus],
+    }
+}
+
+#[test]
+fn a_sendonly_offer_is_received_recvonly_and_sendrecv_talks_back() {
+    // A browser publishing (WHIP): its sections are sendonly.
+    let publish = CHROMIUM_SENDRECV.replace("a=sendrecv", "a=sendonly");
+    let offer = parse_description(&publish).unwrap();
+    let p = plan_answer_media(
+        &offer,
+        None,
+        &receive_all(),
+        false,
+        &Capabilities::default(),
+    )
+    .unwrap();
+    assert!(p.tracks.is_empty());
+    assert_eq!(p.receivers.len(), 2);
+    let video = p
+        .receivers
+        .iter()
+        .find(|r| r.kind == MediaKind::Video)
+        .unwrap();
+    // The offer's first receivable video type (Chromium lists VP8 first), with REMB.
+    assert_eq!(video.negotiated.codec, Codec::Vp8);
+    assert!(video.negotiated.feedback.nack && video.negotiated.feedback.remb);
+    assert!(!video.remote_ssrcs.is_empty());
+    let answer = write_answer_sections(&local(), &offer, &p.sections);
+    assert_eq!(answer.matches("a=recvonly").count(), 2, "{answer}");
+    assert!(
+        !answer.contains("a=ssrc:"),
+        "a receive-only answer names no SSRC"
+    );
+    assert!(answer.contains("goog-remb"));
+    // H.264 only: the offer's H.264 type with packetization-mode=1.
+    let only_h264 = ReceiveCodecs {
+        video: vec![Codec::H264],
+        audio: vec![],
+    };
+    let p = plan_answer_media(&offer, None, &only_h264, false, &Capabilities::default()).unwrap();
+    let f = p.receivers[0].negotiated.pt;
+    let fmt = offer.media[p.receivers[0].index].formats.formats.iter();
+    assert!(fmt
+        .clone()
+        .any(|x| x.pt == f && x.param("packetization-mode") == Some("1")));
+    // A recvonly offer has nothing to receive: a clear error.
+    let viewer = parse_description(CHROMIUM_RECVONLY).unwrap();
+    let e = plan_answer_media(
+        &viewer,
+        None,
+        &receive_all(),
+        false,
+        &Capabilities::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("must be sendonly or sendrecv"),
+        "{e}"
+    );
+    // Talk-back: the device sends Opus and hears the browser's microphone in one section.
+    let offer = parse_description(CHROMIUM_SENDRECV).unwrap();
+    let s = stream(None, Some(SendCodec::new(Codec::Opus)));
+    let recv = ReceiveCodecs {
+        video: vec![],
+        audio: vec![Codec::Opus],
+    };
+    let p = plan_answer_media(&offer, Some(&s), &recv, false, &Capabilities::default()).unwrap();
+    assert_eq!((p.tracks.len(), p.receivers.len()), (1, 1));
+    assert_eq!(p.tracks[0].index, p.receivers[0].index);
+    assert_eq!(p.tracks[0].ssrc, p.receivers[0].ssrc);
+    let answer = write_answer_sections(&local(), &offer, &p.sections);
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+}

@@ -1,0 +1,734 @@
+//! Media into the device through the real service (issue 17): `--sink NAME=DEST`, WHIP
+//! ingest at `/whip/NAME`, talk-back (`?stream=` with `?sink=`), `GET /api/sinks`.
+//!
+//! The refusals run in-process. The browser cases run headless Chromium / Firefox ESR with
+//! fake camera and microphone inside a private network namespace (tests/common/browser.rs):
+//! the page's unattended `?publish=NAME` (or `?talk=NAME&stream=..`) run publishes for a
+//! few seconds and posts a report; the files the sink wrote are then checked with ffprobe
+//! (codec, frame count, dimensions, audio duration). Needs ffmpeg, chromium, firefox-esr,
+//! unshare and ip (`.ci/setup`).
+
+mod common;
+
+use common::browser::{
+    in_namespace, reexec_in_namespace, wait_report, Browser, BrowserKind, StopService,
+};
+use common::http::request;
+use smolrtc::service::{Service, ServiceConfig, ServiceHandle, SinkConfig};
+use smolrtc::{Config, Runtime};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CHROMIUM_RECVONLY: &str = include_str!("fixtures/sdp/chromium_recvonly.sdp");
+const CHROMIUM_SENDRECV: &str = include_str!("fixtures/sdp/chromium_sendrecv.sdp");
+
+/// How long the page publishes in the browser cases.
+const PUBLISH_S: u32 = 6;
+
+fn temp_dir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("smolrtc-ingest-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(sinks: &[&str]) -> smolrtc::Result<ServiceConfig> {
+    let mut config = ServiceConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        peer: Config::loopback("service"),
+        ..Default::default()
+    };
+    for s in sinks {
+        SinkConfig::add(&mut config.sinks, s)?;
+    }
+    Ok(config)
+}
+
+fn start(config: ServiceConfig) -> (Runtime, ServiceHandle) {
+    let rt = Runtime::new().unwrap();
+    let h = Service::new(config).start(&rt).expect("service start");
+    (rt, h)
+}
+
+fn sinks(h: &ServiceHandle) -> serde_json::Value {
+    let r = request(h.addr, "GET", "/api/sinks", None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn whip_ingest_refusals_and_api_sinks() {
+    let dir = temp_dir("refusals");
+    let (_rt, h) = start(
+        config(&[
+            &format!("cam=file:{}/cam.ivf", dir.display()),
+            "intercom=rtp://127.0.0.1:5300",
+        ])
+        .unwrap(),
+    );
+    let sdp = Some("application/sdp");
+    let r = request(h.addr, "POST", "/whip/nope", sdp, b"v=0\r\n");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"], "unknown sink \"nope\"");
+    let r = request(h.addr, "POST", "/whip/cam", Some("text/plain"), b"v=0");
+    assert_eq!(r.status, 415, "{}", r.text());
+    let r = request(h.addr, "POST", "/whip/cam", sdp, b"v=0\r\nnonsense\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A recvonly offer sends nothing to record.
+    let r = request(
+        h.addr,
+        "POST",
+        "/whip/cam",
+        sdp,
+        CHROMIUM_RECVONLY.as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let e = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(e.contains("sink cam") && e.contains("recvonly"), "{e}");
+    // ?sink= of a sink that does not exist, on /api/offer.
+    let body = serde_json::json!({"type": "offer", "sdp": CHROMIUM_SENDRECV}).to_string();
+    let r = request(
+        h.addr,
+        "POST",
+        "/api/offer?sink=nope",
+        Some("application/json"),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A refused offer costs no session.
+    let r = request(h.addr, "GET", "/api/sessions", None, b"");
+    assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
+
+    let v = sinks(&h);
+    let list = v["sinks"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v}");
+    assert_eq!(list[0]["name"], "cam");
+    assert_eq!(list[0]["kind"], "video");
+    assert_eq!(list[0]["video"]["codecs"], serde_json::json!(["VP8"]));
+    assert!(
+        list[0]["audio"].is_null() && list[0]["sdp"].is_null(),
+        "{v}"
+    );
+    assert_eq!(list[1]["kind"], "video+audio");
+    assert_eq!(list[1]["active_sessions"], 0);
+    // The SDP ffmpeg needs: video at the port, audio at port + 2.
+    let sdp = list[1]["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("m=video 5300 RTP/AVP 97\r\na=rtpmap:97 VP8/90000"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("m=audio 5302 RTP/AVP 111"), "{sdp}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_sinks_fail_the_start_clearly() {
+    let e = config(&["cam=file:/no/such/dir/cam.ivf"])
+        .and_then(|c| Service::new(c).start(&Runtime::new()?))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("/no/such/dir is not a directory"), "{e}");
+    let e = config(&["cam=file:x.mp4"]).err().unwrap().to_string();
+    assert!(e.contains("unknown file extension \".mp4\""), "{e}");
+    let e = config(&[
+        "a=rtp://127.0.0.1:5400",
+        "b=rtp://127.0.0.1:5402?codec=opus",
+    ])
+    .and_then(|c| Service::new(c).start(&Runtime::new()?))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("127.0.0.1:5402 is taken"), "{e}");
+}
+
+// ------------------------------------------------------------------------ browsers
+
+/// ffprobe's view of a recorded file's first stream.
+#[derive(Debug)]
+struct Probe {
+    codec: String,
+    width: u64,
+    height: u64,
+    /// Frames (video) or packets (audio) read.
+    frames: u64,
+    /// Seconds from the first to the last timestamp.
+    duration: f64,
+}
+
+fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg("stream=codec_name,width,height,nb_read_frames,duration:format=duration:packet=pts_time")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    let num = |x: &serde_json::Value| {
+        x.as_u64()
+            .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
+            .unwrap_or(0)
+    };
+    let secs = |x: &serde_json::Value| {
+        x.as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|d| *d > 0.0)
+    };
+    Probe {
+        codec: s["codec_name"].as_str().unwrap_or_default().to_owned(),
+        width: num(&s["width"]),
+        height: num(&s["height"]),
+        frames: num(&s["nb_read_frames"]),
+        // IVF written to a pipe has no frame count in its header (ffprobe then knows no
+        // duration): the span of the packets' timestamps is the same thing.
+        duration: secs(&s["duration"])
+            .or_else(|| secs(&v["format"]["duration"]))
+            .or_else(|| {
+                let pts: Vec<f64> = v["packets"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|p| p["pts_time"].as_str()?.parse::<f64>().ok())
+                    .collect();
+                Some(pts.last()? - pts.first()?)
+            })
+            .unwrap_or(0.0),
+    }
+}
+
+/// The files in `dir` whose name ends with `ext`.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == ext));
+    v.sort();
+    v
+}
+
+/// Waits until `/api/sinks` shows sink `name` with a session whose tracks all ended.
+fn sink_done(h: &ServiceHandle, name: &str) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = sinks(h);
+        let s = v["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap();
+        let ended = s["sessions"].as_array().is_some_and(|ss| {
+            !ss.is_empty()
+                && ss.iter().all(|x| {
+                    x["tracks"]
+                        .as_array()
+                        .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["state"] != "live"))
+                })
+        });
+        if ended {
+            return s;
+        }
+        assert!(Instant::now() < until, "sink {name} never ended: {s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One browser case inside the namespace: the service with `sinks` (and streams), the page
+/// at `query`, the report, then `check` on the service (sinks written).
+fn browser_case<P>(
+    name: &str,
+    kind: BrowserKind,
+    config: ServiceConfig,
+    query: &str,
+    prepare: impl FnOnce(&ServiceHandle) -> P,
+    check: impl FnOnce(&ServiceHandle, &serde_json::Value, P),
+) {
+    if !in_namespace(name) {
+        reexec_in_namespace(name);
+        return;
+    }
+    smolrtc::logging::init();
+    let runtime = Runtime::new().expect("smolrtc runtime");
+    let service = StopService(Service::new(config).start(&runtime).expect("service start"));
+    let prepared = prepare(&service.0);
+    let url = format!(
+        "http://{}/?{query}&auto=1&report=/api/report",
+        service.0.addr
+    );
+    println!("{name}: {kind:?} -> {url}");
+    let mut browser = Browser::launch(kind, &url);
+    let mut failures = Vec::new();
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    let ok = report.as_ref().is_some_and(|r| r["ok"] == true);
+    if !ok {
+        let tail = browser.log_tail(60);
+        browser.stop();
+        panic!("{name}: the page's report: {report:?} {failures:?}\n---- browser ----\n{tail}");
+    }
+    let report = report.unwrap();
+    println!("{name}: report {report}");
+    check(&service.0, &report, prepared);
+    browser.stop();
+}
+
+/// Checks a recorded video file against what the browser says it sent.
+fn check_video(path: &Path, codec: &str, report: &serde_json::Value) -> Probe {
+    let p = ffprobe(path);
+    println!("{}: {p:?}", path.display());
+    assert_eq!(p.codec, codec, "{}", path.display());
+    let f = &report["figures"];
+    let (w, h) = (
+        f["frameWidth"].as_u64().unwrap(),
+        f["frameHeight"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (p.width, p.height),
+        (w, h),
+        "dimensions of {}",
+        path.display()
+    );
+    // Every frame the browser encoded is in the file, give or take those in flight at the
+    // start and end (10%).
+    let sent = f["framesSent"].as_u64().unwrap() as f64;
+    assert!(
+        (p.frames as f64 - sent).abs() <= sent * 0.1 + 3.0,
+        "{}: {} frames recorded, {sent} sent",
+        path.display(),
+        p.frames
+    );
+    // And they span the time they were sent in: frames ≈ duration × fps (the fake camera's
+    // rate as encoded: sent / seconds published). Annex-B carries no timestamps.
+    if codec == "h264" {
+        return p;
+    }
+    let fps = sent / f64::from(PUBLISH_S);
+    let expected = p.duration * fps;
+    assert!(
+        (p.frames as f64 - expected).abs() <= expected * 0.1 + 3.0,
+        "{}: {} frames over {:.2} s at {fps:.1} fps",
+        path.display(),
+        p.frames,
+        p.duration
+    );
+    p
+}
+
+/// Chromium publishes its fake camera through WHIP to an H.264 file sink.
+#[test]
+fn chromium_whip_to_an_h264_file() {
+    let dir = temp_dir("chromium-h264");
+    let d = dir.clone();
+    browser_case(
+        "chromium_whip_to_an_h264_file",
+        BrowserKind::Chromium,
+        config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap(),
+        &format!("publish=cam&audio=0&seconds={PUBLISH_S}"),
+        |_| (),
+        |h, report, ()| {
+            let s = sink_done(h, "cam");
+            println!("sink: {s}");
+            let files = files(&d, "h264");
+            assert_eq!(files.len(), 1, "{files:?}");
+            let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+            let session = s["sessions"][0]["id"].as_str().unwrap();
+            assert!(name.starts_with(&format!("cam-{session}-")), "{name}");
+            check_video(&files[0], "h264", report);
+            assert!(
+                s["frames"].as_u64().unwrap() > 0 && s["error"].is_null(),
+                "{s}"
+            );
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Checks a recorded Opus file: its duration is the time the page published, give or
+/// take the start and end of the session.
+fn check_audio(path: &Path, report: &serde_json::Value) -> Probe {
+    let p = ffprobe(path);
+    println!("{}: {p:?}", path.display());
+    assert_eq!(p.codec, "opus", "{}", path.display());
+    let secs = f64::from(PUBLISH_S);
+    assert!(
+        p.duration > secs - 1.5 && p.duration < secs + 1.0,
+        "{}: {:.2} s of audio for {secs} s published",
+        path.display(),
+        p.duration
+    );
+    // 20 ms packets: as many as the page sent, give or take those in flight.
+    let sent = report["figures"]["audioPacketsSent"].as_f64().unwrap();
+    assert!(
+        (p.frames as f64 - sent).abs() <= sent * 0.1 + 3.0,
+        "{}: {} packets recorded, {sent} sent",
+        path.display(),
+        p.frames
+    );
+    p
+}
+
+/// Camera and microphone through WHIP to a `file:` prefix sink: a new `.ivf` (VP8) and
+/// `.ogg` (Opus) per session, checked with ffprobe.
+fn file_sink_case(name: &str, kind: BrowserKind) {
+    let dir = temp_dir(name);
+    let d = dir.clone();
+    browser_case(
+        name,
+        kind,
+        config(&[&format!("door=file:{}/door", dir.display())]).unwrap(),
+        &format!("publish=door&seconds={PUBLISH_S}"),
+        |_| (),
+        |h, report, ()| {
+            let s = sink_done(h, "door");
+            println!("sink: {s}");
+            let (ivf, ogg) = (files(&d, "ivf"), files(&d, "ogg"));
+            assert!(ivf.len() == 1 && ogg.len() == 1, "{ivf:?} {ogg:?}");
+            let session = s["sessions"][0]["id"].as_str().unwrap();
+            for f in [&ivf[0], &ogg[0]] {
+                let n = f.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(n.starts_with(&format!("door-{session}-")), "{n}");
+            }
+            check_video(&ivf[0], "vp8", report);
+            check_audio(&ogg[0], report);
+            assert!(s["error"].is_null(), "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn chromium_whip_to_ivf_and_ogg_files() {
+    file_sink_case("chromium_whip_to_ivf_and_ogg_files", BrowserKind::Chromium);
+}
+
+#[test]
+fn firefox_whip_to_ivf_and_ogg_files() {
+    file_sink_case("firefox_whip_to_ivf_and_ogg_files", BrowserKind::Firefox);
+}
+
+/// An `rtp://` sink received by ffmpeg: the SDP from `GET /api/sinks`, the RTP copied into
+/// an IVF file by ffmpeg, checked with ffprobe.
+#[test]
+fn chromium_whip_to_an_rtp_sink_read_by_ffmpeg() {
+    rtp_sink_case(
+        "chromium_whip_to_an_rtp_sink_read_by_ffmpeg",
+        BrowserKind::Chromium,
+    );
+}
+
+/// Firefox ESR (fake camera: `media.navigator.streams.fake`) publishes VP8 likewise.
+#[test]
+fn firefox_whip_to_an_rtp_sink_read_by_ffmpeg() {
+    rtp_sink_case(
+        "firefox_whip_to_an_rtp_sink_read_by_ffmpeg",
+        BrowserKind::Firefox,
+    );
+}
+
+fn rtp_sink_case(name: &str, kind: BrowserKind) {
+    let dir = temp_dir(name);
+    let d = dir.clone();
+    let port = 5500 + (std::process::id() % 200) as u16 * 2;
+    browser_case(
+        name,
+        kind,
+        config(&[&format!("cam=rtp://127.0.0.1:{port}?codec=vp8")]).unwrap(),
+        &format!("publish=cam&audio=0&seconds={PUBLISH_S}"),
+        |h| {
+            // ffmpeg listens before the page publishes.
+            let sdp = sinks(h)["sinks"][0]["sdp"].as_str().unwrap().to_owned();
+            let sdp_file = d.join("cam.sdp");
+            std::fs::write(&sdp_file, sdp).unwrap();
+            let out = d.join("got.ivf");
+            let child = Command::new("ffmpeg")
+                .args(["-y", "-loglevel", "error", "-nostdin"])
+                .args(["-protocol_whitelist", "file,udp,rtp", "-i"])
+                .arg(&sdp_file)
+                .args(["-t", "3", "-c", "copy"])
+                .arg(&out)
+                .spawn()
+                .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+            (child, out)
+        },
+        |h, report, (mut child, out)| {
+            let s = sink_done(h, "cam");
+            println!("sink: {s}");
+            let status = common::browser::wait_bounded(&mut child, Duration::from_secs(20));
+            if status.is_none() {
+                let _ = child.kill();
+            }
+            assert!(status.is_some_and(|s| s.success()), "ffmpeg: {status:?}");
+            let p = ffprobe(&out);
+            println!("ffmpeg got {p:?}");
+            assert_eq!(p.codec, "vp8");
+            let f = &report["figures"];
+            assert_eq!(
+                (p.width, p.height),
+                (
+                    f["frameWidth"].as_u64().unwrap(),
+                    f["frameHeight"].as_u64().unwrap()
+                )
+            );
+            // Three seconds of it, at the rate the page sent.
+            let fps = f["framesSent"].as_f64().unwrap() / f64::from(PUBLISH_S);
+            assert!(p.frames as f64 >= 3.0 * fps * 0.8, "{p:?} at {fps:.1} fps");
+            let track = &s["sessions"][0]["tracks"][0];
+            assert_eq!(track["target"], format!("127.0.0.1:{port}"));
+            assert!(track["frames"].as_u64().unwrap() >= p.frames, "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad sinks do not end the session: a file sink whose directory is gone (the file cannot
+/// be created) and an exec sink whose command exits after its first bytes are each a log
+/// line and an `error` in `/api/sinks`, while the page publishes to the end.
+#[test]
+fn chromium_whip_to_failing_sinks_goes_on() {
+    let dir = temp_dir("failing");
+    let gone = dir.join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    let g = gone.clone();
+    let mut cfg = config(&[]).unwrap();
+    smolrtc::service::SinkConfig::add_dest(
+        &mut cfg.sinks,
+        Some(smolrtc::media::MediaKind::Video),
+        "bad",
+        "exec:head -c 2000 >/dev/null?codec=h264",
+    )
+    .unwrap();
+    smolrtc::service::SinkConfig::add_dest(
+        &mut cfg.sinks,
+        Some(smolrtc::media::MediaKind::Audio),
+        "bad",
+        &format!("file:{}/mic.ogg", gone.display()),
+    )
+    .unwrap();
+    browser_case(
+        "chromium_whip_to_failing_sinks_goes_on",
+        BrowserKind::Chromium,
+        cfg,
+        &format!("publish=bad&seconds={PUBLISH_S}"),
+        // Checked at start; gone before the session.
+        |_| std::fs::remove_dir_all(&g).unwrap(),
+        |h, report, ()| {
+            let s = sink_done(h, "bad");
+            println!("sink: {s}");
+            let f = &report["figures"];
+            // The session went on: the page sent all along (some 6 s of frames).
+            assert!(f["framesSent"].as_u64().unwrap() > 30, "{report}");
+            let tracks = s["sessions"][0]["tracks"].as_array().unwrap();
+            let of = |kind: &str| tracks.iter().find(|t| t["kind"] == kind).unwrap().clone();
+            let video = of("video");
+            let e = video["error"].as_str().unwrap();
+            assert!(e.contains("`head -c 2000 >/dev/null`"), "{video}");
+            // Some frames went in before the command quit.
+            assert!(video["frames"].as_u64().unwrap() > 0, "{video}");
+            let audio = of("audio");
+            let e = audio["error"].as_str().unwrap();
+            assert!(
+                e.contains("cannot create") && e.contains("No such file"),
+                "{audio}"
+            );
+            assert!(!s["error"].is_null(), "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file made by ffmpeg from `args` in `dir`.
+fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-nostdin"])
+        .args(args)
+        .arg(&path)
+        .output()
+        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Talk-back: one session plays the device's stream (VP8 + Opus files) and sends the
+/// page's microphone to an `rtp://` sink; the page must hear the device, the sink must get
+/// the page's Opus.
+#[test]
+fn chromium_talk_back_in_one_session() {
+    let name = "chromium_talk_back_in_one_session";
+    let dir = temp_dir("talk");
+    let port = 5900 + (std::process::id() % 200) as u16 * 2;
+    let mut config = config(&[&format!("intercom=rtp://127.0.0.1:{port}?codec=opus")]).unwrap();
+    if in_namespace_copy() {
+        #[rustfmt::skip]
+        let video = media(&dir, "door.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+            "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
+        #[rustfmt::skip]
+        let audio = media(&dir, "door.ogg", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"]);
+        for (kind, file) in [
+            (smolrtc::media::MediaKind::Video, video),
+            (smolrtc::media::MediaKind::Audio, audio),
+        ] {
+            smolrtc::service::StreamConfig::add_source(
+                &mut config.streams,
+                kind,
+                "door",
+                &format!("file:{}", file.display()),
+            )
+            .unwrap();
+        }
+    }
+    browser_case(
+        name,
+        BrowserKind::Chromium,
+        config,
+        &format!("talk=intercom&stream=door&seconds={PUBLISH_S}"),
+        |_| {
+            // The sink's RTP lands here (as ffmpeg or aplay would read it).
+            let rx = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            // Read as it comes (a socket buffer holds only some 250 of them); done after
+            // 2 s of silence once packets came, or 60 s of none.
+            std::thread::spawn(move || {
+                let (mut buf, mut opus, mut idle) = ([0u8; 1500], 0u64, 0);
+                while idle < 30 {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 111 => opus += 1,
+                        Ok(_) => {}
+                        Err(_) if opus > 0 => break,
+                        Err(_) => idle += 1,
+                    }
+                }
+                opus
+            })
+        },
+        |h, report, counter| {
+            let f = &report["figures"];
+            assert!(f["audioSamplesReceived"].as_u64().unwrap() > 0, "{report}");
+            let s = sink_done(h, "intercom");
+            println!("sink: {s}");
+            let track = &s["sessions"][0]["tracks"][0];
+            assert_eq!(track["codec"], "opus");
+            let opus = counter.join().unwrap();
+            // 20 ms packets for most of the time the page talked.
+            assert!(opus >= 100, "{opus} Opus packets at the sink");
+            assert_eq!(track["frames"].as_u64().unwrap(), opus, "{s}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this is the test's copy inside the namespace (where files are made).
+fn in_namespace_copy() -> bool {
+    std::env::var_os(common::browser::NETNS_ENV).is_some()
+}
+
+// ------------------------------------------------------------------------ smolrtc <-> smolrtc
+
+/// The H.264 access units of an Annex-B file, each with its start codes.
+fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
+    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
+    let data = std::fs::read(path).expect("media file");
+    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
+    split.push(&data);
+    let mut nals = Vec::new();
+    while let Some(n) = split.poll() {
+        nals.extend(n.ok());
+    }
+    nals.extend(split.flush());
+    let mut asm = AccessUnitAssembler::new();
+    let mut units: Vec<_> = nals
+        .into_iter()
+        .filter_map(|n| asm.push(n).ok().flatten())
+        .collect();
+    units.extend(asm.flush().ok().flatten());
+    units
+        .iter()
+        .map(|au| {
+            au.nals
+                .iter()
+                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect()
+        })
+        .collect()
+}
+
+/// smolrtc to smolrtc: a library peer (`add_track`, fed with `write_frame` from an
+/// ffmpeg-made H.264 file) offers through `POST /whip/cam` to a service whose sink records
+/// to a file; every frame written after the connection is up is in the file, the file
+/// decodes at the source's size.
+#[test]
+fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
+    use smolrtc::media::{Codec, TrackInit};
+    let dir = temp_dir("peer");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-t", "3", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-pix_fmt", "yuv420p", "-f", "h264"]);
+    let units = annexb_units(&source);
+    assert_eq!(units.len(), 90);
+    let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
+    common::run(async {
+        let mut p = common::Peer::new("publisher");
+        let mut init = TrackInit::new(Codec::H264);
+        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+        let mut track = p.pc.add_track(init).await.unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        let offer = p.complete_description().await;
+        let r = request(
+            h.addr,
+            "POST",
+            "/whip/cam",
+            Some("application/sdp"),
+            offer.sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert!(r.header("location").unwrap().starts_with("/whip/cam/"));
+        p.pc.set_remote_description(smolrtc::Description {
+            kind: smolrtc::SdpType::Answer,
+            sdp: r.text(),
+        })
+        .await
+        .unwrap();
+        p.expect("connected", |e| {
+            matches!(
+                e,
+                smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+            )
+            .then_some(())
+        })
+        .await;
+        // SRTP is keyed just after: frames before it are dropped by design.
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        for au in &units {
+            assert!(track.write_frame(au, Duration::from_millis(33)).unwrap());
+            async_io::Timer::after(Duration::from_millis(33)).await;
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        p.pc.close().await;
+    });
+    let s = sink_done(&h, "cam");
+    println!("sink: {s}");
+    let files = files(&dir, "h264");
+    let recorded: Vec<_> = files.iter().filter(|f| !f.ends_with("src.h264")).collect();
+    assert_eq!(recorded.len(), 1, "{files:?}");
+    let p = ffprobe(recorded[0]);
+    println!("{p:?}");
+    assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 320, 240));
+    assert!(p.frames >= 81 && p.frames <= 90, "{p:?} of 90 sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
