@@ -234,9 +234,9 @@ impl IceActor {
             IceOutput::BindServerSocket { ip, server, addr } => {
                 self.bind_server_socket(ip);
                 self.engine
-                    .server_socket_ready(Instant::now(), ip, server, addr);
+                    .server_socket_ready(Instant::now(), ip, *server, addr);
             }
-            IceOutput::Connect { id, server, addr } => self.connect(id, server, addr),
+            IceOutput::Connect { id, server, addr } => self.connect(id, *server, addr),
             IceOutput::EndStream(id) => {
                 if let Some(Some(w)) = self.streams.get(id) {
                     w.close();

@@ -56,7 +56,8 @@ pub(crate) enum IceReport {
     BadCandidate(String),
 }
 
-/// What the engine asks of the world, in order.
+/// What the engine asks of the world, in order. One per datagram on the hot path: the rare
+/// variants box their server so that each stays as small as a `Send`.
 #[derive(Debug)]
 pub(crate) enum IceOutput {
     /// A datagram (or a TURN stream frame) for the wire.
@@ -82,14 +83,14 @@ pub(crate) enum IceOutput {
     /// [`IceEngine::server_socket_ready`].
     BindServerSocket {
         ip: IpAddr,
-        server: IceServer,
+        server: Box<IceServer>,
         addr: SocketAddr,
     },
     /// Open TURN-over-TCP/TLS stream `id` to `server` at `addr`; its news goes to
     /// [`IceEngine::stream_news`], its frames come out as `Send(Via::Stream(id), ..)`.
     Connect {
         id: usize,
-        server: IceServer,
+        server: Box<IceServer>,
         addr: SocketAddr,
     },
     /// Stream `id` is done with: let its task write what is queued, then end.
@@ -460,7 +461,7 @@ impl IceEngine {
             log::info!("[{}] ICE: connecting to {server} at {addr}", self.name);
             self.out.push_back(IceOutput::Connect {
                 id,
-                server: server.clone(),
+                server: Box::new(server.clone()),
                 addr,
             });
             return;
@@ -495,7 +496,7 @@ impl IceEngine {
                     self.pending += 1;
                     self.out.push_back(IceOutput::BindServerSocket {
                         ip: base.addr.ip(),
-                        server: server.clone(),
+                        server: Box::new(server.clone()),
                         addr,
                     });
                 }
