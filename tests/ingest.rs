@@ -867,3 +867,61 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `rtp://` sink takes one session at a time (two senders on one port would garble what
+/// ffmpeg reads there): a second publisher gets `409` naming the first, and is taken once
+/// the first session is gone.
+#[test]
+fn an_rtp_sink_takes_one_session_at_a_time() {
+    use smolrtc::media::{Codec, TrackInit};
+    let port = 6500 + (std::process::id() % 200) as u16 * 2;
+    let (_rt, h) = start(config(&[&format!("cam=rtp://127.0.0.1:{port}?codec=vp8")]).unwrap());
+    common::run(async {
+        let offer_of = async |p: &mut common::Peer| {
+            p.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
+            let offer = p.pc.create_offer().await.unwrap();
+            p.pc.set_local_description(offer).await.unwrap();
+            p.complete_description().await.sdp
+        };
+        let whip = |sdp: &str| {
+            request(
+                h.addr,
+                "POST",
+                "/whip/cam",
+                Some("application/sdp"),
+                sdp.as_bytes(),
+            )
+        };
+        let (mut first, mut second) = (common::Peer::new("first"), common::Peer::new("second"));
+        let (a, b) = (offer_of(&mut first).await, offer_of(&mut second).await);
+        let r = whip(&a);
+        assert_eq!(r.status, 201, "{}", r.text());
+        let id = r
+            .header("location")
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let r = whip(&b);
+        assert_eq!(r.status, 409, "{}", r.text());
+        let e = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            e.contains("one session at a time") && e.contains(&id),
+            "{e}"
+        );
+        // The first one ends (WHIP DELETE at /whip/NAME/<id>): the port is free again.
+        let r = request(h.addr, "DELETE", &format!("/whip/cam/{id}"), None, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = whip(&b);
+            if r.status == 201 {
+                break;
+            }
+            assert_eq!(r.status, 409, "{}", r.text());
+            assert!(Instant::now() < until, "still busy: {}", r.text());
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+}

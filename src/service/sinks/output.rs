@@ -279,6 +279,9 @@ pub(crate) struct ExecOut {
     enc: Encoder,
     /// Why the writer stopped (the command exited, its stdin closed).
     ended: Rc<RefCell<Option<String>>>,
+    /// A frame was dropped (the queue was full): video waits for a keyframe, so the
+    /// command never gets frames that refer to a missing one.
+    resync: bool,
     _writer: Task<()>,
 }
 
@@ -348,6 +351,7 @@ impl ExecOut {
             queue: Some(tx),
             enc: Encoder::new(sink::container(codec)),
             ended,
+            resync: false,
             _writer: writer,
         })
     }
@@ -360,6 +364,10 @@ impl ExecOut {
         let Some(q) = &self.queue else {
             return Err(format!("`{}` is not running", self.command));
         };
+        if self.resync && !frame.keyframe {
+            return Ok(None);
+        }
+        self.resync = false;
         let mut buf = Vec::new();
         let written = self
             .enc
@@ -371,8 +379,13 @@ impl ExecOut {
         }
         match q.try_send(buf) {
             Ok(()) => Ok(written.then_some(n)),
-            // Dropped for this command only; the count says so.
-            Err(async_channel::TrySendError::Full(_)) => Ok(None),
+            // Dropped for this command only; the count says so. (An Ogg page or the
+            // first frame's header lost this way leaves the command a broken stream; a
+            // command too slow for its own input has one anyway.)
+            Err(async_channel::TrySendError::Full(_)) => {
+                self.resync = frame.codec != Codec::Opus;
+                Ok(None)
+            }
             Err(async_channel::TrySendError::Closed(_)) => {
                 self.queue = None;
                 Err(self
