@@ -668,7 +668,8 @@ impl Sinks {
         if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
             s.tracks.push(track.clone());
         }
-        let mut out = match Output::open(&spec, &name, id, kind, codec, &shared.ex) {
+        let max = shared.config.max_sink_file_bytes;
+        let mut out = match Output::open(&spec, &name, id, (kind, codec), max, &shared.ex) {
             Ok(out) => out,
             Err(why) => {
                 log::warn!("[{id}] sink {name}: {why}; the session goes on without it");
