@@ -253,6 +253,22 @@ fn browser_case<P>(
     prepare: impl FnOnce(&ServiceHandle) -> P,
     check: impl FnOnce(&ServiceHandle, &serde_json::Value, P),
 ) {
+    browser_case_at(name, kind, config, ("", &[]), query, prepare, check, true)
+}
+
+/// [`browser_case`] with the page at `host` (empty: the service's address) and extra
+/// browser arguments; `want_ok` is what the report's `ok` must be.
+#[allow(clippy::too_many_arguments)]
+fn browser_case_at<P>(
+    name: &str,
+    kind: BrowserKind,
+    config: ServiceConfig,
+    (host, args): (&str, &[&str]),
+    query: &str,
+    prepare: impl FnOnce(&ServiceHandle) -> P,
+    check: impl FnOnce(&ServiceHandle, &serde_json::Value, P),
+    want_ok: bool,
+) {
     if !in_namespace(name) {
         reexec_in_namespace(name);
         return;
@@ -261,15 +277,17 @@ fn browser_case<P>(
     let runtime = Runtime::new().expect("smolrtc runtime");
     let service = StopService(Service::new(config).start(&runtime).expect("service start"));
     let prepared = prepare(&service.0);
-    let url = format!(
-        "http://{}/?{query}&auto=1&report=/api/report",
-        service.0.addr
-    );
+    let at = if host.is_empty() {
+        service.0.addr.to_string()
+    } else {
+        format!("{host}:{}", service.0.addr.port())
+    };
+    let url = format!("http://{at}/?{query}&auto=1&report=/api/report");
     println!("{name}: {kind:?} -> {url}");
-    let mut browser = Browser::launch(kind, &url);
+    let mut browser = Browser::launch_with(kind, &url, args);
     let mut failures = Vec::new();
     let report = wait_report(&service.0, &mut browser, &mut failures);
-    let ok = report.as_ref().is_some_and(|r| r["ok"] == true);
+    let ok = report.as_ref().is_some_and(|r| r["ok"] == want_ok);
     if !ok {
         let tail = browser.log_tail(60);
         browser.stop();
@@ -924,4 +942,31 @@ fn an_rtp_sink_takes_one_session_at_a_time() {
             async_io::Timer::after(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// A page that is not a secure context (plain http:// to a name other than localhost) has
+/// no `navigator.mediaDevices`: publishing fails at once with the page's "needs HTTPS"
+/// message, which the report carries, and no session is opened.
+#[test]
+fn chromium_on_an_insecure_origin_says_it_needs_https() {
+    let mut cfg = config(&["cam=file:/tmp/cam.h264"]).unwrap();
+    cfg.allow_hosts = vec!["device.test".into()];
+    browser_case_at(
+        "chromium_on_an_insecure_origin_says_it_needs_https",
+        BrowserKind::Chromium,
+        cfg,
+        (
+            "device.test",
+            &["--host-resolver-rules=MAP device.test 127.0.0.1"],
+        ),
+        "publish=cam",
+        |_| (),
+        |h, report, ()| {
+            let e = report["error"].as_str().unwrap();
+            assert!(e.contains("secure page") && e.contains("HTTPS"), "{report}");
+            let r = request(h.addr, "GET", "/api/sessions", None, b"");
+            assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
+        },
+        false,
+    );
 }
