@@ -38,6 +38,7 @@ pub mod sctp;
 pub mod sdp;
 #[cfg(feature = "service")]
 pub mod service;
+mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "service")]

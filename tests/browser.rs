@@ -8,6 +8,9 @@
 //! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
 //! `firefox-esr` (`.ci/setup` installs them).
 
+#[path = "common/media.rs"]
+mod media;
+
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
 use smolrtc::testkit::impair::{Impairment, Relay};
 use smolrtc::{Config, Runtime};
@@ -619,78 +622,13 @@ fn run_whep_case(name: &str, kind: BrowserKind, case: MediaCase) {
 
 /// A file source made by ffmpeg (H.264 baseline without B-frames, or VP8 IVF) at `size`.
 fn test_media(dir: &Path, codec: &str, size: &str, kbps: u32) -> PathBuf {
-    let (file, args): (&str, &[&str]) = match codec {
-        "H264" => (
-            "cam.h264",
-            &[
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "baseline",
-                "-bf",
-                "0",
-                "-g",
-                "30",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "h264",
-            ],
-        ),
-        _ => (
-            "cam.ivf",
-            &["-c:v", "libvpx", "-g", "30", "-b:v", "1M", "-f", "ivf"],
-        ),
-    };
-    let path = dir.join(file);
-    let rate: Vec<String> = if kbps > 0 {
-        [
-            "-b:v",
-            &format!("{kbps}k"),
-            "-maxrate",
-            &format!("{kbps}k"),
-            "-bufsize",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("{}k", kbps * 2)])
-        .collect()
-    } else {
-        Vec::new()
-    };
-    let out = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30"))
-        .args(["-t", "4"])
-        .args(args)
-        .args(&rate)
-        .arg(&path)
-        .output()
-        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
-/// A sine in Ogg Opus, made by ffmpeg.
-fn test_audio(dir: &Path) -> PathBuf {
-    let path = dir.join("mic.ogg");
-    let out = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
-        .arg("sine=frequency=440:sample_rate=48000")
-        .args(["-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"])
-        .arg(&path)
-        .output()
-        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
+    media::video(
+        dir,
+        codec,
+        &format!("testsrc2=size={size}:rate=30"),
+        4,
+        kbps,
+    )
 }
 
 /// The page plays stream `cam` (a file source in `codec`) through WHEP: its report must
@@ -718,30 +656,14 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
         .zip(single_port)
         .map(|(spec, port)| impair_port(spec, port));
     smolrtc::logging::init();
-    let dir = std::env::temp_dir().join(format!("smolrtc-whep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("media dir");
+    let dir = media::temp_dir("whep");
     let (video, _sender) = if rtp {
         let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|s| s.local_addr())
             .expect("free UDP port")
             .port();
-        let ffmpeg = Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc=size={width}x{height}:rate=30"))
-            .args([
-                "-t",
-                "120",
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "baseline",
-                "-bf",
-                "0",
-            ])
-            .args(["-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
-            .arg(format!("rtp://127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let source = format!("testsrc=size={width}x{height}:rate=30");
+        let ffmpeg = media::h264_rtp_sender(&source, 120, port, true)
             .process_group(0)
             .spawn()
             .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
@@ -782,7 +704,7 @@ fn whep_in_namespace(name: &str, kind: BrowserKind, case: MediaCase) {
     )
     .expect("stream");
     // With an audio track too: its samples must arrive.
-    let audio = test_audio(&dir);
+    let audio = media::opus(&dir, 4);
     smolrtc::service::StreamConfig::add_source(
         &mut config.streams,
         smolrtc::media::MediaKind::Audio,
@@ -1389,37 +1311,8 @@ impl Drop for Browser {
 /// Firefox prefs for a loopback-only namespace: loopback candidates, a media permission
 /// (without one Firefox gathers only the default route's address, and there is none), fake
 /// media, console on stdout, and no background traffic.
-const FIREFOX_PREFS: &str = r#"
-user_pref("media.peerconnection.ice.loopback", true);
-user_pref("permissions.default.microphone", 1);
-user_pref("permissions.default.camera", 1);
-user_pref("media.navigator.permission.disabled", true);
-user_pref("media.navigator.streams.fake", true);
-user_pref("devtools.console.stdout.content", true);
-user_pref("browser.shell.checkDefaultBrowser", false);
-user_pref("browser.startup.homepage_override.mstone", "ignore");
-user_pref("browser.aboutwelcome.enabled", false);
-user_pref("datareporting.policy.dataSubmissionEnabled", false);
-user_pref("datareporting.policy.firstRunURL", "");
-user_pref("datareporting.healthreport.uploadEnabled", false);
-user_pref("toolkit.telemetry.enabled", false);
-user_pref("toolkit.telemetry.unified", false);
-user_pref("app.update.enabled", false);
-user_pref("app.update.auto", false);
-user_pref("app.normandy.enabled", false);
-user_pref("app.shield.optoutstudies.enabled", false);
-user_pref("extensions.update.enabled", false);
-user_pref("network.captive-portal-service.enabled", false);
-user_pref("network.connectivity-service.enabled", false);
-user_pref("network.dns.disablePrefetch", true);
-user_pref("network.prefetch-next", false);
-user_pref("browser.safebrowsing.malware.enabled", false);
-user_pref("browser.safebrowsing.phishing.enabled", false);
-user_pref("browser.safebrowsing.downloads.enabled", false);
-user_pref("browser.safebrowsing.blockedURIs.enabled", false);
-user_pref("browser.newtabpage.enabled", false);
-user_pref("services.settings.server", "data:,");
-"#;
+/// The same file `tests/fixtures/sdp/capture.py` gives the Firefox it captures offers from.
+const FIREFOX_PREFS: &str = include_str!("fixtures/sdp/firefox-prefs.js");
 
 // ------------------------------------------------------------------------ library tracks
 
@@ -1433,8 +1326,7 @@ fn chromium_add_track_write_frame() {
     }
     println!("{NETNS_MARKER} (add_track)");
     smolrtc::logging::init();
-    let dir = std::env::temp_dir().join(format!("smolrtc-track-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("media dir");
+    let dir = media::temp_dir("track");
     let frames = annexb_units(&test_media(&dir, "H264", "320x240", 0));
     let runtime = Runtime::new().expect("smolrtc runtime");
     let pc = smolrtc::PeerConnection::with_runtime(&runtime, Config::loopback("camera"))

@@ -5,6 +5,8 @@
 
 #[path = "fleet/broker.rs"]
 mod broker;
+#[path = "common/media.rs"]
+mod media;
 
 use broker::{Broker, BROWSER, DEVICE};
 use bytes::Bytes;
@@ -17,22 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A short VP8 file made by ffmpeg: the device's stream `cam`, named in its status.
 fn camera_file(broker: &Broker) -> std::path::PathBuf {
-    let path = broker.dir.join("cam.ivf");
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi"])
-            .args(["-i", "testsrc=size=160x120:rate=15", "-t", "1"])
-            .args(["-c:v", "libvpx", "-f", "ivf"])
-            .arg(&path)
-            .output()
-            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
+    media::video(&broker.dir, "VP8", "testsrc=size=160x120:rate=15", 1, 0)
 }
 
 /// The device process, killed when the test ends either way: a panicking test must not

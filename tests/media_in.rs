@@ -481,3 +481,104 @@ fn sendrecv_audio_flows_both_ways_in_one_section() {
         }
     });
 }
+
+/// aiortc (the benches' venv, `benches/setup-aiortc`) as the sender: it offers a VP8 or
+/// H.264 video track and an Opus track, sendonly, for 3 s; smolrtc answers with
+/// `add_transceiver` for both and records them. Skipped with a message when the venv is
+/// missing (`.ci/setup` does not make it; `benches/setup-aiortc` does).
+fn aiortc_sends(codec: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let cache = std::env::var("SMOLRTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/smolrtc"));
+    let py = cache.join("venv-aiortc/bin/python");
+    if !py.exists() {
+        eprintln!("*** SKIPPED: no aiortc venv at {py:?} (benches/setup-aiortc makes it) ***");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aiortc_send.py");
+    let mut child = Command::new(py)
+        .arg(script)
+        .args(["--codec", codec, "--secs", "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let offer = smolrtc::Description::from_json(&lines.next().unwrap().unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("smolrtc-aiortc-{}-{codec}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recorders, result) = run(async {
+        let mut rx = Peer::new("recv");
+        for kind in [
+            smolrtc::media::MediaKind::Video,
+            smolrtc::media::MediaKind::Audio,
+        ] {
+            rx.pc
+                .add_transceiver(kind, Direction::RecvOnly)
+                .await
+                .unwrap();
+        }
+        rx.pc.set_remote_description(offer).await.unwrap();
+        let answer = rx.pc.create_answer().await.unwrap();
+        rx.pc.set_local_description(answer).await.unwrap();
+        let answer = rx.complete_description().await;
+        writeln!(child.stdin.take().unwrap(), "{}", answer.to_json()).unwrap();
+        let mut recorders = Vec::new();
+        for _ in 0..2 {
+            let t = rx
+                .take("a track", |e| match e {
+                    Event::Track(t) => Ok(t),
+                    e => Err(e),
+                })
+                .await;
+            let ext = match t.codec() {
+                Codec::H264 => "h264",
+                Codec::Vp8 => "ivf",
+                Codec::Opus => "ogg",
+            };
+            let out = dir.join(format!("{}.{ext}", t.id()));
+            recorders.push((t.codec(), record(t, out.clone()), out));
+        }
+        let result = smol::unblock(move || {
+            let line = lines.next().unwrap().unwrap();
+            let _ = child.wait();
+            line
+        })
+        .await;
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        rx.pc.close().await;
+        (recorders, result)
+    });
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    println!("aiortc {codec}: {result}");
+    for (c, r, out) in recorders {
+        let stats = r.join().unwrap();
+        let probe = ffprobe(&out);
+        println!("{c:?}: {stats:?} {probe:?}");
+        let sent = if c == Codec::Opus {
+            assert_eq!(probe.codec, "opus");
+            result["result"]["audio_frames"].as_u64().unwrap()
+        } else {
+            assert_eq!(probe.codec, codec);
+            assert_eq!((probe.width, probe.height), (640, 480));
+            result["result"]["video_frames"].as_u64().unwrap()
+        } as f64;
+        let got = probe.frames as f64;
+        assert!(
+            sent >= 60.0 && (got - sent).abs() <= sent * 0.1,
+            "{got} of {sent}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn aiortc_sends_vp8_and_opus() {
+    aiortc_sends("vp8");
+}
+
+#[test]
+fn aiortc_sends_h264_and_opus() {
+    aiortc_sends("h264");
+}

@@ -3,59 +3,33 @@
 
 mod common;
 
-use common::http::{request, ws_upgrade_from};
+use common::http::{request, ws_upgrade_from, Reply};
+use common::media;
 use smolrtc::media::MediaKind;
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle, StreamConfig};
 use smolrtc::Runtime;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FIREFOX_RECVONLY: &str = include_str!("fixtures/sdp/firefox_recvonly.sdp");
 const CHROMIUM_RECVONLY: &str = include_str!("fixtures/sdp/chromium_recvonly.sdp");
 
-static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A file made once per test binary by ffmpeg from `args`.
-fn media(name: &str, args: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smolrtc-streams-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    // Tests run in parallel: one makes the file, the others wait for it.
-    let _made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .arg(&path)
-            .output()
-            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
+/// A file made once per test binary by ffmpeg: `secs` of lavfi `source` in `codec`.
+fn video(codec: &str, source: &str, secs: u32) -> PathBuf {
+    media::video(&media::temp_dir("streams"), codec, source, secs, 0)
 }
 
-#[rustfmt::skip]
 fn h264_file() -> PathBuf {
-    media("cam.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30", "-t", "4",
-        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-pix_fmt", "yuv420p", "-f", "h264"])
+    video("H264", "testsrc=size=640x480:rate=30", 4)
 }
 
-#[rustfmt::skip]
 fn vp8_file() -> PathBuf {
-    media("door.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "4",
-        "-c:v", "libvpx", "-g", "30", "-b:v", "1M", "-f", "ivf"])
+    video("VP8", "testsrc=size=320x240:rate=30", 4)
 }
 
-#[rustfmt::skip]
 fn opus_file() -> PathBuf {
-    media("mic.ogg", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4",
-        "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"])
+    media::opus(&media::temp_dir("streams"), 4)
 }
 
 fn start(streams: &[(&str, MediaKind, String)]) -> smolrtc::Result<(Runtime, ServiceHandle)> {
@@ -69,6 +43,51 @@ fn start(streams: &[(&str, MediaKind, String)]) -> smolrtc::Result<(Runtime, Ser
     }
     let h = Service::new(config).start(&rt)?;
     Ok((rt, h))
+}
+
+/// A `file:` source for stream `name`.
+fn file(name: &'static str, kind: MediaKind, path: &Path) -> (&'static str, MediaKind, String) {
+    (name, kind, format!("file:{}", path.display()))
+}
+
+/// An H.264 `rtp://` source for stream `name` on 127.0.0.1:`port`.
+fn rtp(name: &'static str, port: u16) -> (&'static str, MediaKind, String) {
+    let source = format!("rtp://127.0.0.1:{port}?codec=h264");
+    (name, MediaKind::Video, source)
+}
+
+/// A UDP port free a moment ago.
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// `POST path` (WHEP) with `offer` as `application/sdp`.
+fn whep(h: &ServiceHandle, path: &str, offer: &str) -> Reply {
+    request(
+        h.addr,
+        "POST",
+        path,
+        Some("application/sdp"),
+        offer.as_bytes(),
+    )
+}
+
+/// `POST path` (`/api/offer?stream=..`) with `sdp` as a JSON offer.
+fn api_offer(h: &ServiceHandle, path: &str, sdp: &str) -> Reply {
+    let body = serde_json::json!({"type": "offer", "sdp": sdp}).to_string();
+    request(
+        h.addr,
+        "POST",
+        path,
+        Some("application/json"),
+        body.as_bytes(),
+    )
+}
+
+/// The service with one video stream, `cam`, from `source`.
+fn start_cam(source: String) -> (Runtime, ServiceHandle) {
+    start(&[("cam", MediaKind::Video, source)]).unwrap()
 }
 
 /// `GET /api/streams`' entry for `name` once `ready` holds (at most 20 s).
@@ -99,21 +118,9 @@ fn stream_when(
 #[test]
 fn file_sources_show_codec_and_resolution() {
     let (_rt, h) = start(&[
-        (
-            "cam",
-            MediaKind::Video,
-            format!("file:{}", h264_file().display()),
-        ),
-        (
-            "door",
-            MediaKind::Video,
-            format!("file:{}", vp8_file().display()),
-        ),
-        (
-            "door",
-            MediaKind::Audio,
-            format!("file:{}", opus_file().display()),
-        ),
+        file("cam", MediaKind::Video, &h264_file()),
+        file("door", MediaKind::Video, &vp8_file()),
+        file("door", MediaKind::Audio, &opus_file()),
     ])
     .unwrap();
     let cam = stream_when(&h, "cam", |s| {
@@ -146,25 +153,9 @@ impl Drop for Sender {
 
 #[test]
 fn rtp_source_fed_by_ffmpeg_shows_codec_and_resolution() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (_rt, h) = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("rtp://127.0.0.1:{port}?codec=h264"),
-    )])
-    .unwrap();
-    #[rustfmt::skip]
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
-            "testsrc=size=640x360:rate=30", "-t", "30", "-c:v", "libx264", "-profile:v",
-            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let port = free_udp_port();
+    let (_rt, h) = start(&[rtp("cam", port)]).unwrap();
+    let ffmpeg = media::h264_rtp_sender("testsrc=size=640x360:rate=30", 30, port, true)
         .spawn()
         .expect("ffmpeg");
     let _sender = Sender(ffmpeg);
@@ -178,53 +169,27 @@ fn rtp_source_fed_by_ffmpeg_shows_codec_and_resolution() {
 #[test]
 fn whep_refusals_are_clear() {
     let (_rt, h) = start(&[
-        (
-            "cam",
-            MediaKind::Video,
-            format!("file:{}", h264_file().display()),
-        ),
-        (
-            "door",
-            MediaKind::Video,
-            format!("file:{}", vp8_file().display()),
-        ),
+        file("cam", MediaKind::Video, &h264_file()),
+        file("door", MediaKind::Video, &vp8_file()),
         // Never produces a frame: its codec stays unknown.
         ("late", MediaKind::Video, "exec:sleep 60".into()),
     ])
     .unwrap();
     let sdp = Some("application/sdp");
-    let r = request(
-        h.addr,
-        "POST",
-        "/whep/nope",
-        sdp,
-        CHROMIUM_RECVONLY.as_bytes(),
-    );
+    let r = whep(&h, "/whep/nope", CHROMIUM_RECVONLY);
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(r.text().contains("unknown stream"), "{}", r.text());
     let r = request(h.addr, "POST", "/whep/cam", Some("text/plain"), b"v=0");
     assert_eq!(r.status, 415, "{}", r.text());
     let r = request(h.addr, "POST", "/whep/cam", sdp, b"v=0\r\nnonsense\r\n");
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = request(
-        h.addr,
-        "POST",
-        "/whep/late",
-        sdp,
-        CHROMIUM_RECVONLY.as_bytes(),
-    );
+    let r = whep(&h, "/whep/late", CHROMIUM_RECVONLY);
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("first keyframe"), "{}", r.text());
 
     stream_when(&h, "cam", |s| s["resolution"].is_string());
     // Offline Firefox offers no H.264.
-    let r = request(
-        h.addr,
-        "POST",
-        "/whep/cam",
-        sdp,
-        FIREFOX_RECVONLY.as_bytes(),
-    );
+    let r = whep(&h, "/whep/cam", FIREFOX_RECVONLY);
     assert_eq!(r.status, 422, "{}", r.text());
     let e = r.json()["error"].as_str().unwrap().to_owned();
     assert!(e.contains("H.264") && e.contains("VP8/90000"), "{e}");
@@ -237,18 +202,12 @@ fn whep_refusals_are_clear() {
         .next()
         .unwrap();
     let audio_only = CHROMIUM_RECVONLY.replacen(&format!("m=video {port} "), "m=video 0 ", 1);
-    let r = request(h.addr, "POST", "/whep/cam", sdp, audio_only.as_bytes());
+    let r = whep(&h, "/whep/cam", &audio_only);
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("no video section"), "{}", r.text());
     // What fits is answered: 201, a sendonly section, the viewer's Location.
     stream_when(&h, "door", |s| s["resolution"].is_string());
-    let r = request(
-        h.addr,
-        "POST",
-        "/whep/door",
-        sdp,
-        FIREFOX_RECVONLY.as_bytes(),
-    );
+    let r = whep(&h, "/whep/door", FIREFOX_RECVONLY);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/sdp"));
     let answer = r.text();
@@ -257,13 +216,7 @@ fn whep_refusals_are_clear() {
     assert!(!answer.contains("m=application"), "{answer}");
     let location = r.header("location").unwrap().to_owned();
     assert!(location.starts_with("/whep/door/"), "{location}");
-    let r = request(
-        h.addr,
-        "POST",
-        "/whep/cam",
-        sdp,
-        CHROMIUM_RECVONLY.as_bytes(),
-    );
+    let r = whep(&h, "/whep/cam", CHROMIUM_RECVONLY);
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(r.text().contains("H264/90000"), "{}", r.text());
     // The viewer is counted (its session lives until ICE gives up or DELETE).
@@ -283,39 +236,14 @@ fn whep_refusals_are_clear() {
 
 #[test]
 fn api_offer_with_stream_is_planned_like_whep() {
-    let (_rt, h) = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("file:{}", h264_file().display()),
-    )])
-    .unwrap();
+    let (_rt, h) = start(&[file("cam", MediaKind::Video, &h264_file())]).unwrap();
     stream_when(&h, "cam", |s| s["resolution"].is_string());
-    let json = Some("application/json");
-    let offer = |sdp: &str| serde_json::json!({"type": "offer", "sdp": sdp}).to_string();
-    let r = request(
-        h.addr,
-        "POST",
-        "/api/offer?stream=nope",
-        json,
-        offer(CHROMIUM_RECVONLY).as_bytes(),
-    );
+    let r = api_offer(&h, "/api/offer?stream=nope", CHROMIUM_RECVONLY);
     assert_eq!(r.status, 404, "{}", r.text());
-    let r = request(
-        h.addr,
-        "POST",
-        "/api/offer?stream=cam",
-        json,
-        offer(FIREFOX_RECVONLY).as_bytes(),
-    );
+    let r = api_offer(&h, "/api/offer?stream=cam", FIREFOX_RECVONLY);
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("H.264"), "{}", r.text());
-    let r = request(
-        h.addr,
-        "POST",
-        "/api/offer?stream=cam",
-        json,
-        offer(CHROMIUM_RECVONLY).as_bytes(),
-    );
+    let r = api_offer(&h, "/api/offer?stream=cam", CHROMIUM_RECVONLY);
     assert_eq!(r.status, 200, "{}", r.text());
     let answer = r.json()["sdp"].as_str().unwrap().to_owned();
     assert!(
@@ -335,13 +263,9 @@ fn api_offer_with_stream_is_planned_like_whep() {
 fn an_rtp_port_in_use_fails_the_start() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let e = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("rtp://127.0.0.1:{port}?codec=h264"),
-    )])
-    .err()
-    .expect("the start must fail");
+    let e = start(&[rtp("cam", port)])
+        .err()
+        .expect("the start must fail");
     let e = e.to_string();
     assert!(e.contains("stream cam") && e.contains("cannot bind"), "{e}");
 }
@@ -378,11 +302,8 @@ fn bad_sources_are_refused_at_start_with_a_clear_message() {
     }
 }
 
-#[rustfmt::skip]
 fn small_h264_file() -> PathBuf {
-    media("small.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "1",
-        "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-pix_fmt", "yuv420p", "-f", "h264"])
+    video("H264", "testsrc=size=320x240:rate=30", 1)
 }
 
 /// A file made of `parts` one after the other (for bad and changing input).
@@ -417,11 +338,7 @@ fn garbage_and_truncated_nal_units_in_a_file_do_not_stop_the_stream() {
             MediaKind::Video,
             format!("file:{}?fps=120", bad.display()),
         ),
-        (
-            "noise",
-            MediaKind::Video,
-            format!("file:{}", noise_only.display()),
-        ),
+        file("noise", MediaKind::Video, &noise_only),
     ])
     .unwrap();
     stream_when(&h, "bad", |s| s["resolution"].is_string());
@@ -462,12 +379,7 @@ fn a_resolution_change_mid_stream_shows_in_api_streams() {
     let big = std::fs::read(h264_file()).unwrap();
     let small = std::fs::read(small_h264_file()).unwrap();
     let both = joined("both.h264", &[&big, &small]);
-    let (_rt, h) = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("file:{}?fps=120", both.display()),
-    )])
-    .unwrap();
+    let (_rt, h) = start_cam(format!("file:{}?fps=120", both.display()));
     stream_when(&h, "cam", |s| s["resolution"] == "640x480");
     let s = stream_when(&h, "cam", |s| s["resolution"] == "320x240");
     assert_eq!(s["state"], "live", "{s}");
@@ -480,12 +392,7 @@ fn a_resolution_change_mid_stream_shows_in_api_streams() {
 #[test]
 fn an_exec_source_that_exits_is_restarted_and_shown_restarting() {
     let file = small_h264_file();
-    let (_rt, h) = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("exec:cat {}?fps=30", file.display()),
-    )])
-    .unwrap();
+    let (_rt, h) = start_cam(format!("exec:cat {}?fps=30", file.display()));
     let first = stream_when(&h, "cam", |s| s["state"] == "live");
     assert_eq!(first["codec"], "H264");
     // `cat` ends after one second of frames: the command is started again after a backoff.
@@ -507,12 +414,7 @@ fn an_exec_source_that_exits_is_restarted_and_shown_restarting() {
 #[test]
 fn an_exec_source_that_stalls_is_shown_stalled() {
     let file = small_h264_file();
-    let (_rt, h) = start(&[(
-        "cam",
-        MediaKind::Video,
-        format!("exec:cat {}; sleep 60?fps=30", file.display()),
-    )])
-    .unwrap();
+    let (_rt, h) = start_cam(format!("exec:cat {}; sleep 60?fps=30", file.display()));
     let live = stream_when(&h, "cam", |s| s["state"] == "live");
     // One second of frames, then the command is alive and silent.
     let stalled = stream_when(&h, "cam", |s| s["state"] == "stalled");
@@ -626,13 +528,9 @@ fn a_file_of_the_wrong_format_fails_clearly() {
     let ivf = joined("h264.ivf", &[&h264]);
     let ogg = joined("h264.ogg", &[&h264]);
     let (_rt, h) = start(&[
-        ("door", MediaKind::Video, format!("file:{}", ivf.display())),
-        ("mic", MediaKind::Audio, format!("file:{}", ogg.display())),
-        (
-            "cam",
-            MediaKind::Video,
-            format!("file:{}", h264_file().display()),
-        ),
+        file("door", MediaKind::Video, &ivf),
+        file("mic", MediaKind::Audio, &ogg),
+        file("cam", MediaKind::Video, &h264_file()),
     ])
     .unwrap();
     for name in ["door", "mic"] {
@@ -651,24 +549,13 @@ fn a_file_of_the_wrong_format_fails_clearly() {
 /// says to check the sender's codec (rather than the stream staying `starting` silently).
 #[test]
 fn an_rtp_source_of_the_wrong_codec_says_so() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let (_server, addr, log) = serve_binary(
         &format!("cam=rtp://127.0.0.1:{port}?codec=vp8"),
         Stdio::null(),
     );
     // As fast as ffmpeg makes them: 600 frames.
-    #[rustfmt::skip]
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
-            "testsrc=size=320x240:rate=30", "-t", "20", "-c:v", "libx264", "-profile:v",
-            "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let ffmpeg = media::h264_rtp_sender("testsrc=size=320x240:rate=30", 20, port, false)
         .spawn()
         .expect("ffmpeg");
     let _sender = Sender(ffmpeg);

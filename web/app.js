@@ -913,15 +913,15 @@
 
   // ---------------------------------------------------------------- unattended run
 
-  async function grabMedia() {
+  async function grabMedia(camera) {
     const md = navigator.mediaDevices;
     if (!md || !md.getUserMedia) {
       log('getUserMedia is not available here (insecure origin?): skipped', 'warn');
       return null;
     }
     try {
-      const stream = await withTimeout(md.getUserMedia({ audio: true }), 5000, 'getUserMedia');
-      log('getUserMedia: microphone permission granted (the track is stopped when the run ends)');
+      const stream = await withTimeout(md.getUserMedia({ audio: true, video: !!camera }), 5000, 'getUserMedia');
+      log(`getUserMedia: ${camera ? 'camera and ' : ''}microphone permission granted (the tracks are stopped when the run ends)`);
       return stream;
     } catch (e) {
       log(`getUserMedia failed (ignored): ${errMsg(e)}`, 'warn');
@@ -944,6 +944,7 @@
       download: num(o.download, 0),
       report: o.report || null,
       gum: bool(o.gum, true),
+      camera: bool(o.camera, false),
       iceUrl: o.iceUrl || o.ice || '',
       exchange: o.exchange || null,
       connectTimeout: num(o.connect_timeout ?? o.connectTimeout, 20) * 1000,
@@ -967,8 +968,9 @@
     log(`run: ${JSON.stringify(o)}`);
 
     const body = async () => {
-      const media = o.gum ? await grabMedia() : null;
+      const media = o.gum ? await grabMedia(o.camera) : null;
       steps.gum = !!media;
+      if (o.camera) steps.camera = !!media && media.getVideoTracks().length > 0;
       if (session && !session.closed) await session.close();
       s = connect({ ...o, media });
       const deadline = performance.now() + o.connectTimeout;
@@ -1336,6 +1338,15 @@
     setStatus('This browser does not support WebRTC.', 'error');
   } else {
     log(`smolrtc page loaded from ${location.host || location.protocol}`);
+  }
+  // Browsers give camera and microphone only to secure pages (https://, or localhost).
+  if (!navigator.mediaDevices) {
+    const note = document.createElement('p');
+    note.id = 'needs-https';
+    note.className = 'status error';
+    note.textContent = 'Camera and microphone need HTTPS: open this page as https:// (smolrtc serve --tls-self-signed or --tls-cert), or on localhost. Data channels work as they are.';
+    ui.status.after(note);
+    log(note.textContent, 'warn');
   }
   render();
   // ?watch=NAME: the streams part below plays it (and reports, with auto=1) instead;

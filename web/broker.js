@@ -283,9 +283,13 @@ window.smolrtcBroker = (() => {
     }
   }
 
-  // The form: shown in broker mode only; "Find devices" fills the device list.
+  // The form: shown in broker mode only; "Find devices" fills the device list. The device's
+  // bearer token is not asked for then (the broker's account is the credential).
   const mode = $('mode');
-  const showSection = () => { ui.section.hidden = mode.value !== 'broker'; };
+  const showSection = () => {
+    ui.section.hidden = mode.value !== 'broker';
+    $('token-field').hidden = mode.value === 'broker';
+  };
   mode.addEventListener('change', showSection);
   showSection();
   ui.find.addEventListener('click', async () => {

@@ -447,6 +447,8 @@ impl Router {
         });
     }
 
+    /// Part of shutdown step 2 (docs/ARCHITECTURE.md): every channel closes, each with its
+    /// `Event::ChannelClosed`.
     fn association_closed(&mut self) {
         let mut keys: Vec<u32> = self.channels.keys().copied().collect();
         keys.sort_unstable();

@@ -395,11 +395,13 @@ impl DtlsActor {
             return;
         }
         log::warn!("[{}] DTLS failed: {e}", self.name);
+        crate::stats::add(&crate::stats::DTLS_FAILURES, 1);
         self.peer.push(PeerMsg::Dtls(DtlsReport::Failed(e)));
         self.sctp.push(SctpMsg::Close);
         self.close(now);
     }
 
+    /// Shutdown step 3 (docs/ARCHITECTURE.md): close_notify, then ICE told to close.
     fn close(&mut self, now: Instant) {
         if self.closed {
             return;

@@ -2,13 +2,17 @@
 //! over UDP, TCP or TLS) and the agent actor, around rtc-ice's agent and rtc-turn's client.
 
 mod agent;
+mod engine;
 mod gather;
 pub(crate) mod port;
 pub mod server;
 mod turn;
 mod turn_stream;
 
-pub(crate) use agent::{IceActor, IceMsg, IceReport};
+pub(crate) use agent::{IceActor, IceMsg};
+pub(crate) use engine::IceReport;
+#[cfg(feature = "service")]
+pub(crate) use gather::host_addresses;
 pub use gather::HostPolicy;
 pub use port::SharedPort;
 pub use server::{IceServer, ServerKind, ServerTransport, TransportPolicy};

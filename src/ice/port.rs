@@ -30,7 +30,8 @@
 //! Anything else (an unknown address, a failed check) is dropped, so strangers never reach
 //! a session. Peer connections send straight on the shared sockets.
 
-use super::agent::{check_stun, is_binding_request, IceMsg};
+use super::agent::IceMsg;
+use super::engine::{check_stun, is_binding_request};
 use super::gather::{self, HostPolicy};
 use crate::error::IceError;
 use crate::runtime::Runtime;

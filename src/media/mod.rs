@@ -23,6 +23,10 @@
 //! - [`sender`]: the per-viewer engine (`handle_*` / `poll_*`).
 //! - [`rtcp`]: compound RTCP walking and the feedback a sender reads.
 //! - [`srtp`]: SRTP contexts keyed from DTLS-SRTP exported material.
+//! - Receiving (issue 17): [`depacketize`] (RTP payloads → frames; a frame with a hole is
+//!   dropped), [`receiver`] (the per-track engine: reorder buffer, NACK, PLI, RR, REMB),
+//!   [`remote`] ([`TrackReceiver`], what `Event::Track` hands the application), [`writer`]
+//!   (IVF, Annex-B and Ogg files).
 //! - [`fanout`]: the source side of a track (packetize once, catch-up cache, stats) and an
 //!   in-process fan-out to N senders.
 //! - [`rtp_in`]: RTP input grouped into frames for pass-through.

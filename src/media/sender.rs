@@ -393,6 +393,9 @@ impl Sender {
         for fb in feedback {
             match fb {
                 rtcp::Feedback::Report(r) if r.ssrc == ssrc => {
+                    // Counted as it grows (a report repeats the total so far).
+                    let more = r.total_lost.saturating_sub(self.stats.cumulative_lost);
+                    crate::stats::add(&crate::stats::RTP_PACKETS_LOST, u64::from(more));
                     self.stats.fraction_lost = f32::from(r.fraction_lost) / 256.0;
                     self.stats.cumulative_lost = r.total_lost;
                     self.stats.jitter =
@@ -406,6 +409,7 @@ impl Sender {
                             if let Some(rtt) = now.saturating_duration_since(sent).checked_sub(dlsr)
                             {
                                 self.stats.rtt = Some(rtt);
+                                crate::stats::RTT.observe(rtt);
                             }
                         }
                     }
@@ -414,6 +418,7 @@ impl Sender {
                     if media_ssrc == ssrc && self.cfg.feedback.nack =>
                 {
                     self.stats.nacks += 1;
+                    crate::stats::add(&crate::stats::NACK_RECEIVED, 1);
                     for s in seqs {
                         if self.retransmit.len() < MAX_PENDING_RETRANSMITS
                             && !self.retransmit.contains(&s)
@@ -426,6 +431,7 @@ impl Sender {
                     if media_ssrc == ssrc && self.cfg.feedback.pli =>
                 {
                     self.stats.plis += 1;
+                    crate::stats::add(&crate::stats::PLI_RECEIVED, 1);
                     self.request_keyframe(now, KeyframeCause::Pli);
                 }
                 rtcp::Feedback::Fir(entries) if self.cfg.feedback.fir => {

@@ -165,7 +165,7 @@ impl MediaSession {
     }
 
     /// An SRTP or SRTCP datagram from the peer. RTP goes to the received track it belongs
-    /// to ([`MediaSession::route`]; none: counted and dropped). RTCP goes to every sender
+    /// to (by SSRC, else payload type; none: counted and dropped). RTCP goes to every sender
     /// (each reads the reports and feedback about its own SSRC) and every receiver (the
     /// remote's sender reports).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {

@@ -259,7 +259,7 @@ impl<W: Write> OggOpusWriter<W> {
         self.write_page(flags, self.granule, &refs)
     }
 
-    /// Writes one Opus packet (a page goes out every [`PACKETS_PER_PAGE`] packets). Its
+    /// Writes one Opus packet (a page goes out every 50 packets). Its
     /// place in time is its RTP timestamp; its length, its TOC byte (20 ms if unreadable).
     pub fn write_frame(&mut self, f: &ReceivedFrame) -> io::Result<()> {
         if f.codec != Codec::Opus {

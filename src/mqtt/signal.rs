@@ -1,5 +1,5 @@
 //! The device's signaling over MQTT topics, sans-IO: topic names, message parsing and the
-//! limits per client id. [`super::device`] runs it.
+//! limits per client id. `mqtt::device` runs it.
 //!
 //! With prefix `P` and device `D`:
 //! - `P/D/status`: retained `{"online":true,"streams":[..],"version":".."}`; the same

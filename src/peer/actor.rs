@@ -123,7 +123,7 @@ enum Dtls {
     Failed,
 }
 
-/// The ordered teardown (module docs): started by failure or close, done once ICE, the
+/// The ordered teardown (docs/ARCHITECTURE.md, "Shutdown"): started by failure or close, done once ICE, the
 /// last of the chain, has closed its sockets.
 enum Teardown {
     NotStarted,
@@ -686,23 +686,7 @@ impl PeerActor {
         }
         #[cfg(feature = "media")]
         if self.plan.is_some() {
-            return Ok(RemoteSession {
-                ice_ufrag: full.ice_ufrag.clone(),
-                ice_pwd: full.ice_pwd.clone(),
-                ice_lite: full.ice_lite,
-                ice_options: full.ice_options.clone(),
-                fingerprints: full.fingerprints.clone(),
-                setup: full.setup,
-                mid: full.transport_mid.clone(),
-                sctp_port: sdp::DEFAULT_SCTP_PORT,
-                max_message_size: None,
-                legacy: false,
-                candidates: full.candidates.clone(),
-                end_of_candidates: full.end_of_candidates,
-                media: full.sections.clone(),
-                data_index: 0,
-                bundle: full.bundle.clone(),
-            });
+            return Ok(full.transport_session());
         }
         Err(sdp::SdpError::NoDataSection.into())
     }
@@ -1125,8 +1109,8 @@ impl PeerActor {
         }
     }
 
-    /// Frees the pipeline in order (module docs): SCTP is told first; it passes the
-    /// teardown on to DTLS, DTLS to ICE.
+    /// Shutdown step 1 (docs/ARCHITECTURE.md): frees the pipeline in order. SCTP is told
+    /// first; it passes the teardown on to DTLS, DTLS to ICE.
     fn teardown(&mut self) {
         if matches!(self.teardown, Teardown::NotStarted) {
             self.teardown = Teardown::Running {

@@ -35,7 +35,7 @@ pub struct Config {
     pub ice: IceConfig,
     /// SCTP settings.
     pub sctp: SctpConfig,
-    /// Most data channels at once (0 = [`DEFAULT_MAX_CHANNELS`]).
+    /// Most data channels at once (0 = 1024, the router's `DEFAULT_MAX_CHANNELS`).
     pub max_channels: usize,
     /// Longest channel label, bytes, in `create_data_channel` and in a peer's DCEP OPEN (a
     /// longer one opened by the peer is refused: its stream is reset). 0 =

@@ -28,6 +28,8 @@ use crate::ice::{IceActor, IceMsg};
 use crate::runtime::{self, Link, Runtime, APP_BATCH, APP_BATCHES, INBOX_BATCHES};
 use crate::sctp::{SctpActor, SctpMsg};
 use async_channel::{Receiver, Sender};
+use smol::LocalExecutor;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Arc;
 
@@ -105,127 +107,202 @@ impl Inboxes {
     }
 }
 
-/// Makes a connection's inboxes and spawns its five actors on `runtime`.
+/// What the handles and the router share (the next channel key, the peer's
+/// max-message-size, the send budget, DCEP's caps).
+struct Shared {
+    next_key: Arc<AtomicU32>,
+    max_message_size: Arc<AtomicUsize>,
+    budget: Arc<SendBudget>,
+    dcep: Caps,
+}
+
+/// The connection's identity: its certificate and its first ICE credentials.
+struct Identity {
+    certificate: Certificate,
+    ufrag: String,
+    pwd: String,
+}
+
+/// Makes a connection's inboxes and spawns its five actors (six with media) on `runtime`.
 pub(super) fn spawn(runtime: &Runtime, config: Config) -> Result<Handles> {
     let certificate = match &config.certificate {
         Some(c) => c.clone(),
         None => Certificate::generate()?,
     };
     let (ufrag, pwd) = actor::ice_credentials()?;
-    let or = |n: usize, default: usize| if n == 0 { default } else { n };
-    let inboxes = Inboxes::new();
-    let handles = Handles {
-        peer: inboxes.peer.tx.clone(),
-        channel_cmds: inboxes.cmds.tx.clone(),
-        events: inboxes.events.rx.clone(),
-        next_key: Arc::new(AtomicU32::new(1)),
-        max_message_size: Arc::new(AtomicUsize::new(0)),
-        budget: Arc::new(SendBudget::new(
-            config.sctp.send_buffer_per_channel,
-            config.sctp.send_buffer_per_connection,
-        )),
-        dcep_caps: Caps {
-            label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
-            protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
-        },
-        #[cfg(feature = "media")]
-        media: inboxes.media.tx.clone(),
-        #[cfg(feature = "media")]
-        events_tx: inboxes.events.tx.clone(),
+    let me = Identity {
+        certificate,
+        ufrag,
+        pwd,
     };
-    let shared = (
-        handles.next_key.clone(),
-        handles.max_message_size.clone(),
-        handles.budget.clone(),
-        handles.dcep_caps,
-    );
+    let inboxes = Inboxes::new();
+    let handles = Handles::new(&config, &inboxes);
+    let shared = Shared {
+        next_key: handles.next_key.clone(),
+        max_message_size: handles.max_message_size.clone(),
+        budget: handles.budget.clone(),
+        dcep: handles.dcep_caps,
+    };
     runtime.spawn_actors(move |ex| {
-        let (next_key, max_message_size, budget, dcep) = shared;
-        let i = inboxes;
-        let name = config.name.clone();
-        let tag: Arc<str> = Arc::from(name.as_str());
-        let ice = IceActor::new(
-            tag.clone(),
-            config.ice.clone(),
-            ufrag.clone(),
-            pwd.clone(),
-            i.dtls.link(),
-            #[cfg(feature = "media")]
-            i.media.link(),
-            i.peer.link(),
-            &i.ice.tx,
-            ex.clone(),
-        );
-        let ice_ok = match ice {
-            Ok(ice) => {
-                ex.spawn(runtime::drive(ice, i.ice.rx.clone())).detach();
-                true
-            }
-            Err(e) => {
-                log::error!("[{name}] ICE agent: {e}");
-                false
-            }
-        };
-        let dtls = DtlsActor::new(
-            tag.clone(),
-            certificate.clone(),
-            i.ice.link(),
-            i.sctp.link(),
-            #[cfg(feature = "media")]
-            i.media.link(),
-            i.peer.link(),
-        );
-        ex.spawn(runtime::drive(dtls, i.dtls.rx.clone())).detach();
-        #[cfg(feature = "media")]
-        {
-            let media = crate::media::actor::MediaActor::new(tag.clone(), i.ice.link());
-            ex.spawn(runtime::drive(media, i.media.rx.clone())).detach();
-        }
-        let sctp = SctpActor::new(
-            tag.clone(),
-            config.sctp.clone(),
-            i.router.link_batched(APP_BATCH),
-            i.router_ctl.link(),
-            i.dtls.link(),
-            i.peer.link(),
-        );
-        ex.spawn(runtime::drive(sctp, i.sctp.rx.clone())).detach();
-        let router = Router::new(
-            tag,
-            i.sctp.link(),
-            i.events.link_batched(APP_BATCH),
-            i.cmds.tx.clone(),
-            next_key,
-            max_message_size,
-            Limits {
-                max_channels: or(config.max_channels, DEFAULT_MAX_CHANNELS),
-                local_max_message_size: config.sctp.max_message_size,
-                budget,
-                dcep,
-            },
-        );
-        ex.spawn(router.run(
-            i.router.rx.clone(),
-            i.router_ctl.rx.clone(),
-            i.cmds.rx.clone(),
-        ))
-        .detach();
-        let fingerprint = certificate.fingerprint().clone();
-        let peer = PeerActor::new(
-            name,
-            config,
-            fingerprint,
-            ufrag,
-            pwd,
-            ice_ok,
-            i.ice.link(),
-            i.dtls.link(),
-            i.sctp.link(),
-            #[cfg(feature = "media")]
-            (i.media.link(), i.media.tx.clone()),
-            i.events.link(),
-        );
-        ex.spawn(runtime::drive(peer, i.peer.rx.clone())).detach();
+        let tag: Arc<str> = Arc::from(config.name.as_str());
+        let ice_ok = spawn_ice(ex, &inboxes, &config, &tag, &me);
+        spawn_dtls_and_media(ex, &inboxes, &tag, &me);
+        spawn_sctp_and_router(ex, &inboxes, &config, tag, shared);
+        spawn_peer(ex, &inboxes, config, me, ice_ok);
     });
     Ok(handles)
+}
+
+/// `n`, or `default` where `n` is 0 (a setting left at 0 means "the default").
+fn or(n: usize, default: usize) -> usize {
+    if n == 0 {
+        default
+    } else {
+        n
+    }
+}
+
+impl Handles {
+    fn new(config: &Config, i: &Inboxes) -> Self {
+        Self {
+            peer: i.peer.tx.clone(),
+            channel_cmds: i.cmds.tx.clone(),
+            events: i.events.rx.clone(),
+            next_key: Arc::new(AtomicU32::new(1)),
+            max_message_size: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(SendBudget::new(
+                config.sctp.send_buffer_per_channel,
+                config.sctp.send_buffer_per_connection,
+            )),
+            dcep_caps: Caps {
+                label: or(config.max_channel_label, DEFAULT_MAX_CHANNEL_LABEL),
+                protocol: or(config.max_channel_protocol, DEFAULT_MAX_CHANNEL_PROTOCOL),
+            },
+            #[cfg(feature = "media")]
+            media: i.media.tx.clone(),
+            #[cfg(feature = "media")]
+            events_tx: i.events.tx.clone(),
+        }
+    }
+}
+
+/// The ICE agent; false if it could not be made (the peer actor then fails the connection).
+fn spawn_ice(
+    ex: &Rc<LocalExecutor<'static>>,
+    i: &Inboxes,
+    config: &Config,
+    tag: &Arc<str>,
+    me: &Identity,
+) -> bool {
+    let ice = IceActor::new(
+        tag.clone(),
+        config.ice.clone(),
+        me.ufrag.clone(),
+        me.pwd.clone(),
+        i.dtls.link(),
+        #[cfg(feature = "media")]
+        i.media.link(),
+        i.peer.link(),
+        &i.ice.tx,
+        ex.clone(),
+    );
+    match ice {
+        Ok(ice) => {
+            ex.spawn(runtime::drive(ice, i.ice.rx.clone())).detach();
+            true
+        }
+        Err(e) => {
+            log::error!("[{tag}] ICE agent: {e}");
+            false
+        }
+    }
+}
+
+/// The DTLS transport, and the media actor it keys (feature `media`).
+fn spawn_dtls_and_media(
+    ex: &Rc<LocalExecutor<'static>>,
+    i: &Inboxes,
+    tag: &Arc<str>,
+    me: &Identity,
+) {
+    let dtls = DtlsActor::new(
+        tag.clone(),
+        me.certificate.clone(),
+        i.ice.link(),
+        i.sctp.link(),
+        #[cfg(feature = "media")]
+        i.media.link(),
+        i.peer.link(),
+    );
+    ex.spawn(runtime::drive(dtls, i.dtls.rx.clone())).detach();
+    #[cfg(feature = "media")]
+    {
+        let media = crate::media::actor::MediaActor::new(tag.clone(), i.ice.link());
+        ex.spawn(runtime::drive(media, i.media.rx.clone())).detach();
+    }
+}
+
+/// The SCTP association and the channel router above it.
+fn spawn_sctp_and_router(
+    ex: &Rc<LocalExecutor<'static>>,
+    i: &Inboxes,
+    config: &Config,
+    tag: Arc<str>,
+    shared: Shared,
+) {
+    let sctp = SctpActor::new(
+        tag.clone(),
+        config.sctp.clone(),
+        i.router.link_batched(APP_BATCH),
+        i.router_ctl.link(),
+        i.dtls.link(),
+        i.peer.link(),
+    );
+    ex.spawn(runtime::drive(sctp, i.sctp.rx.clone())).detach();
+    let router = Router::new(
+        tag,
+        i.sctp.link(),
+        i.events.link_batched(APP_BATCH),
+        i.cmds.tx.clone(),
+        shared.next_key,
+        shared.max_message_size,
+        Limits {
+            max_channels: or(config.max_channels, DEFAULT_MAX_CHANNELS),
+            local_max_message_size: config.sctp.max_message_size,
+            budget: shared.budget,
+            dcep: shared.dcep,
+        },
+    );
+    ex.spawn(router.run(
+        i.router.rx.clone(),
+        i.router_ctl.rx.clone(),
+        i.cmds.rx.clone(),
+    ))
+    .detach();
+}
+
+/// The peer actor, which orders the others.
+fn spawn_peer(
+    ex: &Rc<LocalExecutor<'static>>,
+    i: &Inboxes,
+    config: Config,
+    me: Identity,
+    ice_ok: bool,
+) {
+    let fingerprint = me.certificate.fingerprint().clone();
+    let peer = PeerActor::new(
+        config.name.clone(),
+        config,
+        fingerprint,
+        me.ufrag,
+        me.pwd,
+        ice_ok,
+        i.ice.link(),
+        i.dtls.link(),
+        i.sctp.link(),
+        #[cfg(feature = "media")]
+        (i.media.link(), i.media.tx.clone()),
+        i.events.link(),
+    );
+    ex.spawn(runtime::drive(peer, i.peer.rx.clone())).detach();
 }

@@ -15,7 +15,7 @@ type Job = Box<dyn FnOnce(&Rc<LocalExecutor<'static>>) + Send>;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A handle to a smolrtc thread. Cloning is cheap; the thread ends (after letting running
-/// actors finish, at most [`DRAIN_GRACE`]) when the last clone is dropped.
+/// actors finish, at most `DRAIN_GRACE`, 2 s) when the last clone is dropped.
 #[derive(Clone)]
 pub struct Runtime {
     jobs: Arc<Sender<Job>>,

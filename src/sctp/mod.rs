@@ -517,6 +517,8 @@ impl SctpActor {
         }
     }
 
+    /// Shutdown step 2 (docs/ARCHITECTURE.md): ABORT, the router told the association is
+    /// gone (it closes every channel), DTLS told to close.
     fn close(&mut self) {
         if self.closed {
             return;

@@ -102,6 +102,30 @@ fn chromium_recvonly_offer() {
 }
 
 #[test]
+fn a_media_only_offer_gives_its_transport_alone() {
+    let d = parse_description(FIREFOX_RECVONLY).unwrap();
+    assert_eq!(d.to_session(), None);
+    let s = d.transport_session();
+    assert_eq!((&s.ice_ufrag, &s.ice_pwd), (&d.ice_ufrag, &d.ice_pwd));
+    assert_eq!(s.mid, d.transport_mid);
+    assert_eq!(
+        (s.sctp_port, s.max_message_size, s.legacy),
+        (5000, None, false)
+    );
+    assert_eq!(
+        (s.candidates, s.media, s.bundle),
+        (d.candidates, d.sections, d.bundle)
+    );
+    // With a data section both views agree on the transport.
+    let d = parse_description(FIREFOX_RECVONLY_DATA).unwrap();
+    let (data, transport) = (d.to_session().unwrap(), d.transport_session());
+    assert_eq!(
+        (&data.ice_ufrag, &data.fingerprints),
+        (&transport.ice_ufrag, &transport.fingerprints)
+    );
+}
+
+#[test]
 fn firefox_recvonly_offer_has_no_h264() {
     let d = parse_description(FIREFOX_RECVONLY).unwrap();
     assert!(d.data.is_none());

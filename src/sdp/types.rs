@@ -180,10 +180,7 @@ impl RemoteSession {
     /// The DTLS role with the RFC 8842 default applied: `actpass` when an
     /// offer has no `a=setup`, `active` for an answer (or pranswer).
     pub fn setup_or_default(&self, kind: SdpType) -> Setup {
-        self.setup.unwrap_or(match kind {
-            SdpType::Offer | SdpType::Rollback => Setup::ActPass,
-            SdpType::Answer | SdpType::Pranswer => Setup::Active,
-        })
+        setup_or_default(self.setup, kind)
     }
 }
 
@@ -271,15 +268,30 @@ impl RemoteDescription {
     /// The data-channel view of this description ([`super::parse`]'s result), when it has
     /// a data section.
     pub fn to_session(&self) -> Option<RemoteSession> {
-        let data = self.data.as_ref()?;
-        Some(RemoteSession {
+        self.data.clone().map(|data| self.session(data))
+    }
+
+    /// The transport alone, for a description without a data section (media only): the
+    /// data-channel fields at their defaults, the transport section's mid.
+    pub fn transport_session(&self) -> RemoteSession {
+        self.session(DataSection {
+            index: 0,
+            mid: self.transport_mid.clone(),
+            sctp_port: super::DEFAULT_SCTP_PORT,
+            max_message_size: None,
+            legacy: false,
+        })
+    }
+
+    fn session(&self, data: DataSection) -> RemoteSession {
+        RemoteSession {
             ice_ufrag: self.ice_ufrag.clone(),
             ice_pwd: self.ice_pwd.clone(),
             ice_lite: self.ice_lite,
             ice_options: self.ice_options.clone(),
             fingerprints: self.fingerprints.clone(),
             setup: self.setup,
-            mid: data.mid.clone(),
+            mid: data.mid,
             sctp_port: data.sctp_port,
             max_message_size: data.max_message_size,
             legacy: data.legacy,
@@ -288,15 +300,21 @@ impl RemoteDescription {
             media: self.sections.clone(),
             data_index: data.index,
             bundle: self.bundle.clone(),
-        })
+        }
     }
 
     /// The DTLS role with the RFC 8842 default applied (see
     /// [`RemoteSession::setup_or_default`]).
     pub fn setup_or_default(&self, kind: SdpType) -> Setup {
-        self.setup.unwrap_or(match kind {
-            SdpType::Offer | SdpType::Rollback => Setup::ActPass,
-            SdpType::Answer | SdpType::Pranswer => Setup::Active,
-        })
+        setup_or_default(self.setup, kind)
     }
+}
+
+/// `setup`, or RFC 8842's default when absent: `actpass` in an offer, `active` in an
+/// answer (or pranswer).
+fn setup_or_default(setup: Option<Setup>, kind: SdpType) -> Setup {
+    setup.unwrap_or(match kind {
+        SdpType::Offer | SdpType::Rollback => Setup::ActPass,
+        SdpType::Answer | SdpType::Pranswer => Setup::Active,
+    })
 }

@@ -95,6 +95,10 @@ pub struct ServiceConfig {
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
+    /// Serve everything on `listen` over HTTPS with this certificate (`--tls-cert`/
+    /// `--tls-key`, `--tls-self-signed`); a plain-HTTP request there is redirected to
+    /// `https://`. The page's own origin is then `https://<Host>`.
+    pub tls: Option<super::TlsIdentity>,
     /// This device's name: its MQTT topics and TURN REST user name (empty: the host name).
     pub device_id: String,
     /// TURN servers sharing a secret with this device: credentials minted for its own ICE
@@ -181,6 +185,7 @@ impl Default for ServiceConfig {
             #[cfg(feature = "media")]
             max_sink_file_bytes: DEFAULT_MAX_SINK_FILE_BYTES,
             serve_http: true,
+            tls: None,
             device_id: String::new(),
             turn_rest: None,
             #[cfg(feature = "mqtt")]

@@ -73,7 +73,20 @@ fn check_names_device(
     Ok(())
 }
 
-/// One `Origin`, if any, and it must be `http://<Host>` or an allowed one.
+/// For a plain-HTTP request to the TLS port: the same URL over `https://`, when its one
+/// `Host` names the device (never a redirect to a name a page chose).
+pub(super) fn https_url(shared: &Shared, req: &Request<Incoming>) -> Option<String> {
+    let host = host(req).ok()??;
+    if !host.names_device(&shared.host_names) {
+        return None;
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let port = host.port.map(|p| format!(":{p}")).unwrap_or_default();
+    Some(format!("https://{}{port}{}", host.host, clip(path)))
+}
+
+/// One `Origin`, if any, and it must be `http://<Host>` (`https://` behind TLS) or an
+/// allowed one.
 fn check_origin(
     shared: &Shared,
     req: &Request<Incoming>,
@@ -84,9 +97,14 @@ fn check_origin(
         return Ok(()); // not sent by a page: curl, native clients
     };
     let origin = origin.to_str().unwrap_or("");
+    // Behind TLS the page's own origin is https://.
+    let (scheme, default_port) = match shared.config.tls {
+        Some(_) => ("https", 443),
+        None => ("http", 80),
+    };
     let own = host.map(|h| Origin {
-        scheme: "http",
-        port: h.port.unwrap_or(80),
+        scheme,
+        port: h.port.unwrap_or(default_port),
         host: h.host,
     });
     let parsed = Origin::parse(origin);

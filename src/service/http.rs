@@ -110,38 +110,144 @@ pub(crate) async fn serve(shared: Rc<Shared>, listener: Async<TcpListener>) {
 }
 
 /// Serves one admitted connection in its own task, holding its places until it ends.
+/// With TLS the handshake comes first, within `header_timeout` (it counts as the slow
+/// part of the first request); plain HTTP to the TLS port is redirected to `https://`.
 fn serve_connection(
     shared: &Rc<Shared>,
     stream: Async<TcpStream>,
     peer: SocketAddr,
     (slow, per_address, slot): Admitted,
 ) {
-    let activity = Arc::new(Activity::default());
-    let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
     let shared2 = shared.clone();
-    // Given back once the first request's headers are in (or with the connection).
-    let slow = Rc::new(RefCell::new(Some(slow)));
+    shared
+        .ex
+        .spawn(async move {
+            let shared = shared2;
+            let _slots = (slot, per_address);
+            let activity = Arc::new(Activity::default());
+            // Given back once the first request's headers are in (or with the connection).
+            let slow = Rc::new(RefCell::new(Some(slow)));
+            let Some(tls) = shared.config.tls.clone() else {
+                let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
+                return serve_http(&shared, io, peer, slow, activity).await;
+            };
+            // The first byte and the whole handshake within one header_timeout.
+            let limit = shared.config.header_timeout;
+            let started = std::time::Instant::now();
+            let first = match first_byte(&stream, limit).await {
+                Ok(b) => b,
+                Err(e) => return log_tls_end(&shared, peer, &e),
+            };
+            let io = Timed::new(stream, shared.config.write_timeout, activity.clone());
+            let left = limit.saturating_sub(started.elapsed());
+            match super::tls::accept(&tls.config, io, first, left).await {
+                Ok(super::tls::Accepted::Tls(io)) => {
+                    serve_http(&shared, *io, peer, slow, activity).await
+                }
+                Ok(super::tls::Accepted::PlainHttp(io)) => redirect_to_https(&shared, io).await,
+                Err(e) => log_tls_end(&shared, peer, &e),
+            }
+        })
+        .detach();
+}
+
+/// The connection's first byte, waited for at most `limit`.
+async fn first_byte(stream: &Async<TcpStream>, limit: Duration) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    let n = futures_lite::future::or(stream.peek(&mut b), async {
+        async_io::Timer::after(limit).await;
+        Err(std::io::Error::new(
+            ErrorKind::TimedOut,
+            format!(
+                "sent nothing for {:.1} s (header_timeout)",
+                limit.as_secs_f64()
+            ),
+        ))
+    })
+    .await?;
+    if n == 0 {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    Ok(b[0])
+}
+
+/// Why a TLS connection ended before HTTP: slow ones warned (rate-limited), like slow
+/// headers; failed handshakes warned (rate-limited): the service goes on.
+fn log_tls_end(shared: &Shared, peer: SocketAddr, e: &std::io::Error) {
+    match e.kind() {
+        ErrorKind::TimedOut => shared.quiet.warn("slow tls", 0, || {
+            format!("https {peer}: slow client dropped: {e}")
+        }),
+        ErrorKind::UnexpectedEof => log::debug!("https {peer}: closed before TLS"),
+        _ => shared.quiet.warn("bad tls", 0, || {
+            format!("https {peer}: TLS handshake failed: {e}")
+        }),
+    }
+}
+
+/// HTTP/1.1 on `io` (plain or TLS) until the client or a timeout ends it.
+async fn serve_http<I>(
+    shared: &Rc<Shared>,
+    io: I,
+    peer: SocketAddr,
+    slow: Rc<RefCell<Option<super::AddressSlot>>>,
+    activity: Arc<Activity>,
+) where
+    I: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared2 = shared.clone();
     let service = hyper::service::service_fn(move |req| {
         slow.borrow_mut().take();
         let shared = shared2.clone();
         async move { Ok::<_, Infallible>(route(shared, peer, req).await) }
     });
+    let header_timeout = shared.config.header_timeout;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(smol_hyper::rt::SmolTimer::new())
-        .header_read_timeout(shared.config.header_timeout)
+        .header_read_timeout(header_timeout)
         .serve_connection(smol_hyper::rt::FuturesIo::new(io), service)
         .with_upgrades();
-    let header_timeout = shared.config.header_timeout;
+    if let Err(e) = conn.await {
+        log_connection_end(shared, peer, &e, &activity, header_timeout);
+    }
+}
+
+/// Plain HTTP to the TLS port: one answer, `308` to the same URL over `https://` when the
+/// `Host` names the device, else `400` saying the port speaks HTTPS; then closed.
+async fn redirect_to_https<I>(shared: &Rc<Shared>, io: I)
+where
+    I: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+{
     let shared2 = shared.clone();
-    shared
-        .ex
-        .spawn(async move {
-            let _slots = (slot, per_address);
-            if let Err(e) = conn.await {
-                log_connection_end(&shared2, peer, &e, &activity, header_timeout);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let r = match super::guard::https_url(&shared2, &req) {
+            Some(url) => {
+                let mut r = Response::new(Full::new(Bytes::from(format!(
+                    "this port speaks HTTPS: {url}\n"
+                ))));
+                *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                if let Ok(v) = HeaderValue::from_str(&url) {
+                    r.headers_mut().insert(hyper::header::LOCATION, v);
+                }
+                r
             }
-        })
-        .detach();
+            None => {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    b"this port speaks HTTPS: use https://\n",
+                )));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            }
+        };
+        async move { Ok::<_, Infallible>(r) }
+    });
+    let limit = shared.config.header_timeout;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(smol_hyper::rt::SmolTimer::new())
+        .header_read_timeout(limit)
+        .keep_alive(false)
+        .serve_connection(smol_hyper::rt::FuturesIo::new(io), service);
+    let _ = conn.await;
 }
 
 type Admitted = (super::AddressSlot, super::AddressSlot, super::Slot);
@@ -444,6 +550,7 @@ fn route_kind(path: &str) -> &'static str {
         "/api/report" => "/api/report",
         "/api/sessions" => "/api/sessions",
         "/api/ice-servers" => "/api/ice-servers",
+        "/metrics" => "/metrics",
         "/whip" => "/whip",
         "/ws" => "/ws",
         p if p.starts_with("/whip/") => "/whip/<id>",
@@ -539,6 +646,7 @@ fn is_api(path: &str) -> bool {
         || path.starts_with("/whip/")
         || path.starts_with("/whep/")
         || path == "/ws"
+        || path == "/metrics"
 }
 
 /// The page itself: served whatever the `Host`, so that a device reached by a name it does
@@ -566,7 +674,9 @@ async fn route(shared: Rc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> 
         Ok(()) => handle(&shared, peer, &method, &path, req).await,
         Err(e) => Err(e),
     };
-    result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e))
+    let response = result.unwrap_or_else(|e| error_response(&shared, &method, &path, peer, e));
+    super::metrics::count_response(response.status().as_u16());
+    response
 }
 
 /// Who may ask: the DNS-rebinding and cross-site checks, then the token for the API.
@@ -602,6 +712,14 @@ async fn handle(
             Ok(static_response("text/javascript; charset=utf-8", SINKS_JS))
         }
         (&Method::GET, "/api/sessions") => Ok(sessions(shared)),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(shared))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(r)
+        }
         (&Method::GET, "/api/ice-servers") => Ok(json_response(
             StatusCode::OK,
             crate::turn_rest::for_clients(&shared.config),
@@ -644,6 +762,6 @@ fn is_sink_route(method: &Method, path: &str) -> bool {
 fn is_route(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report"
+        "/" | "/api/offer" | "/whip" | "/ws" | "/api/sessions" | "/api/report" | "/metrics"
     )
 }

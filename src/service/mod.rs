@@ -3,7 +3,7 @@
 //! them.
 //!
 //! Everything here lives on the smolrtc thread next to the peers' actors: the HTTP server
-//! ([`http`]: the routes, admission and slow-client limits, Host/Origin/token checks), the
+//! (`http`: the routes, admission and slow-client limits, Host/Origin/token checks), the
 //! WebSocket signaling, the session table and one task per session that reads its events
 //! and feeds its channel handlers ([`apps`]). A session ends when its connection fails (ICE
 //! consent lost, DTLS failure) or closes (the browser's SCTP ABORT / close_notify, `DELETE
@@ -16,11 +16,14 @@ mod error;
 mod guard;
 mod http;
 mod limits;
+mod metrics;
+mod notify;
 mod session;
 #[cfg(feature = "media")]
 mod sinks;
 #[cfg(feature = "media")]
 mod streams;
+pub mod tls;
 mod ws;
 
 pub use config::*;
@@ -30,6 +33,7 @@ pub(crate) use session::*;
 pub use sinks::{SinkConfig, MAX_SINKS};
 #[cfg(feature = "media")]
 pub use streams::{check_stream_name, StreamConfig, MAX_STREAMS};
+pub use tls::TlsIdentity;
 
 use crate::channel::DataChannel;
 use crate::error::Result;
@@ -54,6 +58,8 @@ async fn serve_until_stopped(
     stop: Receiver<Sender<()>>,
     mqtt: Option<MqttTask>,
 ) {
+    // The listener is bound and this task serves it from here on.
+    notify::notify("READY=1");
     let stopped = futures_lite::future::or(
         async {
             match listener {
@@ -66,6 +72,7 @@ async fn serve_until_stopped(
         async { stop.recv().await.ok() },
     )
     .await;
+    notify::notify("STOPPING=1");
     #[cfg(feature = "media")]
     shared.streams.stop();
     let ids: Vec<String> = shared.list().into_iter().map(|s| s.0).collect();
@@ -85,7 +92,7 @@ async fn serve_until_stopped(
 }
 
 /// The device service: an HTTP server with the page and the signaling API, and channel
-/// handlers chosen by label. See [`http`] for the endpoints.
+/// handlers chosen by label. The endpoints are in `service::http` (and README.md).
 pub struct Service {
     config: ServiceConfig,
     registry: Registry,
@@ -182,6 +189,7 @@ impl Service {
             (None, SocketAddr::from(([0, 0, 0, 0], 0)))
         };
         let http = listener.is_some();
+        let tls = self.config.tls.is_some();
         let (stop_tx, stop_rx) = async_channel::bounded::<Sender<()>>(1);
         let (reports_tx, reports_rx) = async_channel::bounded(REPORTS_KEPT);
         let rt = runtime.clone();
@@ -193,12 +201,16 @@ impl Service {
             let mqtt: Option<MqttTask> = None;
             ex.spawn(serve_until_stopped(shared, listener, stop_rx, mqtt))
                 .detach();
+            if let Some(every) = notify::watchdog_interval() {
+                ex.spawn(notify::watchdog(every)).detach();
+            }
         });
         if !http {
             log::info!("no HTTP server (listen none)");
         } else {
             log::info!(
-                "listening on http://{addr}{}",
+                "listening on {}://{addr}{}",
+                if tls { "https" } else { "http" },
                 if token {
                     " (API behind a bearer token)"
                 } else {

@@ -154,6 +154,11 @@ impl Shared {
     }
 
     /// `(id, via, connection state, age in seconds)` of every session.
+    /// How many sessions are live.
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
     pub(crate) fn list(&self) -> Vec<(String, &'static str, String, f64)> {
         let mut v: Vec<_> = self
             .sessions
@@ -241,6 +246,7 @@ impl Shared {
                 .await?;
         }
         let state = Rc::new(RefCell::new(ConnectionState::New));
+        super::metrics::SESSIONS_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sessions.borrow_mut().insert(
             id.clone(),
             Session {

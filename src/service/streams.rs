@@ -400,6 +400,18 @@ impl Streams {
         self.tasks.borrow_mut().clear();
     }
 
+    /// Each stream's name and live viewers (of its video track, else its audio one).
+    pub(crate) fn each_viewer_count(&self, mut f: impl FnMut(&str, usize)) {
+        for s in &self.list {
+            let n = s
+                .video
+                .as_ref()
+                .or(s.audio.as_ref())
+                .map_or(0, |t| t.borrow().viewers.len());
+            f(&s.name, n);
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&Stream> {
         self.list.iter().find(|s| s.name == name)
     }

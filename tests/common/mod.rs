@@ -10,6 +10,7 @@ use std::time::Duration;
 pub mod browser;
 pub mod forward;
 pub mod http;
+pub mod media;
 pub mod netns;
 pub mod service;
 

@@ -58,9 +58,55 @@ enum Command {
     /// Console peer: print the local description as one JSON line, read the remote one
     /// from stdin, and run rawrtc's data-channel flow (cat/bear/lion-noises).
     Peer(console::Options),
+    /// Make a self-signed certificate and key (ECDSA P-256, PEM) for `serve --tls-cert
+    /// DIR/cert.pem --tls-key DIR/key.pem`; prints its SHA-256 fingerprint and SPKI hash
+    /// (for Chromium's --ignore-certificate-errors-spki-list, curl's --pinnedpubkey).
+    Cert(CertOptions),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct CertOptions {
+    /// Directory to write cert.pem and key.pem (0600) into; made if missing.
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+    /// A DNS name the certificate is for (repeatable), e.g. camera.local.
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+    /// An IP address the certificate is for (repeatable), e.g. 192.168.1.50.
+    #[arg(long = "ip", value_name = "ADDR")]
+    ips: Vec<std::net::IpAddr>,
+    /// Days the certificate is valid.
+    #[arg(long, value_name = "N", default_value_t = 825)]
+    days: u32,
+}
+
+/// `smolrtc cert`: writes the pair and prints what a user pins or compares.
+fn cert(o: CertOptions) -> smolrtc::Result<()> {
+    use smolrtc::service::tls::{SelfSigned, TlsIdentity};
+    if o.days == 0 {
+        return Err(smolrtc::Error::invalid("--days must be at least 1"));
+    }
+    if o.names.is_empty() && o.ips.is_empty() {
+        return Err(smolrtc::Error::invalid(
+            "give the device's names and addresses: --name HOST and/or --ip ADDR",
+        ));
+    }
+    let validity = std::time::Duration::from_secs(u64::from(o.days) * 86_400);
+    let made = SelfSigned::generate(&o.names, &o.ips, validity)?;
+    let (cert, key) = made.write(&o.out)?;
+    let id = TlsIdentity::load(&cert, &key)?;
+    println!("certificate: {}", cert.display());
+    println!("key: {}", key.display());
+    println!("sha-256 fingerprint: {}", id.fingerprint());
+    println!("spki sha-256: {}", id.spki_sha256());
+    println!(
+        "chromium: --ignore-certificate-errors-spki-list={}",
+        id.spki_sha256()
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -98,6 +144,7 @@ fn main() -> ExitCode {
             serve(*opts, m)
         }
         Command::Peer(opts) => console::run(opts),
+        Command::Cert(opts) => cert(opts),
         Command::Bench(BenchCommand::Loopback(opts)) => bench::loopback::loopback(opts),
         Command::Bench(BenchCommand::Peer(opts)) => bench::peer::peer(opts),
         Command::Bench(BenchCommand::Relay(opts)) => bench::relay::relay(opts),

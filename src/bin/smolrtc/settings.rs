@@ -246,7 +246,7 @@ pub struct ServeSettings {
     /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
     /// password in the URL.
     #[arg(long, value_name = "URL")]
-    pub mqtt: Option<String>,
+    pub mqtt: Option<BrokerUrl>,
     /// Read the broker password from this file (its first line).
     #[arg(long, value_name = "FILE")]
     pub mqtt_password_file: Option<PathBuf>,
@@ -271,6 +271,22 @@ pub struct ServeSettings {
     /// Seconds a minted TURN credential is valid.
     #[arg(long, value_name = "SECONDS", default_value_t = smolrtc::turn_rest::DEFAULT_TTL.as_secs_f64())]
     pub turn_ttl: f64,
+    /// Serve the page and the API on --listen over HTTPS with this PEM certificate (chain);
+    /// give --tls-key too. Browsers give camera and microphone only to secure pages.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate made on the first start and kept in
+    /// --state-dir (its SHA-256 fingerprint and SPKI hash are logged).
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Where the service keeps what it makes (the --tls-self-signed certificate).
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/smolrtc as
+    /// root, else ~/.local/state/smolrtc.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
@@ -501,8 +517,8 @@ impl ServeSettings {
                 .max_sessions_per_address
                 .unwrap_or((self.max_sessions / 4).max(1)),
             max_websockets_per_address: self.max_websockets_per_address,
-            allow_hosts: self.allow_hosts,
-            allow_origins: self.allow_origins,
+            allow_hosts: self.allow_hosts.clone(),
+            allow_origins: self.allow_origins.clone(),
             header_timeout: seconds("header-timeout", self.header_timeout).map_err(invalid)?,
             body_timeout: seconds("body-timeout", self.body_timeout).map_err(invalid)?,
             write_timeout: seconds("write-timeout", self.write_timeout).map_err(invalid)?,
@@ -527,6 +543,7 @@ impl ServeSettings {
             config.sinks = sinks;
             config.max_sink_file_bytes = self.max_sink_file_bytes;
         }
+        config.tls = self.tls(&config)?;
         Ok(config)
     }
 
@@ -608,6 +625,54 @@ impl ServeSettings {
         }
     }
 
+    /// `--tls-cert`/`--tls-key` read and checked, or `--tls-self-signed` kept or made.
+    fn tls(&self, config: &ServiceConfig) -> smolrtc::Result<Option<service::TlsIdentity>> {
+        let invalid = |e: &str| Err(smolrtc::Error::invalid(e.to_owned()));
+        match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => Ok(None),
+            (Some(c), Some(k), false) => {
+                let id = service::TlsIdentity::load(c, k)?;
+                log::info!(
+                    "TLS: certificate {}: sha-256 {} spki {}",
+                    c.display(),
+                    id.fingerprint(),
+                    id.spki_sha256()
+                );
+                Ok(Some(id))
+            }
+            (Some(_), None, false) => invalid("--tls-cert needs --tls-key"),
+            (None, Some(_), false) => invalid("--tls-key needs --tls-cert"),
+            (_, _, true) if self.tls_cert.is_some() || self.tls_key.is_some() => {
+                invalid("--tls-self-signed and --tls-cert/--tls-key: give one")
+            }
+            (_, _, true) => {
+                let dir = self.state_dir();
+                let (names, ips) = service::tls::device_names(config);
+                service::TlsIdentity::self_signed(&dir, &names, &ips).map(Some)
+            }
+        }
+    }
+
+    /// `--state-dir`, or where systemd, root or a user keeps state.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+            // systemd may list several, colon-separated: the first is ours.
+            let d = d.to_string_lossy();
+            return PathBuf::from(d.split(':').next().unwrap_or(&d));
+        }
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } == 0 {
+            return PathBuf::from("/var/lib/smolrtc");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/state/smolrtc"),
+            None => PathBuf::from("/var/lib/smolrtc"),
+        }
+    }
+
     fn mqtt_config(&self) -> smolrtc::Result<Option<smolrtc::mqtt::MqttConfig>> {
         let invalid = |e: String| smolrtc::Error::invalid(e);
         let Some(url) = &self.mqtt else {
@@ -618,7 +683,7 @@ impl ServeSettings {
             }
             return Ok(None);
         };
-        let url = smolrtc::mqtt::MqttUrl::parse(url).map_err(invalid)?;
+        let url = smolrtc::mqtt::MqttUrl::parse(&url.0).map_err(invalid)?;
         let mut m = smolrtc::mqtt::MqttConfig::new(url);
         if let Some(f) = &self.mqtt_password_file {
             let text = std::fs::read_to_string(f)
@@ -711,6 +776,36 @@ impl std::fmt::Debug for Secret {
 }
 
 impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `--mqtt`'s URL as written; `Debug` shows it with the password (`USER:PASS@`) as `***`,
+/// parsed or not, so settings can be logged.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct BrokerUrl(pub String);
+
+impl std::fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.0;
+        let start = s.find("://").map_or(0, |i| i + 3);
+        let authority_end = s[start..].find('/').map_or(s.len(), |i| start + i);
+        // The user info ends at the authority's last '@'; its password after the first ':'.
+        let redacted = match s[start..authority_end].rfind('@') {
+            Some(at) => match s[start..start + at].find(':') {
+                Some(colon) => format!("{}***{}", &s[..start + colon + 1], &s[start + at..]),
+                None => s.clone(),
+            },
+            None => s.clone(),
+        };
+        write!(f, "{redacted:?}")
+    }
+}
+
+impl FromStr for BrokerUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(Self(s.to_owned()))
@@ -849,6 +944,70 @@ mod tests {
         // Keys left out keep the flags' defaults.
         assert_eq!(f.max_body, service::DEFAULT_MAX_BODY);
         assert!(!format!("{f:?}").contains("u:secret"));
+    }
+
+    #[test]
+    fn mqtt_password_not_in_debug() {
+        for (url, shown) in [
+            (
+                "mqtts://dev1:hunter2pw@broker.example:8883",
+                "mqtts://dev1:***@broker.example:8883",
+            ),
+            ("wss://dev1:p@ss:w0rd@b/mqtt", "wss://dev1:***@b/mqtt"),
+            ("mqtt://dev1@b", "mqtt://dev1@b"),
+            ("mqtt://b/x:y@z", "mqtt://b/x:y@z"),
+            // Not a URL the client takes: still no password shown.
+            ("dev1:hunter2pw@b", "dev1:***@b"),
+        ] {
+            let s = ServeSettings::parse(&format!("mqtt = {url:?}")).unwrap();
+            let debug = format!("{s:?}");
+            assert!(debug.contains(shown), "{debug}");
+            assert!(
+                !debug.contains("hunter2pw") && !debug.contains("w0rd"),
+                "{debug}"
+            );
+            assert_eq!(s.mqtt.unwrap().0, url);
+        }
+        let cmd = ServeSettings::augment_args(clap::Command::new("serve").no_binary_name(true));
+        let m = cmd.get_matches_from(["--mqtt", "mqtt://dev1:hunter2pw@b"]);
+        let s = ServeSettings::from_arg_matches(&m).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2pw"));
+        assert_eq!(s.mqtt.unwrap().0, "mqtt://dev1:hunter2pw@b");
+    }
+
+    #[test]
+    fn tls_keys_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-settings-tls-{}", std::process::id()));
+        let made = service::tls::SelfSigned::generate(
+            &["device.local".into()],
+            &[],
+            service::tls::SELF_SIGNED_VALIDITY,
+        )
+        .unwrap();
+        let (cert, key) = made.write(&dir).unwrap();
+        let f = ServeSettings::parse(&format!(
+            "tls-cert = {:?}\ntls-key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap();
+        let config = f.into_config().unwrap();
+        assert!(config.tls.is_some());
+        let f = ServeSettings::parse(&format!(
+            "tls-self-signed = true\nstate-dir = {:?}\n",
+            dir.join("state").display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(f.state_dir(), dir.join("state"));
+        assert!(f.into_config().unwrap().tls.is_some());
+        assert!(dir.join("state/cert.pem").exists());
+        let f = ServeSettings::parse(&format!("tls-key = {:?}\n", key.display().to_string()));
+        let Err(e) = f.unwrap().into_config() else {
+            panic!("a key without its certificate was taken");
+        };
+        let e = e.to_string();
+        assert!(e.contains("--tls-key needs --tls-cert"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
