@@ -44,6 +44,10 @@ pub struct Config {
     /// Longest channel sub-protocol, bytes, likewise. 0 =
     /// [`crate::channel::DEFAULT_MAX_CHANNEL_PROTOCOL`].
     pub max_channel_protocol: usize,
+    /// Media received (feature `media`): how long packets after a hole wait for it to be
+    /// filled (reordering, a NACKed retransmission) before it is given up. Only loss
+    /// delays anything. Zero = `media::receiver::DEFAULT_DEPTH` (300 ms).
+    pub receive_depth: std::time::Duration,
     /// The DTLS certificate; a fresh ECDSA P-256 one when `None`.
     pub certificate: Option<Certificate>,
 }
