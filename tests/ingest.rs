@@ -963,7 +963,10 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
         |_| (),
         |h, report, ()| {
             let e = report["error"].as_str().unwrap();
-            assert!(e.contains("secure pages") && e.contains("https://"), "{report}");
+            assert!(
+                e.contains("secure pages") && e.contains("https://"),
+                "{report}"
+            );
             let r = request(h.addr, "GET", "/api/sessions", None, b"");
             assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
         },
