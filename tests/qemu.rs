@@ -32,6 +32,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const HTTP_PORT: u16 = 8888;
+/// The guest's second service: HTTPS with `--tls-self-signed` (`cross/qemu-test`).
+const HTTPS_PORT: u16 = 8443;
 const ICE_PORTS: [u16; 2] = [50000, 50001];
 const GUEST_ADDRESS: &str = "10.0.2.15";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -60,6 +62,7 @@ impl Qemu {
     fn boot(machine: &Machine, kernel: &str, initrd: &str) -> Qemu {
         let mut netdev = String::from("user,id=n");
         netdev += &format!(",hostfwd=tcp:127.0.0.1:{HTTP_PORT}-{GUEST_ADDRESS}:{HTTP_PORT}");
+        netdev += &format!(",hostfwd=tcp:127.0.0.1:{HTTPS_PORT}-{GUEST_ADDRESS}:{HTTPS_PORT}");
         for p in ICE_PORTS {
             netdev += &format!(",hostfwd=udp:127.0.0.1:{p}-{GUEST_ADDRESS}:{p}");
         }
@@ -328,6 +331,34 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
         eprintln!("guest memory of smolrtc serve (kB): idle {idle} | one connection {busy}");
         p.pc.close().await;
     });
+    https_metrics(&mut qemu);
     qemu.drain();
     eprintln!("boot + test: {:?}", started.elapsed());
+}
+
+/// The guest's `--tls-self-signed` service: the certificate it made at boot is trusted by
+/// the key it logged (curl's `--pinnedpubkey`, as a user pins it), and `/metrics` answers.
+fn https_metrics(qemu: &mut Qemu) {
+    qemu.drain();
+    let logged = |l: &String| l.contains("TLS: new self-signed certificate");
+    let line = match qemu.log.iter().find(|l| logged(l)).cloned() {
+        Some(l) => l,
+        None => qemu.wait_for("TLS: new self-signed certificate", Duration::from_secs(30)),
+    };
+    let spki = line.rsplit("spki ").next().unwrap().trim().to_owned();
+    let url = format!("https://127.0.0.1:{HTTPS_PORT}/metrics");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-k", "--pinnedpubkey"])
+        .arg(format!("sha256//{spki}"))
+        .arg(&url)
+        .output()
+        .expect("curl (.ci/setup)");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && body.contains("smolrtc_sessions 0"),
+        "{url}: {} {body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains("smolrtc_resident_memory_bytes"), "{body}");
+    eprintln!("guest's HTTPS /metrics fetched, pinned to spki {spki}");
 }

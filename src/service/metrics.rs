@@ -46,6 +46,8 @@ pub(crate) fn render(shared: &Shared) -> String {
     #[cfg(feature = "media")]
     {
         metric(o, "viewers", "gauge", "Live viewers of each stream.");
+        // Stream names are letters, digits, '-', '_', '.' (check_stream_name): nothing to
+        // escape in a label value.
         shared.streams.each_viewer_count(|name, n| {
             let _ = writeln!(o, "smolrtc_viewers{{stream=\"{name}\"}} {n}");
         });
