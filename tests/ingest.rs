@@ -253,6 +253,22 @@ fn browser_case<P>(
     prepare: impl FnOnce(&ServiceHandle) -> P,
     check: impl FnOnce(&ServiceHandle, &serde_json::Value, P),
 ) {
+    browser_case_at(name, kind, config, ("", &[]), query, prepare, check, true)
+}
+
+/// [`browser_case`] with the page at `host` (empty: the service's address) and extra
+/// browser arguments; `want_ok` is what the report's `ok` must be.
+#[allow(clippy::too_many_arguments)]
+fn browser_case_at<P>(
+    name: &str,
+    kind: BrowserKind,
+    config: ServiceConfig,
+    (host, args): (&str, &[&str]),
+    query: &str,
+    prepare: impl FnOnce(&ServiceHandle) -> P,
+    check: impl FnOnce(&ServiceHandle, &serde_json::Value, P),
+    want_ok: bool,
+) {
     if !in_namespace(name) {
         reexec_in_namespace(name);
         return;
@@ -261,15 +277,17 @@ fn browser_case<P>(
     let runtime = Runtime::new().expect("smolrtc runtime");
     let service = StopService(Service::new(config).start(&runtime).expect("service start"));
     let prepared = prepare(&service.0);
-    let url = format!(
-        "http://{}/?{query}&auto=1&report=/api/report",
-        service.0.addr
-    );
+    let at = if host.is_empty() {
+        service.0.addr.to_string()
+    } else {
+        format!("{host}:{}", service.0.addr.port())
+    };
+    let url = format!("http://{at}/?{query}&auto=1&report=/api/report");
     println!("{name}: {kind:?} -> {url}");
-    let mut browser = Browser::launch(kind, &url);
+    let mut browser = Browser::launch_with(kind, &url, args);
     let mut failures = Vec::new();
     let report = wait_report(&service.0, &mut browser, &mut failures);
-    let ok = report.as_ref().is_some_and(|r| r["ok"] == true);
+    let ok = report.as_ref().is_some_and(|r| r["ok"] == want_ok);
     if !ok {
         let tail = browser.log_tail(60);
         browser.stop();
@@ -719,4 +737,227 @@ fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
     assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 320, 240));
     assert!(p.frames >= 81 && p.frames <= 90, "{p:?} of 90 sent");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Opus packets of an Ogg file, with their durations.
+fn opus_packets(path: &Path) -> Vec<(Vec<u8>, Duration)> {
+    let mut r = smolrtc::media::ogg::OggOpusReader::new();
+    r.push(&std::fs::read(path).unwrap());
+    std::iter::from_fn(|| r.poll().unwrap())
+        .map(|p| {
+            let d = Duration::from_micros(u64::from(p.duration) * 1_000_000 / 48_000);
+            (p.data.to_vec(), d)
+        })
+        .collect()
+}
+
+/// How a talk-back offer reaches the service.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    ApiOffer,
+    WebSocket,
+}
+
+/// Talk-back between smolrtc peers: a library peer with an Opus track (`add_track`) and an
+/// audio receiver (`add_transceiver`) offers one sendrecv audio section with
+/// `?stream=door&sink=intercom`, through `POST /api/offer` and through `/ws`; it hears the
+/// stream's audio while the sink records what it sends (a new .ogg per session, ffprobe:
+/// Opus, the duration sent).
+#[test]
+fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
+    use smolrtc::media::{Codec, MediaKind, TrackInit};
+    let dir = temp_dir("peer-talk");
+    #[rustfmt::skip]
+    let ogg = media(&dir, "door.opus", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", "3", "-c:a", "libopus", "-b:a", "48k", "-f", "ogg"]);
+    let packets = opus_packets(&ogg);
+    let mut cfg = config(&[&format!("intercom=file:{}/talk.ogg", dir.display())]).unwrap();
+    smolrtc::service::StreamConfig::add_source(
+        &mut cfg.streams,
+        MediaKind::Audio,
+        "door",
+        &format!("file:{}", ogg.display()),
+    )
+    .unwrap();
+    let (_rt, h) = start(cfg);
+    for via in [Via::ApiOffer, Via::WebSocket] {
+        common::run(async {
+            let mut p = common::Peer::new("talker");
+            let mut track = p.pc.add_track(TrackInit::new(Codec::Opus)).await.unwrap();
+            p.pc.add_transceiver(MediaKind::Audio, smolrtc::media::Direction::RecvOnly)
+                .await
+                .unwrap();
+            let offer = p.pc.create_offer().await.unwrap();
+            p.pc.set_local_description(offer).await.unwrap();
+            let offer = p.complete_description().await;
+            assert!(offer.sdp.contains("a=sendrecv"), "{}", offer.sdp);
+            let path = "?stream=door&sink=intercom";
+            let mut ws = None;
+            let answer = match via {
+                Via::ApiOffer => {
+                    let r = request(
+                        h.addr,
+                        "POST",
+                        &format!("/api/offer{path}"),
+                        Some("application/json"),
+                        offer.to_json().as_bytes(),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    smolrtc::Description::from_json(&r.text()).unwrap()
+                }
+                Via::WebSocket => {
+                    let (mut s, r) =
+                        common::http::ws_upgrade_from(h.addr, None, &format!("/ws{path}"), &[]);
+                    assert_eq!(r.status, 101, "{}", r.text());
+                    let msg = serde_json::json!({"type": "description",
+                        "value": {"type": "offer", "sdp": offer.sdp}});
+                    std::io::Write::write_all(
+                        &mut s,
+                        &common::http::ws_text_frame(&msg.to_string()),
+                    )
+                    .unwrap();
+                    let reply: serde_json::Value =
+                        serde_json::from_str(&common::http::ws_read_text(&mut s)).unwrap();
+                    assert_eq!(reply["type"], "description", "{reply}");
+                    ws = Some(s);
+                    smolrtc::Description {
+                        kind: smolrtc::SdpType::Answer,
+                        sdp: reply["value"]["sdp"].as_str().unwrap().to_owned(),
+                    }
+                }
+            };
+            assert!(answer.sdp.contains("a=sendrecv"), "{}", answer.sdp);
+            p.pc.set_remote_description(answer).await.unwrap();
+            // The stream's audio arrives as a track of this peer's (a sendrecv section).
+            let mut heard = None;
+            let until = Instant::now() + Duration::from_secs(20);
+            while let common::Next::Event(ev) = common::next_until(&mut p.events, until).await {
+                match ev {
+                    smolrtc::Event::Track(t) => heard = Some(t),
+                    smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected) => break,
+                    _ => {}
+                }
+            }
+            let mut rx = heard.expect("the stream's audio track");
+            assert_eq!(rx.codec(), Codec::Opus);
+            let listener =
+                std::thread::spawn(move || std::iter::from_fn(|| rx.read_frame_blocking()).count());
+            async_io::Timer::after(Duration::from_millis(300)).await;
+            for (data, d) in &packets {
+                track.write_frame(data, *d).unwrap();
+                async_io::Timer::after(*d).await;
+            }
+            async_io::Timer::after(Duration::from_millis(500)).await;
+            p.pc.close().await;
+            drop(ws);
+            // 3 s of the device's audio (20 ms packets) heard meanwhile.
+            let frames = listener.join().unwrap();
+            assert!(frames >= 100, "{via:?}: {frames} Opus frames heard");
+        });
+        // The sink's new file for this session.
+        let s = sink_done(&h, "intercom");
+        println!("{via:?}: sink {s}");
+    }
+    let got = files(&dir, "ogg");
+    assert_eq!(got.len(), 2, "one file per session: {got:?}");
+    for f in &got {
+        let p = ffprobe(f);
+        println!("{}: {p:?}", f.display());
+        assert_eq!(p.codec, "opus");
+        assert!(p.duration > 2.5 && p.duration < 3.5, "{p:?}: 3 s sent");
+        assert!(
+            p.frames as usize + 10 >= packets.len(),
+            "{p:?} of {}",
+            packets.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An `rtp://` sink takes one session at a time (two senders on one port would garble what
+/// ffmpeg reads there): a second publisher gets `409` naming the first, and is taken once
+/// the first session is gone.
+#[test]
+fn an_rtp_sink_takes_one_session_at_a_time() {
+    use smolrtc::media::{Codec, TrackInit};
+    let port = 6500 + (std::process::id() % 200) as u16 * 2;
+    let (_rt, h) = start(config(&[&format!("cam=rtp://127.0.0.1:{port}?codec=vp8")]).unwrap());
+    common::run(async {
+        let offer_of = async |p: &mut common::Peer| {
+            p.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
+            let offer = p.pc.create_offer().await.unwrap();
+            p.pc.set_local_description(offer).await.unwrap();
+            p.complete_description().await.sdp
+        };
+        let whip = |sdp: &str| {
+            request(
+                h.addr,
+                "POST",
+                "/whip/cam",
+                Some("application/sdp"),
+                sdp.as_bytes(),
+            )
+        };
+        let (mut first, mut second) = (common::Peer::new("first"), common::Peer::new("second"));
+        let (a, b) = (offer_of(&mut first).await, offer_of(&mut second).await);
+        let r = whip(&a);
+        assert_eq!(r.status, 201, "{}", r.text());
+        let id = r
+            .header("location")
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let r = whip(&b);
+        assert_eq!(r.status, 409, "{}", r.text());
+        let e = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            e.contains("one session at a time") && e.contains(&id),
+            "{e}"
+        );
+        // The first one ends (WHIP DELETE at /whip/NAME/<id>): the port is free again.
+        let r = request(h.addr, "DELETE", &format!("/whip/cam/{id}"), None, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = whip(&b);
+            if r.status == 201 {
+                break;
+            }
+            assert_eq!(r.status, 409, "{}", r.text());
+            assert!(Instant::now() < until, "still busy: {}", r.text());
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A page that is not a secure context (plain http:// to a name other than localhost) has
+/// no `navigator.mediaDevices`: publishing fails at once with the page's "needs HTTPS"
+/// message, which the report carries, and no session is opened.
+#[test]
+fn chromium_on_an_insecure_origin_says_it_needs_https() {
+    let mut cfg = config(&["cam=file:/tmp/cam.h264"]).unwrap();
+    cfg.allow_hosts = vec!["device.test".into()];
+    browser_case_at(
+        "chromium_on_an_insecure_origin_says_it_needs_https",
+        BrowserKind::Chromium,
+        cfg,
+        (
+            "device.test",
+            &["--host-resolver-rules=MAP device.test 127.0.0.1"],
+        ),
+        "publish=cam",
+        |_| (),
+        |h, report, ()| {
+            let e = report["error"].as_str().unwrap();
+            assert!(
+                e.contains("secure pages") && e.contains("https://"),
+                "{report}"
+            );
+            let r = request(h.addr, "GET", "/api/sessions", None, b"");
+            assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
+        },
+        false,
+    );
 }

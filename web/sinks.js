@@ -39,9 +39,9 @@
 
   // getUserMedia exists on secure origins only.
   const mediaMissing = () => !(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
-  const HTTPS_NOTE = 'Camera and microphone need a secure page: open it over HTTPS (e.g. a '
-    + 'reverse proxy with a certificate) or as http://localhost (an SSH tunnel: ssh -L '
-    + '8888:localhost:8888 device). This browser hides navigator.mediaDevices here.';
+  const HTTPS_NOTE = 'Publishing and talk-back need the camera and microphone, which browsers '
+    + 'give to secure pages only: open this page as https:// (smolrtc serve --tls-self-signed '
+    + 'or --tls-cert) or on localhost.';
   if (note && mediaMissing()) {
     note.textContent = HTTPS_NOTE;
     note.hidden = false;

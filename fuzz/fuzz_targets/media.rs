@@ -1,5 +1,6 @@
 //! The media core's parsers on arbitrary input: what a source (a file, a command's output,
-//! an RTP port) or a viewer (RTCP, an SDP offer's media section) can feed smolrtc. The first
+//! an RTP port, a remote sender's RTP into the receive engine) or a viewer (RTCP, an SDP
+//! offer's media section) can feed smolrtc. The first
 //! byte picks the parser, the second the chunk size for the streaming ones (bytes arrive in
 //! arbitrary pieces from pipes), the rest is the input. Properties: no panic, bounded output,
 //! and what is produced is well formed (NAL units non-empty, keyframes led by SPS and PPS,
@@ -16,6 +17,7 @@ use smolrtc::media::ivf::IvfReader;
 use smolrtc::media::negotiate::{negotiate, Capabilities, RemoteFormats, SendCodec};
 use smolrtc::media::ogg::OggOpusReader;
 use smolrtc::media::packetize::{FrameData, Packetizer};
+use smolrtc::media::receiver::{Receiver, ReceiverConfig, RtpIn};
 use smolrtc::media::rtp_in::RtpFramer;
 use smolrtc::media::sender::{Sender, SenderConfig};
 use smolrtc::media::source::SourceSpec;
@@ -73,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
                     pli: true,
                     fir: true,
                     transport_cc: false,
+                    remb: false,
                 },
                 profile_level_id: None,
                 level_above_offer: false,
@@ -99,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
                 // Frames are payloads of the input, plus at most one STAP-A of cached
                 // parameter sets per keyframe.
                 assert!(total <= 3 * input.len() + 16);
+                receive(codec, input, chunk);
             }
         }
         6 => {
@@ -130,6 +134,46 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// RTP datagrams into the receive engine (reorder buffer, NACK, depacketizer): no panic,
+/// frames made of the input's bytes (start codes added: 4 bytes per NAL unit, at most one
+/// per 2 input bytes), RTCP bounded.
+fn receive(codec: Codec, input: &[u8], chunk: usize) {
+    let n = smolrtc::media::negotiate::Negotiated {
+        codec,
+        pt: 96,
+        rtx_pt: Some(97),
+        feedback: smolrtc::media::negotiate::Feedback {
+            nack: true,
+            pli: true,
+            fir: true,
+            transport_cc: false,
+            remb: true,
+        },
+        profile_level_id: None,
+        level_above_offer: false,
+    };
+    let mut r = Receiver::new(ReceiverConfig::new(&n, 1, None));
+    let mut now = Instant::now();
+    let mut total = 0;
+    for c in input.chunks(chunk) {
+        if let Some(mut p) = RtpIn::parse(&Bytes::copy_from_slice(c)) {
+            // Both payload types, so RTX is reached too.
+            p.pt = 96 + (p.pt & 1);
+            r.handle_rtp(now, p);
+        }
+        now += std::time::Duration::from_millis(u64::from(c[0] & 0x3f) * 10);
+        r.handle_timeout(now);
+        while let Some(f) = r.poll_frame() {
+            total += f.data.len();
+        }
+        while r.poll_rtp().is_some() {}
+        while let Some(p) = r.poll_rtcp() {
+            assert!(p.len() <= 2048);
+        }
+    }
+    assert!(total <= 3 * input.len() + 16);
+}
 
 fn annex_b(input: &[u8], chunk: usize) {
     let mut split = AnnexBSplitter::new(64 * 1024);

@@ -106,11 +106,15 @@ impl MediaActor {
         }
     }
 
-    /// Each receiver told what its application reads, before packets come in.
+    /// Each receiver told what its application reads (and whether it wants a keyframe),
+    /// before packets come in.
     fn set_outputs(&mut self) {
         for (i, o) in self.outlets.iter().enumerate() {
             if let Some(r) = self.session.receiver_mut(i) {
                 r.set_outputs(o.wants_frames(), o.wants_rtp());
+                if o.take_keyframe_request() {
+                    r.request_keyframe_now(self.now);
+                }
             }
         }
     }

@@ -10,7 +10,8 @@
 //!   from the indicator and the FU header); STAP-B, MTAP and FU-B (interleaved mode, never
 //!   negotiated) are malformed. An access unit is the packets of one timestamp, ending at
 //!   the marker bit (or at the next timestamp); it comes out in Annex-B, each NAL unit
-//!   behind a 4-byte start code, parameter sets where they arrived. An FU-A continuation
+//!   behind a 4-byte start code, parameter sets where they arrived; an IDR that came without
+//!   them gets the last SPS and PPS seen put in front. An FU-A continuation
 //!   without its start, or a new NAL unit while a fragment is open, breaks the unit.
 //! - VP8: the payload descriptor is read (X, S, PID; I, L, T, K extensions); a frame starts
 //!   at S=1 with partition 0 and ends at the marker bit; a frame whose first packet is not
@@ -36,6 +37,9 @@ struct Assembly {
     size: Option<(u32, u32)>,
     /// H.264: an FU-A fragment is open (its start seen, its end not yet).
     fu_open: bool,
+    /// H.264: the parameter sets this unit carries.
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
 }
 
 /// Payloads in sequence order → frames; see the module doc.
@@ -48,6 +52,9 @@ pub struct Depacketizer {
     ready: VecDeque<ReceivedFrame>,
     broken: u64,
     malformed: u64,
+    /// H.264: the last parameter sets seen, put before an IDR that comes without them.
+    sps: Option<(Bytes, Option<(u32, u32)>)>,
+    pps: Option<Bytes>,
 }
 
 impl Depacketizer {
@@ -60,6 +67,8 @@ impl Depacketizer {
             ready: VecDeque::new(),
             broken: 0,
             malformed: 0,
+            sps: None,
+            pps: None,
         }
     }
 
@@ -129,6 +138,8 @@ impl Depacketizer {
             broken: broken_start,
             size: None,
             fu_open: false,
+            sps: None,
+            pps: None,
         });
         let ok = match self.codec {
             Codec::H264 => h264_payload(c, payload),
@@ -170,6 +181,9 @@ impl Depacketizer {
             self.broken += 1;
             return;
         }
+        if self.codec == Codec::H264 {
+            self.parameter_sets(&mut c);
+        }
         self.ready.push_back(ReceivedFrame {
             codec: self.codec,
             rtp_timestamp: c.timestamp,
@@ -177,6 +191,37 @@ impl Depacketizer {
             data: c.data.freeze(),
             width_height: c.size,
         });
+    }
+}
+
+impl Depacketizer {
+    /// Remembers the unit's parameter sets; an IDR without them gets the last ones seen
+    /// (a sender that sends them once, or only out of band, still makes every keyframe
+    /// decodable on its own, as a recording or a late decoder needs).
+    fn parameter_sets(&mut self, c: &mut Assembly) {
+        if let Some(sps) = c.sps.take() {
+            self.sps = Some((sps, c.size));
+        }
+        if let Some(pps) = c.pps.take() {
+            self.pps = Some(pps);
+        }
+        let starts_with_sps = c
+            .data
+            .get(4)
+            .is_some_and(|h| nal_unit_type(*h) == nal_type::SPS);
+        if !c.keyframe || starts_with_sps {
+            return;
+        }
+        if let (Some((sps, size)), Some(pps)) = (&self.sps, &self.pps) {
+            let mut data = BytesMut::with_capacity(c.data.len() + sps.len() + pps.len() + 8);
+            for n in [sps, pps] {
+                data.put_slice(&START_CODE);
+                data.put_slice(n);
+            }
+            data.put_slice(&c.data);
+            c.data = data;
+            c.size = c.size.or(*size);
+        }
     }
 }
 
@@ -188,7 +233,9 @@ fn h264_nal(c: &mut Assembly, nal: &[u8]) {
             if let Ok(s) = Sps::parse(nal) {
                 c.size = Some((s.width, s.height));
             }
+            c.sps = Some(Bytes::copy_from_slice(nal));
         }
+        nal_type::PPS => c.pps = Some(Bytes::copy_from_slice(nal)),
         _ => {}
     }
     c.data.put_slice(&START_CODE);
@@ -359,6 +406,22 @@ mod tests {
         assert!(!f.keyframe);
         assert_eq!(&f.data[..], &annexb(&[small])[..]);
         assert_eq!((d.broken(), d.malformed()), (0, 0));
+        // An IDR alone (its parameter sets came before): the last ones are put in front.
+        for (m, p) in packets(
+            Codec::H264,
+            1000,
+            Frame {
+                timestamp: 9000,
+                keyframe: true,
+                data: FrameData::Nals(vec![Bytes::from(big.clone())]),
+            },
+        ) {
+            d.push(9000, m, &p);
+        }
+        let f = d.poll().unwrap();
+        assert!(f.keyframe);
+        assert_eq!(f.width_height, Some((320, 240)));
+        assert_eq!(&f.data[..], &annexb(&[SPS_320X240, pps, &big])[..]);
     }
 
     #[test]

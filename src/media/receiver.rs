@@ -371,6 +371,12 @@ impl Receiver {
                 self.restart_at(ext);
                 return Some(ext);
             }
+            if self.missing.len() + usize::from(delta) > MAX_BUFFERED {
+                // Holes beyond what the buffer could ever fill: start again from here
+                // rather than remember them.
+                self.restart_at(ext);
+                return Some(ext);
+            }
             for m in highest + 1..ext {
                 self.missing.insert(
                     m,
@@ -457,6 +463,12 @@ impl Receiver {
     }
 
     fn deliver(&mut self, ext: u64, b: Buffered) {
+        // Padding-only packets (a sender probing bandwidth) hold a sequence number, nothing
+        // to decode.
+        // Nobody reads (the application dropped its receiver): nothing to make.
+        if b.payload.is_empty() || !(self.rtp_wanted || self.frames_wanted) {
+            return;
+        }
         if self.rtp_wanted {
             self.rtp.push_back(RtpPacket {
                 payload_type: self.cfg.pt,
@@ -501,6 +513,15 @@ impl Receiver {
         self.stats.frames_dropped += 1;
         self.want_keyframe();
         self.request_keyframe(now);
+    }
+
+    /// The application asks for a keyframe (a new file, a new decoder): a PLI now (rate
+    /// limited), frames still delivered. Video only.
+    pub fn request_keyframe_now(&mut self, now: Instant) {
+        if self.cfg.codec != Codec::Opus {
+            self.pli_wanted = true;
+            self.request_keyframe(now);
+        }
     }
 
     fn media_ssrc(&self) -> u32 {

@@ -22,7 +22,7 @@ use async_channel::{Receiver, Sender, TrySendError};
 use bytes::{BufMut, Bytes};
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// How [`crate::PeerConnection::add_transceiver`] receives: W3C's `RTCRtpTransceiverInit`
@@ -105,7 +105,8 @@ pub struct ReceivedFrame {
     /// Opus packet.
     pub keyframe: bool,
     /// H.264: one access unit in Annex-B (`00 00 00 01` before each NAL unit; parameter
-    /// sets kept where they arrived). VP8: one frame. Opus: one packet.
+    /// sets kept where they arrived, and the last ones seen put before an IDR that came
+    /// without them). VP8: one frame. Opus: one packet.
     pub data: Bytes,
     /// The picture size, when this frame says it (an H.264 SPS in it, a VP8 keyframe).
     pub width_height: Option<(u32, u32)>,
@@ -232,6 +233,7 @@ pub(crate) enum Delivery {
 pub(crate) struct TrackOutlet {
     tx: Sender<Delivery>,
     mode: Arc<AtomicU8>,
+    keyframe: Arc<AtomicBool>,
     pub(crate) stats: Arc<SharedStats>,
 }
 
@@ -278,6 +280,11 @@ impl TrackOutlet {
         }
     }
 
+    /// Whether the application asked for a keyframe since the last call.
+    pub(crate) fn take_keyframe_request(&self) -> bool {
+        self.keyframe.swap(false, Ordering::Relaxed)
+    }
+
     /// Ends the track: the application's reads return `None` once the queue is empty.
     pub(crate) fn close(&self) {
         self.tx.close();
@@ -297,16 +304,19 @@ pub(crate) fn track(info: TrackInfo) -> (TrackOutlet, TrackReceiver) {
     let (tx, rx) = async_channel::bounded(TRACK_QUEUE);
     let mode = Arc::new(AtomicU8::new(MODE_UNSET));
     let stats = Arc::new(SharedStats::default());
+    let keyframe = Arc::new(AtomicBool::new(false));
     (
         TrackOutlet {
             tx,
             mode: mode.clone(),
+            keyframe: keyframe.clone(),
             stats: stats.clone(),
         },
         TrackReceiver {
             info,
             rx,
             mode,
+            keyframe,
             stats,
             pending: VecDeque::new(),
         },
@@ -318,6 +328,7 @@ pub struct TrackReceiver {
     info: TrackInfo,
     rx: Receiver<Delivery>,
     mode: Arc<AtomicU8>,
+    keyframe: Arc<AtomicBool>,
     stats: Arc<SharedStats>,
     pending: VecDeque<Delivery>,
 }
@@ -362,6 +373,13 @@ impl TrackReceiver {
     /// Counters, as of the media actor's last input.
     pub fn stats(&self) -> ReceiverStats {
         self.stats.load()
+    }
+
+    /// Asks the sender for a keyframe (a PLI, when negotiated; at most every 500 ms), e.g.
+    /// when a new file or decoder starts. Sent with the media actor's next input (the next
+    /// packet). Video only; harmless for audio.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
     }
 
     /// Picks `mode`; false when the other one was picked already.

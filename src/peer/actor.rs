@@ -861,11 +861,14 @@ impl PeerActor {
             .iter()
             .enumerate()
             .map(|(id, r)| {
-                let cfg = crate::media::receiver::ReceiverConfig::new(
+                let mut cfg = crate::media::receiver::ReceiverConfig::new(
                     &r.negotiated,
                     r.ssrc,
                     r.remote_ssrcs.first().copied(),
                 );
+                if !self.config.receive_depth.is_zero() {
+                    cfg.depth = self.config.receive_depth;
+                }
                 let (outlet, receiver) = track(TrackInfo {
                     id,
                     mid: r.mid.clone(),

@@ -44,6 +44,10 @@ pub struct Config {
     /// Longest channel sub-protocol, bytes, likewise. 0 =
     /// [`crate::channel::DEFAULT_MAX_CHANNEL_PROTOCOL`].
     pub max_channel_protocol: usize,
+    /// Media received (feature `media`): how long packets after a hole wait for it to be
+    /// filled (reordering, a NACKed retransmission) before it is given up. Only loss
+    /// delays anything. Zero = `media::receiver::DEFAULT_DEPTH` (300 ms).
+    pub receive_depth: std::time::Duration,
     /// The DTLS certificate; a fresh ECDSA P-256 one when `None`.
     pub certificate: Option<Certificate>,
 }
@@ -278,7 +282,9 @@ impl PeerConnection {
         rx.recv().await.map_err(|_| Error::Closed)
     }
 
-    /// W3C `createOffer`: a data-channel offer with the candidates gathered so far.
+    /// W3C `createOffer`: an offer with the candidates gathered so far: the data section,
+    /// and with feature `media` a section per kind of the tracks (`add_track`) and
+    /// receivers (`add_transceiver`) added before the first offer.
     pub async fn create_offer(&self) -> Result<Description> {
         self.call(PeerCmd::CreateOffer).await?
     }
@@ -402,8 +408,9 @@ impl PeerConnection {
     /// Adds a track the application feeds from its own encoder (call before the remote
     /// offer is set; at most one video and one audio track). The browser's offer then
     /// needs a receiving section of that kind with a codec that fits; the answer sends the
-    /// track in it, beside the data channels, over one BUNDLE transport. Answering only:
-    /// `create_offer` does not offer tracks yet.
+    /// track in it, beside the data channels, over one BUNDLE transport. As the offerer,
+    /// [`PeerConnection::create_offer`] offers it in a `sendonly` section (`sendrecv` with a
+    /// receiver of the kind, see [`PeerConnection::add_transceiver`]).
     ///
     /// # Errors
     ///

@@ -88,6 +88,10 @@ pub struct ServiceConfig {
     /// at `/whip/NAME`, `?sink=NAME`), listed at `/api/sinks`.
     #[cfg(feature = "media")]
     pub sinks: Vec<super::SinkConfig>,
+    /// Largest file a `file:` sink writes for one session's track, bytes; past it that
+    /// track stops recording (a log line; the session goes on).
+    #[cfg(feature = "media")]
+    pub max_sink_file_bytes: u64,
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
@@ -109,6 +113,9 @@ pub struct ServiceConfig {
 pub const DEFAULT_MAX_SESSIONS: usize = 64;
 /// Default of [`ServiceConfig::max_body`], bytes.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default [`ServiceConfig::max_sink_file_bytes`]: 1 GiB (over two hours of 1 Mbit/s video).
+#[cfg(feature = "media")]
+pub const DEFAULT_MAX_SINK_FILE_BYTES: u64 = 1 << 30;
 /// Default data channels per session (the service's `peer.max_channels`).
 pub const DEFAULT_MAX_CHANNELS: usize = 256;
 /// Default send buffer of one channel, bytes (the service's
@@ -175,6 +182,8 @@ impl Default for ServiceConfig {
             streams: Vec::new(),
             #[cfg(feature = "media")]
             sinks: Vec::new(),
+            #[cfg(feature = "media")]
+            max_sink_file_bytes: DEFAULT_MAX_SINK_FILE_BYTES,
             serve_http: true,
             tls: None,
             device_id: String::new(),

@@ -73,6 +73,10 @@ pub(crate) enum ServiceError {
     /// No sink of that name (`/whip/NAME`, `?sink=NAME`).
     #[error("unknown sink {0:?}")]
     UnknownSink(String),
+    /// An `rtp://` sink already takes another session (one sender per port).
+    #[cfg(feature = "media")]
+    #[error("{0}")]
+    SinkBusy(String),
     /// The stream's source has not yet shown its codec (no keyframe or SPS so far).
     #[cfg(feature = "media")]
     #[error("{0}")]
@@ -196,6 +200,7 @@ impl ServiceError {
     /// | `BadOrigin` | 403 |
     /// | `NotFound`, `UnknownSession`, `UnknownStream`, `UnknownSink` | 404 |
     /// | `MethodNotAllowed` | 405 |
+    /// | `SinkBusy` | 409 |
     /// | `BodyTimeout` | 408 |
     /// | `BodyTooLarge` | 413 |
     /// | `UnsupportedMediaType` | 415 |
@@ -217,6 +222,8 @@ impl ServiceError {
             | ServiceError::UnknownSession(_)
             | ServiceError::UnknownStream(_)
             | ServiceError::UnknownSink(_) => StatusCode::NOT_FOUND,
+            #[cfg(feature = "media")]
+            ServiceError::SinkBusy(_) => StatusCode::CONFLICT,
             #[cfg(feature = "media")]
             ServiceError::StreamNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             #[cfg(feature = "media")]

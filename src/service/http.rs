@@ -13,6 +13,10 @@
 //! | `POST /api/report` `application/json` | a page's self-test results (JSON), logged and kept for the host program |
 //! | `GET /api/streams`, `POST /whep/NAME`, `PATCH`/`DELETE /whep/NAME/<id>` | media streams and WHEP (feature `media`, see `streams`) |
 //! | `GET /api/sinks`, `POST /whip/NAME`, `PATCH`/`DELETE /whip/NAME/<id>` | media sinks and WHIP ingest (feature `media`, see `sinks`) |
+//! | `GET /metrics` | Prometheus text (see [`super::metrics`]), behind the token like the API |
+//!
+//! With [`tls`](super::ServiceConfig::tls) every connection is HTTPS ([`super::tls`]): the
+//! handshake is bounded like the first request's headers, plain HTTP gets a redirect.
 //!
 //! Every refusal is a 4xx/5xx with `{"error": "..."}` naming the problem, and a log line,
 //! at most one a second per kind of refusal (route and status).

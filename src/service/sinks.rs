@@ -5,7 +5,7 @@
 //! | request | what |
 //! | --- | --- |
 //! | `GET /api/sinks` | every sink: its DESTs, kinds and codecs, the sessions writing to it, bytes and frames written, errors, and the SDP text for `rtp://` sinks |
-//! | `POST /whip/NAME` `application/sdp` (sendonly offer) | `404` unknown sink, `415` another type, `400` bad SDP, `409` an `rtp://` sink already taken, `422` nothing the sink takes, else `201`, the answer, `Location: /whip/NAME/<id>` |
+//! | `POST /whip/NAME` `application/sdp` (sendonly offer) | `404` unknown sink, `415` another type, `400` bad SDP, `409` an `rtp://` sink already taken by a session, `422` nothing the sink takes, else `201`, the answer, `Location: /whip/NAME/<id>` |
 //! | `PATCH`/`DELETE /whip/NAME/<id>` | trickle and teardown, as for WHIP |
 //!
 //! Each received track of a session bound to a sink runs as one task that reads its frames
@@ -385,8 +385,29 @@ impl Sinks {
         (of(MediaKind::Video), of(MediaKind::Audio))
     }
 
+    /// `409` when sink `i` sends RTP to a port and a session is bound to it already (two
+    /// senders on one port would garble what ffmpeg or GStreamer reads there).
+    fn check_free(&self, i: usize) -> std::result::Result<(), ServiceError> {
+        let s = self.list[i].borrow();
+        let rtp = [MediaKind::Video, MediaKind::Audio]
+            .into_iter()
+            .filter_map(|k| s.config.dest(k))
+            .find(|(_, spec)| matches!(spec, SinkSpec::Rtp { .. }));
+        let Some((dest, _)) = rtp else {
+            return Ok(());
+        };
+        match self.bound.borrow().iter().find(|(_, &b)| b == i) {
+            Some((other, _)) => Err(ServiceError::SinkBusy(format!(
+                "sink {}: {dest} takes one session at a time, and session {other} is sending to it",
+                s.config.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Session `id` writes what it receives to sink `i` from now on.
-    fn bind(&self, id: &str, i: usize) {
+    fn bind(&self, id: &str, i: usize) -> std::result::Result<(), ServiceError> {
+        self.check_free(i)?;
         self.bound.borrow_mut().insert(id.to_owned(), i);
         let mut s = self.list[i].borrow_mut();
         s.sessions.push(SinkSession {
@@ -407,6 +428,7 @@ impl Sinks {
             s.sessions.remove(pos);
             ended -= 1;
         }
+        Ok(())
     }
 
     /// The session ended: its tracks end with their receivers; only the binding goes.
@@ -519,6 +541,7 @@ fn check_offer(
     data: bool,
 ) -> std::result::Result<(), ServiceError> {
     let offer = crate::sdp::parse_description(sdp).map_err(ServiceError::BadSdp)?;
+    shared.sinks.check_free(i)?;
     let (video, audio) = shared.sinks.codecs(i);
     let receive = crate::sdp::ReceiveCodecs { video, audio };
     let name = shared.sinks.list[i].borrow().config.name.clone();
@@ -571,7 +594,9 @@ pub(super) fn receive_codecs(
     shared: &Shared,
     name: &str,
 ) -> std::result::Result<crate::sdp::ReceiveCodecs, ServiceError> {
-    let (video, audio) = shared.sinks.codecs(shared.sinks.find(name)?);
+    let i = shared.sinks.find(name)?;
+    shared.sinks.check_free(i)?;
+    let (video, audio) = shared.sinks.codecs(i);
     Ok(crate::sdp::ReceiveCodecs { video, audio })
 }
 
@@ -582,8 +607,7 @@ pub(super) fn bind_sink(
     id: &str,
 ) -> std::result::Result<(), ServiceError> {
     let i = shared.sinks.find(name)?;
-    shared.sinks.bind(id, i);
-    Ok(())
+    shared.sinks.bind(id, i)
 }
 
 /// Makes `pc` (session `id`, before its offer is set) receive what sink `i` takes (one
@@ -602,8 +626,7 @@ async fn receive_into(
                 .await?;
         }
     }
-    shared.sinks.bind(id, i);
-    Ok(())
+    shared.sinks.bind(id, i)
 }
 
 impl Sinks {
@@ -645,7 +668,8 @@ impl Sinks {
         if let Some(s) = sink.sessions.iter_mut().find(|s| s.id == id) {
             s.tracks.push(track.clone());
         }
-        let mut out = match Output::open(&spec, &name, id, kind, codec, &shared.ex) {
+        let max = shared.config.max_sink_file_bytes;
+        let mut out = match Output::open(&spec, &name, id, (kind, codec), max, &shared.ex) {
             Ok(out) => out,
             Err(why) => {
                 log::warn!("[{id}] sink {name}: {why}; the session goes on without it");

@@ -81,14 +81,14 @@ impl TlsIdentity {
         );
         if now > until {
             return Err(format!(
-                "certificate expired at {} (make a new one: smolrtc cert)",
-                validity.not_after
+                "certificate expired on {} (make a new one: smolrtc cert)",
+                utc_date(until)
             ));
         }
         if now < from {
             return Err(format!(
                 "certificate not valid before {} (is the clock right?)",
-                validity.not_before
+                utc_date(from)
             ));
         }
         let spki = parsed.tbs_certificate.subject_pki.raw;
@@ -253,6 +253,22 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `YYYY-MM-DD` of a Unix time (the proleptic Gregorian calendar, days counted from
+/// 0000-03-01 so that the leap day ends each 4/100/400-year cycle); written here rather
+/// than through `time`'s formatting machinery, for one message.
+fn utc_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400) + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097; // day of the 400-year era
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153; // month from March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 fn hex_colons(digest: ring::digest::Digest) -> String {
     let mut s = String::with_capacity(95);
     for (i, b) in digest.as_ref().iter().enumerate() {
@@ -337,6 +353,15 @@ mod tests {
     }
 
     #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_609_459_199), "2020-12-31");
+        assert_eq!(utc_date(1_609_459_200), "2021-01-01");
+        assert_eq!(utc_date(4_107_542_400), "2100-03-01");
+    }
+
+    #[test]
     fn an_expired_certificate_is_refused() {
         let mut params = rcgen::CertificateParams::new(vec!["old.local".to_owned()]).unwrap();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -345,6 +370,6 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let e = TlsIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
             .unwrap_err();
-        assert!(e.contains("expired"), "{e}");
+        assert!(e.contains("expired on 2021-01-01"), "{e}");
     }
 }

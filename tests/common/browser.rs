@@ -196,6 +196,12 @@ pub struct Browser {
 
 impl Browser {
     pub fn launch(kind: BrowserKind, url: &str) -> Self {
+        Self::launch_with(kind, url, &[])
+    }
+
+    /// [`Browser::launch`] with extra command-line arguments (Chromium's
+    /// `--host-resolver-rules`, say).
+    pub fn launch_with(kind: BrowserKind, url: &str, extra: &[&str]) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -235,6 +241,7 @@ impl Browser {
                     "--v=0",
                 ]);
                 cmd.arg(format!("--user-data-dir={}", profile.display()));
+                cmd.args(extra);
             }
             BrowserKind::Firefox => {
                 let exe = "/usr/bin/firefox-esr";

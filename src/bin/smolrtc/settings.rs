@@ -231,6 +231,11 @@ pub struct ServeSettings {
     #[arg(long = "sink", value_name = "NAME=DEST")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sink: Vec<String>,
+    /// Largest file a file: sink writes for one session's track, bytes; past it that track
+    /// stops recording (the session goes on).
+    #[cfg(feature = "media")]
+    #[arg(long, value_name = "BYTES", default_value_t = service::DEFAULT_MAX_SINK_FILE_BYTES)]
+    pub max_sink_file_bytes: u64,
     /// `[sinks.NAME]` tables (or `[sinks] NAME = "DEST"`) of the file.
     #[cfg(feature = "media")]
     #[arg(skip)]
@@ -536,6 +541,7 @@ impl ServeSettings {
         {
             config.streams = streams;
             config.sinks = sinks;
+            config.max_sink_file_bytes = self.max_sink_file_bytes;
         }
         config.tls = self.tls(&config)?;
         Ok(config)

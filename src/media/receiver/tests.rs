@@ -211,6 +211,12 @@ fn loss_beyond_repair_drops_the_frame_and_asks_for_a_keyframe() {
     assert!(f.len() == 1 && f[0].keyframe);
     let s = r.stats();
     assert_eq!((s.frames, s.frames_dropped, s.plis_sent), (2, 3, 2));
+    // The application asks (a new file): one PLI, not two within the interval.
+    let t2 = t1 + PLI_INTERVAL;
+    r.request_keyframe_now(t2);
+    r.request_keyframe_now(t2);
+    assert_eq!(r.stats().plis_sent, 3);
+    assert!(feedback(&mut r).iter().any(|f| matches!(f, Fb::Pli { .. })));
 }
 
 #[test]
@@ -326,4 +332,34 @@ fn rtp_mode_delivers_packets_in_order() {
         .collect();
     assert_eq!(got, want);
     assert!(r.poll_frame().is_none());
+}
+
+#[test]
+fn padding_packets_and_huge_jumps_are_harmless() {
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(Codec::H264));
+    let mut src = Source::new(1);
+    let key = src.frame(true, 1500);
+    let (first, rest) = key.split_at(1);
+    r.handle_rtp(t0, first[0].clone());
+    // A padding-only packet in the middle of the frame's numbering.
+    src.seq = src.seq.wrapping_add(1);
+    let mut pad = first[0].clone();
+    pad.seq = first[0].seq.wrapping_add(1);
+    pad.payload = Bytes::new();
+    for mut p in rest.iter().cloned() {
+        p.seq = p.seq.wrapping_add(1);
+        r.handle_rtp(t0, p);
+    }
+    r.handle_rtp(t0, pad);
+    let f = frames(&mut r);
+    assert!(f.len() == 1 && f[0].keyframe, "{:?}", r.stats());
+    assert_eq!(r.stats().malformed, 0);
+    // Jumps of 2999 again and again: the missing set never grows past the buffer's bound.
+    let mut p = src.frame(false, 10).remove(0);
+    for _ in 0..100 {
+        p.seq = p.seq.wrapping_add(2999);
+        r.handle_rtp(t0, p.clone());
+        assert!(r.missing.len() <= MAX_BUFFERED);
+    }
 }

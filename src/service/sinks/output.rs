@@ -117,14 +117,14 @@ impl Output {
         spec: &SinkSpec,
         sink: &str,
         session: &str,
-        kind: MediaKind,
-        codec: Codec,
+        (kind, codec): (MediaKind, Codec),
+        max_file_bytes: u64,
         ex: &Rc<LocalExecutor<'static>>,
     ) -> Result<Output, String> {
         match spec {
             SinkSpec::File { path, format } => {
                 let format = format.unwrap_or(sink::container(codec));
-                FileOut::create(path, session, codec, format).map(Output::File)
+                FileOut::create(path, session, codec, format, max_file_bytes).map(Output::File)
             }
             SinkSpec::Exec { command, .. } => {
                 ExecOut::spawn(command, sink, session, codec, ex).map(Output::Exec)
@@ -172,6 +172,9 @@ pub(crate) struct FileOut {
     file: Option<File>,
     enc: Encoder,
     buf: Vec<u8>,
+    /// Bytes written, and the most this file may hold.
+    written: u64,
+    max: u64,
 }
 
 impl FileOut {
@@ -180,6 +183,7 @@ impl FileOut {
         session: &str,
         codec: Codec,
         format: FileFormat,
+        max: u64,
     ) -> Result<FileOut, String> {
         if format.codec() != codec {
             return Err(format!(
@@ -204,6 +208,8 @@ impl FileOut {
                         file: Some(file),
                         enc: Encoder::new(format),
                         buf: Vec::new(),
+                        written: 0,
+                        max,
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(name),
@@ -222,6 +228,15 @@ impl FileOut {
         let mut buf = std::mem::take(&mut self.buf);
         let r = self.enc.encode(frame, &mut buf);
         let n = buf.len();
+        if self.written + n as u64 > self.max {
+            self.file = None;
+            return Err(format!(
+                "{} reached {} bytes (max_sink_file_bytes): no more is recorded this session",
+                self.path.display(),
+                self.written
+            ));
+        }
+        self.written += n as u64;
         let r = r.and_then(|written| self.put(&buf).map(|()| written.then_some(n)));
         self.buf = buf;
         r.map_err(|e| self.fail(e))
@@ -279,6 +294,9 @@ pub(crate) struct ExecOut {
     enc: Encoder,
     /// Why the writer stopped (the command exited, its stdin closed).
     ended: Rc<RefCell<Option<String>>>,
+    /// A frame was dropped (the queue was full): video waits for a keyframe, so the
+    /// command never gets frames that refer to a missing one.
+    resync: bool,
     _writer: Task<()>,
 }
 
@@ -348,6 +366,7 @@ impl ExecOut {
             queue: Some(tx),
             enc: Encoder::new(sink::container(codec)),
             ended,
+            resync: false,
             _writer: writer,
         })
     }
@@ -360,6 +379,10 @@ impl ExecOut {
         let Some(q) = &self.queue else {
             return Err(format!("`{}` is not running", self.command));
         };
+        if self.resync && !frame.keyframe {
+            return Ok(None);
+        }
+        self.resync = false;
         let mut buf = Vec::new();
         let written = self
             .enc
@@ -371,8 +394,13 @@ impl ExecOut {
         }
         match q.try_send(buf) {
             Ok(()) => Ok(written.then_some(n)),
-            // Dropped for this command only; the count says so.
-            Err(async_channel::TrySendError::Full(_)) => Ok(None),
+            // Dropped for this command only; the count says so. (An Ogg page or the
+            // first frame's header lost this way leaves the command a broken stream; a
+            // command too slow for its own input has one anyway.)
+            Err(async_channel::TrySendError::Full(_)) => {
+                self.resync = frame.codec != Codec::Opus;
+                Ok(None)
+            }
             Err(async_channel::TrySendError::Closed(_)) => {
                 self.queue = None;
                 Err(self
@@ -509,8 +537,15 @@ mod tests {
         let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
         let mut paths = Vec::new();
         for _ in 0..3 {
-            let mut out =
-                Output::open(&spec, "cam", "s1", MediaKind::Video, Codec::H264, &ex).unwrap();
+            let mut out = Output::open(
+                &spec,
+                "cam",
+                "s1",
+                (MediaKind::Video, Codec::H264),
+                u64::MAX,
+                &ex,
+            )
+            .unwrap();
             assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
             out.finish().unwrap();
             paths.push(out.target());
@@ -524,21 +559,51 @@ mod tests {
             assert!(p.contains("/cam-s1-"), "{p}");
         }
         // The wrong codec for the extension, and a directory that is not one.
-        let e = Output::open(&spec, "cam", "s1", MediaKind::Video, Codec::Vp8, &ex)
-            .err()
-            .unwrap();
+        let e = Output::open(
+            &spec,
+            "cam",
+            "s1",
+            (MediaKind::Video, Codec::Vp8),
+            u64::MAX,
+            &ex,
+        )
+        .err()
+        .unwrap();
         assert!(
             e.contains("a .h264 file takes H.264, the track is VP8"),
             "{e}"
         );
         let gone = SinkSpec::parse(&format!("file:{}/nope/cam", dir.display())).unwrap();
-        let e = Output::open(&gone, "cam", "s1", MediaKind::Video, Codec::H264, &ex)
-            .err()
-            .unwrap();
+        let e = Output::open(
+            &gone,
+            "cam",
+            "s1",
+            (MediaKind::Video, Codec::H264),
+            u64::MAX,
+            &ex,
+        )
+        .err()
+        .unwrap();
         assert!(
             e.contains("cannot create") && e.contains("No such file"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_output_stops_at_its_cap_keeping_what_it_wrote() {
+        let dir = temp_dir("sink-cap");
+        let spec = SinkSpec::parse(&format!("file:{}/cam.h264", dir.display())).unwrap();
+        let ex = Rc::new(LocalExecutor::new());
+        let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
+        let mut out =
+            Output::open(&spec, "cam", "s1", (MediaKind::Video, Codec::H264), 12, &ex).unwrap();
+        assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
+        let e = out.write(&frame(Codec::H264, &au, 0)).unwrap_err();
+        assert!(e.contains("reached 8 bytes (max_sink_file_bytes)"), "{e}");
+        out.finish().unwrap();
+        assert_eq!(std::fs::read(out.target()).unwrap(), &au[..]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -550,7 +615,15 @@ mod tests {
         let port = rx.local_addr().unwrap().port();
         let spec = SinkSpec::parse(&format!("rtp://127.0.0.1:{port}?codec=h264")).unwrap();
         let ex = Rc::new(LocalExecutor::new());
-        let mut out = Output::open(&spec, "cam", "s1", MediaKind::Video, Codec::H264, &ex).unwrap();
+        let mut out = Output::open(
+            &spec,
+            "cam",
+            "s1",
+            (MediaKind::Video, Codec::H264),
+            u64::MAX,
+            &ex,
+        )
+        .unwrap();
         // SPS-like, PPS-like and a 3000-byte slice: STAP-A or singles, then FU-A.
         let mut au = vec![
             0, 0, 0, 1, 0x67, 0x42, 0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65,
@@ -584,8 +657,15 @@ mod tests {
         let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 9, 9, 9]);
         let spec = SinkSpec::parse(&format!("exec:cat > {}", file.display())).unwrap();
         futures_lite::future::block_on(ex.run(async {
-            let mut out =
-                Output::open(&spec, "cam", "s1", MediaKind::Video, Codec::H264, &ex).unwrap();
+            let mut out = Output::open(
+                &spec,
+                "cam",
+                "s1",
+                (MediaKind::Video, Codec::H264),
+                u64::MAX,
+                &ex,
+            )
+            .unwrap();
             for _ in 0..3 {
                 out.write(&frame(Codec::H264, &au, 0)).unwrap();
             }
@@ -601,8 +681,15 @@ mod tests {
 
             // A command that exits at once: the output says so, and stops.
             let spec = SinkSpec::parse("exec:exit 3").unwrap();
-            let mut out =
-                Output::open(&spec, "cam", "s2", MediaKind::Video, Codec::H264, &ex).unwrap();
+            let mut out = Output::open(
+                &spec,
+                "cam",
+                "s2",
+                (MediaKind::Video, Codec::H264),
+                u64::MAX,
+                &ex,
+            )
+            .unwrap();
             let mut why = None;
             for _ in 0..100 {
                 match out.write(&frame(Codec::H264, &au, 0)) {
