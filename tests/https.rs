@@ -583,15 +583,7 @@ fn firefox_over_https_trusting_the_imported_certificate() {
 const FIREFOX_PREFS: &str = include_str!("fixtures/sdp/firefox-prefs.js");
 
 fn h264_file(dir: &Path) -> PathBuf {
-    let path = dir.join("cam.h264");
-    let out = run(Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
-        .args(["testsrc=size=320x240:rate=30", "-t", "4", "-c:v", "libx264"])
-        .args(["-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt"])
-        .args(["yuv420p", "-f", "h264"])
-        .arg(&path));
-    assert!(out.status.success(), "ffmpeg: {}", text(&out.stderr));
-    path
+    common::media::video(dir, "H264", "testsrc=size=320x240:rate=30", 4, 0)
 }
 
 /// The Chromium command: headless, fresh profile under `dir`, fake media, `timeout`-capped.

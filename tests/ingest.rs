@@ -565,19 +565,7 @@ fn chromium_whip_to_failing_sinks_goes_on() {
 
 /// A file made by ffmpeg from `args` in `dir`.
 fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let out = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-nostdin"])
-        .args(args)
-        .arg(&path)
-        .output()
-        .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
+    common::media::make(&dir.join(name), args)
 }
 
 /// Talk-back: one session plays the device's stream (VP8 + Opus files) and sends the

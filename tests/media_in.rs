@@ -25,28 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A file made once per test binary by ffmpeg from `args`.
 fn media(name: &str, args: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smolrtc-media-in-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .arg(&path)
-            .output()
-            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
+    common::media::make(&common::media::temp_dir("media-in").join(name), args)
 }
 
 const SECS: u32 = 3;

@@ -20,23 +20,8 @@ const AUTH: &str = "Authorization: Bearer metrics-token-1";
 const CHROMIUM_RECVONLY: &str = include_str!("fixtures/sdp/chromium_recvonly.sdp");
 
 fn h264_file() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("smolrtc-metrics-{}.h264", std::process::id()));
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i"])
-            .args(["testsrc=size=320x240:rate=30", "-t", "2", "-c:v", "libx264"])
-            .args(["-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt"])
-            .args(["yuv420p", "-f", "h264"])
-            .arg(&path)
-            .output()
-            .expect("ffmpeg is missing: apt-get install ffmpeg (.ci/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
+    let dir = common::media::temp_dir("metrics");
+    common::media::video(&dir, "H264", "testsrc=size=320x240:rate=30", 2, 0)
 }
 
 fn start() -> (Runtime, ServiceHandle) {

@@ -313,34 +313,5 @@ impl Drop for Browser {
 /// Firefox prefs for a loopback-only namespace: loopback candidates, a media permission
 /// (without one Firefox gathers only the default route's address, and there is none), fake
 /// media, console on stdout, and no background traffic.
-const FIREFOX_PREFS: &str = r#"
-user_pref("media.peerconnection.ice.loopback", true);
-user_pref("permissions.default.microphone", 1);
-user_pref("permissions.default.camera", 1);
-user_pref("media.navigator.permission.disabled", true);
-user_pref("media.navigator.streams.fake", true);
-user_pref("devtools.console.stdout.content", true);
-user_pref("browser.shell.checkDefaultBrowser", false);
-user_pref("browser.startup.homepage_override.mstone", "ignore");
-user_pref("browser.aboutwelcome.enabled", false);
-user_pref("datareporting.policy.dataSubmissionEnabled", false);
-user_pref("datareporting.policy.firstRunURL", "");
-user_pref("datareporting.healthreport.uploadEnabled", false);
-user_pref("toolkit.telemetry.enabled", false);
-user_pref("toolkit.telemetry.unified", false);
-user_pref("app.update.enabled", false);
-user_pref("app.update.auto", false);
-user_pref("app.normandy.enabled", false);
-user_pref("app.shield.optoutstudies.enabled", false);
-user_pref("extensions.update.enabled", false);
-user_pref("network.captive-portal-service.enabled", false);
-user_pref("network.connectivity-service.enabled", false);
-user_pref("network.dns.disablePrefetch", true);
-user_pref("network.prefetch-next", false);
-user_pref("browser.safebrowsing.malware.enabled", false);
-user_pref("browser.safebrowsing.phishing.enabled", false);
-user_pref("browser.safebrowsing.downloads.enabled", false);
-user_pref("browser.safebrowsing.blockedURIs.enabled", false);
-user_pref("browser.newtabpage.enabled", false);
-user_pref("services.settings.server", "data:,");
-"#;
+/// The same file `tests/fixtures/sdp/capture.py` gives the Firefox it captures offers from.
+const FIREFOX_PREFS: &str = include_str!("../fixtures/sdp/firefox-prefs.js");
