@@ -973,3 +973,151 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
         false,
     );
 }
+
+/// smolrtc to smolrtc through two services: one `serve --video cam=file:...` streams a
+/// file source over WHEP to a library peer, which relays each frame it receives
+/// (`Event::Track` → `read_frame` → `TrackSender::write_frame`) through WHIP to a second
+/// service's `--sink rec=file:...`; the recording decodes at the source's size, its frames
+/// those relayed.
+#[test]
+fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
+    use smolrtc::media::{Codec, MediaKind, TrackInit};
+    let dir = temp_dir("relay");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
+    let mut a = config(&[]).unwrap();
+    smolrtc::service::StreamConfig::add_source(
+        &mut a.streams,
+        MediaKind::Video,
+        "cam",
+        &format!("file:{}", source.display()),
+    )
+    .unwrap();
+    let (_ra, device) = start(a);
+    let (_rb, recorder) = start(config(&[&format!("rec=file:{}/rec.ivf", dir.display())]).unwrap());
+    let relayed = common::run(async {
+        // The viewer of the first service.
+        let mut viewer = common::Peer::new("viewer");
+        viewer
+            .pc
+            .add_transceiver(MediaKind::Video, smolrtc::media::Direction::RecvOnly)
+            .await
+            .unwrap();
+        // A channel too: without one, create_offer writes its data section with port 0
+        // (and no bundle-only), which parse_description refuses (left to the SDP code).
+        viewer
+            .channel("relay", smolrtc::ChannelInit::default())
+            .await;
+        let offer = viewer.pc.create_offer().await.unwrap();
+        viewer.pc.set_local_description(offer).await.unwrap();
+        let offer = viewer.complete_description().await;
+        // The source shows its codec once its first keyframe is read.
+        let until = Instant::now() + Duration::from_secs(20);
+        let answer = loop {
+            let r = request(
+                device.addr,
+                "POST",
+                "/whep/cam",
+                Some("application/sdp"),
+                offer.sdp.as_bytes(),
+            );
+            if r.status == 201 {
+                break r.text();
+            }
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert!(Instant::now() < until, "{}", r.text());
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        };
+        viewer
+            .pc
+            .set_remote_description(smolrtc::Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: answer,
+            })
+            .await
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut rx = loop {
+            match common::next_until(&mut viewer.events, until).await {
+                common::Next::Event(smolrtc::Event::Track(t)) => break t,
+                common::Next::Event(_) => {}
+                other => panic!("no track: {}", matches!(other, common::Next::Timeout)),
+            }
+        };
+        assert_eq!(rx.codec(), Codec::Vp8);
+
+        // The publisher to the second service.
+        let mut publisher = common::Peer::new("publisher");
+        let mut track = publisher
+            .pc
+            .add_track(TrackInit::new(Codec::Vp8))
+            .await
+            .unwrap();
+        let offer = publisher.pc.create_offer().await.unwrap();
+        publisher.pc.set_local_description(offer).await.unwrap();
+        let offer = publisher.complete_description().await;
+        let r = request(
+            recorder.addr,
+            "POST",
+            "/whip/rec",
+            Some("application/sdp"),
+            offer.sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        publisher
+            .pc
+            .set_remote_description(smolrtc::Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: r.text(),
+            })
+            .await
+            .unwrap();
+        publisher
+            .expect("connected", |e| {
+                matches!(
+                    e,
+                    smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+                )
+                .then_some(())
+            })
+            .await;
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        // Relay 90 frames (3 s), from a keyframe on: the recording starts decodable.
+        let (mut relayed, mut last) = (0u32, None::<u32>);
+        while relayed < 90 {
+            let f = rx.read_frame().await.expect("the stream goes on");
+            if relayed == 0 && !f.keyframe {
+                continue;
+            }
+            let ticks = last.map_or(3000, |l| f.rtp_timestamp.wrapping_sub(l));
+            last = Some(f.rtp_timestamp);
+            let d = Duration::from_micros(u64::from(ticks) * 1_000_000 / 90_000);
+            assert!(
+                track.write_frame(&f.data, d).unwrap(),
+                "frame {relayed} queued"
+            );
+            relayed += 1;
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        publisher.pc.close().await;
+        viewer.pc.close().await;
+        relayed
+    });
+    let s = sink_done(&recorder, "rec");
+    println!("sink: {s}");
+    let got = files(&dir, "ivf");
+    let recorded: Vec<_> = got.iter().filter(|f| !f.ends_with("src.ivf")).collect();
+    assert_eq!(recorded.len(), 1, "{got:?}");
+    let p = ffprobe(recorded[0]);
+    println!("{p:?}");
+    assert_eq!((p.codec.as_str(), p.width, p.height), ("vp8", 320, 240));
+    assert!(
+        p.frames + 5 >= u64::from(relayed) && p.frames <= u64::from(relayed),
+        "{p:?} of {relayed}"
+    );
+    // 90 frames at 30 fps: 3 s, less what the device's catch-up for a joining viewer (its
+    // cached frames since the keyframe, sent at once) squeezed together.
+    assert!(p.duration > 2.5 && p.duration < 3.3, "{p:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
