@@ -585,7 +585,16 @@ fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 /// the page's Opus.
 #[test]
 fn chromium_talk_back_in_one_session() {
-    let name = "chromium_talk_back_in_one_session";
+    talk_back_case("chromium_talk_back_in_one_session", BrowserKind::Chromium);
+}
+
+/// The same with Firefox ESR (its fake microphone: `media.navigator.streams.fake`).
+#[test]
+fn firefox_talk_back_in_one_session() {
+    talk_back_case("firefox_talk_back_in_one_session", BrowserKind::Firefox);
+}
+
+fn talk_back_case(name: &str, kind: BrowserKind) {
     let dir = temp_dir("talk");
     let port = 5900 + (std::process::id() % 200) as u16 * 2;
     let mut config = config(&[&format!("intercom=rtp://127.0.0.1:{port}?codec=opus")]).unwrap();
@@ -611,7 +620,7 @@ fn chromium_talk_back_in_one_session() {
     }
     browser_case(
         name,
-        BrowserKind::Chromium,
+        kind,
         config,
         &format!("talk=intercom&stream=door&seconds={PUBLISH_S}"),
         |_| {
