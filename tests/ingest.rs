@@ -1240,3 +1240,150 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
     assert_eq!(p.frames, recorded, "{p:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------------ benchmark
+
+/// utime + stime of process `pid`, in clock ticks (100 a second).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU and memory of `smolrtc serve --sink` per ingest session (BENCHMARKS.md): the real
+/// binary records 1, 5 and 10 library publishers at once, each 640x480 H.264 at 1 Mbit/s,
+/// 30 fps, to a `file:` sink (a new file each); the service's CPU over 10 s and its RSS
+/// above idle, per session. `cargo test --release --test ingest -- --ignored
+/// ingest_sessions_benchmark --nocapture`.
+#[test]
+#[ignore]
+fn ingest_sessions_benchmark() {
+    use smolrtc::media::{Codec, TrackInit};
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("bench");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
+        "-t", "4", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
+    let units = annexb_units(&source);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    println!("| sessions | service CPU | CPU per session | RSS above idle | RSS per session |");
+    println!("| --- | --- | --- | --- | --- |");
+    for n in [1usize, 5, 10] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ice-address",
+                "127.0.0.1",
+            ])
+            .args(["--max-sessions", "64", "--max-sessions-per-address", "64"])
+            .arg("--sink")
+            .arg(format!("cam=file:{}/cam", rec.display()))
+            .env("RUST_LOG", "warn,smolrtc::service=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut addr: Option<SocketAddr> = None;
+        while addr.is_none() && err.read_line(&mut line).unwrap_or(0) > 0 {
+            addr = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next()?.parse().ok());
+            line.clear();
+        }
+        let addr = addr.expect("no 'listening on' line");
+        std::thread::spawn(move || {
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                line.clear()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = rss_kib(pid);
+        let (cpu, rss) = common::run(async {
+            let mut peers = Vec::new();
+            let mut tracks = Vec::new();
+            for i in 0..n {
+                let mut p = common::Peer::new(&format!("pub{i}"));
+                let mut init = TrackInit::new(Codec::H264);
+                init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+                tracks.push(p.pc.add_track(init).await.unwrap());
+                let offer = p.pc.create_offer().await.unwrap();
+                p.pc.set_local_description(offer).await.unwrap();
+                let offer = p.complete_description().await;
+                let r = request(
+                    addr,
+                    "POST",
+                    "/whip/cam",
+                    Some("application/sdp"),
+                    offer.sdp.as_bytes(),
+                );
+                assert_eq!(r.status, 201, "{}", r.text());
+                p.pc.set_remote_description(smolrtc::Description {
+                    kind: smolrtc::SdpType::Answer,
+                    sdp: r.text(),
+                })
+                .await
+                .unwrap();
+                p.expect("connected", |e| {
+                    matches!(
+                        e,
+                        smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+                    )
+                    .then_some(())
+                })
+                .await;
+                peers.push(p);
+            }
+            async_io::Timer::after(Duration::from_millis(300)).await;
+            let mut t0 = None;
+            // 2 s to settle, then 10 s measured.
+            for (k, au) in units.iter().cycle().take(12 * 30).enumerate() {
+                if k == 60 {
+                    t0 = Some((Instant::now(), cpu_ticks(pid)));
+                }
+                for t in &mut tracks {
+                    t.write_frame(au, Duration::from_millis(33)).unwrap();
+                }
+                async_io::Timer::after(Duration::from_millis(33)).await;
+            }
+            let (at, ticks) = t0.unwrap();
+            let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / at.elapsed().as_secs_f64();
+            let rss = rss_kib(pid);
+            for p in &peers {
+                p.pc.close().await;
+            }
+            (cpu, rss)
+        });
+        let above = rss.saturating_sub(idle);
+        println!(
+            "| {n} | {:.1}% | {:.2}% | {:.1} MiB | {:.0} KiB |",
+            cpu * 100.0,
+            cpu * 100.0 / n as f64,
+            above as f64 / 1024.0,
+            above as f64 / n as f64
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
