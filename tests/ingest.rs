@@ -777,13 +777,15 @@ fn opus_packets(path: &Path) -> Vec<(Vec<u8>, Duration)> {
 enum Via {
     ApiOffer,
     WebSocket,
+    /// `POST /api/offer?sink=` alone: the page's Talk with no stream to play.
+    ApiOfferSinkOnly,
 }
 
 /// Talk-back between smolrtc peers: a library peer with an Opus track (`add_track`) and an
 /// audio receiver (`add_transceiver`) offers one sendrecv audio section with
 /// `?stream=door&sink=intercom`, through `POST /api/offer` and through `/ws`; it hears the
 /// stream's audio while the sink records what it sends (a new .ogg per session, ffprobe:
-/// Opus, the duration sent).
+/// Opus, the duration sent). Then `?sink=intercom` alone: a sendonly offer, recorded too.
 #[test]
 fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
     use smolrtc::media::{Codec, MediaKind, TrackInit};
@@ -801,21 +803,33 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
     )
     .unwrap();
     let (_rt, h) = start(cfg);
-    for via in [Via::ApiOffer, Via::WebSocket] {
+    for via in [Via::ApiOffer, Via::WebSocket, Via::ApiOfferSinkOnly] {
         common::run(async {
+            let talk = !matches!(via, Via::ApiOfferSinkOnly);
             let mut p = common::Peer::new("talker");
             let mut track = p.pc.add_track(TrackInit::new(Codec::Opus)).await.unwrap();
-            p.pc.add_transceiver(MediaKind::Audio, smolrtc::media::Direction::RecvOnly)
-                .await
-                .unwrap();
+            if talk {
+                p.pc.add_transceiver(MediaKind::Audio, smolrtc::media::Direction::RecvOnly)
+                    .await
+                    .unwrap();
+            }
             let offer = p.pc.create_offer().await.unwrap();
             p.pc.set_local_description(offer).await.unwrap();
             let offer = p.complete_description().await;
-            assert!(offer.sdp.contains("a=sendrecv"), "{}", offer.sdp);
-            let path = "?stream=door&sink=intercom";
+            let (offered, answered) = if talk {
+                ("a=sendrecv", "a=sendrecv")
+            } else {
+                ("a=sendonly", "a=recvonly")
+            };
+            assert!(offer.sdp.contains(offered), "{}", offer.sdp);
+            let path = if talk {
+                "?stream=door&sink=intercom"
+            } else {
+                "?sink=intercom"
+            };
             let mut ws = None;
             let answer = match via {
-                Via::ApiOffer => {
+                Via::ApiOffer | Via::ApiOfferSinkOnly => {
                     let r = request(
                         h.addr,
                         "POST",
@@ -847,7 +861,7 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
                     }
                 }
             };
-            assert!(answer.sdp.contains("a=sendrecv"), "{}", answer.sdp);
+            assert!(answer.sdp.contains(answered), "{}", answer.sdp);
             p.pc.set_remote_description(answer).await.unwrap();
             // The stream's audio arrives as a track of this peer's (a sendrecv section).
             let mut heard = None;
@@ -859,10 +873,11 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
                     _ => {}
                 }
             }
-            let mut rx = heard.expect("the stream's audio track");
-            assert_eq!(rx.codec(), Codec::Opus);
-            let listener =
-                std::thread::spawn(move || std::iter::from_fn(|| rx.read_frame_blocking()).count());
+            assert_eq!(heard.is_some(), talk, "a track to hear only with ?stream=");
+            let listener = heard.map(|mut rx| {
+                assert_eq!(rx.codec(), Codec::Opus);
+                std::thread::spawn(move || std::iter::from_fn(|| rx.read_frame_blocking()).count())
+            });
             async_io::Timer::after(Duration::from_millis(300)).await;
             for (data, d) in &packets {
                 track.write_frame(data, *d).unwrap();
@@ -872,15 +887,17 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
             p.pc.close().await;
             drop(ws);
             // 3 s of the device's audio (20 ms packets) heard meanwhile.
-            let frames = listener.join().unwrap();
-            assert!(frames >= 100, "{via:?}: {frames} Opus frames heard");
+            if let Some(listener) = listener {
+                let frames = listener.join().unwrap();
+                assert!(frames >= 100, "{via:?}: {frames} Opus frames heard");
+            }
         });
         // The sink's new file for this session.
         let s = sink_done(&h, "intercom");
         println!("{via:?}: sink {s}");
     }
     let got = files(&dir, "ogg");
-    assert_eq!(got.len(), 2, "one file per session: {got:?}");
+    assert_eq!(got.len(), 3, "one file per session: {got:?}");
     for f in &got {
         let p = ffprobe(f);
         println!("{}: {p:?}", f.display());
@@ -1369,6 +1386,13 @@ fn ingest_sessions_benchmark() {
             let (at, ticks) = t0.unwrap();
             let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / at.elapsed().as_secs_f64();
             let rss = rss_kib(pid);
+            // The figures are of real work: every session's frames were written.
+            let r = request(addr, "GET", "/api/sinks", None, b"");
+            let frames = r.json()["sinks"][0]["frames"].as_u64().unwrap();
+            assert!(
+                frames >= (n * 12 * 30 * 9 / 10) as u64,
+                "{frames} frames written by {n}"
+            );
             for p in &peers {
                 p.pc.close().await;
             }
