@@ -573,7 +573,16 @@ fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 /// the page's Opus.
 #[test]
 fn chromium_talk_back_in_one_session() {
-    let name = "chromium_talk_back_in_one_session";
+    talk_back_case("chromium_talk_back_in_one_session", BrowserKind::Chromium);
+}
+
+/// The same with Firefox ESR (its fake microphone: `media.navigator.streams.fake`).
+#[test]
+fn firefox_talk_back_in_one_session() {
+    talk_back_case("firefox_talk_back_in_one_session", BrowserKind::Firefox);
+}
+
+fn talk_back_case(name: &str, kind: BrowserKind) {
     let dir = temp_dir("talk");
     let port = 5900 + (std::process::id() % 200) as u16 * 2;
     let mut config = config(&[&format!("intercom=rtp://127.0.0.1:{port}?codec=opus")]).unwrap();
@@ -599,7 +608,7 @@ fn chromium_talk_back_in_one_session() {
     }
     browser_case(
         name,
-        BrowserKind::Chromium,
+        kind,
         config,
         &format!("talk=intercom&stream=door&seconds={PUBLISH_S}"),
         |_| {
@@ -756,13 +765,15 @@ fn opus_packets(path: &Path) -> Vec<(Vec<u8>, Duration)> {
 enum Via {
     ApiOffer,
     WebSocket,
+    /// `POST /api/offer?sink=` alone: the page's Talk with no stream to play.
+    ApiOfferSinkOnly,
 }
 
 /// Talk-back between smolrtc peers: a library peer with an Opus track (`add_track`) and an
 /// audio receiver (`add_transceiver`) offers one sendrecv audio section with
 /// `?stream=door&sink=intercom`, through `POST /api/offer` and through `/ws`; it hears the
 /// stream's audio while the sink records what it sends (a new .ogg per session, ffprobe:
-/// Opus, the duration sent).
+/// Opus, the duration sent). Then `?sink=intercom` alone: a sendonly offer, recorded too.
 #[test]
 fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
     use smolrtc::media::{Codec, MediaKind, TrackInit};
@@ -780,21 +791,33 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
     )
     .unwrap();
     let (_rt, h) = start(cfg);
-    for via in [Via::ApiOffer, Via::WebSocket] {
+    for via in [Via::ApiOffer, Via::WebSocket, Via::ApiOfferSinkOnly] {
         common::run(async {
+            let talk = !matches!(via, Via::ApiOfferSinkOnly);
             let mut p = common::Peer::new("talker");
             let mut track = p.pc.add_track(TrackInit::new(Codec::Opus)).await.unwrap();
-            p.pc.add_transceiver(MediaKind::Audio, smolrtc::media::Direction::RecvOnly)
-                .await
-                .unwrap();
+            if talk {
+                p.pc.add_transceiver(MediaKind::Audio, smolrtc::media::Direction::RecvOnly)
+                    .await
+                    .unwrap();
+            }
             let offer = p.pc.create_offer().await.unwrap();
             p.pc.set_local_description(offer).await.unwrap();
             let offer = p.complete_description().await;
-            assert!(offer.sdp.contains("a=sendrecv"), "{}", offer.sdp);
-            let path = "?stream=door&sink=intercom";
+            let (offered, answered) = if talk {
+                ("a=sendrecv", "a=sendrecv")
+            } else {
+                ("a=sendonly", "a=recvonly")
+            };
+            assert!(offer.sdp.contains(offered), "{}", offer.sdp);
+            let path = if talk {
+                "?stream=door&sink=intercom"
+            } else {
+                "?sink=intercom"
+            };
             let mut ws = None;
             let answer = match via {
-                Via::ApiOffer => {
+                Via::ApiOffer | Via::ApiOfferSinkOnly => {
                     let r = request(
                         h.addr,
                         "POST",
@@ -826,7 +849,7 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
                     }
                 }
             };
-            assert!(answer.sdp.contains("a=sendrecv"), "{}", answer.sdp);
+            assert!(answer.sdp.contains(answered), "{}", answer.sdp);
             p.pc.set_remote_description(answer).await.unwrap();
             // The stream's audio arrives as a track of this peer's (a sendrecv section).
             let mut heard = None;
@@ -838,10 +861,11 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
                     _ => {}
                 }
             }
-            let mut rx = heard.expect("the stream's audio track");
-            assert_eq!(rx.codec(), Codec::Opus);
-            let listener =
-                std::thread::spawn(move || std::iter::from_fn(|| rx.read_frame_blocking()).count());
+            assert_eq!(heard.is_some(), talk, "a track to hear only with ?stream=");
+            let listener = heard.map(|mut rx| {
+                assert_eq!(rx.codec(), Codec::Opus);
+                std::thread::spawn(move || std::iter::from_fn(|| rx.read_frame_blocking()).count())
+            });
             async_io::Timer::after(Duration::from_millis(300)).await;
             for (data, d) in &packets {
                 track.write_frame(data, *d).unwrap();
@@ -851,15 +875,17 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
             p.pc.close().await;
             drop(ws);
             // 3 s of the device's audio (20 ms packets) heard meanwhile.
-            let frames = listener.join().unwrap();
-            assert!(frames >= 100, "{via:?}: {frames} Opus frames heard");
+            if let Some(listener) = listener {
+                let frames = listener.join().unwrap();
+                assert!(frames >= 100, "{via:?}: {frames} Opus frames heard");
+            }
         });
         // The sink's new file for this session.
         let s = sink_done(&h, "intercom");
         println!("{via:?}: sink {s}");
     }
     let got = files(&dir, "ogg");
-    assert_eq!(got.len(), 2, "one file per session: {got:?}");
+    assert_eq!(got.len(), 3, "one file per session: {got:?}");
     for f in &got {
         let p = ffprobe(f);
         println!("{}: {p:?}", f.display());
@@ -960,4 +986,416 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
         },
         false,
     );
+}
+
+/// smolrtc to smolrtc through two services: one `serve --video cam=file:...` streams a
+/// file source over WHEP to a library peer, which relays each frame it receives
+/// (`Event::Track` → `read_frame` → `TrackSender::write_frame`) through WHIP to a second
+/// service's `--sink rec=file:...`; the recording decodes at the source's size, its frames
+/// those relayed.
+#[test]
+fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
+    use smolrtc::media::{Codec, MediaKind, TrackInit};
+    let dir = temp_dir("relay");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
+    let mut a = config(&[]).unwrap();
+    smolrtc::service::StreamConfig::add_source(
+        &mut a.streams,
+        MediaKind::Video,
+        "cam",
+        &format!("file:{}", source.display()),
+    )
+    .unwrap();
+    let (_ra, device) = start(a);
+    let (_rb, recorder) = start(config(&[&format!("rec=file:{}/rec.ivf", dir.display())]).unwrap());
+    let relayed = common::run(async {
+        // The viewer of the first service.
+        let mut viewer = common::Peer::new("viewer");
+        viewer
+            .pc
+            .add_transceiver(MediaKind::Video, smolrtc::media::Direction::RecvOnly)
+            .await
+            .unwrap();
+        // A channel too: without one, create_offer writes its data section with port 0
+        // (and no bundle-only), which parse_description refuses (left to the SDP code).
+        viewer
+            .channel("relay", smolrtc::ChannelInit::default())
+            .await;
+        let offer = viewer.pc.create_offer().await.unwrap();
+        viewer.pc.set_local_description(offer).await.unwrap();
+        let offer = viewer.complete_description().await;
+        // The source shows its codec once its first keyframe is read.
+        let until = Instant::now() + Duration::from_secs(20);
+        let answer = loop {
+            let r = request(
+                device.addr,
+                "POST",
+                "/whep/cam",
+                Some("application/sdp"),
+                offer.sdp.as_bytes(),
+            );
+            if r.status == 201 {
+                break r.text();
+            }
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert!(Instant::now() < until, "{}", r.text());
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        };
+        viewer
+            .pc
+            .set_remote_description(smolrtc::Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: answer,
+            })
+            .await
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut rx = loop {
+            match common::next_until(&mut viewer.events, until).await {
+                common::Next::Event(smolrtc::Event::Track(t)) => break t,
+                common::Next::Event(_) => {}
+                other => panic!("no track: {}", matches!(other, common::Next::Timeout)),
+            }
+        };
+        assert_eq!(rx.codec(), Codec::Vp8);
+
+        // The publisher to the second service.
+        let mut publisher = common::Peer::new("publisher");
+        let mut track = publisher
+            .pc
+            .add_track(TrackInit::new(Codec::Vp8))
+            .await
+            .unwrap();
+        let offer = publisher.pc.create_offer().await.unwrap();
+        publisher.pc.set_local_description(offer).await.unwrap();
+        let offer = publisher.complete_description().await;
+        let r = request(
+            recorder.addr,
+            "POST",
+            "/whip/rec",
+            Some("application/sdp"),
+            offer.sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        publisher
+            .pc
+            .set_remote_description(smolrtc::Description {
+                kind: smolrtc::SdpType::Answer,
+                sdp: r.text(),
+            })
+            .await
+            .unwrap();
+        publisher
+            .expect("connected", |e| {
+                matches!(
+                    e,
+                    smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+                )
+                .then_some(())
+            })
+            .await;
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        // Relay 90 frames (3 s), from a keyframe on: the recording starts decodable.
+        let (mut relayed, mut last) = (0u32, None::<u32>);
+        while relayed < 90 {
+            let f = rx.read_frame().await.expect("the stream goes on");
+            if relayed == 0 && !f.keyframe {
+                continue;
+            }
+            let ticks = last.map_or(3000, |l| f.rtp_timestamp.wrapping_sub(l));
+            last = Some(f.rtp_timestamp);
+            let d = Duration::from_micros(u64::from(ticks) * 1_000_000 / 90_000);
+            assert!(
+                track.write_frame(&f.data, d).unwrap(),
+                "frame {relayed} queued"
+            );
+            relayed += 1;
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        publisher.pc.close().await;
+        viewer.pc.close().await;
+        relayed
+    });
+    let s = sink_done(&recorder, "rec");
+    println!("sink: {s}");
+    let got = files(&dir, "ivf");
+    let recorded: Vec<_> = got.iter().filter(|f| !f.ends_with("src.ivf")).collect();
+    assert_eq!(recorded.len(), 1, "{got:?}");
+    let p = ffprobe(recorded[0]);
+    println!("{p:?}");
+    assert_eq!((p.codec.as_str(), p.width, p.height), ("vp8", 320, 240));
+    assert!(
+        p.frames + 5 >= u64::from(relayed) && p.frames <= u64::from(relayed),
+        "{p:?} of {relayed}"
+    );
+    // 90 frames at 30 fps: 3 s, less what the device's catch-up for a joining viewer (its
+    // cached frames since the keyframe, sent at once) squeezed together.
+    assert!(p.duration > 2.5 && p.duration < 3.3, "{p:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// WHIP ingest through the impairment relay at 2% loss both ways: a library peer publishes
+/// 150 H.264 frames (5 s, 640x480 at 1 Mbit/s: several packets a frame) to a file sink; the
+/// sink's receiver NACKs what is missing and the publisher resends it. The recording holds
+/// at least 95% of the frames (a frame with a hole left after the retries is dropped, not
+/// recorded broken: every recorded frame decodes), and the recovery is printed.
+#[test]
+fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
+    use smolrtc::media::{Codec, TrackInit};
+    use smolrtc::testkit::impair::{Impairment, Relay};
+    let dir = temp_dir("lossy");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
+        "-t", "5", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
+    let units = annexb_units(&source);
+    assert_eq!(units.len(), 150);
+    let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
+    let _relay = common::run(async {
+        let mut p = common::Peer::new("publisher");
+        let mut init = TrackInit::new(Codec::H264);
+        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+        let mut track = p.pc.add_track(init).await.unwrap();
+        let offer = p.pc.create_offer().await.unwrap();
+        p.pc.set_local_description(offer).await.unwrap();
+        // The service learns the publisher only at the relay's back (peer-reflexive).
+        let offer = common::strip_candidates(&p.complete_description().await.sdp);
+        let r = request(
+            h.addr,
+            "POST",
+            "/whip/cam",
+            Some("application/sdp"),
+            offer.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let answer = r.text();
+        let line = answer
+            .split("\r\n")
+            .find(|l| l.starts_with("a=candidate") && l.contains(" 127.0.0.1 "))
+            .expect("a 127.0.0.1 candidate in the answer")
+            .to_owned();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let target = format!("{}:{}", f[4], f[5]).parse().unwrap();
+        let loss = Impairment::parse("loss=2%").unwrap();
+        let relay = Relay::start("127.0.0.1".parse().unwrap(), target, loss, loss, 17).unwrap();
+        let cand = format!(
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 {} typ host",
+            relay.front().port()
+        );
+        let answer = common::strip_candidates(&answer).replacen(
+            "a=mid:",
+            &format!("{cand}\r\na=end-of-candidates\r\na=mid:"),
+            1,
+        );
+        p.pc.set_remote_description(smolrtc::Description {
+            kind: smolrtc::SdpType::Answer,
+            sdp: answer,
+        })
+        .await
+        .unwrap();
+        p.expect("connected", |e| {
+            matches!(
+                e,
+                smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+            )
+            .then_some(())
+        })
+        .await;
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        for au in &units {
+            track.write_frame(au, Duration::from_millis(33)).unwrap();
+            async_io::Timer::after(Duration::from_millis(33)).await;
+        }
+        // Time for the last retransmissions.
+        async_io::Timer::after(Duration::from_millis(1500)).await;
+        p.pc.close().await;
+        relay
+    });
+    let s = sink_done(&h, "cam");
+    let track = &s["sessions"][0]["tracks"][0];
+    let received = &track["received"];
+    let recorded = track["frames"].as_u64().unwrap();
+    println!(
+        "LOSSY_INGEST: 150 frames sent through 2% loss: {recorded} recorded ({:.1}% missing), \
+         {} NACKs sent, {} packets recovered, {} lost for good, {} frames dropped: {received}",
+        (150 - recorded.min(150)) as f64 / 1.5,
+        received["nacks_sent"],
+        received["recovered"],
+        received["lost"],
+        received["frames_dropped"]
+    );
+    assert!(recorded >= 143, "{recorded} of 150 frames recorded: {s}");
+    assert!(
+        received["nacks_sent"].as_u64().unwrap() > 0,
+        "no NACK at 2% loss: {received}"
+    );
+    assert!(
+        received["recovered"].as_u64().unwrap() > 0,
+        "nothing recovered: {received}"
+    );
+    let files: Vec<_> = files(&dir, "h264")
+        .into_iter()
+        .filter(|f| !f.ends_with("src.h264"))
+        .collect();
+    let p = ffprobe(&files[0]);
+    assert_eq!((p.width, p.height), (640, 480));
+    // Every recorded frame decodes: no frame went in with a hole.
+    assert_eq!(p.frames, recorded, "{p:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------------ benchmark
+
+/// utime + stime of process `pid`, in clock ticks (100 a second).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU and memory of `smolrtc serve --sink` per ingest session (BENCHMARKS.md): the real
+/// binary records 1, 5 and 10 library publishers at once, each 640x480 H.264 at 1 Mbit/s,
+/// 30 fps, to a `file:` sink (a new file each); the service's CPU over 10 s and its RSS
+/// above idle, per session. `cargo test --release --test ingest -- --ignored
+/// ingest_sessions_benchmark --nocapture`.
+#[test]
+#[ignore]
+fn ingest_sessions_benchmark() {
+    use smolrtc::media::{Codec, TrackInit};
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("bench");
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
+        "-t", "4", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+        "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
+    let units = annexb_units(&source);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    println!("| sessions | service CPU | CPU per session | RSS above idle | RSS per session |");
+    println!("| --- | --- | --- | --- | --- |");
+    for n in [1usize, 5, 10] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ice-address",
+                "127.0.0.1",
+            ])
+            .args(["--max-sessions", "64", "--max-sessions-per-address", "64"])
+            .arg("--sink")
+            .arg(format!("cam=file:{}/cam", rec.display()))
+            .env("RUST_LOG", "warn,smolrtc::service=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut addr: Option<SocketAddr> = None;
+        while addr.is_none() && err.read_line(&mut line).unwrap_or(0) > 0 {
+            addr = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next()?.parse().ok());
+            line.clear();
+        }
+        let addr = addr.expect("no 'listening on' line");
+        std::thread::spawn(move || {
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                line.clear()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = rss_kib(pid);
+        let (cpu, rss) = common::run(async {
+            let mut peers = Vec::new();
+            let mut tracks = Vec::new();
+            for i in 0..n {
+                let mut p = common::Peer::new(&format!("pub{i}"));
+                let mut init = TrackInit::new(Codec::H264);
+                init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+                tracks.push(p.pc.add_track(init).await.unwrap());
+                let offer = p.pc.create_offer().await.unwrap();
+                p.pc.set_local_description(offer).await.unwrap();
+                let offer = p.complete_description().await;
+                let r = request(
+                    addr,
+                    "POST",
+                    "/whip/cam",
+                    Some("application/sdp"),
+                    offer.sdp.as_bytes(),
+                );
+                assert_eq!(r.status, 201, "{}", r.text());
+                p.pc.set_remote_description(smolrtc::Description {
+                    kind: smolrtc::SdpType::Answer,
+                    sdp: r.text(),
+                })
+                .await
+                .unwrap();
+                p.expect("connected", |e| {
+                    matches!(
+                        e,
+                        smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
+                    )
+                    .then_some(())
+                })
+                .await;
+                peers.push(p);
+            }
+            async_io::Timer::after(Duration::from_millis(300)).await;
+            let mut t0 = None;
+            // 2 s to settle, then 10 s measured.
+            for (k, au) in units.iter().cycle().take(12 * 30).enumerate() {
+                if k == 60 {
+                    t0 = Some((Instant::now(), cpu_ticks(pid)));
+                }
+                for t in &mut tracks {
+                    t.write_frame(au, Duration::from_millis(33)).unwrap();
+                }
+                async_io::Timer::after(Duration::from_millis(33)).await;
+            }
+            let (at, ticks) = t0.unwrap();
+            let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / at.elapsed().as_secs_f64();
+            let rss = rss_kib(pid);
+            // The figures are of real work: every session's frames were written.
+            let r = request(addr, "GET", "/api/sinks", None, b"");
+            let frames = r.json()["sinks"][0]["frames"].as_u64().unwrap();
+            assert!(
+                frames >= (n * 12 * 30 * 9 / 10) as u64,
+                "{frames} frames written by {n}"
+            );
+            for p in &peers {
+                p.pc.close().await;
+            }
+            (cpu, rss)
+        });
+        let above = rss.saturating_sub(idle);
+        println!(
+            "| {n} | {:.1}% | {:.2}% | {:.1} MiB | {:.0} KiB |",
+            cpu * 100.0,
+            cpu * 100.0 / n as f64,
+            above as f64 / 1024.0,
+            above as f64 / n as f64
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

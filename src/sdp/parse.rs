@@ -785,9 +785,24 @@ fn credentials(
 fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpError> {
     let lines = read_lines(sdp)?;
     let (session, mut sections) = split_sections(&lines)?;
-    let data = read_mids(&mut sections)?;
+    let mut data = read_mids(&mut sections)?;
     if need_data && data.is_none() {
         return Err(SdpError::NoDataSection);
+    }
+    // Beside audio/video, a rejected data section (port 0, not bundle-only: an answer
+    // that takes media only) is no data section; the transport is the media's.
+    let rejected = |i: usize| {
+        sections[i].media.port == 0
+            && !sections[i]
+                .attrs
+                .iter()
+                .any(|l| matches!(l.attribute(), Some(("bundle-only", _))))
+    };
+    let has_media = sections
+        .iter()
+        .any(|s| matches!(s.media.kind.as_str(), "audio" | "video") && s.media.port != 0);
+    if !need_data && has_media && data.is_some_and(|(i, _)| rejected(i)) {
+        data = None;
     }
     let mut sess = read_session_level(&session)?;
     let Some(ti) = transport_index(&sections, data.map(|d| d.0), &sess.groups) else {

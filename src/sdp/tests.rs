@@ -862,6 +862,22 @@ fn error_m_line() {
     assert_eq!(parse(&sdp).unwrap().media[0].port, 0);
 }
 
+/// An answer that takes the media and rejects the data section (WHEP to an offer with a
+/// data channel): read as media only, its transport the first bundled media section's.
+#[test]
+fn a_rejected_data_section_beside_media_is_no_data_section() {
+    let sdp = AV_DATA_OFFER.replacen("m=application 9", "m=application 0", 1);
+    assert!(
+        sdp.contains("m=application 0"),
+        "the fixture has a data section at port 9"
+    );
+    let d = parse_description(&sdp).unwrap();
+    assert!(d.to_session().is_none(), "no data section");
+    assert!(!d.media.is_empty());
+    // The data-channel parser still refuses it.
+    assert!(parse(&sdp).is_err());
+}
+
 #[test]
 fn error_no_data_section() {
     // Audio only.
