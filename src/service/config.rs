@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     /// at `/whip/NAME`, `?sink=NAME`), listed at `/api/sinks`.
     #[cfg(feature = "media")]
     pub sinks: Vec<super::SinkConfig>,
+    /// Streams pushed to WHIP endpoints (`--publish NAME=URL`): see `service::publish`.
+    #[cfg(feature = "media")]
+    pub publish: Vec<super::PublishConfig>,
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
@@ -175,6 +178,8 @@ impl Default for ServiceConfig {
             streams: Vec::new(),
             #[cfg(feature = "media")]
             sinks: Vec::new(),
+            #[cfg(feature = "media")]
+            publish: Vec::new(),
             serve_http: true,
             tls: None,
             device_id: String::new(),
