@@ -264,8 +264,14 @@ fn publishes_to_a_second_serve_and_reconnects_after_it_restarts() {
         m.contains("smolrtc_publish_state{stream=\"cam\",state=\"connected\"} 1"),
         "{m}"
     );
-    // The publish leg is one more viewer of the stream.
+    // The publish leg is one more viewer of the stream, with a viewer's RTCP: the
+    // receiver's reports are read (round-trip times from them).
     assert!(m.contains("smolrtc_viewers{stream=\"cam\"} 1"), "{m}");
+    let rtts = m
+        .lines()
+        .find_map(|l| l.strip_prefix("smolrtc_rtt_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(rtts.is_some_and(|n| n >= 1), "{m}");
 
     // The endpoint dies without a word (SIGKILL: no close_notify, no ABORT)...
     drop(receiver);
@@ -469,5 +475,122 @@ fn an_https_endpoint_is_verified() {
     let _ = trusting.stop();
     let _ = receiver.stop();
     check_recordings(&rec, 30);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A WHIP endpoint in front of `receiver` (a thread): its first POST is answered `201`
+/// with `Link` headers naming a STUN server (`stun`) and an answer that is no SDP; later
+/// ones are passed to the receiver and answered with its reply (its `Location` made
+/// absolute, so PATCH and DELETE go to the receiver itself).
+fn link_endpoint(receiver: SocketAddr, stun: SocketAddr) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head, body) = loop {
+                let k = conn.read(&mut buf).unwrap_or(0);
+                if k == 0 {
+                    break (String::new(), Vec::new());
+                }
+                raw.extend_from_slice(&buf[..k]);
+                let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if raw.len() >= end + 4 + len {
+                    break (head, raw[end + 4..end + 4 + len].to_vec());
+                }
+            };
+            let link = format!("Link: <stun:{stun}>; rel=\"ice-server\"\r\n");
+            let reply = if n == 0 {
+                format!(
+                    "HTTP/1.1 201 Created\r\nLocation: /whip/cam/none\r\n{link}Content-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot sdp\r\n"
+                )
+            } else if head.starts_with("post") {
+                let r = request(
+                    receiver,
+                    "POST",
+                    "/whip/cam",
+                    Some("application/sdp"),
+                    &body,
+                );
+                let location = r
+                    .header("location")
+                    .map(|l| format!("Location: http://{receiver}{l}\r\n"))
+                    .unwrap_or_default();
+                let text = r.text();
+                format!(
+                    "HTTP/1.1 {} X\r\n{location}{link}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    r.status,
+                    text.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn ice_servers_from_link_headers_are_used() {
+    let dir = temp_dir("link");
+    let src = source();
+    // The STUN server the endpoint names: it only notes the Binding requests it gets.
+    let stun = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    stun.set_read_timeout(Some(PATIENCE)).unwrap();
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
+    );
+    let endpoint = link_endpoint(receiver.addr, stun.local_addr().unwrap());
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--video",
+            &format!("cam=file:{}", src.display()),
+            "--publish",
+            &format!("cam=http://{endpoint}/whip/cam"),
+            "--gather-timeout",
+            "1",
+        ],
+    );
+    // The first answer is refused (not SDP); the next connection gathers from the
+    // server the Link header named: a STUN Binding request (magic cookie) arrives.
+    let mut buf = [0u8; 1500];
+    let (n, _) = stun
+        .recv_from(&mut buf)
+        .expect("a STUN request from the publisher");
+    assert!(
+        n >= 20 && buf[4..8] == [0x21, 0x12, 0xa4, 0x42],
+        "{:?}",
+        &buf[..n]
+    );
+    assert_eq!(&buf[..2], &[0, 1], "a Binding request");
+    wait_for(
+        "frames through the second connection",
+        &[&publisher, &receiver],
+        || sink_frames(&receiver, "cam") >= 30,
+    );
+    let log = publisher.log();
+    assert!(log.contains("names 1 ICE servers (Link)"), "{log}");
+    assert!(log.contains("the endpoint's answer"), "{log}");
+    drop(publisher);
     let _ = std::fs::remove_dir_all(&dir);
 }
