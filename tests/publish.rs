@@ -594,3 +594,69 @@ fn ice_servers_from_link_headers_are_used() {
     drop(publisher);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// aiortc as the WHIP endpoint (`tests/fixtures/aiortc_whip.py`, the benches' venv;
+/// skipped without it): it answers the publisher's offer, decodes 60 frames at the
+/// source's size, and gets the DELETE when the publisher stops.
+#[test]
+fn aiortc_receives_a_published_stream() {
+    use std::io::{BufRead, BufReader};
+    let cache = std::env::var("SMOLRTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/smolrtc"));
+    let py = cache.join("venv-aiortc/bin/python");
+    if !py.exists() {
+        eprintln!("*** SKIPPED: no aiortc venv at {py:?} (benches/setup-aiortc makes it) ***");
+        return;
+    }
+    let dir = temp_dir("aiortc");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aiortc_whip.py");
+    let mut aiortc = Command::new(py)
+        .arg(script)
+        .args(["--frames", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its lines, read on a thread so that every wait here is bounded.
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let out = aiortc.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&l).unwrap_or_default());
+        }
+    });
+    let next = |what: &str, logs: &[&Serve]| {
+        lines.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            let logs: Vec<String> = logs.iter().map(|s| s.log()).collect();
+            panic!("aiortc: no {what} line\n{}", logs.join("\n-----\n"))
+        })
+    };
+    let port = next("port", &[])["port"].as_u64().unwrap();
+    let src = source();
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--video",
+            &format!("cam=file:{}", src.display()),
+            "--publish",
+            &format!("cam=http://127.0.0.1:{port}/whip/cam"),
+        ],
+    );
+    let decoded = next("decoded", &[&publisher]);
+    println!("aiortc: {decoded}");
+    assert_eq!(decoded["decoded"], 60, "{decoded}");
+    assert_eq!(
+        (decoded["width"].as_u64(), decoded["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(decoded["codec"], "H264", "{decoded}");
+    assert_eq!(publish_state(&publisher, "cam")["state"], "connected");
+    let log = publisher.stop();
+    let deleted = next("deleted", &[]);
+    assert_eq!(deleted["deleted"], true, "{deleted}\n{log}");
+    let _ = aiortc.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
