@@ -5,6 +5,9 @@
 //! again; a 401 is logged once per backoff step; an `https://` endpoint is verified
 //! (refused without `--publish-ca`, published to with it). Needs ffmpeg (`.ci/setup`).
 
+#[path = "common/forward.rs"]
+#[allow(dead_code)]
+mod forward;
 #[path = "common/http.rs"]
 mod http;
 #[path = "common/media.rs"]
@@ -478,11 +481,16 @@ fn an_https_endpoint_is_verified() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A WHIP endpoint in front of `receiver` (a thread): its first POST is answered `201`
-/// with `Link` headers naming a STUN server (`stun`) and an answer that is no SDP; later
-/// ones are passed to the receiver and answered with its reply (its `Location` made
-/// absolute, so PATCH and DELETE go to the receiver itself).
-fn link_endpoint(receiver: SocketAddr, stun: SocketAddr) -> SocketAddr {
+/// A WHIP endpoint in front of `receiver` (a thread): POSTs are passed to the receiver
+/// and answered with its reply (its `Location` made absolute, so PATCH and DELETE go to
+/// the receiver itself), the answer edited by `edit`. With `link`, replies carry a `Link`
+/// header naming that STUN server and the first POST is answered `201` with an answer
+/// that is no SDP.
+fn endpoint(
+    receiver: SocketAddr,
+    link: Option<SocketAddr>,
+    mut edit: impl FnMut(&mut String) + Send + 'static,
+) -> SocketAddr {
     use std::io::{Read, Write};
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -510,10 +518,12 @@ fn link_endpoint(receiver: SocketAddr, stun: SocketAddr) -> SocketAddr {
                     break (head, raw[end + 4..end + 4 + len].to_vec());
                 }
             };
-            let link = format!("Link: <stun:{stun}>; rel=\"ice-server\"\r\n");
-            let reply = if n == 0 {
+            let link_header = link
+                .map(|l| format!("Link: <stun:{l}>; rel=\"ice-server\"\r\n"))
+                .unwrap_or_default();
+            let reply = if n == 0 && link.is_some() {
                 format!(
-                    "HTTP/1.1 201 Created\r\nLocation: /whip/cam/none\r\n{link}Content-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot sdp\r\n"
+                    "HTTP/1.1 201 Created\r\nLocation: /whip/cam/none\r\n{link_header}Content-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot sdp\r\n"
                 )
             } else if head.starts_with("post") {
                 let r = request(
@@ -527,9 +537,12 @@ fn link_endpoint(receiver: SocketAddr, stun: SocketAddr) -> SocketAddr {
                     .header("location")
                     .map(|l| format!("Location: http://{receiver}{l}\r\n"))
                     .unwrap_or_default();
-                let text = r.text();
+                let mut text = r.text();
+                if r.status == 201 {
+                    edit(&mut text);
+                }
                 format!(
-                    "HTTP/1.1 {} X\r\n{location}{link}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    "HTTP/1.1 {} X\r\n{location}{link_header}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
                     r.status,
                     text.len()
                 )
@@ -556,7 +569,7 @@ fn ice_servers_from_link_headers_are_used() {
         false,
         &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
     );
-    let endpoint = link_endpoint(receiver.addr, stun.local_addr().unwrap());
+    let endpoint = endpoint(receiver.addr, Some(stun.local_addr().unwrap()), |_| {});
     let publisher = Serve::start(
         &dir,
         "publisher",
@@ -658,5 +671,86 @@ fn aiortc_receives_a_published_stream() {
     let deleted = next("deleted", &[]);
     assert_eq!(deleted["deleted"], true, "{deleted}\n{log}");
     let _ = aiortc.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The publish leg's RTCP is a viewer's: through a forwarder that drops every 50th SRTP
+/// packet toward the receiver, the receiver's NACKs reach the publisher (counted in its
+/// `/metrics`) and are answered: the receiver recovers packets by RTX and records.
+#[test]
+fn a_lossy_leg_is_repaired_by_nack() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = temp_dir("lossy");
+    let src = source();
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
+    );
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counter = dropped.clone();
+    let endpoint = endpoint(receiver.addr, None, move |answer| {
+        let counter = counter.clone();
+        let mut n = 0u64;
+        forward::route_candidate(answer, |target| {
+            forward::Forwarder::start(
+                target,
+                move |d| {
+                    // SRTP (not SRTCP) toward the receiver: every 50th dropped.
+                    let rtp = matches!(d.first(), Some(128..=191))
+                        && !matches!(d.get(1), Some(192..=223));
+                    if rtp {
+                        n += 1;
+                        if n.is_multiple_of(50) {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            return false;
+                        }
+                    }
+                    true
+                },
+                |_| {},
+            )
+            .front()
+        })
+    });
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--video",
+            &format!("cam=file:{}", src.display()),
+            "--publish",
+            &format!("cam=http://{endpoint}/whip/cam"),
+        ],
+    );
+    let received = || {
+        let v = receiver.get("/api/sinks");
+        v["sinks"][0]["sessions"][0]["tracks"][0]["received"].clone()
+    };
+    wait_for(
+        "packets recovered at the receiver",
+        &[&publisher, &receiver],
+        || {
+            received()["recovered"].as_u64().unwrap_or(0) >= 3
+                && sink_frames(&receiver, "cam") >= 90
+        },
+    );
+    let r = received();
+    println!("dropped {}, receiver: {r}", dropped.load(Ordering::Relaxed));
+    assert!(dropped.load(Ordering::Relaxed) >= 3);
+    let m = publisher.metrics();
+    let nacks = m
+        .lines()
+        .find_map(|l| l.strip_prefix("smolrtc_nack_received_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(nacks.is_some_and(|n| n >= 1), "{m}");
+    let _ = publisher.stop();
+    let _ = receiver.stop();
+    check_recordings(&dir, 90);
     let _ = std::fs::remove_dir_all(&dir);
 }
