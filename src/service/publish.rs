@@ -12,7 +12,7 @@
 //! A refusal (an HTTP status other than `201`, the endpoint unreachable) or a connection
 //! that ends (ICE disconnected for [`DISCONNECTED_GRACE`], ICE/DTLS failed, closed by the
 //! endpoint) is one log line and a retry after the next step of [`BACKOFF`]; the schedule
-//! starts over once a connection was up. ICE servers from the endpoint's `Link` headers
+//! starts over once a connection was up for [`STABLE`]. ICE servers from the endpoint's `Link` headers
 //! (§4.4) are used from the next connection on (a running connection's servers are fixed).
 //! The state is in `GET /api/streams` (`publish`) and `/metrics`.
 
@@ -50,6 +50,10 @@ const DISCONNECTED_GRACE: Duration = Duration::from_secs(3);
 /// Longest wait for local candidates before the POST (host candidates come at once; later
 /// ones are trickled).
 const GATHER_WAIT: Duration = Duration::from_secs(1);
+/// A connection up at least this long starts the backoff schedule over when it ends;
+/// one that ends sooner takes the next step (an endpoint that accepts and drops at once
+/// is not retried in a loop).
+const STABLE: Duration = Duration::from_secs(30);
 /// Longest a DELETE may hold up shutdown.
 const DELETE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The endpoint's body as logged at most (bytes).
@@ -344,8 +348,8 @@ pub(crate) fn check_tls(
 enum Ended {
     /// The service is stopping.
     Stopped,
-    /// It was up, then ended (why).
-    Dropped(String),
+    /// It was up for `.1`, then ended (why).
+    Dropped(String, Duration),
     /// It never came up (why).
     Failed(String),
 }
@@ -400,10 +404,13 @@ async fn run(
         status.borrow_mut().resource = None;
         let wait = match ended {
             Ended::Stopped => break,
-            Ended::Dropped(why) => {
-                // It was up: the schedule starts over.
-                step = 0;
-                let wait = BACKOFF[0];
+            Ended::Dropped(why, up_for) => {
+                // Up for a while: the schedule starts over.
+                if up_for >= STABLE {
+                    step = 0;
+                }
+                let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
+                step += 1;
                 log::warn!(
                     "publish {name}: the connection to {} ended: {why}; reconnecting in {} s",
                     config.url,
@@ -636,7 +643,7 @@ impl Leg<'_> {
         }
         let (ufrag, pwd, mid) = ice_of(&offer.sdp);
         let mut trickle = true;
-        let mut up = false;
+        let mut up: Option<Instant> = None;
         let mut deadline = Some(Instant::now() + self.shared.config.connect_timeout);
         let mut queued = early.into_iter();
         loop {
@@ -646,11 +653,9 @@ impl Leg<'_> {
             };
             let event = match wake {
                 Wake::Stop => return Ended::Stopped,
-                Wake::Deadline if up => {
-                    return Ended::Dropped(format!(
-                        "ICE disconnected for {} s",
-                        DISCONNECTED_GRACE.as_secs()
-                    ))
+                Wake::Deadline if up.is_some() => {
+                    let why = format!("ICE disconnected for {} s", DISCONNECTED_GRACE.as_secs());
+                    return ended(why, up);
                 }
                 Wake::Deadline => {
                     return Ended::Failed(format!(
@@ -658,14 +663,7 @@ impl Leg<'_> {
                         self.shared.config.connect_timeout.as_secs()
                     ))
                 }
-                Wake::Event(None) => {
-                    let why = "the peer connection closed".to_owned();
-                    return if up {
-                        Ended::Dropped(why)
-                    } else {
-                        Ended::Failed(why)
-                    };
-                }
+                Wake::Event(None) => return ended("the peer connection closed".into(), up),
                 Wake::Event(Some(e)) => e,
             };
             match event {
@@ -697,43 +695,41 @@ impl Leg<'_> {
                     }
                 }
                 Event::ConnectionState(ConnectionState::Connected) => {
-                    if !up {
+                    if up.is_none() {
                         log::info!("publish {name}: connected to {}", self.url);
+                        up = Some(Instant::now());
                     }
-                    up = true;
                     deadline = None;
                     let mut s = self.status.borrow_mut();
                     s.set(State::Connected);
                     s.last_error = None;
                 }
                 Event::ConnectionState(ConnectionState::Failed) => {
-                    let why = "ICE or DTLS failed".to_owned();
-                    return if up {
-                        Ended::Dropped(why)
-                    } else {
-                        Ended::Failed(why)
-                    };
+                    return ended("ICE or DTLS failed".into(), up)
                 }
                 Event::ConnectionState(ConnectionState::Closed) => {
-                    let why = "closed by the endpoint".to_owned();
-                    return if up {
-                        Ended::Dropped(why)
-                    } else {
-                        Ended::Failed(why)
-                    };
+                    return ended("closed by the endpoint".into(), up)
                 }
-                Event::IceConnectionState(IceConnectionState::Disconnected) if up => {
+                Event::IceConnectionState(IceConnectionState::Disconnected) if up.is_some() => {
                     deadline = Some(Instant::now() + DISCONNECTED_GRACE);
                 }
                 Event::IceConnectionState(
                     IceConnectionState::Connected | IceConnectionState::Completed,
-                ) if up => deadline = None,
+                ) if up.is_some() => deadline = None,
                 Event::Error(e) => {
                     self.status.borrow_mut().last_error = Some(e.to_string());
                 }
                 _ => {}
             }
         }
+    }
+}
+
+/// A connection's end: dropped when it was up (since `up`), else failed.
+fn ended(why: String, up: Option<Instant>) -> Ended {
+    match up {
+        Some(t) => Ended::Dropped(why, t.elapsed()),
+        None => Ended::Failed(why),
     }
 }
 
