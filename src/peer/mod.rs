@@ -406,7 +406,7 @@ impl PeerConnection {
     }
 
     /// Adds a track the application feeds from its own encoder (call before the remote
-    /// offer is set; at most one video and one audio track). The browser's offer then
+    /// offer is set; at most one video and one audio track). As the answerer, the offer
     /// needs a receiving section of that kind with a codec that fits; the answer sends the
     /// track in it, beside the data channels, over one BUNDLE transport. As the offerer,
     /// [`PeerConnection::create_offer`] offers it in a `sendonly` section (`sendrecv` with a
@@ -432,6 +432,20 @@ impl PeerConnection {
             })
         });
         Ok(crate::media::TrackSender::new(id, codec, tx))
+    }
+
+    /// A track fed by the service from one of its streams (the publish leg, see
+    /// `service::publish`): negotiated as [`PeerConnection::add_track`]'s, but no track
+    /// task runs; the returned queue hears where the plan put it (`Bind`) and the remote's
+    /// keyframe requests, so the stream's own track feeds it like any viewer.
+    #[cfg(all(feature = "media", feature = "service"))]
+    pub(crate) async fn add_stream_track(
+        &self,
+        init: crate::media::TrackInit,
+    ) -> Result<Receiver<crate::media::local::TrackInput>> {
+        let (tx, rx) = crate::media::local::channel();
+        self.call(|r| PeerCmd::AddTrack(init, tx, r)).await??;
+        Ok(rx)
     }
 
     /// W3C `addTransceiver(kind, {direction: "recvonly"})`: this connection receives a

@@ -92,6 +92,9 @@ pub struct ServiceConfig {
     /// track stops recording (a log line; the session goes on).
     #[cfg(feature = "media")]
     pub max_sink_file_bytes: u64,
+    /// Streams pushed to WHIP endpoints (`--publish NAME=URL`): see `service::publish`.
+    #[cfg(feature = "media")]
+    pub publish: Vec<super::PublishConfig>,
     /// Serve HTTP on `listen` (`smolrtc serve --listen none`: no, signaling only through
     /// the MQTT broker).
     pub serve_http: bool,
@@ -184,6 +187,7 @@ impl Default for ServiceConfig {
             sinks: Vec::new(),
             #[cfg(feature = "media")]
             max_sink_file_bytes: DEFAULT_MAX_SINK_FILE_BYTES,
+            publish: Vec::new(),
             serve_http: true,
             tls: None,
             device_id: String::new(),

@@ -51,6 +51,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         shared.streams.each_viewer_count(|name, n| {
             let _ = writeln!(o, "smolrtc_viewers{{stream=\"{name}\"}} {n}");
         });
+        shared.publish.render(o);
     }
     for (name, help, counter) in [
         (

@@ -18,6 +18,8 @@ mod http;
 mod limits;
 mod metrics;
 mod notify;
+#[cfg(feature = "media")]
+mod publish;
 mod session;
 #[cfg(feature = "media")]
 mod sinks;
@@ -28,6 +30,8 @@ mod ws;
 
 pub use config::*;
 pub(crate) use limits::*;
+#[cfg(feature = "media")]
+pub use publish::{PublishConfig, BACKOFF as PUBLISH_BACKOFF};
 pub(crate) use session::*;
 #[cfg(feature = "media")]
 pub use sinks::{SinkConfig, MAX_SINKS};
@@ -73,6 +77,9 @@ async fn serve_until_stopped(
     )
     .await;
     notify::notify("STOPPING=1");
+    // The publish legs DELETE their resources while the sources still run.
+    #[cfg(feature = "media")]
+    shared.publish.stop().await;
     #[cfg(feature = "media")]
     shared.streams.stop();
     let ids: Vec<String> = shared.list().into_iter().map(|s| s.0).collect();
@@ -199,6 +206,8 @@ impl Service {
             let mqtt = crate::mqtt::device::start(&shared);
             #[cfg(not(feature = "mqtt"))]
             let mqtt: Option<MqttTask> = None;
+            #[cfg(feature = "media")]
+            publish::start(&shared);
             ex.spawn(serve_until_stopped(shared, listener, stop_rx, mqtt))
                 .detach();
             if let Some(every) = notify::watchdog_interval() {
@@ -233,6 +242,11 @@ impl Service {
         streams::check_streams(&self.config.streams)?;
         #[cfg(feature = "media")]
         sinks::check_sinks(&self.config.sinks)?;
+        #[cfg(feature = "media")]
+        {
+            publish::check_publish(&self.config.publish, &self.config.streams)?;
+            publish::check_tls(&self.config.publish, &self.config.peer.ice.tls_roots)?;
+        }
         if let Some(port) = self.config.single_port {
             let shared = crate::ice::SharedPort::bind(runtime, &self.config.peer.ice.hosts, port)?;
             self.config.peer.ice.shared_port = Some(shared);

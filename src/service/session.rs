@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     /// Media sinks and the sessions writing to them.
     #[cfg(feature = "media")]
     pub(crate) sinks: super::sinks::Sinks,
+    /// `--publish`: streams pushed to WHIP endpoints.
+    #[cfg(feature = "media")]
+    pub(crate) publish: super::publish::Publishers,
 }
 
 /// A new session: its peer connection and its local candidates as they are gathered
@@ -118,7 +121,11 @@ impl Shared {
         let streams = super::streams::Streams::start(&config.streams, &ex);
         #[cfg(feature = "media")]
         let sinks = super::sinks::Sinks::new(&config.sinks);
+        #[cfg(feature = "media")]
+        let publish = super::publish::Publishers::new(&config.publish);
         Rc::new(Self {
+            #[cfg(feature = "media")]
+            publish,
             #[cfg(feature = "media")]
             streams,
             #[cfg(feature = "media")]
@@ -139,6 +146,12 @@ impl Shared {
             host_names,
             quiet: QuietLogs::default(),
         })
+    }
+
+    /// The runtime the sessions' actors run on.
+    #[cfg(feature = "media")]
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub(crate) fn session(&self, id: &str) -> Option<PeerConnection> {
@@ -216,7 +229,7 @@ impl Shared {
     }
 
     /// The peer configuration of session `id`.
-    fn peer_config(&self, id: &str) -> crate::peer::Config {
+    pub(crate) fn peer_config(&self, id: &str) -> crate::peer::Config {
         let mut config = self.config.peer.clone();
         config.name = id.to_owned();
         if let Some(t) = &self.config.turn_rest {

@@ -537,7 +537,19 @@ pub(super) async fn route(
 
 fn list(shared: &Shared) -> Response<Body> {
     let now = Instant::now();
-    let list: Vec<_> = shared.streams.list.iter().map(|s| s.json(now)).collect();
+    let list: Vec<_> = shared
+        .streams
+        .list
+        .iter()
+        .map(|s| {
+            let mut v = s.json(now);
+            // `--publish NAME=URL`: the publish leg's state.
+            if let Some(p) = shared.publish.json(&s.name) {
+                v["publish"] = p;
+            }
+            v
+        })
+        .collect();
     json_response(StatusCode::OK, serde_json::json!({ "streams": list }))
 }
 
@@ -726,4 +738,59 @@ async fn open_viewer(
         attach(shared, stream, &s.pc, plan).await
     })
     .await
+}
+
+/// The codecs stream `name` can be sent with now, or why not yet (the publish leg waits).
+pub(super) fn stream_codecs(
+    shared: &Shared,
+    name: &str,
+) -> std::result::Result<StreamCodecs, String> {
+    shared
+        .streams
+        .get(name)
+        .ok_or_else(|| format!("no stream {name}"))?
+        .codecs()
+}
+
+/// One track of a publish leg (`service::publish`) as a viewer of its stream's track: fed
+/// by the same fan-out, its keyframe requests answered with the cached group like any
+/// viewer's; removed when dropped.
+pub(super) struct LegViewer {
+    id: u64,
+    state: Rc<RefCell<TrackState>>,
+}
+
+impl LegViewer {
+    /// Makes the media actor `inbox` (its track `index`) a viewer of `kind` of stream
+    /// `name`; `None` when the stream has no such track.
+    pub(super) fn attach(
+        shared: &Shared,
+        name: &str,
+        kind: MediaKind,
+        index: usize,
+        inbox: async_channel::Sender<Vec<MediaMsg>>,
+    ) -> Option<Self> {
+        let stream = shared.streams.get(name)?;
+        let state = match kind {
+            MediaKind::Video => stream.video.clone(),
+            MediaKind::Audio => stream.audio.clone(),
+        }?;
+        let id = shared.streams.next_viewer.get();
+        shared.streams.next_viewer.set(id + 1);
+        state.borrow_mut().add_viewer(id, inbox, index);
+        Some(Self { id, state })
+    }
+
+    /// The remote asked for a keyframe (PLI/FIR): the track's task sends the cached one.
+    pub(super) fn keyframe(&self) {
+        let _ = self.state.borrow().requests.try_send(self.id);
+    }
+}
+
+impl Drop for LegViewer {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            s.remove_viewer(self.id);
+        }
+    }
 }

@@ -241,6 +241,29 @@ pub struct ServeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub sinks: std::collections::BTreeMap<String, SinkDests>,
+    /// Push stream NAME to a WHIP endpoint (repeatable): an SFU or media service that
+    /// serves more viewers than the board can (URL: http:// or https://). Reconnects with
+    /// backoff; state in /api/streams and /metrics. In the file: [publish.NAME] url =
+    /// "URL", token-file = "PATH".
+    #[cfg(feature = "media")]
+    #[arg(long = "publish", value_name = "NAME=URL")]
+    #[serde(skip)]
+    pub publish: Vec<String>,
+    /// `[publish.NAME]` tables of the file.
+    #[cfg(feature = "media")]
+    #[arg(skip)]
+    #[serde(default, rename = "publish")]
+    pub publish_tables: std::collections::BTreeMap<String, PublishTable>,
+    /// The bearer token for --publish endpoints (Authorization: Bearer), first line of this
+    /// file; a [publish.NAME] token-file wins for its stream.
+    #[cfg(feature = "media")]
+    #[arg(long, value_name = "FILE")]
+    pub publish_token_file: Option<PathBuf>,
+    /// PEM certificate authorities trusted for https:// --publish endpoints, besides the
+    /// system's (--tls-roots).
+    #[cfg(feature = "media")]
+    #[arg(long, value_name = "PEM")]
+    pub publish_ca: Option<PathBuf>,
     /// Fleet mode: also signal through this MQTT broker,
     /// mqtt://|mqtts://|ws://|wss://[USER[:PASS]@]HOST[:PORT][/PATH]. The user name is the
     /// device's broker account (see deploy/mosquitto); prefer --mqtt-password-file to a
@@ -312,6 +335,17 @@ pub enum SinkDests {
     Kinds(SinkKinds),
 }
 
+/// `[publish.NAME]`: `url = "URL"`, `token-file = "PATH"`.
+#[cfg(feature = "media")]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PublishTable {
+    /// The WHIP endpoint.
+    pub url: String,
+    /// The bearer token's file (default: --publish-token-file).
+    pub token_file: Option<PathBuf>,
+}
+
 /// The table form of [`SinkDests`].
 #[cfg(feature = "media")]
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -334,8 +368,9 @@ impl ServeSettings {
         let mut merged = to_map(&file)?;
         let typed = to_map(&self)?;
         for (key, value) in typed {
-            // File-only tables (`[streams.NAME]`, `[sinks.NAME]`) have no flag.
-            if key == "streams" || key == "sinks" {
+            // File-only tables (`[streams.NAME]`, `[sinks.NAME]`, `[publish.NAME]`; the
+            // `--publish` flags are kept apart below).
+            if key == "streams" || key == "sinks" || key == "publish" {
                 continue;
             }
             let id = key.replace('-', "_");
@@ -349,6 +384,10 @@ impl ServeSettings {
         let mut s: Self = serde_json::from_value(serde_json::Value::Object(merged))
             .map_err(|e| format!("settings: {e}"))?;
         s.config = Some(path);
+        #[cfg(feature = "media")]
+        {
+            s.publish = self.publish.clone();
+        }
         if s.token.is_some() && s.token_file.is_some() {
             // One from the file, the other typed: the typed one wins.
             if matches.value_source("token") == Some(ValueSource::CommandLine) {
@@ -449,6 +488,7 @@ impl ServeSettings {
         keys.extend(["allow-host", "allow-origin", "turn-url", "rawrtc-flow"].map(String::from));
         #[cfg(feature = "media")]
         keys.extend(["streams".into(), "sinks".into()]);
+        // `publish` (the `--publish` flag's key) names the `[publish.NAME]` tables.
         keys
     }
 
@@ -467,6 +507,8 @@ impl ServeSettings {
         self.stream_configs()?;
         #[cfg(feature = "media")]
         self.sink_configs()?;
+        #[cfg(feature = "media")]
+        self.publish_configs(false)?;
         Ok(())
     }
 
@@ -477,10 +519,12 @@ impl ServeSettings {
         let streams = self.stream_configs()?;
         #[cfg(feature = "media")]
         let sinks = self.sink_configs()?;
+        #[cfg(feature = "media")]
+        let publish = self.publish_configs(true)?;
         let invalid = |e: String| smolrtc::Error::InvalidArgument(e.into());
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.0.clone()),
-            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, Some(path)) => Some(read_token_file(path, "--token-file")?),
             // The environment, so the token needs neither the command line nor a file.
             (None, None) => std::env::var("SMOLRTC_TOKEN")
                 .ok()
@@ -542,6 +586,7 @@ impl ServeSettings {
             config.streams = streams;
             config.sinks = sinks;
             config.max_sink_file_bytes = self.max_sink_file_bytes;
+            config.publish = publish;
         }
         config.tls = self.tls(&config)?;
         Ok(config)
@@ -572,6 +617,41 @@ impl ServeSettings {
             }
         }
         Ok(streams)
+    }
+
+    /// The publishes of `--publish` and the file's `[publish.NAME]` tables; with
+    /// `read_tokens`, their token files read.
+    #[cfg(feature = "media")]
+    fn publish_configs(&self, read_tokens: bool) -> smolrtc::Result<Vec<service::PublishConfig>> {
+        let mut out = Vec::new();
+        for f in &self.publish {
+            out.push((service::PublishConfig::parse(f)?, None));
+        }
+        for (name, t) in &self.publish_tables {
+            let c = service::PublishConfig {
+                name: name.clone(),
+                url: t.url.clone(),
+                token: None,
+                ca: None,
+            };
+            c.check()?;
+            out.push((c, t.token_file.as_ref()));
+        }
+        let mut list = Vec::new();
+        for (mut c, own) in out {
+            c.ca = self.publish_ca.clone();
+            if read_tokens {
+                if let Some((path, flag)) = own.map(|p| (p, "[publish.NAME] token-file")).or(self
+                    .publish_token_file
+                    .as_ref()
+                    .map(|p| (p, "--publish-token-file")))
+                {
+                    c.token = Some(read_token_file(path, flag)?);
+                }
+            }
+            list.push(c);
+        }
+        Ok(list)
     }
 
     /// The sinks of `--sink` and the file's `[sinks.NAME]` tables.
@@ -751,14 +831,14 @@ fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
 
 /// The token in `path`: its first line, without surrounding whitespace. Errors name the
 /// file, never its content.
-fn read_token_file(path: &Path) -> smolrtc::Result<String> {
+fn read_token_file(path: &Path, flag: &str) -> smolrtc::Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        smolrtc::Error::InvalidArgument(format!("--token-file {}: {e}", path.display()).into())
+        smolrtc::Error::InvalidArgument(format!("{flag} {}: {e}", path.display()).into())
     })?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     if token.is_empty() {
         return Err(smolrtc::Error::InvalidArgument(
-            format!("--token-file {}: the file is empty", path.display()).into(),
+            format!("{flag} {}: the file is empty", path.display()).into(),
         ));
     }
     Ok(token)
@@ -1256,5 +1336,75 @@ mod tests {
         assert!(e.contains("sinks"), "{e}");
         let e = ServeSettings::parse("[sinks.cam]\n").unwrap_err();
         assert!(e.contains("[sinks.cam]: give video"), "{e}");
+    }
+
+    #[cfg(feature = "media")]
+    #[test]
+    fn publish_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("smolrtc-publish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        let (own, shared) = (dir.join("own.token"), dir.join("shared.token"));
+        std::fs::write(&own, "door-token\n").unwrap();
+        std::fs::write(&shared, "cam-token\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "publish-ca = \"/ca.pem\"\n[publish.door]\nurl = \"https://sfu.example/whip/door\"\ntoken-file = \"{}\"\n",
+                own.display()
+            ),
+        )
+        .unwrap();
+        let s = serve_from(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--publish",
+            "cam=http://127.0.0.1:9/whip/cam",
+            "--publish-token-file",
+            shared.to_str().unwrap(),
+        ])
+        .unwrap();
+        let c = s.into_config().unwrap();
+        let got: Vec<_> = c
+            .publish
+            .iter()
+            .map(|p| (p.name.as_str(), p.url.as_str(), p.token.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cam", "http://127.0.0.1:9/whip/cam", Some("cam-token")),
+                ("door", "https://sfu.example/whip/door", Some("door-token")),
+            ]
+        );
+        assert!(c
+            .publish
+            .iter()
+            .all(|p| p.ca.as_deref() == Some(Path::new("/ca.pem"))));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let e = serve_from(&["--publish", "cam"])
+            .unwrap()
+            .into_config()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("expected NAME=URL"), "{e}");
+        let e = serve_from(&[
+            "--publish",
+            "cam=http://x/",
+            "--publish-token-file",
+            "/nonexistent",
+        ])
+        .unwrap()
+        .into_config()
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--publish-token-file /nonexistent"), "{e}");
+        let e = ServeSettings::parse("[publish.cam]\nurl = \"ftp://x\"").unwrap_err();
+        assert!(e.contains("expected http"), "{e}");
+        let e = ServeSettings::parse("[publish.cam]\nurll = \"http://x\"").unwrap_err();
+        assert!(e.contains("publish"), "{e}");
     }
 }

@@ -1,0 +1,858 @@
+//! Publish (feature `media`): `--publish NAME=URL` pushes stream NAME to a WHIP endpoint
+//! (RFC 9725): an SFU or a cloud media service that fans it out to more viewers than the
+//! board could serve.
+//!
+//! One task per publish runs one peer connection at a time: the stream's tracks offered
+//! `sendonly` (`create_offer`), `POST` `application/sdp` with `Authorization: Bearer`,
+//! `201` + `Location` + the answer; candidates gathered after the POST go by `PATCH`
+//! (`application/trickle-ice-sdpfrag`); `DELETE` of the resource on shutdown. The leg is
+//! one more viewer of the stream's tracks ([`LegViewer`]): the same packetized frames, the
+//! same sender (NACK answered, RTX), a PLI/FIR answered with the cached keyframe.
+//!
+//! A refusal (an HTTP status other than `201`, the endpoint unreachable) or a connection
+//! that ends (ICE disconnected for [`DISCONNECTED_GRACE`], ICE/DTLS failed, closed by the
+//! endpoint) is one log line and a retry after the next step of [`BACKOFF`]; the schedule
+//! starts over once a connection was up for [`STABLE`]. ICE servers from the endpoint's `Link` headers
+//! (§4.4) are used from the next connection on (a running connection's servers are fixed).
+//! The state is in `GET /api/streams` (`publish`) and `/metrics`.
+
+mod client;
+
+use super::streams::{stream_codecs, LegViewer};
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::ice::{IceConnectionState, IceServer};
+use crate::media::local::TrackInput;
+use crate::media::{MediaKind, TrackInit};
+use crate::peer::{ConnectionState, Event, PeerConnection};
+use crate::sdp::{Description, SdpType};
+use futures_rustls::rustls;
+use hyper::{Method, StatusCode, Uri};
+use smol::Task;
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Waits between attempts: each failure takes the next step, the last one repeats.
+pub const BACKOFF: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(30),
+];
+/// ICE disconnected this long (consent lost: the endpoint is gone or unreachable) ends the
+/// connection, long before ICE's own failure (29 s).
+const DISCONNECTED_GRACE: Duration = Duration::from_secs(3);
+/// Longest wait for local candidates before the POST (host candidates come at once; later
+/// ones are trickled).
+const GATHER_WAIT: Duration = Duration::from_secs(1);
+/// A connection up at least this long starts the backoff schedule over when it ends;
+/// one that ends sooner takes the next step (an endpoint that accepts and drops at once
+/// is not retried in a loop).
+const STABLE: Duration = Duration::from_secs(30);
+/// Longest a DELETE may hold up shutdown.
+const DELETE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The endpoint's body as logged at most (bytes).
+const LOGGED_BODY: usize = 200;
+
+/// One `--publish NAME=URL` (or `[publish.NAME] url = .., token-file = ..`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// The stream published (a `--video`/`--audio` NAME).
+    pub name: String,
+    /// The WHIP endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer` (never logged).
+    pub token: Option<String>,
+    /// Extra certificate authorities (PEM) for an `https://` endpoint, beside the system's
+    /// (`IceConfig::tls_roots`).
+    pub ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "..."))
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+impl PublishConfig {
+    /// Parses `--publish NAME=URL`; errors name the flag and what is wrong.
+    pub fn parse(flag: &str) -> Result<Self> {
+        let Some((name, url)) = flag.split_once('=') else {
+            return Err(Error::InvalidArgument(
+                format!(
+                    "--publish {flag:?}: expected NAME=URL, e.g. --publish cam=https://sfu.example/whip/cam"
+                )
+                .into(),
+            ));
+        };
+        let c = Self {
+            name: name.trim().to_owned(),
+            url: url.trim().to_owned(),
+            token: None,
+            ca: None,
+        };
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The name and the URL are well formed.
+    pub fn check(&self) -> Result<()> {
+        super::check_stream_name(&self.name)?;
+        client::parse_url(&self.url)
+            .map_err(|e| Error::InvalidArgument(format!("publish {}: {e}", self.name).into()))?;
+        Ok(())
+    }
+}
+
+/// Checks before serving: each publish names a stream, once.
+pub(crate) fn check_publish(
+    publish: &[PublishConfig],
+    streams: &[super::StreamConfig],
+) -> Result<()> {
+    for (i, p) in publish.iter().enumerate() {
+        p.check()?;
+        if !streams.iter().any(|s| s.name == p.name) {
+            return Err(Error::InvalidArgument(
+                format!(
+                    "publish {}: no stream of that name (give --video {}=SOURCE or --audio)",
+                    p.name, p.name
+                )
+                .into(),
+            ));
+        }
+        if publish[..i].iter().any(|o| o.name == p.name) {
+            return Err(Error::InvalidArgument(
+                format!("publish {} is given twice", p.name).into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where a publish is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The stream's codec is not known yet (H.264: no SPS seen).
+    Waiting,
+    /// POSTed or about to; ICE and DTLS not up yet.
+    Connecting,
+    Connected,
+    /// Waiting before the next attempt.
+    Retrying,
+    Stopped,
+}
+
+impl State {
+    const ALL: [State; 5] = [
+        State::Waiting,
+        State::Connecting,
+        State::Connected,
+        State::Retrying,
+        State::Stopped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Retrying => "retrying",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// One publish's figures, for `/api/streams` and `/metrics`.
+struct Status {
+    url: String,
+    state: State,
+    since: SystemTime,
+    last_error: Option<String>,
+    /// Attempts after the first.
+    reconnects: u64,
+    /// The endpoint's resource of the current connection (`Location`).
+    resource: Option<String>,
+}
+
+impl Status {
+    fn set(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.since = SystemTime::now();
+        }
+    }
+}
+
+/// The service's publishes and their tasks.
+pub(crate) struct Publishers {
+    list: Vec<(PublishConfig, Rc<RefCell<Status>>)>,
+    tasks: RefCell<Vec<Task<()>>>,
+    /// Closed to stop every publisher (each DELETEs its resource).
+    stop: RefCell<Option<async_channel::Sender<()>>>,
+    stopped: async_channel::Receiver<()>,
+}
+
+impl Publishers {
+    pub(crate) fn new(configs: &[PublishConfig]) -> Self {
+        let (stop, stopped) = async_channel::bounded(1);
+        let list = configs
+            .iter()
+            .map(|c| {
+                let status = Status {
+                    url: c.url.clone(),
+                    state: State::Waiting,
+                    since: SystemTime::now(),
+                    last_error: None,
+                    reconnects: 0,
+                    resource: None,
+                };
+                (c.clone(), Rc::new(RefCell::new(status)))
+            })
+            .collect();
+        Self {
+            list,
+            tasks: RefCell::new(Vec::new()),
+            stop: RefCell::new(Some(stop)),
+            stopped,
+        }
+    }
+
+    /// `publish` of stream `name` in `/api/streams`.
+    pub(crate) fn json(&self, name: &str) -> Option<serde_json::Value> {
+        let (_, s) = self.list.iter().find(|(c, _)| c.name == name)?;
+        let s = s.borrow();
+        let since = s
+            .since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(serde_json::json!({
+            "url": s.url,
+            "state": s.state.as_str(),
+            "since": since,
+            "last_error": s.last_error,
+            "reconnects": s.reconnects,
+            "resource": s.resource,
+        }))
+    }
+
+    /// The metrics lines (`smolrtc_publish_state`, `smolrtc_publish_reconnects_total`).
+    pub(crate) fn render(&self, o: &mut String) {
+        use std::fmt::Write;
+        if self.list.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "# HELP smolrtc_publish_state The state of each --publish (1 = current).\n# TYPE smolrtc_publish_state gauge"
+        );
+        for (c, s) in &self.list {
+            let now = s.borrow().state;
+            for st in State::ALL {
+                let _ = writeln!(
+                    o,
+                    "smolrtc_publish_state{{stream=\"{}\",state=\"{}\"}} {}",
+                    c.name,
+                    st.as_str(),
+                    u8::from(st == now)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP smolrtc_publish_reconnects_total Connection attempts after the first, per --publish.\n# TYPE smolrtc_publish_reconnects_total counter"
+        );
+        for (c, s) in &self.list {
+            let _ = writeln!(
+                o,
+                "smolrtc_publish_reconnects_total{{stream=\"{}\"}} {}",
+                c.name,
+                s.borrow().reconnects
+            );
+        }
+    }
+
+    /// Stops every publisher: each DELETEs its resource and closes its connection; returns
+    /// when all are done or after a few seconds.
+    pub(crate) async fn stop(&self) {
+        self.stop.borrow_mut().take();
+        let tasks: Vec<Task<()>> = self.tasks.borrow_mut().drain(..).collect();
+        if tasks.is_empty() {
+            return;
+        }
+        futures_lite::future::or(
+            async {
+                for t in tasks {
+                    t.await;
+                }
+            },
+            async {
+                async_io::Timer::after(DELETE_TIMEOUT + Duration::from_millis(500)).await;
+            },
+        )
+        .await;
+    }
+}
+
+/// Starts a task per publish on the service's executor.
+pub(crate) fn start(shared: &Rc<Shared>) {
+    let tls = match tls_for(shared) {
+        Ok(t) => t,
+        Err(e) => {
+            // Checked at start (`Service::prepare`); here only if the files changed since.
+            log::error!("publish: {e}");
+            return;
+        }
+    };
+    for (config, status) in &shared.publish.list {
+        log::info!("publish {} to {}", config.name, config.url);
+        let task = shared.ex.spawn(run(
+            shared.clone(),
+            config.clone(),
+            status.clone(),
+            tls.clone(),
+            shared.publish.stopped.clone(),
+        ));
+        shared.publish.tasks.borrow_mut().push(task);
+    }
+}
+
+/// The TLS settings when a publish URL is `https://`.
+pub(crate) fn tls_for(shared: &Shared) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    check_tls(&shared.config.publish, &shared.config.peer.ice.tls_roots)
+}
+
+/// Builds the TLS settings `https://` endpoints need (an error names the bad file).
+pub(crate) fn check_tls(
+    publish: &[PublishConfig],
+    roots: &std::path::Path,
+) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    let Some(p) = publish.iter().find(|p| p.url.starts_with("https://")) else {
+        return Ok(None);
+    };
+    client::tls_config(roots, p.ca.as_deref())
+        .map(Some)
+        .map_err(|e| Error::InvalidArgument(e.into()))
+}
+
+/// Why a connection attempt ended.
+enum Ended {
+    /// The service is stopping.
+    Stopped,
+    /// It was up for `.1`, then ended (why).
+    Dropped(String, Duration),
+    /// It never came up (why).
+    Failed(String),
+}
+
+/// One publisher: attempts, waits, attempts again, until the service stops.
+async fn run(
+    shared: Rc<Shared>,
+    config: PublishConfig,
+    status: Rc<RefCell<Status>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stop: async_channel::Receiver<()>,
+) {
+    let name = config.name.clone();
+    // Checked at start.
+    let Ok(url) = client::parse_url(&config.url) else {
+        return;
+    };
+    let mut step = 0;
+    let mut attempts = 0u64;
+    let mut link_servers: Vec<IceServer> = Vec::new();
+    let mut waiting_logged = false;
+    loop {
+        let codecs = match stream_codecs(&shared, &name) {
+            Ok(c) => c,
+            Err(why) => {
+                if !waiting_logged {
+                    log::info!("publish {name}: waiting for the stream: {why}");
+                    waiting_logged = true;
+                }
+                status.borrow_mut().set(State::Waiting);
+                if stopped_within(&stop, Duration::from_millis(500)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if attempts > 0 {
+            status.borrow_mut().reconnects += 1;
+        }
+        attempts += 1;
+        status.borrow_mut().set(State::Connecting);
+        let mut leg = Leg {
+            shared: &shared,
+            name: &name,
+            url: &url,
+            token: config.token.as_deref(),
+            tls: tls.as_ref(),
+            status: &status,
+            link_servers: &mut link_servers,
+        };
+        let ended = leg.connect(&codecs, &stop).await;
+        status.borrow_mut().resource = None;
+        let wait = match ended {
+            Ended::Stopped => break,
+            Ended::Dropped(why, up_for) => {
+                // Up for a while: the schedule starts over.
+                if up_for >= STABLE {
+                    step = 0;
+                }
+                let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
+                step += 1;
+                log::warn!(
+                    "publish {name}: the connection to {} ended: {why}; reconnecting in {} s",
+                    config.url,
+                    wait.as_secs()
+                );
+                status.borrow_mut().last_error = Some(why);
+                wait
+            }
+            Ended::Failed(why) => {
+                let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
+                step += 1;
+                log::warn!("publish {name}: {why}; retrying in {} s", wait.as_secs());
+                status.borrow_mut().last_error = Some(why);
+                wait
+            }
+        };
+        status.borrow_mut().set(State::Retrying);
+        if stopped_within(&stop, wait).await {
+            break;
+        }
+    }
+    status.borrow_mut().set(State::Stopped);
+}
+
+/// Waits `d`; `true` when the service stops meanwhile.
+async fn stopped_within(stop: &async_channel::Receiver<()>, d: Duration) -> bool {
+    futures_lite::future::or(
+        async {
+            let _ = stop.recv().await;
+            true
+        },
+        async {
+            async_io::Timer::after(d).await;
+            false
+        },
+    )
+    .await
+}
+
+/// One connection attempt of a publisher.
+struct Leg<'a> {
+    shared: &'a Rc<Shared>,
+    name: &'a str,
+    url: &'a Uri,
+    token: Option<&'a str>,
+    tls: Option<&'a Arc<rustls::ClientConfig>>,
+    status: &'a Rc<RefCell<Status>>,
+    link_servers: &'a mut Vec<IceServer>,
+}
+
+/// What wakes a connected leg.
+enum Wake {
+    Event(Option<Event>),
+    Stop,
+    Deadline,
+}
+
+impl Leg<'_> {
+    async fn request(
+        &self,
+        method: Method,
+        uri: &Uri,
+        body: Option<(&'static str, String)>,
+    ) -> std::result::Result<client::Reply, String> {
+        client::request(&self.shared.ex, self.tls, method, uri, self.token, body).await
+    }
+
+    /// Offers, POSTs, and runs the connection until it ends or the service stops.
+    async fn connect(
+        &mut self,
+        codecs: &crate::sdp::StreamCodecs,
+        stop: &async_channel::Receiver<()>,
+    ) -> Ended {
+        let name = self.name;
+        let mut config = self.shared.peer_config(&format!("publish-{name}"));
+        config.ice.servers.extend(self.link_servers.iter().cloned());
+        let pc = match PeerConnection::with_runtime(self.shared.runtime(), config) {
+            Ok(pc) => pc,
+            Err(e) => return Ended::Failed(format!("peer connection: {e}")),
+        };
+        let ended = self.negotiate_and_run(&pc, codecs, stop).await;
+        pc.close().await;
+        ended
+    }
+
+    async fn negotiate_and_run(
+        &mut self,
+        pc: &PeerConnection,
+        codecs: &crate::sdp::StreamCodecs,
+        stop: &async_channel::Receiver<()>,
+    ) -> Ended {
+        let name = self.name;
+        let mut events = pc.events();
+        // The stream's tracks, sent as one more viewer of each.
+        let mut legs = Vec::new();
+        for (kind, c) in [
+            (MediaKind::Video, codecs.video),
+            (MediaKind::Audio, codecs.audio),
+        ] {
+            let Some(c) = c else { continue };
+            let init = TrackInit {
+                codec: c.codec,
+                profile_level_id: c.profile_level_id,
+            };
+            match pc.add_stream_track(init).await {
+                Ok(rx) => legs.push(self.shared.ex.spawn(feed(
+                    self.shared.clone(),
+                    name.to_owned(),
+                    kind,
+                    rx,
+                ))),
+                Err(e) => return Ended::Failed(format!("add_track: {e}")),
+            }
+        }
+        let offer = match pc.create_offer().await {
+            Ok(o) => o,
+            Err(e) => return Ended::Failed(format!("create_offer: {e}")),
+        };
+        if let Err(e) = pc.set_local_description(offer).await {
+            return Ended::Failed(format!("set_local_description: {e}"));
+        }
+        // Host candidates first, in the offer; later ones trickle.
+        let deadline = Instant::now() + GATHER_WAIT;
+        let mut early = Vec::new();
+        let mut gathered = false;
+        while !gathered {
+            match next_or(&mut events, stop, Some(deadline)).await {
+                Wake::Event(Some(Event::IceCandidate(None))) => gathered = true,
+                Wake::Event(Some(Event::IceCandidate(Some(_)))) => {}
+                Wake::Event(Some(e)) => early.push(e),
+                Wake::Event(None) => return Ended::Failed("the peer connection closed".into()),
+                Wake::Stop => return Ended::Stopped,
+                Wake::Deadline => break,
+            }
+        }
+        let Some(offer) = pc.local_description().await else {
+            return Ended::Failed("no local description".into());
+        };
+        let reply = futures_lite::future::or(
+            async {
+                Some(
+                    self.request(
+                        Method::POST,
+                        self.url,
+                        Some(("application/sdp", offer.sdp.clone())),
+                    )
+                    .await,
+                )
+            },
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+        )
+        .await;
+        let reply = match reply {
+            None => return Ended::Stopped,
+            Some(Err(e)) => return Ended::Failed(format!("POST {}: {e}", self.url)),
+            Some(Ok(r)) => r,
+        };
+        if reply.status != StatusCode::CREATED {
+            return Ended::Failed(format!(
+                "POST {}: {}: {}",
+                self.url,
+                reply.status,
+                one_line(&reply.body)
+            ));
+        }
+        let location = reply
+            .headers
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| client::resolve_location(self.url, l));
+        let resource = match location {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => return Ended::Failed(format!("POST {}: {e}", self.url)),
+            None => return Ended::Failed(format!("POST {}: 201 without a Location", self.url)),
+        };
+        self.status.borrow_mut().resource = Some(resource.to_string());
+        let servers = client::link_ice_servers(&reply.headers);
+        if !servers.is_empty() && servers != *self.link_servers {
+            log::info!(
+                "publish {name}: the endpoint names {} ICE servers (Link); used from the next connection",
+                servers.len()
+            );
+            *self.link_servers = servers;
+        }
+        let ended = self
+            .run_connected(pc, &mut events, early, &offer, &reply.body, &resource, stop)
+            .await;
+        // The endpoint's resource is freed whatever ended the connection (best effort: an
+        // endpoint that went away answers nothing).
+        let deleted = futures_lite::future::or(
+            async { Some(self.request(Method::DELETE, &resource, None).await) },
+            async {
+                async_io::Timer::after(DELETE_TIMEOUT).await;
+                None
+            },
+        )
+        .await;
+        match deleted {
+            Some(Ok(r)) => log::info!("publish {name}: DELETE {resource}: {}", r.status),
+            Some(Err(e)) => log::debug!("publish {name}: DELETE {resource}: {e}"),
+            None => log::debug!("publish {name}: DELETE {resource}: no answer"),
+        }
+        drop(legs);
+        ended
+    }
+
+    /// Sets the answer and follows the connection: trickles late candidates, ends when it
+    /// fails, closes or stays disconnected.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_connected(
+        &mut self,
+        pc: &PeerConnection,
+        events: &mut crate::peer::EventStream,
+        early: Vec<Event>,
+        offer: &Description,
+        answer: &str,
+        resource: &Uri,
+        stop: &async_channel::Receiver<()>,
+    ) -> Ended {
+        let name = self.name;
+        let answer = Description {
+            kind: SdpType::Answer,
+            sdp: answer.to_owned(),
+        };
+        if let Err(e) = pc.set_remote_description(answer).await {
+            return Ended::Failed(format!("the endpoint's answer: {e}"));
+        }
+        let (ufrag, pwd, mid) = ice_of(&offer.sdp);
+        let mut trickle = true;
+        let mut up: Option<Instant> = None;
+        let mut deadline = Some(Instant::now() + self.shared.config.connect_timeout);
+        let mut queued = early.into_iter();
+        loop {
+            let wake = match queued.next() {
+                Some(e) => Wake::Event(Some(e)),
+                None => next_or(events, stop, deadline).await,
+            };
+            let event = match wake {
+                Wake::Stop => return Ended::Stopped,
+                Wake::Deadline if up.is_some() => {
+                    let why = format!("ICE disconnected for {} s", DISCONNECTED_GRACE.as_secs());
+                    return ended(why, up);
+                }
+                Wake::Deadline => {
+                    return Ended::Failed(format!(
+                        "not connected within {} s",
+                        self.shared.config.connect_timeout.as_secs()
+                    ))
+                }
+                Wake::Event(None) => return ended("the peer connection closed".into(), up),
+                Wake::Event(Some(e)) => e,
+            };
+            match event {
+                Event::IceCandidate(c) if trickle => {
+                    let (cands, end) = match c {
+                        Some(c) => (vec![c.candidate], false),
+                        None => (Vec::new(), true),
+                    };
+                    let frag =
+                        crate::sdp::write_candidate_fragment(&ufrag, &pwd, &mid, &cands, end);
+                    match self
+                        .request(
+                            Method::PATCH,
+                            resource,
+                            Some(("application/trickle-ice-sdpfrag", frag)),
+                        )
+                        .await
+                    {
+                        Ok(r) if r.status.is_success() => {}
+                        Ok(r) => {
+                            // RFC 9725: an endpoint may not take trickle (405/501).
+                            log::info!(
+                                "publish {name}: PATCH (trickle) answered {}; not trickling",
+                                r.status
+                            );
+                            trickle = false;
+                        }
+                        Err(e) => log::info!("publish {name}: PATCH (trickle): {e}"),
+                    }
+                }
+                Event::ConnectionState(ConnectionState::Connected) => {
+                    if up.is_none() {
+                        log::info!("publish {name}: connected to {}", self.url);
+                        up = Some(Instant::now());
+                    }
+                    deadline = None;
+                    let mut s = self.status.borrow_mut();
+                    s.set(State::Connected);
+                    s.last_error = None;
+                }
+                Event::ConnectionState(ConnectionState::Failed) => {
+                    return ended("ICE or DTLS failed".into(), up)
+                }
+                Event::ConnectionState(ConnectionState::Closed) => {
+                    return ended("closed by the endpoint".into(), up)
+                }
+                Event::IceConnectionState(IceConnectionState::Disconnected) if up.is_some() => {
+                    deadline = Some(Instant::now() + DISCONNECTED_GRACE);
+                }
+                Event::IceConnectionState(
+                    IceConnectionState::Connected | IceConnectionState::Completed,
+                ) if up.is_some() => deadline = None,
+                Event::Error(e) => {
+                    self.status.borrow_mut().last_error = Some(e.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A connection's end: dropped when it was up (since `up`), else failed.
+fn ended(why: String, up: Option<Instant>) -> Ended {
+    match up {
+        Some(t) => Ended::Dropped(why, t.elapsed()),
+        None => Ended::Failed(why),
+    }
+}
+
+/// The next event, the stop, or the deadline.
+async fn next_or(
+    events: &mut crate::peer::EventStream,
+    stop: &async_channel::Receiver<()>,
+    deadline: Option<Instant>,
+) -> Wake {
+    futures_lite::future::or(
+        futures_lite::future::or(async { Wake::Event(events.next().await) }, async {
+            let _ = stop.recv().await;
+            Wake::Stop
+        }),
+        async {
+            match deadline {
+                Some(d) => {
+                    async_io::Timer::at(d).await;
+                    Wake::Deadline
+                }
+                None => futures_lite::future::pending().await,
+            }
+        },
+    )
+    .await
+}
+
+/// A publish track's queue: where the plan put it, then the endpoint's keyframe requests
+/// (answered by the stream's track with its cached keyframe, as for any viewer).
+async fn feed(
+    shared: Rc<Shared>,
+    name: String,
+    kind: MediaKind,
+    rx: async_channel::Receiver<TrackInput>,
+) {
+    let mut viewer: Option<LegViewer> = None;
+    while let Ok(input) = rx.recv().await {
+        match input {
+            TrackInput::Bind { index, inbox } => {
+                viewer = LegViewer::attach(&shared, &name, kind, index, inbox);
+            }
+            TrackInput::KeyframeRequest(_) => {
+                if let Some(v) = &viewer {
+                    v.keyframe();
+                }
+            }
+            // No TrackSender: frames come from the stream's track.
+            TrackInput::Frame(..) => {}
+        }
+    }
+}
+
+/// The offer's `a=ice-ufrag`, `a=ice-pwd` and first `a=mid`, for trickle fragments.
+fn ice_of(sdp: &str) -> (String, String, String) {
+    let find = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (find("a=ice-ufrag:"), find("a=ice-pwd:"), find("a=mid:"))
+}
+
+/// An endpoint's body on one log line, clipped.
+fn one_line(body: &str) -> String {
+    let s: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return "(no body)".into();
+    }
+    let mut end = s.len().min(LOGGED_BODY);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = s[..end].to_owned();
+    if end < s.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_checked() {
+        let p = PublishConfig::parse("cam=https://sfu.example/whip/cam").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.url.as_str()),
+            ("cam", "https://sfu.example/whip/cam")
+        );
+        for bad in ["cam", "cam=ftp://x/y", "c a m=http://x/", "cam=http://"] {
+            assert!(PublishConfig::parse(bad).is_err(), "{bad}");
+        }
+        let streams = vec![super::super::StreamConfig {
+            name: "cam".into(),
+            video: None,
+            audio: None,
+        }];
+        let other = PublishConfig::parse("door=http://x/whip").unwrap();
+        let e = check_publish(&[other], &streams).unwrap_err().to_string();
+        assert!(e.contains("no stream"), "{e}");
+        let e = check_publish(&[p.clone(), p.clone()], &streams)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+        let token = PublishConfig {
+            token: Some("s3cret".into()),
+            ..p
+        };
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bodies_are_logged_on_one_clipped_line() {
+        assert_eq!(one_line("a\nb\r\n"), "a b");
+        assert_eq!(one_line(""), "(no body)");
+        let long = "é".repeat(300);
+        let l = one_line(&long);
+        assert!(l.ends_with("...") && l.len() <= LOGGED_BODY + 3);
+    }
+}
