@@ -14,7 +14,7 @@
 //! ```
 //!
 //! - [`codec`]: codecs, clock rates, `a=rtpmap`/`a=fmtp` values, H.264 `profile-level-id`.
-//! - [`negotiate`]: picks a remote offer's payload type (and RTX, feedback) for a stream,
+//! - [`mod@negotiate`]: picks a remote offer's payload type (and RTX, feedback) for a stream,
 //!   or says clearly why nothing fits.
 //! - [`h264`]: streaming Annex-B splitter, access units, SPS parser, parameter-set cache;
 //!   [`vp8`] keyframe headers; [`opus`] packet durations; [`ivf`] and [`ogg`] push readers.
