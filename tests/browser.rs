@@ -8,46 +8,33 @@
 //! re-executed copy does the work. Needs root, `unshare`, `ip`, `/usr/bin/chromium` and
 //! `firefox-esr` (`.ci/setup` installs them).
 
+#[path = "common/browser.rs"]
+#[allow(dead_code)]
+mod browser_kit;
 #[path = "common/media.rs"]
 mod media;
+use browser_kit::{
+    reexec_in_namespace, wait_report, Browser, BrowserKind, KillGroup, StopService, NETNS_ENV,
+    NETNS_MARKER, ONE_AT_A_TIME, REPORT_TIMEOUT,
+};
 
-use smolrtc::service::{Service, ServiceConfig, ServiceHandle};
+use smolrtc::service::{Service, ServiceConfig};
 use smolrtc::testkit::impair::{Impairment, Relay};
 use smolrtc::{Config, Runtime};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Set in the re-executed copy that runs inside the namespace.
-const NETNS_ENV: &str = "SMOLRTC_IN_NETNS";
-/// Printed by the re-executed copy first thing, so the parent can tell that `unshare` worked.
-const NETNS_MARKER: &str = "browser test: inside a private network namespace";
-/// Longest wait for the page's report.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(150);
 /// Longest wait for `GET /api/sessions` to show no session after the page closed.
 const FREED_TIMEOUT: Duration = Duration::from_secs(30);
-/// Hard cap on a browser's life (enforced by `timeout`, also if this process is killed).
-const BROWSER_LIFETIME_S: u64 = 300;
-/// Hard cap on one re-executed case, as seen by the parent.
-const CASE_TIMEOUT: Duration = Duration::from_secs(330);
 const MIB: u64 = 1 << 20;
 /// What every case asks the page to do.
 const ECHO: u64 = 20;
 const UPLOAD_MIB: u64 = 16;
 const DOWNLOAD_MIB: u64 = 16;
-
-/// The browser cases run one at a time (2 cores): each holds this while it runs.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BrowserKind {
-    Chromium,
-    Firefox,
-}
 
 #[test]
 fn chromium_http_offer() {
@@ -852,103 +839,6 @@ fn run_case(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     }
 }
 
-// ------------------------------------------------------------------------ outside
-
-fn reexec_in_namespace(name: &str) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(&exe)
-        .args([
-            name,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(NETNS_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "{name}: cannot run `unshare` ({e}): the browser tests need util-linux's unshare \
-             and iproute2's ip (run .ci/setup)"
-        ),
-    };
-    let guard = KillGroup(child.id());
-    // Stream both outputs through print!, so that libtest shows them live with --nocapture
-    // and keeps them for a failure report without it.
-    let out = child.stdout.take().map(|s| forward(s, false));
-    let err = child.stderr.take().map(|s| forward(s, true));
-    let status = wait_bounded(&mut child, CASE_TIMEOUT);
-    drop(guard);
-    let saw_marker = [out, err]
-        .into_iter()
-        .flatten()
-        .any(|h| h.join().unwrap_or(false));
-    match status {
-        None => panic!("{name}: the re-executed test did not finish in {CASE_TIMEOUT:?}: killed"),
-        Some(s) if !saw_marker => panic!(
-            "{name}: `unshare -n` + `ip link set lo up` failed ({s}); the browser tests need \
-             root (CAP_SYS_ADMIN) for a private network namespace"
-        ),
-        Some(s) => assert!(
-            s.success(),
-            "{name}: failed inside the network namespace ({s})"
-        ),
-    }
-}
-
-/// Copies a child's output to ours line by line; returns whether the marker was seen.
-fn forward<R: Read + Send + 'static>(r: R, stderr: bool) -> std::thread::JoinHandle<bool> {
-    std::thread::spawn(move || {
-        let mut seen = false;
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            seen |= line.contains(NETNS_MARKER);
-            // Prefixed, so the inner run's own "test result" lines are not counted twice.
-            if stderr {
-                eprintln!("netns| {line}");
-            } else {
-                println!("netns| {line}");
-            }
-        }
-        seen
-    })
-}
-
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => return None,
-        }
-    }
-}
-
-/// Kills a process group when dropped (a no-op once it is gone).
-struct KillGroup(u32);
-
-impl Drop for KillGroup {
-    fn drop(&mut self) {
-        signal_group(self.0, "KILL");
-    }
-}
-
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 // ------------------------------------------------------------------------ inside
 
 fn in_namespace(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
@@ -1035,29 +925,6 @@ fn in_namespace(name: &str, kind: BrowserKind, mode: &str, offering: bool) {
     }
 }
 
-/// Waits for the page's report; gives up early (with a failure) if the browser exits.
-fn wait_report(
-    service: &ServiceHandle,
-    browser: &mut Browser,
-    failures: &mut Vec<String>,
-) -> Option<serde_json::Value> {
-    let deadline = Instant::now() + REPORT_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Some(r) = service.next_report(Duration::from_secs(1)) {
-            return Some(r);
-        }
-        if let Some(status) = browser.exited() {
-            // A report posted just before the exit is still taken.
-            let r = service.next_report(Duration::from_secs(1));
-            if r.is_none() {
-                failures.push(format!("the browser exited ({status}) without a report"));
-            }
-            return r;
-        }
-    }
-    None
-}
-
 /// What the page's report must say; returns every failed check.
 fn check_report(r: &serde_json::Value, offering: bool, mode: &str) -> Vec<String> {
     let steps = &r["steps"];
@@ -1134,15 +1001,6 @@ fn check_report(r: &serde_json::Value, offering: bool, mode: &str) -> Vec<String
     bad
 }
 
-/// Shuts the service down when the case ends, whatever happened.
-struct StopService(ServiceHandle);
-
-impl Drop for StopService {
-    fn drop(&mut self) {
-        self.0.shutdown();
-    }
-}
-
 /// Polls `GET /api/sessions` until it lists none; `Err` holds the last answer.
 fn wait_sessions_empty(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -1189,131 +1047,6 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
-// ------------------------------------------------------------------------ browsers
-
-/// A headless browser in its own process group, with a fresh profile in a temp dir; killed
-/// (group) and its dir removed when dropped.
-struct Browser {
-    child: Option<Child>,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Browser {
-    fn launch(kind: BrowserKind, url: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        // Short: Chromium's singleton socket goes under $TMPDIR and must fit in 108 bytes.
-        let dir = std::env::temp_dir().join(format!("smolrtc-{}-{nanos:x}", std::process::id()));
-        let profile = dir.join("profile");
-        std::fs::create_dir_all(&profile).expect("browser temp dir");
-        let log = dir.join("browser.log");
-        let log_file = std::fs::File::create(&log).expect("browser log file");
-        let log_err = log_file.try_clone().expect("browser log file");
-
-        // `timeout` caps the browser's life even if this process dies; it also makes its
-        // own process group, which holds every process of the browser.
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", &BROWSER_LIFETIME_S.to_string()]);
-        match kind {
-            BrowserKind::Chromium => {
-                let exe = "/usr/bin/chromium";
-                assert!(
-                    Path::new(exe).exists(),
-                    "{exe} is missing: install it (apt-get install chromium; see .ci/setup)"
-                );
-                cmd.arg(exe).args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--allow-loopback-in-peer-connection",
-                    "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream",
-                    "--enable-logging=stderr",
-                    "--v=0",
-                ]);
-                cmd.arg(format!("--user-data-dir={}", profile.display()));
-            }
-            BrowserKind::Firefox => {
-                let exe = "/usr/bin/firefox-esr";
-                assert!(
-                    Path::new(exe).exists(),
-                    "{exe} is missing: install it (apt-get install firefox-esr; see .ci/setup)"
-                );
-                std::fs::write(profile.join("user.js"), FIREFOX_PREFS).expect("user.js");
-                cmd.arg(exe)
-                    .args(["--headless", "--no-remote", "--profile"])
-                    .arg(&profile)
-                    .env("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1");
-            }
-        }
-        cmd.arg(url)
-            .env("HOME", &profile)
-            .env("XDG_RUNTIME_DIR", &profile)
-            .env("TMPDIR", &dir)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {kind:?}: {e}"));
-        Self {
-            child: Some(child),
-            dir,
-            log,
-        }
-    }
-
-    /// `Some` once the browser's main process (under `timeout`) has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// TERM the browser's process group, KILL it after a few seconds.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pgid = child.id();
-        signal_group(pgid, "TERM");
-        if wait_bounded(&mut child, Duration::from_secs(5)).is_none() {
-            signal_group(pgid, "KILL");
-            let _ = child.wait();
-        }
-        // Stragglers of the group (helpers that outlived the main process).
-        signal_group(pgid, "KILL");
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Firefox prefs for a loopback-only namespace: loopback candidates, a media permission
-/// (without one Firefox gathers only the default route's address, and there is none), fake
-/// media, console on stdout, and no background traffic.
-/// The same file `tests/fixtures/sdp/capture.py` gives the Firefox it captures offers from.
-const FIREFOX_PREFS: &str = include_str!("fixtures/sdp/firefox-prefs.js");
-
 // ------------------------------------------------------------------------ library tracks
 
 /// The library's own track API: a `PeerConnection` with `add_track` (no service) answers a
@@ -1327,7 +1060,7 @@ fn chromium_add_track_write_frame() {
     println!("{NETNS_MARKER} (add_track)");
     smolrtc::logging::init();
     let dir = media::temp_dir("track");
-    let frames = annexb_units(&test_media(&dir, "H264", "320x240", 0));
+    let frames = media::annexb_units(&test_media(&dir, "H264", "320x240", 0));
     let runtime = Runtime::new().expect("smolrtc runtime");
     let pc = smolrtc::PeerConnection::with_runtime(&runtime, Config::loopback("camera"))
         .expect("peer connection");
@@ -1469,34 +1202,6 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
-fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
-    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
-    let data = std::fs::read(path).expect("media file");
-    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
-    split.push(&data);
-    let mut nals = Vec::new();
-    while let Some(n) = split.poll() {
-        nals.extend(n.ok());
-    }
-    nals.extend(split.flush());
-    let mut asm = AccessUnitAssembler::new();
-    let mut units: Vec<_> = nals
-        .into_iter()
-        .filter_map(|n| asm.push(n).ok().flatten())
-        .collect();
-    units.extend(asm.flush().ok().flatten());
-    units
-        .iter()
-        .map(|au| {
-            au.nals
-                .iter()
-                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
-                .collect()
-        })
-        .collect()
 }
 
 /// One HTTP/1.1 request: its head and body (by Content-Length).

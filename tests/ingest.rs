@@ -653,34 +653,6 @@ fn in_namespace_copy() -> bool {
 
 // ------------------------------------------------------------------------ smolrtc <-> smolrtc
 
-/// The H.264 access units of an Annex-B file, each with its start codes.
-fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
-    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
-    let data = std::fs::read(path).expect("media file");
-    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
-    split.push(&data);
-    let mut nals = Vec::new();
-    while let Some(n) = split.poll() {
-        nals.extend(n.ok());
-    }
-    nals.extend(split.flush());
-    let mut asm = AccessUnitAssembler::new();
-    let mut units: Vec<_> = nals
-        .into_iter()
-        .filter_map(|n| asm.push(n).ok().flatten())
-        .collect();
-    units.extend(asm.flush().ok().flatten());
-    units
-        .iter()
-        .map(|au| {
-            au.nals
-                .iter()
-                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
-                .collect()
-        })
-        .collect()
-}
-
 /// smolrtc to smolrtc: a library peer (`add_track`, fed with `write_frame` from an
 /// ffmpeg-made H.264 file) offers through `POST /whip/cam` to a service whose sink records
 /// to a file; every frame written after the connection is up is in the file, the file
@@ -693,7 +665,7 @@ fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
     let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
         "-t", "3", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
         "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = annexb_units(&source);
+    let units = common::media::annexb_units(&source);
     assert_eq!(units.len(), 90);
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     common::run(async {
@@ -1150,7 +1122,7 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
     let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
         "-t", "5", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
         "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = annexb_units(&source);
+    let units = common::media::annexb_units(&source);
     assert_eq!(units.len(), 150);
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     let _relay = common::run(async {
@@ -1283,7 +1255,7 @@ fn ingest_sessions_benchmark() {
     let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
         "-t", "4", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
         "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = annexb_units(&source);
+    let units = common::media::annexb_units(&source);
     let rec = dir.join("rec");
     std::fs::create_dir_all(&rec).unwrap();
     println!("| sessions | service CPU | CPU per session | RSS above idle | RSS per session |");

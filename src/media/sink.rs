@@ -12,7 +12,7 @@
 //! `STEM-SESSION-YYYYMMDDTHHMMSSZ.EXT` next to PATH, created with `create_new`.
 
 use super::codec::{Codec, MediaKind};
-use super::source::FileFormat;
+use super::source::{split_query, FileFormat};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,27 +99,6 @@ impl fmt::Display for SinkSpecError {
 }
 
 impl std::error::Error for SinkSpecError {}
-
-/// Splits a `?k=v&k=v` tail off `s` when it is one (as SOURCE does: the last `?` followed
-/// by `name=value` pairs without spaces; otherwise the `?` belongs to `s`).
-fn split_query(s: &str) -> (&str, Vec<(&str, &str)>) {
-    if let Some((head, tail)) = s.rsplit_once('?') {
-        let pairs: Option<Vec<(&str, &str)>> = tail
-            .split('&')
-            .map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                let ok = !k.is_empty()
-                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    && !v.contains(char::is_whitespace);
-                ok.then_some((k, v))
-            })
-            .collect();
-        if let Some(pairs) = pairs {
-            return (head, pairs);
-        }
-    }
-    (s, Vec::new())
-}
 
 fn codec_of(params: &[(&str, &str)]) -> Result<Option<Codec>, SinkSpecError> {
     let mut codec = None;

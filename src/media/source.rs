@@ -203,8 +203,8 @@ impl fmt::Display for SourceSpecError {
 
 impl std::error::Error for SourceSpecError {}
 
-/// Splits a `?k=v&k=v` tail off `s` when it is one (see the module doc).
-fn split_query(s: &str) -> (&str, Vec<(&str, &str)>) {
+/// Splits a `?k=v&k=v` tail off `s` when it is one (see the module doc); sinks' DEST too.
+pub(crate) fn split_query(s: &str) -> (&str, Vec<(&str, &str)>) {
     if let Some((head, tail)) = s.rsplit_once('?') {
         let pairs: Option<Vec<(&str, &str)>> = tail
             .split('&')

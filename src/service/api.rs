@@ -139,6 +139,38 @@ pub(super) async fn whip_post(
     Ok(r)
 }
 
+/// What a media resource path asks for: `LIST` (`GET /api/streams`, `/api/sinks`), a new
+/// session at `PREFIX/NAME` (`POST`), or an existing one at `PREFIX/NAME/<id>` (`PATCH`,
+/// `DELETE`). WHEP and WHIP ingest share this shape.
+pub(super) enum MediaRoute<'a> {
+    List,
+    Post(&'a str),
+    Patch(&'a str),
+    Delete(&'a str),
+}
+
+impl<'a> MediaRoute<'a> {
+    pub(super) fn parse(
+        method: &hyper::Method,
+        path: &'a str,
+        list: &str,
+        prefix: &str,
+    ) -> std::result::Result<Self, ServiceError> {
+        use hyper::Method;
+        let rest = path.strip_prefix(prefix).unwrap_or_default();
+        match (path == list, rest.split_once('/'), method) {
+            (true, _, &Method::GET) => Ok(Self::List),
+            (false, None, &Method::POST) => Ok(Self::Post(rest)),
+            (false, Some((_, id)), &Method::PATCH) => Ok(Self::Patch(id)),
+            (false, Some((_, id)), &Method::DELETE) => Ok(Self::Delete(id)),
+            (_, _, m) => Err(ServiceError::MethodNotAllowed {
+                method: m.to_string(),
+                path: super::http::clip(path).to_owned(),
+            }),
+        }
+    }
+}
+
 pub(super) async fn whip_patch(
     shared: &Rc<Shared>,
     id: &str,

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -513,25 +513,12 @@ pub(super) async fn route(
     req: Request<Incoming>,
     path: &str,
 ) -> std::result::Result<Response<Body>, ServiceError> {
-    let method = req.method().clone();
-    if path == "/api/streams" {
-        return match method {
-            Method::GET => Ok(list(shared)),
-            m => Err(ServiceError::MethodNotAllowed {
-                method: m.to_string(),
-                path: path.to_owned(),
-            }),
-        };
-    }
-    let rest = path.strip_prefix("/whep/").unwrap_or_default();
-    match (rest.split_once('/'), method) {
-        (None, Method::POST) => whep_post(shared, peer, rest, req).await,
-        (Some((_, id)), Method::PATCH) => super::api::whip_patch(shared, id, req).await,
-        (Some((_, id)), Method::DELETE) => super::api::whip_delete(shared, id).await,
-        (_, m) => Err(ServiceError::MethodNotAllowed {
-            method: m.to_string(),
-            path: super::http::clip(path).to_owned(),
-        }),
+    use super::api::{whip_delete, whip_patch, MediaRoute};
+    match MediaRoute::parse(req.method(), path, "/api/streams", "/whep/")? {
+        MediaRoute::List => Ok(list(shared)),
+        MediaRoute::Post(name) => whep_post(shared, peer, name, req).await,
+        MediaRoute::Patch(id) => whip_patch(shared, id, req).await,
+        MediaRoute::Delete(id) => whip_delete(shared, id).await,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Real browsers in a private network namespace, for the test files that drive the page
-//! (shared with tests/ingest.rs; tests/browser.rs has its own copy of the same helpers).
+//! (shared by tests/browser.rs, tests/ingest.rs and tests/https.rs).
 //!
 //! Under plain `cargo test` a case re-executes its own test binary under
 //! `unshare -n sh -c 'ip link set lo up && exec ...'` with `SMOLRTC_IN_NETNS=1` set, and the
@@ -26,7 +26,7 @@ const BROWSER_LIFETIME_S: u64 = 300;
 const CASE_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The browser cases run one at a time (2 cores): each holds this while it runs.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrowserKind {
@@ -136,7 +136,7 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 }
 
 /// Kills a process group when dropped (a no-op once it is gone).
-pub struct KillGroup(u32);
+pub struct KillGroup(pub u32);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
