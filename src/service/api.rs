@@ -142,6 +142,7 @@ pub(super) async fn whip_post(
 /// What a media resource path asks for: `LIST` (`GET /api/streams`, `/api/sinks`), a new
 /// session at `PREFIX/NAME` (`POST`), or an existing one at `PREFIX/NAME/<id>` (`PATCH`,
 /// `DELETE`). WHEP and WHIP ingest share this shape.
+#[cfg(feature = "media")]
 pub(super) enum MediaRoute<'a> {
     List,
     Post(&'a str),
@@ -149,6 +150,7 @@ pub(super) enum MediaRoute<'a> {
     Delete(&'a str),
 }
 
+#[cfg(feature = "media")]
 impl<'a> MediaRoute<'a> {
     pub(super) fn parse(
         method: &hyper::Method,

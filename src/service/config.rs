@@ -187,6 +187,7 @@ impl Default for ServiceConfig {
             sinks: Vec::new(),
             #[cfg(feature = "media")]
             max_sink_file_bytes: DEFAULT_MAX_SINK_FILE_BYTES,
+            #[cfg(feature = "media")]
             publish: Vec::new(),
             serve_http: true,
             tls: None,
