@@ -470,8 +470,18 @@ fn spawn_track(
                         (0..viewers).for_each(|_| t.add_viewer());
                         t
                     });
+                    let before = track.profile_level_id();
                     // Packetized once; every viewer's sender shares it.
                     let frame = track.handle_frame(f.arrival, f.frame);
+                    if let (Some(old), Some(new)) = (before, track.profile_level_id()) {
+                        if old != new {
+                            // No server-initiated renegotiation in WHEP: viewers keep their
+                            // answer, the new SPS reaches their decoders in band.
+                            log::warn!(
+                                "stream {stream}: the source's H.264 profile-level-id changed from {old} to {new}; viewers watching keep the one they negotiated, new viewers negotiate for {new}"
+                            );
+                        }
+                    }
                     // Frames of the ended run still queued do not make it live again.
                     if !matches!(s.status, Status::Restarting(_, at) if f.arrival <= at) {
                         s.status = Status::Live(f.arrival);
