@@ -6,10 +6,17 @@
 //!   it keeps the answer it got, and the new SPS and PPS reach it in band before the next
 //!   IDR; whether its decoder takes the new profile is up to the decoder.
 //!
-//! Needs ffmpeg (`.ci/setup`).
+//! - a High-profile stream plays in Chromium, whose offer lists High 4:4:4 Predictive
+//!   (`f4001f`) but no plain High: a High 4:4:4 Predictive decoder decodes High streams
+//!   (H.264 Annex A.2), so that payload type is answered.
+//!
+//! Needs ffmpeg (`.ci/setup`); the Chromium case also root, `unshare` and chromium.
 
 mod common;
 
+use common::browser::{
+    in_namespace, reexec_in_namespace, wait_report, Browser, BrowserKind, StopService,
+};
 use common::http::request;
 use smolrtc::media::MediaKind;
 use smolrtc::service::StreamConfig;
@@ -150,5 +157,46 @@ fn a_profile_change_reaches_new_answers_and_watching_viewers_in_band() {
         "stream at {p}, answered {answered}"
     );
     h.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Chromium plays an x264 High-profile stream through WHEP (its offer has no `64..`
+/// format, so the stream goes out on its `f4001f` one).
+#[test]
+fn chromium_plays_a_high_profile_stream() {
+    const NAME: &str = "chromium_plays_a_high_profile_stream";
+    if !in_namespace(NAME) {
+        return reexec_in_namespace(NAME);
+    }
+    smolrtc::logging::init();
+    let dir = common::media::temp_dir("profile-high");
+    let high = dir.join("high.h264");
+    std::fs::write(&high, part(&dir, "high")).unwrap();
+    let mut config = common::service::config(|c| c.peer = smolrtc::Config::loopback("service"));
+    let source = format!("file:{}", high.display());
+    StreamConfig::add_source(&mut config.streams, MediaKind::Video, "cam", &source).unwrap();
+    let runtime = smolrtc::Runtime::new().expect("runtime");
+    let service = smolrtc::service::Service::new(config)
+        .start(&runtime)
+        .expect("service start");
+    let service = StopService(service);
+    let addr = service.0.addr;
+    let p = profile_when(addr, |p| p.starts_with("64"));
+    let url = format!(
+        "http://{addr}/?watch=cam&auto=1&via=whep&codec=H264&frames=30&wait=60&report=/api/report"
+    );
+    let mut failures = Vec::new();
+    let mut browser = Browser::launch(BrowserKind::Chromium, &url);
+    let report = wait_report(&service.0, &mut browser, &mut failures);
+    println!("stream {p}: {report:?}");
+    let r = report.unwrap_or_else(|| panic!("no report: {failures:?}"));
+    let s = &r["streams"]["cam"];
+    assert!(r["ok"] == true, "{s}\n{}", browser.log_tail(40));
+    assert_eq!(s["codec"], "video/H264", "{s}");
+    assert_eq!(
+        (s["frameWidth"].as_u64(), s["frameHeight"].as_u64()),
+        (Some(320), Some(240))
+    );
+    browser.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -235,19 +235,22 @@ impl ProfileLevelId {
     /// Whether a decoder of profile `decoder` (as a receiver offers it) decodes a stream of
     /// this profile: constrained baseline is the common subset of baseline, main and high;
     /// main is a subset of high; a baseline stream (FMO/ASO possible) needs a baseline or
-    /// extended decoder.
+    /// extended decoder. High 10, High 4:2:2 and High 4:4:4 Predictive decoders decode
+    /// main and high streams too (H.264 Annex A.2.5–A.2.7): Chromium offers `f4001f` and no
+    /// plain high.
     pub fn decodable_by(self, decoder: ProfileLevelId) -> bool {
         use H264Profile::*;
         let (Some(stream), Some(dec)) = (self.profile(), decoder.profile()) else {
             return false;
         };
+        let above_high = matches!(dec, HighOther(0x6e | 0x7a | 0xf4));
         match stream {
             ConstrainedBaseline => true,
             Baseline => matches!(dec, Baseline | Extended),
-            Main => matches!(dec, Main | High),
+            Main => matches!(dec, Main | High) || above_high,
             Extended => dec == Extended,
-            ConstrainedHigh => matches!(dec, ConstrainedHigh | High),
-            High => dec == High,
+            ConstrainedHigh => matches!(dec, ConstrainedHigh | High) || above_high,
+            High => dec == High || above_high,
             HighOther(idc) => dec == HighOther(idc),
         }
     }
@@ -336,6 +339,10 @@ mod tests {
         assert!(b.decodable_by(b) && !b.decodable_by(m) && !b.decodable_by(h));
         assert!(m.decodable_by(m) && m.decodable_by(h) && !m.decodable_by(cb));
         assert!(h.decodable_by(h) && !h.decodable_by(m));
+        // High 4:4:4 Predictive, High 10 decoders take main and high, not baseline.
+        let (h444, h10) = (p("f4001f"), p("6e001f"));
+        assert!(h.decodable_by(h444) && m.decodable_by(h444) && h.decodable_by(h10));
+        assert!(!b.decodable_by(h444) && !h444.decodable_by(h));
         assert!(!cb.decodable_by(p("42e11f")));
     }
 }

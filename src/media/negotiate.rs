@@ -8,7 +8,8 @@
 //!
 //! [`negotiate`] picks the offer's payload type for what a source produces ([`SendCodec`]):
 //! - H.264: `packetization-mode=1` and a profile that decodes the stream (RFC 6184 §8.2.2;
-//!   constrained baseline fits baseline, main and high decoders), an exact profile preferred;
+//!   constrained baseline fits baseline, main and high decoders, main and high fit high 10,
+//!   4:2:2 and 4:4:4 decoders: Chromium offers `f4001f`, no `64..`), an exact profile preferred;
 //!   the answer keeps the offer's profile and says the stream's level when lower. A stream
 //!   above the offer's level is still sent (browsers decode it) and flagged
 //!   ([`Negotiated::level_above_offer`]) so it can be logged.
@@ -528,6 +529,25 @@ a=rtpmap:119 rtx/90000
         // High 4:4:4 has no taker.
         let err = pick("f4001f").unwrap_err();
         assert!(err.to_string().contains("profile-level-id=f4001f"), "{err}");
+    }
+
+    #[test]
+    fn h264_high_goes_to_a_high_444_format_when_no_high_is_offered() {
+        // Debian's Chromium offers 42001f, 42e01f, 4d001f and f4001f, no 64001f.
+        let offer =
+            section(&CHROME_VIDEO.replace("profile-level-id=64001f", "profile-level-id=f4001f"));
+        let high = negotiate(
+            &offer,
+            SendCodec {
+                codec: Codec::H264,
+                profile_level_id: ProfileLevelId::parse("64001e"),
+            },
+            &Capabilities::default(),
+        )
+        .unwrap();
+        assert_eq!(high.pt, 39);
+        // The offer's profile, the stream's lower level.
+        assert_eq!(high.profile_level_id, ProfileLevelId::parse("f4001e"));
     }
 
     #[test]
