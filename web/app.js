@@ -1513,6 +1513,8 @@
       nackCount: s.nackCount || 0,
       retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
       pliCount: s.pliCount || 0,
+      // Mean time a frame waited in the jitter buffer (ms): a late joiner's catch-up shows here.
+      jitterBufferMs: s.jitterBufferEmittedCount ? (s.jitterBufferDelay * 1000) / s.jitterBufferEmittedCount : null,
       bitrate: bps,
       rtt: out.rtt,
       totalSamplesReceived: out.audio ? out.audio.totalSamplesReceived || 0 : null,
