@@ -249,13 +249,45 @@ fn a_library_viewer_joining_mid_gop_gets_the_cached_keyframe_first() {
 /// decode its first frames while the source is still in that group.
 #[test]
 fn chromium_late_joiner_decodes_before_the_next_keyframe() {
-    const NAME: &str = "chromium_late_joiner_decodes_before_the_next_keyframe";
-    if !in_namespace(NAME) {
-        return reexec_in_namespace(NAME);
+    browser_late_joiner(
+        "chromium_late_joiner_decodes_before_the_next_keyframe",
+        BrowserKind::Chromium,
+        "H264",
+    );
+}
+
+/// The same with Firefox ESR and a VP8 stream (offline Firefox has no H.264).
+#[test]
+fn firefox_late_joiner_decodes_vp8_before_the_next_keyframe() {
+    browser_late_joiner(
+        "firefox_late_joiner_decodes_vp8_before_the_next_keyframe",
+        BrowserKind::Firefox,
+        "VP8",
+    );
+}
+
+/// 10 s of 320x240 VP8 at 30 fps with one keyframe (checked by [`wait_mid_gop`]: one per
+/// loop of the stream).
+fn long_gop_vp8_file(dir: &Path) -> PathBuf {
+    #[rustfmt::skip]
+    let path = common::media::make(&dir.join("gop300.ivf"), [
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "10",
+        "-c:v", "libvpx", "-g", "300", "-keyint_min", "300", "-b:v", "500k",
+        "-f", "ivf",
+    ]);
+    path
+}
+
+fn browser_late_joiner(name: &str, kind: BrowserKind, codec: &str) {
+    if !in_namespace(name) {
+        return reexec_in_namespace(name);
     }
     smolrtc::logging::init();
-    let dir = common::media::temp_dir("late-join-chromium");
-    let file = long_gop_file(&dir);
+    let dir = common::media::temp_dir("late-join-browser");
+    let file = match codec {
+        "VP8" => long_gop_vp8_file(&dir),
+        _ => long_gop_file(&dir),
+    };
     let runtime = smolrtc::Runtime::new().expect("runtime");
     let service = smolrtc::service::Service::new(cam_config(&file, Config::loopback("service")))
         .start(&runtime)
@@ -265,12 +297,12 @@ fn chromium_late_joiner_decodes_before_the_next_keyframe() {
     wait_mid_gop(addr, 0, GOP);
     let page = |via: &str, frames: u32| {
         format!(
-            "http://{addr}/?watch=cam&auto=1&via={via}&codec=H264&frames={frames}&wait=60\
+            "http://{addr}/?watch=cam&auto=1&via={via}&codec={codec}&frames={frames}&wait=60\
              &keep=1&report=/api/report"
         )
     };
     let mut failures = Vec::new();
-    let mut b1 = Browser::launch(BrowserKind::Chromium, &page("whep", 30));
+    let mut b1 = Browser::launch(kind, &page("whep", 30));
     let r1 = wait_report(&service.0, &mut b1, &mut failures);
     println!("viewer 1: {r1:?}");
     assert!(
@@ -280,7 +312,7 @@ fn chromium_late_joiner_decodes_before_the_next_keyframe() {
     );
 
     let (pos, keyframes) = wait_mid_gop(addr, 30, 120);
-    let mut b2 = Browser::launch(BrowserKind::Chromium, &page("http", 30));
+    let mut b2 = Browser::launch(kind, &page("http", 30));
     let r2 = wait_report(&service.0, &mut b2, &mut failures);
     let (frames_now, keyframes_now) = counts(addr);
     println!(
@@ -305,6 +337,12 @@ fn chromium_late_joiner_decodes_before_the_next_keyframe() {
     assert_eq!(
         (s["frameWidth"].as_u64(), s["frameHeight"].as_u64()),
         (Some(320), Some(240))
+    );
+    assert!(
+        s["codec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{codec}"))),
+        "{s}"
     );
     assert_eq!(
         keyframes_now, keyframes,
