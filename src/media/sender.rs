@@ -16,7 +16,10 @@
 //! apart after what the viewer already has, then carries on with the live frames. The
 //! viewer decodes the whole group at once and shows the live picture: time to first frame
 //! does not depend on the source's keyframe interval, and nothing is decoded against a
-//! missing reference. A PLI or FIR is answered the same way.
+//! missing reference. A PLI or FIR is answered the same way. The keyframe and
+//! [`CATCH_UP_BURST`] bytes go at once, the rest of the catch-up at [`CATCH_UP_SPEEDUP`]
+//! times the group's bit rate (at least [`CATCH_UP_MIN_RATE`]): [`Sender::poll_timeout`]
+//! says when more may go.
 //!
 //! # A slow viewer
 //! Packets wait in a queue bounded by [`SenderConfig::queue_limit`] until the owner polls
@@ -55,6 +58,14 @@ pub const SR_INTERVAL: Duration = Duration::from_secs(1);
 /// Keyframe requests from one viewer closer than this are answered once (a PLI sent again
 /// before the answer arrived asks for nothing new).
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// A catch-up goes out at this multiple of its group's own bit rate (a 10 s group reaches
+/// live in about 1.25 s)...
+pub const CATCH_UP_SPEEDUP: f64 = 8.0;
+/// ...but at least this many bytes per second (10 Mbit/s)...
+pub const CATCH_UP_MIN_RATE: f64 = 1_250_000.0;
+/// ...after its keyframe and this many bytes more at once: a group sent in one burst
+/// overflowed Firefox's socket on loopback (130 packets of a 110 KB catch-up lost).
+pub const CATCH_UP_BURST: f64 = 64.0 * 1024.0;
 /// Sequence numbers waiting for retransmission at once; NACKs beyond it are dropped.
 const MAX_PENDING_RETRANSMITS: usize = 1024;
 /// Sender reports remembered for RTT computation.
@@ -199,6 +210,33 @@ struct Sent {
     resent_at: Option<Instant>,
 }
 
+/// A token bucket over the catch-up's packets at the front of the queue.
+#[derive(Debug, Clone)]
+struct Pace {
+    /// Catch-up packets still queued.
+    left: usize,
+    /// Bytes per second.
+    rate: f64,
+    /// Bytes that may go now, as of `at`, at most `cap`.
+    tokens: f64,
+    cap: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.cap);
+        self.at = self.at.max(now);
+    }
+
+    /// When `len` bytes may go.
+    fn due(&self, len: f64) -> Instant {
+        let wait = ((len - self.tokens).max(0.0) / self.rate).min(1.0);
+        self.at + Duration::from_secs_f64(wait) + Duration::from_micros(1)
+    }
+}
+
 /// One track to one viewer; see the module doc.
 #[derive(Debug)]
 pub struct Sender {
@@ -213,6 +251,7 @@ pub struct Sender {
     awaiting_keyframe: bool,
     last_index: Option<u64>,
     queue: VecDeque<Queued>,
+    pace: Option<Pace>,
     retransmit: VecDeque<u16>,
     history: Vec<Option<Sent>>,
     rtcp_out: VecDeque<Vec<u8>>,
@@ -243,6 +282,7 @@ impl Sender {
             awaiting_keyframe: video,
             last_index: None,
             queue: VecDeque::new(),
+            pace: None,
             retransmit: VecDeque::new(),
             history: vec![None; HISTORY_PACKETS],
             rtcp_out: VecDeque::new(),
@@ -316,6 +356,7 @@ impl Sender {
             self.stats.overflows += 1;
             self.stats.frames_dropped += 1;
             self.queue.clear();
+            self.pace = None;
             if self.is_video() {
                 self.awaiting_keyframe = true;
                 self.request_keyframe(now, KeyframeCause::Overflow);
@@ -360,6 +401,19 @@ impl Sender {
             return;
         }
         self.queue.clear();
+        // Paced past its keyframe (see CATCH_UP_SPEEDUP): the keyframe goes at once.
+        let bytes: usize = frames.iter().map(|f| f.bytes()).sum();
+        let span = f64::from(last.timestamp.wrapping_sub(first.timestamp))
+            / f64::from(self.cfg.codec.clock_rate());
+        let group_rate = if span > 0.0 { bytes as f64 / span } else { 0.0 };
+        let cap = (first.bytes() + first.payloads.len() * RTP_HEADER_LEN) as f64 + CATCH_UP_BURST;
+        self.pace = Some(Pace {
+            left: frames.iter().map(|f| f.payloads.len()).sum(),
+            rate: (group_rate * CATCH_UP_SPEEDUP).max(CATCH_UP_MIN_RATE),
+            tokens: cap,
+            cap,
+            at: now,
+        });
         // One tick apart, after everything this viewer was given: the decoder gets the
         // group at once and the live frames continue right after.
         let base = if self.started {
@@ -496,13 +550,20 @@ impl Sender {
         }
     }
 
-    /// When [`Sender::handle_timeout`] should be called next (the next sender report).
+    /// When [`Sender::handle_timeout`] should be called next (the next sender report), or
+    /// [`Sender::poll_transmit`] again (a paced catch-up may send more).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.stats.packets_sent == 0 {
+        let sr = if self.stats.packets_sent == 0 {
             None
         } else {
             self.next_sr
-        }
+        };
+        let paced = self
+            .pace
+            .as_ref()
+            .zip(self.queue.front())
+            .map(|(p, q)| p.due((q.payload.len() + RTP_HEADER_LEN) as f64));
+        sr.into_iter().chain(paced).min()
     }
 
     /// The next event.
@@ -550,6 +611,18 @@ impl Sender {
             payload.write_to(buf);
             self.stats.retransmits += 1;
             return Some(Transmit::Rtp);
+        }
+        if let Some(p) = self.pace.as_mut() {
+            let len = (self.queue.front()?.payload.len() + RTP_HEADER_LEN) as f64;
+            p.refill(now);
+            if p.tokens + 1e-6 < len {
+                return None; // poll_timeout says when
+            }
+            p.tokens -= len;
+            p.left = p.left.saturating_sub(1);
+            if p.left == 0 {
+                self.pace = None;
+            }
         }
         let q = self.queue.pop_front()?;
         let seq = self.seq;

@@ -232,7 +232,7 @@ impl MediaSession {
         }
     }
 
-    /// The next sender report is due.
+    /// The next sender report is due, or a paced catch-up may send more.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.srtp.as_ref()?;
         let senders = self.senders.iter().filter_map(Sender::poll_timeout);

@@ -444,3 +444,63 @@ fn garbage_rtcp_is_counted_not_fatal() {
     s.handle_rtcp(t0, &[0xff; 40]);
     assert_eq!(s.stats().rtcp_errors, 2);
 }
+
+#[test]
+fn a_big_catch_up_is_paced_after_its_keyframe() {
+    let t0 = Instant::now();
+    let mut src = Source::new(Codec::H264);
+    let mut s = sender(Codec::H264, false);
+    // A 10 s group: a 20 KB keyframe and 299 frames of 1 KB (100-byte payloads), about
+    // 330 KB, so 8x its rate is below the 10 Mbit/s floor: paced at 1.25 MB/s.
+    let mut group = vec![src.frame(t0, true, 20_000)];
+    group.extend((0..299).map(|_| src.frame(t0, false, 1000)));
+    let packets: usize = group.iter().map(|f| f.payloads.len()).sum();
+    s.handle_catch_up(t0, &group);
+    let rtp_only = |v: Vec<(Transmit, Vec<u8>)>| -> Vec<Vec<u8>> {
+        v.into_iter()
+            .filter(|(t, _)| *t == Transmit::Rtp)
+            .map(|(_, b)| b)
+            .collect()
+    };
+    let first = rtp_only(drain(&mut s, t0));
+    let key_packets = group[0].payloads.len();
+    let sent: usize = first.iter().map(Vec::len).sum();
+    // The keyframe and about CATCH_UP_BURST more; not the whole group.
+    assert!(first.len() > key_packets, "{} packets", first.len());
+    assert!(
+        first.len() < packets,
+        "{} of {packets} at once",
+        first.len()
+    );
+    let cap = group[0].bytes() as f64 + 12.0 * key_packets as f64 + CATCH_UP_BURST;
+    assert!(
+        sent as f64 <= cap + 200.0,
+        "{sent} bytes at once, cap {cap}"
+    );
+    // The rest as time passes, each step when poll_timeout says (sender reports too, as
+    // the media actor does).
+    let mut now = t0;
+    let mut total = first.len();
+    let mut steps = 0;
+    while total < packets {
+        let due = s.poll_timeout().expect("a pacing deadline");
+        assert!(due >= now, "a deadline in the past");
+        now = due;
+        s.handle_timeout(now, SystemTime::now());
+        total += rtp_only(drain(&mut s, now)).len();
+        steps += 1;
+        assert!(steps < 100_000, "stuck at {total} of {packets}");
+    }
+    let took = now - t0;
+    assert!(
+        took > Duration::from_millis(150) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    // Then no pacing: a live frame goes at once.
+    let live = src.frame(now, false, 1000);
+    s.handle_frame(now, &live);
+    assert_eq!(rtp_only(drain(&mut s, now)).len(), live.payloads.len());
+    // Only the next sender report is left to wait for.
+    let next = s.poll_timeout().expect("sender report");
+    assert!(next > now + Duration::from_millis(500), "{:?}", next - now);
+}
