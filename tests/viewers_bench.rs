@@ -452,7 +452,8 @@ fn rtp_source_latency() {
 /// first frame read, over `BENCH_JOINS` (default 20) joins, one at a time at random points
 /// of a 10 s group of pictures (640x480 H.264 ~1 Mbit/s, one keyframe per 300 frames).
 /// Every first frame must be a keyframe read while the source was still in the group it
-/// joined (the cached keyframe, not the next one).
+/// joined (the cached keyframe, not the next one). Also timed: to the first live frame
+/// after the (paced) catch-up.
 #[test]
 #[ignore = "benchmark: run explicitly"]
 fn late_join_time_to_first_frame() {
@@ -480,6 +481,7 @@ fn late_join_time_to_first_frame() {
         )
     };
     let mut ttff = Vec::new();
+    let mut to_live = Vec::new();
     let mut positions = Vec::new();
     common::run(async {
         for i in 0..joins {
@@ -490,10 +492,23 @@ fn late_join_time_to_first_frame() {
             let took = posted.elapsed().as_secs_f64() * 1000.0;
             let (_, k1) = keyframes(serve.addr);
             assert!(f.keyframe, "join {i}: the first frame is not a keyframe");
+            // Live: the first frame 3000 ticks after the one before (the catch-up's are
+            // one tick apart).
+            let mut last = f.rtp_timestamp;
+            loop {
+                let g = rx.read_frame().await.expect("frames");
+                let d = g.rtp_timestamp.wrapping_sub(last);
+                last = g.rtp_timestamp;
+                if d >= 3000 {
+                    break;
+                }
+            }
+            let live = posted.elapsed().as_secs_f64() * 1000.0;
             if k1 != k0 {
                 println!("join {i}: a source keyframe came meanwhile; not counted");
             } else {
                 ttff.push(took);
+                to_live.push(live);
                 positions.push(frames.saturating_sub(1) % 300);
             }
             p.pc.close().await;
@@ -502,8 +517,17 @@ fn late_join_time_to_first_frame() {
     let mut d = ttff.clone();
     d.sort_by(f64::total_cmp);
     assert!(d.len() * 2 > joins, "only {} joins counted", d.len());
+    let mut l = to_live.clone();
+    l.sort_by(f64::total_cmp);
     println!("GOP positions at join (frames): {positions:?}");
     println!("times to first frame (ms): {ttff:.1?}");
+    println!("times to the first live frame after the catch-up (ms): {to_live:.1?}");
+    println!(
+        "to live: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        percentile(&l, 0.5),
+        percentile(&l, 0.9),
+        l[l.len() - 1]
+    );
     println!(
         "| joins | p50 | p90 | max |\n| --- | --- | --- | --- |\n| {} | {:.0} ms | {:.0} ms | {:.0} ms |",
         d.len(),
