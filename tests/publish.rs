@@ -2,8 +2,10 @@
 //! second `smolrtc serve`'s `/whip/NAME` ingest (standing in for an SFU), both real
 //! processes of the built binary on 127.0.0.1: the file the receiver's sink writes is
 //! checked with ffprobe; the receiver killed and restarted mid-stream is published to
-//! again; a 401 is logged once per backoff step; an `https://` endpoint is verified
-//! (refused without `--publish-ca`, published to with it). Needs ffmpeg (`.ci/setup`).
+//! again; a 401 is logged once per backoff step; a 503/429's `Retry-After` is waited out;
+//! an `https://` endpoint is verified (refused without `--publish-ca`, published to with
+//! it); `Link` ICE servers (OPTIONS) used by the first connection; an Opus stream
+//! published. ICE restart by PATCH: tests/publish_restart.rs. Needs ffmpeg (`.ci/setup`).
 
 #[path = "common/publish.rs"]
 mod fixture;
@@ -481,5 +483,139 @@ fn a_lossy_leg_is_repaired_by_nack() {
     let _ = publisher.stop();
     let _ = receiver.stop();
     check_recordings(&dir, 90);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `503` and then a `429`, each with `Retry-After`, are waited out: the next POST comes
+/// no sooner than the endpoint asked, though the backoff's steps (1 s, 2 s) are shorter;
+/// then the stream is published.
+#[test]
+fn retry_after_is_honoured() {
+    use std::sync::{Arc, Mutex};
+    const ASKED: u64 = 6;
+    let dir = temp_dir("retry-after");
+    let src = source();
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
+    );
+    let posts: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let seen = posts.clone();
+    let hook: Hook = Box::new(move |_, head, _| {
+        if !head.starts_with("post") {
+            return None;
+        }
+        let mut p = seen.lock().unwrap();
+        p.push(Instant::now());
+        let status = match p.len() {
+            1 => "503 Service Unavailable",
+            2 => "429 Too Many Requests",
+            _ => return None,
+        };
+        Some(format!(
+            "HTTP/1.1 {status}\r\nRetry-After: {ASKED}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+        ))
+    });
+    let endpoint = endpoint_with(receiver.addr, None, hook, |_| {});
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--video",
+            &format!("cam=file:{}", src.display()),
+            "--publish",
+            &format!("cam=http://{endpoint}/whip/cam"),
+        ],
+    );
+    wait_for(
+        "30 frames after two refusals",
+        &[&publisher, &receiver],
+        || sink_frames(&receiver, "cam") >= 30,
+    );
+    let p = posts.lock().unwrap().clone();
+    assert!(p.len() >= 3, "{} POSTs", p.len());
+    for (i, w) in p.windows(2).take(2).enumerate() {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_secs(ASKED),
+            "POST {} came {gap:?} after a Retry-After: {ASKED}",
+            i + 2
+        );
+    }
+    let log = publisher.log();
+    let waits = log
+        .lines()
+        .filter(|l| l.contains(&format!("retrying in {ASKED} s (Retry-After)")))
+        .count();
+    assert_eq!(waits, 2, "{log}");
+    assert!(log.contains("503") && log.contains("429"), "{log}");
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An audio stream (an Opus file) is published: the receiver's sink writes an Ogg file
+/// ffprobe reads as Opus, seconds long.
+#[test]
+fn an_audio_stream_is_published() {
+    let dir = temp_dir("audio");
+    let opus = media::opus(&media::temp_dir("publish-media"), 4);
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("mic=file:{}/mic.ogg", dir.display())],
+    );
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--audio",
+            &format!("mic=file:{}", opus.display()),
+            "--publish",
+            &format!("mic=http://{}/whip/mic", receiver.addr),
+        ],
+    );
+    // 20 ms packets: 150 is 3 s.
+    wait_for(
+        "150 Opus frames at the receiver",
+        &[&publisher, &receiver],
+        || sink_frames(&receiver, "mic") >= 150,
+    );
+    assert_eq!(publish_state(&publisher, "mic")["state"], "connected");
+    let _ = publisher.stop();
+    let _ = receiver.stop();
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ogg"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+        ])
+        .args(["-of", "json"])
+        .arg(&files[0])
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{}: {v}", files[0].display());
+    assert_eq!(v["streams"][0]["codec_name"], "opus", "{v}");
+    let secs: f64 = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!(secs >= 2.5, "{secs} s recorded");
     let _ = std::fs::remove_dir_all(&dir);
 }
