@@ -14,6 +14,9 @@ pub(crate) static BYTES_SENT: AtomicU64 = AtomicU64::new(0);
 pub(crate) static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
 /// DTLS handshakes or transports that failed (a wrong fingerprint included).
 pub(crate) static DTLS_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// HTTPS connections whose TLS handshake failed or was too slow (not TLS, a bad
+/// ClientHello, a slowloris handshake).
+pub(crate) static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// RTP packets viewers reported lost (increase of each receiver report's cumulative loss).
 pub(crate) static RTP_PACKETS_LOST: AtomicU64 = AtomicU64::new(0);
 /// NACK feedback packets viewers sent.

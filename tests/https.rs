@@ -331,6 +331,18 @@ fn closed_unanswered(s: &mut TcpStream) -> bool {
     }
 }
 
+/// `smolrtc_tls_handshake_failures_total` of the service's `/metrics` (over HTTPS).
+fn tls_failures(cacert: &str, port: u16) -> u64 {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert", cacert])
+        .arg(format!("https://127.0.0.1:{port}/metrics")));
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("smolrtc_tls_handshake_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("smolrtc_tls_handshake_failures_total in /metrics")
+}
+
 #[test]
 fn https_with_bad_tls_input_refused_and_others_served() {
     let dir = temp_dir("tls");
@@ -339,6 +351,8 @@ fn https_with_bad_tls_input_refused_and_others_served() {
     let cacert = dir.join("cert.pem");
     let cacert = cacert.to_str().unwrap();
     let by_ip = format!("https://127.0.0.1:{port}/api/sessions");
+    // The counter is process-wide (other tests' services may add to it): it only rises.
+    let failures_before = tls_failures(cacert, port);
     // An IP address: no SNI at all.
     assert_eq!(curl(&["--cacert", cacert, &by_ip]), "200");
     // SNI `localhost`.
@@ -383,6 +397,12 @@ fn https_with_bad_tls_input_refused_and_others_served() {
     g.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
         .unwrap();
     assert!(closed_unanswered(&mut g));
+    // Both counted in /metrics (good handshakes and the redirect are not).
+    let failures = tls_failures(cacert, port);
+    assert!(
+        failures >= failures_before + 2,
+        "{failures_before} -> {failures}"
+    );
 
     // Slowloris: handshakes begun and left hanging (half a record; nothing at all). Others
     // are served meanwhile; the hanging ones are closed at header_timeout.
@@ -400,6 +420,12 @@ fn https_with_bad_tls_input_refused_and_others_served() {
         assert!(closed_unanswered(s), "a hanging handshake was kept");
     }
     assert_eq!(curl(&["--cacert", cacert, &by_ip]), "200");
+    // The six slow handshakes are failures too.
+    let slow_failures = tls_failures(cacert, port);
+    assert!(
+        slow_failures >= failures + 6,
+        "{failures} -> {slow_failures}"
+    );
     h.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

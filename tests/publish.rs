@@ -2,9 +2,13 @@
 //! second `smolrtc serve`'s `/whip/NAME` ingest (standing in for an SFU), both real
 //! processes of the built binary on 127.0.0.1: the file the receiver's sink writes is
 //! checked with ffprobe; the receiver killed and restarted mid-stream is published to
-//! again; a 401 is logged once per backoff step; an `https://` endpoint is verified
-//! (refused without `--publish-ca`, published to with it). Needs ffmpeg (`.ci/setup`).
+//! again; a 401 is logged once per backoff step; a 503/429's `Retry-After` is waited out;
+//! an `https://` endpoint is verified (refused without `--publish-ca`, published to with
+//! it); `Link` ICE servers (OPTIONS) used by the first connection; an Opus stream
+//! published. ICE restart by PATCH: tests/publish_restart.rs. Needs ffmpeg (`.ci/setup`).
 
+#[path = "common/publish.rs"]
+mod fixture;
 #[path = "common/forward.rs"]
 #[allow(dead_code)]
 mod forward;
@@ -13,216 +17,11 @@ mod http;
 #[path = "common/media.rs"]
 mod media;
 
-use http::request;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use fixture::*;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Every wait is bounded by this, so a broken publisher fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A `smolrtc serve` process; its stderr goes to `log`. Killed when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Serve {
-    /// Starts `serve` on `port` (0: a free one) with ICE on 127.0.0.1 and `args`; returns
-    /// once it answers HTTP (or HTTPS: `tls`).
-    fn start(dir: &Path, tag: &str, port: u16, tls: bool, args: &[&str]) -> Serve {
-        let port = if port == 0 { free_port() } else { port };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let log = dir.join(format!("{tag}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_smolrtc"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--ice-address", "127.0.0.1", "--no-rawrtc-flow"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("smolrtc serve");
-        let mut s = Serve { child, addr, log };
-        let until = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = s.child.try_wait().unwrap() {
-                panic!("serve {tag} exited ({status}): {}", s.log());
-            }
-            if s.log().contains("listening on")
-                && (tls || std::net::TcpStream::connect(addr).is_ok())
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "serve {tag} did not start: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> serde_json::Value {
-        let r = request(self.addr, "GET", path, None, b"");
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        r.json()
-    }
-
-    fn metrics(&self) -> String {
-        request(self.addr, "GET", "/metrics", None, b"").text()
-    }
-
-    /// SIGTERM, then waits for the exit (the clean shutdown: DELETE sent).
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let until = Instant::now() + PATIENCE;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < until, "serve did not stop: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("smolrtc-publish-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A 320x240 H.264 camera stand-in (looped by the `file:` source).
-fn source() -> PathBuf {
-    media::video(
-        &media::temp_dir("publish-media"),
-        "H264",
-        "testsrc=size=320x240:rate=30",
-        4,
-        0,
-    )
-}
-
-/// Frames sink `name` of `serve` wrote so far.
-fn sink_frames(serve: &Serve, name: &str) -> u64 {
-    let v = serve.get("/api/sinks");
-    v["sinks"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == name))
-        .and_then(|s| s["frames"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Waits until `f` holds, or fails with `what` and the logs.
-fn wait_for(what: &str, logs: &[&Serve], mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + PATIENCE;
-    while !f() {
-        if Instant::now() > until {
-            let logs: Vec<String> = logs.iter().map(|s| s.log()).collect();
-            panic!(
-                "{what}: not within {PATIENCE:?}\n{}",
-                logs.join("\n-----\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The stream's `publish` object in `/api/streams`.
-fn publish_state(serve: &Serve, name: &str) -> serde_json::Value {
-    let v = serve.get("/api/streams");
-    v["streams"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == name))
-        .map(|s| s["publish"].clone())
-        .unwrap_or_default()
-}
-
-/// Video files in `dir`.
-fn recordings(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "h264"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Codec, width, height and frames ffprobe reads in `path`.
-fn ffprobe(path: &Path) -> (String, u64, u64, u64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(out.status.success(), "ffprobe {}", path.display());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = &v["streams"][0];
-    let num = |x: &serde_json::Value| {
-        x.as_u64()
-            .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
-            .unwrap_or(0)
-    };
-    (
-        s["codec_name"].as_str().unwrap_or_default().to_owned(),
-        num(&s["width"]),
-        num(&s["height"]),
-        num(&s["nb_read_frames"]),
-    )
-}
-
-/// Every recording in `dir` decodes as the source: H.264 at 320x240, at least `frames`
-/// frames in all.
-fn check_recordings(dir: &Path, frames: u64) {
-    let files = recordings(dir);
-    assert!(!files.is_empty(), "no recording in {}", dir.display());
-    let mut total = 0;
-    for f in &files {
-        let (codec, w, h, n) = ffprobe(f);
-        println!("{}: {codec} {w}x{h}, {n} frames", f.display());
-        assert_eq!(
-            (codec.as_str(), w, h),
-            ("h264", 320, 240),
-            "{}",
-            f.display()
-        );
-        total += n;
-    }
-    assert!(
-        total >= frames,
-        "{total} frames in {files:?}, expected {frames}"
-    );
-}
 
 #[test]
 fn publishes_to_a_second_serve_and_reconnects_after_it_restarts() {
@@ -481,80 +280,6 @@ fn an_https_endpoint_is_verified() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A WHIP endpoint in front of `receiver` (a thread): POSTs are passed to the receiver
-/// and answered with its reply (its `Location` made absolute, so PATCH and DELETE go to
-/// the receiver itself), the answer edited by `edit`. With `link`, replies carry a `Link`
-/// header naming that STUN server and the first POST is answered `201` with an answer
-/// that is no SDP.
-fn endpoint(
-    receiver: SocketAddr,
-    link: Option<SocketAddr>,
-    mut edit: impl FnMut(&mut String) + Send + 'static,
-) -> SocketAddr {
-    use std::io::{Read, Write};
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for (n, conn) in listener.incoming().enumerate() {
-            let Ok(mut conn) = conn else { return };
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head, body) = loop {
-                let k = conn.read(&mut buf).unwrap_or(0);
-                if k == 0 {
-                    break (String::new(), Vec::new());
-                }
-                raw.extend_from_slice(&buf[..k]);
-                let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if raw.len() >= end + 4 + len {
-                    break (head, raw[end + 4..end + 4 + len].to_vec());
-                }
-            };
-            let link_header = link
-                .map(|l| format!("Link: <stun:{l}>; rel=\"ice-server\"\r\n"))
-                .unwrap_or_default();
-            let reply = if n == 0 && link.is_some() {
-                format!(
-                    "HTTP/1.1 201 Created\r\nLocation: /whip/cam/none\r\n{link_header}Content-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot sdp\r\n"
-                )
-            } else if head.starts_with("post") {
-                let r = request(
-                    receiver,
-                    "POST",
-                    "/whip/cam",
-                    Some("application/sdp"),
-                    &body,
-                );
-                let location = r
-                    .header("location")
-                    .map(|l| format!("Location: http://{receiver}{l}\r\n"))
-                    .unwrap_or_default();
-                let mut text = r.text();
-                if r.status == 201 {
-                    edit(&mut text);
-                }
-                format!(
-                    "HTTP/1.1 {} X\r\n{location}{link_header}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    r.status,
-                    text.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = conn.write_all(reply.as_bytes());
-        }
-    });
-    addr
-}
-
 #[test]
 fn ice_servers_from_link_headers_are_used() {
     let dir = temp_dir("link");
@@ -584,8 +309,10 @@ fn ice_servers_from_link_headers_are_used() {
             "1",
         ],
     );
-    // The first answer is refused (not SDP); the next connection gathers from the
-    // server the Link header named: a STUN Binding request (magic cookie) arrives.
+    // The endpoint names the server in its answer to the OPTIONS before the POST: the
+    // first connection gathers from it (a STUN Binding request, magic cookie, arrives)
+    // and is the one that carries the stream (no reconnection: servers used only from
+    // the next connection would never be asked).
     let mut buf = [0u8; 1500];
     let (n, _) = stun
         .recv_from(&mut buf)
@@ -597,13 +324,17 @@ fn ice_servers_from_link_headers_are_used() {
     );
     assert_eq!(&buf[..2], &[0, 1], "a Binding request");
     wait_for(
-        "frames through the second connection",
+        "frames through the first connection",
         &[&publisher, &receiver],
         || sink_frames(&receiver, "cam") >= 30,
     );
+    let p = publish_state(&publisher, "cam");
+    assert_eq!(p["reconnects"], 0, "{p}");
     let log = publisher.log();
-    assert!(log.contains("names 1 ICE servers (Link)"), "{log}");
-    assert!(log.contains("the endpoint's answer"), "{log}");
+    assert!(
+        log.contains("names 1 ICE servers (Link, OPTIONS); used by this connection"),
+        "{log}"
+    );
     drop(publisher);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -752,5 +483,139 @@ fn a_lossy_leg_is_repaired_by_nack() {
     let _ = publisher.stop();
     let _ = receiver.stop();
     check_recordings(&dir, 90);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `503` and then a `429`, each with `Retry-After`, are waited out: the next POST comes
+/// no sooner than the endpoint asked, though the backoff's steps (1 s, 2 s) are shorter;
+/// then the stream is published.
+#[test]
+fn retry_after_is_honoured() {
+    use std::sync::{Arc, Mutex};
+    const ASKED: u64 = 6;
+    let dir = temp_dir("retry-after");
+    let src = source();
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
+    );
+    let posts: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let seen = posts.clone();
+    let hook: Hook = Box::new(move |_, head, _| {
+        if !head.starts_with("post") {
+            return None;
+        }
+        let mut p = seen.lock().unwrap();
+        p.push(Instant::now());
+        let status = match p.len() {
+            1 => "503 Service Unavailable",
+            2 => "429 Too Many Requests",
+            _ => return None,
+        };
+        Some(format!(
+            "HTTP/1.1 {status}\r\nRetry-After: {ASKED}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+        ))
+    });
+    let endpoint = endpoint_with(receiver.addr, None, hook, |_| {});
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--video",
+            &format!("cam=file:{}", src.display()),
+            "--publish",
+            &format!("cam=http://{endpoint}/whip/cam"),
+        ],
+    );
+    wait_for(
+        "30 frames after two refusals",
+        &[&publisher, &receiver],
+        || sink_frames(&receiver, "cam") >= 30,
+    );
+    let p = posts.lock().unwrap().clone();
+    assert!(p.len() >= 3, "{} POSTs", p.len());
+    for (i, w) in p.windows(2).take(2).enumerate() {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_secs(ASKED),
+            "POST {} came {gap:?} after a Retry-After: {ASKED}",
+            i + 2
+        );
+    }
+    let log = publisher.log();
+    let waits = log
+        .lines()
+        .filter(|l| l.contains(&format!("retrying in {ASKED} s (Retry-After)")))
+        .count();
+    assert_eq!(waits, 2, "{log}");
+    assert!(log.contains("503") && log.contains("429"), "{log}");
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An audio stream (an Opus file) is published: the receiver's sink writes an Ogg file
+/// ffprobe reads as Opus, seconds long.
+#[test]
+fn an_audio_stream_is_published() {
+    let dir = temp_dir("audio");
+    let opus = media::opus(&media::temp_dir("publish-media"), 4);
+    let receiver = Serve::start(
+        &dir,
+        "receiver",
+        0,
+        false,
+        &["--sink", &format!("mic=file:{}/mic.ogg", dir.display())],
+    );
+    let publisher = Serve::start(
+        &dir,
+        "publisher",
+        0,
+        false,
+        &[
+            "--audio",
+            &format!("mic=file:{}", opus.display()),
+            "--publish",
+            &format!("mic=http://{}/whip/mic", receiver.addr),
+        ],
+    );
+    // 20 ms packets: 150 is 3 s.
+    wait_for(
+        "150 Opus frames at the receiver",
+        &[&publisher, &receiver],
+        || sink_frames(&receiver, "mic") >= 150,
+    );
+    assert_eq!(publish_state(&publisher, "mic")["state"], "connected");
+    let _ = publisher.stop();
+    let _ = receiver.stop();
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ogg"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+        ])
+        .args(["-of", "json"])
+        .arg(&files[0])
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{}: {v}", files[0].display());
+    assert_eq!(v["streams"][0]["codec_name"], "opus", "{v}");
+    let secs: f64 = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!(secs >= 2.5, "{secs} s recorded");
     let _ = std::fs::remove_dir_all(&dir);
 }

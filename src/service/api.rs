@@ -184,8 +184,15 @@ pub(super) async fn whip_patch(
     require_content_type(&req, "application/trickle-ice-sdpfrag")?;
     let body = read_body(shared, req).await?;
     let text = utf8(&body)?;
-    let (_ufrag, candidates, end) =
+    let (ufrag, candidates, end) =
         sdp::parse_candidate_fragment(text).map_err(ServiceError::BadFragment)?;
+    // RFC 9725 §4.3.2: new credentials (ufrag and password) ask for an ICE restart.
+    if let (Some(ufrag), Some((_, pwd))) = (ufrag, ice_credentials(text)) {
+        let current = pc.remote_description().await;
+        if current.is_some_and(|d| ice_credentials(&d.sdp).is_none_or(|(u, _)| u != ufrag)) {
+            return ice_restart(id, &pc, (ufrag, pwd), candidates, end).await;
+        }
+    }
     let n = candidates.len();
     for c in candidates {
         let added = pc
@@ -218,6 +225,115 @@ pub(super) async fn whip_patch(
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
+}
+
+/// Adds a fragment's candidates (and its end) to `pc`.
+async fn add_candidates(
+    pc: &crate::PeerConnection,
+    candidates: Vec<String>,
+    end: bool,
+) -> Result<(), ServiceError> {
+    let ends = end.then(String::new);
+    for candidate in candidates.into_iter().chain(ends) {
+        pc.add_ice_candidate(IceCandidateInit {
+            candidate,
+            sdp_mid: None,
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// An ICE restart by PATCH (RFC 9725 §4.3.2): the remote offer again with the client's new
+/// credentials (so the peer connection restarts ICE as for any re-offer, DTLS and media
+/// carrying on), our answer's new credentials and candidates in the `200`.
+async fn ice_restart(
+    id: &str,
+    pc: &crate::PeerConnection,
+    (ufrag, pwd): (String, String),
+    candidates: Vec<String>,
+    end: bool,
+) -> Result<Response<Body>, ServiceError> {
+    let Some(remote) = pc.remote_description().await else {
+        return Err(ServiceError::Peer(crate::Error::invalid(
+            "an ICE restart before any offer",
+        )));
+    };
+    let offer = Description {
+        kind: SdpType::Offer,
+        sdp: with_ice_credentials(&remote.sdp, &ufrag, &pwd),
+    };
+    pc.set_remote_description(offer).await?;
+    let answer = pc.create_answer().await?;
+    let text = answer.sdp.clone();
+    pc.set_local_description(answer).await?;
+    let n = candidates.len();
+    add_candidates(pc, candidates, end).await?;
+    let (local_ufrag, local_pwd) = ice_credentials(&text).unwrap_or_default();
+    let mid = sdp_value(&text, "a=mid:").unwrap_or_default();
+    let ours: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect();
+    log::info!(
+        "[{id}] PATCH: ICE restart ({n} candidates{}); answered with {} candidates",
+        if end { ", end-of-candidates" } else { "" },
+        ours.len()
+    );
+    let frag = sdp::write_candidate_fragment(&local_ufrag, &local_pwd, &mid, &ours, true);
+    let mut r = Response::new(Full::new(Bytes::from(frag)));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    // The ICE session's tag (RFC 9725 §4.3.1): a new one per restart.
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{local_ufrag}\"")) {
+        h.insert(hyper::header::ETAG, v);
+    }
+    Ok(r)
+}
+
+/// The first value of `key` (`a=mid:`, ...) in an SDP text or fragment.
+pub(super) fn sdp_value(sdp: &str, key: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .map(str::to_owned)
+}
+
+/// An SDP text's (or fragment's) `a=ice-ufrag` and `a=ice-pwd`, when it has both.
+pub(super) fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    Some((
+        sdp_value(sdp, "a=ice-ufrag:")?,
+        sdp_value(sdp, "a=ice-pwd:")?,
+    ))
+}
+
+/// `sdp` with new ICE credentials on every `a=ice-ufrag`/`a=ice-pwd` line and without its
+/// candidates (they belong to the old credentials; the new ones come in the fragment):
+/// the description an ICE restart by PATCH stands for.
+pub(super) fn with_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
 }
 
 pub(super) async fn whip_delete(
@@ -265,4 +381,25 @@ pub(super) async fn report(
 
 fn utf8(body: &[u8]) -> Result<&str, ServiceError> {
     std::str::from_utf8(body).map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ice_restart_stands_for_the_description_with_new_credentials() {
+        let sdp = "v=0\r\na=ice-ufrag:old1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+                   a=ice-ufrag:old1\r\na=ice-pwd:oldpasswordoldpassword00\r\n\
+                   a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n";
+        let new = with_ice_credentials(sdp, "new2", "newpasswordnewpassword00");
+        assert_eq!(
+            ice_credentials(&new),
+            Some(("new2".into(), "newpasswordnewpassword00".into()))
+        );
+        assert_eq!(new.matches("a=ice-ufrag:new2\r\n").count(), 2);
+        assert!(!new.contains("old") && !new.contains("candidate"), "{new}");
+        assert_eq!(sdp_value(&new, "a=mid:").as_deref(), Some("0"));
+        assert_eq!(ice_credentials("a=ice-ufrag:x\r\n"), None);
+    }
 }

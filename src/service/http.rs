@@ -178,6 +178,9 @@ async fn first_byte(stream: &Async<TcpStream>, limit: Duration) -> std::io::Resu
 /// Why a TLS connection ended before HTTP: slow ones warned (rate-limited), like slow
 /// headers; failed handshakes warned (rate-limited): the service goes on.
 fn log_tls_end(shared: &Shared, peer: SocketAddr, e: &std::io::Error) {
+    if e.kind() != ErrorKind::UnexpectedEof {
+        crate::stats::add(&crate::stats::TLS_HANDSHAKE_FAILURES, 1);
+    }
     match e.kind() {
         ErrorKind::TimedOut => shared.quiet.warn("slow tls", 0, || {
             format!("https {peer}: slow client dropped: {e}")

@@ -84,6 +84,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "DTLS handshakes or transports that failed.",
             &stats::DTLS_FAILURES,
         ),
+        (
+            "tls_handshake_failures_total",
+            "HTTPS connections whose TLS handshake failed or timed out.",
+            &stats::TLS_HANDSHAKE_FAILURES,
+        ),
     ] {
         metric(o, name, "counter", help);
         let _ = writeln!(o, "smolrtc_{name} {}", stats::get(counter));

@@ -9,12 +9,18 @@
 //! one more viewer of the stream's tracks ([`LegViewer`]): the same packetized frames, the
 //! same sender (NACK answered, RTX), a PLI/FIR answered with the cached keyframe.
 //!
+//! ICE disconnected for [`DISCONNECTED_GRACE`] while the connection was up is an ICE
+//! restart by `PATCH` (§4.3.2: new credentials and candidates with `If-Match: *`, the
+//! endpoint's new ones in its `200`); DTLS and the media go on over the new pair.
+//!
 //! A refusal (an HTTP status other than `201`, the endpoint unreachable) or a connection
-//! that ends (ICE disconnected for [`DISCONNECTED_GRACE`], ICE/DTLS failed, closed by the
-//! endpoint) is one log line and a retry after the next step of [`BACKOFF`]; the schedule
-//! starts over once a connection was up for [`STABLE`]. ICE servers from the endpoint's `Link` headers
-//! (§4.4) are used from the next connection on (a running connection's servers are fixed).
-//! The state is in `GET /api/streams` (`publish`) and `/metrics`.
+//! that ends (the ICE restart refused or not connected within [`RESTART_WAIT`], ICE/DTLS
+//! failed, closed by the endpoint) is one log line, a `DELETE` and a new `POST` after the
+//! next step of [`BACKOFF`]; the schedule starts over once a connection was up for
+//! [`STABLE`]. ICE servers (§4.6, `Link` headers) are asked for by an `OPTIONS` before each
+//! `POST` and used by that connection; those of a `201` are used from the next connection
+//! on (a running connection's servers are fixed). The state is in `GET /api/streams`
+//! (`publish`) and `/metrics`.
 
 mod client;
 
@@ -44,9 +50,13 @@ pub const BACKOFF: [Duration; 6] = [
     Duration::from_secs(16),
     Duration::from_secs(30),
 ];
-/// ICE disconnected this long (consent lost: the endpoint is gone or unreachable) ends the
-/// connection, long before ICE's own failure (29 s).
+/// ICE disconnected this long (consent lost: the path or the endpoint is gone) restarts
+/// ICE by PATCH, long before ICE's own failure (29 s).
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(3);
+/// An ICE restart not connected within this long ends the connection (DELETE, a new POST).
+const RESTART_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for the endpoint's answer to the OPTIONS before a POST.
+const OPTIONS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for local candidates before the POST (host candidates come at once; later
 /// ones are trickled).
 const GATHER_WAIT: Duration = Duration::from_secs(1);
@@ -352,6 +362,8 @@ enum Ended {
     Dropped(String, Duration),
     /// It never came up (why).
     Failed(String),
+    /// Refused with `503`/`429` and a `Retry-After` (why, how long the endpoint asks).
+    Busy(String, Duration),
 }
 
 /// One publisher: attempts, waits, attempts again, until the service stops.
@@ -399,6 +411,7 @@ async fn run(
             tls: tls.as_ref(),
             status: &status,
             link_servers: &mut link_servers,
+            in_use: Vec::new(),
         };
         let ended = leg.connect(&codecs, &stop).await;
         status.borrow_mut().resource = None;
@@ -423,6 +436,17 @@ async fn run(
                 let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
                 step += 1;
                 log::warn!("publish {name}: {why}; retrying in {} s", wait.as_secs());
+                status.borrow_mut().last_error = Some(why);
+                wait
+            }
+            Ended::Busy(why, asked) => {
+                // The endpoint's wait when longer than the backoff's (RFC 9110 §10.2.3).
+                let wait = BACKOFF[step.min(BACKOFF.len() - 1)].max(asked);
+                step += 1;
+                log::warn!(
+                    "publish {name}: {why}; retrying in {} s (Retry-After)",
+                    wait.as_secs()
+                );
                 status.borrow_mut().last_error = Some(why);
                 wait
             }
@@ -459,6 +483,8 @@ struct Leg<'a> {
     tls: Option<&'a Arc<rustls::ClientConfig>>,
     status: &'a Rc<RefCell<Status>>,
     link_servers: &'a mut Vec<IceServer>,
+    /// The ICE servers of this connection.
+    in_use: Vec<IceServer>,
 }
 
 /// What wakes a connected leg.
@@ -475,7 +501,52 @@ impl Leg<'_> {
         uri: &Uri,
         body: Option<(&'static str, String)>,
     ) -> std::result::Result<client::Reply, String> {
-        client::request(&self.shared.ex, self.tls, method, uri, self.token, body).await
+        self.request_with(method, uri, body, &[]).await
+    }
+
+    async fn request_with(
+        &self,
+        method: Method,
+        uri: &Uri,
+        body: Option<(&'static str, String)>,
+        extra: client::Extra<'_>,
+    ) -> std::result::Result<client::Reply, String> {
+        client::request(
+            &self.shared.ex,
+            self.tls,
+            method,
+            uri,
+            self.token,
+            body,
+            extra,
+        )
+        .await
+    }
+
+    /// The ICE servers the endpoint names in `Link` headers of its answer to an OPTIONS
+    /// (RFC 9725 §4.6 allows it before the POST, as mediamtx's client does): used by this
+    /// connection. An endpoint that does not answer OPTIONS gives none.
+    async fn options_servers(&self) -> Vec<IceServer> {
+        let reply = futures_lite::future::or(
+            async { Some(self.request(Method::OPTIONS, self.url, None).await) },
+            async {
+                async_io::Timer::after(OPTIONS_TIMEOUT).await;
+                None
+            },
+        )
+        .await;
+        match reply {
+            Some(Ok(r)) if r.status.is_success() => client::link_ice_servers(&r.headers),
+            Some(Ok(r)) => {
+                log::debug!("publish {}: OPTIONS {}: {}", self.name, self.url, r.status);
+                Vec::new()
+            }
+            Some(Err(e)) => {
+                log::debug!("publish {}: OPTIONS {}: {e}", self.name, self.url);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Offers, POSTs, and runs the connection until it ends or the service stops.
@@ -486,7 +557,19 @@ impl Leg<'_> {
     ) -> Ended {
         let name = self.name;
         let mut config = self.shared.peer_config(&format!("publish-{name}"));
-        config.ice.servers.extend(self.link_servers.iter().cloned());
+        let now = self.options_servers().await;
+        if !now.is_empty() {
+            log::info!(
+                "publish {name}: the endpoint names {} ICE servers (Link, OPTIONS); used by this connection",
+                now.len()
+            );
+        }
+        for s in now.into_iter().chain(self.link_servers.iter().cloned()) {
+            if !config.ice.servers.contains(&s) {
+                config.ice.servers.push(s);
+            }
+        }
+        self.in_use = config.ice.servers.clone();
         let pc = match PeerConnection::with_runtime(self.shared.runtime(), config) {
             Ok(pc) => pc,
             Err(e) => return Ended::Failed(format!("peer connection: {e}")),
@@ -572,12 +655,20 @@ impl Leg<'_> {
             Some(Ok(r)) => r,
         };
         if reply.status != StatusCode::CREATED {
-            return Ended::Failed(format!(
+            let why = format!(
                 "POST {}: {}: {}",
                 self.url,
                 reply.status,
                 one_line(&reply.body)
-            ));
+            );
+            let busy = matches!(
+                reply.status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            );
+            return match client::retry_after(&reply.headers, SystemTime::now()) {
+                Some(asked) if busy => Ended::Busy(why, asked),
+                _ => Ended::Failed(why),
+            };
         }
         let location = reply
             .headers
@@ -591,11 +682,13 @@ impl Leg<'_> {
         };
         self.status.borrow_mut().resource = Some(resource.to_string());
         let servers = client::link_ice_servers(&reply.headers);
-        if !servers.is_empty() && servers != *self.link_servers {
-            log::info!(
-                "publish {name}: the endpoint names {} ICE servers (Link); used from the next connection",
-                servers.len()
-            );
+        if !servers.is_empty() {
+            if servers.iter().any(|s| !self.in_use.contains(s)) {
+                log::info!(
+                    "publish {name}: the endpoint names {} ICE servers (Link); used from the next connection",
+                    servers.len()
+                );
+            }
             *self.link_servers = servers;
         }
         let ended = self
@@ -620,8 +713,9 @@ impl Leg<'_> {
         ended
     }
 
-    /// Sets the answer and follows the connection: trickles late candidates, ends when it
-    /// fails, closes or stays disconnected.
+    /// Sets the answer and follows the connection: trickles late candidates, restarts ICE
+    /// by PATCH when it stays disconnected, ends when it fails, closes, or the restart is
+    /// refused or does not connect.
     #[allow(clippy::too_many_arguments)]
     async fn run_connected(
         &mut self,
@@ -634,17 +728,20 @@ impl Leg<'_> {
         stop: &async_channel::Receiver<()>,
     ) -> Ended {
         let name = self.name;
-        let answer = Description {
+        let mut answer = answer.to_owned();
+        let set = Description {
             kind: SdpType::Answer,
-            sdp: answer.to_owned(),
+            sdp: answer.clone(),
         };
-        if let Err(e) = pc.set_remote_description(answer).await {
+        if let Err(e) = pc.set_remote_description(set).await {
             return Ended::Failed(format!("the endpoint's answer: {e}"));
         }
-        let (ufrag, pwd, mid) = ice_of(&offer.sdp);
+        let mut ice = ice_of(&offer.sdp);
         let mut trickle = true;
         let mut up: Option<Instant> = None;
         let mut deadline = Some(Instant::now() + self.shared.config.connect_timeout);
+        // An ICE restart is under way (PATCHed, not connected yet).
+        let mut restarting = false;
         let mut queued = early.into_iter();
         loop {
             let wake = match queued.next() {
@@ -653,9 +750,30 @@ impl Leg<'_> {
             };
             let event = match wake {
                 Wake::Stop => return Ended::Stopped,
-                Wake::Deadline if up.is_some() => {
-                    let why = format!("ICE disconnected for {} s", DISCONNECTED_GRACE.as_secs());
+                Wake::Deadline if restarting => {
+                    let why = format!(
+                        "the ICE restart did not connect within {} s",
+                        RESTART_WAIT.as_secs()
+                    );
                     return ended(why, up);
+                }
+                Wake::Deadline if up.is_some() => {
+                    log::info!(
+                        "publish {name}: ICE disconnected for {} s; restarting ICE (PATCH)",
+                        DISCONNECTED_GRACE.as_secs()
+                    );
+                    match self.restart_ice(pc, &mut answer, resource).await {
+                        Ok(new) => {
+                            ice = new;
+                            restarting = true;
+                            deadline = Some(Instant::now() + RESTART_WAIT);
+                            continue;
+                        }
+                        Err(e) => {
+                            let why = format!("ICE disconnected and the restart failed: {e}");
+                            return ended(why, up);
+                        }
+                    }
                 }
                 Wake::Deadline => {
                     return Ended::Failed(format!(
@@ -672,8 +790,8 @@ impl Leg<'_> {
                         Some(c) => (vec![c.candidate], false),
                         None => (Vec::new(), true),
                     };
-                    let frag =
-                        crate::sdp::write_candidate_fragment(&ufrag, &pwd, &mid, &cands, end);
+                    let (ufrag, pwd, mid) = &ice;
+                    let frag = crate::sdp::write_candidate_fragment(ufrag, pwd, mid, &cands, end);
                     match self
                         .request(
                             Method::PATCH,
@@ -710,18 +828,101 @@ impl Leg<'_> {
                 Event::ConnectionState(ConnectionState::Closed) => {
                     return ended("closed by the endpoint".into(), up)
                 }
-                Event::IceConnectionState(IceConnectionState::Disconnected) if up.is_some() => {
+                Event::IceConnectionState(IceConnectionState::Disconnected)
+                    if up.is_some() && !restarting =>
+                {
                     deadline = Some(Instant::now() + DISCONNECTED_GRACE);
                 }
                 Event::IceConnectionState(
                     IceConnectionState::Connected | IceConnectionState::Completed,
-                ) if up.is_some() => deadline = None,
+                ) if up.is_some() => {
+                    if restarting {
+                        log::info!("publish {name}: the ICE restart connected");
+                        restarting = false;
+                    }
+                    deadline = None;
+                }
                 Event::Error(e) => {
                     self.status.borrow_mut().last_error = Some(e.to_string());
                 }
                 _ => {}
             }
         }
+    }
+
+    /// An ICE restart by PATCH (RFC 9725 §4.3.2): an offer with new credentials set
+    /// locally, its credentials and candidates PATCHed with `If-Match: *`, the endpoint's
+    /// new ones (its `200`) applied as a new answer (`answer` becomes it). Returns the new
+    /// credentials and mid, for trickle; an error when the endpoint refuses.
+    async fn restart_ice(
+        &self,
+        pc: &PeerConnection,
+        answer: &mut String,
+        resource: &Uri,
+    ) -> std::result::Result<(String, String, String), String> {
+        pc.restart_ice().await.map_err(|e| e.to_string())?;
+        let offer = pc.create_offer().await.map_err(|e| e.to_string())?;
+        let text = offer.sdp.clone();
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (ufrag, pwd, mid) = ice_of(&text);
+        let ours: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:"))
+            .map(str::to_owned)
+            .collect();
+        let end = text.lines().any(|l| l.trim_end() == "a=end-of-candidates");
+        let frag = crate::sdp::write_candidate_fragment(&ufrag, &pwd, &mid, &ours, end);
+        let r = self
+            .request_with(
+                Method::PATCH,
+                resource,
+                Some(("application/trickle-ice-sdpfrag", frag)),
+                &[(hyper::header::IF_MATCH, "*")],
+            )
+            .await
+            .map_err(|e| format!("PATCH {resource}: {e}"))?;
+        if r.status != StatusCode::OK {
+            return Err(format!(
+                "PATCH {resource}: {}: {}",
+                r.status,
+                one_line(&r.body)
+            ));
+        }
+        let bad = |why: &str| format!("PATCH {resource}: the answer fragment {why}");
+        let (their_ufrag, their_pwd) =
+            super::api::ice_credentials(&r.body).ok_or_else(|| bad("has no new credentials"))?;
+        let (_, theirs, their_end) = crate::sdp::parse_candidate_fragment(&r.body)
+            .map_err(|e| bad(&format!("does not parse: {e}")))?;
+        let new = super::api::with_ice_credentials(answer, &their_ufrag, &their_pwd);
+        let set = Description {
+            kind: SdpType::Answer,
+            sdp: new.clone(),
+        };
+        pc.set_remote_description(set)
+            .await
+            .map_err(|e| bad(&format!("is refused: {e}")))?;
+        let ends = their_end.then(String::new);
+        for candidate in theirs.into_iter().chain(ends) {
+            let init = crate::sdp::IceCandidateInit {
+                candidate,
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+            };
+            if let Err(e) = pc.add_ice_candidate(init).await {
+                log::info!("publish {}: the endpoint's candidate: {e}", self.name);
+            }
+        }
+        *answer = new;
+        log::info!(
+            "publish {}: ICE restart: PATCH {resource}: {}",
+            self.name,
+            r.status
+        );
+        Ok((ufrag, pwd, mid))
     }
 }
 

@@ -18,8 +18,21 @@ impl Forwarder {
     /// run on the forwarder's threads, which end with the test process.
     pub fn start(
         target: SocketAddr,
-        mut inward: impl FnMut(&[u8]) -> bool + Send + 'static,
+        inward: impl FnMut(&[u8]) -> bool + Send + 'static,
         mut outward: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Self {
+        Self::start_filtered(target, inward, move |d| {
+            outward(d);
+            true
+        })
+    }
+
+    /// [`Forwarder::start`], with `outward` passing (true) or dropping (false) each
+    /// datagram coming back too.
+    pub fn start_filtered(
+        target: SocketAddr,
+        mut inward: impl FnMut(&[u8]) -> bool + Send + 'static,
+        mut outward: impl FnMut(&[u8]) -> bool + Send + 'static,
     ) -> Self {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         let back = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
@@ -38,7 +51,9 @@ impl Forwarder {
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((n, _)) = back.recv_from(&mut buf) {
-                outward(&buf[..n]);
+                if !outward(&buf[..n]) {
+                    continue;
+                }
                 if let Some(to) = *far2.lock().unwrap() {
                     let _ = f.send_to(&buf[..n], to);
                 }

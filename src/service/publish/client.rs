@@ -6,7 +6,7 @@ use crate::ice::IceServer;
 use bytes::Bytes;
 use futures_rustls::{rustls, TlsConnector};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use smol::LocalExecutor;
 use std::net::TcpStream;
@@ -87,6 +87,9 @@ pub(super) fn tls_config(
 trait Io: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin {}
 impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin> Io for T {}
 
+/// A request's extra header fields (`If-Match: *` of an ICE restart).
+pub(super) type Extra<'a> = &'a [(HeaderName, &'static str)];
+
 /// One request to `uri`, within [`REQUEST_TIMEOUT`].
 pub(super) async fn request(
     ex: &LocalExecutor<'static>,
@@ -95,8 +98,9 @@ pub(super) async fn request(
     uri: &Uri,
     token: Option<&str>,
     body: Option<(&'static str, String)>,
+    extra: Extra<'_>,
 ) -> Result<Reply, String> {
-    futures_lite::future::or(send(ex, tls, method, uri, token, body), async {
+    futures_lite::future::or(send(ex, tls, method, uri, token, body, extra), async {
         async_io::Timer::after(REQUEST_TIMEOUT).await;
         Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
     })
@@ -110,6 +114,7 @@ async fn send(
     uri: &Uri,
     token: Option<&str>,
     body: Option<(&'static str, String)>,
+    extra: Extra<'_>,
 ) -> Result<Reply, String> {
     let host = uri.host().unwrap_or_default();
     let https = uri.scheme_str() == Some("https");
@@ -162,6 +167,9 @@ async fn send(
             .map_err(|_| "the publish token is not a valid header value")?;
         req = req.header(AUTHORIZATION, v);
     }
+    for (k, v) in extra {
+        req = req.header(k, *v);
+    }
     let body = match body {
         Some((kind, text)) => {
             req = req.header(CONTENT_TYPE, kind);
@@ -188,6 +196,33 @@ async fn send(
         body: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }
+
+/// The longest `Retry-After` honoured: an endpoint asking for more is asked again then.
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A `Retry-After` (RFC 9110 §10.2.3: seconds, or an HTTP date, `now` being the time of
+/// the answer), at most [`MAX_RETRY_AFTER`]; `None` when absent or unreadable.
+pub(super) fn retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let v = headers
+        .get(hyper::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let wait = match v.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => {
+            let at = time::PrimitiveDateTime::parse(v, HTTP_DATE).ok()?;
+            let at = std::time::SystemTime::from(at.assume_utc());
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// RFC 9110's preferred date form, `Sun, 06 Nov 1994 08:49:37 GMT`.
+const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
 
 /// The resource URL from a `Location` (absolute, or relative to `base`).
 pub(super) fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
@@ -301,6 +336,25 @@ mod tests {
             ("user", "a;b,c")
         );
         assert_eq!(s[2].host, "x");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_a_date() {
+        let at = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static(v));
+            // Sun, 06 Nov 1994 08:49:37 GMT less 20 s.
+            let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777 - 20);
+            retry_after(&h, now)
+        };
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            at("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(at("999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), std::time::UNIX_EPOCH), None);
     }
 
     #[test]
