@@ -740,16 +740,17 @@ fn impairment_matrix() {
 }
 
 /// maxPacketLifeTime is a lifetime in real time: a message may be abandoned only once it
-/// has been around that long. Here 200 messages with a 500 ms lifetime cross 10% loss
-/// through the relay (a lost retransmission waits for rtc-sctp's 1 s timeout, so some are
-/// given up). On an ordered channel a message that never arrives holds up the
-/// next one until the sender gives it up (its FORWARD TSN), so the next message to arrive
-/// may not arrive before the lost one's lifetime has passed since it was sent. smolrtc's
-/// `RtoClock` (`src/sctp/rto.rs`, `force`) runs the association's clock ahead to its
-/// T3-rtx deadline, by up to about 0.75 s per forced retransmission and for good, and
-/// rtc-sctp measures message lifetimes on that clock: under loss, lifetimes ran out
-/// several times faster than real time (the clock now stops running ahead once such a
-/// channel exists).
+/// has been around that long. Here 500 messages with a 500 ms lifetime cross 10% loss
+/// through the relay, so some are given up. On an ordered channel a message that never
+/// arrives holds up the next one until the sender gives it up (its FORWARD TSN), so the
+/// next message to arrive may not arrive before the lost one's lifetime has passed since it
+/// was sent. smolrtc's `RtoClock` (`src/sctp/rto.rs`) runs the association's clock ahead to
+/// its T3-rtx deadline, and rtc-sctp measures lifetimes on that clock: the clock must never
+/// reach the deadline of a message still inside its lifetime, and must still run ahead
+/// (holding back every jump over 1 s let rtc-sctp's timeout double on through lost
+/// retransmissions: 2–2.5 s gaps in half the runs, and one CI run stalled for 30 s).
+/// 200 messages were too few once lost messages were given up promptly: one run in
+/// thirteen gave none up.
 #[test]
 fn max_packet_life_time_is_not_cut_short() {
     init_log();
@@ -768,7 +769,7 @@ fn max_packet_life_time_is_not_cut_short() {
             &mut b,
             &chans[0],
             Kind::PrLifetime,
-            200,
+            500,
             1,
             128 * KIB as usize,
             limit,

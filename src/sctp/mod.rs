@@ -239,12 +239,6 @@ impl SctpActor {
                 rel,
                 value,
             } => {
-                let life = Duration::from_millis(u64::from(value));
-                if rel == ReliabilityType::Timed && life > rto::SHORT_LIFETIME {
-                    // rtc-sctp times message lifetimes on the association's clock, which
-                    // the early retransmission runs ahead (see rto.rs).
-                    self.clock.limit_lead(life);
-                }
                 let item = Item::Open {
                     unordered,
                     rel,
@@ -716,6 +710,14 @@ impl Pump<'_> {
             Ok(_) => {
                 queue.wrote(len);
                 self.clock.sent(self.now, len);
+                // rtc-sctp times lifetimes on the clock the early retransmission runs
+                // ahead: it must not reach this message's deadline too soon (rto.rs).
+                if let Some((_, ReliabilityType::Timed, value)) = channel.filter(|_| !control) {
+                    let life = Duration::from_millis(u64::from(value));
+                    if life > rto::SHORT_LIFETIME + rto::LIFETIME_SLACK {
+                        self.clock.wrote_timed(self.now, life - rto::LIFETIME_SLACK);
+                    }
+                }
             }
             Err(e) => {
                 log::warn!(

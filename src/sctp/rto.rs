@@ -16,16 +16,23 @@
 //! our timeout (RFC 9260 §6.3.3 E2), and an acknowledgement resets it.
 //!
 //! rtc-sctp also measures maxPacketLifeTime on this clock: run ahead freely, lifetimes
-//! would end early (tests/lossy.rs `max_packet_life_time_is_not_cut_short`). On an
-//! association with a channel whose lifetime is over [`SHORT_LIFETIME`], the clock may
-//! gain at most [`LIFETIME_SLACK`] within the longest lifetime, and rtc-sctp is given
-//! those lifetimes longer by that much: such a message is never given up before its
-//! lifetime, and at most [`LIFETIME_SLACK`] after it (our send queue drops it at its
-//! lifetime if it has not left yet). Shorter lifetimes are over by the time our timeout
-//! retransmits; they are left as they are. Stopping the early
-//! retransmission altogether, as before, left such associations with rtc-sctp's 1 s
-//! floor and its doubling: after a loss burst, every channel on them stalled for several
-//! seconds. The right fix is a configurable minimum RTO in rtc-sctp.
+//! would end early (tests/lossy.rs `max_packet_life_time_is_not_cut_short`). rtc-sctp is
+//! given lifetimes over [`SHORT_LIFETIME`] longer by [`LIFETIME_SLACK`], and the clock
+//! remembers where each such message's engine deadline lies: a jump never reaches the
+//! deadline of a message still inside its lifetime in real time. Such a message is never
+//! given up before its lifetime, and at most [`LIFETIME_SLACK`] after it (our send queue
+//! drops it at its lifetime if it has not left yet). Messages past their lifetime do not
+//! hold a jump back. Shorter lifetimes are over by the time our timeout retransmits;
+//! they are left as they are.
+//!
+//! An earlier bound, "at most `LIFETIME_SLACK` gained within the longest lifetime", held
+//! every jump over 1 s back: after one forced retransmission rtc-sctp's own timeout is
+//! 2 s (it doubles on every T3 timeout and only comes back with a fresh RTT sample), so
+//! the next jump was 1.5 s and was left to rtc-sctp, whose timeouts then doubled on
+//! through each lost retransmission: 2, 4, 8, 16 s. At 10% loss half the runs of the
+//! test had 2–2.5 s gaps, and one CI run stalled for its whole 30 s. A stalled association takes
+//! no new messages, so after one lifetime nothing holds the jump back any more. The
+//! right fix is a configurable minimum RTO in rtc-sctp.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -43,9 +50,9 @@ const ENGINE_RTO_MIN: Duration = Duration::from_secs(1);
 /// (with 6 doublings a 10 s cut took 6 s to resume). ICE consent, not SCTP, decides when
 /// the peer is gone.
 const MAX_BACKOFF: u32 = 3;
-/// With a maxPacketLifeTime channel: the most the clock may gain within the longest
-/// lifetime, and what rtc-sctp's lifetimes are lengthened by. A jump is the engine's RTO
-/// less ours (about 750 ms), so this allows one per lifetime.
+/// What rtc-sctp's lifetimes over [`SHORT_LIFETIME`] are lengthened by: how far the clock
+/// may run ahead within one such lifetime. A jump is the engine's RTO less ours (about
+/// 750 ms), so this allows one per lifetime even while messages are written all along.
 pub(crate) const LIFETIME_SLACK: Duration = Duration::from_secs(1);
 /// Lifetimes up to this are left alone (no slack, no limit on the lead): a message
 /// retransmitted by our timeout has outlived them anyway, and giving it up at the jump,
@@ -54,6 +61,21 @@ pub(crate) const LIFETIME_SLACK: Duration = Duration::from_secs(1);
 pub(crate) const SHORT_LIFETIME: Duration = RTO_FLOOR;
 /// Most timer jumps per forced retransmission (the ACK timer may come before T3-rtx).
 const MAX_JUMPS: usize = 4;
+/// Messages written within this fraction of their lifetime share one [`Deadline`] entry
+/// (the earliest deadline, the latest end): a few dozen entries per lifetime at most.
+const DEADLINE_GRAIN: u32 = 32;
+
+/// Engine deadlines of timed messages written close together, while one of them is
+/// still inside its lifetime.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    /// Real time of the first write.
+    first: Instant,
+    /// Real time until which one of them is inside its lifetime.
+    until: Instant,
+    /// The earliest time, on the association's clock, at which rtc-sctp gives one up.
+    engine: Instant,
+}
 
 /// The timers of the association, as [`RtoClock::force`] drives them.
 pub(crate) trait Timers {
@@ -87,11 +109,9 @@ pub(crate) struct RtoClock {
     progress: Instant,
     /// Forced retransmissions since the last acknowledgement.
     backoff: u32,
-    /// The longest maxPacketLifeTime of the association's channels, if any: within any
-    /// span this long the clock gains at most `LIFETIME_SLACK`.
-    lifetime: Option<Duration>,
-    /// Recent jumps (real time, lead gained), within `lifetime`.
-    jumps: VecDeque<(Instant, Duration)>,
+    /// Where rtc-sctp would give up messages still inside their lifetime: no jump may
+    /// reach the earliest of these. Oldest first.
+    deadlines: VecDeque<Deadline>,
     /// The association has sent DATA the peer has not acknowledged, even if none of it
     /// is ours any more: data given up still needs its FORWARD TSN through, which
     /// rtc-sctp resends only on its own timer.
@@ -105,8 +125,7 @@ impl RtoClock {
             outstanding: 0,
             progress: now,
             backoff: 0,
-            lifetime: None,
-            jumps: VecDeque::new(),
+            deadlines: VecDeque::new(),
             unacked: false,
         }
     }
@@ -125,40 +144,42 @@ impl RtoClock {
         self.backoff = 0;
     }
 
-    /// A channel with this maxPacketLifeTime exists: from now on the clock gains at most
-    /// `LIFETIME_SLACK` within the longest such lifetime. rtc-sctp must be given the
-    /// lifetime plus `LIFETIME_SLACK`.
-    pub(crate) fn limit_lead(&mut self, lifetime: Duration) {
-        self.lifetime = Some(self.lifetime.map_or(lifetime, |l| l.max(lifetime)));
+    /// A message with maxPacketLifeTime `lifetime` (over [`SHORT_LIFETIME`]) was written
+    /// at `now`; rtc-sctp was given `lifetime + LIFETIME_SLACK` for it.
+    pub(crate) fn wrote_timed(&mut self, now: Instant, lifetime: Duration) {
+        let until = now + lifetime;
+        let engine = self.at(now) + lifetime + LIFETIME_SLACK;
+        match self.deadlines.back_mut() {
+            Some(d) if now < d.first + lifetime / DEADLINE_GRAIN => {
+                d.until = d.until.max(until);
+                d.engine = d.engine.min(engine);
+            }
+            _ => {
+                self.deadlines.retain(|d| d.until > now);
+                self.deadlines.push_back(Deadline {
+                    first: now,
+                    until,
+                    engine,
+                });
+            }
+        }
     }
 
-    /// The earliest real time from `at` on when a jump of `jump` keeps the lead gained
-    /// within the lifetime window at most `LIFETIME_SLACK`.
-    fn lead_allows(&self, at: Instant, jump: Duration) -> Option<Instant> {
-        let Some(window) = self.lifetime else {
-            return Some(at);
-        };
-        if jump > LIFETIME_SLACK {
-            return None;
-        }
-        // Drop the oldest jumps from the window until the rest and this one fit.
-        let mut recent: Duration = self
-            .jumps
+    /// The earliest engine deadline of a message still inside its lifetime at `now`: the
+    /// association's clock must stay before it.
+    fn limit(&mut self, now: Instant) -> Option<Instant> {
+        self.deadlines.retain(|d| d.until > now);
+        self.deadlines.iter().map(|d| d.engine).min()
+    }
+
+    /// The earliest real time from `at` on when the clock may be run ahead to `target`
+    /// (its own time): when every message it would give up early is past its lifetime.
+    fn jump_allowed(&self, at: Instant, target: Instant) -> Instant {
+        self.deadlines
             .iter()
-            .filter(|(t, _)| *t + window > at)
-            .map(|(_, d)| *d)
-            .sum();
-        let mut when = at;
-        for (t, d) in &self.jumps {
-            if recent + jump <= LIFETIME_SLACK {
-                break;
-            }
-            if *t + window > at {
-                recent = recent.saturating_sub(*d);
-                when = when.max(*t + window);
-            }
-        }
-        Some(when)
+            .filter(|d| d.engine <= target)
+            .map(|d| d.until)
+            .fold(at, Instant::max)
     }
 
     /// The association's time at real time `now`.
@@ -203,29 +224,28 @@ impl RtoClock {
         if ours >= theirs || self.rto(srtt) >= ENGINE_RTO_MIN * (1 << self.backoff.min(6)) {
             return None;
         }
-        // With lifetimes, perhaps later: when enough of the lead gained has aged out.
-        self.lead_allows(ours, theirs - ours)
-            .filter(|t| *t < theirs)
+        // With lifetimes, perhaps later: once the messages it would cut short are past
+        // their lifetimes.
+        Some(self.jump_allowed(ours, engine?)).filter(|t| *t < theirs)
     }
 
     /// Runs the association's clock ahead to its next timers until one of them was a
     /// retransmission timer (or a few jumps were made).
     pub(crate) fn force(&mut self, now: Instant, engine: &mut impl Timers) {
-        let before = self.ahead;
         self.jump(now, engine);
-        if let Some(window) = self.lifetime {
-            self.jumps.retain(|(t, _)| *t + window > now);
-            self.jumps.push_back((now, self.ahead - before));
-        }
         self.progress = now;
         self.backoff += 1;
     }
 
     fn jump(&mut self, now: Instant, engine: &mut impl Timers) {
+        let limit = self.limit(now);
         for _ in 0..MAX_JUMPS {
             let Some(at) = engine.next_timer() else {
                 break;
             };
+            if limit.is_some_and(|l| at >= l) {
+                break;
+            }
             let virtual_now = self.at(now);
             if at > virtual_now {
                 self.ahead += at - virtual_now;
@@ -312,13 +332,16 @@ mod tests {
         assert_eq!(c.rto(Duration::ZERO), RTO_FLOOR * 8);
     }
 
+    const LIFE: Duration = Duration::from_millis(500);
+
     #[test]
-    fn with_lifetimes_the_lead_gained_per_lifetime_is_bounded() {
+    fn a_jump_never_gives_up_a_message_inside_its_lifetime() {
         let t0 = Instant::now();
         let mut c = RtoClock::new(t0);
         c.sent(t0, 1000);
-        c.limit_lead(Duration::from_millis(500));
-        // A jump of 750 ms fits the slack: forced at our timeout.
+        c.wrote_timed(t0, LIFE);
+        // rtc-sctp gives it up at t0 + 1.5 s of its clock; a jump to its 1 s timer fits:
+        // forced at our timeout.
         let engine = c.at(t0) + ENGINE_RTO_MIN;
         let d = c.deadline(Duration::ZERO, Some(engine)).unwrap();
         assert_eq!(d - t0, RTO_FLOOR);
@@ -329,14 +352,67 @@ mod tests {
         };
         c.force(d, &mut e);
         assert_eq!(c.ahead, ENGINE_RTO_MIN - RTO_FLOOR);
-        // The next one would gain as much again within 500 ms of the first: it waits
-        // until the first has aged out of the window.
-        let engine = c.at(d) + ENGINE_RTO_MIN;
-        let d2 = c.deadline(Duration::ZERO, Some(engine)).unwrap();
-        assert_eq!(d2, d + Duration::from_millis(500));
-        // A lifetime longer than the engine's own timer leaves it to the engine.
-        c.limit_lead(Duration::from_secs(5));
-        assert_eq!(c.deadline(Duration::ZERO, Some(engine)), None);
+        // A timer past that deadline is not reached while the message is in its lifetime,
+        // even when forced.
+        let late = t0 + LIFE + LIFETIME_SLACK;
+        let mut e = Engine {
+            next: vec![late],
+            fired: vec![],
+            t3: true,
+        };
+        c.force(d + Duration::from_millis(1), &mut e);
+        assert!(e.fired.is_empty());
+        assert_eq!(c.ahead, ENGINE_RTO_MIN - RTO_FLOOR);
+        // Once it is past its lifetime the jump is allowed, and then made.
+        assert_eq!(c.jump_allowed(d, late), t0 + LIFE);
+        c.force(t0 + LIFE, &mut e);
+        assert_eq!(e.fired, vec![late]);
+    }
+
+    /// After one forced retransmission rtc-sctp's own timeout is 2 s: the next jump
+    /// (1.5 s, more than the slack) must still be forced once the messages it would cut
+    /// short are past their lifetimes, not left to rtc-sctp's doubling timer.
+    #[test]
+    fn a_doubled_engine_timeout_is_still_forced_beside_lifetimes() {
+        let t0 = Instant::now();
+        let mut c = RtoClock::new(t0);
+        c.sent(t0, 1000);
+        c.wrote_timed(t0, LIFE);
+        let engine = c.at(t0) + ENGINE_RTO_MIN;
+        let d = c.deadline(Duration::ZERO, Some(engine)).unwrap();
+        let mut e = Engine {
+            next: vec![engine],
+            fired: vec![],
+            t3: true,
+        };
+        c.force(d, &mut e);
+        // A message written just after the jump; rtc-sctp's timer now 2 s away.
+        c.wrote_timed(d, LIFE);
+        let engine = c.at(d) + ENGINE_RTO_MIN * 2;
+        let ours = d + c.rto(Duration::ZERO);
+        let at = c.deadline(Duration::ZERO, Some(engine)).unwrap();
+        assert_eq!(at, ours.max(d + LIFE));
+        assert!(at < c.real(engine), "left to rtc-sctp's 2 s timer");
+    }
+
+    #[test]
+    fn deadlines_of_messages_written_together_share_an_entry() {
+        let t0 = Instant::now();
+        let mut c = RtoClock::new(t0);
+        for i in 0..100 {
+            c.wrote_timed(t0 + Duration::from_millis(i), LIFE);
+        }
+        assert!(c.deadlines.len() <= 100 / (500 / DEADLINE_GRAIN as usize) + 1);
+        // The earliest engine deadline and the latest end are kept.
+        assert_eq!(c.limit(t0), Some(t0 + LIFE + LIFETIME_SLACK));
+        let last = t0 + Duration::from_millis(99);
+        assert_eq!(
+            c.jump_allowed(t0, last + LIFE + LIFETIME_SLACK),
+            last + LIFE
+        );
+        // Past their lifetimes they are dropped.
+        assert_eq!(c.limit(last + LIFE), None);
+        assert!(c.deadlines.is_empty());
     }
 
     #[test]

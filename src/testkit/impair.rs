@@ -11,8 +11,8 @@
 //! [`Relay::set_blackhole`] cuts the link both ways (every datagram dropped, those already
 //! delayed in the relay too) until it is turned off again: a network outage for fault tests.
 
+use super::simnet::Link;
 use std::cell::Cell;
-use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,11 +41,14 @@ pub struct Impairment {
     /// than their size at this rate, as on a real bottleneck link, instead of in the
     /// sender's bursts (which overflow a receiver's socket buffer on loopback).
     pub rate: u64,
+    /// With a rate: most bytes waiting for the link; a datagram that does not fit is
+    /// dropped (tail drop). 0: no limit.
+    pub queue: usize,
 }
 
 impl Impairment {
-    /// Parses `delay=10ms,jitter=2ms,loss=1%,burst=1%/30%,dup=0.5%,reorder=1%,rate=1gbit` (any
-    /// subset; `none` for no impairment).
+    /// Parses `delay=10ms,jitter=2ms,loss=1%,burst=1%/30%,dup=0.5%,reorder=1%,rate=1gbit,
+    /// queue=64000` (any subset, queue in bytes; `none` for no impairment).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut imp = Impairment::default();
         if s.trim() == "none" || s.trim().is_empty() {
@@ -81,6 +84,12 @@ impl Impairment {
                 "dup" | "duplicate" => imp.duplicate = pct(v.trim())?,
                 "reorder" => imp.reorder = pct(v.trim())?,
                 "rate" => imp.rate = bits_per_second(v.trim())?,
+                "queue" => {
+                    imp.queue = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad queue {v:?} (bytes, e.g. 64000)"))?
+                }
                 "burst" => {
                     let (enter, leave) = v
                         .split_once('/')
@@ -136,30 +145,6 @@ pub struct Relay {
     pub backward: Arc<Counters>,
     /// While set, every datagram is dropped (both ways).
     blackhole: Arc<AtomicBool>,
-}
-
-struct Due {
-    at: Instant,
-    seq: u64,
-    data: Vec<u8>,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Due {
-    // Earliest first out of the max-heap.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 impl Relay {
@@ -273,85 +258,6 @@ enum Dest<'a> {
     Learned(&'a Cell<Option<SocketAddr>>),
 }
 
-/// The seeded random part of one direction: which datagrams are lost or duplicated, and
-/// when each copy is due. Draws in the same order for the same datagrams, so a seed
-/// replays a run.
-struct Fate {
-    imp: Impairment,
-    rng: fastrand::Rng,
-    /// In the burst model's bad state (every datagram lost).
-    bad: bool,
-    /// Ties datagrams due at the same instant to their arrival order.
-    seq: u64,
-    /// When the rate-limited link is next free.
-    link_free: Instant,
-    /// The copies waiting for their time.
-    heap: BinaryHeap<Due>,
-}
-
-impl Fate {
-    fn new(imp: Impairment, seed: u64) -> Self {
-        Self {
-            imp,
-            rng: fastrand::Rng::with_seed(seed),
-            bad: false,
-            seq: 0,
-            link_free: Instant::now(),
-            heap: BinaryHeap::new(),
-        }
-    }
-
-    /// Whether anything holds datagrams back (else each goes on at once).
-    fn delays(&self) -> bool {
-        let imp = &self.imp;
-        !imp.delay.is_zero() || !imp.jitter.is_zero() || imp.reorder > 0.0 || imp.rate > 0
-    }
-
-    /// How many copies of the next datagram go on: 0 (lost), 1, or 2 (duplicated).
-    fn copies(&mut self) -> usize {
-        if let Some((enter, leave)) = self.imp.burst {
-            self.bad = if self.bad {
-                self.rng.f64() >= leave
-            } else {
-                self.rng.f64() < enter
-            };
-        }
-        if self.bad || self.rng.f64() < self.imp.loss {
-            return 0;
-        }
-        if self.rng.f64() < self.imp.duplicate {
-            2
-        } else {
-            1
-        }
-    }
-
-    /// Queues a copy of `data` for when it is due: delay, jitter, reordering, then the
-    /// link's rate.
-    fn hold(&mut self, data: &[u8]) {
-        let imp = &self.imp;
-        let mut delay = imp.delay;
-        if !imp.jitter.is_zero() {
-            delay += imp.jitter.mul_f64(self.rng.f64());
-        }
-        if self.rng.f64() < imp.reorder {
-            delay += imp.delay + Duration::from_millis(1);
-        }
-        let mut at = Instant::now() + delay;
-        if imp.rate > 0 {
-            at = at.max(self.link_free);
-            self.link_free =
-                at + Duration::from_secs_f64(data.len() as f64 * 8.0 / imp.rate as f64);
-        }
-        self.seq += 1;
-        self.heap.push(Due {
-            at,
-            seq: self.seq,
-            data: data.to_vec(),
-        });
-    }
-}
-
 /// The next datagram on `rx`, or `None` when `until` comes first.
 async fn receive(
     rx: &Async<UdpSocket>,
@@ -383,7 +289,7 @@ async fn direction(
     counters: &Counters,
     cut: &AtomicBool,
 ) {
-    let mut fate = Fate::new(imp, seed);
+    let mut fate = Link::new(imp, seed);
     let mut buf = vec![0u8; 65536];
     let delays = fate.delays();
     let dest = &dest;
@@ -404,12 +310,10 @@ async fn direction(
         }
     };
     loop {
-        let now = Instant::now();
-        while fate.heap.peek().is_some_and(|d| d.at <= now) {
-            let d = fate.heap.pop().expect("peeked");
-            send(d.data).await;
+        while let Some(data) = fate.poll(Instant::now()) {
+            send(data).await;
         }
-        let next = fate.heap.peek().map(|d| d.at);
+        let next = fate.next_due();
         let (n, from) = match receive(rx, &mut buf, next).await {
             None => continue,
             Some(Ok(v)) => v,
@@ -426,16 +330,15 @@ async fn direction(
         if let Some(peer) = learn {
             peer.set(Some(from));
         }
-        let copies = fate.copies();
-        if copies == 0 {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        for _ in 0..copies {
-            if delays {
-                fate.hold(&buf[..n]);
-            } else {
-                send(buf[..n].to_vec()).await;
+        let before = fate.stats();
+        fate.send(Instant::now(), buf[..n].to_vec());
+        let after = fate.stats();
+        let dropped = (after.lost + after.tail_dropped) - (before.lost + before.tail_dropped);
+        counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        if !delays {
+            // Due at once: on now, without a turn through the timer.
+            while let Some(data) = fate.poll(Instant::now()) {
+                send(data).await;
             }
         }
     }
@@ -457,6 +360,11 @@ mod tests {
         assert_eq!(Impairment::parse("none").unwrap(), Impairment::default());
         assert_eq!(Impairment::parse("rate=1gbit").unwrap().rate, 1_000_000_000);
         assert_eq!(Impairment::parse("rate=2.5Mbit").unwrap().rate, 2_500_000);
+        assert_eq!(
+            Impairment::parse("rate=1mbit,queue=9000").unwrap().queue,
+            9000
+        );
+        assert!(Impairment::parse("queue=lots").is_err());
         assert!(Impairment::parse("rate=fast").is_err());
         assert!(Impairment::parse("rate=10").is_err());
         for bad in ["delay=-1ms", "loss=200%", "foo=1", "delay", "burst=1%"] {
