@@ -108,3 +108,14 @@ verify_unit() {
   if [ -n "$out" ]; then log "systemd-analyze verify smolrtc.service:"; echo "$out" >&2; return 1; fi
   log "smolrtc.service: systemd-analyze verify ok"
 }
+
+# check_size <label> <bytes> <budget>: fails when a binary grew past its size budget
+# (boards/<board>.toml `size_budget`; raised only in a commit that says why).
+check_size() {
+  local label="$1" size="$2" budget="$3"
+  if [ "$size" -gt "$budget" ]; then
+    log "error: $label is $size bytes, over its size budget of $budget bytes by $((size - budget)) (size_budget in boards/*.toml: make it smaller, or raise the budget in a commit that says why; docs/FOOTPRINT.md)"
+    return 1
+  fi
+  log "$label: $size bytes, size budget $budget bytes ($((budget - size)) to spare)"
+}
