@@ -383,17 +383,7 @@ fn h264_through_two_percent_loss_is_repaired_by_nack() {
 fn the_record_example_writes_a_playable_file() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/record");
-    assert!(
-        example.exists(),
-        "{example:?}: cargo test builds the examples"
-    );
+    let example = common::example("record");
     let dir = std::env::temp_dir().join(format!("smolrtc-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("visitor");
@@ -403,6 +393,8 @@ fn the_record_example_writes_a_playable_file() {
         let offer = tx.pc.create_offer().await.unwrap();
         tx.pc.set_local_description(offer).await.unwrap();
         let offer = tx.complete_description().await;
+        // ffmpeg makes the source first: the example records for 5 s from its start.
+        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
         let mut child = Command::new(&example)
             .arg(&out)
             .arg("5")
@@ -418,7 +410,6 @@ fn the_record_example_writes_a_playable_file() {
         let answer = smolrtc::Description::from_json(answer.trim()).unwrap();
         tx.pc.set_remote_description(answer).await.unwrap();
         connected(&mut tx).await;
-        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
         let sent = frames.len();
         std::thread::spawn(move || {
             for (data, d) in frames {

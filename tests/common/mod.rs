@@ -676,3 +676,51 @@ pub async fn open_channels(
     };
     futures_lite::future::zip(opened, announced).await.1
 }
+
+/// `examples/NAME.rs`, built by `cargo build --example NAME` into this test's own target
+/// directory and profile: `cargo test --test FILE` alone does not build the examples.
+pub fn example(name: &str) -> std::path::PathBuf {
+    // The test binary is TARGET/PROFILE/deps/TEST-HASH.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut build = std::process::Command::new(cargo);
+    // Cargo's per-package variables, set for this test, would make build scripts that
+    // watch them (ring's CARGO_MANIFEST_DIR) rebuild here and again in the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    // build.rs hands SMOLRTC_BOARD to the tests too; "native" is its value when unset.
+    if std::env::var("SMOLRTC_BOARD").as_deref() == Ok("native") {
+        build.env_remove("SMOLRTC_BOARD");
+    }
+    let status = build
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --example {name}: {status}");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{path:?} after cargo build --example {name}");
+    path
+}
