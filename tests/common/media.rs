@@ -121,28 +121,9 @@ pub fn h264_rtp_sender(source: &str, secs: u32, port: u16, realtime: bool) -> Co
 
 /// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
 pub fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
-    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
     let data = std::fs::read(path).expect("media file");
-    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
-    split.push(&data);
-    let mut nals = Vec::new();
-    while let Some(n) = split.poll() {
-        nals.extend(n.ok());
-    }
-    nals.extend(split.flush());
-    let mut asm = AccessUnitAssembler::new();
-    let mut units: Vec<_> = nals
-        .into_iter()
-        .filter_map(|n| asm.push(n).ok().flatten())
-        .collect();
-    units.extend(asm.flush().ok().flatten());
-    units
+    smolrtc::media::h264::access_units(&data)
         .iter()
-        .map(|au| {
-            au.nals
-                .iter()
-                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
-                .collect()
-        })
+        .map(|au| au.to_annexb())
         .collect()
 }
