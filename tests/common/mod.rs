@@ -48,6 +48,18 @@ impl Peer {
         Self::from_pc(PeerConnection::with_runtime(rt, config).expect("peer connection"))
     }
 
+    /// Waits (bounded) until the connection state is `connected`.
+    pub async fn connected(&mut self) {
+        self.expect("connected", |e| {
+            matches!(
+                e,
+                Event::ConnectionState(smolrtc::ConnectionState::Connected)
+            )
+            .then_some(())
+        })
+        .await;
+    }
+
     fn from_pc(pc: PeerConnection) -> Self {
         let events = pc.events();
         Self {
@@ -723,4 +735,31 @@ pub fn example(name: &str) -> std::path::PathBuf {
     let path = profile_dir.join("examples").join(name);
     assert!(path.exists(), "{path:?} after cargo build --example {name}");
     path
+}
+
+/// Puts one track of `codec` on `p` (H.264 at profile-level-id 42e01f, what a browser's
+/// camera offers) and sets its offer: the track and the complete offer SDP, to POST to a
+/// WHIP endpoint.
+pub async fn whip_offer(
+    p: &mut Peer,
+    codec: smolrtc::media::Codec,
+) -> (smolrtc::media::TrackSender, String) {
+    let mut init = smolrtc::media::TrackInit::new(codec);
+    if codec == smolrtc::media::Codec::H264 {
+        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+    }
+    let track = p.pc.add_track(init).await.unwrap();
+    let offer = p.pc.create_offer().await.unwrap();
+    p.pc.set_local_description(offer).await.unwrap();
+    (track, p.complete_description().await.sdp)
+}
+
+/// Sets a WHIP endpoint's answer on `p` and waits until it is connected.
+pub async fn whip_answer(p: &mut Peer, answer: String) {
+    let answer = smolrtc::Description {
+        kind: smolrtc::SdpType::Answer,
+        sdp: answer,
+    };
+    p.pc.set_remote_description(answer).await.unwrap();
+    p.connected().await;
 }
