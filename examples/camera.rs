@@ -10,46 +10,21 @@
 //! Run: `cargo run --example camera -- cam.h264 [fps]`
 
 use futures_lite::future::block_on;
-use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter};
 use smolrtc::media::{Codec, TrackInit};
 use smolrtc::{Config, Description, Event, PeerConnection};
 use std::io::BufRead;
 use std::time::{Duration, Instant};
-
-/// The file's access units, each as Annex-B bytes (start codes put back).
-fn access_units(path: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut split = AnnexBSplitter::new(smolrtc::media::h264::MAX_NAL_BYTES);
-    split.push(&data);
-    let mut nals = Vec::new();
-    while let Some(n) = split.poll() {
-        nals.extend(n.ok());
-    }
-    nals.extend(split.flush());
-    let mut asm = AccessUnitAssembler::new();
-    let mut out = Vec::new();
-    let mut units: Vec<_> = nals
-        .into_iter()
-        .filter_map(|n| asm.push(n).ok().flatten())
-        .collect();
-    units.extend(asm.flush().ok().flatten());
-    for au in units {
-        let mut bytes = Vec::with_capacity(au.len() + 4 * au.nals.len());
-        for n in &au.nals {
-            bytes.extend_from_slice(&[0, 0, 0, 1]);
-            bytes.extend_from_slice(n);
-        }
-        out.push(bytes);
-    }
-    out
-}
 
 fn main() -> Result<(), smolrtc::Error> {
     smolrtc::logging::init();
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: camera FILE.h264 [fps]");
     let fps: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
-    let frames = access_units(&path);
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let frames: Vec<Vec<u8>> = smolrtc::media::h264::access_units(&data)
+        .iter()
+        .map(|au| au.to_annexb())
+        .collect();
     assert!(!frames.is_empty(), "{path}: no H.264 access units");
 
     let pc = PeerConnection::new(Config::default())?;

@@ -14,6 +14,8 @@ use common::browser::{
     in_namespace, reexec_in_namespace, wait_report, Browser, BrowserKind, StopService,
 };
 use common::http::request;
+use common::media::{ffprobe, Probe};
+use common::{whip_answer, whip_offer};
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle, SinkConfig};
 use smolrtc::{Config, Runtime};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -145,65 +147,6 @@ fn bad_sinks_fail_the_start_clearly() {
 }
 
 // ------------------------------------------------------------------------ browsers
-
-/// ffprobe's view of a recorded file's first stream.
-#[derive(Debug)]
-struct Probe {
-    codec: String,
-    width: u64,
-    height: u64,
-    /// Frames (video) or packets (audio) read.
-    frames: u64,
-    /// Seconds from the first to the last timestamp.
-    duration: f64,
-}
-
-fn ffprobe(path: &Path) -> Probe {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-show_entries"])
-        .arg("stream=codec_name,width,height,nb_read_frames,duration:format=duration:packet=pts_time")
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = &v["streams"][0];
-    let num = |x: &serde_json::Value| {
-        x.as_u64()
-            .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
-            .unwrap_or(0)
-    };
-    let secs = |x: &serde_json::Value| {
-        x.as_str()
-            .and_then(|t| t.parse::<f64>().ok())
-            .filter(|d| *d > 0.0)
-    };
-    Probe {
-        codec: s["codec_name"].as_str().unwrap_or_default().to_owned(),
-        width: num(&s["width"]),
-        height: num(&s["height"]),
-        frames: num(&s["nb_read_frames"]),
-        // IVF written to a pipe has no frame count in its header (ffprobe then knows no
-        // duration): the span of the packets' timestamps is the same thing.
-        duration: secs(&s["duration"])
-            .or_else(|| secs(&v["format"]["duration"]))
-            .or_else(|| {
-                let pts: Vec<f64> = v["packets"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|p| p["pts_time"].as_str()?.parse::<f64>().ok())
-                    .collect();
-                Some(pts.last()? - pts.first()?)
-            })
-            .unwrap_or(0.0),
-    }
-}
 
 /// The files in `dir` whose name ends with `ext`.
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -659,7 +602,7 @@ fn in_namespace_copy() -> bool {
 /// decodes at the source's size.
 #[test]
 fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
-    use smolrtc::media::{Codec, TrackInit};
+    use smolrtc::media::Codec;
     let dir = temp_dir("peer");
     #[rustfmt::skip]
     let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
@@ -670,35 +613,18 @@ fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     common::run(async {
         let mut p = common::Peer::new("publisher");
-        let mut init = TrackInit::new(Codec::H264);
-        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
-        let mut track = p.pc.add_track(init).await.unwrap();
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer).await.unwrap();
-        let offer = p.complete_description().await;
+        let (mut track, offer) = whip_offer(&mut p, Codec::H264).await;
         let r = request(
             h.addr,
             "POST",
             "/whip/cam",
             Some("application/sdp"),
-            offer.sdp.as_bytes(),
+            offer.as_bytes(),
         );
         assert_eq!(r.status, 201, "{}", r.text());
         assert!(r.header("location").unwrap().starts_with("/whip/cam/"));
-        p.pc.set_remote_description(smolrtc::Description {
-            kind: smolrtc::SdpType::Answer,
-            sdp: r.text(),
-        })
-        .await
-        .unwrap();
-        p.expect("connected", |e| {
-            matches!(
-                e,
-                smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
-            )
-            .then_some(())
-        })
-        .await;
+        whip_answer(&mut p, r.text()).await;
+
         // SRTP is keyed just after: frames before it are dropped by design.
         async_io::Timer::after(Duration::from_millis(300)).await;
         for au in &units {
@@ -967,7 +893,7 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
 /// those relayed.
 #[test]
 fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
-    use smolrtc::media::{Codec, MediaKind, TrackInit};
+    use smolrtc::media::{Codec, MediaKind};
     let dir = temp_dir("relay");
     #[rustfmt::skip]
     let source = media(&dir, "src.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
@@ -1035,39 +961,17 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
 
         // The publisher to the second service.
         let mut publisher = common::Peer::new("publisher");
-        let mut track = publisher
-            .pc
-            .add_track(TrackInit::new(Codec::Vp8))
-            .await
-            .unwrap();
-        let offer = publisher.pc.create_offer().await.unwrap();
-        publisher.pc.set_local_description(offer).await.unwrap();
-        let offer = publisher.complete_description().await;
+        let (mut track, offer) = whip_offer(&mut publisher, Codec::Vp8).await;
         let r = request(
             recorder.addr,
             "POST",
             "/whip/rec",
             Some("application/sdp"),
-            offer.sdp.as_bytes(),
+            offer.as_bytes(),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        publisher
-            .pc
-            .set_remote_description(smolrtc::Description {
-                kind: smolrtc::SdpType::Answer,
-                sdp: r.text(),
-            })
-            .await
-            .unwrap();
-        publisher
-            .expect("connected", |e| {
-                matches!(
-                    e,
-                    smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
-                )
-                .then_some(())
-            })
-            .await;
+        whip_answer(&mut publisher, r.text()).await;
+
         async_io::Timer::after(Duration::from_millis(300)).await;
         // Relay 90 frames (3 s), from a keyframe on: the recording starts decodable.
         let (mut relayed, mut last) = (0u32, None::<u32>);
@@ -1115,7 +1019,7 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
 /// recorded broken: every recorded frame decodes), and the recovery is printed.
 #[test]
 fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
-    use smolrtc::media::{Codec, TrackInit};
+    use smolrtc::media::Codec;
     use smolrtc::testkit::impair::{Impairment, Relay};
     let dir = temp_dir("lossy");
     #[rustfmt::skip]
@@ -1127,13 +1031,9 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     let _relay = common::run(async {
         let mut p = common::Peer::new("publisher");
-        let mut init = TrackInit::new(Codec::H264);
-        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
-        let mut track = p.pc.add_track(init).await.unwrap();
-        let offer = p.pc.create_offer().await.unwrap();
-        p.pc.set_local_description(offer).await.unwrap();
+        let (mut track, offer) = whip_offer(&mut p, Codec::H264).await;
         // The service learns the publisher only at the relay's back (peer-reflexive).
-        let offer = common::strip_candidates(&p.complete_description().await.sdp);
+        let offer = common::strip_candidates(&offer);
         let r = request(
             h.addr,
             "POST",
@@ -1161,20 +1061,8 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
             &format!("{cand}\r\na=end-of-candidates\r\na=mid:"),
             1,
         );
-        p.pc.set_remote_description(smolrtc::Description {
-            kind: smolrtc::SdpType::Answer,
-            sdp: answer,
-        })
-        .await
-        .unwrap();
-        p.expect("connected", |e| {
-            matches!(
-                e,
-                smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
-            )
-            .then_some(())
-        })
-        .await;
+        whip_answer(&mut p, answer).await;
+
         async_io::Timer::after(Duration::from_millis(300)).await;
         for au in &units {
             track.write_frame(au, Duration::from_millis(33)).unwrap();
@@ -1248,7 +1136,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 #[ignore]
 fn ingest_sessions_benchmark() {
-    use smolrtc::media::{Codec, TrackInit};
+    use smolrtc::media::Codec;
     use std::io::{BufRead, BufReader};
     let dir = temp_dir("bench");
     #[rustfmt::skip]
@@ -1301,34 +1189,17 @@ fn ingest_sessions_benchmark() {
             let mut tracks = Vec::new();
             for i in 0..n {
                 let mut p = common::Peer::new(&format!("pub{i}"));
-                let mut init = TrackInit::new(Codec::H264);
-                init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
-                tracks.push(p.pc.add_track(init).await.unwrap());
-                let offer = p.pc.create_offer().await.unwrap();
-                p.pc.set_local_description(offer).await.unwrap();
-                let offer = p.complete_description().await;
+                let (track, offer) = whip_offer(&mut p, Codec::H264).await;
+                tracks.push(track);
                 let r = request(
                     addr,
                     "POST",
                     "/whip/cam",
                     Some("application/sdp"),
-                    offer.sdp.as_bytes(),
+                    offer.as_bytes(),
                 );
                 assert_eq!(r.status, 201, "{}", r.text());
-                p.pc.set_remote_description(smolrtc::Description {
-                    kind: smolrtc::SdpType::Answer,
-                    sdp: r.text(),
-                })
-                .await
-                .unwrap();
-                p.expect("connected", |e| {
-                    matches!(
-                        e,
-                        smolrtc::Event::ConnectionState(smolrtc::ConnectionState::Connected)
-                    )
-                    .then_some(())
-                })
-                .await;
+                whip_answer(&mut p, r.text()).await;
                 peers.push(p);
             }
             async_io::Timer::after(Duration::from_millis(300)).await;

@@ -7,13 +7,6 @@ use common::*;
 use smolrtc::{ChannelInit, ChannelState, ConnectionState, Description, Error, Event, Message};
 use std::net::UdpSocket;
 
-async fn connected(p: &mut Peer) {
-    p.expect("connected", |e| {
-        matches!(e, Event::ConnectionState(ConnectionState::Connected)).then_some(())
-    })
-    .await;
-}
-
 #[test]
 fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
     run(async {
@@ -21,7 +14,7 @@ fn negotiated_channel_carries_rawrtc_sizes_both_ways() {
         let ca = a.channel("cat-noises", ChannelInit::negotiated(0)).await;
         let cb = b.channel("cat-noises", ChannelInit::negotiated(0)).await;
         connect(&mut a, &mut b).await;
-        connected(&mut a).await;
+        a.connected().await;
         opened(&mut a, "cat-noises").await;
         opened(&mut b, "cat-noises").await;
         assert_eq!(ca.id(), Some(0));

@@ -11,6 +11,7 @@
 mod common;
 
 use common::forward::{route_candidate, Forwarder};
+use common::media::{ffprobe, Probe};
 use common::*;
 use smolrtc::media::h264::annexb::AnnexBSplitter;
 use smolrtc::media::h264::AccessUnitAssembler;
@@ -18,7 +19,7 @@ use smolrtc::media::ivf::IvfReader;
 use smolrtc::media::ogg::OggOpusReader;
 use smolrtc::media::writer::{AnnexBWriter, IvfWriter, OggOpusWriter};
 use smolrtc::media::{Codec, Direction, ReceiverStats, TrackInit, TrackReceiver};
-use smolrtc::{ConnectionState, Event};
+use smolrtc::Event;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,43 +137,6 @@ fn record(mut rx: TrackReceiver, path: PathBuf) -> std::thread::JoinHandle<Recei
     })
 }
 
-/// What ffprobe says about a recording's first stream.
-#[derive(Debug)]
-struct Probe {
-    codec: String,
-    frames: u64,
-    width: u64,
-    height: u64,
-}
-
-fn ffprobe(path: &Path) -> Probe {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "0"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe (ffmpeg) is missing");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!("ffprobe: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    let s = &v["streams"][0];
-    let num = |k: &str| {
-        s[k].as_u64()
-            .or_else(|| s[k].as_str().and_then(|x| x.parse().ok()))
-            .unwrap_or(0)
-    };
-    Probe {
-        codec: s["codec_name"].as_str().unwrap_or("").to_owned(),
-        frames: num("nb_read_frames"),
-        width: num("width"),
-        height: num("height"),
-    }
-}
-
 struct Outcome {
     sent: usize,
     /// The sender saw a PLI from the receiver (`Event::KeyframeRequest`).
@@ -180,13 +144,6 @@ struct Outcome {
     dropped: u64,
     stats: ReceiverStats,
     probe: Probe,
-}
-
-async fn connected(p: &mut Peer) {
-    p.expect("connected", |e| {
-        matches!(e, Event::ConnectionState(ConnectionState::Connected)).then_some(())
-    })
-    .await;
 }
 
 /// Sends `codec`'s file from one peer to the other; `receiver_offers` picks who offers;
@@ -251,7 +208,7 @@ async fn session(codec: Codec, receiver_offers: bool, lossy: bool) -> Outcome {
         std::process::id()
     ));
     let recorder = record(receiver, out.clone());
-    connected(&mut tx).await;
+    tx.connected().await;
     let file = if lossy { big_h264() } else { source(codec) };
     let frames = frames_of(codec, &file);
     let sent = frames.len();
@@ -383,17 +340,7 @@ fn h264_through_two_percent_loss_is_repaired_by_nack() {
 fn the_record_example_writes_a_playable_file() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/record");
-    assert!(
-        example.exists(),
-        "{example:?}: cargo test builds the examples"
-    );
+    let example = common::example("record");
     let dir = std::env::temp_dir().join(format!("smolrtc-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("visitor");
@@ -403,6 +350,8 @@ fn the_record_example_writes_a_playable_file() {
         let offer = tx.pc.create_offer().await.unwrap();
         tx.pc.set_local_description(offer).await.unwrap();
         let offer = tx.complete_description().await;
+        // ffmpeg makes the source first: the example records for 5 s from its start.
+        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
         let mut child = Command::new(&example)
             .arg(&out)
             .arg("5")
@@ -417,8 +366,7 @@ fn the_record_example_writes_a_playable_file() {
             .unwrap();
         let answer = smolrtc::Description::from_json(answer.trim()).unwrap();
         tx.pc.set_remote_description(answer).await.unwrap();
-        connected(&mut tx).await;
-        let frames = frames_of(Codec::Vp8, &source(Codec::Vp8));
+        tx.connected().await;
         let sent = frames.len();
         std::thread::spawn(move || {
             for (data, d) in frames {
@@ -468,8 +416,8 @@ fn sendrecv_audio_flows_both_ways_in_one_section() {
                 .join(format!("smolrtc-talk-{}-{name}.ogg", std::process::id()));
             recorders.push((record(t, out.clone()), out));
         }
-        connected(&mut a).await;
-        connected(&mut b).await;
+        a.connected().await;
+        b.connected().await;
         let frames = frames_of(Codec::Opus, &source(Codec::Opus));
         let sent = frames.len();
         let senders: Vec<_> = tracks

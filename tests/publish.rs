@@ -598,24 +598,10 @@ fn an_audio_stream_is_published() {
         .filter(|p| p.extension().is_some_and(|e| e == "ogg"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-        ])
-        .args(["-of", "json"])
-        .arg(&files[0])
-        .output()
-        .expect("ffprobe");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    println!("{}: {v}", files[0].display());
-    assert_eq!(v["streams"][0]["codec_name"], "opus", "{v}");
-    let secs: f64 = v["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
+    let p = media::ffprobe(&files[0]);
+    println!("{}: {p:?}", files[0].display());
+    assert_eq!(p.codec, "opus", "{p:?}");
+    let secs = p.duration;
     assert!(secs >= 2.5, "{secs} s recorded");
     let _ = std::fs::remove_dir_all(&dir);
 }

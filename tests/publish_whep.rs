@@ -125,7 +125,13 @@ fn a_published_stream_is_watched_over_whep_at_the_second_serve() {
         viewer.pc.close().await;
         n
     });
-    let (codec, w, h, decoded) = ffprobe(&out);
+    let media::Probe {
+        codec,
+        width: w,
+        height: h,
+        frames: decoded,
+        ..
+    } = media::ffprobe(&out);
     println!("watched over WHEP: {codec} {w}x{h}, {decoded} of {frames} frames decoded");
     assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
     assert!(decoded >= frames - 2, "{decoded} of {frames}");

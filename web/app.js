@@ -1359,6 +1359,60 @@
 })();
 
 
+// ---------------------------------------------------------------- media page kit
+//
+// What the streams viewers (below) and the sinks (sinks.js) share: element helper,
+// waiting for ICE gathering, and POSTing an offer (WHEP/WHIP SDP or /api/offer JSON).
+window.smolrtcMedia = (() => {
+  const auth = (init) => (window.smolrtcAuth ? window.smolrtcAuth(init) : init);
+
+  const text = (tag, value, cls) => {
+    const el = document.createElement(tag);
+    el.textContent = value;
+    if (cls) el.className = cls;
+    return el;
+  };
+
+  function waitGathered(pc, ms) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+  }
+
+  // POSTs an offer: as SDP (WHEP, WHIP) or, with `json`, as {type, sdp} (/api/offer).
+  // Resolves to the answer's SDP and Location; any other status than 2xx throws with the
+  // service's {"error"} text.
+  async function postOffer(url, sdp, json) {
+    const res = await fetch(url, auth(json
+      ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp }) }
+      : { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: sdp }));
+    const body = await res.text();
+    if (!res.ok) {
+      let why = body;
+      try { why = JSON.parse(body).error || body; } catch (_) { /* text */ }
+      throw new Error(`POST ${url}: HTTP ${res.status}: ${why}`);
+    }
+    return { sdp: json ? JSON.parse(body).sdp : body, location: res.headers.get('Location') };
+  }
+
+  // An unattended run's report to ?report=PATH (same origin only).
+  async function postReport(report) {
+    const url = new URLSearchParams(location.search).get('report');
+    if (url && new URL(url, location.href).origin === location.origin) {
+      await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));
+    }
+  }
+
+  return { auth, text, waitGathered, postOffer, postReport };
+})();
+
 // ---------------------------------------------------------------- streams (WHEP viewers)
 //
 // GET /api/streams fills the streams table (every 2 s); "Watch" (or ?watch=NAME[,NAME..])
@@ -1371,19 +1425,13 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const log = (t, level) => (window.smolrtcLog ? window.smolrtcLog(t, level) : console.log(t));
-  const auth = (init) => (window.smolrtcAuth ? window.smolrtcAuth(init) : init);
   const q = new URLSearchParams(location.search);
   const viewers = new Map();
   const rows = $('stream-rows');
   const cards = $('viewers');
   if (!rows || !cards) return;
 
-  const text = (tag, value, cls) => {
-    const el = document.createElement(tag);
-    el.textContent = value;
-    if (cls) el.className = cls;
-    return el;
-  };
+  const { auth, text, waitGathered, postOffer, postReport } = window.smolrtcMedia;
   const kbps = (bps) => (bps == null ? '–' : `${(bps / 1000).toFixed(0)} kbit/s`);
 
   async function refresh() {
@@ -1417,19 +1465,6 @@
       tr.append(td);
       rows.append(tr);
     }
-  }
-
-  function waitGathered(pc, ms) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      pc.addEventListener('icegatheringstatechange', () => {
-        if (pc.iceGatheringState === 'complete') {
-          clearTimeout(t);
-          resolve();
-        }
-      });
-    });
   }
 
   function preferCodec(transceiver, codec) {
@@ -1574,18 +1609,9 @@
         return v;
       }
       const url = viaHttp ? `/api/offer?stream=${encodeURIComponent(name)}` : `/whep/${encodeURIComponent(name)}`;
-      const res = await fetch(url, auth(viaHttp
-        ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }) }
-        : { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp }));
-      const body = await res.text();
-      if (res.status !== (viaHttp ? 200 : 201)) {
-        let why = body;
-        try { why = JSON.parse(body).error || body; } catch (_) { /* text */ }
-        throw new Error(`POST ${url}: HTTP ${res.status}: ${why}`);
-      }
-      v.location = res.headers.get('Location');
-      const sdp = viaHttp ? JSON.parse(body).sdp : body;
-      await pc.setRemoteDescription({ type: 'answer', sdp });
+      const answer = await postOffer(url, pc.localDescription.sdp, viaHttp);
+      v.location = answer.location;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
       log(`watching ${name} (${v.location})`);
       v.timer = setInterval(async () => {
         try { show(v, await figures(v)); } catch (_) { /* closed */ }
@@ -1666,10 +1692,7 @@
       results[name] = { ...(f || {}), firstFrameMs, echo: v.echo, error: v.error || (good ? null : 'frames did not decode in time') };
     }
     const report = { ok, mode: q.get('via') || 'whep', streams: results, userAgent: navigator.userAgent };
-    const url = q.get('report');
-    if (url && new URL(url, location.href).origin === location.origin) {
-      await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));
-    }
+    await postReport(report);
     if (q.get('keep') !== '1') for (const k of keys) await stop(k);
   }
 

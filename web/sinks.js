@@ -16,7 +16,6 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const log = (t, level) => (window.smolrtcLog ? window.smolrtcLog(t, level) : console.log(t));
-  const auth = (init) => (window.smolrtcAuth ? window.smolrtcAuth(init) : init);
   const q = new URLSearchParams(location.search);
   const rows = $('sink-rows');
   const note = $('sink-note');
@@ -24,12 +23,7 @@
   if (!rows || !cards) return;
   const active = new Map(); // "publish:NAME" | "talk:NAME" -> session
 
-  const text = (tag, value, cls) => {
-    const el = document.createElement(tag);
-    el.textContent = value;
-    if (cls) el.className = cls;
-    return el;
-  };
+  const { auth, text, waitGathered, postOffer: post, postReport } = window.smolrtcMedia;
   const button = (label, cls = 'small') => {
     const b = text('button', label, cls);
     b.type = 'button';
@@ -93,19 +87,6 @@
     }
   }
 
-  function waitGathered(pc, ms) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      pc.addEventListener('icegatheringstatechange', () => {
-        if (pc.iceGatheringState === 'complete') {
-          clearTimeout(t);
-          resolve();
-        }
-      });
-    });
-  }
-
   function card(key, title) {
     const el = document.createElement('div');
     el.className = 'viewer';
@@ -122,19 +103,6 @@
     el.append(h, video, state);
     cards.append(el);
     return { el, video, state };
-  }
-
-  async function post(url, sdp, json) {
-    const res = await fetch(url, auth(json
-      ? { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp }) }
-      : { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: sdp }));
-    const body = await res.text();
-    if (!res.ok) {
-      let why = body;
-      try { why = JSON.parse(body).error || body; } catch (_) { /* text */ }
-      throw new Error(`POST ${url}: HTTP ${res.status}: ${why}`);
-    }
-    return { sdp: json ? JSON.parse(body).sdp : body, location: res.headers.get('Location') };
   }
 
   // What the page sends and receives, from getStats().
@@ -307,10 +275,7 @@
     } catch (e) {
       report.error = String(e.message || e);
     }
-    const url = q.get('report');
-    if (url && new URL(url, location.href).origin === location.origin) {
-      await fetch(url, auth({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(report) }));
-    }
+    await postReport(report);
   }
 
   refresh();

@@ -99,7 +99,7 @@ async fn serve_until_stopped(
 }
 
 /// The device service: an HTTP server with the page and the signaling API, and channel
-/// handlers chosen by label. The endpoints are in `service::http` (and README.md).
+/// handlers chosen by label. The endpoints are in `service::http` (and docs/SERVICE.md).
 pub struct Service {
     config: ServiceConfig,
     registry: Registry,

@@ -121,28 +121,68 @@ pub fn h264_rtp_sender(source: &str, secs: u32, port: u16, realtime: bool) -> Co
 
 /// An H.264 file's access units as Annex-B bytes (what an encoder hands over per frame).
 pub fn annexb_units(path: &Path) -> Vec<Vec<u8>> {
-    use smolrtc::media::h264::{AccessUnitAssembler, AnnexBSplitter, MAX_NAL_BYTES};
     let data = std::fs::read(path).expect("media file");
-    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
-    split.push(&data);
-    let mut nals = Vec::new();
-    while let Some(n) = split.poll() {
-        nals.extend(n.ok());
-    }
-    nals.extend(split.flush());
-    let mut asm = AccessUnitAssembler::new();
-    let mut units: Vec<_> = nals
-        .into_iter()
-        .filter_map(|n| asm.push(n).ok().flatten())
-        .collect();
-    units.extend(asm.flush().ok().flatten());
-    units
+    smolrtc::media::h264::access_units(&data)
         .iter()
-        .map(|au| {
-            au.nals
-                .iter()
-                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
-                .collect()
-        })
+        .map(|au| au.to_annexb())
         .collect()
+}
+
+/// ffprobe's view of a recorded file's first stream.
+#[derive(Debug)]
+pub struct Probe {
+    pub codec: String,
+    pub width: u64,
+    pub height: u64,
+    /// Frames (video) or packets (audio) read.
+    pub frames: u64,
+    /// Seconds from the first to the last timestamp.
+    pub duration: f64,
+}
+
+pub fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg("stream=codec_name,width,height,nb_read_frames,duration:format=duration:packet=pts_time")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe is missing: apt-get install ffmpeg (.ci/setup)");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    let num = |x: &serde_json::Value| {
+        x.as_u64()
+            .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
+            .unwrap_or(0)
+    };
+    let secs = |x: &serde_json::Value| {
+        x.as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|d| *d > 0.0)
+    };
+    Probe {
+        codec: s["codec_name"].as_str().unwrap_or_default().to_owned(),
+        width: num(&s["width"]),
+        height: num(&s["height"]),
+        frames: num(&s["nb_read_frames"]),
+        // IVF written to a pipe has no frame count in its header (ffprobe then knows no
+        // duration): the span of the packets' timestamps is the same thing.
+        duration: secs(&s["duration"])
+            .or_else(|| secs(&v["format"]["duration"]))
+            .or_else(|| {
+                let pts: Vec<f64> = v["packets"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|p| p["pts_time"].as_str()?.parse::<f64>().ok())
+                    .collect();
+                Some(pts.last()? - pts.first()?)
+            })
+            .unwrap_or(0.0),
+    }
 }

@@ -48,6 +48,18 @@ impl Peer {
         Self::from_pc(PeerConnection::with_runtime(rt, config).expect("peer connection"))
     }
 
+    /// Waits (bounded) until the connection state is `connected`.
+    pub async fn connected(&mut self) {
+        self.expect("connected", |e| {
+            matches!(
+                e,
+                Event::ConnectionState(smolrtc::ConnectionState::Connected)
+            )
+            .then_some(())
+        })
+        .await;
+    }
+
     fn from_pc(pc: PeerConnection) -> Self {
         let events = pc.events();
         Self {
@@ -675,4 +687,79 @@ pub async fn open_channels(
         out
     };
     futures_lite::future::zip(opened, announced).await.1
+}
+
+/// `examples/NAME.rs`, built by `cargo build --example NAME` into this test's own target
+/// directory and profile: `cargo test --test FILE` alone does not build the examples.
+pub fn example(name: &str) -> std::path::PathBuf {
+    // The test binary is TARGET/PROFILE/deps/TEST-HASH.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut build = std::process::Command::new(cargo);
+    // Cargo's per-package variables, set for this test, would make build scripts that
+    // watch them (ring's CARGO_MANIFEST_DIR) rebuild here and again in the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    // build.rs hands SMOLRTC_BOARD to the tests too; "native" is its value when unset.
+    if std::env::var("SMOLRTC_BOARD").as_deref() == Ok("native") {
+        build.env_remove("SMOLRTC_BOARD");
+    }
+    let status = build
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build --example {name}: {status}");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{path:?} after cargo build --example {name}");
+    path
+}
+
+/// Puts one track of `codec` on `p` (H.264 at profile-level-id 42e01f, what a browser's
+/// camera offers) and sets its offer: the track and the complete offer SDP, to POST to a
+/// WHIP endpoint.
+pub async fn whip_offer(
+    p: &mut Peer,
+    codec: smolrtc::media::Codec,
+) -> (smolrtc::media::TrackSender, String) {
+    let mut init = smolrtc::media::TrackInit::new(codec);
+    if codec == smolrtc::media::Codec::H264 {
+        init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
+    }
+    let track = p.pc.add_track(init).await.unwrap();
+    let offer = p.pc.create_offer().await.unwrap();
+    p.pc.set_local_description(offer).await.unwrap();
+    (track, p.complete_description().await.sdp)
+}
+
+/// Sets a WHIP endpoint's answer on `p` and waits until it is connected.
+pub async fn whip_answer(p: &mut Peer, answer: String) {
+    let answer = smolrtc::Description {
+        kind: smolrtc::SdpType::Answer,
+        sdp: answer,
+    };
+    p.pc.set_remote_description(answer).await.unwrap();
+    p.connected().await;
 }

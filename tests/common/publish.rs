@@ -166,34 +166,6 @@ pub fn recordings(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Codec, width, height and frames ffprobe reads in `path`.
-pub fn ffprobe(path: &Path) -> (String, u64, u64, u64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe is missing: apt-get install ffmpeg (.ci/setup)");
-    assert!(out.status.success(), "ffprobe {}", path.display());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = &v["streams"][0];
-    let num = |x: &serde_json::Value| {
-        x.as_u64()
-            .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
-            .unwrap_or(0)
-    };
-    (
-        s["codec_name"].as_str().unwrap_or_default().to_owned(),
-        num(&s["width"]),
-        num(&s["height"]),
-        num(&s["nb_read_frames"]),
-    )
-}
-
 /// Every recording in `dir` decodes as the source: H.264 at 320x240, at least `frames`
 /// frames in all.
 pub fn check_recordings(dir: &Path, frames: u64) {
@@ -201,10 +173,17 @@ pub fn check_recordings(dir: &Path, frames: u64) {
     assert!(!files.is_empty(), "no recording in {}", dir.display());
     let mut total = 0;
     for f in &files {
-        let (codec, w, h, n) = ffprobe(f);
-        println!("{}: {codec} {w}x{h}, {n} frames", f.display());
+        let p = media::ffprobe(f);
+        let n = p.frames;
+        println!(
+            "{}: {} {}x{}, {n} frames",
+            f.display(),
+            p.codec,
+            p.width,
+            p.height
+        );
         assert_eq!(
-            (codec.as_str(), w, h),
+            (p.codec.as_str(), p.width, p.height),
             ("h264", 320, 240),
             "{}",
             f.display()

@@ -119,6 +119,35 @@ impl AccessUnit {
     pub fn is_empty(&self) -> bool {
         self.nals.is_empty()
     }
+
+    /// The unit as Annex-B bytes, a 4-byte start code before each NAL unit: what an encoder
+    /// hands [`TrackSender::write_frame`](crate::media::TrackSender::write_frame) per frame.
+    pub fn to_annexb(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() + 4 * self.nals.len());
+        for nal in &self.nals {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+        out
+    }
+}
+
+/// A whole Annex-B stream held in memory (an `.h264` file) as its access units, in order.
+/// NAL units over [`MAX_NAL_BYTES`] and units the assembler refuses are left out: a
+/// damaged stream yields what can be decoded of it.
+pub fn access_units(data: &[u8]) -> Vec<AccessUnit> {
+    let mut split = AnnexBSplitter::new(MAX_NAL_BYTES);
+    split.push(data);
+    let mut asm = AccessUnitAssembler::new();
+    let mut units = Vec::new();
+    let nals = std::iter::from_fn(|| split.poll())
+        .flatten()
+        .collect::<Vec<_>>();
+    for nal in nals.into_iter().chain(split.flush()) {
+        units.extend(asm.push(nal).ok().flatten());
+    }
+    units.extend(asm.flush().ok().flatten());
+    units
 }
 
 /// A NAL unit of the access unit being assembled, with what the assembler learnt of it.

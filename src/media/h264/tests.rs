@@ -351,3 +351,22 @@ fn corrupted_and_truncated_streams_never_panic() {
         }
     }
 }
+
+/// `access_units` gives the stream's frames; written back with `to_annexb` and read again
+/// they are the same units.
+#[test]
+fn access_units_of_a_whole_stream_round_trip_as_annexb() {
+    let Some(data) = read(testdata::h264("640x480", "baseline", 30, 2)) else {
+        return;
+    };
+    let units = access_units(&data);
+    assert_eq!(units.len(), 60);
+    assert!(units[0].keyframe && units[30].keyframe && !units[1].keyframe);
+    let mut written = Vec::new();
+    for au in &units {
+        let bytes = au.to_annexb();
+        assert_eq!(bytes.len(), au.len() + 4 * au.nals.len());
+        written.extend(bytes);
+    }
+    assert_eq!(access_units(&written), units);
+}
