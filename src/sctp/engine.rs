@@ -8,18 +8,18 @@
 //! drive two of them over the simulated network (`testkit::simnet`, tests/sctp_sim.rs).
 
 use super::reset_gate::ResetGate;
-use super::rto::{self, RtoClock};
+use super::rto::{self, RtoClock, Timers};
 use super::send_queue::{Item, SendQueue};
-use super::{SctpConfig, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
+use super::{Ppi, Reliability, SctpConfig, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
 use crate::error::SctpError;
 use bytes::{Bytes, BytesMut};
 use rtc_sctp::{
     Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
-    EndpointConfig, Event, Payload, PayloadProtocolIdentifier as Ppi, ReliabilityType,
-    ServerConfig, StreamEvent, TimerConfig, TransportConfig,
+    EndpointConfig, Event, Payload, PayloadProtocolIdentifier, ReliabilityType, ServerConfig,
+    StreamEvent, TimerConfig, TransportConfig,
 };
 use rtc_shared::TransportProtocol;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +68,41 @@ pub(crate) trait SctpIo {
     fn flush(&mut self) {}
 }
 
+impl Timers for Association {
+    fn next_timer(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+
+    fn fire(&mut self, at: Instant) -> bool {
+        let before = self.stats().get_num_t3timeouts();
+        self.handle_timeout(at);
+        self.stats().get_num_t3timeouts() > before
+    }
+}
+
+fn to_engine(ppi: Ppi) -> PayloadProtocolIdentifier {
+    match ppi {
+        Ppi::Dcep => PayloadProtocolIdentifier::Dcep,
+        Ppi::String => PayloadProtocolIdentifier::String,
+        Ppi::Binary => PayloadProtocolIdentifier::Binary,
+        Ppi::StringEmpty => PayloadProtocolIdentifier::StringEmpty,
+        Ppi::BinaryEmpty => PayloadProtocolIdentifier::BinaryEmpty,
+        Ppi::Unknown => PayloadProtocolIdentifier::Unknown,
+    }
+}
+
+fn from_engine(ppi: PayloadProtocolIdentifier) -> Ppi {
+    match ppi {
+        PayloadProtocolIdentifier::Dcep => Ppi::Dcep,
+        PayloadProtocolIdentifier::String => Ppi::String,
+        PayloadProtocolIdentifier::Binary => Ppi::Binary,
+        PayloadProtocolIdentifier::StringEmpty => Ppi::StringEmpty,
+        PayloadProtocolIdentifier::BinaryEmpty => Ppi::BinaryEmpty,
+        // Non-exhaustive upstream.
+        _ => Ppi::Unknown,
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct SctpEngine {
     name: Arc<str>,
@@ -90,6 +125,8 @@ pub(crate) struct SctpEngine {
     early_rtx: Option<Instant>,
     /// Holds the peer's stream resets until their data is in, so rtc-sctp answers them.
     resets: ResetGate,
+    /// Each stream's reliability as given to the association (unordered, type, value).
+    params: HashMap<u16, (bool, ReliabilityType, u32)>,
 }
 
 impl SctpEngine {
@@ -109,6 +146,7 @@ impl SctpEngine {
             clock: RtoClock::new(now),
             early_rtx: None,
             resets: ResetGate::default(),
+            params: HashMap::new(),
         }
     }
 
@@ -118,13 +156,8 @@ impl SctpEngine {
     }
 
     /// Creates or configures an outgoing stream.
-    pub(crate) fn open(&mut self, stream: u16, unordered: bool, rel: ReliabilityType, value: u32) {
-        let item = Item::Open {
-            unordered,
-            rel,
-            value,
-        };
-        self.queue.push(stream, item);
+    pub(crate) fn open(&mut self, stream: u16, unordered: bool, rel: Reliability) {
+        self.queue.push(stream, Item::Open { unordered, rel });
     }
 
     /// Sends one message.
@@ -347,7 +380,7 @@ impl SctpEngine {
                 };
                 match a.stream(id).and_then(|mut s| s.read_sctp()) {
                     Ok(Some(chunks)) => {
-                        let ppi = chunks.ppi;
+                        let ppi = from_engine(chunks.ppi);
                         match chunks.to_payload(usize::MAX) {
                             Ok(data) => io.event(SctpEvent::Message {
                                 stream: id,
@@ -376,7 +409,15 @@ impl SctpEngine {
         let rto = self.clock.rto(a.rtt());
         for _ in 0..PUMP_ROUNDS {
             if self.connected {
-                pump(&self.name, now, a, &mut self.queue, &mut self.clock, io);
+                pump(
+                    &self.name,
+                    now,
+                    a,
+                    &mut self.queue,
+                    &mut self.params,
+                    &mut self.clock,
+                    io,
+                );
             }
             let mut fresh = 0;
             while let Some(t) = a.poll_transmit(self.clock.at(now)) {
@@ -467,6 +508,7 @@ fn pump(
     now: Instant,
     a: &mut Association,
     queue: &mut SendQueue,
+    params: &mut HashMap<u16, (bool, ReliabilityType, u32)>,
     clock: &mut RtoClock,
     io: &mut dyn SctpIo,
 ) {
@@ -474,16 +516,13 @@ fn pump(
         name,
         now,
         a,
+        params,
         clock,
         io,
     };
     while let Some((stream, item)) = queue.next() {
         match item {
-            Item::Open {
-                unordered,
-                rel,
-                value,
-            } => p.open(queue, stream, (unordered, rel, value)),
+            Item::Open { unordered, rel } => p.open(stream, unordered, rel),
             // DCEP messages are not user data: they go whatever the channel's lifetime.
             Item::Message { ppi, data, queued }
                 if ppi != Ppi::Dcep && queue.expired(stream, queued, now) =>
@@ -505,14 +544,19 @@ struct Pump<'a> {
     name: &'a str,
     now: Instant,
     a: &'a mut Association,
+    params: &'a mut HashMap<u16, (bool, ReliabilityType, u32)>,
     clock: &'a mut RtoClock,
     io: &'a mut dyn SctpIo,
 }
 
 impl Pump<'_> {
     /// Creates stream `stream` or sets its reliability; the queue remembers the parameters.
-    fn open(&mut self, queue: &mut SendQueue, stream: u16, params: (bool, ReliabilityType, u32)) {
-        let (unordered, rel, value) = params;
+    fn open(&mut self, stream: u16, unordered: bool, rel: Reliability) {
+        let (rel, value) = match rel {
+            Reliability::Reliable => (ReliabilityType::Reliable, 0),
+            Reliability::Rexmit(n) => (ReliabilityType::Rexmit, n),
+            Reliability::Timed(ms) => (ReliabilityType::Timed, ms),
+        };
         // Lifetimes run on the association's clock, which may run ahead by up to
         // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
         let long = u128::from(value) > rto::SHORT_LIFETIME.as_millis();
@@ -527,12 +571,12 @@ impl Pump<'_> {
             Ok(mut s) => s.set_reliability_params(unordered, rel, value),
             Err(_) => self
                 .a
-                .open_stream(stream, Ppi::Binary)
+                .open_stream(stream, PayloadProtocolIdentifier::Binary)
                 .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
         };
         match res {
             Ok(()) => {
-                queue.params.insert(stream, (unordered, rel, value));
+                self.params.insert(stream, (unordered, rel, value));
             }
             Err(e) => log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name),
         }
@@ -546,17 +590,17 @@ impl Pump<'_> {
         // §6; as browsers send them): a lost OPEN given up after the channel's
         // lifetime or retransmission limit left the channel unopened for good.
         // rtc-sctp takes a message's reliability from its stream when written.
-        let channel = queue.params.get(&stream).copied();
+        let channel = self.params.get(&stream).copied();
         let control =
             ppi == Ppi::Dcep && channel.is_some_and(|p| p != (false, ReliabilityType::Reliable, 0));
         let res = self.a.stream(stream).and_then(|mut s| match channel {
             Some((unordered, rel, value)) if control => {
                 s.set_reliability_params(false, ReliabilityType::Reliable, 0)?;
-                let res = s.write_sctp(at, data, ppi);
+                let res = s.write_sctp(at, data, to_engine(ppi));
                 s.set_reliability_params(unordered, rel, value)?;
                 res
             }
-            _ => s.write_sctp(at, data, ppi),
+            _ => s.write_sctp(at, data, to_engine(ppi)),
         });
         match res {
             Ok(_) => {

@@ -14,7 +14,7 @@ use crate::error::SctpError;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Actor, Link};
 use bytes::{Bytes, BytesMut};
-use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -54,6 +54,46 @@ fn chunk_walk(p: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
         at += len.next_multiple_of(4);
         Some((p[start], len, &p[start..at.min(p.len())]))
     })
+}
+
+/// What a message is: its SCTP payload protocol identifier (RFC 8831 §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ppi {
+    /// A DCEP control message (50).
+    Dcep,
+    /// A non-empty UTF-8 string (51).
+    String,
+    /// A non-empty binary message (53).
+    Binary,
+    /// An empty string (56; sent as one byte, SCTP has no empty payloads).
+    StringEmpty,
+    /// An empty binary message (57; likewise).
+    BinaryEmpty,
+    /// Any other identifier.
+    Unknown,
+}
+
+impl fmt::Display for Ppi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ppi::Dcep => "WebRTC DCEP",
+            Ppi::String => "WebRTC String",
+            Ppi::Binary => "WebRTC Binary",
+            Ppi::StringEmpty => "WebRTC String (Empty)",
+            Ppi::BinaryEmpty => "WebRTC Binary (Empty)",
+            Ppi::Unknown => "unknown",
+        })
+    }
+}
+
+/// How a stream delivers (RFC 3758, RFC 8831 §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reliability {
+    Reliable,
+    /// Given up after this many retransmissions (maxRetransmits).
+    Rexmit(u32),
+    /// Given up this many milliseconds after it was sent (maxPacketLifeTime).
+    Timed(u32),
 }
 
 /// SCTP settings (defaults in docs/ARCHITECTURE.md, "Defaults").
@@ -112,8 +152,7 @@ pub(crate) enum SctpMsg {
     Open {
         stream: u16,
         unordered: bool,
-        rel: ReliabilityType,
-        value: u32,
+        rel: Reliability,
     },
     /// Send one message.
     Write { stream: u16, ppi: Ppi, data: Bytes },
@@ -235,8 +274,7 @@ impl SctpActor {
                 stream,
                 unordered,
                 rel,
-                value,
-            } => engine.open(stream, unordered, rel, value),
+            } => engine.open(stream, unordered, rel),
             SctpMsg::Write { stream, ppi, data } => engine.write(now, stream, ppi, data),
             SctpMsg::Reset { stream } => engine.reset(stream),
             SctpMsg::Close => engine.close(now, &mut io),

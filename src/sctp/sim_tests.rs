@@ -4,10 +4,10 @@
 
 use super::engine::{SctpEngine, SctpEvent, SctpIo};
 use super::SctpConfig;
+use super::{Ppi, Reliability};
 use crate::testkit::impair::Impairment;
 use crate::testkit::simnet::{Side, SimNet};
 use bytes::{Bytes, BytesMut};
-use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -177,13 +177,13 @@ enum Kind {
 }
 
 impl Kind {
-    fn params(self) -> (bool, ReliabilityType, u32) {
+    fn params(self) -> (bool, Reliability) {
         match self {
-            Kind::Reliable => (false, ReliabilityType::Reliable, 0),
-            Kind::Unordered => (true, ReliabilityType::Reliable, 0),
-            Kind::Rexmit0 => (false, ReliabilityType::Rexmit, 0),
-            Kind::UnorderedRexmit0 => (true, ReliabilityType::Rexmit, 0),
-            Kind::Lifetime(ms) => (false, ReliabilityType::Timed, ms),
+            Kind::Reliable => (false, Reliability::Reliable),
+            Kind::Unordered => (true, Reliability::Reliable),
+            Kind::Rexmit0 => (false, Reliability::Rexmit(0)),
+            Kind::UnorderedRexmit0 => (true, Reliability::Rexmit(0)),
+            Kind::Lifetime(ms) => (false, Reliability::Timed(ms)),
         }
     }
 }
@@ -252,9 +252,9 @@ const TAIL_GAP: Duration = Duration::from_millis(50);
 fn transfer(seed: u64, imp: &str, kind: Kind, count: u32) -> Outcome {
     let mut p = Pair::new(seed, Impairment::parse(imp).unwrap());
     p.connect();
-    let (unordered, rel, value) = kind.params();
-    let reliable = rel == ReliabilityType::Reliable;
-    p.a.engine.open(1, unordered, rel, value);
+    let (unordered, rel) = kind.params();
+    let reliable = rel == Reliability::Reliable;
+    p.a.engine.open(1, unordered, rel);
     let began = p.net.now();
     let mut tx = Sender::default();
     let ok = p.run_until(Duration::from_secs(600), |p| {

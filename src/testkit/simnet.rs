@@ -143,7 +143,9 @@ impl<T: AsRef<[u8]> + Clone> Link<T> {
         if !imp.jitter.is_zero() {
             at += imp.jitter.mul_f64(self.rng.f64());
         }
-        if self.rng.f64() < imp.reorder {
+        // Drawn only where something delays (as the relay always did): a seed keeps
+        // its loss pattern whatever the other settings.
+        if self.delays() && self.rng.f64() < imp.reorder {
             self.stats.reordered += 1;
             at += imp.delay + Duration::from_millis(1);
         }
