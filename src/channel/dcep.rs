@@ -19,11 +19,11 @@
 //! copied ([`ParseError::TooLong`]); the router answers it with a stream reset.
 
 use super::ChannelInit;
+use crate::sctp::Reliability;
 use bytes::Bytes;
 use rtc_datachannel::message::message_channel_ack::DataChannelAck;
 use rtc_datachannel::message::message_channel_open::{ChannelType, DataChannelOpen};
 use rtc_datachannel::message::Message as DcepMessage;
-use rtc_sctp::ReliabilityType;
 use rtc_shared::marshal::{Marshal, Unmarshal};
 
 /// The longest label and protocol an OPEN may carry, bytes.
@@ -78,13 +78,14 @@ pub(crate) enum Dcep {
     Ack,
 }
 
-/// How a channel maps onto an SCTP stream: (unordered, reliability type, value).
-pub(crate) fn reliability(init: &ChannelInit) -> (bool, ReliabilityType, u32) {
-    match (init.max_retransmits, init.max_packet_life_time) {
-        (Some(n), _) => (init.unordered, ReliabilityType::Rexmit, u32::from(n)),
-        (None, Some(ms)) => (init.unordered, ReliabilityType::Timed, u32::from(ms)),
-        (None, None) => (init.unordered, ReliabilityType::Reliable, 0),
-    }
+/// How a channel maps onto an SCTP stream: (unordered, reliability).
+pub(crate) fn reliability(init: &ChannelInit) -> (bool, Reliability) {
+    let rel = match (init.max_retransmits, init.max_packet_life_time) {
+        (Some(n), _) => Reliability::Rexmit(u32::from(n)),
+        (None, Some(ms)) => Reliability::Timed(u32::from(ms)),
+        (None, None) => Reliability::Reliable,
+    };
+    (init.unordered, rel)
 }
 
 /// Fixed part of an OPEN message, before label and protocol.
@@ -161,16 +162,14 @@ pub(crate) fn parse(data: &[u8], caps: Caps) -> Result<Dcep, ParseError> {
 }
 
 pub(crate) fn open(label: &str, init: &ChannelInit) -> Bytes {
-    let (unordered, rel, value) = reliability(init);
-    let channel_type = match (rel, unordered) {
-        (ReliabilityType::Reliable, false) => ChannelType::Reliable,
-        (ReliabilityType::Reliable, true) => ChannelType::ReliableUnordered,
-        (ReliabilityType::Rexmit, false) => ChannelType::PartialReliableRexmit,
-        (ReliabilityType::Rexmit, true) => ChannelType::PartialReliableRexmitUnordered,
-        (ReliabilityType::Timed, false) => ChannelType::PartialReliableTimed,
-        (ReliabilityType::Timed, true) => ChannelType::PartialReliableTimedUnordered,
-        (_, false) => ChannelType::Reliable,
-        (_, true) => ChannelType::ReliableUnordered,
+    let (unordered, rel) = reliability(init);
+    let (channel_type, value) = match (rel, unordered) {
+        (Reliability::Reliable, false) => (ChannelType::Reliable, 0),
+        (Reliability::Reliable, true) => (ChannelType::ReliableUnordered, 0),
+        (Reliability::Rexmit(n), false) => (ChannelType::PartialReliableRexmit, n),
+        (Reliability::Rexmit(n), true) => (ChannelType::PartialReliableRexmitUnordered, n),
+        (Reliability::Timed(ms), false) => (ChannelType::PartialReliableTimed, ms),
+        (Reliability::Timed(ms), true) => (ChannelType::PartialReliableTimedUnordered, ms),
     };
     let msg = DcepMessage::DataChannelOpen(DataChannelOpen {
         channel_type,

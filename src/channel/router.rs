@@ -18,11 +18,11 @@ use super::dcep::{self, Dcep};
 use super::{ChannelCmd, ChannelShared, ChannelState, DataChannel, Message, SendBudget};
 use crate::peer::Event;
 use crate::runtime::{self, Actor, Link};
+use crate::sctp::Ppi;
 use crate::sctp::SctpMsg;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::Stream;
-use rtc_sctp::PayloadProtocolIdentifier as Ppi;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -438,12 +438,11 @@ impl Router {
 
     /// Has the SCTP actor open `stream` with `init`'s reliability.
     fn open_stream(&mut self, stream: u16, init: &super::ChannelInit) {
-        let (unordered, rel, value) = dcep::reliability(init);
+        let (unordered, rel) = dcep::reliability(init);
         self.sctp.push(SctpMsg::Open {
             stream,
             unordered,
             rel,
-            value,
         });
     }
 

@@ -1,4 +1,5 @@
-//! The SCTP association actor (RFC 8261 over DTLS), around rtc-sctp's sans-IO association.
+//! The SCTP association actor (RFC 8261 over DTLS), around the sans-IO [`engine`]
+//! (rtc-sctp's association and smolrtc's workarounds).
 //!
 //! Input: decrypted SCTP packets from the DTLS actor, stream commands from the router.
 //! Output: SCTP packets to the DTLS actor, whole messages and stream resets to the router
@@ -13,24 +14,18 @@ use crate::error::SctpError;
 use crate::peer::PeerMsg;
 use crate::runtime::{self, Actor, Link};
 use bytes::{Bytes, BytesMut};
-use rtc_sctp::{
-    Association, AssociationError, AssociationHandle, ClientConfig, DatagramEvent, Endpoint,
-    EndpointConfig, Event, Payload, PayloadProtocolIdentifier as Ppi, ReliabilityType,
-    ServerConfig, StreamEvent, TimerConfig, TransportConfig,
-};
-use rtc_shared::TransportProtocol;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+pub(crate) mod engine;
 pub(crate) mod reset_gate;
 mod rto;
 pub(crate) mod send_queue;
-use reset_gate::ResetGate;
-use rto::RtoClock;
-use send_queue::{Item, SendQueue};
+#[cfg(all(test, feature = "testkit"))]
+mod sim_tests;
+use engine::{SctpEngine, SctpEvent, SctpIo};
 
 /// TSN serial comparison (RFC 1982 on 32 bits): `a` is after `b`.
 fn tsn_after(a: u32, b: u32) -> bool {
@@ -59,6 +54,46 @@ fn chunk_walk(p: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
         at += len.next_multiple_of(4);
         Some((p[start], len, &p[start..at.min(p.len())]))
     })
+}
+
+/// What a message is: its SCTP payload protocol identifier (RFC 8831 §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ppi {
+    /// A DCEP control message (50).
+    Dcep,
+    /// A non-empty UTF-8 string (51).
+    String,
+    /// A non-empty binary message (53).
+    Binary,
+    /// An empty string (56; sent as one byte, SCTP has no empty payloads).
+    StringEmpty,
+    /// An empty binary message (57; likewise).
+    BinaryEmpty,
+    /// Any other identifier.
+    Unknown,
+}
+
+impl fmt::Display for Ppi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ppi::Dcep => "WebRTC DCEP",
+            Ppi::String => "WebRTC String",
+            Ppi::Binary => "WebRTC Binary",
+            Ppi::StringEmpty => "WebRTC String (Empty)",
+            Ppi::BinaryEmpty => "WebRTC Binary (Empty)",
+            Ppi::Unknown => "unknown",
+        })
+    }
+}
+
+/// How a stream delivers (RFC 3758, RFC 8831 §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reliability {
+    Reliable,
+    /// Given up after this many retransmissions (maxRetransmits).
+    Rexmit(u32),
+    /// Given up this many milliseconds after it was sent (maxPacketLifeTime).
+    Timed(u32),
 }
 
 /// SCTP settings (defaults in docs/ARCHITECTURE.md, "Defaults").
@@ -117,8 +152,7 @@ pub(crate) enum SctpMsg {
     Open {
         stream: u16,
         unordered: bool,
-        rel: ReliabilityType,
-        value: u32,
+        rel: Reliability,
     },
     /// Send one message.
     Write { stream: u16, ppi: Ppi, data: Bytes },
@@ -135,41 +169,68 @@ pub(crate) enum SctpReport {
     Closed(SctpError),
 }
 
-// The DTLS actor is our one transport: rtc-sctp needs addresses, so it gets fixed ones.
-const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
-const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
-/// Messages read out of SCTP before the router link is flushed.
-const READ_BATCH: usize = crate::runtime::APP_BATCH;
-/// Packets kept while the association is not started yet.
-const EARLY_PACKETS: usize = 32;
-/// Most rounds of handing messages over and sending what left, per pass.
-const PUMP_ROUNDS: usize = 8;
-
 pub(crate) struct SctpActor {
-    name: Arc<str>,
-    config: SctpConfig,
-    remote_max_message_size: usize,
-    endpoint: Option<Endpoint>,
-    assoc: Option<(AssociationHandle, Association)>,
-    client: bool,
-    connected: bool,
-    closed: bool,
-    readable: VecDeque<u16>,
-    early: Vec<BytesMut>,
-    /// What the router asked to send, handed to the association fairly across streams
-    /// (and, before it is up, kept: a DCEP ACK to an OPEN that came with the server's
-    /// first DATA while our COOKIE ACK was lost).
-    queue: SendQueue,
+    engine: SctpEngine,
     router: Link<RouterMsg>,
     router_ctl: Link<RouterCtl>,
     dtls: Link<DtlsMsg>,
     peer: Link<PeerMsg>,
-    /// The association's clock, run ahead to retransmit sooner than rtc-sctp's 1 s floor.
-    clock: RtoClock,
-    /// When the early retransmission is due (see `rto.rs`), as last computed.
-    early_rtx: Option<Instant>,
-    /// Holds the peer's stream resets until their data is in, so rtc-sctp answers them.
-    resets: ResetGate,
+}
+
+/// The engine's outputs, onto the actor's links.
+struct ActorIo<'a> {
+    router: &'a mut Link<RouterMsg>,
+    router_ctl: &'a mut Link<RouterCtl>,
+    dtls: &'a mut Link<DtlsMsg>,
+    peer: &'a mut Link<PeerMsg>,
+}
+
+impl SctpIo for ActorIo<'_> {
+    fn transmit(&mut self, packet: Bytes) {
+        self.dtls.push(DtlsMsg::Send(packet));
+    }
+
+    fn event(&mut self, event: SctpEvent) {
+        match event {
+            SctpEvent::Connected {
+                dtls_client,
+                max_streams,
+                max_message_size,
+            } => {
+                self.router.push(RouterMsg::Connected {
+                    dtls_client,
+                    max_streams,
+                    max_message_size,
+                });
+                self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
+            }
+            SctpEvent::Message { stream, ppi, data } => {
+                self.router.push(RouterMsg::Data { stream, ppi, data });
+            }
+            SctpEvent::Released { stream, bytes } => {
+                self.router_ctl.push(RouterCtl::Released { stream, bytes });
+            }
+            SctpEvent::StreamClosed { stream } => {
+                self.router.push(RouterMsg::StreamClosed { stream });
+            }
+            SctpEvent::Failed(e) => self.peer.push(PeerMsg::Sctp(SctpReport::Closed(e))),
+            SctpEvent::Closed { report } => {
+                self.router_ctl.push(RouterCtl::AssociationClosed);
+                if let Some(e) = report {
+                    self.peer.push(PeerMsg::Sctp(SctpReport::Closed(e)));
+                }
+                self.dtls.push(DtlsMsg::Close);
+            }
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.router.is_backlogged()
+    }
+
+    fn flush(&mut self) {
+        self.router.flush();
+    }
 }
 
 impl SctpActor {
@@ -182,353 +243,47 @@ impl SctpActor {
         peer: Link<PeerMsg>,
     ) -> Self {
         Self {
-            name,
-            config,
-            remote_max_message_size: DEFAULT_REMOTE_MAX_MESSAGE_SIZE,
-            endpoint: None,
-            assoc: None,
-            client: false,
-            connected: false,
-            closed: false,
-            readable: VecDeque::new(),
-            early: Vec::new(),
-            queue: SendQueue::default(),
+            engine: SctpEngine::new(name, config, Instant::now()),
             router,
             router_ctl,
             dtls,
             peer,
-            clock: RtoClock::new(Instant::now()),
-            early_rtx: None,
-            resets: ResetGate::default(),
         }
     }
 
-    fn transport(&self) -> TransportConfig {
-        let max_out = match self.remote_max_message_size {
-            0 => u32::MAX,
-            n => u32::try_from(n).unwrap_or(u32::MAX),
+    /// The engine and where its outputs go, borrowed apart.
+    fn parts(&mut self) -> (&mut SctpEngine, ActorIo<'_>) {
+        let io = ActorIo {
+            router: &mut self.router,
+            router_ctl: &mut self.router_ctl,
+            dtls: &mut self.dtls,
+            peer: &mut self.peer,
         };
-        // ICE consent freshness decides when the peer is gone (RFC 7675: failed 29 s after
-        // its last answer). rtc-sctp's default gives up retransmitting DATA and stream
-        // resets after 6 timeouts and then just stops, silently: with our shorter
-        // retransmission timeout that came 8 s into an outage, and the association never
-        // sent again after the network came back (tests/faults.rs, a 10 s cut).
-        let timers = TimerConfig {
-            max_t3_rtx_retrans: usize::MAX,
-            max_reconfig_retrans: usize::MAX,
-            ..TimerConfig::default()
-        };
-        TransportConfig::default()
-            .with_timer_config(timers)
-            .with_max_receive_buffer_size(self.config.receive_buffer)
-            .with_max_message_size(max_out)
-            .with_max_num_inbound_streams(self.config.max_streams)
-            .with_max_num_outbound_streams(self.config.max_streams)
+        (&mut self.engine, io)
     }
 
     fn handle_msg(&mut self, now: Instant, msg: SctpMsg) {
+        let (engine, mut io) = self.parts();
         match msg {
-            SctpMsg::Packet(p) => self.packet(now, p),
-            SctpMsg::Start { client } => self.start(now, client),
+            SctpMsg::Packet(p) => engine.packet(now, p),
+            SctpMsg::Start { client } => engine.start(now, client, &mut io),
             SctpMsg::Configure {
                 remote_max_message_size,
-            } => self.remote_max_message_size = remote_max_message_size,
+            } => engine.configure(remote_max_message_size),
             SctpMsg::Open {
                 stream,
                 unordered,
                 rel,
-                value,
-            } => {
-                let item = Item::Open {
-                    unordered,
-                    rel,
-                    value,
-                };
-                self.queue.push(stream, item);
-            }
-            SctpMsg::Write { stream, ppi, data } => {
-                let item = Item::Message {
-                    ppi,
-                    data,
-                    queued: now,
-                };
-                self.queue.push(stream, item);
-            }
-            SctpMsg::Reset { stream } => self.queue.push(stream, Item::Reset),
-            SctpMsg::Close => self.close(),
+            } => engine.open(stream, unordered, rel),
+            SctpMsg::Write { stream, ppi, data } => engine.write(now, stream, ppi, data),
+            SctpMsg::Reset { stream } => engine.reset(stream),
+            SctpMsg::Close => engine.close(now, &mut io),
         }
     }
 
-    fn start(&mut self, now: Instant, client: bool) {
-        if self.endpoint.is_some() {
-            return;
-        }
-        self.client = client;
-        let mut ep_config = EndpointConfig::new();
-        ep_config.max_payload_size(rtc_sctp::max_payload_size_for_mtu(self.config.mtu));
-        let server = (!client).then(|| Arc::new(ServerConfig::new(self.transport())));
-        let mut endpoint =
-            Endpoint::new(LOCAL, TransportProtocol::UDP, Arc::new(ep_config), server);
-        if client {
-            match endpoint.connect(
-                self.clock.at(now),
-                ClientConfig::new(self.transport()),
-                REMOTE,
-            ) {
-                Ok(pair) => self.assoc = Some(pair),
-                Err(e) => {
-                    let e = SctpError::Connect(e.to_string());
-                    self.peer.push(PeerMsg::Sctp(SctpReport::Closed(e)));
-                    return;
-                }
-            }
-        }
-        self.endpoint = Some(endpoint);
-        for p in std::mem::take(&mut self.early) {
-            self.packet(now, p);
-        }
-    }
-
-    fn packet(&mut self, now: Instant, p: BytesMut) {
-        if self.endpoint.is_none() {
-            if self.early.len() < EARLY_PACKETS {
-                self.early.push(p);
-            }
-            return;
-        }
-        if let Some(p) = self.resets.incoming(now, p) {
-            self.feed(now, p);
-        }
-    }
-
-    /// Hands one packet from the peer to the association.
-    fn feed(&mut self, now: Instant, p: BytesMut) {
-        let Some(endpoint) = self.endpoint.as_mut() else {
-            return;
-        };
-        if self.queue.received_packet(&p) {
-            self.clock.progressed(now);
-        }
-        match endpoint.handle(self.clock.at(now), REMOTE, None, p.freeze()) {
-            Some((ch, DatagramEvent::NewAssociation(a))) if self.assoc.is_none() => {
-                self.assoc = Some((ch, a));
-            }
-            Some((ch, DatagramEvent::AssociationEvent(ev))) => {
-                if let Some((h, a)) = self.assoc.as_mut() {
-                    if *h == ch {
-                        a.handle_event(ev);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Pulls everything the association has to say, after every input: its endpoint
-    /// events, its events, the messages the router can take, the packets to send; again
-    /// while held stream resets come due (our SACKs may have covered their data); then
-    /// whether it closed.
     fn drain_at(&mut self, now: Instant) {
-        if self.endpoint.is_none() || self.assoc.is_none() {
-            return;
-        }
-        loop {
-            self.endpoint_events();
-            while let Some(ev) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
-                self.association_event(now, ev);
-            }
-            self.read_messages();
-            self.send_packets(now);
-            let due = self.resets.due(now);
-            if due.is_empty() {
-                break;
-            }
-            for p in due {
-                self.feed(now, p);
-            }
-        }
-        self.check_closed();
-    }
-
-    /// The association's notes to its endpoint (rtc-sctp's own bookkeeping).
-    fn endpoint_events(&mut self) {
-        let (Some(endpoint), Some((ch, a))) = (self.endpoint.as_mut(), self.assoc.as_mut()) else {
-            return;
-        };
-        while let Some(ev) = a.poll_endpoint_event() {
-            endpoint.handle_event(*ch, ev);
-        }
-    }
-
-    fn association_event(&mut self, now: Instant, ev: Event) {
-        let Some((_, a)) = self.assoc.as_mut() else {
-            return;
-        };
-        match ev {
-            Event::Connected => {
-                self.connected = true;
-                let max_streams = a
-                    .negotiated_max_streams()
-                    .unwrap_or(self.config.max_streams);
-                log::info!(
-                    "[{}] SCTP association up ({}, {max_streams} streams)",
-                    self.name,
-                    if self.client { "client" } else { "server" }
-                );
-                self.router.push(RouterMsg::Connected {
-                    dtls_client: self.client,
-                    max_streams,
-                    max_message_size: match self.remote_max_message_size {
-                        0 => usize::MAX,
-                        n => n,
-                    },
-                });
-                self.peer.push(PeerMsg::Sctp(SctpReport::Connected));
-            }
-            Event::Stream(StreamEvent::Readable { id }) if !self.readable.contains(&id) => {
-                self.readable.push_back(id);
-            }
-            Event::Stream(StreamEvent::Opened { .. }) => {
-                // Accepted streams are addressed by id; empty rtc-sctp's accept queue.
-                while a.accept_stream().is_some() {}
-            }
-            Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
-                self.clock.released(now, n_bytes);
-                self.queue.released(n_bytes);
-                self.router_ctl.push(RouterCtl::Released {
-                    stream: id,
-                    bytes: n_bytes,
-                });
-            }
-            Event::AssociationLost {
-                reason: AssociationError::Reset,
-                id,
-            } => {
-                // What is still queued for the stream can never be sent: freed now, not
-                // when the association ends (a peer resetting streams with data stuck
-                // behind its closed window would pile it up otherwise).
-                let dropped = self.queue.drop_stream(id);
-                log::debug!(
-                    "[{}] SCTP: stream {id} reset ({dropped} queued bytes dropped)",
-                    self.name
-                );
-                self.router.push(RouterMsg::StreamClosed { stream: id });
-            }
-            Event::HandshakeFailed { reason } => {
-                log::warn!("[{}] SCTP handshake failed: {reason}", self.name);
-                self.connected = true; // let the close below run
-            }
-            _ => {}
-        }
-    }
-
-    /// Reads whole messages for the router while it keeps up (module docs).
-    fn read_messages(&mut self) {
-        let Some((_, a)) = self.assoc.as_mut() else {
-            return;
-        };
-        while !self.router.is_backlogged() && !self.readable.is_empty() {
-            let mut n = 0;
-            while n < READ_BATCH {
-                let Some(&id) = self.readable.front() else {
-                    break;
-                };
-                match a.stream(id).and_then(|mut s| s.read_sctp()) {
-                    Ok(Some(chunks)) => {
-                        let ppi = chunks.ppi;
-                        match chunks.to_payload(usize::MAX) {
-                            Ok(data) => self.router.push(RouterMsg::Data {
-                                stream: id,
-                                ppi,
-                                data: data.freeze(),
-                            }),
-                            Err(e) => log::warn!("[{}] SCTP: stream {id}: {e}", self.name),
-                        }
-                        n += 1;
-                    }
-                    Ok(None) | Err(_) => {
-                        self.readable.pop_front();
-                    }
-                }
-            }
-            self.router.flush();
-        }
-    }
-
-    /// Hands queued messages over as the window lets them leave (a few rounds per pass),
-    /// sends the packets, and resends held stream resets that are due.
-    fn send_packets(&mut self, now: Instant) {
-        let Some((_, a)) = self.assoc.as_mut() else {
-            return;
-        };
-        let rto = self.clock.rto(a.rtt());
-        for _ in 0..PUMP_ROUNDS {
-            if self.connected {
-                pump(
-                    &self.name,
-                    now,
-                    a,
-                    &mut self.queue,
-                    &mut self.clock,
-                    &mut self.router,
-                    &mut self.router_ctl,
-                );
-            }
-            let mut fresh = 0;
-            while let Some(t) = a.poll_transmit(self.clock.at(now)) {
-                if let Payload::RawEncode(packets) = t.message {
-                    for p in packets {
-                        self.resets.outgoing(now, &p, rto);
-                        fresh += self.queue.sent_packet(&p);
-                        self.dtls.push(DtlsMsg::Send(p));
-                    }
-                }
-            }
-            if fresh == 0 {
-                break;
-            }
-        }
-        self.clock.set_unacked(now, self.queue.unacknowledged());
-        for p in self.resets.resend(now, rto) {
-            self.dtls.push(DtlsMsg::Send(p.freeze()));
-        }
-    }
-
-    /// Reports the association's end once (ABORT or SHUTDOWN, either side) and passes the
-    /// teardown on to DTLS. A server association sits in CLOSED until COOKIE-ECHO: only a
-    /// live one can close.
-    fn check_closed(&mut self) {
-        let Some((_, a)) = self.assoc.as_ref() else {
-            return;
-        };
-        if self.connected && a.is_closed() && !self.closed {
-            self.closed = true;
-            log::info!("[{}] SCTP association closed", self.name);
-            self.router_ctl.push(RouterCtl::AssociationClosed);
-            self.peer
-                .push(PeerMsg::Sctp(SctpReport::Closed(SctpError::Closed)));
-            self.dtls.push(DtlsMsg::Close);
-        }
-    }
-
-    /// Shutdown step 2 (docs/ARCHITECTURE.md): ABORT, the router told the association is
-    /// gone (it closes every channel), DTLS told to close.
-    fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.queue.clear();
-        if let Some((_, a)) = self.assoc.as_mut() {
-            // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
-            let _ = a.abort();
-            let now = Instant::now();
-            self.drain_at(now);
-        }
-        if !self.closed {
-            self.closed = true;
-            self.router_ctl.push(RouterCtl::AssociationClosed);
-            self.dtls.push(DtlsMsg::Close);
-        }
+        let (engine, mut io) = self.parts();
+        engine.drain(now, &mut io);
     }
 }
 
@@ -545,18 +300,11 @@ impl Actor for SctpActor {
 
     /// Closed, and the ABORT and the router's notice handed over.
     fn finished(&self) -> bool {
-        self.closed && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged()
+        self.engine.is_closed() && !self.dtls.is_backlogged() && !self.router_ctl.is_backlogged()
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        let engine = self.assoc.as_ref().and_then(|(_, a)| a.poll_timeout());
-        let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
-        self.early_rtx = self.clock.deadline(srtt, engine);
-        self.early_rtx
-            .or(engine.map(|t| self.clock.real(t)))
-            .into_iter()
-            .chain(self.resets.deadline())
-            .min()
+        self.engine.poll_timeout()
     }
 
     fn handle(&mut self, now: Instant, batch: Vec<SctpMsg>) {
@@ -574,23 +322,12 @@ impl Actor for SctpActor {
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        let Some((_, a)) = self.assoc.as_mut() else {
-            return;
-        };
-        if self.early_rtx.is_some_and(|t| t <= now) {
-            log::debug!(
-                "[{}] SCTP: no acknowledgement in {:?}: retransmitting",
-                self.name,
-                self.clock.rto(a.rtt())
-            );
-            self.clock.force(now, a);
-        } else {
-            a.handle_timeout(self.clock.at(now));
-        }
+        self.engine.handle_timeout(now);
     }
 
-    fn shutdown(&mut self, _now: Instant) {
-        self.close();
+    fn shutdown(&mut self, now: Instant) {
+        let (engine, mut io) = self.parts();
+        engine.close(now, &mut io);
     }
 
     fn poll_links(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -603,140 +340,5 @@ impl Actor for SctpActor {
             ],
             cx,
         )
-    }
-}
-
-/// Hands the association what the queue lets go now (see `send_queue`).
-fn pump(
-    name: &str,
-    now: Instant,
-    a: &mut Association,
-    queue: &mut SendQueue,
-    clock: &mut RtoClock,
-    router: &mut Link<RouterMsg>,
-    ctl: &mut Link<RouterCtl>,
-) {
-    let mut p = Pump {
-        name,
-        now,
-        a,
-        clock,
-        router,
-        ctl,
-    };
-    while let Some((stream, item)) = queue.next() {
-        match item {
-            Item::Open {
-                unordered,
-                rel,
-                value,
-            } => p.open(queue, stream, (unordered, rel, value)),
-            // DCEP messages are not user data: they go whatever the channel's lifetime.
-            Item::Message { ppi, data, queued }
-                if ppi != Ppi::Dcep && queue.expired(stream, queued, now) =>
-            {
-                log::trace!("[{name}] SCTP: message on stream {stream} outlived its lifetime");
-                p.ctl.push(RouterCtl::Released {
-                    stream,
-                    bytes: data.len(),
-                });
-            }
-            Item::Message { ppi, data, .. } => p.write(queue, stream, ppi, &data),
-            Item::Reset => p.reset(stream),
-        }
-    }
-}
-
-/// What one `pump` works on, but the queue it takes items from.
-struct Pump<'a> {
-    name: &'a str,
-    now: Instant,
-    a: &'a mut Association,
-    clock: &'a mut RtoClock,
-    router: &'a mut Link<RouterMsg>,
-    ctl: &'a mut Link<RouterCtl>,
-}
-
-impl Pump<'_> {
-    /// Creates stream `stream` or sets its reliability; the queue remembers the parameters.
-    fn open(&mut self, queue: &mut SendQueue, stream: u16, params: (bool, ReliabilityType, u32)) {
-        let (unordered, rel, value) = params;
-        // Lifetimes run on the association's clock, which may run ahead by up to
-        // LIFETIME_SLACK within one (rto.rs): rtc-sctp gets them that much longer.
-        let long = u128::from(value) > rto::SHORT_LIFETIME.as_millis();
-        let value = match rel {
-            ReliabilityType::Timed if long => {
-                let slack = rto::LIFETIME_SLACK.as_millis() as u32;
-                value.saturating_add(slack)
-            }
-            _ => value,
-        };
-        let res = match self.a.stream(stream) {
-            Ok(mut s) => s.set_reliability_params(unordered, rel, value),
-            Err(_) => self
-                .a
-                .open_stream(stream, Ppi::Binary)
-                .and_then(|mut s| s.set_reliability_params(unordered, rel, value)),
-        };
-        match res {
-            Ok(()) => {
-                queue.params.insert(stream, (unordered, rel, value));
-            }
-            Err(e) => log::warn!("[{}] SCTP: cannot open stream {stream}: {e}", self.name),
-        }
-    }
-
-    /// Writes one message; one that cannot be written is released back to the router.
-    fn write(&mut self, queue: &mut SendQueue, stream: u16, ppi: Ppi, data: &Bytes) {
-        let len = data.len();
-        let at = self.clock.at(self.now);
-        // DCEP messages go ordered and reliable whatever the channel is (RFC 8832
-        // §6; as browsers send them): a lost OPEN given up after the channel's
-        // lifetime or retransmission limit left the channel unopened for good.
-        // rtc-sctp takes a message's reliability from its stream when written.
-        let channel = queue.params.get(&stream).copied();
-        let control =
-            ppi == Ppi::Dcep && channel.is_some_and(|p| p != (false, ReliabilityType::Reliable, 0));
-        let res = self.a.stream(stream).and_then(|mut s| match channel {
-            Some((unordered, rel, value)) if control => {
-                s.set_reliability_params(false, ReliabilityType::Reliable, 0)?;
-                let res = s.write_sctp(at, data, ppi);
-                s.set_reliability_params(unordered, rel, value)?;
-                res
-            }
-            _ => s.write_sctp(at, data, ppi),
-        });
-        match res {
-            Ok(_) => {
-                queue.wrote(len);
-                self.clock.sent(self.now, len);
-                // rtc-sctp times lifetimes on the clock the early retransmission runs
-                // ahead: it must not reach this message's deadline too soon (rto.rs).
-                if let Some((_, ReliabilityType::Timed, value)) = channel.filter(|_| !control) {
-                    let life = Duration::from_millis(u64::from(value));
-                    if life > rto::SHORT_LIFETIME + rto::LIFETIME_SLACK {
-                        self.clock.wrote_timed(self.now, life - rto::LIFETIME_SLACK);
-                    }
-                }
-            }
-            Err(e) => {
-                log::warn!(
-                    "[{}] SCTP: message of {len} bytes on stream {stream} not sent: {e}",
-                    self.name
-                );
-                self.ctl.push(RouterCtl::Released { stream, bytes: len });
-            }
-        }
-    }
-
-    /// Resets the outgoing stream; if that fails the router hears the stream is closed.
-    fn reset(&mut self, stream: u16) {
-        let name = self.name;
-        log::debug!("[{name}] SCTP: resetting stream {stream}");
-        let at = self.clock.at(self.now);
-        if let Err(e) = self.a.stream(stream).and_then(|mut s| s.close(at)) {
-            log::debug!("[{name}] SCTP: reset of stream {stream}: {e}");
-            self.router.push(RouterMsg::StreamClosed { stream });
-        }
     }
 }

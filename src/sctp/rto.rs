@@ -85,18 +85,6 @@ pub(crate) trait Timers {
     fn fire(&mut self, at: Instant) -> bool;
 }
 
-impl Timers for rtc_sctp::Association {
-    fn next_timer(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-
-    fn fire(&mut self, at: Instant) -> bool {
-        let before = self.stats().get_num_t3timeouts();
-        self.handle_timeout(at);
-        self.stats().get_num_t3timeouts() > before
-    }
-}
-
 /// The association's clock, and the bookkeeping that decides when to run it ahead.
 #[derive(Debug)]
 pub(crate) struct RtoClock {

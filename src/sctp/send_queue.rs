@@ -22,8 +22,8 @@
 //! ([`SendQueue::drop_stream`]).
 
 use super::{be32, chunk_walk, tsn_after};
+use super::{Ppi, Reliability};
 use bytes::Bytes;
-use rtc_sctp::{PayloadProtocolIdentifier as Ppi, ReliabilityType};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -44,11 +44,7 @@ const DATA_HEADER: usize = 16;
 #[derive(Debug)]
 pub(crate) enum Item {
     /// Create the stream or set its reliability.
-    Open {
-        unordered: bool,
-        rel: ReliabilityType,
-        value: u32,
-    },
+    Open { unordered: bool, rel: Reliability },
     Message {
         ppi: Ppi,
         data: Bytes,
@@ -84,15 +80,13 @@ pub(crate) struct SendQueue {
     lifetimes: HashMap<u16, Duration>,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
-    /// Each stream's reliability as given to the association (unordered, type, value).
-    pub(crate) params: HashMap<u16, (bool, ReliabilityType, u32)>,
 }
 
 impl SendQueue {
     pub(crate) fn push(&mut self, stream: u16, item: Item) {
-        if let Item::Open { rel, value, .. } = &item {
-            if *rel == ReliabilityType::Timed {
-                let life = Duration::from_millis(u64::from(*value));
+        if let Item::Open { rel, .. } = &item {
+            if let Reliability::Timed(ms) = rel {
+                let life = Duration::from_millis(u64::from(*ms));
                 self.lifetimes.insert(stream, life);
             } else {
                 self.lifetimes.remove(&stream);
@@ -313,16 +307,14 @@ mod tests {
             1,
             Item::Open {
                 unordered: false,
-                rel: ReliabilityType::Timed,
-                value: 50,
+                rel: Reliability::Timed(50),
             },
         );
         q.push(
             3,
             Item::Open {
                 unordered: false,
-                rel: ReliabilityType::Rexmit,
-                value: 0,
+                rel: Reliability::Rexmit(0),
             },
         );
         assert!(!q.expired(1, t0, t0 + Duration::from_millis(50)));
@@ -333,8 +325,7 @@ mod tests {
             1,
             Item::Open {
                 unordered: false,
-                rel: ReliabilityType::Reliable,
-                value: 0,
+                rel: Reliability::Reliable,
             },
         );
         assert!(!q.expired(1, t0, t0 + Duration::from_secs(60)));
@@ -504,8 +495,7 @@ mod tests {
             4,
             Item::Open {
                 unordered: false,
-                rel: ReliabilityType::Reliable,
-                value: 0,
+                rel: Reliability::Reliable,
             },
         );
         q.push(4, msg(5));

@@ -143,7 +143,9 @@ impl<T: AsRef<[u8]> + Clone> Link<T> {
         if !imp.jitter.is_zero() {
             at += imp.jitter.mul_f64(self.rng.f64());
         }
-        if self.rng.f64() < imp.reorder {
+        // Drawn only where something delays (as the relay always did): a seed keeps
+        // its loss pattern whatever the other settings.
+        if self.delays() && self.rng.f64() < imp.reorder {
             self.stats.reordered += 1;
             at += imp.delay + Duration::from_millis(1);
         }
@@ -265,11 +267,12 @@ impl<T: AsRef<[u8]> + Clone> SimNet<T> {
         let nanos = (now - self.start).as_nanos();
         self.trace.write_u128(nanos);
         self.trace.write_u8(from as u8);
-        self.trace.write(data.as_ref());
+        // Lengths, not contents: engines draw random tags and initial sequence numbers.
+        self.trace.write_usize(data.as_ref().len());
         Some((from.other(), data))
     }
 
-    /// A digest of every delivery so far (time, direction, contents): equal for equal
+    /// A digest of every delivery so far (time, direction, length): equal for equal
     /// runs.
     pub fn digest(&self) -> u64 {
         self.trace.finish()
