@@ -8,7 +8,7 @@ mod alloc_limit;
 
 use libfuzzer_sys::fuzz_target;
 use smolrtc::sdp::{
-    self, Fingerprint, LocalSession, RemoteSession, SdpError, SdpType, Setup, MAX_CANDIDATES,
+    self, Fingerprint, LocalSession, RemoteDescription, SdpError, SdpType, Setup, MAX_CANDIDATES,
 };
 
 #[global_allocator]
@@ -56,10 +56,11 @@ fn local(setup: Setup) -> LocalSession {
     }
 }
 
-fn check_session(remote: &RemoteSession) {
-    assert!(remote.data_index < remote.media.len());
-    assert!(remote.data_section().is_data);
-    assert_eq!(remote.media.iter().filter(|m| m.is_data).count(), 1);
+fn check_session(remote: &RemoteDescription) {
+    let data = remote.data.as_ref().expect("parse gives a data section");
+    assert!(data.index < remote.sections.len());
+    assert!(remote.data_section().is_some_and(|m| m.is_data));
+    assert_eq!(remote.sections.iter().filter(|m| m.is_data).count(), 1);
     assert!(!remote.fingerprints.is_empty());
     assert!(remote.candidates.len() <= MAX_CANDIDATES);
     for c in &remote.candidates {
@@ -113,21 +114,22 @@ fuzz_target!(|data: &[u8]| {
     let back = sdp::parse(&answer)
         .unwrap_or_else(|e| panic!("our answer does not read back: {e}\n{answer}"));
     check_session(&back);
-    assert_eq!(back.media.len(), remote.media.len());
-    assert_eq!(back.data_index, remote.data_index);
-    assert_eq!(back.legacy, remote.legacy);
+    let (back_data, remote_data) = (back.data.clone().unwrap(), remote.data.clone().unwrap());
+    assert_eq!(back.sections.len(), remote.sections.len());
+    assert_eq!(back_data.index, remote_data.index);
+    assert_eq!(back_data.legacy, remote_data.legacy);
     assert_eq!(
-        back.mid.as_deref(),
-        Some(remote.mid.as_deref().unwrap_or(&me.mid))
+        back_data.mid.as_deref(),
+        Some(remote_data.mid.as_deref().unwrap_or(&me.mid))
     );
     assert_eq!(back.ice_ufrag, me.ice_ufrag);
     assert_eq!(back.ice_pwd, me.ice_pwd);
     assert_eq!(back.fingerprints, vec![me.fingerprint.clone()]);
     assert_eq!(back.setup, Some(Setup::Active));
-    assert_eq!(back.sctp_port, me.sctp_port);
-    assert_eq!(back.max_message_size, Some(me.max_message_size));
+    assert_eq!(back_data.sctp_port, me.sctp_port);
+    assert_eq!(back_data.max_message_size, Some(me.max_message_size));
     assert_eq!(back.candidates, me.candidates);
-    for (a, b) in back.media.iter().zip(&remote.media) {
+    for (a, b) in back.sections.iter().zip(&remote.sections) {
         assert_eq!(a.kind, b.kind);
         // The legacy data m-line is written `DTLS/SCTP` whatever case the offer used.
         assert!(a.proto.eq_ignore_ascii_case(&b.proto), "{a:?} / {b:?}");

@@ -10,7 +10,8 @@ use crate::ice::{GatheringState, IceConnectionState, IceMsg, IceReport};
 use crate::runtime::{self, Actor, Link, Reply};
 use crate::sctp::{SctpMsg, SctpReport, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
 use crate::sdp::{
-    self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteSession, SdpType, Setup,
+    self, Description, Fingerprint, IceCandidateInit, LocalSession, RemoteDescription, SdpType,
+    Setup,
 };
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -149,9 +150,7 @@ pub(crate) struct PeerActor {
     pending_local: Option<(SdpType, Setup, String)>,
     /// The description set locally: kind, setup and mid (candidates are added on read).
     local: Option<(SdpType, Setup, String)>,
-    remote: Option<(Description, RemoteSession)>,
-    /// The remote description with its audio and video sections (answers with a plan).
-    remote_full: Option<sdp::RemoteDescription>,
+    remote: Option<(Description, RemoteDescription)>,
     /// How to answer audio, video and data sections (the service's streams).
     #[cfg(feature = "media")]
     plan: Option<sdp::AnswerPlan>,
@@ -224,7 +223,6 @@ impl PeerActor {
             pending_local: None,
             local: None,
             remote: None,
-            remote_full: None,
             #[cfg(feature = "media")]
             plan: None,
             #[cfg(feature = "media")]
@@ -433,7 +431,7 @@ impl PeerActor {
     }
 
     /// Our DTLS role when answering `remote` (RFC 8842 §5.3): active unless it is.
-    fn answer_setup(remote: &RemoteSession) -> Setup {
+    fn answer_setup(remote: &RemoteDescription) -> Setup {
         match remote.setup {
             Some(Setup::Active) => Setup::Passive,
             _ => Setup::Active,
@@ -450,7 +448,10 @@ impl PeerActor {
             .as_ref()
             .expect("have-remote-offer has a remote");
         let setup = Self::answer_setup(remote);
-        let mid = remote.mid.clone().unwrap_or_else(|| DEFAULT_MID.to_owned());
+        let mid = remote
+            .transport_mid
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MID.to_owned());
         let sdp = self.write_answer(&self.local_session(setup, &mid), remote);
         self.pending_local = Some((SdpType::Answer, setup, mid));
         Ok(Description {
@@ -513,16 +514,16 @@ impl PeerActor {
     /// candidates handed to ICE, and the signaling state moved on.
     fn set_remote(&mut self, d: Description) -> Result<()> {
         self.check_open()?;
-        let full = sdp::parse_description(&d.sdp)?;
+        let remote = sdp::parse_description(&d.sdp)?;
         #[cfg(feature = "media")]
         if d.kind == SdpType::Offer && self.remote.is_none() {
-            self.plan_local_tracks(&full)?;
+            self.plan_local_tracks(&remote)?;
         }
         #[cfg(feature = "media")]
         if d.kind == SdpType::Answer && self.remote.is_none() {
-            self.plan_answered(&full)?;
+            self.plan_answered(&remote)?;
         }
-        let remote = self.remote_session(&full)?;
+        self.check_data_section(&remote)?;
         check_fingerprints(&remote)?;
         let is_offer = match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable) => true,
@@ -544,7 +545,6 @@ impl PeerActor {
             self.ice.push(IceMsg::EndOfCandidates);
         }
         self.remote = Some((d, remote));
-        self.remote_full = Some(full);
         if is_offer {
             self.set_signaling(SignalingState::HaveRemoteOffer);
         } else {
@@ -556,7 +556,7 @@ impl PeerActor {
 
     /// Whether we are the DTLS client (RFC 8842): as we will answer an offer, or as an
     /// answer to our `actpass` offer says.
-    fn dtls_client(is_offer: bool, remote: &RemoteSession) -> Result<bool> {
+    fn dtls_client(is_offer: bool, remote: &RemoteDescription) -> Result<bool> {
         if is_offer {
             return Ok(Self::answer_setup(remote) == Setup::Active);
         }
@@ -574,14 +574,16 @@ impl PeerActor {
         &mut self,
         is_offer: bool,
         dtls_client: bool,
-        remote: &RemoteSession,
+        remote: &RemoteDescription,
         creds: (String, String),
     ) {
         let controlling = !is_offer || remote.ice_lite;
         self.start_checks(controlling, creds);
         self.sctp.push(SctpMsg::Configure {
             remote_max_message_size: remote
-                .max_message_size
+                .data
+                .as_ref()
+                .and_then(|d| d.max_message_size)
                 .map_or(DEFAULT_REMOTE_MAX_MESSAGE_SIZE, |n| {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
@@ -678,15 +680,14 @@ impl PeerActor {
         Ok(Some(raw.to_owned()))
     }
 
-    /// The remote's transport and data section as the data-channel code reads them. An
-    /// offer without a data section is taken only when a media plan answers it.
-    fn remote_session(&self, full: &sdp::RemoteDescription) -> Result<RemoteSession> {
-        if let Some(s) = full.to_session() {
-            return Ok(s);
+    /// A description without a data section is taken only when a media plan answers it.
+    fn check_data_section(&self, remote: &RemoteDescription) -> Result<()> {
+        if remote.data.is_some() {
+            return Ok(());
         }
         #[cfg(feature = "media")]
         if self.plan.is_some() {
-            return Ok(full.transport_session());
+            return Ok(());
         }
         Err(sdp::SdpError::NoDataSection.into())
     }
@@ -705,10 +706,10 @@ impl PeerActor {
     }
 
     /// Our answer: the plan's sections when there is one, else the data-only answer.
-    fn write_answer(&self, local: &LocalSession, remote: &RemoteSession) -> String {
+    fn write_answer(&self, local: &LocalSession, remote: &RemoteDescription) -> String {
         #[cfg(feature = "media")]
-        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
-            return sdp::write_answer_sections(local, full, &plan.sections);
+        if let Some(plan) = &self.plan {
+            return sdp::write_answer_sections(local, remote, &plan.sections);
         }
         sdp::write_answer(local, remote)
     }
@@ -938,7 +939,7 @@ impl PeerActor {
     /// section (BUNDLE's tagged one, whose transport every section shares), else ours.
     fn candidate_section(&self) -> (String, u16) {
         #[cfg(feature = "media")]
-        if let (Some(plan), Some(full)) = (&self.plan, &self.remote_full) {
+        if let (Some(plan), Some((_, full))) = (&self.plan, &self.remote) {
             let first = plan
                 .sections
                 .iter()
@@ -1196,7 +1197,7 @@ fn is_component_1(c: &str) -> bool {
 }
 
 /// A remote description must carry a fingerprint smolrtc can check (RFC 8122: sha-256).
-fn check_fingerprints(remote: &RemoteSession) -> Result<()> {
+fn check_fingerprints(remote: &RemoteDescription) -> Result<()> {
     if remote.fingerprints.is_empty() {
         return Err(ArgumentError::NoFingerprint.into());
     }

@@ -35,7 +35,7 @@
 //! # What is read
 //!
 //! [`parse`] takes the session level and the first data m-line and returns a
-//! [`RemoteSession`]: ICE credentials and options ([RFC 8839]), certificate
+//! [`RemoteDescription`] (its [`DataSection`] set): ICE credentials and options ([RFC 8839]), certificate
 //! fingerprints ([RFC 8122]), the DTLS role (`a=setup`, [RFC 8842]), the mid
 //! and BUNDLE group ([RFC 5888], [RFC 8843]), the SCTP port and maximum
 //! message size ([RFC 8841]), candidates and `a=end-of-candidates`
@@ -89,9 +89,7 @@ pub use plan::{
     plan_answer, plan_answer_media, plan_from_answer, plan_offer, AnswerPlan, OfferedSection,
     PlanError, PlannedReceiver, PlannedTrack, ReceiveCodecs, StreamCodecs,
 };
-pub use types::{
-    DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup,
-};
+pub use types::{DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, Setup};
 pub use write::{
     write_answer, write_answer_sections, write_candidate_fragment, write_offer,
     write_offer_sections, AnswerSection,

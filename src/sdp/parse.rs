@@ -8,9 +8,7 @@ use std::str::FromStr;
 
 use super::error::{quote, SdpError};
 use super::media::{Direction, RemoteFormats, RemoteMedia};
-use super::types::{
-    DataSection, Fingerprint, MediaSection, RemoteDescription, RemoteSession, Setup,
-};
+use super::types::{DataSection, Fingerprint, MediaSection, RemoteDescription, Setup};
 use super::{DATACHANNEL_FMT, DEFAULT_SCTP_PORT, MAX_CANDIDATES, MAX_SDP_BYTES};
 
 /// One non-blank SDP line: `<kind>=<value>`.
@@ -413,7 +411,7 @@ fn check_mid(line: &Line<'_>, value: Option<&str>) -> Result<String, SdpError> {
 /// (`m=application` with `UDP/DTLS/SCTP` or `TCP/DTLS/SCTP` and format
 /// `webrtc-datachannel`, or legacy `DTLS/SCTP <port>` with
 /// `a=sctpmap:<port> webrtc-datachannel <streams>`). Other m-lines are
-/// listed in [`RemoteSession::media`] but their attributes are not read
+/// listed in [`RemoteDescription::sections`] but their attributes are not read
 /// (apart from `a=mid`); [`parse_description`] reads audio and video too.
 ///
 /// # Errors
@@ -425,9 +423,8 @@ fn check_mid(line: &Line<'_>, value: Option<&str>) -> Result<String, SdpError> {
 /// max-message-size, sctpmap, candidate), [`SdpError::NoDataSection`],
 /// and [`SdpError::Missing`] when ICE credentials or fingerprints are
 /// absent.
-pub fn parse(sdp: &str) -> Result<RemoteSession, SdpError> {
-    let d = parse_sections(sdp, true)?;
-    d.to_session().ok_or(SdpError::NoDataSection)
+pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
+    parse_sections(sdp, true)
 }
 
 /// Parses a remote description with audio and video sections as well as (or instead of)

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// The data section of a description [`parse`] accepted.
+fn data(r: &RemoteDescription) -> &DataSection {
+    r.data.as_ref().expect("a data section")
+}
+
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
@@ -266,10 +271,10 @@ fn chromium_offer_fields() {
     assert_eq!(r.ice_options, vec!["trickle"]);
     assert_eq!(r.fingerprints, vec![Fingerprint::sha256(hex(CHROMIUM_FP))]);
     assert_eq!(r.setup, Some(Setup::ActPass));
-    assert_eq!(r.mid.as_deref(), Some("0"));
-    assert_eq!(r.sctp_port, 5000);
-    assert_eq!(r.max_message_size, Some(262_144));
-    assert!(!r.legacy);
+    assert_eq!(r.transport_mid.as_deref(), Some("0"));
+    assert_eq!(data(&r).sctp_port, 5000);
+    assert_eq!(data(&r).max_message_size, Some(262_144));
+    assert!(!data(&r).legacy);
     assert_eq!(r.candidates.len(), 4);
     assert!(r.candidates[0].starts_with("candidate:2999745851 1 udp 2122260223 192.168.1.20"));
     assert!(r.candidates[1].contains("fd00::1c2a:4bff:fe1e:73c2"));
@@ -277,7 +282,7 @@ fn chromium_offer_fields() {
     assert!(r.candidates[3].contains("tcptype active"));
     assert!(!r.end_of_candidates);
     assert_eq!(
-        r.media,
+        r.sections,
         vec![MediaSection {
             kind: "application".into(),
             port: 54321,
@@ -287,8 +292,8 @@ fn chromium_offer_fields() {
             is_data: true,
         }]
     );
-    assert_eq!(r.data_index, 0);
-    assert_eq!(r.data_section().port, 54321);
+    assert_eq!(data(&r).index, 0);
+    assert_eq!(r.data_section().unwrap().port, 54321);
     assert_eq!(r.bundle, vec!["0"]);
 }
 
@@ -303,10 +308,10 @@ fn firefox_offer_fields() {
     assert_eq!(r.fingerprints[0].value[..2], [0x63, 0xF2]);
     assert_eq!(r.fingerprints[0].value.len(), 32);
     assert_eq!(r.setup, Some(Setup::ActPass));
-    assert_eq!(r.mid.as_deref(), Some("0"));
-    assert_eq!(r.sctp_port, 5000);
-    assert_eq!(r.max_message_size, Some(1_073_741_823));
-    assert!(!r.legacy);
+    assert_eq!(r.transport_mid.as_deref(), Some("0"));
+    assert_eq!(data(&r).sctp_port, 5000);
+    assert_eq!(data(&r).max_message_size, Some(1_073_741_823));
+    assert!(!data(&r).legacy);
     assert_eq!(r.candidates.len(), 3);
     assert_eq!(
         r.candidates[2],
@@ -314,7 +319,7 @@ fn firefox_offer_fields() {
     );
     assert!(r.end_of_candidates);
     assert_eq!(r.bundle, vec!["0"]);
-    assert_eq!(r.media.len(), 1);
+    assert_eq!(r.sections.len(), 1);
 }
 
 #[test]
@@ -333,10 +338,10 @@ fn rawrtc_legacy_offer_fields() {
         ))]
     );
     assert_eq!(r.setup, Some(Setup::ActPass));
-    assert_eq!(r.mid.as_deref(), Some("rawrtc-sctp-dc"));
-    assert_eq!(r.sctp_port, 5000);
-    assert_eq!(r.max_message_size, Some(0)); // unlimited
-    assert!(r.legacy);
+    assert_eq!(r.transport_mid.as_deref(), Some("rawrtc-sctp-dc"));
+    assert_eq!(data(&r).sctp_port, 5000);
+    assert_eq!(data(&r).max_message_size, Some(0)); // unlimited
+    assert!(data(&r).legacy);
     assert_eq!(
         r.candidates,
         vec![
@@ -345,8 +350,8 @@ fn rawrtc_legacy_offer_fields() {
         ]
     );
     assert!(r.end_of_candidates);
-    assert_eq!(r.media[0].proto, "DTLS/SCTP");
-    assert_eq!(r.media[0].fmts, vec!["5000"]);
+    assert_eq!(r.sections[0].proto, "DTLS/SCTP");
+    assert_eq!(r.sections[0].fmts, vec!["5000"]);
     assert_eq!(r.bundle, vec!["rawrtc-sctp-dc"]);
 }
 
@@ -361,51 +366,51 @@ fn chromium_answer_to_rawrtc_fields() {
     assert_eq!(r.fingerprints[0].value[0], 0xD0);
     assert_eq!(r.setup, Some(Setup::Active));
     assert_eq!(r.setup_or_default(SdpType::Answer), Setup::Active);
-    assert_eq!(r.mid.as_deref(), Some("rawrtc-sctp-dc"));
-    assert!(r.legacy);
-    assert_eq!(r.sctp_port, 5000);
-    assert_eq!(r.max_message_size, None);
+    assert_eq!(r.transport_mid.as_deref(), Some("rawrtc-sctp-dc"));
+    assert!(data(&r).legacy);
+    assert_eq!(data(&r).sctp_port, 5000);
+    assert_eq!(data(&r).max_message_size, None);
     assert_eq!(r.candidates.len(), 1);
     assert!(r.candidates[0].ends_with("generation 0 network-cost 50"));
     assert!(!r.end_of_candidates);
-    assert_eq!(r.media[0].port, 34259);
+    assert_eq!(r.sections[0].port, 34259);
 }
 
 #[test]
 fn av_data_offer_fields() {
     let r = parse(AV_DATA_OFFER).unwrap();
-    let kinds: Vec<_> = r.media.iter().map(|m| m.kind.as_str()).collect();
+    let kinds: Vec<_> = r.sections.iter().map(|m| m.kind.as_str()).collect();
     assert_eq!(kinds, ["audio", "video", "application"]);
-    let mids: Vec<_> = r.media.iter().map(|m| m.mid.as_deref()).collect();
+    let mids: Vec<_> = r.sections.iter().map(|m| m.mid.as_deref()).collect();
     assert_eq!(mids, [Some("0"), Some("1"), Some("2")]);
-    let data: Vec<_> = r.media.iter().map(|m| m.is_data).collect();
-    assert_eq!(data, [false, false, true]);
-    assert_eq!(r.data_index, 2);
-    assert_eq!(r.media[0].fmts.len(), 8);
-    assert_eq!(r.media[1].proto, "UDP/TLS/RTP/SAVPF");
+    let is_data: Vec<_> = r.sections.iter().map(|m| m.is_data).collect();
+    assert_eq!(is_data, [false, false, true]);
+    assert_eq!(data(&r).index, 2);
+    assert_eq!(r.sections[0].fmts.len(), 8);
+    assert_eq!(r.sections[1].proto, "UDP/TLS/RTP/SAVPF");
     assert_eq!(r.bundle, vec!["0", "1", "2"]);
-    assert_eq!(r.mid.as_deref(), Some("2"));
+    assert_eq!(r.transport_mid.as_deref(), Some("2"));
     assert_eq!(r.ice_ufrag, "yRsK");
-    assert_eq!(r.max_message_size, Some(262_144));
+    assert_eq!(data(&r).max_message_size, Some(262_144));
     assert!(r.candidates.is_empty());
 }
 
 #[test]
 fn app_second_offer_fields() {
     let r = parse(APP_SECOND_OFFER).unwrap();
-    assert_eq!(r.data_index, 1);
-    assert_eq!(r.media.len(), 4);
-    assert_eq!(r.media[2].port, 0);
-    assert!(!r.media[3].is_data, "only the first data m-line is used");
-    assert_eq!(r.media[3].mid.as_deref(), Some("extra"));
-    assert_eq!(r.mid.as_deref(), Some("data"));
+    assert_eq!(data(&r).index, 1);
+    assert_eq!(r.sections.len(), 4);
+    assert_eq!(r.sections[2].port, 0);
+    assert!(!r.sections[3].is_data, "only the first data m-line is used");
+    assert_eq!(r.sections[3].mid.as_deref(), Some("extra"));
+    assert_eq!(r.transport_mid.as_deref(), Some("data"));
     assert_eq!(r.ice_ufrag, "mediaUfrag"); // media overrides session
     assert_eq!(r.ice_pwd, "sessionPasswordIsLong1234"); // from the session
     assert_eq!(r.ice_options, vec!["trickle", "ice2"]);
     assert_eq!(r.fingerprints[0].value[31], 0x8A);
     assert_eq!(r.setup, Some(Setup::Passive));
-    assert_eq!(r.sctp_port, 5001);
-    assert_eq!(r.max_message_size, None);
+    assert_eq!(data(&r).sctp_port, 5001);
+    assert_eq!(data(&r).max_message_size, None);
     assert_eq!(r.bundle, vec!["a0", "data", "v1"]);
 }
 
@@ -444,8 +449,8 @@ fn session_level_details() {
     assert_eq!(r.fingerprints[0].algorithm, "sha-512");
     assert_eq!(r.fingerprints[0].value.len(), 64);
     assert_eq!(r.fingerprints[1].algorithm, "sha-256");
-    assert_eq!(r.media[0].proto, "TCP/DTLS/SCTP");
-    assert_eq!(r.sctp_port, 5000); // default
+    assert_eq!(r.sections[0].proto, "TCP/DTLS/SCTP");
+    assert_eq!(data(&r).sctp_port, 5000); // default
     assert!(r.ice_options.is_empty());
 }
 
@@ -473,8 +478,8 @@ fn legacy_sctpmap_with_other_port() {
         .replace("DTLS/SCTP 5000", "DTLS/SCTP 5001")
         .replace("a=sctpmap:5000", "a=sctpmap:5001");
     let r = parse(&sdp).unwrap();
-    assert!(r.legacy);
-    assert_eq!(r.sctp_port, 5001);
+    assert!(data(&r).legacy);
+    assert_eq!(data(&r).sctp_port, 5001);
 }
 
 #[test]
@@ -521,10 +526,10 @@ fn offer_round_trip() {
     assert_eq!(r.ice_pwd, l.ice_pwd);
     assert_eq!(r.fingerprints, vec![l.fingerprint.clone()]);
     assert_eq!(r.setup, Some(Setup::ActPass));
-    assert_eq!(r.mid.as_deref(), Some("dc"));
-    assert_eq!(r.sctp_port, 5000);
-    assert_eq!(r.max_message_size, Some(262_144));
-    assert!(!r.legacy);
+    assert_eq!(r.transport_mid.as_deref(), Some("dc"));
+    assert_eq!(data(&r).sctp_port, 5000);
+    assert_eq!(data(&r).max_message_size, Some(262_144));
+    assert!(!data(&r).legacy);
     assert_eq!(r.ice_options, vec!["trickle"]);
     assert_eq!(
         r.candidates,
@@ -536,7 +541,7 @@ fn offer_round_trip() {
     );
     assert!(r.end_of_candidates);
     assert_eq!(r.bundle, vec!["dc"]);
-    assert_eq!(r.media[0].port, 50000);
+    assert_eq!(r.sections[0].port, 50000);
 }
 
 #[test]
@@ -557,8 +562,8 @@ fn offer_without_candidates_uses_discard_port() {
     assert!(r.candidates.is_empty());
     assert!(!r.end_of_candidates);
     assert!(r.ice_options.is_empty());
-    assert_eq!(r.max_message_size, Some(0));
-    assert_eq!(r.sctp_port, 5001);
+    assert_eq!(data(&r).max_message_size, Some(0));
+    assert_eq!(data(&r).sctp_port, 5001);
 }
 
 #[test]
@@ -598,10 +603,10 @@ fn answer_to_legacy_offer_is_legacy() {
     assert_eq!(lines.iter().filter(|l| l.starts_with("m=")).count(), 1);
 
     let back = parse(&sdp).unwrap();
-    assert!(back.legacy);
-    assert_eq!(back.sctp_port, 5000);
+    assert!(data(&back).legacy);
+    assert_eq!(data(&back).sctp_port, 5000);
     assert_eq!(back.setup, Some(Setup::Active));
-    assert_eq!(back.mid.as_deref(), Some("rawrtc-sctp-dc"));
+    assert_eq!(back.transport_mid.as_deref(), Some("rawrtc-sctp-dc"));
     assert_eq!(back.bundle, vec!["rawrtc-sctp-dc"]);
     assert_eq!(back.candidates.len(), 3);
 }
@@ -624,9 +629,9 @@ fn answer_to_modern_offer_is_modern() {
         assert!(lines.contains(&"a=mid:0"));
         assert!(!sdp.contains("sctpmap"));
         let back = parse(&sdp).unwrap();
-        assert!(!back.legacy);
+        assert!(!data(&back).legacy);
         assert_eq!(back.setup, Some(Setup::Passive));
-        assert_eq!(back.mid.as_deref(), Some("0"));
+        assert_eq!(back.transport_mid.as_deref(), Some("0"));
     }
 }
 
@@ -662,10 +667,14 @@ fn answer_rejects_audio_and_video_in_order() {
     assert!(!sdp.contains("rtpmap"));
 
     let back = parse(&sdp).unwrap();
-    assert_eq!(back.data_index, 2);
-    let ports: Vec<_> = back.media.iter().map(|m| m.port).collect();
+    assert_eq!(data(&back).index, 2);
+    let ports: Vec<_> = back.sections.iter().map(|m| m.port).collect();
     assert_eq!(ports, [0, 0, 50000]);
-    let mids: Vec<_> = back.media.iter().map(|m| m.mid.clone().unwrap()).collect();
+    let mids: Vec<_> = back
+        .sections
+        .iter()
+        .map(|m| m.mid.clone().unwrap())
+        .collect();
     assert_eq!(mids, ["0", "1", "2"]);
     assert_eq!(back.bundle, vec!["2"]);
 }
@@ -694,7 +703,7 @@ fn answer_to_app_second_offer() {
         ]
     );
     let back = parse(&sdp).unwrap();
-    assert_eq!(back.data_index, 1);
+    assert_eq!(data(&back).index, 1);
     assert_eq!(back.bundle, vec!["data"]);
 }
 
@@ -704,12 +713,12 @@ fn answer_uses_our_mid_when_offer_has_none() {
         .replace("a=mid:rawrtc-sctp-dc\r\n", "")
         .replace("a=group:BUNDLE rawrtc-sctp-dc\r\n", "");
     let remote = parse(&offer).unwrap();
-    assert_eq!(remote.mid, None);
+    assert_eq!(remote.transport_mid, None);
     assert!(remote.bundle.is_empty());
     let sdp = write_answer(&local(), &remote);
     assert!(sdp.contains("a=group:BUNDLE dc\r\n"));
     assert!(sdp.contains("a=mid:dc\r\n"));
-    assert_eq!(parse(&sdp).unwrap().mid.as_deref(), Some("dc"));
+    assert_eq!(parse(&sdp).unwrap().transport_mid.as_deref(), Some("dc"));
 }
 
 #[test]
@@ -859,7 +868,7 @@ fn error_m_line() {
     let sdp = CHROMIUM_OFFER
         .replace("application 54321", "application 0")
         .replace("a=mid:0\r\n", "a=mid:0\r\na=bundle-only\r\n");
-    assert_eq!(parse(&sdp).unwrap().media[0].port, 0);
+    assert_eq!(parse(&sdp).unwrap().sections[0].port, 0);
 }
 
 /// An answer that takes the media and rejects the data section (WHEP to an offer with a
@@ -872,8 +881,8 @@ fn a_rejected_data_section_beside_media_is_no_data_section() {
         "the fixture has a data section at port 9"
     );
     let d = parse_description(&sdp).unwrap();
-    assert!(d.to_session().is_none(), "no data section");
-    assert!(!d.media.is_empty());
+    assert!(d.data.is_none(), "no data section");
+    assert!(!d.sections.is_empty());
     // The data-channel parser still refuses it.
     assert!(parse(&sdp).is_err());
 }
@@ -1090,7 +1099,7 @@ fn error_sctp_numbers() {
         );
     }
     let big = CHROMIUM_OFFER.replace("262144", "18446744073709551615");
-    assert_eq!(parse(&big).unwrap().max_message_size, Some(u64::MAX));
+    assert_eq!(data(&parse(&big).unwrap()).max_message_size, Some(u64::MAX));
 
     let raw = rawrtc_offer().replace("\r\n", "\n");
     let raw = raw.replace('\n', "\r\n");
@@ -1223,8 +1232,8 @@ impl Rng {
 /// answered and the answer read back.
 fn exercise(text: &str) {
     if let Ok(remote) = parse(text) {
-        assert!(remote.data_index < remote.media.len());
-        assert!(remote.media[remote.data_index].is_data);
+        assert!(data(&remote).index < remote.sections.len());
+        assert!(remote.sections[data(&remote).index].is_data);
         assert!(!remote.fingerprints.is_empty());
         let answer = write_answer(&local(), &remote);
         if let Err(e) = parse(&answer) {

@@ -127,63 +127,6 @@ pub struct MediaSection {
     pub is_data: bool,
 }
 
-/// What smolrtc needs from a remote description: the session level merged
-/// with the data m-line (media-level values override session-level ones).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteSession {
-    /// ICE username fragment (`a=ice-ufrag`).
-    pub ice_ufrag: String,
-    /// ICE password (`a=ice-pwd`).
-    pub ice_pwd: String,
-    /// The remote is an ICE-lite agent (session `a=ice-lite`).
-    pub ice_lite: bool,
-    /// ICE options (`a=ice-options`), e.g. `["trickle"]`.
-    pub ice_options: Vec<String>,
-    /// Certificate fingerprints: those of the data m-line when it has any,
-    /// else those of the session level. Never empty.
-    pub fingerprints: Vec<Fingerprint>,
-    /// DTLS role (`a=setup`) as written; `None` when absent. Absent means
-    /// actpass in an offer and active in an answer: see
-    /// [`RemoteSession::setup_or_default`].
-    pub setup: Option<Setup>,
-    /// `a=mid` of the data m-line.
-    pub mid: Option<String>,
-    /// The remote's SCTP port: `a=sctp-port`, or the legacy sctpmap/format
-    /// number; 5000 when absent.
-    pub sctp_port: u16,
-    /// `a=max-message-size`; `Some(0)` means the remote accepts messages of
-    /// any size (as rawrtc writes it). `None` when absent (RFC 8841 says to
-    /// assume 64 KiB then).
-    pub max_message_size: Option<u64>,
-    /// The data m-line uses the legacy `DTLS/SCTP <port>` + `a=sctpmap` form.
-    pub legacy: bool,
-    /// Candidates of the data m-line as written after `a=`
-    /// (`"candidate:..."`), in order.
-    pub candidates: Vec<String>,
-    /// `a=end-of-candidates` was present (data m-line or session level).
-    pub end_of_candidates: bool,
-    /// Every m-line, in order.
-    pub media: Vec<MediaSection>,
-    /// Index of the data m-line in [`RemoteSession::media`].
-    pub data_index: usize,
-    /// Mids of the BUNDLE group (`a=group:BUNDLE`) that holds the data mid,
-    /// else of the first BUNDLE group; empty when there is none.
-    pub bundle: Vec<String>,
-}
-
-impl RemoteSession {
-    /// The data m-line's [`MediaSection`].
-    pub fn data_section(&self) -> &MediaSection {
-        &self.media[self.data_index]
-    }
-
-    /// The DTLS role with the RFC 8842 default applied: `actpass` when an
-    /// offer has no `a=setup`, `active` for an answer (or pranswer).
-    pub fn setup_or_default(&self, kind: SdpType) -> Setup {
-        setup_or_default(self.setup, kind)
-    }
-}
-
 /// What smolrtc puts in its own offer or answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSession {
@@ -231,8 +174,11 @@ pub struct DataSection {
     pub legacy: bool,
 }
 
-/// A whole remote description: the transport, the data section if any, and every audio and
-/// video section ([`super::parse_description`]).
+/// A remote description as smolrtc reads it: the transport (ICE credentials, fingerprints,
+/// `a=setup`, candidates: the data section's, else the first bundled audio/video one's,
+/// merged with the session level), the data section if any, and every audio and video
+/// section. [`super::parse`] (data channels) and [`super::parse_description`] (media too)
+/// both return it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteDescription {
     /// ICE username fragment of the transport section (or the session).
@@ -248,7 +194,7 @@ pub struct RemoteDescription {
     /// `a=setup` as written.
     pub setup: Option<Setup>,
     /// Mid of the section the transport was read from (the data section, else the first
-    /// enabled audio/video section).
+    /// enabled audio/video section); an answer to it keeps this mid for its data section.
     pub transport_mid: Option<String>,
     /// Candidates of the transport section.
     pub candidates: Vec<String>,
@@ -265,46 +211,13 @@ pub struct RemoteDescription {
 }
 
 impl RemoteDescription {
-    /// The data-channel view of this description ([`super::parse`]'s result), when it has
-    /// a data section.
-    pub fn to_session(&self) -> Option<RemoteSession> {
-        self.data.clone().map(|data| self.session(data))
+    /// The data m-line, when there is one (always after [`super::parse`]).
+    pub fn data_section(&self) -> Option<&MediaSection> {
+        self.data.as_ref().map(|d| &self.sections[d.index])
     }
 
-    /// The transport alone, for a description without a data section (media only): the
-    /// data-channel fields at their defaults, the transport section's mid.
-    pub fn transport_session(&self) -> RemoteSession {
-        self.session(DataSection {
-            index: 0,
-            mid: self.transport_mid.clone(),
-            sctp_port: super::DEFAULT_SCTP_PORT,
-            max_message_size: None,
-            legacy: false,
-        })
-    }
-
-    fn session(&self, data: DataSection) -> RemoteSession {
-        RemoteSession {
-            ice_ufrag: self.ice_ufrag.clone(),
-            ice_pwd: self.ice_pwd.clone(),
-            ice_lite: self.ice_lite,
-            ice_options: self.ice_options.clone(),
-            fingerprints: self.fingerprints.clone(),
-            setup: self.setup,
-            mid: data.mid,
-            sctp_port: data.sctp_port,
-            max_message_size: data.max_message_size,
-            legacy: data.legacy,
-            candidates: self.candidates.clone(),
-            end_of_candidates: self.end_of_candidates,
-            media: self.sections.clone(),
-            data_index: data.index,
-            bundle: self.bundle.clone(),
-        }
-    }
-
-    /// The DTLS role with the RFC 8842 default applied (see
-    /// [`RemoteSession::setup_or_default`]).
+    /// The DTLS role with the RFC 8842 default applied: `actpass` when an offer has no
+    /// `a=setup`, `active` for an answer (or pranswer).
     pub fn setup_or_default(&self, kind: SdpType) -> Setup {
         setup_or_default(self.setup, kind)
     }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::media::LocalMedia;
-use super::types::{LocalSession, MediaSection, RemoteDescription, RemoteSession, Setup};
+use super::types::{LocalSession, MediaSection, RemoteDescription, Setup};
 use super::DATACHANNEL_FMT;
 
 /// Collects SDP lines and joins them with CRLF.
@@ -146,17 +146,18 @@ pub fn write_offer(local: &LocalSession) -> String {
 /// both followed by `a=max-message-size`. Its mid is the offer's (or
 /// `local.mid` when the offer has none), the BUNDLE group lists only that
 /// mid, and `a=setup` is `local.setup` (normally `active`).
-pub fn write_answer(local: &LocalSession, remote: &RemoteSession) -> String {
-    let answers: Vec<AnswerSection> = (0..remote.media.len())
+pub fn write_answer(local: &LocalSession, remote: &RemoteDescription) -> String {
+    let data = remote.data.as_ref().map(|d| d.index);
+    let answers: Vec<AnswerSection> = (0..remote.sections.len())
         .map(|i| {
-            if i == remote.data_index {
+            if Some(i) == data {
                 AnswerSection::Data
             } else {
                 AnswerSection::Rejected
             }
         })
         .collect();
-    write_sections(local, &remote.media, remote.legacy, &answers)
+    write_answer_sections(local, remote, &answers)
 }
 
 /// How smolrtc answers one m-line of a remote offer ([`write_answer_sections`]).

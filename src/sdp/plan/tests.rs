@@ -177,7 +177,7 @@ fn data_and_media_in_one_answer() {
         let answer = write_answer_sections(&local(), &d, &p.sections);
         let back = parse_description(&answer).unwrap();
         assert_eq!(back.bundle, ["0", "2"]);
-        assert_eq!(back.to_session().unwrap().data_index, 2);
+        assert_eq!(back.data.map(|d| d.index), Some(2));
         // Data only: the media sections rejected.
         let p = plan_answer(&d, None, true, &Capabilities::default()).unwrap();
         assert!(p.tracks.is_empty() && p.data);
