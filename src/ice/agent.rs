@@ -31,6 +31,8 @@ pub(crate) enum IceMsg {
     Transmit(BytesMut),
     /// Bind host sockets, ask the servers, and announce the candidates.
     Gather,
+    /// More STUN/TURN servers (`PeerConnection::add_ice_servers`).
+    AddServers(Vec<IceServer>),
     /// Remote credentials are known: start checks.
     Start {
         controlling: bool,
@@ -125,6 +127,7 @@ impl IceActor {
         match msg {
             IceMsg::Transmit(data) => engine.transmit(now, data),
             IceMsg::Gather => self.gather(now),
+            IceMsg::AddServers(servers) => engine.add_servers(now, servers),
             IceMsg::Start {
                 controlling,
                 ufrag,

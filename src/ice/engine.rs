@@ -47,6 +47,8 @@ use std::time::Instant;
 pub(crate) enum IceReport {
     /// A local candidate (`candidate:` attribute value, without `a=`).
     Candidate(String),
+    /// Gathering started again (servers added to a running connection).
+    Gathering,
     GatheringComplete,
     State(IceConnectionState),
     SelectedPair {
@@ -372,10 +374,15 @@ impl IceEngine {
                 self.add_local(cand, addr);
             }
         }
-        if !self.config.servers.is_empty() {
+        self.ask_servers(now, 0);
+    }
+
+    /// Asks configured servers `first..` (by address, or after resolving their name).
+    fn ask_servers(&mut self, now: Instant, first: usize) {
+        if first < self.config.servers.len() {
             self.gather_deadline = Some(now + self.config.gather_timeout);
         }
-        for idx in 0..self.config.servers.len() {
+        for idx in first..self.config.servers.len() {
             let server = self.config.servers[idx].clone();
             if let Ok(ip) = server.host.parse::<IpAddr>() {
                 self.start_server(now, &server, SocketAddr::new(ip, server.port));
@@ -386,6 +393,35 @@ impl IceEngine {
             }
         }
         self.check_gathered();
+    }
+
+    /// More STUN/TURN servers for a running connection (W3C `setConfiguration`): those not
+    /// configured yet are asked from the existing sockets, their candidates are announced
+    /// like the first ones and paired with the remote candidates (checks run on them), and
+    /// gathering completes again. Before gathering they simply join the configuration.
+    pub(crate) fn add_servers(&mut self, now: Instant, servers: Vec<IceServer>) {
+        if self.closed {
+            return;
+        }
+        let first = self.config.servers.len();
+        for s in servers {
+            if !self.config.servers.contains(&s) {
+                self.config.servers.push(s);
+            }
+        }
+        if first == self.config.servers.len() || !self.gathered {
+            return;
+        }
+        log::info!(
+            "[{}] ICE: {} more server(s); gathering again",
+            self.name,
+            self.config.servers.len() - first
+        );
+        if self.gathering_done {
+            self.gathering_done = false;
+            self.report(IceReport::Gathering);
+        }
+        self.ask_servers(now, first);
     }
 
     /// Configured server `idx`'s host name was resolved (or not).

@@ -35,6 +35,7 @@ pub(crate) enum PeerCmd {
     States(Reply<(SignalingState, GatheringState, ConnectionState)>),
     ChannelCreated,
     RestartIce(Reply<Result<()>>),
+    AddIceServers(Vec<crate::ice::IceServer>, Reply<Result<()>>),
     Close(Option<Reply<()>>),
     /// Answer the next remote offer with this plan (its audio/video tracks, its data
     /// section or none): the media actor gets the tracks and where keyframe requests go.
@@ -338,6 +339,13 @@ impl PeerActor {
                     if matches!(self.transport, Transport::Started { .. }) {
                         self.events.push(Event::NegotiationNeeded);
                     }
+                }
+                let _ = r.try_send(res);
+            }
+            PeerCmd::AddIceServers(servers, r) => {
+                let res = self.check_open();
+                if res.is_ok() {
+                    self.ice.push(IceMsg::AddServers(servers));
                 }
                 let _ = r.try_send(res);
             }
@@ -1029,6 +1037,14 @@ impl PeerActor {
                     sdp_mline_index: Some(index),
                     username_fragment: Some(self.ufrag.clone()),
                 })));
+            }
+            IceReport::Gathering => {
+                if self.gathering != GatheringState::Gathering {
+                    self.gathering = GatheringState::Gathering;
+                    self.log_state("ICE gathering state", &self.gathering);
+                    self.events
+                        .push(Event::IceGatheringState(GatheringState::Gathering));
+                }
             }
             IceReport::GatheringComplete => {
                 self.gathering = GatheringState::Complete;

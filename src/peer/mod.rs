@@ -485,6 +485,16 @@ impl PeerConnection {
         self.call(PeerCmd::RestartIce).await?
     }
 
+    /// More STUN/TURN servers for this connection, the part of W3C `setConfiguration` that
+    /// changes `iceServers` (servers already configured are skipped). Once gathering has
+    /// run, the new servers are asked from the existing sockets: their server-reflexive
+    /// and relay candidates come as [`Event::IceCandidate`] (trickle them to the remote),
+    /// the checks pair them with the remote candidates, and gathering completes again
+    /// (another `IceCandidate(None)`). Before that they join the configuration.
+    pub async fn add_ice_servers(&self, servers: Vec<crate::ice::IceServer>) -> Result<()> {
+        self.call(|r| PeerCmd::AddIceServers(servers, r)).await?
+    }
+
     /// W3C `close`: channels close, SCTP aborts, DTLS sends close_notify, sockets close.
     /// Returns once that teardown has happened (at most about two seconds).
     pub async fn close(&self) {

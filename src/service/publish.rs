@@ -18,9 +18,9 @@
 //! failed, closed by the endpoint) is one log line, a `DELETE` and a new `POST` after the
 //! next step of [`BACKOFF`]; the schedule starts over once a connection was up for
 //! [`STABLE`]. ICE servers (§4.6, `Link` headers) are asked for by an `OPTIONS` before each
-//! `POST` and used by that connection; those of a `201` are used from the next connection
-//! on (a running connection's servers are fixed). The state is in `GET /api/streams`
-//! (`publish`) and `/metrics`.
+//! `POST` and used by that connection; those of the `201` not asked yet are added to the
+//! running connection (`add_ice_servers`), their candidates trickled by `PATCH`. The
+//! state is in `GET /api/streams` (`publish`) and `/metrics`.
 
 mod client;
 
@@ -683,11 +683,22 @@ impl Leg<'_> {
         self.status.borrow_mut().resource = Some(resource.to_string());
         let servers = client::link_ice_servers(&reply.headers);
         if !servers.is_empty() {
-            if servers.iter().any(|s| !self.in_use.contains(s)) {
+            // RFC 9725 §4.4: the 201's servers are for this connection; their candidates
+            // trickle by PATCH like any late one (run_connected).
+            let new: Vec<IceServer> = servers
+                .iter()
+                .filter(|s| !self.in_use.contains(s))
+                .cloned()
+                .collect();
+            if !new.is_empty() {
                 log::info!(
-                    "publish {name}: the endpoint names {} ICE servers (Link); used from the next connection",
-                    servers.len()
+                    "publish {name}: the endpoint names {} new ICE servers (Link, 201); used by this connection",
+                    new.len()
                 );
+                if let Err(e) = pc.add_ice_servers(new.clone()).await {
+                    log::warn!("publish {name}: add_ice_servers: {e}");
+                }
+                self.in_use.extend(new);
             }
             *self.link_servers = servers;
         }
