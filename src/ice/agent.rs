@@ -10,6 +10,7 @@ use super::gather;
 use super::server::{IceServer, ServerTransport};
 use super::turn::Via;
 use super::turn_stream::{self, StreamNews};
+use super::udp;
 use super::IceConfig;
 use crate::dtls::DtlsMsg;
 use crate::peer::PeerMsg;
@@ -88,8 +89,6 @@ pub(crate) struct IceActor {
     /// peer connection's actors are gone).
     me: WeakSender<Vec<IceMsg>>,
     ex: Rc<LocalExecutor<'static>>,
-    /// Receive buffer for the sockets.
-    buf: Vec<u8>,
 }
 
 impl IceActor {
@@ -118,7 +117,6 @@ impl IceActor {
             peer,
             me: me.downgrade(),
             ex,
-            buf: vec![0u8; 2048],
         })
     }
 
@@ -183,27 +181,36 @@ impl IceActor {
         self.engine.gather(now, locals);
     }
 
-    fn read_sockets(&mut self, now: Instant, buf: &mut [u8]) {
+    /// Reads our own sockets until they would block (at most [`READ_BUDGET`] datagrams
+    /// each), a batch per system call (`udp.rs`).
+    fn read_sockets(&mut self, now: Instant) {
         for i in 0..self.sockets.len() {
             if self.sockets[i].shared {
                 continue;
             }
-            for _ in 0..READ_BUDGET {
-                match self.sockets[i].sock.get_ref().recv_from(buf) {
-                    Ok((n, from)) => {
-                        stats::add(&stats::BYTES_RECEIVED, n as u64);
-                        let data = BytesMut::from(&buf[..n]);
-                        self.engine.socket_datagram(now, i, from, data);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        // ICMP errors surface here (ECONNREFUSED); they are not fatal.
-                        let local = self.sockets[i].sock.get_ref().local_addr();
-                        log::debug!("[{}] ICE: recv on {local:?}: {e}", self.name);
-                        break;
+            let sock = self.sockets[i].sock.clone();
+            udp::with_recv_batch(|batch| {
+                let mut read = 0;
+                while read < READ_BUDGET {
+                    match batch.recv(sock.get_ref()) {
+                        Ok(n) => {
+                            read += n;
+                            for (data, from) in batch.iter() {
+                                stats::add(&stats::BYTES_RECEIVED, data.len() as u64);
+                                let data = BytesMut::from(data);
+                                self.engine.socket_datagram(now, i, from, data);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP errors surface here (ECONNREFUSED); they are not fatal.
+                            let local = sock.get_ref().local_addr();
+                            log::debug!("[{}] ICE: recv on {local:?}: {e}", self.name);
+                            break;
+                        }
                     }
                 }
-            }
+            });
         }
     }
 
@@ -211,12 +218,65 @@ impl IceActor {
     /// buffer, the wire's own backpressure), the rest is passed on.
     async fn drain_engine(&mut self) {
         self.engine.poll_agent(Instant::now());
+        // Datagrams for our sockets are queued and sent a batch per system call.
+        let mut queue = Vec::new();
         while let Some(out) = self.engine.poll_output() {
             match out {
-                IceOutput::Send(via, to, data) => self.send(via, to, data).await,
+                IceOutput::Send(Via::Socket(i), to, data) => {
+                    queue.push((i, to, data));
+                    if queue.len() >= udp::BATCH {
+                        self.send_queued(&mut queue).await;
+                    }
+                }
+                IceOutput::Send(via, to, data) => self.send_now(via, to, data),
+                IceOutput::Closed => {
+                    self.send_queued(&mut queue).await;
+                    self.act(IceOutput::Closed);
+                }
                 other => self.act(other),
             }
         }
+        self.send_queued(&mut queue).await;
+    }
+
+    /// Sends `queue` (socket index, destination, datagram) in order, each run for one
+    /// socket in as few calls as the kernel takes; a full socket buffer is awaited (the
+    /// wire's own backpressure).
+    async fn send_queued(&mut self, queue: &mut Vec<(usize, SocketAddr, BytesMut)>) {
+        let mut start = 0;
+        while start < queue.len() {
+            let i = queue[start].0;
+            let end = start + queue[start..].iter().take_while(|q| q.0 == i).count();
+            let run = &queue[start..end];
+            start = end;
+            let Some(sock) = self.sockets.get(i).map(|s| s.sock.clone()) else {
+                continue;
+            };
+            let out: Vec<(SocketAddr, &[u8])> =
+                run.iter().map(|(_, to, d)| (*to, &d[..])).collect();
+            let mut k = 0;
+            while k < out.len() {
+                match udp::send(sock.get_ref(), &out[k..]) {
+                    Ok(n) => {
+                        let bytes: usize = out[k..k + n].iter().map(|(_, d)| d.len()).sum();
+                        stats::add(&stats::BYTES_SENT, bytes as u64);
+                        k += n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = sock.writable().await {
+                            log::debug!("[{}] ICE: socket {i}: {e}", self.name);
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let local = sock.get_ref().local_addr();
+                        log::debug!("[{}] ICE: send {local:?} -> {}: {e}", self.name, out[k].0);
+                        k += 1;
+                    }
+                }
+            }
+        }
+        queue.clear();
     }
 
     /// Everything but a datagram to send.
@@ -246,28 +306,6 @@ impl IceActor {
                 }
             }
             IceOutput::Closed => self.sockets.clear(),
-        }
-    }
-
-    async fn send(&mut self, via: Via, to: SocketAddr, data: BytesMut) {
-        let Via::Socket(i) = via else {
-            return self.send_now(via, to, data);
-        };
-        let Some(HostSocket { sock, .. }) = self.sockets.get(i) else {
-            return;
-        };
-        let sent = match sock.get_ref().send_to(&data, to) {
-            // Socket buffer full: this is the wire's own backpressure.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(&data, to).await,
-            other => other,
-        };
-        let failed = match sent {
-            Ok(n) => return stats::add(&stats::BYTES_SENT, n as u64),
-            Err(e) => Some(e),
-        };
-        if let Some(e) = failed {
-            let local = sock.get_ref().local_addr();
-            log::debug!("[{}] ICE: send {local:?} -> {to}: {e}", self.name);
         }
     }
 
@@ -468,9 +506,7 @@ impl Actor for IceActor {
     }
 
     fn on_extra(&mut self, now: Instant) {
-        let mut buf = std::mem::take(&mut self.buf);
-        self.read_sockets(now, &mut buf);
-        self.buf = buf;
+        self.read_sockets(now);
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod port;
 pub mod server;
 mod turn;
 mod turn_stream;
+mod udp;
 
 pub(crate) use agent::{IceActor, IceMsg};
 pub(crate) use engine::IceReport;

@@ -33,6 +33,7 @@
 use super::agent::IceMsg;
 use super::engine::{check_stun, is_binding_request};
 use super::gather::{self, HostPolicy};
+use super::udp;
 use crate::error::IceError;
 use crate::runtime::Runtime;
 use async_channel::{Receiver, Sender};
@@ -160,7 +161,6 @@ async fn demux(sockets: Arc<Vec<(SocketAddr, Arc<Async<UdpSocket>>)>>, inbox: Re
         }
     };
     let mut routes = Routes::new(MAX_ROUTES, crypto);
-    let mut buf = vec![0u8; 2048];
     loop {
         enum Wake {
             Msg(Option<MuxMsg>),
@@ -183,31 +183,35 @@ async fn demux(sockets: Arc<Vec<(SocketAddr, Arc<Async<UdpSocket>>)>>, inbox: Re
             Wake::Msg(Some(msg)) => routes.apply(msg),
             Wake::Readable => {
                 let mut batches: Vec<(Sender<Vec<IceMsg>>, Vec<IceMsg>)> = Vec::new();
-                for (i, (_, sock)) in sockets.iter().enumerate() {
-                    for _ in 0..READ_BUDGET {
-                        match sock.get_ref().recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                let Some(to) = routes.route(i, from, &buf[..n]) else {
+                udp::with_recv_batch(|batch| {
+                    for (i, (_, sock)) in sockets.iter().enumerate() {
+                        let mut read = 0;
+                        while read < READ_BUDGET {
+                            match batch.recv(sock.get_ref()) {
+                                Ok(n) => read += n,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    log::debug!("ICE port: recv: {e}");
+                                    break;
+                                }
+                            }
+                            for (data, from) in batch.iter() {
+                                let Some(to) = routes.route(i, from, data) else {
                                     continue;
                                 };
                                 let msg = IceMsg::PortDatagram {
                                     socket: i,
                                     from,
-                                    data: BytesMut::from(&buf[..n]),
+                                    data: BytesMut::from(data),
                                 };
                                 match batches.iter_mut().find(|(s, _)| s.same_channel(&to)) {
                                     Some((_, b)) => b.push(msg),
                                     None => batches.push((to, vec![msg])),
                                 }
                             }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                log::debug!("ICE port: recv: {e}");
-                                break;
-                            }
                         }
                     }
-                }
+                });
                 for (to, batch) in batches {
                     // A full inbox drops the batch, as a full socket buffer would.
                     if let Err(async_channel::TrySendError::Closed(_)) = to.try_send(batch) {
