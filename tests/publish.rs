@@ -30,27 +30,11 @@ fn publishes_to_a_second_serve_and_reconnects_after_it_restarts() {
     std::fs::create_dir_all(&first).unwrap();
     std::fs::create_dir_all(&second).unwrap();
     let src = source();
-    let sink = |d: &Path| format!("cam=file:{}/cam.h264", d.display());
     let port = free_port();
-    let receiver = Serve::start(&dir, "receiver", port, false, &["--sink", &sink(&first)]);
+    let receiver = receiver(&dir, "receiver", port, &first, &[]);
     let url = format!("http://127.0.0.1:{port}/whip/cam");
-    let publisher = Serve::start(
-        &dir,
-        "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam={url}"),
-        ],
-    );
-    wait_for(
-        "60 frames at the receiver",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 60,
-    );
+    let publisher = publisher(&dir, "publisher", &src, &url, &[]);
+    wait_frames("60 frames at the receiver", &publisher, &receiver, 60);
     let p = publish_state(&publisher, "cam");
     assert_eq!(p["state"], "connected", "{p}");
     assert_eq!(p["url"], url.as_str());
@@ -81,12 +65,8 @@ fn publishes_to_a_second_serve_and_reconnects_after_it_restarts() {
         publish_state(&publisher, "cam")["state"] != "connected"
     });
     // ...and comes back on the same port: the publisher reconnects, frames flow again.
-    let receiver = Serve::start(&dir, "receiver2", port, false, &["--sink", &sink(&second)]);
-    wait_for(
-        "60 frames after the restart",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 60,
-    );
+    let receiver = self::receiver(&dir, "receiver2", port, &second, &[]);
+    wait_frames("60 frames after the restart", &publisher, &receiver, 60);
     let p = publish_state(&publisher, "cam");
     assert_eq!(p["state"], "connected", "{p}");
     assert!(p["reconnects"].as_u64().unwrap() >= 1, "{p}");
@@ -118,31 +98,19 @@ fn a_refusing_endpoint_is_logged_once_per_backoff_step() {
     std::fs::write(&good, "the-right-token-0123456789\n").unwrap();
     std::fs::write(&wrong, "a-wrong-token-0123456789\n").unwrap();
     let src = source();
-    let receiver = Serve::start(
+    let receiver = receiver(
         &dir,
         "receiver",
         0,
-        false,
-        &[
-            "--token-file",
-            good.to_str().unwrap(),
-            "--sink",
-            &format!("cam=file:{}/cam.h264", dir.display()),
-        ],
+        &dir,
+        &["--token-file", good.to_str().unwrap()],
     );
-    let publisher = Serve::start(
+    let publisher = publisher(
         &dir,
         "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam=http://{}/whip/cam", receiver.addr),
-            "--publish-token-file",
-            wrong.to_str().unwrap(),
-        ],
+        &src,
+        &whip(receiver.addr),
+        &["--publish-token-file", wrong.to_str().unwrap()],
     );
     let refusals = |log: &str| {
         log.lines()
@@ -223,16 +191,9 @@ fn an_https_endpoint_is_verified() {
             &format!("cam=file:{}/cam.h264", rec.display()),
         ],
     );
-    let url = format!("cam=https://{}/whip/cam", receiver.addr);
-    let video = format!("cam=file:{}", src.display());
+    let url = format!("https://{}/whip/cam", receiver.addr);
     // The system's roots do not know the self-signed certificate: refused.
-    let untrusting = Serve::start(
-        &dir,
-        "untrusting",
-        0,
-        false,
-        &["--video", &video, "--publish", &url],
-    );
+    let untrusting = publisher(&dir, "untrusting", &src, &url, &[]);
     wait_for("a certificate error", &[&untrusting], || {
         untrusting.log().contains("publish cam: POST")
     });
@@ -247,19 +208,12 @@ fn an_https_endpoint_is_verified() {
     );
     drop(untrusting);
     // With it as --publish-ca: published.
-    let trusting = Serve::start(
+    let trusting = publisher(
         &dir,
         "trusting",
-        0,
-        false,
-        &[
-            "--video",
-            &video,
-            "--publish",
-            &url,
-            "--publish-ca",
-            cert.to_str().unwrap(),
-        ],
+        &src,
+        &url,
+        &["--publish-ca", cert.to_str().unwrap()],
     );
     let frames = || {
         let r = Command::new("curl")
@@ -274,9 +228,7 @@ fn an_https_endpoint_is_verified() {
         frames() >= 30
     });
     assert_eq!(publish_state(&trusting, "cam")["state"], "connected");
-    let _ = trusting.stop();
-    let _ = receiver.stop();
-    check_recordings(&rec, 30);
+    stop_and_check(trusting, receiver, &rec, 30);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -287,27 +239,14 @@ fn ice_servers_from_link_headers_are_used() {
     // The STUN server the endpoint names: it only notes the Binding requests it gets.
     let stun = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     stun.set_read_timeout(Some(PATIENCE)).unwrap();
-    let receiver = Serve::start(
-        &dir,
-        "receiver",
-        0,
-        false,
-        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
-    );
+    let receiver = receiver(&dir, "receiver", 0, &dir, &[]);
     let endpoint = endpoint(receiver.addr, Some(stun.local_addr().unwrap()), |_| {});
-    let publisher = Serve::start(
+    let publisher = publisher(
         &dir,
         "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam=http://{endpoint}/whip/cam"),
-            "--gather-timeout",
-            "1",
-        ],
+        &src,
+        &whip(endpoint),
+        &["--gather-timeout", "1"],
     );
     // The endpoint names the server in its answer to the OPTIONS before the POST: the
     // first connection gathers from it (a STUN Binding request, magic cookie, arrives)
@@ -323,10 +262,11 @@ fn ice_servers_from_link_headers_are_used() {
         &buf[..n]
     );
     assert_eq!(&buf[..2], &[0, 1], "a Binding request");
-    wait_for(
+    wait_frames(
         "frames through the first connection",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 30,
+        &publisher,
+        &receiver,
+        30,
     );
     let p = publish_state(&publisher, "cam");
     assert_eq!(p["reconnects"], 0, "{p}");
@@ -377,17 +317,12 @@ fn aiortc_receives_a_published_stream() {
     };
     let port = next("port", &[])["port"].as_u64().unwrap();
     let src = source();
-    let publisher = Serve::start(
+    let publisher = publisher(
         &dir,
         "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam=http://127.0.0.1:{port}/whip/cam"),
-        ],
+        &src,
+        &format!("http://127.0.0.1:{port}/whip/cam"),
+        &[],
     );
     let decoded = next("decoded", &[&publisher]);
     println!("aiortc: {decoded}");
@@ -414,13 +349,7 @@ fn a_lossy_leg_is_repaired_by_nack() {
     use std::sync::Arc;
     let dir = temp_dir("lossy");
     let src = source();
-    let receiver = Serve::start(
-        &dir,
-        "receiver",
-        0,
-        false,
-        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
-    );
+    let receiver = receiver(&dir, "receiver", 0, &dir, &[]);
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = dropped.clone();
     let endpoint = endpoint(receiver.addr, None, move |answer| {
@@ -447,18 +376,7 @@ fn a_lossy_leg_is_repaired_by_nack() {
             .front()
         })
     });
-    let publisher = Serve::start(
-        &dir,
-        "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam=http://{endpoint}/whip/cam"),
-        ],
-    );
+    let publisher = publisher(&dir, "publisher", &src, &whip(endpoint), &[]);
     let received = || {
         let v = receiver.get("/api/sinks");
         v["sinks"][0]["sessions"][0]["tracks"][0]["received"].clone()
@@ -480,9 +398,7 @@ fn a_lossy_leg_is_repaired_by_nack() {
         .find_map(|l| l.strip_prefix("smolrtc_nack_received_total "))
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(nacks.is_some_and(|n| n >= 1), "{m}");
-    let _ = publisher.stop();
-    let _ = receiver.stop();
-    check_recordings(&dir, 90);
+    stop_and_check(publisher, receiver, &dir, 90);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -495,13 +411,7 @@ fn retry_after_is_honoured() {
     const ASKED: u64 = 6;
     let dir = temp_dir("retry-after");
     let src = source();
-    let receiver = Serve::start(
-        &dir,
-        "receiver",
-        0,
-        false,
-        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
-    );
+    let receiver = receiver(&dir, "receiver", 0, &dir, &[]);
     let posts: Arc<Mutex<Vec<Instant>>> = Default::default();
     let seen = posts.clone();
     let hook: Hook = Box::new(move |_, head, _| {
@@ -520,23 +430,8 @@ fn retry_after_is_honoured() {
         ))
     });
     let endpoint = endpoint_with(receiver.addr, None, hook, |_| {});
-    let publisher = Serve::start(
-        &dir,
-        "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", src.display()),
-            "--publish",
-            &format!("cam=http://{endpoint}/whip/cam"),
-        ],
-    );
-    wait_for(
-        "30 frames after two refusals",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 30,
-    );
+    let publisher = publisher(&dir, "publisher", &src, &whip(endpoint), &[]);
+    wait_frames("30 frames after two refusals", &publisher, &receiver, 30);
     let p = posts.lock().unwrap().clone();
     assert!(p.len() >= 3, "{} POSTs", p.len());
     for (i, w) in p.windows(2).take(2).enumerate() {

@@ -50,51 +50,26 @@ impl Paths {
     }
 }
 
-/// A publisher of `source()` to `url`.
-fn publisher(dir: &std::path::Path, url: &str) -> Serve {
-    Serve::start(
-        dir,
-        "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", source().display()),
-            "--publish",
-            &format!("cam={url}"),
-        ],
-    )
-}
-
 #[test]
 fn a_dead_path_is_restarted_by_patch_and_media_flows_again() {
     let dir = temp_dir("ice-restart");
-    let receiver = Serve::start(
-        &dir,
-        "receiver",
-        0,
-        false,
-        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
-    );
+    let receiver = receiver(&dir, "receiver", 0, &dir, &[]);
     let paths = Paths::default();
     let routed = paths.clone();
     let endpoint = endpoint(receiver.addr, None, move |answer| routed.route(answer));
-    let publisher = publisher(&dir, &format!("http://{endpoint}/whip/cam"));
-    wait_for(
-        "60 frames at the receiver",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 60,
-    );
+    let publisher = publisher(&dir, "publisher", &source(), &whip(endpoint), &[]);
+    wait_frames("60 frames at the receiver", &publisher, &receiver, 60);
     assert_eq!(paths.count(), 1);
     paths.cut(0);
     wait_for("the ICE restart", &[&publisher, &receiver], || {
         publisher.log().contains("restarting ICE (PATCH)")
     });
     let before = sink_frames(&receiver, "cam");
-    wait_for(
+    wait_frames(
         "60 more frames after the restart",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= before + 60,
+        &publisher,
+        &receiver,
+        before + 60,
     );
     // The receiver restarted ICE on the PATCH and answered with its new credentials...
     let log = receiver.log();
@@ -121,13 +96,7 @@ fn a_dead_path_is_restarted_by_patch_and_media_flows_again() {
 #[test]
 fn a_refused_restart_falls_back_to_a_new_post() {
     let dir = temp_dir("ice-restart-refused");
-    let receiver = Serve::start(
-        &dir,
-        "receiver",
-        0,
-        false,
-        &["--sink", &format!("cam=file:{}/cam.h264", dir.display())],
-    );
+    let receiver = receiver(&dir, "receiver", 0, &dir, &[]);
     let paths = Paths::default();
     let routed = paths.clone();
     let to = receiver.addr;
@@ -158,21 +127,18 @@ fn a_refused_restart_falls_back_to_a_new_post() {
         ))
     });
     let endpoint = endpoint_with(receiver.addr, None, hook, |_| {});
-    let publisher = publisher(&dir, &format!("http://{endpoint}/whip/cam"));
-    wait_for(
-        "60 frames at the receiver",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= 60,
-    );
+    let publisher = publisher(&dir, "publisher", &source(), &whip(endpoint), &[]);
+    wait_frames("60 frames at the receiver", &publisher, &receiver, 60);
     paths.cut(0);
     wait_for("a second POST", &[&publisher, &receiver], || {
         paths.count() >= 2
     });
     let before = sink_frames(&receiver, "cam");
-    wait_for(
+    wait_frames(
         "60 more frames on the new connection",
-        &[&publisher, &receiver],
-        || sink_frames(&receiver, "cam") >= before + 60,
+        &publisher,
+        &receiver,
+        before + 60,
     );
     let log = publisher.log();
     let line = log

@@ -42,18 +42,7 @@ fn a_published_stream_is_watched_over_whep_at_the_second_serve() {
             &format!("relay=rtp://127.0.0.1:{port}?codec=h264"),
         ],
     );
-    let publisher = Serve::start(
-        &dir,
-        "publisher",
-        0,
-        false,
-        &[
-            "--video",
-            &format!("cam=file:{}", source().display()),
-            "--publish",
-            &format!("cam=http://{}/whip/cam", receiver.addr),
-        ],
-    );
+    let publisher = publisher(&dir, "publisher", &source(), &whip(receiver.addr), &[]);
     let out = dir.join("watched.h264");
     let frames = common::run(async {
         let mut viewer = common::Peer::new("whep-viewer");

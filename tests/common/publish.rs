@@ -94,6 +94,44 @@ impl Drop for Serve {
     }
 }
 
+/// A receiver: `serve` on `port` (0: a free one) whose file sink `cam` writes H.264 into
+/// `rec`, with `extra` arguments.
+pub fn receiver(dir: &Path, tag: &str, port: u16, rec: &Path, extra: &[&str]) -> Serve {
+    let sink = format!("cam=file:{}/cam.h264", rec.display());
+    let mut args = vec!["--sink", sink.as_str()];
+    args.extend_from_slice(extra);
+    Serve::start(dir, tag, port, false, &args)
+}
+
+/// A publisher: `serve` with the stream `cam` from the file `src` published to `url`, with
+/// `extra` arguments.
+pub fn publisher(dir: &Path, tag: &str, src: &Path, url: &str, extra: &[&str]) -> Serve {
+    let video = format!("cam=file:{}", src.display());
+    let publish = format!("cam={url}");
+    let mut args = vec!["--video", video.as_str(), "--publish", publish.as_str()];
+    args.extend_from_slice(extra);
+    Serve::start(dir, tag, 0, false, &args)
+}
+
+/// The WHIP URL of stream `cam` at `addr`.
+pub fn whip(addr: SocketAddr) -> String {
+    format!("http://{addr}/whip/cam")
+}
+
+/// Waits until `receiver`'s sink `cam` wrote `frames` frames (`what`: the frames awaited).
+pub fn wait_frames(what: &str, publisher: &Serve, receiver: &Serve, frames: u64) {
+    wait_for(what, &[publisher, receiver], || {
+        sink_frames(receiver, "cam") >= frames
+    });
+}
+
+/// Stops both cleanly, then checks the recordings in `rec` (at least `frames` frames).
+pub fn stop_and_check(publisher: Serve, receiver: Serve, rec: &Path, frames: u64) {
+    let _ = publisher.stop();
+    let _ = receiver.stop();
+    check_recordings(rec, frames);
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
