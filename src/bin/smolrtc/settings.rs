@@ -312,14 +312,15 @@ pub struct ServeSettings {
     pub state_dir: Option<PathBuf>,
 }
 
-/// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"`.
+/// A `[streams.NAME]` table: `video = "SOURCE"`, `audio = "SOURCE"` (and `[sinks.NAME]`'s,
+/// with a DEST each: [`SinkKinds`]).
 #[cfg(feature = "media")]
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSources {
-    /// The video SOURCE.
+    /// The video SOURCE (or DEST).
     pub video: Option<String>,
-    /// The audio SOURCE.
+    /// The audio SOURCE (or DEST).
     pub audio: Option<String>,
 }
 
@@ -346,16 +347,9 @@ pub struct PublishTable {
     pub token_file: Option<PathBuf>,
 }
 
-/// The table form of [`SinkDests`].
+/// The table form of [`SinkDests`]: a stream's two keys, each a DEST.
 #[cfg(feature = "media")]
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SinkKinds {
-    /// The video DEST.
-    pub video: Option<String>,
-    /// The audio DEST.
-    pub audio: Option<String>,
-}
+pub type SinkKinds = StreamSources;
 
 impl ServeSettings {
     /// Settings from the command line (`matches` tells which values were typed) and, with
@@ -1002,6 +996,24 @@ fn serve_from(args: &[&str]) -> Result<ServeSettings, String> {
 mod tests {
     use super::*;
 
+    /// The error `serve` with `args` stops at: the flags parse, the settings do not.
+    fn config_err(args: &[&str]) -> String {
+        match serve_from(args).unwrap().into_config() {
+            Ok(_) => panic!("{args:?} taken"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A new temporary directory `smolrtc-TAG-PID` and the path of its `serve.toml`,
+    /// holding `toml`.
+    fn config_file(tag: &str, toml: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("smolrtc-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(&path, toml).unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn full_file() {
         let f = ServeSettings::parse(
@@ -1195,14 +1207,10 @@ mod tests {
 
     #[test]
     fn typed_flags_win_over_the_file_and_the_file_over_defaults() {
-        let dir = std::env::temp_dir().join(format!("smolrtc-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("serve.toml");
-        std::fs::write(
-            &path,
+        let (dir, path) = config_file(
+            "settings",
             "max-sessions = 7\nmax-body = 1000\nice-servers = [\"stun:192.0.2.1\"]\nloopback = true\n",
-        )
-        .unwrap();
+        );
         let p = path.to_str().unwrap();
         let s = serve_from(&["--config", p, "--max-body", "2000"]).unwrap();
         assert_eq!(s.max_sessions, 7, "from the file");
@@ -1233,14 +1241,10 @@ mod tests {
     #[cfg(feature = "media")]
     #[test]
     fn streams_from_flags_and_file() {
-        let dir = std::env::temp_dir().join(format!("smolrtc-streams-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("serve.toml");
-        std::fs::write(
-            &path,
+        let (dir, path) = config_file(
+            "streams",
             "[streams.door]\nvideo = \"file:/door.ivf\"\naudio = \"rtp://127.0.0.1:5006?codec=opus\"\n",
-        )
-        .unwrap();
+        );
         let s = serve_from(&[
             "--config",
             path.to_str().unwrap(),
@@ -1259,28 +1263,20 @@ mod tests {
             .all(|s| s.video.is_some() && s.audio.is_some()));
         let _ = std::fs::remove_dir_all(&dir);
 
-        let err = |args: &[&str]| {
-            serve_from(args)
-                .unwrap()
-                .into_config()
-                .err()
-                .unwrap()
-                .to_string()
-        };
-        let e = err(&["--video", "cam"]);
+        let e = config_err(&["--video", "cam"]);
         assert!(e.contains("expected NAME=SOURCE"), "{e}");
-        let e = err(&["--video", "cam=ftp://x"]);
+        let e = config_err(&["--video", "cam=ftp://x"]);
         assert!(
             e.contains("stream cam") && e.contains("unknown source"),
             "{e}"
         );
-        let e = err(&["--video", "cam=file:a.ivf", "--video", "cam=file:b.ivf"]);
+        let e = config_err(&["--video", "cam=file:a.ivf", "--video", "cam=file:b.ivf"]);
         assert!(e.contains("two video sources"), "{e}");
-        let e = err(&["--audio", "cam=file:a.ivf"]);
+        let e = config_err(&["--audio", "cam=file:a.ivf"]);
         assert!(e.contains("use --video"), "{e}");
-        let e = err(&["--video", "c/a=file:a.ivf"]);
+        let e = config_err(&["--video", "c/a=file:a.ivf"]);
         assert!(e.contains("stream name"), "{e}");
-        let e = err(&["--video", "cam=rtp://127.0.0.1:5004"]);
+        let e = config_err(&["--video", "cam=rtp://127.0.0.1:5004"]);
         assert!(e.contains("codec"), "{e}");
         let e = ServeSettings::parse("[streams.cam]\nvidoe = \"file:a.ivf\"").unwrap_err();
         assert!(e.contains("vidoe"), "{e}");
@@ -1291,9 +1287,7 @@ mod tests {
     #[cfg(feature = "media")]
     #[test]
     fn sinks_from_flags_and_file() {
-        let dir = std::env::temp_dir().join(format!("smolrtc-sinks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("serve.toml");
+        let (dir, path) = config_file("sinks", "");
         let rec = dir.join("door");
         std::fs::write(
             &path,
@@ -1318,17 +1312,9 @@ mod tests {
         assert!(c.sinks[2].audio.is_some() && c.sinks[2].video.is_some());
         let _ = std::fs::remove_dir_all(&dir);
 
-        let err = |args: &[&str]| {
-            serve_from(args)
-                .unwrap()
-                .into_config()
-                .err()
-                .unwrap()
-                .to_string()
-        };
-        let e = err(&["--sink", "cam"]);
+        let e = config_err(&["--sink", "cam"]);
         assert!(e.contains("expected NAME=DEST"), "{e}");
-        let e = err(&["--sink", "cam=ftp://x"]);
+        let e = config_err(&["--sink", "cam=ftp://x"]);
         assert!(e.contains("sink cam") && e.contains("unknown sink"), "{e}");
         let e = ServeSettings::parse("[sinks.cam]\nvideo = \"file:a.ogg\"").unwrap_err();
         assert!(e.contains("Opus is not video"), "{e}");
@@ -1341,9 +1327,7 @@ mod tests {
     #[cfg(feature = "media")]
     #[test]
     fn publish_from_flags_and_file() {
-        let dir = std::env::temp_dir().join(format!("smolrtc-publish-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("serve.toml");
+        let (dir, path) = config_file("publish", "");
         let (own, shared) = (dir.join("own.token"), dir.join("shared.token"));
         std::fs::write(&own, "door-token\n").unwrap();
         std::fs::write(&shared, "cam-token\n").unwrap();
@@ -1383,24 +1367,14 @@ mod tests {
             .all(|p| p.ca.as_deref() == Some(Path::new("/ca.pem"))));
         let _ = std::fs::remove_dir_all(&dir);
 
-        let e = serve_from(&["--publish", "cam"])
-            .unwrap()
-            .into_config()
-            .err()
-            .unwrap()
-            .to_string();
+        let e = config_err(&["--publish", "cam"]);
         assert!(e.contains("expected NAME=URL"), "{e}");
-        let e = serve_from(&[
+        let e = config_err(&[
             "--publish",
             "cam=http://x/",
             "--publish-token-file",
             "/nonexistent",
-        ])
-        .unwrap()
-        .into_config()
-        .err()
-        .unwrap()
-        .to_string();
+        ]);
         assert!(e.contains("--publish-token-file /nonexistent"), "{e}");
         let e = ServeSettings::parse("[publish.cam]\nurl = \"ftp://x\"").unwrap_err();
         assert!(e.contains("expected http"), "{e}");
