@@ -6,37 +6,17 @@
 
 mod common;
 
-use common::netns::{in_ns, Topology};
 use common::*;
 use smolrtc::ice::GatheringState;
-use smolrtc::{ChannelInit, Config, Event, IceServer, Runtime};
-use std::time::Duration;
-
-fn peer_in(ns: &str, name: &str, edit: impl FnOnce(&mut Config)) -> (Runtime, Peer) {
-    let rt = in_ns(ns, || Runtime::new().expect("runtime"));
-    let mut config = Config {
-        name: name.into(),
-        ..Config::default()
-    };
-    config.ice.gather_timeout = Duration::from_secs(3);
-    edit(&mut config);
-    let peer = Peer::with_runtime(&rt, config);
-    (rt, peer)
-}
+use smolrtc::{ChannelInit, Event};
 
 #[test]
 fn a_turn_server_added_later_connects_a_relay_only_peer() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let turn = IceServer::parse(&format!(
-        "turn:{}:{}@{}?transport=udp",
-        coturn.user(),
-        coturn.password(),
-        coturn.udp_addr()
-    ))
-    .unwrap();
-    let stun = IceServer::parse(&format!("stun:{}", coturn.udp_addr())).unwrap();
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let turn = coturn.turn("udp");
+    let stun = coturn.stun();
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
         c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
     });

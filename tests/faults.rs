@@ -566,11 +566,7 @@ async fn client(addr: SocketAddr, name: &str) -> (Peer, DataChannel) {
     let answer = p.offer_to_service(addr).await;
     p.pc.set_remote_description(answer).await.unwrap();
     opened(&mut p, "echo").await;
-    echo.send(format!("hello from {name}")).await.unwrap();
-    assert_eq!(
-        message(&mut p, "echo").await,
-        smolrtc::Message::Text(format!("hello from {name}"))
-    );
+    send_expect(&echo, &mut p, format!("hello from {name}")).await;
     (p, echo)
 }
 
@@ -622,11 +618,7 @@ fn restarted_service_takes_new_sessions_at_once_and_old_clients_fail() {
         let bound = DISCONNECTED + FAILED + KEEPALIVE * 2 + Duration::from_secs(1);
         assert_failed_and_freed("old client", &mut old, &[old_echo], old_addr, killed, bound).await;
         // The new one is unaffected.
-        new_echo.send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut new, "echo").await,
-            smolrtc::Message::Text("still here".into())
-        );
+        send_expect(&new_echo, &mut new, "still here").await;
         new.pc.close().await;
         drop(second);
     });

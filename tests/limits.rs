@@ -7,7 +7,8 @@
 mod common;
 
 use common::http::{
-    connect_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from, Reply,
+    connect_from, get_from, parse, request_from, ws_read_text, ws_text_frame, ws_upgrade_from,
+    Reply,
 };
 use common::*;
 use smolrtc::service::{ServiceConfig, ServiceHandle};
@@ -73,6 +74,19 @@ fn start(tweak: impl FnOnce(&mut ServiceConfig)) -> (Runtime, ServiceHandle) {
     common::service::start(tweak)
 }
 
+/// Retries `attempt` until it answers `status` (a place given back), for 5 s at most.
+fn until_freed(status: u16, mut attempt: impl FnMut() -> u16) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = attempt();
+        if got == status {
+            return;
+        }
+        assert!(Instant::now() < until, "place never freed: {got}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     connect_from(addr, None)
 }
@@ -90,7 +104,7 @@ fn request(
 }
 
 fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Reply {
-    request(addr, "GET", path, headers, None, b"")
+    get_from(addr, None, path, headers)
 }
 
 /// Reads until the server closes; `Ok(bytes)` on EOF or reset, `Err` if it is still open
@@ -333,15 +347,7 @@ fn websockets_over_max_websockets_get_503() {
     assert!(error_of(&r).contains("max_websockets = 1"), "{}", r.text());
     logged(&["GET /ws", "503", "max_websockets"]);
     drop(first);
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_s, r) = ws_upgrade(h.addr, "/ws", &[]);
-        if r.status == 101 {
-            break;
-        }
-        assert!(Instant::now() < until, "place never freed: {}", r.status);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_freed(101, || ws_upgrade(h.addr, "/ws", &[]).1.status);
 }
 
 /// max_sessions refuses further sessions on every path (`503` JSON, or an error message on
@@ -368,11 +374,7 @@ fn sessions_over_max_sessions_are_refused_and_unconnected_ones_expire() {
         assert!(text.contains("max_sessions"), "{text}");
         // The connected session outlives connect_timeout and still echoes.
         std::thread::sleep(Duration::from_millis(2200));
-        chans[0].send("still here").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("still here".into())
-        );
+        send_expect(&chans[0], &mut p, "still here").await;
         p.pc.close().await;
     });
     wait_sessions(&h, &[], 0, Duration::from_secs(5));
@@ -677,11 +679,7 @@ fn oversized_and_malformed_requests_get_clear_errors() {
         assert!(read_until_closed(&mut ws).is_ok(), "WebSocket closed");
         logged(&["ws:", "too long"]);
 
-        chans[0].send("unharmed").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("unharmed".into())
-        );
+        send_expect(&chans[0], &mut p, "unharmed").await;
         p.pc.close().await;
     });
     assert!(
@@ -773,11 +771,7 @@ fn bearer_token_guards_the_api() {
     block_on(async {
         let (mut p, chans) = http_client(&h, &["echo"], &[auth]).await;
         opened(&mut p, "echo").await;
-        chans[0].send("authorized").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("authorized".into())
-        );
+        send_expect(&chans[0], &mut p, "authorized").await;
         p.pc.close().await;
     });
     for (path, headers) in [
@@ -931,15 +925,7 @@ fn connections_per_address_are_capped() {
     let mut first = connect_from(h.addr, Some(ADDRESS_1));
     let _second = connect_from(h.addr, Some(ADDRESS_1));
     // Two connections without a request yet: a third from there is refused...
-    let r = request_from(
-        h.addr,
-        Some(ADDRESS_1),
-        "GET",
-        "/api/sessions",
-        &[],
-        None,
-        b"",
-    );
+    let r = get_from(h.addr, Some(ADDRESS_1), "/api/sessions", &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(
         error_of(&r).contains("max_slow_connections_per_address = 2"),
@@ -949,15 +935,7 @@ fn connections_per_address_are_capped() {
     assert_eq!(r.header("retry-after"), Some("1"));
     logged(&["127.0.0.1", "429", "max_slow_connections_per_address (2)"]);
     // ...not one from another address.
-    let r = request_from(
-        h.addr,
-        Some(ADDRESS_2),
-        "GET",
-        "/api/sessions",
-        &[],
-        None,
-        b"",
-    );
+    let r = get_from(h.addr, Some(ADDRESS_2), "/api/sessions", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     // Once the first has sent a request it is no longer slow: room for one more, and then
     // max_connections_per_address (3) is reached.
@@ -965,15 +943,7 @@ fn connections_per_address_are_capped() {
     assert_eq!(reply_on(&mut first, &get).status, 200);
     let mut third = connect_from(h.addr, Some(ADDRESS_1));
     assert_eq!(reply_on(&mut third, &get).status, 200);
-    let r = request_from(
-        h.addr,
-        Some(ADDRESS_1),
-        "GET",
-        "/api/sessions",
-        &[],
-        None,
-        b"",
-    );
+    let r = get_from(h.addr, Some(ADDRESS_1), "/api/sessions", &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(
         error_of(&r).contains("max_connections_per_address = 3"),
@@ -982,23 +952,9 @@ fn connections_per_address_are_capped() {
     );
     logged(&["127.0.0.1", "429", "max_connections_per_address (3)"]);
     drop(third);
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = request_from(
-            h.addr,
-            Some(ADDRESS_1),
-            "GET",
-            "/api/sessions",
-            &[],
-            None,
-            b"",
-        );
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < until, "place never freed: {}", r.status);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_freed(200, || {
+        get_from(h.addr, Some(ADDRESS_1), "/api/sessions", &[]).status
+    });
 }
 
 /// The slowloris: 400 half-open connections (headers never finished) from one
@@ -1020,11 +976,7 @@ fn slowloris_from_one_address_leaves_the_service_to_others() {
     block_on(async {
         let (mut p, chans) = http_client_from(&h, Some(ADDRESS_2), &["echo"], &[]).await;
         opened(&mut p, "echo").await;
-        chans[0].send("through").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("through".into())
-        );
+        send_expect(&chans[0], &mut p, "through").await;
         p.pc.close().await;
     });
     logged(&["127.0.0.1", "max_slow_connections_per_address (16)"]);
@@ -1069,8 +1021,7 @@ fn dead_offers_from_one_address_leave_sessions_to_others() {
     block_on(async {
         let (mut p, chans) = http_client_from(&h, Some(ADDRESS_2), &["echo"], &[]).await;
         opened(&mut p, "echo").await;
-        chans[0].send("mine").await.unwrap();
-        assert_eq!(message(&mut p, "echo").await, Message::Text("mine".into()));
+        send_expect(&chans[0], &mut p, "mine").await;
         p.pc.close().await;
     });
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), per);
@@ -1105,11 +1056,7 @@ fn idle_websockets_take_no_session() {
     block_on(async {
         let (mut p, chans) = http_client(&h, &["echo"], &[]).await;
         opened(&mut p, "echo").await;
-        chans[0].send("not blocked").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("not blocked".into())
-        );
+        send_expect(&chans[0], &mut p, "not blocked").await;
         // role=offer: a session at connect, counted for its address (which holds one).
         let (mut ws, r) = ws_upgrade_from(h.addr, Some(ADDRESS_2), "/ws?role=offer", &[]);
         assert_eq!(r.status, 101);

@@ -12,7 +12,7 @@ mod common;
 
 use common::forward::{route_candidate, Forwarder};
 use common::*;
-use smolrtc::{ChannelInit, Message};
+use smolrtc::ChannelInit;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,8 +132,7 @@ async fn tapped_pair_editing(
 
 /// The channel still carries a message from `a` to `b`.
 async fn still_works(ch: &smolrtc::DataChannel, b: &mut Peer, text: &str) {
-    ch.send(text).await.unwrap();
-    assert_eq!(message(b, "sec").await, Message::Text(text.into()));
+    send_expect(ch, b, text).await;
 }
 
 /// RFC 6347 §4.2.8 leaves renegotiation to the application; WebRTC has none. A ClientHello
@@ -221,29 +220,41 @@ impl Setter for Raw {
 /// to come from the peer `remote_ufrag`.
 fn binding_request(ufrag: &str, remote_ufrag: &str, pwd: &str) -> Vec<u8> {
     let crypto = rtc_crypto::providers::RingCrypto;
-    let mut m = StunMessage::new();
-    m.build(&[
+    let m = binding_with(
+        format!("{ufrag}:{remote_ufrag}"),
+        vec![
+            Box::new(Raw(AttrType(0x8029), 7u64.to_be_bytes().to_vec())),
+            Box::new(
+                rtc_stun::integrity::MessageIntegrity::new_short_term_integrity_with_provider(
+                    pwd.to_owned(),
+                    &crypto,
+                ),
+            ),
+            Box::new(rtc_stun::fingerprint::FINGERPRINT),
+        ],
+    );
+    m.raw.clone()
+}
+
+/// A Binding request with USERNAME `username` and a PRIORITY, then `rest` (a role,
+/// MESSAGE-INTEGRITY, FINGERPRINT: what the caller forges).
+fn binding_with<'a>(username: String, rest: Vec<Box<dyn Setter + 'a>>) -> StunMessage {
+    let mut attrs: Vec<Box<dyn Setter + 'a>> = vec![
         Box::new(BINDING_REQUEST),
         Box::new(TransactionId::new()),
         Box::new(rtc_stun::textattrs::TextAttribute::new(
             ATTR_USERNAME,
-            format!("{ufrag}:{remote_ufrag}"),
+            username,
         )),
         Box::new(Raw(
             AttrType(0x0024),
             0x6e00_1eff_u32.to_be_bytes().to_vec(),
         )),
-        Box::new(Raw(AttrType(0x8029), 7u64.to_be_bytes().to_vec())),
-        Box::new(
-            rtc_stun::integrity::MessageIntegrity::new_short_term_integrity_with_provider(
-                pwd.to_owned(),
-                &crypto,
-            ),
-        ),
-        Box::new(rtc_stun::fingerprint::FINGERPRINT),
-    ])
-    .unwrap();
-    m.raw.clone()
+    ];
+    attrs.extend(rest);
+    let mut m = StunMessage::new();
+    m.build(&attrs).unwrap();
+    m
 }
 
 fn sdp_attr(sdp: &str, name: &str) -> String {
@@ -342,24 +353,13 @@ fn unauthenticated_binding_request_does_not_flip_the_ice_role() {
         let (a, mut b, tap, ch) = tapped_pair().await;
         let local = a.pc.local_description().await.unwrap().sdp;
         let ufrag = sdp_attr(&local, "ice-ufrag");
-        let mut m = StunMessage::new();
-        m.build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(rtc_stun::textattrs::TextAttribute::new(
-                ATTR_USERNAME,
-                format!("{ufrag}:intruder"),
-            )),
-            Box::new(Raw(
-                AttrType(0x0024),
-                0x6e00_1eff_u32.to_be_bytes().to_vec(),
-            )),
-            Box::new(Raw(
+        let m = binding_with(
+            format!("{ufrag}:intruder"),
+            vec![Box::new(Raw(
                 AttrType(ICE_CONTROLLING),
                 u64::MAX.to_be_bytes().to_vec(),
-            )),
-        ])
-        .unwrap();
+            ))],
+        );
         // From B's address as A knows it (the tap's front socket): a known remote, so a
         // conflict would be answered with a 487 there.
         let since = Instant::now();
@@ -479,8 +479,7 @@ async fn echo_client(
 
 /// `ch` (labelled `echo`) sends `text` and `p` gets it back.
 async fn echoes(p: &mut Peer, ch: &smolrtc::DataChannel, text: &str) {
-    ch.send(text).await.unwrap();
-    assert_eq!(message(p, "echo").await, Message::Text(text.into()));
+    send_expect(ch, p, text).await;
 }
 
 /// The single-port attack of issue 13: while thousands of binding requests naming a

@@ -46,6 +46,15 @@ fn wait_freed(h: &ServiceHandle) {
     }
 }
 
+/// `init_log`, a service with `max_sessions`, `test` run against it, then every session
+/// freed.
+fn serve(max_sessions: usize, test: impl AsyncFnOnce(&ServiceHandle)) {
+    init_log();
+    let (_rt, h) = start(max_sessions);
+    block_on(test(&h));
+    wait_freed(&h);
+}
+
 /// A client with rawrtc's cat-noises and the channels named in `labels`, offering through
 /// `POST /api/offer` (complete SDP both ways).
 async fn http_client(h: &ServiceHandle, labels: &[&str]) -> (Peer, Vec<DataChannel>) {
@@ -93,10 +102,8 @@ async fn receive_chargen(p: &mut Peer) -> u64 {
 
 #[test]
 fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
-    init_log();
-    let (_rt, h) = start(8);
-    block_on(async {
-        let (mut p, chans) = http_client(&h, &["echo", "discard", "chargen", "mystery"]).await;
+    serve(8, async |h| {
+        let (mut p, chans) = http_client(h, &["echo", "discard", "chargen", "mystery"]).await;
         let (echo, discard, chargen, mystery) = (&chans[0], &chans[1], &chans[2], &chans[3]);
         opened(&mut p, "echo").await;
         // rawrtc's flow: cat-noises (id 0) brings 8192 bytes; the service opens lion-noises.
@@ -144,20 +151,17 @@ fn http_offer_runs_the_builtin_handlers_and_frees_the_session() {
         };
         assert!(err.starts_with("error:"), "{err}");
 
-        let list = sessions(&h);
+        let list = sessions(h);
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["state"], "connected");
         assert_eq!(list[0]["via"], "http");
         p.pc.close().await;
     });
-    wait_freed(&h);
 }
 
 #[test]
 fn whip_answers_takes_trickled_candidates_and_deletes() {
-    init_log();
-    let (_rt, h) = start(8);
-    block_on(async {
+    serve(8, async |h| {
         let mut p = Peer::new("whip-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
         let (offer, r) = p.whip_to_service(h.addr, |_| {}).await;
@@ -186,7 +190,7 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
         assert_eq!(r.status, 204, "{}", r.text());
         opened(&mut p, "echo").await;
         send_expect(&echo, &mut p, "via whip").await;
-        assert_eq!(sessions(&h)[0]["via"], "whip");
+        assert_eq!(sessions(h)[0]["via"], "whip");
         // DELETE ends the session; the client hears the close.
         let r = request(h.addr, "DELETE", &location, None, b"");
         assert_eq!(r.status, 200, "{}", r.text());
@@ -203,16 +207,13 @@ fn whip_answers_takes_trickled_candidates_and_deletes() {
         );
         assert_eq!(r.status, 404);
     });
-    wait_freed(&h);
 }
 
 #[test]
 fn websocket_signaling_with_the_service_offering() {
     use async_tungstenite::tungstenite::Message as Ws;
     use futures_lite::StreamExt;
-    init_log();
-    let (_rt, h) = start(8);
-    block_on(async {
+    serve(8, async |h| {
         let tcp = async_io::Async::<std::net::TcpStream>::connect(h.addr)
             .await
             .unwrap();
@@ -277,22 +278,19 @@ fn websocket_signaling_with_the_service_offering() {
         assert_eq!(message(&mut p, "cat-noises").await.len(), 8192);
         assert_eq!(message(&mut p, "bear-noises").await.len(), 16384);
         cat.send("meow").await.unwrap();
-        assert_eq!(sessions(&h)[0]["via"], "ws");
+        assert_eq!(sessions(h)[0]["via"], "ws");
         let _ = ws.close(None).await;
         // Closing the WebSocket after connecting leaves the session up.
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(sessions(&h).len(), 1);
+        assert_eq!(sessions(h).len(), 1);
         p.pc.close().await;
     });
-    wait_freed(&h);
 }
 
 #[test]
 fn bad_requests_get_clear_errors_and_leave_sessions_alone() {
-    init_log();
-    let (_rt, h) = start(1);
-    block_on(async {
-        let (mut p, chans) = http_client(&h, &["echo"]).await;
+    serve(1, async |h| {
+        let (mut p, chans) = http_client(h, &["echo"]).await;
         opened(&mut p, "echo").await;
         let post =
             |path: &str, ct: Option<&str>, body: &[u8]| request(h.addr, "POST", path, ct, body);
@@ -335,28 +333,21 @@ fn bad_requests_get_clear_errors_and_leave_sessions_alone() {
         assert_eq!(r.status, 503, "{}", r.text());
         assert!(r.json()["error"].as_str().unwrap().contains("max_sessions"));
         // ...and the one session still works.
-        chans[0].send("still fine").await.unwrap();
-        assert_eq!(
-            message(&mut p, "echo").await,
-            Message::Text("still fine".into())
-        );
-        assert_eq!(sessions(&h).len(), 1);
+        send_expect(&chans[0], &mut p, "still fine").await;
+        assert_eq!(sessions(h).len(), 1);
         // The page's index is served.
         let r = request(h.addr, "GET", "/", None, b"");
         assert_eq!(r.status, 200);
         assert!(r.header("content-type").unwrap().starts_with("text/html"));
         p.pc.close().await;
     });
-    wait_freed(&h);
 }
 
 /// A browser that hides its addresses (mDNS names the service cannot use) is reached as a
 /// peer-reflexive candidate, learned from its own connectivity checks.
 #[test]
 fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
-    init_log();
-    let (_rt, h) = start(8);
-    block_on(async {
+    serve(8, async |h| {
         let mut p = Peer::new("hidden-client");
         let echo = p.channel("echo", ChannelInit::default()).await;
         // An mDNS-style candidate the service cannot resolve, and nothing else.
@@ -368,7 +359,6 @@ fn client_whose_candidates_never_arrive_is_reached_as_peer_reflexive() {
         send_expect(&echo, &mut p, "found you").await;
         p.pc.close().await;
     });
-    wait_freed(&h);
 }
 
 /// A peer that vanishes without a word (process killed) is noticed through ICE consent
@@ -549,10 +539,8 @@ fn single_port_serves_many_clients() {
 /// after it (it used to be read and dropped while chargen waited for its low-water event).
 #[test]
 fn chargen_keeps_requests_sent_during_a_paced_transfer() {
-    init_log();
-    let (_rt, h) = start(8);
-    block_on(async {
-        let (mut p, chans) = http_client(&h, &["chargen"]).await;
+    serve(8, async |h| {
+        let (mut p, chans) = http_client(h, &["chargen"]).await;
         let chargen = &chans[0];
         opened(&mut p, "chargen").await;
         let first = 2 * smolrtc::service::apps::CHARGEN_HIGH_WATER as u64;
@@ -563,5 +551,4 @@ fn chargen_keeps_requests_sent_during_a_paced_transfer() {
         }
         p.pc.close().await;
     });
-    wait_freed(&h);
 }

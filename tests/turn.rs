@@ -6,45 +6,25 @@
 
 mod common;
 
-use common::netns::{in_ns, Coturn, Topology};
+use common::netns::{in_ns, Topology};
 use common::*;
-use smolrtc::{ChannelInit, Config, ConnectionState, Event, IceServer, Message, Runtime};
+use smolrtc::{ChannelInit, ConnectionState, Event, IceServer, Message, Runtime};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-
-/// A peer whose smolrtc thread (and so its sockets) lives in namespace `ns`.
-fn peer_in(ns: &str, name: &str, edit: impl FnOnce(&mut Config)) -> (Runtime, Peer) {
-    let rt = in_ns(ns, || Runtime::new().expect("runtime"));
-    let mut config = Config {
-        name: name.into(),
-        ..Config::default()
-    };
-    config.ice.gather_timeout = Duration::from_secs(3);
-    edit(&mut config);
-    let peer = Peer::with_runtime(&rt, config);
-    (rt, peer)
-}
 
 fn server(url: &str) -> IceServer {
     IceServer::parse(url).unwrap()
 }
 
-fn turn_udp(c: &Coturn) -> IceServer {
-    server(&format!(
-        "turn:{}:{}@{}?transport=udp",
-        c.user(),
-        c.password(),
-        c.udp_addr()
-    ))
-}
-
-fn turn_tcp(c: &Coturn) -> IceServer {
-    server(&format!(
-        "turn:{}:{}@{}?transport=tcp",
-        c.user(),
-        c.password(),
-        c.tcp_addr()
-    ))
+/// B answers A's complete offer; A applies the complete answer, returned.
+async fn answer(a: &mut Peer, b: &mut Peer) -> smolrtc::Description {
+    let offer = a.pc.local_description().await.unwrap();
+    b.pc.set_remote_description(offer).await.unwrap();
+    let answer = b.pc.create_answer().await.unwrap();
+    b.pc.set_local_description(answer).await.unwrap();
+    let answer = b.complete_description().await;
+    a.pc.set_remote_description(answer.clone()).await.unwrap();
+    answer
 }
 
 /// Every local candidate until end-of-candidates, and how long gathering took.
@@ -125,10 +105,10 @@ async fn transfer(ch: &smolrtc::DataChannel, rx: &mut Peer, label: &str, total: 
 /// cone NATs are traversed (host candidates cannot reach each other).
 #[test]
 fn srflx_candidates_are_the_nats_and_two_nats_are_traversed() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let stun = server(&format!("stun:{}", coturn.udp_addr()));
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let stun = coturn.stun();
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| c.ice.servers = vec![stun.clone()]);
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![stun.clone()]);
     block_on(async {
@@ -139,11 +119,7 @@ fn srflx_candidates_are_the_nats_and_two_nats_are_traversed() {
         assert_eq!(srflx[0].0, topo.nat_a_public(), "{cands:?}");
         assert_eq!(of_type(&cands, "host")[0].0, topo.host_a_ip());
         assert!(took < Duration::from_secs(2), "gathering took {took:?}");
-        let offer = a.pc.local_description().await.unwrap();
-        b.pc.set_remote_description(offer).await.unwrap();
-        let answer = b.pc.create_answer().await.unwrap();
-        b.pc.set_local_description(answer).await.unwrap();
-        let answer = b.complete_description().await;
+        let answer = answer(&mut a, &mut b).await;
         let b_srflx: Vec<_> = answer
             .sdp
             .lines()
@@ -151,7 +127,6 @@ fn srflx_candidates_are_the_nats_and_two_nats_are_traversed() {
             .map(|l| parts(l.trim_start_matches("a=candidate:")).1)
             .collect();
         assert_eq!(b_srflx, vec![topo.nat_b_public()], "{}", answer.sdp);
-        a.pc.set_remote_description(answer).await.unwrap();
         let (local, remote) = selected(&mut a).await;
         // A reaches B at NAT B's public address; nothing went through coturn.
         assert_eq!(
@@ -172,15 +147,12 @@ fn srflx_candidates_are_the_nats_and_two_nats_are_traversed() {
 /// closing deallocates.
 #[test]
 fn relay_policy_goes_through_coturn() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let turn = turn_udp(&coturn);
-    let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
-        c.ice.servers = vec![turn.clone()];
-        c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
-    });
-    let stun = server(&format!("stun:{}", coturn.udp_addr()));
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let turn = coturn.turn("udp");
+    let (_ra, mut a) = peer_in(topo.host_a(), "A", relay_only(vec![turn.clone()]));
+    let stun = coturn.stun();
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![stun]);
     block_on(async {
         let ch = connect_with_channel(&mut a, &mut b, "relayed").await;
@@ -224,17 +196,17 @@ fn relay_policy_goes_through_coturn() {
 /// TURN over TCP carries the connection.
 #[test]
 fn turn_over_tcp_when_udp_is_blocked() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
     topo.block_udp_to_turn(topo.host_a());
-    let servers = vec![turn_udp(&coturn), turn_tcp(&coturn)];
+    let servers = vec![coturn.turn("udp"), coturn.turn("tcp")];
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
         c.ice.servers = servers.clone();
         c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
         c.ice.gather_timeout = Duration::from_secs(2);
     });
-    let turn = turn_udp(&coturn);
+    let turn = coturn.turn("udp");
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![turn]);
     block_on(async {
         let ch = a.channel("tcp", ChannelInit::default()).await;
@@ -245,12 +217,7 @@ fn turn_over_tcp_when_udp_is_blocked() {
             took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
             "gathering took {took:?}"
         );
-        let offer = a.pc.local_description().await.unwrap();
-        b.pc.set_remote_description(offer).await.unwrap();
-        let answer = b.pc.create_answer().await.unwrap();
-        b.pc.set_local_description(answer).await.unwrap();
-        let answer = b.complete_description().await;
-        a.pc.set_remote_description(answer).await.unwrap();
+        answer(&mut a, &mut b).await;
         let (local, _) = selected(&mut a).await;
         assert_eq!(parts(&local).0, "relay");
         opened(&mut a, "tcp").await;
@@ -263,9 +230,9 @@ fn turn_over_tcp_when_udp_is_blocked() {
 /// `turns:` (TLS to coturn's 5349), the certificate checked against the CA file given.
 #[test]
 fn turn_over_tls() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
     let turns = server(&format!(
         "turns:{}:{}@{}",
         coturn.user(),
@@ -283,10 +250,7 @@ fn turn_over_tls() {
         c.ice.tls_roots = roots.clone();
     });
     // Without trusting coturn's certificate there is no relay candidate.
-    let (_rc, mut c) = peer_in(topo.host_b(), "C", |c| {
-        c.ice.servers = vec![turns.clone()];
-        c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
-    });
+    let (_rc, mut c) = peer_in(topo.host_b(), "C", relay_only(vec![turns.clone()]));
     block_on(async {
         let (untrusted, _) = gathered(&mut c).await;
         assert!(untrusted.is_empty(), "{untrusted:?}");
@@ -303,14 +267,14 @@ fn turn_over_tls() {
 /// timeout, with what the others gave.
 #[test]
 fn unreachable_servers_do_not_stall_gathering() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
     let servers = vec![
         server("turn:u:p@192.0.2.99:3478?transport=udp"),
         server("turn:u:p@192.0.2.99:3478?transport=tcp"),
         server("stun:192.0.2.99"),
-        server(&format!("stun:{}", coturn.udp_addr())),
+        coturn.stun(),
     ];
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
         c.ice.servers = servers.clone();
@@ -331,9 +295,9 @@ fn unreachable_servers_do_not_stall_gathering() {
 /// Wrong TURN credentials: refused by coturn, logged, gathering completes at once.
 #[test]
 fn wrong_turn_credentials_fail_fast() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
     let bad = server(&format!(
         "turn:{}:wrong@{}",
         coturn.user(),
@@ -353,14 +317,11 @@ fn wrong_turn_credentials_fail_fast() {
 /// An ICE restart through relays: new credentials, new checks, the channel stays open.
 #[test]
 fn ice_restart_through_turn_keeps_the_channel() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let turn = turn_udp(&coturn);
-    let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
-        c.ice.servers = vec![turn.clone()];
-        c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
-    });
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let turn = coturn.turn("udp");
+    let (_ra, mut a) = peer_in(topo.host_a(), "A", relay_only(vec![turn.clone()]));
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![turn.clone()]);
     block_on(async {
         let ch = connect_with_channel(&mut a, &mut b, "restart").await;
@@ -394,10 +355,10 @@ fn ice_restart_through_turn_keeps_the_channel() {
 /// RFC 7675: A's site goes dark; B declares the connection failed inside 30 s.
 #[test]
 fn consent_loss_fails_the_connection_within_30_s() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let stun = server(&format!("stun:{}", coturn.udp_addr()));
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let stun = coturn.stun();
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| c.ice.servers = vec![stun.clone()]);
     let (_rb, mut b) = peer_in(topo.host_b(), "B", |c| c.ice.servers = vec![stun.clone()]);
     block_on(async {
@@ -481,11 +442,7 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
             let answer: smolrtc::Description = serde_json::from_slice(&reply.body).unwrap();
             p.pc.set_remote_description(answer).await.unwrap();
             opened(&mut p, "echo").await;
-            ch.send(format!("hello from {name}")).await.unwrap();
-            assert_eq!(
-                message(&mut p, "echo").await,
-                Message::Text(format!("hello from {name}"))
-            );
+            send_expect(&ch, &mut p, format!("hello from {name}")).await;
             let (_, remote) = selected(&mut p).await;
             clients.push((rt, p, ch, parts(&remote).2));
         });
@@ -505,8 +462,7 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
     }
     block_on(async {
         let (_, p, ch, _) = &mut clients[0];
-        ch.send("still here").await.unwrap();
-        assert_eq!(message(p, "echo").await, Message::Text("still here".into()));
+        send_expect(ch, p, "still here").await;
     });
     topo.restore(topo.nat_b());
     handle.shutdown();
@@ -517,10 +473,10 @@ fn service_frees_a_silent_session_and_serves_nat_clients_on_one_port() {
 /// through the refreshed allocation.
 #[test]
 fn allocation_is_refreshed_while_in_use() {
-    init_log();
-    let Some(topo) = Topology::new() else { return };
-    let coturn = topo.coturn();
-    let turn = turn_udp(&coturn);
+    let Some((topo, coturn)) = with_coturn() else {
+        return;
+    };
+    let turn = coturn.turn("udp");
     let (_ra, mut a) = peer_in(topo.host_a(), "A", |c| {
         c.ice.servers = vec![turn.clone()];
         c.ice.transport_policy = smolrtc::TransportPolicy::Relay;

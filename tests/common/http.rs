@@ -84,6 +84,11 @@ pub fn request_from(
     )
 }
 
+/// A GET from `from` with extra header lines (see [`request_from`]); the reply.
+pub fn get_from(addr: SocketAddr, from: Option<IpAddr>, path: &str, headers: &[&str]) -> Reply {
+    request_from(addr, from, "GET", path, headers, None, b"")
+}
+
 /// Writes the request on `s` (`Connection: close`) and reads the reply to its end.
 fn send_request(
     mut s: TcpStream,

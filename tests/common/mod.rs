@@ -754,6 +754,89 @@ pub async fn whip_offer(
     (track, p.complete_description().await.sdp)
 }
 
+/// A library viewer (`name`) of the video of stream `stream` at the service `addr`, through
+/// WHEP: its peer, its video track once the answer is applied, and when the POST was sent.
+pub async fn whep_viewer(
+    addr: std::net::SocketAddr,
+    stream: &str,
+    name: &str,
+) -> (Peer, smolrtc::media::TrackReceiver, std::time::Instant) {
+    let mut viewer = Peer::new(name);
+    viewer
+        .pc
+        .add_transceiver(
+            smolrtc::media::MediaKind::Video,
+            smolrtc::media::Direction::RecvOnly,
+        )
+        .await
+        .expect("transceiver");
+    // A channel too: without one, create_offer writes a rejected data section.
+    viewer.channel("c", ChannelInit::default()).await;
+    let offer = viewer.pc.create_offer().await.expect("offer");
+    viewer.pc.set_local_description(offer).await.expect("local");
+    let offer = viewer.complete_description().await;
+    let posted = std::time::Instant::now();
+    let r = http::request(
+        addr,
+        "POST",
+        &format!("/whep/{stream}"),
+        Some("application/sdp"),
+        offer.sdp.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = Description {
+        kind: smolrtc::SdpType::Answer,
+        sdp: r.text(),
+    };
+    viewer
+        .pc
+        .set_remote_description(answer)
+        .await
+        .expect("answer");
+    let track = viewer
+        .take("video track", |e| match e {
+            Event::Track(t) => Ok(t),
+            other => Err(other),
+        })
+        .await;
+    (viewer, track, posted)
+}
+
+/// A peer named `name` whose smolrtc thread (and so its sockets) lives in namespace `ns`:
+/// a 3 s gather timeout, then `edit`. Keep the runtime as long as the peer.
+pub fn peer_in(
+    ns: &str,
+    name: &str,
+    edit: impl FnOnce(&mut smolrtc::Config),
+) -> (smolrtc::Runtime, Peer) {
+    let rt = netns::in_ns(ns, || smolrtc::Runtime::new().expect("runtime"));
+    let mut config = smolrtc::Config {
+        name: name.into(),
+        ..smolrtc::Config::default()
+    };
+    config.ice.gather_timeout = Duration::from_secs(3);
+    edit(&mut config);
+    let peer = Peer::with_runtime(&rt, config);
+    (rt, peer)
+}
+
+/// A configuration edit for [`peer_in`]: only relay candidates, from `servers`.
+pub fn relay_only(servers: Vec<smolrtc::IceServer>) -> impl FnOnce(&mut smolrtc::Config) {
+    move |c| {
+        c.ice.servers = servers;
+        c.ice.transport_policy = smolrtc::TransportPolicy::Relay;
+    }
+}
+
+/// The usual start of a NAT test: logging, the [`netns::Topology`] and its coturn (`None`
+/// without root: the test returns).
+pub fn with_coturn() -> Option<(netns::Topology, netns::Coturn)> {
+    init_log();
+    let topo = netns::Topology::new()?;
+    let coturn = topo.coturn();
+    Some((topo, coturn))
+}
+
 /// Sets a WHIP endpoint's answer on `p` and waits until it is connected.
 pub async fn whip_answer(p: &mut Peer, answer: String) {
     let answer = smolrtc::Description {

@@ -675,6 +675,20 @@ impl Coturn {
     pub fn opts(&self) -> &CoturnOpts {
         &self.opts
     }
+    /// This server as STUN (`stun:ip:3478`).
+    pub fn stun(&self) -> smolrtc::IceServer {
+        smolrtc::IceServer::parse(&format!("stun:{}", self.udp_addr())).unwrap()
+    }
+    /// This server as TURN over `transport` (`udp` or `tcp`), with its user's credentials.
+    pub fn turn(&self, transport: &str) -> smolrtc::IceServer {
+        let url = format!(
+            "turn:{}:{}@{}?transport={transport}",
+            self.user(),
+            self.password(),
+            self.udp_addr()
+        );
+        smolrtc::IceServer::parse(&url).unwrap()
+    }
     /// The private directory (config, cert, key, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
