@@ -15,9 +15,9 @@ use common::browser::{
     in_namespace, reexec_in_namespace, wait_report, Browser, BrowserKind, StopService,
 };
 use common::http::request;
-use smolrtc::media::{MediaKind, TrackReceiver};
+use smolrtc::media::MediaKind;
 use smolrtc::service::{ServiceConfig, StreamConfig};
-use smolrtc::{Config, Event};
+use smolrtc::Config;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,44 +100,6 @@ fn wait_mid_gop(addr: SocketAddr, from: u64, to: u64) -> (u64, u64) {
     }
 }
 
-/// A library viewer of `cam` through WHEP: its video track once the answer is applied.
-async fn whep_viewer(addr: SocketAddr, name: &str) -> (common::Peer, TrackReceiver) {
-    let mut viewer = common::Peer::new(name);
-    viewer
-        .pc
-        .add_transceiver(MediaKind::Video, smolrtc::media::Direction::RecvOnly)
-        .await
-        .expect("transceiver");
-    // A channel too: without one, create_offer writes a rejected data section.
-    viewer.channel("c", smolrtc::ChannelInit::default()).await;
-    let offer = viewer.pc.create_offer().await.expect("offer");
-    viewer.pc.set_local_description(offer).await.expect("local");
-    let offer = viewer.complete_description().await;
-    let r = request(
-        addr,
-        "POST",
-        "/whep/cam",
-        Some("application/sdp"),
-        offer.sdp.as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    viewer
-        .pc
-        .set_remote_description(smolrtc::Description {
-            kind: smolrtc::SdpType::Answer,
-            sdp: r.text(),
-        })
-        .await
-        .expect("answer");
-    let track = viewer
-        .take("video track", |e| match e {
-            Event::Track(t) => Ok(t),
-            other => Err(other),
-        })
-        .await;
-    (viewer, track)
-}
-
 /// Whether `b` comes after `a` in RTP timestamp order (RFC 3550 wrap-around).
 fn after(a: u32, b: u32) -> bool {
     let d = b.wrapping_sub(a);
@@ -157,7 +119,7 @@ fn a_library_viewer_joining_mid_gop_gets_the_cached_keyframe_first() {
     let addr = h.addr;
     wait_mid_gop(addr, 0, GOP);
     common::run(async {
-        let (_v1, mut rx1) = whep_viewer(addr, "viewer1").await;
+        let (_v1, mut rx1, _) = common::whep_viewer(addr, "cam", "viewer1").await;
         let first = rx1.read_frame().await.expect("viewer 1 frame");
         assert!(first.keyframe, "viewer 1 starts at a keyframe");
         // Viewer 1 keeps reading (a reader that stops would ask for keyframes).
@@ -175,7 +137,7 @@ fn a_library_viewer_joining_mid_gop_gets_the_cached_keyframe_first() {
         });
 
         let (pos, keyframes) = wait_mid_gop(addr, 45, 150);
-        let (_v2, mut rx2) = whep_viewer(addr, "viewer2").await;
+        let (_v2, mut rx2, _) = common::whep_viewer(addr, "cam", "viewer2").await;
         let f = rx2.read_frame().await.expect("viewer 2 frame");
         let (now_frames, now_keyframes) = counts(addr);
         println!(

@@ -20,7 +20,6 @@ use common::browser::{
 use common::http::request;
 use smolrtc::media::MediaKind;
 use smolrtc::service::StreamConfig;
-use smolrtc::Event;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -98,38 +97,7 @@ fn a_profile_change_reaches_new_answers_and_watching_viewers_in_band() {
 
     // A library viewer joins now and reads on across the change.
     let profiles = common::run(async {
-        let mut viewer = common::Peer::new("viewer");
-        viewer
-            .pc
-            .add_transceiver(MediaKind::Video, smolrtc::media::Direction::RecvOnly)
-            .await
-            .unwrap();
-        viewer.channel("c", smolrtc::ChannelInit::default()).await;
-        let offer = viewer.pc.create_offer().await.unwrap();
-        viewer.pc.set_local_description(offer).await.unwrap();
-        let offer = viewer.complete_description().await;
-        let r = request(
-            addr,
-            "POST",
-            "/whep/cam",
-            Some("application/sdp"),
-            offer.sdp.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        viewer
-            .pc
-            .set_remote_description(smolrtc::Description {
-                kind: smolrtc::SdpType::Answer,
-                sdp: r.text(),
-            })
-            .await
-            .unwrap();
-        let mut rx = viewer
-            .take("video track", |e| match e {
-                Event::Track(t) => Ok(t),
-                other => Err(other),
-            })
-            .await;
+        let (viewer, mut rx, _) = common::whep_viewer(addr, "cam", "viewer").await;
         // 5 s: at least one whole loop, so both parts' keyframes come by.
         let mut seen = Vec::new();
         for _ in 0..150 {

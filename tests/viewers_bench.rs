@@ -15,8 +15,7 @@
 mod common;
 
 use common::http::request;
-use smolrtc::media::{Codec, Frame, FrameData, MediaKind, Packetizer, TrackReceiver};
-use smolrtc::Event;
+use smolrtc::media::{Codec, Frame, FrameData, Packetizer};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -114,46 +113,6 @@ impl Drop for Serve {
     }
 }
 
-/// A library viewer of `cam` through WHEP: its peer and video track, and when the POST
-/// was sent.
-async fn whep_viewer(addr: SocketAddr, name: &str) -> (common::Peer, TrackReceiver, Instant) {
-    let mut viewer = common::Peer::new(name);
-    viewer
-        .pc
-        .add_transceiver(MediaKind::Video, smolrtc::media::Direction::RecvOnly)
-        .await
-        .expect("transceiver");
-    // A channel too: without one, create_offer writes a rejected data section.
-    viewer.channel("c", smolrtc::ChannelInit::default()).await;
-    let offer = viewer.pc.create_offer().await.expect("offer");
-    viewer.pc.set_local_description(offer).await.expect("local");
-    let offer = viewer.complete_description().await;
-    let posted = Instant::now();
-    let r = request(
-        addr,
-        "POST",
-        "/whep/cam",
-        Some("application/sdp"),
-        offer.sdp.as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    viewer
-        .pc
-        .set_remote_description(smolrtc::Description {
-            kind: smolrtc::SdpType::Answer,
-            sdp: r.text(),
-        })
-        .await
-        .expect("answer");
-    let track = viewer
-        .take("video track", |e| match e {
-            Event::Track(t) => Ok(t),
-            other => Err(other),
-        })
-        .await;
-    (viewer, track, posted)
-}
-
 /// A 1080p ~8 Mbit/s H.264 file (baseline, no B-frames, a keyframe a second), 4 s.
 fn hd_file(dir: &Path) -> PathBuf {
     common::media::video(dir, "H264", "testsrc2=size=1920x1080:rate=30", 4, 8000)
@@ -188,7 +147,7 @@ fn viewers_cpu_and_memory() {
             let stop = Arc::new(AtomicBool::new(false));
             let mut readers = Vec::new();
             for i in 0..n {
-                let (p, mut rx, _) = whep_viewer(serve.addr, &format!("v{i}")).await;
+                let (p, mut rx, _) = common::whep_viewer(serve.addr, "cam", &format!("v{i}")).await;
                 peers.push(p);
                 // Each viewer reads its frames on a thread and counts them; `measuring`
                 // turns on for the measured window.
@@ -369,7 +328,7 @@ fn rtp_source_latency() {
             let mut peers = Vec::new();
             let mut readers = Vec::new();
             for i in 0..n {
-                let (p, mut rx, _) = whep_viewer(serve.addr, &format!("v{i}")).await;
+                let (p, mut rx, _) = common::whep_viewer(serve.addr, "cam", &format!("v{i}")).await;
                 peers.push(p);
                 let stop = stop.clone();
                 readers.push(std::thread::spawn(move || {
@@ -487,7 +446,8 @@ fn late_join_time_to_first_frame() {
         for i in 0..joins {
             async_io::Timer::after(Duration::from_millis(fastrand::u64(100..1500))).await;
             let (frames, k0) = keyframes(serve.addr);
-            let (p, mut rx, posted) = whep_viewer(serve.addr, &format!("j{i}")).await;
+            let (p, mut rx, posted) =
+                common::whep_viewer(serve.addr, "cam", &format!("j{i}")).await;
             let f = rx.read_frame().await.expect("first frame");
             let took = posted.elapsed().as_secs_f64() * 1000.0;
             let (_, k1) = keyframes(serve.addr);
