@@ -384,79 +384,10 @@ mod tests {
     }
 
     /// The video section of a Chromium offer (shortened, order kept).
-    const CHROME_VIDEO: &str =
-        "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104 105 106 107 108 109 127 125 39 40
-a=rtpmap:96 VP8/90000
-a=rtcp-fb:96 goog-remb
-a=rtcp-fb:96 transport-cc
-a=rtcp-fb:96 ccm fir
-a=rtcp-fb:96 nack
-a=rtcp-fb:96 nack pli
-a=rtpmap:97 rtx/90000
-a=fmtp:97 apt=96
-a=rtpmap:102 H264/90000
-a=rtcp-fb:102 goog-remb
-a=rtcp-fb:102 transport-cc
-a=rtcp-fb:102 ccm fir
-a=rtcp-fb:102 nack
-a=rtcp-fb:102 nack pli
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f
-a=rtpmap:103 rtx/90000
-a=fmtp:103 apt=102
-a=rtpmap:104 H264/90000
-a=rtcp-fb:104 nack
-a=rtcp-fb:104 nack pli
-a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f
-a=rtpmap:105 rtx/90000
-a=fmtp:105 apt=104
-a=rtpmap:106 H264/90000
-a=rtcp-fb:106 goog-remb
-a=rtcp-fb:106 transport-cc
-a=rtcp-fb:106 ccm fir
-a=rtcp-fb:106 nack
-a=rtcp-fb:106 nack pli
-a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f
-a=rtpmap:107 rtx/90000
-a=fmtp:107 apt=106
-a=rtpmap:108 H264/90000
-a=rtcp-fb:108 nack
-a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f
-a=rtpmap:109 rtx/90000
-a=fmtp:109 apt=108
-a=rtpmap:127 H264/90000
-a=rtcp-fb:127 nack
-a=rtcp-fb:127 nack pli
-a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f
-a=rtpmap:125 rtx/90000
-a=fmtp:125 apt=127
-a=rtpmap:39 H264/90000
-a=rtcp-fb:39 nack
-a=fmtp:39 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f
-a=rtpmap:40 rtx/90000
-a=fmtp:40 apt=39
-";
+    const CHROME_VIDEO: &str = include_str!("../../tests/fixtures/sdp/chromium_video_section.sdp");
 
     /// The video section of an offline Firefox ESR offer: no H.264.
-    const FIREFOX_VIDEO: &str = "m=video 9 UDP/TLS/RTP/SAVPF 120 124 121 125 123 122 119
-a=fmtp:120 max-fs=12288;max-fr=60
-a=fmtp:124 apt=120
-a=fmtp:121 max-fs=12288;max-fr=60
-a=fmtp:125 apt=121
-a=fmtp:119 apt=122
-a=rtcp-fb:120 nack
-a=rtcp-fb:120 nack pli
-a=rtcp-fb:120 ccm fir
-a=rtcp-fb:120 goog-remb
-a=rtcp-fb:120 transport-cc
-a=rtcp-fb:121 nack
-a=rtpmap:120 VP8/90000
-a=rtpmap:124 rtx/90000
-a=rtpmap:121 VP9/90000
-a=rtpmap:125 rtx/90000
-a=rtpmap:123 ulpfec/90000
-a=rtpmap:122 red/90000
-a=rtpmap:119 rtx/90000
-";
+    const FIREFOX_VIDEO: &str = include_str!("../../tests/fixtures/sdp/firefox_video_section.sdp");
 
     #[test]
     fn chrome_h264_constrained_baseline_gets_its_exact_profile_with_rtx() {
