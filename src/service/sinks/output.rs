@@ -522,6 +522,23 @@ mod tests {
         }
     }
 
+    /// `Output::open` for sink `cam`'s video in `session`, with no size cap.
+    fn open_video(
+        spec: &SinkSpec,
+        session: &str,
+        codec: Codec,
+        ex: &Rc<LocalExecutor<'static>>,
+    ) -> Result<Output, String> {
+        Output::open(
+            spec,
+            "cam",
+            session,
+            (MediaKind::Video, codec),
+            u64::MAX,
+            ex,
+        )
+    }
+
     fn temp_dir(what: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("smolrtc-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -537,15 +554,7 @@ mod tests {
         let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
         let mut paths = Vec::new();
         for _ in 0..3 {
-            let mut out = Output::open(
-                &spec,
-                "cam",
-                "s1",
-                (MediaKind::Video, Codec::H264),
-                u64::MAX,
-                &ex,
-            )
-            .unwrap();
+            let mut out = open_video(&spec, "s1", Codec::H264, &ex).unwrap();
             assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
             out.finish().unwrap();
             paths.push(out.target());
@@ -559,31 +568,13 @@ mod tests {
             assert!(p.contains("/cam-s1-"), "{p}");
         }
         // The wrong codec for the extension, and a directory that is not one.
-        let e = Output::open(
-            &spec,
-            "cam",
-            "s1",
-            (MediaKind::Video, Codec::Vp8),
-            u64::MAX,
-            &ex,
-        )
-        .err()
-        .unwrap();
+        let e = open_video(&spec, "s1", Codec::Vp8, &ex).err().unwrap();
         assert!(
             e.contains("a .h264 file takes H.264, the track is VP8"),
             "{e}"
         );
         let gone = SinkSpec::parse(&format!("file:{}/nope/cam", dir.display())).unwrap();
-        let e = Output::open(
-            &gone,
-            "cam",
-            "s1",
-            (MediaKind::Video, Codec::H264),
-            u64::MAX,
-            &ex,
-        )
-        .err()
-        .unwrap();
+        let e = open_video(&gone, "s1", Codec::H264, &ex).err().unwrap();
         assert!(
             e.contains("cannot create") && e.contains("No such file"),
             "{e}"
@@ -615,15 +606,7 @@ mod tests {
         let port = rx.local_addr().unwrap().port();
         let spec = SinkSpec::parse(&format!("rtp://127.0.0.1:{port}?codec=h264")).unwrap();
         let ex = Rc::new(LocalExecutor::new());
-        let mut out = Output::open(
-            &spec,
-            "cam",
-            "s1",
-            (MediaKind::Video, Codec::H264),
-            u64::MAX,
-            &ex,
-        )
-        .unwrap();
+        let mut out = open_video(&spec, "s1", Codec::H264, &ex).unwrap();
         // SPS-like, PPS-like and a 3000-byte slice: STAP-A or singles, then FU-A.
         let mut au = vec![
             0, 0, 0, 1, 0x67, 0x42, 0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65,
@@ -657,15 +640,7 @@ mod tests {
         let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 9, 9, 9]);
         let spec = SinkSpec::parse(&format!("exec:cat > {}", file.display())).unwrap();
         futures_lite::future::block_on(ex.run(async {
-            let mut out = Output::open(
-                &spec,
-                "cam",
-                "s1",
-                (MediaKind::Video, Codec::H264),
-                u64::MAX,
-                &ex,
-            )
-            .unwrap();
+            let mut out = open_video(&spec, "s1", Codec::H264, &ex).unwrap();
             for _ in 0..3 {
                 out.write(&frame(Codec::H264, &au, 0)).unwrap();
             }
@@ -681,15 +656,7 @@ mod tests {
 
             // A command that exits at once: the output says so, and stops.
             let spec = SinkSpec::parse("exec:exit 3").unwrap();
-            let mut out = Output::open(
-                &spec,
-                "cam",
-                "s2",
-                (MediaKind::Video, Codec::H264),
-                u64::MAX,
-                &ex,
-            )
-            .unwrap();
+            let mut out = open_video(&spec, "s2", Codec::H264, &ex).unwrap();
             let mut why = None;
             for _ in 0..100 {
                 match out.write(&frame(Codec::H264, &au, 0)) {
