@@ -186,3 +186,27 @@ pub fn ffprobe(path: &Path) -> Probe {
             .unwrap_or(0.0),
     }
 }
+
+/// The python of the aiortc venv (`benches/setup-aiortc`, run by `.ci/setup`), or `None`
+/// with a SKIPPED line when it is missing; under `CI=true` a missing venv fails the test
+/// instead (CI must not pass without its aiortc interop tests).
+pub fn aiortc_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("SMOLRTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/smolrtc")
+        });
+    let py = cache.join("venv-aiortc/bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "no aiortc venv at {py:?} under CI: .ci/setup makes it (benches/setup-aiortc)"
+    );
+    eprintln!(
+        "*** SKIPPED: no aiortc venv at {py:?} (.ci/setup or benches/setup-aiortc makes it) ***"
+    );
+    None
+}
