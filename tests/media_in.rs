@@ -380,6 +380,9 @@ fn the_record_example_writes_a_playable_file() {
         let probe = ffprobe(&out.with_extension("ivf"));
         assert_eq!(probe.codec, "vp8");
         assert_eq!((probe.width, probe.height), (320, 240));
+        // `IvfWriter::finish` wrote the frame count into the header.
+        let n = common::media::ivf_header_frames(&out.with_extension("ivf"));
+        assert_eq!(u64::from(n), probe.frames, "{probe:?}");
         let got = probe.frames as f64;
         assert!((got - sent as f64).abs() <= sent as f64 * 0.1, "{probe:?}");
     });

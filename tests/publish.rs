@@ -108,6 +108,18 @@ fn publishes_to_a_second_serve_and_reconnects_after_it_restarts() {
     assert!(log.contains("sink cam"), "{log}");
     check_recordings(&first, 60);
     check_recordings(&second, 60);
+    // The SIGKILLed receiver's file stays `.part`; the one stopped cleanly is in place.
+    let part = |p: &PathBuf| p.to_string_lossy().ends_with(".part");
+    assert!(
+        recordings(&first).iter().all(part),
+        "{:?}",
+        recordings(&first)
+    );
+    assert!(
+        !recordings(&second).iter().any(part),
+        "{:?}",
+        recordings(&second)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
