@@ -1342,6 +1342,16 @@ fn ingest_sessions_benchmark() {
             above as f64 / 1024.0,
             above as f64 / n as f64
         );
+        // The same, one JSON line, for benches/run's "Ingest sessions" section.
+        println!(
+            "INGEST_ROW {}",
+            serde_json::json!({
+                "sessions": n,
+                "cpu_percent": cpu * 100.0,
+                "idle_rss_kib": idle,
+                "rss_above_idle_kib": above,
+            })
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
