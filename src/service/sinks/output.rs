@@ -1058,4 +1058,41 @@ mod tests {
             out.finish().await.unwrap();
         }));
     }
+
+    #[test]
+    fn a_write_error_is_reported_once_and_the_file_still_finished() {
+        // A file opened read-only: every write fails (EBADF, standing in for ENOSPC/EIO).
+        let dir = temp_dir("sink-fail");
+        let (name, part) = (dir.join("cam.h264"), dir.join("cam.h264.part"));
+        std::fs::write(&part, b"").unwrap();
+        let file = File::open(&part).unwrap();
+        let mut out = FileOut::start(
+            file,
+            name.clone(),
+            part.clone(),
+            FileFormat::AnnexB,
+            u64::MAX,
+        )
+        .unwrap();
+        let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
+        let mut why = None;
+        for _ in 0..200 {
+            match out.write(&frame(Codec::H264, &au, 0)) {
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => {
+                    why = Some(e);
+                    break;
+                }
+            }
+        }
+        let why = why.expect("the failed write is reported");
+        assert!(
+            why.starts_with("writing ") && why.contains("cam.h264.part"),
+            "{why}"
+        );
+        // Logged once: finish does not repeat it, and what there is goes into place.
+        block_on(out.finish()).unwrap();
+        assert!(name.exists() && !part.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
