@@ -43,7 +43,8 @@ fn record(mut track: TrackReceiver, out: &str) -> std::io::Result<String> {
             while let Some(f) = track.read_frame_blocking() {
                 w.write_frame(&f)?;
             }
-            w.into_inner()?;
+            // Seeks back to write the frame count into the header.
+            w.finish()?;
         }
         Codec::Opus => {
             let mut w = OggOpusWriter::new(file);

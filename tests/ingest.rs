@@ -267,6 +267,16 @@ fn check_video(path: &Path, codec: &str, report: &serde_json::Value) -> Probe {
         path.display(),
         p.frames
     );
+    // The IVF header counts the frames (written when the file is finished).
+    if codec == "vp8" {
+        let n = common::media::ivf_header_frames(path);
+        assert_eq!(
+            u64::from(n),
+            p.frames,
+            "{}: header frame count",
+            path.display()
+        );
+    }
     // And they span the time they were sent in: frames ≈ duration × fps (the fake camera's
     // rate as encoded: sent / seconds published). Annex-B carries no timestamps.
     if codec == "h264" {
@@ -643,6 +653,101 @@ fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
     println!("{p:?}");
     assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 320, 240));
     assert!(p.frames >= 81 && p.frames <= 90, "{p:?} of 90 sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A sink whose command never reads its stdin (`exec:sleep 60`): its bounded queue fills
+/// and frames are dropped and counted (`dropped` in `/api/sinks`), never waited for. That
+/// session keeps receiving (its packets counted to the end, no error, `live`) and another
+/// session of the same service records every frame to a file sink meanwhile; when the
+/// track ends the command is killed and the track shows `ended`.
+#[test]
+fn a_command_that_never_reads_drops_frames_and_the_sessions_go_on() {
+    use smolrtc::media::Codec;
+    let dir = temp_dir("stuck");
+    // Noise at 8 Mbit/s, ~30 KB frames: the pipe (64 KiB) and the queue (64 frames) are
+    // full after ~66.
+    #[rustfmt::skip]
+    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i",
+        "testsrc=size=640x480:rate=30,noise=alls=40:allf=t", "-t", "4", "-c:v", "libx264",
+        "-profile:v", "baseline", "-bf", "0", "-g", "30", "-b:v", "8M", "-pix_fmt", "yuv420p",
+        "-f", "h264"]);
+    let units = common::media::annexb_units(&source);
+    assert_eq!(units.len(), 120);
+    let (_rt, h) = start(
+        config(&[
+            "stuck=exec:sleep 60",
+            &format!("rec=file:{}/rec.h264", dir.display()),
+        ])
+        .unwrap(),
+    );
+    let track_of = |name: &str| {
+        let v = sinks(&h);
+        let s = v["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned();
+        s.unwrap()["sessions"][0]["tracks"][0].clone()
+    };
+    let mid = common::run(async {
+        let mut peers = Vec::new();
+        let mut tracks = Vec::new();
+        for sink in ["stuck", "rec"] {
+            let mut p = common::Peer::new(sink);
+            let (track, offer) = whip_offer(&mut p, Codec::H264).await;
+            let r = request(
+                h.addr,
+                "POST",
+                &format!("/whip/{sink}"),
+                Some("application/sdp"),
+                offer.as_bytes(),
+            );
+            assert_eq!(r.status, 201, "{}", r.text());
+            whip_answer(&mut p, r.text()).await;
+            peers.push(p);
+            tracks.push(track);
+        }
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        let mut mid = serde_json::Value::Null;
+        for (i, au) in units.iter().enumerate() {
+            for t in &mut tracks {
+                assert!(t.write_frame(au, Duration::from_millis(33)).unwrap());
+            }
+            async_io::Timer::after(Duration::from_millis(33)).await;
+            if i == 100 {
+                mid = track_of("stuck");
+            }
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+        let end = track_of("stuck");
+        println!("stuck at frame 100: {mid}\nstuck at the end: {end}");
+        // Dropped and counted, the output still there, the session still receiving.
+        assert_eq!(end["state"], "live", "{end}");
+        assert!(end["error"].is_null(), "{end}");
+        assert!(end["dropped"].as_u64().unwrap() >= 20, "{end}");
+        assert!(end["frames"].as_u64().unwrap() >= 60, "{end}");
+        let packets = |t: &serde_json::Value| t["received"]["packets"].as_u64().unwrap();
+        assert!(packets(&end) > packets(&mid), "{mid}\n{end}");
+        for p in &peers {
+            p.pc.close().await;
+        }
+        mid
+    });
+    assert!(mid["dropped"].as_u64().unwrap() > 0, "{mid}");
+    // Each track ends: the stuck command killed after its drain time, the file in place.
+    let stuck = sink_done(&h, "stuck");
+    assert_eq!(
+        stuck["sessions"][0]["tracks"][0]["state"], "ended",
+        "{stuck}"
+    );
+    sink_done(&h, "rec");
+    let files = files(&dir, "h264");
+    let recorded: Vec<_> = files.iter().filter(|f| !f.ends_with("src.h264")).collect();
+    assert_eq!(recorded.len(), 1, "{files:?}");
+    let p = ffprobe(recorded[0]);
+    assert!(p.frames >= 108, "{p:?} of 120 sent");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1236,6 +1341,16 @@ fn ingest_sessions_benchmark() {
             cpu * 100.0 / n as f64,
             above as f64 / 1024.0,
             above as f64 / n as f64
+        );
+        // The same, one JSON line, for benches/run's "Ingest sessions" section.
+        println!(
+            "INGEST_ROW {}",
+            serde_json::json!({
+                "sessions": n,
+                "cpu_percent": cpu * 100.0,
+                "idle_rss_kib": idle,
+                "rss_above_idle_kib": above,
+            })
         );
         let _ = child.kill();
         let _ = child.wait();

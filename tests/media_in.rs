@@ -380,6 +380,9 @@ fn the_record_example_writes_a_playable_file() {
         let probe = ffprobe(&out.with_extension("ivf"));
         assert_eq!(probe.codec, "vp8");
         assert_eq!((probe.width, probe.height), (320, 240));
+        // `IvfWriter::finish` wrote the frame count into the header.
+        let n = common::media::ivf_header_frames(&out.with_extension("ivf"));
+        assert_eq!(u64::from(n), probe.frames, "{probe:?}");
         let got = probe.frames as f64;
         assert!((got - sent as f64).abs() <= sent as f64 * 0.1, "{probe:?}");
     });
@@ -454,18 +457,13 @@ fn sendrecv_audio_flows_both_ways_in_one_section() {
 /// aiortc (the benches' venv, `benches/setup-aiortc`) as the sender: it offers a VP8 or
 /// H.264 video track and an Opus track, sendonly, for 3 s; smolrtc answers with
 /// `add_transceiver` for both and records them. Skipped with a message when the venv is
-/// missing (`.ci/setup` does not make it; `benches/setup-aiortc` does).
+/// missing (`.ci/setup` makes it), failed under `CI=true`.
 fn aiortc_sends(codec: &str) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    let cache = std::env::var("SMOLRTC_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/smolrtc"));
-    let py = cache.join("venv-aiortc/bin/python");
-    if !py.exists() {
-        eprintln!("*** SKIPPED: no aiortc venv at {py:?} (benches/setup-aiortc makes it) ***");
+    let Some(py) = common::media::aiortc_python() else {
         return;
-    }
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aiortc_send.py");
     let mut child = Command::new(py)
         .arg(script)

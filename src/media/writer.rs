@@ -7,8 +7,9 @@
 //!
 //! - [`IvfWriter`]: the 32-byte header (`VP80`, the first keyframe's size, timebase
 //!   1/90000) before the first frame, a 12-byte header per frame. The header's frame count
-//!   is written as 0 unless [`IvfWriter::finish`] can seek back to fix it (players ignore
-//!   it; ffprobe counts the frames).
+//!   is written as 0 unless [`IvfWriter::finish`] can seek back to fix it (libvpx's
+//!   meaning of the field; ffmpeg reads it as the length in time-base units, so ffprobe's
+//!   `duration` of a finished file is off: it counts the frames right).
 //! - [`AnnexBWriter`]: the access units as they are (already Annex-B); it only waits for
 //!   the first keyframe so the file starts decodable.
 //! - [`OggOpusWriter`]: `OpusHead` and `OpusTags` pages, then pages of up to a second of

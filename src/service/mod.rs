@@ -87,6 +87,9 @@ async fn serve_until_stopped(
     for id in ids {
         shared.close(&id).await;
     }
+    // Recordings are finished (synced, renamed into place) before the process may exit.
+    #[cfg(feature = "media")]
+    shared.sinks.finished(Duration::from_secs(2)).await;
     if let Some(m) = mqtt {
         #[cfg(feature = "mqtt")]
         m.stop().await;

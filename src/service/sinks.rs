@@ -9,11 +9,13 @@
 //! | `PATCH`/`DELETE /whip/NAME/<id>` | trickle and teardown, as for WHIP |
 //!
 //! Each received track of a session bound to a sink runs as one task that reads its frames
-//! and writes them to the track's output: a new file (`create_new`, never overwriting), a
-//! COMMAND's stdin (through a bounded queue and a writer task, so a slow or dead command
-//! never blocks the service's thread), or repacketized RTP to a local port. A failing
-//! output (disk full, permissions, the command exited) is one log line and an `error` in
-//! `/api/sinks`; the session goes on.
+//! and writes them to the track's output: a new file (`create_new`, never overwriting:
+//! written as `NAME.part` by a writer thread of its own, renamed to NAME when finished), a
+//! COMMAND's stdin (a non-blocking pipe fed by a writer task), or repacketized RTP to a
+//! local port. Files and commands take frames through a bounded queue, so a slow disk or
+//! command never blocks the service's thread: what does not fit is dropped, counted
+//! (`dropped`) and logged. A failing output (disk full, permissions, the command exited)
+//! is one log line and an `error` in `/api/sinks`; the session goes on.
 
 mod output;
 
@@ -431,6 +433,25 @@ impl Sinks {
         Ok(())
     }
 
+    /// Waits (at most `within`) until no track is being written: files synced and
+    /// renamed into place, commands' stdin closed. At shutdown, after the sessions closed.
+    pub(crate) async fn finished(&self, within: std::time::Duration) {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            let live = self.list.iter().any(|s| {
+                s.borrow()
+                    .sessions
+                    .iter()
+                    .any(|x| x.tracks.iter().any(|t| t.borrow().live))
+            });
+            if !live {
+                return;
+            }
+            async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+        log::warn!("shutting down: a sink is still writing; its file may stay as NAME.part");
+    }
+
     /// The session ended: its tracks end with their receivers; only the binding goes.
     pub(crate) fn unbind(&self, id: &str) {
         let Some(i) = self.bound.borrow_mut().remove(id) else {
@@ -707,7 +728,7 @@ impl Sinks {
                         }
                     }
                 }
-                if let Err(why) = out.finish() {
+                if let Err(why) = out.finish().await {
                     log::warn!("[{id}] sink {name}: {why}");
                     track.borrow_mut().stats.error = Some(why);
                 }

@@ -156,6 +156,7 @@ pub fn ffprobe(path: &Path) -> Probe {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &v["streams"][0];
+    let ivf = path.extension().is_some_and(|e| e == "ivf");
     let num = |x: &serde_json::Value| {
         x.as_u64()
             .or_else(|| x.as_str().and_then(|t| t.parse().ok()))
@@ -171,10 +172,12 @@ pub fn ffprobe(path: &Path) -> Probe {
         width: num(&s["width"]),
         height: num(&s["height"]),
         frames: num(&s["nb_read_frames"]),
-        // IVF written to a pipe has no frame count in its header (ffprobe then knows no
-        // duration): the span of the packets' timestamps is the same thing.
-        duration: secs(&s["duration"])
-            .or_else(|| secs(&v["format"]["duration"]))
+        // IVF: ffmpeg reads the header's frame count (bytes 24..28, libvpx's meaning) as
+        // the length in time-base units, 1/90000 s in smolrtc's files, or none when it is
+        // 0 (written to a pipe): the span of the packets' timestamps is the duration.
+        duration: (!ivf)
+            .then(|| secs(&s["duration"]).or_else(|| secs(&v["format"]["duration"])))
+            .flatten()
             .or_else(|| {
                 let pts: Vec<f64> = v["packets"]
                     .as_array()?
@@ -185,4 +188,39 @@ pub fn ffprobe(path: &Path) -> Probe {
             })
             .unwrap_or(0.0),
     }
+}
+
+/// The python of the aiortc venv (`benches/setup-aiortc`, run by `.ci/setup`), or `None`
+/// with a SKIPPED line when it is missing; under `CI=true` a missing venv fails the test
+/// instead (CI must not pass without its aiortc interop tests).
+pub fn aiortc_python() -> Option<PathBuf> {
+    let cache = std::env::var_os("SMOLRTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/smolrtc")
+        });
+    let py = cache.join("venv-aiortc/bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "no aiortc venv at {py:?} under CI: .ci/setup makes it (benches/setup-aiortc)"
+    );
+    eprintln!(
+        "*** SKIPPED: no aiortc venv at {py:?} (.ci/setup or benches/setup-aiortc makes it) ***"
+    );
+    None
+}
+
+/// The frame count in an IVF file's header (bytes 24..28, little-endian).
+pub fn ivf_header_frames(path: &Path) -> u32 {
+    let bytes = std::fs::read(path).expect("the IVF file");
+    assert!(
+        bytes.len() >= 32 && &bytes[..4] == b"DKIF",
+        "{}: no IVF header",
+        path.display()
+    );
+    u32::from_le_bytes(bytes[24..28].try_into().unwrap())
 }

@@ -193,12 +193,16 @@ pub fn publish_state(serve: &Serve, name: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// Video files in `dir`.
+/// Video files in `dir`: finished (`.h264`) or cut short by a killed service
+/// (`.h264.part`, never renamed into place).
 pub fn recordings(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "h264"))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".h264") || name.ends_with(".h264.part")
+        })
         .collect();
     v.sort();
     v

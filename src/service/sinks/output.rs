@@ -15,14 +15,20 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Frames queued for a command's stdin at most; more are dropped (a command that does not
 /// keep up loses frames, the service's thread never waits for it).
 const EXEC_QUEUE: usize = 64;
+/// Frames queued for a file's writer thread at most; more are dropped and counted.
+const FILE_QUEUE: usize = 64;
+/// How long a command's writer may take to drain its queue and see the command exit
+/// when the track ends, before the command's group is killed.
+const EXEC_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Names tried for a new file before giving up (each taken one gets `-N`).
 const NAME_ATTEMPTS: u32 = 16;
 
@@ -155,31 +161,64 @@ impl Output {
         }
     }
 
-    /// Ends the output: the container's last bytes, the file flushed, the command's stdin
-    /// closed.
-    pub(crate) fn finish(&mut self) -> Result<(), String> {
+    /// Ends the output: the container's last bytes; the file synced and renamed into
+    /// place, or the command's queue drained into its stdin and the stdin closed (a
+    /// command gets [`EXEC_DRAIN`] for that, then its process group is killed).
+    pub(crate) async fn finish(&mut self) -> Result<(), String> {
         match self {
-            Output::File(f) => f.finish(),
-            Output::Exec(e) => e.finish(),
+            Output::File(f) => f.finish().await,
+            Output::Exec(e) => e.finish().await,
             Output::Rtp(_) => Ok(()),
         }
     }
 }
 
-/// A new file per session and track; never an existing one.
+/// A new file per session and track; never an existing one. It is written as `NAME.part`
+/// by a thread of its own (a slow or stuck disk never holds up the service's thread: what
+/// its bounded queue cannot take is dropped and counted) and renamed to NAME when the track
+/// ends, once the IVF header has its frame count and the data is synced: a finished
+/// recording appears whole, and is never rewritten where a reader could see it.
 pub(crate) struct FileOut {
+    /// The finished file's name.
     pub(crate) path: PathBuf,
-    file: Option<File>,
     enc: Encoder,
-    buf: Vec<u8>,
-    /// Bytes written, and the most this file may hold.
+    /// To the writer thread; `None` once finished.
+    jobs: Option<async_channel::Sender<Job>>,
+    /// Why the thread stopped writing (disk full, permissions), once it has.
+    failed: Arc<Mutex<Option<String>>>,
+    /// That failure was returned by `write` already (logged once).
+    reported: bool,
+    /// Closed when the thread is done (the file renamed into place, or left as `.part`).
+    done: async_channel::Receiver<()>,
+    /// Bytes queued, and the most this file may hold (then `capped`).
     written: u64,
     max: u64,
+    capped: bool,
+    /// A frame was dropped: video waits for a keyframe, so the file never holds frames
+    /// that refer to a missing one.
+    resync: bool,
+    /// Frames dropped since the queue was last full (one log line per such run).
+    dropping: u64,
+}
+
+/// What a file's writer thread is given.
+enum Job {
+    /// One frame's bytes (the container's header before the first).
+    Frame(Vec<u8>),
+    /// The container's last bytes; then the file is finished.
+    Finish(Vec<u8>),
+}
+
+/// `NAME.part`: where NAME is written until it is finished.
+fn part_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
 }
 
 impl FileOut {
     fn create(
-        path: &std::path::Path,
+        path: &Path,
         session: &str,
         codec: Codec,
         format: FileFormat,
@@ -199,21 +238,17 @@ impl FileOut {
         let mut last = None;
         for attempt in 0..NAME_ATTEMPTS {
             let name = sink::file_name(path, session, now, codec, attempt);
+            if name.symlink_metadata().is_ok() {
+                last = Some(name);
+                continue;
+            }
+            let part = part_name(&name);
             // create_new: an existing file (another session's, a link planted there) is
             // never opened, let alone truncated.
-            match File::options().write(true).create_new(true).open(&name) {
-                Ok(file) => {
-                    return Ok(FileOut {
-                        path: name,
-                        file: Some(file),
-                        enc: Encoder::new(format),
-                        buf: Vec::new(),
-                        written: 0,
-                        max,
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(name),
-                Err(e) => return Err(format!("cannot create {}: {e}", name.display())),
+            match File::options().write(true).create_new(true).open(&part) {
+                Ok(file) => return Self::start(file, name, part, format, max),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(part),
+                Err(e) => return Err(format!("cannot create {}: {e}", part.display())),
             }
         }
         Err(format!(
@@ -223,50 +258,229 @@ impl FileOut {
         ))
     }
 
+    /// Starts the writer thread of `file` (at `part`, renamed to `path` at the end).
+    fn start(
+        file: File,
+        path: PathBuf,
+        part: PathBuf,
+        format: FileFormat,
+        max: u64,
+    ) -> Result<FileOut, String> {
+        let (jobs, rx) = async_channel::bounded(FILE_QUEUE);
+        let (done_tx, done) = async_channel::bounded(1);
+        let failed = Arc::new(Mutex::new(None));
+        let writer = FileWriter {
+            file,
+            part: part.clone(),
+            path: path.clone(),
+            ivf: format == FileFormat::Ivf,
+            failed: failed.clone(),
+            _done: done_tx,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("smolrtc-sink".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || writer.run(rx));
+        if let Err(e) = spawned {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!(
+                "{}: cannot start a writer thread: {e}",
+                path.display()
+            ));
+        }
+        Ok(FileOut {
+            path,
+            enc: Encoder::new(format),
+            jobs: Some(jobs),
+            failed,
+            reported: false,
+            done,
+            written: 0,
+            max,
+            capped: false,
+            resync: false,
+            dropping: 0,
+        })
+    }
+
     fn write(&mut self, frame: &ReceivedFrame) -> Result<Option<usize>, String> {
-        self.buf.clear();
-        let mut buf = std::mem::take(&mut self.buf);
-        let r = self.enc.encode(frame, &mut buf);
+        if let Some(why) = lock(&self.failed).clone() {
+            self.reported = true;
+            return Err(why);
+        }
+        let Some(jobs) = &self.jobs else {
+            return Err(format!("{} is finished", self.path.display()));
+        };
+        if self.capped {
+            return Err(format!("{} is at its size cap", self.path.display()));
+        }
+        if self.resync && !frame.keyframe {
+            self.dropping += 1;
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        let written = self
+            .enc
+            .encode(frame, &mut buf)
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
         let n = buf.len();
         if self.written + n as u64 > self.max {
-            self.file = None;
+            self.capped = true;
             return Err(format!(
                 "{} reached {} bytes (max_sink_file_bytes): no more is recorded this session",
                 self.path.display(),
                 self.written
             ));
         }
-        self.written += n as u64;
-        let r = r.and_then(|written| self.put(&buf).map(|()| written.then_some(n)));
-        self.buf = buf;
-        r.map_err(|e| self.fail(e))
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.write_all(bytes),
-            None => Err(std::io::Error::other("closed")),
+        if n == 0 {
+            return Ok(written.then_some(0));
+        }
+        match jobs.try_send(Job::Frame(buf)) {
+            Ok(()) => {
+                self.written += n as u64;
+                self.resync = false;
+                if self.dropping > 0 {
+                    log::info!(
+                        "{}: writing again after {} dropped frames",
+                        self.path.display(),
+                        self.dropping
+                    );
+                    self.dropping = 0;
+                }
+                Ok(written.then_some(n))
+            }
+            Err(async_channel::TrySendError::Full(_)) => {
+                // The disk does not keep up: this frame (and, for video, those up to the
+                // next keyframe) is dropped and counted, the service goes on.
+                if self.dropping == 0 {
+                    log::warn!(
+                        "{}: the disk does not keep up ({FILE_QUEUE} frames queued): dropping \
+                         frames until it does",
+                        self.path.display()
+                    );
+                }
+                self.dropping += 1;
+                self.resync = frame.codec != Codec::Opus;
+                Ok(None)
+            }
+            Err(async_channel::TrySendError::Closed(_)) => {
+                self.reported = true;
+                Err(lock(&self.failed)
+                    .clone()
+                    .unwrap_or_else(|| format!("{}: the writer ended", self.path.display())))
+            }
         }
     }
 
-    fn fail(&mut self, e: std::io::Error) -> String {
-        // What was written stays; nothing more is tried on this file.
-        self.file = None;
-        format!("writing {}: {e}", self.path.display())
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        if self.file.is_none() {
+    /// Queues the container's last bytes and waits (without blocking the thread) for the
+    /// writer to finish: the file is in place, or the error says why not.
+    async fn finish(&mut self) -> Result<(), String> {
+        let Some(jobs) = self.jobs.take() else {
             return Ok(());
+        };
+        let mut tail = Vec::new();
+        if !self.capped && lock(&self.failed).is_none() {
+            let _ = self.enc.finish(&mut tail);
         }
-        let mut buf = Vec::new();
-        let r = self
-            .enc
-            .finish(&mut buf)
-            .and_then(|()| self.put(&buf))
-            .and_then(|()| self.file.as_mut().map_or(Ok(()), |f| f.sync_data()));
-        self.file = None;
-        r.map_err(|e| format!("finishing {}: {e}", self.path.display()))
+        let _ = jobs.send(Job::Finish(tail)).await;
+        drop(jobs);
+        let _ = self.done.recv().await;
+        match lock(&self.failed).clone() {
+            Some(why) if !std::mem::replace(&mut self.reported, true) => Err(why),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The writer threads' stack: they only copy bytes to a file.
+const WRITER_STACK: usize = 64 * 1024;
+
+fn lock(m: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file's writer thread.
+struct FileWriter {
+    file: File,
+    part: PathBuf,
+    path: PathBuf,
+    ivf: bool,
+    failed: Arc<Mutex<Option<String>>>,
+    /// Dropped when the thread ends: `FileOut::finish` waits for that.
+    _done: async_channel::Sender<()>,
+}
+
+impl FileWriter {
+    /// Writes the frames as they come; at `Finish` (or when the output is dropped) the
+    /// IVF frame count, a sync and the rename. A write error stops the writing (what was
+    /// written stays, and is still finished and renamed).
+    fn run(mut self, jobs: async_channel::Receiver<Job>) {
+        let mut frames: u32 = 0;
+        let mut ok = true;
+        while let Ok(job) = jobs.recv_blocking() {
+            let (bytes, last) = match job {
+                Job::Frame(b) => (b, false),
+                Job::Finish(b) => (b, true),
+            };
+            if ok && !bytes.is_empty() {
+                match self.file.write_all(&bytes) {
+                    Ok(()) => frames += u32::from(!last),
+                    Err(e) => {
+                        ok = false;
+                        self.fail(format!("writing {}: {e}", self.part.display()));
+                    }
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        drop(jobs);
+        if let Err(e) = self.end(frames) {
+            self.fail(format!("finishing {}: {e}", self.part.display()));
+        }
+        // Closed before the rename; `_done` goes last, when the file is in place.
+        let FileWriter {
+            file,
+            part,
+            path,
+            failed,
+            ..
+        } = self;
+        drop(file);
+        if let Err(e) = place(&part, &path) {
+            lock(&failed).get_or_insert(format!(
+                "cannot rename {} to {}: {e}; the recording stays there",
+                part.display(),
+                path.display()
+            ));
+        }
+    }
+
+    /// The IVF header's frame count (bytes 24..28), then the data synced.
+    fn end(&mut self, frames: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.ivf && frames > 0 {
+            self.file.write_all_at(&frames.to_le_bytes(), 24)?;
+        }
+        self.file.sync_data()
+    }
+
+    /// Keeps the first failure (the one that stopped the writing).
+    fn fail(&self, why: String) {
+        lock(&self.failed).get_or_insert(why);
+    }
+}
+
+/// Renames `part` to `path`, never replacing a file there: a hard link (which fails when
+/// `path` exists) then the unlink; on a file system without links (FAT), a rename after
+/// checking that `path` is still free.
+fn place(part: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(part, path) {
+        Ok(()) => std::fs::remove_file(part),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if path.symlink_metadata().is_ok() => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(_) => std::fs::rename(part, path),
     }
 }
 
@@ -297,7 +511,10 @@ pub(crate) struct ExecOut {
     /// A frame was dropped (the queue was full): video waits for a keyframe, so the
     /// command never gets frames that refer to a missing one.
     resync: bool,
-    _writer: Task<()>,
+    /// Frames dropped since the queue was last full (one log line per such run).
+    dropping: u64,
+    /// `None` once finished.
+    writer: Option<Task<()>>,
 }
 
 impl ExecOut {
@@ -367,7 +584,8 @@ impl ExecOut {
             enc: Encoder::new(sink::container(codec)),
             ended,
             resync: false,
-            _writer: writer,
+            dropping: 0,
+            writer: Some(writer),
         })
     }
 
@@ -380,9 +598,9 @@ impl ExecOut {
             return Err(format!("`{}` is not running", self.command));
         };
         if self.resync && !frame.keyframe {
+            self.dropping += 1;
             return Ok(None);
         }
-        self.resync = false;
         let mut buf = Vec::new();
         let written = self
             .enc
@@ -393,11 +611,30 @@ impl ExecOut {
             return Ok(written.then_some(0));
         }
         match q.try_send(buf) {
-            Ok(()) => Ok(written.then_some(n)),
+            Ok(()) => {
+                self.resync = false;
+                if self.dropping > 0 {
+                    log::info!(
+                        "`{}` reads again after {} dropped frames",
+                        self.command,
+                        self.dropping
+                    );
+                    self.dropping = 0;
+                }
+                Ok(written.then_some(n))
+            }
             // Dropped for this command only; the count says so. (An Ogg page or the
             // first frame's header lost this way leaves the command a broken stream; a
             // command too slow for its own input has one anyway.)
             Err(async_channel::TrySendError::Full(_)) => {
+                if self.dropping == 0 {
+                    log::warn!(
+                        "`{}` does not keep up with its stdin ({EXEC_QUEUE} frames queued): \
+                         dropping frames until it does",
+                        self.command
+                    );
+                }
+                self.dropping += 1;
                 self.resync = frame.codec != Codec::Opus;
                 Ok(None)
             }
@@ -412,12 +649,22 @@ impl ExecOut {
         }
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    /// The last bytes queued, then the writer drains the queue, closes stdin and waits
+    /// for the command, for [`EXEC_DRAIN`] at most: then the writer is dropped, and with
+    /// it the command's process group (killed), so a command that never reads its stdin
+    /// cannot hold a finished track.
+    async fn finish(&mut self) -> Result<(), String> {
         if let Some(q) = self.queue.take() {
             let mut buf = Vec::new();
             if self.enc.finish(&mut buf).is_ok() && !buf.is_empty() {
                 let _ = q.try_send(buf);
             }
+        }
+        if let Some(writer) = self.writer.take() {
+            futures_lite::future::or(writer, async {
+                async_io::Timer::after(EXEC_DRAIN).await;
+            })
+            .await;
         }
         Ok(())
     }
@@ -511,6 +758,7 @@ impl RtpOut {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures_lite::future::block_on;
 
     fn frame(codec: Codec, data: &Bytes, ts: u32) -> ReceivedFrame {
         ReceivedFrame {
@@ -556,7 +804,11 @@ mod tests {
         for _ in 0..3 {
             let mut out = open_video(&spec, "s1", Codec::H264, &ex).unwrap();
             assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
-            out.finish().unwrap();
+            // Written as NAME.part until finished, then renamed into place.
+            let name = PathBuf::from(out.target());
+            assert!(!name.exists() && part_name(&name).exists(), "{name:?}");
+            block_on(out.finish()).unwrap();
+            assert!(name.exists() && !part_name(&name).exists(), "{name:?}");
             paths.push(out.target());
         }
         // Same session, same second: three files, none overwritten.
@@ -593,7 +845,7 @@ mod tests {
         assert_eq!(out.write(&frame(Codec::H264, &au, 0)).unwrap(), Some(8));
         let e = out.write(&frame(Codec::H264, &au, 0)).unwrap_err();
         assert!(e.contains("reached 8 bytes (max_sink_file_bytes)"), "{e}");
-        out.finish().unwrap();
+        block_on(out.finish()).unwrap();
         assert_eq!(std::fs::read(out.target()).unwrap(), &au[..]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -644,7 +896,7 @@ mod tests {
             for _ in 0..3 {
                 out.write(&frame(Codec::H264, &au, 0)).unwrap();
             }
-            out.finish().unwrap();
+            out.finish().await.unwrap();
             // The writer drains its queue, closes stdin, and cat ends.
             for _ in 0..50 {
                 if std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 24 {
@@ -671,6 +923,143 @@ mod tests {
             assert!(why.contains("`exit 3`"), "{why}");
             assert!(out.write(&frame(Codec::H264, &au, 0)).is_err());
         }));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A VP8 keyframe of `w`x`h` (the 10-byte header the writer reads the size from).
+    fn vp8_keyframe(w: u16, h: u16, ts: u32) -> ReceivedFrame {
+        let mut data = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        data.extend(w.to_le_bytes());
+        data.extend(h.to_le_bytes());
+        data.extend([0u8; 20]);
+        ReceivedFrame {
+            codec: Codec::Vp8,
+            rtp_timestamp: ts,
+            keyframe: true,
+            data: Bytes::from(data),
+            width_height: Some((u32::from(w), u32::from(h))),
+        }
+    }
+
+    #[test]
+    fn an_ivf_file_gets_its_frame_count_when_finished() {
+        let dir = temp_dir("sink-ivf");
+        let spec = SinkSpec::parse(&format!("file:{}/cam.ivf", dir.display())).unwrap();
+        let ex = Rc::new(LocalExecutor::new());
+        let mut out = Output::open(
+            &spec,
+            "cam",
+            "s1",
+            (MediaKind::Video, Codec::Vp8),
+            u64::MAX,
+            &ex,
+        )
+        .unwrap();
+        for i in 0..7 {
+            assert!(out
+                .write(&vp8_keyframe(320, 240, i * 3000))
+                .unwrap()
+                .is_some());
+        }
+        block_on(out.finish()).unwrap();
+        let bytes = std::fs::read(out.target()).unwrap();
+        assert_eq!(&bytes[..4], b"DKIF");
+        assert_eq!(u16::from_le_bytes([bytes[12], bytes[13]]), 320);
+        // The header's frame count (bytes 24..28) is the frames written.
+        assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), 7);
+        assert_eq!(bytes.len(), 32 + 7 * (12 + 30));
+        // A second finish (or drop) changes nothing.
+        block_on(out.finish()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_in_place_is_never_replaced_by_the_rename() {
+        let dir = temp_dir("sink-place");
+        let (part, name) = (dir.join("a.ivf.part"), dir.join("a.ivf"));
+        std::fs::write(&part, b"new").unwrap();
+        std::fs::write(&name, b"old").unwrap();
+        let e = place(&part, &name).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&name).unwrap(), b"old");
+        std::fs::remove_file(&name).unwrap();
+        place(&part, &name).unwrap();
+        assert_eq!(std::fs::read(&name).unwrap(), b"new");
+        assert!(!part.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_command_that_never_reads_fills_its_queue_and_frames_are_dropped_and_counted() {
+        let ex = Rc::new(LocalExecutor::new());
+        // 16 KiB access units: the pipe (64 KiB) and the queue fill after ~70 of them.
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.resize(16 * 1024, 0x42);
+        let au = Bytes::from(au);
+        let spec = SinkSpec::parse("exec:sleep 30").unwrap();
+        futures_lite::future::block_on(ex.run(async {
+            let mut out = Output::open(
+                &spec,
+                "cam",
+                "s1",
+                (MediaKind::Video, Codec::H264),
+                u64::MAX,
+                &ex,
+            )
+            .unwrap();
+            let (mut queued, mut dropped) = (0, 0);
+            for _ in 0..400 {
+                // Every write returns at once (the thread never waits on the command).
+                match out.write(&frame(Codec::H264, &au, 0)).unwrap() {
+                    Some(_) => queued += 1,
+                    None => dropped += 1,
+                }
+                futures_lite::future::yield_now().await;
+            }
+            assert!(queued >= EXEC_QUEUE, "{queued} queued");
+            assert!(
+                dropped > 0 && queued + dropped == 400,
+                "{queued} + {dropped}"
+            );
+            // The track ends: the command that never read is killed, finish returns.
+            out.finish().await.unwrap();
+        }));
+    }
+
+    #[test]
+    fn a_write_error_is_reported_once_and_the_file_still_finished() {
+        // A file opened read-only: every write fails (EBADF, standing in for ENOSPC/EIO).
+        let dir = temp_dir("sink-fail");
+        let (name, part) = (dir.join("cam.h264"), dir.join("cam.h264.part"));
+        std::fs::write(&part, b"").unwrap();
+        let file = File::open(&part).unwrap();
+        let mut out = FileOut::start(
+            file,
+            name.clone(),
+            part.clone(),
+            FileFormat::AnnexB,
+            u64::MAX,
+        )
+        .unwrap();
+        let au = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
+        let mut why = None;
+        for _ in 0..200 {
+            match out.write(&frame(Codec::H264, &au, 0)) {
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => {
+                    why = Some(e);
+                    break;
+                }
+            }
+        }
+        let why = why.expect("the failed write is reported");
+        assert!(
+            why.starts_with("writing ") && why.contains("cam.h264.part"),
+            "{why}"
+        );
+        // Logged once: finish does not repeat it, and what there is goes into place.
+        block_on(out.finish()).unwrap();
+        assert!(name.exists() && !part.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
