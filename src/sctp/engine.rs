@@ -255,6 +255,9 @@ impl SctpEngine {
         if self.queue.received_packet(&p) {
             self.clock.progressed(now);
         }
+        if self.queue.take_gap_report() {
+            self.clock.hole(now);
+        }
         match endpoint.handle(self.clock.at(now), REMOTE, None, p.freeze()) {
             Some((ch, DatagramEvent::NewAssociation(a))) if self.assoc.is_none() => {
                 self.assoc = Some((ch, a));
@@ -281,7 +284,7 @@ impl SctpEngine {
         loop {
             self.endpoint_events();
             while let Some(ev) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
-                self.association_event(now, ev, io);
+                self.association_event(ev, io);
             }
             self.read_messages(io);
             self.send_packets(now, io);
@@ -306,7 +309,7 @@ impl SctpEngine {
         }
     }
 
-    fn association_event(&mut self, now: Instant, ev: Event, io: &mut dyn SctpIo) {
+    fn association_event(&mut self, ev: Event, io: &mut dyn SctpIo) {
         let Some((_, a)) = self.assoc.as_mut() else {
             return;
         };
@@ -338,7 +341,7 @@ impl SctpEngine {
                 while a.accept_stream().is_some() {}
             }
             Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
-                self.clock.released(now, n_bytes);
+                self.clock.released(n_bytes);
                 self.queue.released(n_bytes);
                 io.event(SctpEvent::Released {
                     stream: id,
@@ -483,6 +486,24 @@ impl SctpEngine {
             .into_iter()
             .chain(self.resets.deadline())
             .min()
+    }
+
+    /// How losses were repaired so far (tests and the loss figures in docs/SCTP.md).
+    #[cfg(test)]
+    pub(crate) fn recovery_stats(&self) -> rto::RecoveryStats {
+        let Some((_, a)) = self.assoc.as_ref() else {
+            return rto::RecoveryStats::default();
+        };
+        let mut s = a.stats();
+        rto::RecoveryStats {
+            t3_timeouts: s.get_num_t3timeouts(),
+            fast_retransmits: s.get_num_fast_retrans(),
+            sacks_received: s.get_num_sacks(),
+            data_received: s.get_num_datas(),
+            ack_timeouts: s.get_num_ack_timeouts(),
+            forced: self.clock.forced().0,
+            forced_for_hole: self.clock.forced().1,
+        }
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {

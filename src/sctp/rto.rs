@@ -40,7 +40,11 @@ use std::time::{Duration, Instant};
 /// Least time without an acknowledgement before a retransmission is forced: above the
 /// 200 ms delayed SACK of rtc-sctp and browsers, so a lone packet is not resent while its
 /// SACK is merely being held.
-const RTO_FLOOR: Duration = Duration::from_millis(250);
+pub(crate) const RTO_FLOOR: Duration = Duration::from_millis(250);
+/// Least time a hole the peer reports stays open before a retransmission is forced: the
+/// peer acknowledges at once while it has a gap (RFC 9260 §6.7), so no delayed SACK is
+/// waited for, only fast retransmit's own repair (about two round trips) and jitter.
+const HOLE_FLOOR: Duration = Duration::from_millis(20);
 /// The peer's delayed-SACK time that [`RtoClock::rto`] stays above.
 const PEER_ACK_DELAY: Duration = Duration::from_millis(200);
 /// rtc-sctp's own minimum: no point in forcing what it would do anyway.
@@ -77,6 +81,26 @@ struct Deadline {
     engine: Instant,
 }
 
+/// How losses were repaired: rtc-sctp's counters and ours.
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveryStats {
+    /// T3-rtx timeouts, rtc-sctp's own and forced ones.
+    pub t3_timeouts: u64,
+    /// Chunks sent again by fast retransmit.
+    pub fast_retransmits: u64,
+    /// SACK chunks received.
+    pub sacks_received: u64,
+    /// DATA chunks received.
+    pub data_received: u64,
+    /// Delayed SACKs sent when the ACK timer ran out.
+    pub ack_timeouts: u64,
+    /// Retransmissions forced by [`RtoClock`].
+    pub forced: u64,
+    /// Of those, forced while the peer reported a hole.
+    pub forced_for_hole: u64,
+}
+
 /// The timers of the association, as [`RtoClock::force`] drives them.
 pub(crate) trait Timers {
     /// The next deadline, in the association's time.
@@ -92,9 +116,14 @@ pub(crate) struct RtoClock {
     ahead: Duration,
     /// Bytes written to the association and not yet acknowledged (or abandoned).
     outstanding: u64,
-    /// Last acknowledgement, or the first write after an idle spell, or the last forced
-    /// retransmission (real time).
+    /// Last move of the peer's cumulative acknowledgement, or the first write after an
+    /// idle spell, or the last forced retransmission (real time). Data acknowledged
+    /// above a hole (gap blocks) is no progress: rtc-sctp restarts its T3-rtx timer only
+    /// when the earliest outstanding TSN is acknowledged either.
     progress: Instant,
+    /// Since when the peer has reported a hole (a SACK with gap blocks) that the
+    /// cumulative acknowledgement has not passed since `progress`.
+    hole_since: Option<Instant>,
     /// Forced retransmissions since the last acknowledgement.
     backoff: u32,
     /// Where rtc-sctp would give up messages still inside their lifetime: no jump may
@@ -104,6 +133,8 @@ pub(crate) struct RtoClock {
     /// is ours any more: data given up still needs its FORWARD TSN through, which
     /// rtc-sctp resends only on its own timer.
     unacked: bool,
+    /// Retransmissions forced so far, and of those while the peer reported a hole.
+    forced: (u64, u64),
 }
 
 impl RtoClock {
@@ -112,9 +143,11 @@ impl RtoClock {
             ahead: Duration::ZERO,
             outstanding: 0,
             progress: now,
+            hole_since: None,
             backoff: 0,
             deadlines: VecDeque::new(),
             unacked: false,
+            forced: (0, 0),
         }
     }
 
@@ -129,7 +162,13 @@ impl RtoClock {
     /// The peer's cumulative acknowledgement moved on.
     pub(crate) fn progressed(&mut self, now: Instant) {
         self.progress = now;
+        self.hole_since = None;
         self.backoff = 0;
+    }
+
+    /// The peer's SACK reported data above a hole (gap blocks).
+    pub(crate) fn hole(&mut self, now: Instant) {
+        self.hole_since.get_or_insert(now);
     }
 
     /// A message with maxPacketLifeTime `lifetime` (over [`SHORT_LIFETIME`]) was written
@@ -170,6 +209,12 @@ impl RtoClock {
             .fold(at, Instant::max)
     }
 
+    /// Retransmissions forced so far, and of those while the peer reported a hole.
+    #[cfg(test)]
+    pub(crate) fn forced(&self) -> (u64, u64) {
+        self.forced
+    }
+
     /// The association's time at real time `now`.
     pub(crate) fn at(&self, now: Instant) -> Instant {
         now + self.ahead
@@ -188,11 +233,12 @@ impl RtoClock {
         self.outstanding += bytes as u64;
     }
 
-    /// `bytes` acknowledged or abandoned.
-    pub(crate) fn released(&mut self, now: Instant, bytes: usize) {
+    /// `bytes` acknowledged (perhaps above a hole) or abandoned. Only the cumulative
+    /// acknowledgement is progress ([`Self::progressed`]): counted from any release, a
+    /// hole behind a busy flight was never retransmitted early, and waited for rtc-sctp's
+    /// own 1 s timer.
+    pub(crate) fn released(&mut self, bytes: usize) {
         self.outstanding = self.outstanding.saturating_sub(bytes as u64);
-        self.progress = now;
-        self.backoff = 0;
     }
 
     /// Our retransmission timeout for smoothed round-trip time `srtt`.
@@ -201,13 +247,23 @@ impl RtoClock {
         base.saturating_mul(1 << self.backoff.min(MAX_BACKOFF))
     }
 
+    /// How long a hole the peer reports may stay open before a retransmission is
+    /// forced: fast retransmit repairs one in about two round trips.
+    pub(crate) fn hole_rto(&self, srtt: Duration) -> Duration {
+        (HOLE_FLOOR + srtt * 3).saturating_mul(1 << self.backoff.min(MAX_BACKOFF))
+    }
+
     /// Real time at which a retransmission is due to be forced, if data is outstanding
-    /// and that is before the association's own deadline `engine` (in its time).
+    /// and that is before the association's own deadline `engine` (in its time): our
+    /// timeout after the last progress, or sooner while the peer reports a hole.
     pub(crate) fn deadline(&self, srtt: Duration, engine: Option<Instant>) -> Option<Instant> {
         if self.outstanding == 0 && !self.unacked {
             return None;
         }
-        let ours = self.progress + self.rto(srtt);
+        let mut ours = self.progress + self.rto(srtt);
+        if let Some(h) = self.hole_since {
+            ours = ours.min(h + self.hole_rto(srtt));
+        }
         let theirs = self.real(engine?);
         if ours >= theirs || self.rto(srtt) >= ENGINE_RTO_MIN * (1 << self.backoff.min(6)) {
             return None;
@@ -221,7 +277,10 @@ impl RtoClock {
     /// retransmission timer (or a few jumps were made).
     pub(crate) fn force(&mut self, now: Instant, engine: &mut impl Timers) {
         self.jump(now, engine);
+        self.forced.0 += 1;
+        self.forced.1 += u64::from(self.hole_since.is_some());
         self.progress = now;
+        self.hole_since = None;
         self.backoff += 1;
     }
 
@@ -295,13 +354,46 @@ mod tests {
         assert!(c.at(d + Duration::from_millis(1)) > engine);
         assert_eq!(c.rto(Duration::ZERO), RTO_FLOOR * 2);
         // An acknowledgement resets the backoff.
-        c.released(d, 500);
+        c.released(500);
+        c.progressed(d);
         assert_eq!(c.rto(Duration::ZERO), RTO_FLOOR);
-        c.released(d, 500);
+        c.released(500);
         assert_eq!(
             c.deadline(Duration::ZERO, Some(c.at(d) + ENGINE_RTO_MIN)),
             None
         );
+    }
+
+    #[test]
+    fn a_reported_hole_is_retransmitted_sooner() {
+        let t0 = Instant::now();
+        let mut c = RtoClock::new(t0);
+        c.sent(t0, 10_000);
+        let engine = t0 + ENGINE_RTO_MIN;
+        let srtt = Duration::from_millis(2);
+        // Data above the hole acknowledged: released, but no progress.
+        let t1 = t0 + Duration::from_millis(5);
+        c.released(5_000);
+        assert_eq!(c.deadline(srtt, Some(engine)), Some(t0 + RTO_FLOOR));
+        c.hole(t1);
+        c.hole(t1 + srtt); // the same hole, still open
+        assert_eq!(
+            c.deadline(srtt, Some(engine)),
+            Some(t1 + HOLE_FLOOR + srtt * 3)
+        );
+        // The cumulative acknowledgement passing it closes it.
+        c.progressed(t1 + srtt);
+        assert_eq!(c.deadline(srtt, Some(engine)), Some(t1 + srtt + RTO_FLOOR));
+        // Forced: the next hole waits twice as long.
+        c.hole(t1 + srtt);
+        let mut e = Engine {
+            next: vec![engine],
+            fired: vec![],
+            t3: true,
+        };
+        c.force(t1 + srtt + c.hole_rto(srtt), &mut e);
+        assert_eq!(c.forced(), (1, 1));
+        assert_eq!(c.hole_rto(srtt), (HOLE_FLOOR + srtt * 3) * 2);
     }
 
     #[test]

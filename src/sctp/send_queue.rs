@@ -21,7 +21,7 @@
 //! channel. What a stream still has queued when the stream is reset is dropped at once
 //! ([`SendQueue::drop_stream`]).
 
-use super::{be32, chunk_walk, tsn_after};
+use super::{be16, be32, chunk_walk, tsn_after};
 use super::{Ppi, Reliability};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -80,6 +80,8 @@ pub(crate) struct SendQueue {
     lifetimes: HashMap<u16, Duration>,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
+    /// A SACK reported gap blocks since [`SendQueue::take_gap_report`].
+    gap_reported: bool,
 }
 
 impl SendQueue {
@@ -247,12 +249,22 @@ impl SendQueue {
             let Some(cum) = be32(chunk, 4).filter(|_| ty == CHUNK_SACK) else {
                 continue;
             };
+            // Gap blocks in a SACK no older than the last: a hole (rto.rs).
+            if self.peer_cum.is_none_or(|c| !tsn_after(c, cum)) {
+                self.gap_reported |= be16(chunk, 12).is_some_and(|n| n > 0);
+            }
             if self.peer_cum.is_none_or(|c| tsn_after(cum, c)) {
                 moved |= self.peer_cum.is_some();
                 self.peer_cum = Some(cum);
             }
         }
         moved
+    }
+
+    /// Whether a SACK seen by [`Self::received_packet`] since the last call reported
+    /// gap blocks (data received above a hole).
+    pub(crate) fn take_gap_report(&mut self) -> bool {
+        std::mem::take(&mut self.gap_reported)
     }
 
     /// Whether the association has sent DATA the peer has not acknowledged yet, given up

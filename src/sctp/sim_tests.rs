@@ -65,6 +65,8 @@ struct Pair {
     wake: Option<Instant>,
     a: Node,
     b: Node,
+    /// Watches the packets delivered (the loss-recovery figures).
+    trace: Option<loss::Trace>,
 }
 
 impl Pair {
@@ -79,6 +81,7 @@ impl Pair {
             wake: None,
             a: node("A"),
             b: node("B"),
+            trace: None,
         };
         p.set_now();
         p.b.engine.start(t0, false, &mut p.b.out);
@@ -133,6 +136,9 @@ impl Pair {
         let now = self.net.now();
         self.set_now();
         while let Some((to, p)) = self.net.deliver() {
+            if let Some(t) = self.trace.as_mut() {
+                t.delivered(to, &p, now);
+            }
             let n = self.node(to);
             n.engine.packet(now, BytesMut::from(&p[..]));
             n.engine.drain(now, &mut n.out);
@@ -409,4 +415,179 @@ fn a_simulated_run_repeats_exactly() {
         transfer(10, imp, Kind::Lifetime(500), 200).digest,
         runs[0].digest
     );
+}
+
+/// Loss recovery of a bulk transfer (docs/SCTP.md "Loss recovery"): how each loss was
+/// repaired, and how long the peer's cumulative acknowledgement stood still meanwhile.
+mod loss {
+    use super::super::{be16, be32, chunk_walk, tsn_after};
+    use super::*;
+
+    /// What A saw of B's SACKs.
+    #[derive(Debug, Default)]
+    pub(super) struct Trace {
+        cum: Option<u32>,
+        /// Since when B has reported data above a cumulative acknowledgement that has
+        /// not moved (a hole the sender knows of).
+        stuck_since: Option<Instant>,
+        /// How long each such hole stayed open.
+        pub holes: Vec<Duration>,
+        /// Highest TSN A sent (seen delivered or not: taken from B's SACKs' gap ends).
+        highest: Option<u32>,
+        /// Sum and count of (highest acknowledged TSN - cum) at each SACK: the chunks
+        /// between the hole and the newest data B has.
+        span: (u64, u64),
+    }
+
+    impl Trace {
+        pub(super) fn delivered(&mut self, to: Side, p: &[u8], now: Instant) {
+            if to != Side::A {
+                return;
+            }
+            for (ty, _, c) in chunk_walk(p) {
+                if ty != 3 {
+                    continue;
+                }
+                let (Some(cum), Some(gaps)) = (be32(c, 4), be16(c, 12)) else {
+                    continue;
+                };
+                // The last gap block ends highest.
+                let top = gaps
+                    .checked_sub(1)
+                    .and_then(|g| be16(c, 16 + 4 * usize::from(g) + 2))
+                    .map(|end| cum.wrapping_add(u32::from(end)));
+                if let Some(top) = top {
+                    if self.highest.is_none_or(|h| tsn_after(top, h)) {
+                        self.highest = Some(top);
+                    }
+                    self.span.0 += u64::from(top.wrapping_sub(cum));
+                    self.span.1 += 1;
+                }
+                let moved = self.cum.is_none_or(|c| tsn_after(cum, c));
+                if moved {
+                    self.cum = Some(cum);
+                    if let Some(t) = self.stuck_since.take() {
+                        self.holes.push(now - t);
+                    }
+                }
+                if gaps > 0 && self.stuck_since.is_none() {
+                    self.stuck_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Figures of one bulk transfer.
+    #[derive(Debug)]
+    pub(super) struct Figures {
+        pub mbit: f64,
+        pub stats: crate::sctp::rto::RecoveryStats,
+        pub holes: Vec<Duration>,
+        pub mean_span: f64,
+    }
+
+    /// A sends `mib` MiB in 16 KiB messages to B on one reliable channel, keeping up to
+    /// 8 MiB unacknowledged (as the bench peers do).
+    pub(super) fn bulk(seed: u64, imp: &str, mib: usize) -> Figures {
+        const MSG: usize = 16 * 1024;
+        const BUFFERED: usize = 8 << 20;
+        let mut p = Pair::new(seed, Impairment::parse(imp).unwrap());
+        p.connect();
+        p.a.engine.open(1, false, Reliability::Reliable);
+        p.trace = Some(Trace::default());
+        let total = mib << 20;
+        let began = p.net.now();
+        let mut written = 0;
+        let mut next = 0u32;
+        let ok = p.run_until(Duration::from_secs(3600), |p| {
+            let released = p.a.out.released.get(&1).copied().unwrap_or(0);
+            while written < total && written - released < BUFFERED {
+                let mut m = vec![0u8; MSG];
+                m[..4].copy_from_slice(&next.to_be_bytes());
+                p.a.engine
+                    .write(p.net.now(), 1, Ppi::Binary, Bytes::from(m));
+                written += MSG;
+                next += 1;
+            }
+            // Received messages are counted and dropped (memory).
+            let got = p.b.out.got.get_mut(&1).map_or(0, |v| {
+                let n = v.len();
+                v.clear();
+                n
+            });
+            p.b.out
+                .released
+                .entry(u16::MAX)
+                .and_modify(|n| *n += got)
+                .or_insert(got);
+            p.b.out.released[&u16::MAX] == total / MSG
+        });
+        assert!(ok, "{imp}: stalled");
+        let secs = (p.net.now() - began).as_secs_f64();
+        let t = p.trace.take().unwrap();
+        Figures {
+            mbit: (total * 8) as f64 / secs / 1e6,
+            stats: p.a.engine.recovery_stats(),
+            holes: t.holes,
+            mean_span: t.span.0 as f64 / t.span.1.max(1) as f64,
+        }
+    }
+
+    /// A bulk transfer at 1% loss, short and long round trips: every hole is repaired by
+    /// fast retransmit or by a retransmission forced because the peer reported the hole;
+    /// none waits for a timeout of no progress, ours (250 ms) or rtc-sctp's (1 s), while
+    /// later data is acknowledged. Counted from data above a hole, the early timeout never
+    /// came while a busy flight was acknowledged, and holes behind one waited for
+    /// rtc-sctp's 1 s timer (`rto.rs`).
+    #[test]
+    fn at_one_percent_loss_no_hole_waits_for_a_timeout() {
+        for (seed, imp) in [(3, "loss=1%,delay=0.1ms"), (4, "loss=1%,delay=10ms")] {
+            let f = bulk(seed, imp, 4);
+            let s = f.stats;
+            assert!(s.fast_retransmits > 10, "{imp}: {s:?}");
+            assert_eq!(
+                s.t3_timeouts, s.forced,
+                "{imp}: rtc-sctp's own timer ran out: {s:?}"
+            );
+            assert_eq!(s.forced, s.forced_for_hole, "{imp}: {s:?}");
+            let longest = f.holes.iter().max().copied().unwrap_or_default();
+            assert!(
+                longest < super::super::rto::RTO_FLOOR,
+                "{imp}: a hole stayed open {longest:?}: {s:?}"
+            );
+        }
+    }
+
+    /// The figures behind docs/SCTP.md "Loss recovery" (`cargo test --release --lib
+    /// loss_recovery_figures -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "measurement"]
+    fn loss_recovery_figures() {
+        let conds = std::env::var("SIM_CONDS").unwrap_or_else(|_| {
+            "loss=1%,delay=0.1ms;loss=1%,delay=0.1ms,rate=1gbit;loss=1%,delay=10ms".into()
+        });
+        let mib: usize = std::env::var("SIM_MIB").map_or(32, |v| v.parse().unwrap());
+        for imp in conds.split(';') {
+            for seed in 1..=2 {
+                let f = bulk(seed, imp, mib);
+                let mut h = f.holes.clone();
+                h.sort();
+                let total: Duration = h.iter().sum();
+                let over = |ms: u64| h.iter().filter(|d| **d > Duration::from_millis(ms)).count();
+                println!(
+                    "{imp:<32} seed {seed}: {:>7.1} Mbit/s  {:?}\n    holes {} (>5 ms {}, >50 ms {}, >200 ms {}), open {:.3} s in all, median {:?}, max {:?}; mean span {:.0} TSNs",
+                    f.mbit,
+                    f.stats,
+                    h.len(),
+                    over(5),
+                    over(50),
+                    over(200),
+                    total.as_secs_f64(),
+                    h.get(h.len() / 2),
+                    h.last(),
+                    f.mean_span
+                );
+            }
+        }
+    }
 }
