@@ -2,10 +2,28 @@
 //! board the binary is built for; `smolrtc --version` prints it with the target triple, and
 //! `smolrtc serve` takes its default limits from it. Without it the board is "native" and
 //! the defaults are the library's.
+//!
+//! With the `service` feature it also gzips the page (`web/*`) into `OUT_DIR/web/`: the
+//! service embeds and serves those bytes (`Content-Encoding: gzip`), a quarter of the text's
+//! size in the binary (docs/FOOTPRINT.md).
 
+use std::io::Write;
 use std::path::Path;
 
+/// The page's files the service serves (src/service/http.rs embeds `OUT_DIR/web/<name>.gz`).
+const PAGE_FILES: [&str; 6] = [
+    "index.html",
+    "app.js",
+    "style.css",
+    "mqtt.js",
+    "broker.js",
+    "sinks.js",
+];
+
 fn main() {
+    if std::env::var_os("CARGO_FEATURE_SERVICE").is_some() {
+        compress_page();
+    }
     println!("cargo:rerun-if-env-changed=SMOLRTC_BOARD");
     let target = std::env::var("TARGET").unwrap_or_default();
     let board = std::env::var("SMOLRTC_BOARD").unwrap_or_default();
@@ -56,4 +74,25 @@ fn main() {
     println!("cargo:rustc-env=SMOLRTC_BOARD_CPU={cpu}");
     println!("cargo:rustc-env=SMOLRTC_BOARD_MAX_SESSIONS={max_sessions}");
     println!("cargo:rustc-env=SMOLRTC_BOARD_SCTP_RECEIVE_BUFFER={receive_buffer}");
+}
+
+/// gzip (best compression, no file name, time 0: the same bytes on every build) of each
+/// page file.
+fn compress_page() {
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("web");
+    std::fs::create_dir_all(&out).expect("create OUT_DIR/web");
+    for name in PAGE_FILES {
+        let path = Path::new("web").join(name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        gz.write_all(&text).expect("gzip in memory");
+        let gz = gz.finish().expect("gzip in memory");
+        let dest = out.join(format!("{name}.gz"));
+        std::fs::write(&dest, gz)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", dest.display()));
+    }
 }

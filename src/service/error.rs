@@ -85,6 +85,13 @@ pub(crate) enum ServiceError {
     #[cfg(feature = "media")]
     #[error("{0}")]
     Unplayable(String),
+    /// A page file asked with an `Accept-Encoding` that refuses gzip (the page is stored
+    /// gzipped and the binary has no inflater).
+    #[error(
+        "the page is only served gzip-compressed and Accept-Encoding refuses gzip \
+         (ask with Accept-Encoding: gzip, e.g. curl --compressed)"
+    )]
+    NotAcceptable,
     /// `GET /ws` without a WebSocket upgrade.
     #[error("/ws needs a WebSocket upgrade request")]
     UpgradeRequired,
@@ -200,6 +207,7 @@ impl ServiceError {
     /// | `BadOrigin` | 403 |
     /// | `NotFound`, `UnknownSession`, `UnknownStream`, `UnknownSink` | 404 |
     /// | `MethodNotAllowed` | 405 |
+    /// | `NotAcceptable` | 406 |
     /// | `SinkBusy` | 409 |
     /// | `BodyTimeout` | 408 |
     /// | `BodyTooLarge` | 413 |
@@ -229,6 +237,7 @@ impl ServiceError {
             #[cfg(feature = "media")]
             ServiceError::Unplayable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ServiceError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ServiceError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServiceError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
