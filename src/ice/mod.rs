@@ -7,7 +7,7 @@ mod gather;
 pub(crate) mod port;
 pub mod server;
 mod turn;
-mod turn_stream;
+pub(crate) mod turn_stream;
 mod udp;
 
 pub(crate) use agent::{IceActor, IceMsg};

@@ -48,11 +48,19 @@ pub(crate) fn tls_config(roots: &std::path::Path) -> Result<Arc<rustls::ClientCo
     if store.is_empty() {
         return Err(format!("TLS roots {}: no certificate", roots.display()));
     }
+    client_config(store)
+}
+
+/// A rustls client configuration (ring, safe protocol versions, no client certificate)
+/// trusting `roots`: TURN over TLS and the WHIP client's `https://`.
+pub(crate) fn client_config(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(store)
+        .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -208,71 +208,21 @@ pub fn negotiate(
 ) -> Result<Negotiated, NegotiateError> {
     let codec = send.codec;
     let clock = codec.clock_rate();
-    let mut chosen: Option<(&RemoteFormat, Option<ProfileLevelId>)> = None;
-    match codec {
-        Codec::H264 => {
-            let stream = send.plid();
-            let mut fallback = None;
-            for f in offer.formats.iter().filter(|f| f.is("H264", clock)) {
-                if f.param("packetization-mode").map(str::trim) != Some("1") {
-                    continue;
-                }
-                // RFC 6184 §8.1: no profile-level-id means baseline, level 1 (42000a).
-                let Some(offered) =
-                    ProfileLevelId::parse(f.param("profile-level-id").unwrap_or("42000a"))
-                else {
-                    continue;
-                };
-                if !stream.decodable_by(offered) {
-                    continue;
-                }
-                // Same profile as offered (RFC 6184 §8.2.2), the stream's level when lower.
-                let mut answer = offered;
-                if stream.level() < offered.level() {
-                    answer.level_idc = stream.level_idc;
-                    // Level 1b is spelled with constraint_set3 on these profiles.
-                    answer.iop = (answer.iop & !0x10) | (stream.iop & 0x10);
-                }
-                if offered.profile() == stream.profile() {
-                    chosen = Some((f, Some(answer)));
-                    break;
-                }
-                if fallback.is_none() {
-                    fallback = Some((f, Some(answer)));
-                }
-            }
-            chosen = chosen.or(fallback);
-        }
-        Codec::Vp8 => {
-            chosen = offer
-                .formats
-                .iter()
-                .find(|f| f.is("VP8", clock))
-                .map(|f| (f, None));
-        }
-        Codec::Opus => {
-            chosen = offer
-                .formats
-                .iter()
-                .find(|f| f.is("opus", clock) && f.channels.unwrap_or(2) == 2)
-                .map(|f| (f, None));
-        }
-    }
+    let chosen = match codec {
+        Codec::H264 => choose_h264(offer, &send),
+        Codec::Vp8 => offer
+            .formats
+            .iter()
+            .find(|f| f.is("VP8", clock))
+            .map(|f| (f, None)),
+        Codec::Opus => offer
+            .formats
+            .iter()
+            .find(|f| f.is("opus", clock) && f.channels.unwrap_or(2) == 2)
+            .map(|f| (f, None)),
+    };
     let Some((f, plid)) = chosen else {
-        return Err(NegotiateError {
-            kind: codec.kind(),
-            wanted: send.describe(),
-            offered: offer
-                .formats
-                .iter()
-                .filter(|f| {
-                    !["rtx", "red", "ulpfec", "flexfec-03"]
-                        .iter()
-                        .any(|e| f.encoding.eq_ignore_ascii_case(e))
-                })
-                .map(RemoteFormat::describe)
-                .collect(),
-        });
+        return Err(not_offered(offer, &send));
     };
     let feedback = Feedback {
         nack: caps.nack && f.has_feedback("nack"),
@@ -299,6 +249,63 @@ pub fn negotiate(
         profile_level_id: plid,
         level_above_offer,
     })
+}
+
+/// The H.264 format of the offer to answer `send` with, and the profile-level-id of the
+/// answer: packetization-mode 1, decodable as the stream is, the same profile preferred.
+fn choose_h264<'a>(
+    offer: &'a RemoteFormats,
+    send: &SendCodec,
+) -> Option<(&'a RemoteFormat, Option<ProfileLevelId>)> {
+    let clock = send.codec.clock_rate();
+    let stream = send.plid();
+    let mut fallback = None;
+    for f in offer.formats.iter().filter(|f| f.is("H264", clock)) {
+        if f.param("packetization-mode").map(str::trim) != Some("1") {
+            continue;
+        }
+        // RFC 6184 §8.1: no profile-level-id means baseline, level 1 (42000a).
+        let Some(offered) = ProfileLevelId::parse(f.param("profile-level-id").unwrap_or("42000a"))
+        else {
+            continue;
+        };
+        if !stream.decodable_by(offered) {
+            continue;
+        }
+        // Same profile as offered (RFC 6184 §8.2.2), the stream's level when lower.
+        let mut answer = offered;
+        if stream.level() < offered.level() {
+            answer.level_idc = stream.level_idc;
+            // Level 1b is spelled with constraint_set3 on these profiles.
+            answer.iop = (answer.iop & !0x10) | (stream.iop & 0x10);
+        }
+        if offered.profile() == stream.profile() {
+            return Some((f, Some(answer)));
+        }
+        if fallback.is_none() {
+            fallback = Some((f, Some(answer)));
+        }
+    }
+    fallback
+}
+
+/// The error for an offer with no format for `send`: what it does offer (repair formats
+/// left out).
+fn not_offered(offer: &RemoteFormats, send: &SendCodec) -> NegotiateError {
+    NegotiateError {
+        kind: send.codec.kind(),
+        wanted: send.describe(),
+        offered: offer
+            .formats
+            .iter()
+            .filter(|f| {
+                !["rtx", "red", "ulpfec", "flexfec-03"]
+                    .iter()
+                    .any(|e| f.encoding.eq_ignore_ascii_case(e))
+            })
+            .map(RemoteFormat::describe)
+            .collect(),
+    }
 }
 
 /// The codec a payload type carries, if smolrtc depacketizes it (H.264 only with

@@ -187,9 +187,38 @@ impl OggOpusReader {
 
     /// Reads one page if a whole one is buffered.
     fn page(&mut self) -> Result<bool, OggError> {
-        // Find "OggS".
-        let at = self.buf.windows(4).position(|w| w == b"OggS");
-        match at {
+        if !self.sync()? {
+            return Ok(false);
+        }
+        let Some((page, header_len)) = self.take_page()? else {
+            return Ok(false);
+        };
+        let flags = page[5];
+        let granule = i64::from_le_bytes(page[6..14].try_into().expect("8 bytes"));
+        let serial = u32::from_le_bytes([page[14], page[15], page[16], page[17]]);
+        match self.serial {
+            None if flags & 2 != 0 => self.serial = Some(serial),
+            None => return Ok(true), // not at a stream's start: wait for one
+            Some(s) if s != serial => return Ok(true), // another logical stream
+            Some(_) => {}
+        }
+        if flags & 1 == 0 && !self.partial.is_empty() {
+            // A packet was cut by a lost page: drop its start.
+            self.partial.clear();
+            self.partial_oversized = false;
+        }
+        let (packets, too_large) = self.packets(page, header_len);
+        let audio = self.headers_or_audio(packets)?;
+        self.timestamp_page(audio, granule);
+        if too_large {
+            return Err(OggError::PacketTooLarge);
+        }
+        Ok(true)
+    }
+
+    /// Skips to the next "OggS": whether the buffer starts with one now.
+    fn sync(&mut self) -> Result<bool, OggError> {
+        match self.buf.windows(4).position(|w| w == b"OggS") {
             Some(0) => {}
             Some(n) => {
                 self.buf.advance(n);
@@ -209,20 +238,26 @@ impl OggOpusReader {
         if !self.synced && self.skipped > 0 {
             return Err(OggError::NotOgg);
         }
+        Ok(true)
+    }
+
+    /// The page at the start of the buffer and its header's length, once it is all
+    /// buffered and its CRC checks.
+    fn take_page(&mut self) -> Result<Option<(BytesMut, usize)>, OggError> {
         if self.buf.len() < 27 {
-            return Ok(false);
+            return Ok(None);
         }
         let nsegs = usize::from(self.buf[26]);
         let header_len = 27 + nsegs;
         if self.buf.len() < header_len {
-            return Ok(false);
+            return Ok(None);
         }
         let body_len: usize = self.buf[27..header_len]
             .iter()
             .map(|&b| usize::from(b))
             .sum();
         if self.buf.len() < header_len + body_len {
-            return Ok(false);
+            return Ok(None);
         }
         let mut page = self.buf.split_to(header_len + body_len);
         let stored = u32::from_le_bytes([page[22], page[23], page[24], page[25]]);
@@ -237,22 +272,14 @@ impl OggOpusReader {
         }
         self.synced = true;
         self.skipped = 0;
-        let flags = page[5];
-        let granule = i64::from_le_bytes(page[6..14].try_into().expect("8 bytes"));
-        let serial = u32::from_le_bytes([page[14], page[15], page[16], page[17]]);
-        match self.serial {
-            None if flags & 2 != 0 => self.serial = Some(serial),
-            None => return Ok(true), // not at a stream's start: wait for one
-            Some(s) if s != serial => return Ok(true), // another logical stream
-            Some(_) => {}
-        }
+        Ok(Some((page, header_len)))
+    }
+
+    /// The packets a page completes (a packet carried over from earlier pages first), and
+    /// whether one of them was over [`MAX_PACKET_BYTES`] (dropped).
+    fn packets(&mut self, mut page: BytesMut, header_len: usize) -> (Vec<Bytes>, bool) {
         let lacing = page[27..header_len].to_vec();
         let body = page.split_off(header_len).freeze();
-        if flags & 1 == 0 && !self.partial.is_empty() {
-            // A packet was cut by a lost page: drop its start.
-            self.partial.clear();
-            self.partial_oversized = false;
-        }
         let mut packets: Vec<Bytes> = Vec::new();
         let mut pos = 0;
         let mut too_large = false;
@@ -274,6 +301,11 @@ impl OggOpusReader {
                 }
             }
         }
+        (packets, too_large)
+    }
+
+    /// Reads OpusHead and OpusTags from the stream's first packets; the rest is audio.
+    fn headers_or_audio(&mut self, packets: Vec<Bytes>) -> Result<Vec<Bytes>, OggError> {
         let mut audio = Vec::new();
         for p in packets {
             if self.head.is_none() {
@@ -291,11 +323,7 @@ impl OggOpusReader {
                 audio.push(p);
             }
         }
-        self.timestamp_page(audio, granule);
-        if too_large {
-            return Err(OggError::PacketTooLarge);
-        }
-        Ok(true)
+        Ok(audio)
     }
 
     /// Gives the packets of one page their durations and timestamps.

@@ -90,6 +90,8 @@ pub use plan::{
     PlanError, PlannedReceiver, PlannedTrack, ReceiveCodecs, StreamCodecs,
 };
 pub use types::{DataSection, Fingerprint, LocalSession, MediaSection, RemoteDescription, Setup};
+#[cfg(feature = "service")]
+pub(crate) use write::candidate_attributes;
 pub use write::{
     write_answer, write_answer_sections, write_candidate_fragment, write_offer,
     write_offer_sections, AnswerSection,

@@ -345,6 +345,17 @@ pub fn write_offer_sections(local: &LocalSession, media: &[LocalMedia], data: bo
     out.0
 }
 
+/// The `candidate:...` attribute values of `sdp` (without `a=`), in order: what
+/// [`write_candidate_fragment`] takes.
+#[cfg(feature = "service")]
+pub(crate) fn candidate_attributes(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Writes an `application/trickle-ice-sdpfrag` body (RFC 8840), in the
 /// shape WHIP (RFC 9725) sends in its PATCH requests:
 ///

@@ -120,23 +120,36 @@ pub(super) async fn whip_post(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ServiceError> {
-    require_content_type(&req, "application/sdp")?;
-    let body = read_body(shared, req).await?;
-    let sdp = utf8(&body)?.to_owned();
     let offer = Description {
         kind: SdpType::Offer,
-        sdp,
+        sdp: sdp_body(shared, req).await?,
     };
     let (id, answer) = answer_offer(shared, Via::Whip, peer, offer).await?;
     log::info!("[{id}] answered POST /whip");
+    Ok(created(answer, &format!("/whip/{id}")))
+}
+
+/// The body of a WHIP/WHEP `POST`: `application/sdp`, UTF-8 (`415`, `400` otherwise).
+pub(super) async fn sdp_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<String, ServiceError> {
+    require_content_type(&req, "application/sdp")?;
+    let body = read_body(shared, req).await?;
+    Ok(utf8(&body)?.to_owned())
+}
+
+/// A WHIP/WHEP `201 Created`: the answer as `application/sdp`, the session's resource in
+/// `Location`.
+pub(super) fn created(answer: Description, location: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{id}")) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(LOCATION, v);
     }
-    Ok(r)
+    r
 }
 
 /// What a media resource path asks for: `LIST` (`GET /api/streams`, `/api/sinks`), a new
@@ -170,6 +183,31 @@ impl<'a> MediaRoute<'a> {
                 path: super::http::clip(path).to_owned(),
             }),
         }
+    }
+}
+
+/// Serves a media resource path (see [`MediaRoute`]) under `(list path, prefix)`: `list`
+/// answers the LIST, `post` a new session; PATCH and DELETE are the same for all.
+#[cfg(feature = "media")]
+pub(super) async fn media_route(
+    shared: &Rc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    path: &str,
+    (list_path, prefix): (&str, &str),
+    list: fn(&Shared) -> Response<Body>,
+    post: impl AsyncFnOnce(
+        &Rc<Shared>,
+        SocketAddr,
+        &str,
+        Request<Incoming>,
+    ) -> Result<Response<Body>, ServiceError>,
+) -> Result<Response<Body>, ServiceError> {
+    match MediaRoute::parse(req.method(), path, list_path, prefix)? {
+        MediaRoute::List => Ok(list(shared)),
+        MediaRoute::Post(name) => post(shared, peer, name, req).await,
+        MediaRoute::Patch(id) => whip_patch(shared, id, req).await,
+        MediaRoute::Delete(id) => whip_delete(shared, id).await,
     }
 }
 
@@ -273,12 +311,7 @@ async fn ice_restart(
     add_candidates(pc, candidates, end).await?;
     let (local_ufrag, local_pwd) = ice_credentials(&text).unwrap_or_default();
     let mid = sdp_value(&text, "a=mid:").unwrap_or_default();
-    let ours: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix("a="))
-        .filter(|l| l.starts_with("candidate:"))
-        .map(str::to_owned)
-        .collect();
+    let ours = sdp::candidate_attributes(&text);
     log::info!(
         "[{id}] PATCH: ICE restart ({n} candidates{}); answered with {} candidates",
         if end { ", end-of-candidates" } else { "" },

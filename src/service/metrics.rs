@@ -28,12 +28,6 @@ pub(crate) fn count_response(status: u16) {
 pub(crate) fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
-    let metric = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(
-            o,
-            "# HELP smolrtc_{name} {help}\n# TYPE smolrtc_{name} {kind}"
-        );
-    };
     metric(o, "sessions", "gauge", "Live sessions (peer connections).");
     let _ = writeln!(o, "smolrtc_sessions {}", shared.session_count());
     metric(
@@ -53,6 +47,23 @@ pub(crate) fn render(shared: &Shared) -> String {
         });
         shared.publish.render(o);
     }
+    counters(o);
+    rtt(o);
+    http_responses(o);
+    process_usage(o);
+    out
+}
+
+/// The `# HELP` and `# TYPE` lines of metric `smolrtc_NAME`.
+fn metric(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        o,
+        "# HELP smolrtc_{name} {help}\n# TYPE smolrtc_{name} {kind}"
+    );
+}
+
+/// The process-wide counters of [`stats`].
+fn counters(o: &mut String) {
     for (name, help, counter) in [
         (
             "bytes_sent_total",
@@ -93,6 +104,10 @@ pub(crate) fn render(shared: &Shared) -> String {
         metric(o, name, "counter", help);
         let _ = writeln!(o, "smolrtc_{name} {}", stats::get(counter));
     }
+}
+
+/// The RTT histogram.
+fn rtt(o: &mut String) {
     metric(
         o,
         "rtt_seconds",
@@ -111,6 +126,10 @@ pub(crate) fn render(shared: &Shared) -> String {
     let sum = stats::get(&RTT.sum_micros) as f64 / 1e6;
     let _ = writeln!(o, "smolrtc_rtt_seconds_sum {sum}");
     let _ = writeln!(o, "smolrtc_rtt_seconds_count {count}");
+}
+
+/// HTTP responses by status code.
+fn http_responses(o: &mut String) {
     metric(
         o,
         "http_requests_total",
@@ -123,6 +142,10 @@ pub(crate) fn render(shared: &Shared) -> String {
             let _ = writeln!(o, "smolrtc_http_requests_total{{code=\"{}\"}} {n}", i + 100);
         }
     }
+}
+
+/// The process's memory and CPU time.
+fn process_usage(o: &mut String) {
     let (rss, cpu) = process();
     metric(
         o,
@@ -138,7 +161,6 @@ pub(crate) fn render(shared: &Shared) -> String {
         "CPU time of the process, user and system.",
     );
     let _ = writeln!(o, "smolrtc_cpu_seconds_total {cpu}");
-    out
 }
 
 /// The process's resident bytes (`/proc/self/statm`, read into a stack buffer) and CPU

@@ -878,12 +878,7 @@ impl Leg<'_> {
             .await
             .map_err(|e| e.to_string())?;
         let (ufrag, pwd, mid) = ice_of(&text);
-        let ours: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.trim_end().strip_prefix("a="))
-            .filter(|l| l.starts_with("candidate:"))
-            .map(str::to_owned)
-            .collect();
+        let ours = crate::sdp::candidate_attributes(&text);
         let end = text.lines().any(|l| l.trim_end() == "a=end-of-candidates");
         let frag = crate::sdp::write_candidate_fragment(&ufrag, &pwd, &mid, &ours, end);
         let r = self

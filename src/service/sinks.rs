@@ -20,16 +20,13 @@
 mod output;
 
 use super::error::ServiceError;
-use super::http::{json_response, read_body, require_content_type, Body};
+use super::http::{json_response, Body};
 use super::{Shared, Via};
 use crate::error::{Error, Result};
 use crate::media::sink;
 use crate::media::{Codec, MediaKind, SinkSpec};
 use crate::sdp::{Description, SdpType};
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use output::{Output, OutputStats};
 use std::cell::RefCell;
@@ -470,13 +467,8 @@ pub(super) async fn route(
     req: Request<Incoming>,
     path: &str,
 ) -> std::result::Result<Response<Body>, ServiceError> {
-    use super::api::{whip_delete, whip_patch, MediaRoute};
-    match MediaRoute::parse(req.method(), path, "/api/sinks", "/whip/")? {
-        MediaRoute::List => Ok(list(shared)),
-        MediaRoute::Post(name) => whip_post(shared, peer, name, req).await,
-        MediaRoute::Patch(id) => whip_patch(shared, id, req).await,
-        MediaRoute::Delete(id) => whip_delete(shared, id).await,
-    }
+    let paths = ("/api/sinks", "/whip/");
+    super::api::media_route(shared, peer, req, path, paths, list, whip_post).await
 }
 
 fn list(shared: &Shared) -> Response<Body> {
@@ -498,28 +490,18 @@ async fn whip_post(
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, ServiceError> {
     let sink = shared.sinks.find(name)?;
-    require_content_type(&req, "application/sdp")?;
-    let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    check_offer(shared, sink, text, false)?;
+    let text = super::api::sdp_body(shared, req).await?;
+    check_offer(shared, sink, &text, false)?;
     let offer = Description {
         kind: SdpType::Offer,
-        sdp: text.to_owned(),
+        sdp: text,
     };
     let (id, answer) = super::api::answer_in_session(shared, Via::Whip, peer, offer, async |s| {
         receive_into(shared, sink, &s.id, &s.pc).await
     })
     .await?;
     log::info!("[{id}] answered POST /whip/{name}");
-    let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
-    *r.status_mut() = StatusCode::CREATED;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{name}/{id}")) {
-        h.insert(LOCATION, v);
-    }
-    Ok(r)
+    Ok(super::api::created(answer, &format!("/whip/{name}/{id}")))
 }
 
 /// `POST /api/offer?sink=NAME` (without `?stream=`): an offer that sends audio/video (and

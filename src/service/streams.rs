@@ -13,7 +13,7 @@
 //! fails for good (a file that cannot be read) leaves its stream `failed` with the reason.
 
 use super::error::ServiceError;
-use super::http::{json_response, read_body, require_content_type, Body};
+use super::http::{json_response, Body};
 use super::{Shared, Via};
 use crate::error::{Error, Result};
 use crate::media::actor::MediaMsg;
@@ -22,10 +22,7 @@ use crate::media::{MediaKind, SendCodec, SourceSpec, Track};
 use crate::peer::PeerConnection;
 use crate::sdp::{self, PlanError, StreamCodecs};
 use crate::sdp::{Description, SdpType};
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
@@ -523,13 +520,8 @@ pub(super) async fn route(
     req: Request<Incoming>,
     path: &str,
 ) -> std::result::Result<Response<Body>, ServiceError> {
-    use super::api::{whip_delete, whip_patch, MediaRoute};
-    match MediaRoute::parse(req.method(), path, "/api/streams", "/whep/")? {
-        MediaRoute::List => Ok(list(shared)),
-        MediaRoute::Post(name) => whep_post(shared, peer, name, req).await,
-        MediaRoute::Patch(id) => whip_patch(shared, id, req).await,
-        MediaRoute::Delete(id) => whip_delete(shared, id).await,
-    }
+    let paths = ("/api/streams", "/whep/");
+    super::api::media_route(shared, peer, req, path, paths, list, whep_post).await
 }
 
 fn list(shared: &Shared) -> Response<Body> {
@@ -558,12 +550,9 @@ async fn whep_post(
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, ServiceError> {
     let stream = find(shared, name)?;
-    require_content_type(&req, "application/sdp")?;
-    let body = read_body(shared, req).await?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ServiceError::BadBody("body is not UTF-8".into()))?;
-    let plan = plan_for(stream, text, false)?;
-    answer_viewer(shared, peer, stream, text.to_owned(), plan).await
+    let text = super::api::sdp_body(shared, req).await?;
+    let plan = plan_for(stream, &text, false)?;
+    answer_viewer(shared, peer, stream, text, plan).await
 }
 
 fn find<'a>(shared: &'a Shared, name: &str) -> std::result::Result<&'a Stream, ServiceError> {
@@ -711,14 +700,8 @@ async fn answer_viewer(
     };
     let (id, answer) = open_viewer(shared, Via::Whep, peer, stream, offer, plan).await?;
     log::info!("[{id}] answered POST /whep/{}", stream.name);
-    let mut r = Response::new(Full::new(Bytes::from(answer.sdp)));
-    *r.status_mut() = StatusCode::CREATED;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/whep/{}/{id}", stream.name)) {
-        h.insert(LOCATION, v);
-    }
-    Ok(r)
+    let location = format!("/whep/{}/{id}", stream.name);
+    Ok(super::api::created(answer, &location))
 }
 
 /// Opens a session that answers `offer` with `plan` and makes it a viewer of `stream`'s

@@ -101,45 +101,9 @@ impl Sps {
         let iop = r.bits(8)? as u8;
         let level_idc = r.bits(8)? as u8;
         let id = range("seq_parameter_set_id", r.ue()?, 31)? as u8;
-        let mut chroma_format_idc = 1;
-        let mut separate_colour_plane = false;
-        if matches!(
-            profile_idc,
-            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-        ) {
-            chroma_format_idc = range("chroma_format_idc", r.ue()?, 3)? as u8;
-            if chroma_format_idc == 3 {
-                separate_colour_plane = r.bit()?;
-            }
-            range("bit_depth_luma_minus8", r.ue()?, 6)?;
-            range("bit_depth_chroma_minus8", r.ue()?, 6)?;
-            r.bit()?; // qpprime_y_zero_transform_bypass_flag
-            if r.bit()? {
-                // seq_scaling_matrix_present_flag
-                let lists = if chroma_format_idc != 3 { 8 } else { 12 };
-                for i in 0..lists {
-                    if r.bit()? {
-                        skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
-                    }
-                }
-            }
-        }
+        let (chroma_format_idc, separate_colour_plane) = read_chroma(&mut r, profile_idc)?;
         range("log2_max_frame_num_minus4", r.ue()?, 12)?;
-        match range("pic_order_cnt_type", r.ue()?, 2)? {
-            0 => {
-                range("log2_max_pic_order_cnt_lsb_minus4", r.ue()?, 12)?;
-            }
-            1 => {
-                r.bit()?; // delta_pic_order_always_zero_flag
-                r.se()?; // offset_for_non_ref_pic
-                r.se()?; // offset_for_top_to_bottom_field
-                let n = range("num_ref_frames_in_pic_order_cnt_cycle", r.ue()?, 255)?;
-                for _ in 0..n {
-                    r.se()?;
-                }
-            }
-            _ => {}
-        }
+        skip_pic_order_cnt(&mut r)?;
         r.ue()?; // max_num_ref_frames
         r.bit()?; // gaps_in_frame_num_value_allowed_flag
         let width_mbs = range("pic_width_in_mbs_minus1", r.ue()?, 1023)? + 1;
@@ -150,35 +114,15 @@ impl Sps {
         }
         r.bit()?; // direct_8x8_inference_flag
         let field_factor = if frame_mbs_only { 1 } else { 2 };
-        let mut width = width_mbs * 16;
-        let mut height = height_map_units * 16 * field_factor;
+        let (mut width, mut height) = (width_mbs * 16, height_map_units * 16 * field_factor);
         if r.bit()? {
-            // frame_cropping_flag: offsets in crop units (§7.4.2.1.1, Table 6-1).
+            // frame_cropping_flag
             let chroma_array_type = if separate_colour_plane {
                 0
             } else {
                 chroma_format_idc
             };
-            let (unit_x, unit_y): (u32, u32) = match chroma_array_type {
-                0 => (1, field_factor),
-                1 => (2, 2 * field_factor),
-                2 => (2, field_factor),
-                _ => (1, field_factor),
-            };
-            let left = r.ue()?;
-            let right = r.ue()?;
-            let top = r.ue()?;
-            let bottom = r.ue()?;
-            let crop_x = (u64::from(left) + u64::from(right)) * u64::from(unit_x);
-            let crop_y = (u64::from(top) + u64::from(bottom)) * u64::from(unit_y);
-            if crop_x >= u64::from(width) || crop_y >= u64::from(height) {
-                return Err(ParamSetError::OutOfRange(
-                    "frame_crop_offset",
-                    (crop_x.max(crop_y)).min(u64::from(u32::MAX)) as u32,
-                ));
-            }
-            width -= crop_x as u32;
-            height -= crop_y as u32;
+            (width, height) = crop(&mut r, (width, height), chroma_array_type, field_factor)?;
         }
         let frame_rate = if r.bit().unwrap_or(false) {
             read_vui_timing(&mut r).ok().flatten()
@@ -198,6 +142,84 @@ impl Sps {
             frame_rate,
         })
     }
+}
+
+/// `chroma_format_idc` and `separate_colour_plane_flag` (and the rest of the high
+/// profiles' fields, skipped); 4:2:0 for the other profiles.
+fn read_chroma(r: &mut BitReader<'_>, profile_idc: u8) -> Result<(u8, bool), ParamSetError> {
+    if !matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        return Ok((1, false));
+    }
+    let chroma_format_idc = range("chroma_format_idc", r.ue()?, 3)? as u8;
+    let mut separate_colour_plane = false;
+    if chroma_format_idc == 3 {
+        separate_colour_plane = r.bit()?;
+    }
+    range("bit_depth_luma_minus8", r.ue()?, 6)?;
+    range("bit_depth_chroma_minus8", r.ue()?, 6)?;
+    r.bit()?; // qpprime_y_zero_transform_bypass_flag
+    if r.bit()? {
+        // seq_scaling_matrix_present_flag
+        let lists = if chroma_format_idc != 3 { 8 } else { 12 };
+        for i in 0..lists {
+            if r.bit()? {
+                skip_scaling_list(r, if i < 6 { 16 } else { 64 })?;
+            }
+        }
+    }
+    Ok((chroma_format_idc, separate_colour_plane))
+}
+
+/// Skips `pic_order_cnt_type` and the fields that go with it.
+fn skip_pic_order_cnt(r: &mut BitReader<'_>) -> Result<(), ParamSetError> {
+    match range("pic_order_cnt_type", r.ue()?, 2)? {
+        0 => {
+            range("log2_max_pic_order_cnt_lsb_minus4", r.ue()?, 12)?;
+        }
+        1 => {
+            r.bit()?; // delta_pic_order_always_zero_flag
+            r.se()?; // offset_for_non_ref_pic
+            r.se()?; // offset_for_top_to_bottom_field
+            let n = range("num_ref_frames_in_pic_order_cnt_cycle", r.ue()?, 255)?;
+            for _ in 0..n {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The picture size after the frame cropping offsets, which count in crop units
+/// (§7.4.2.1.1, Table 6-1); an offset past the picture is an error.
+fn crop(
+    r: &mut BitReader<'_>,
+    (width, height): (u32, u32),
+    chroma_array_type: u8,
+    field_factor: u32,
+) -> Result<(u32, u32), ParamSetError> {
+    let (unit_x, unit_y): (u32, u32) = match chroma_array_type {
+        0 => (1, field_factor),
+        1 => (2, 2 * field_factor),
+        2 => (2, field_factor),
+        _ => (1, field_factor),
+    };
+    let left = r.ue()?;
+    let right = r.ue()?;
+    let top = r.ue()?;
+    let bottom = r.ue()?;
+    let crop_x = (u64::from(left) + u64::from(right)) * u64::from(unit_x);
+    let crop_y = (u64::from(top) + u64::from(bottom)) * u64::from(unit_y);
+    if crop_x >= u64::from(width) || crop_y >= u64::from(height) {
+        return Err(ParamSetError::OutOfRange(
+            "frame_crop_offset",
+            (crop_x.max(crop_y)).min(u64::from(u32::MAX)) as u32,
+        ));
+    }
+    Ok((width - crop_x as u32, height - crop_y as u32))
 }
 
 /// Reads the VUI up to its timing info (§E.1.1); `None` when it has none.

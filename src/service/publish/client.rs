@@ -74,13 +74,7 @@ pub(super) fn tls_config(
             system.display()
         ));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::ice::turn_stream::client_config(store)
 }
 
 /// The stream a request goes over.
