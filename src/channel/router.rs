@@ -277,7 +277,8 @@ impl Router {
     /// The next free stream id of our parity (RFC 8832 §6: even for the DTLS client),
     /// going round the id space rather than taking the lowest: an id just given back is
     /// reused last. rtc-sctp answers the reset that closes a channel with a second,
-    /// redundant reset of the same stream, and when a new channel's data on that id
+    /// redundant reset of the same stream (its `reset_streams_if_any`, called with
+    /// `respond: true`, answers a reset of a stream it reset itself; docs/SCTP-UPSTREAM.md), and when a new channel's data on that id
     /// reaches the peer before it, the peer's rtc-sctp resets the new channel's stream
     /// with it (seen in tests/lossy.rs `long_run_keeps_memory_flat`, one channel a second).
     fn free_stream(&mut self) -> Option<u16> {

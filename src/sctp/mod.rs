@@ -25,6 +25,8 @@ mod rto;
 pub(crate) mod send_queue;
 #[cfg(all(test, feature = "testkit"))]
 mod sim_tests;
+#[cfg(all(test, feature = "testkit"))]
+mod workaround_tests;
 use engine::{SctpEngine, SctpEvent, SctpIo};
 
 /// TSN serial comparison (RFC 1982 on 32 bits): `a` is after `b`.
@@ -41,8 +43,9 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// The chunks of an SCTP packet, walked by their length fields without allocating (the
-/// send queue and the reset gate look at every packet): (type, length field, the chunk
-/// with its padding, cut at the packet's end). Stops at a length under 4.
+/// engine walks every packet once each way for the send queue and the reset gate):
+/// (type, length field, the chunk with its padding, cut at the packet's end). Stops at a
+/// length under 4.
 fn chunk_walk(p: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
     let mut at = 12;
     std::iter::from_fn(move || {

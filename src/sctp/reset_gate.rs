@@ -3,24 +3,32 @@
 //! Closing a data channel resets its stream in both directions (RFC 8831 §6.7): the
 //! closing side sends an Outgoing SSN Reset Request (RFC 6525 §4.1) naming the last TSN it
 //! sent, and the other side, once it has received everything up to that TSN, resets its
-//! own outgoing stream back. Two things in rtc-sctp left channels "closing" for good:
+//! own outgoing stream back. Two defects of rtc-sctp (`association/mod.rs`) left channels
+//! "closing" for good:
 //!
 //! * When a request arrives ahead of some of its data (usual on a busy association under
-//!   loss), rtc-sctp answers "in progress" and performs the reset later, as the missing
-//!   data comes in, but from there (`handle_peer_last_tsn_and_acknowledgement` →
-//!   `reset_streams_if_any(.., respond: false, ..)`) it never resets its own stream.
+//!   loss), `reset_streams_if_any` answers "in progress" and keeps it; the data coming in
+//!   later performs it from `handle_peer_last_tsn_and_acknowledgement`, which calls
+//!   `reset_streams_if_any(.., respond: false, ..)`: the stream is reset but our own
+//!   outgoing stream never is, and the peer is never answered.
 //!   [`ResetGate`] keeps such a request from the association until our SACKs show that
 //!   all data up to its last TSN has arrived, so rtc-sctp always takes the path that
 //!   answers. The request is cut out of its packet (the rest goes on at once) and handed
 //!   over later as a packet of its own, with its CRC32c recomputed. A request held longer
 //!   than [`MAX_HOLD`] goes on anyway: the old behaviour, never a request lost.
 //! * rtc-sctp resends a lost request of its own only when its RE-CONFIG timer runs out,
-//!   and every new request restarts that timer with an interval that only grows while any
-//!   request is unanswered: with a channel closed every second, a lost request was never
-//!   resent. [`ResetGate`] also keeps a copy of each request we send and resends it,
-//!   unchanged, after our retransmission timeout (doubling, at most [`MAX_RESEND`]) until
-//!   the peer answers it (RFC 6525 §5.1.1: a request is retransmitted until its response,
-//!   and an "in progress" answer asks for it again later).
+//!   and every new request restarts that timer (`gather_outbound_data_and_reconfig_packets`
+//!   calls `TimerTable::start(Timer::Reconfig, ..)`, whose interval only grows while any
+//!   request is unanswered, `association/timer.rs`): with a channel closed every second, a
+//!   lost request was never resent. And `handle_reconfig_param` forgets a request on any
+//!   response, "in progress" too, so one answered "in progress" is never asked again.
+//!   [`ResetGate`] also keeps a copy of each request we send and resends it, unchanged,
+//!   after our retransmission timeout (doubling, at most [`MAX_RESEND`]) until the peer
+//!   answers it (RFC 6525 §5.1.1: a request is retransmitted until its response, and an
+//!   "in progress" answer asks for it again later).
+//!
+//! Pinned by `sim_tests.rs` `channels_closed_beside_a_busy_one_close_on_both_sides`,
+//! which fails with the gate switched off.
 //!
 //! Only the chunk headers and the fields named below are read; anything malformed passes
 //! through untouched for rtc-sctp to refuse.
@@ -141,12 +149,21 @@ impl ResetGate {
     /// packet itself, or the packet without the reset requests held back (None when
     /// nothing is left).
     pub(crate) fn incoming(&mut self, now: Instant, p: BytesMut) -> Option<BytesMut> {
-        // Called for every packet received: most are DATA and SACK, passed on at once.
-        let wanted = chunk_walk(&p)
-            .any(|(ty, _, _)| matches!(ty, CHUNK_INIT | CHUNK_INIT_ACK | CHUNK_RECONFIG));
-        if !wanted {
-            return Some(p);
+        if chunk_walk(&p).any(|(ty, _, _)| Self::wants(ty)) {
+            self.inspect(now, p)
+        } else {
+            Some(p)
         }
+    }
+
+    /// Whether a chunk of this type in a packet from the peer makes the gate look at the
+    /// packet ([`Self::inspect`]): most are DATA and SACK, passed on at once.
+    pub(crate) fn wants(ty: u8) -> bool {
+        matches!(ty, CHUNK_INIT | CHUNK_INIT_ACK | CHUNK_RECONFIG)
+    }
+
+    /// [`Self::incoming`] for a packet known to have a chunk the gate [`Self::wants`].
+    pub(crate) fn inspect(&mut self, now: Instant, p: BytesMut) -> Option<BytesMut> {
         let Some(list) = chunks(&p) else {
             return Some(p);
         };
@@ -197,17 +214,30 @@ impl ResetGate {
     /// our reset requests are kept until answered. `rto` is our retransmission timeout.
     pub(crate) fn outgoing(&mut self, now: Instant, p: &[u8], rto: Duration) {
         for (ty, _, chunk) in chunk_walk(p) {
-            match ty {
-                CHUNK_SACK => {
-                    if let Some(cum) = be32(chunk, 4) {
-                        if self.acked.is_none_or(|a| tsn_after(cum, a)) {
-                            self.acked = Some(cum);
-                        }
+            self.sent_chunk(now, p, ty, chunk, rto);
+        }
+    }
+
+    /// One chunk of packet `p` we send ([`Self::outgoing`], for an engine that walks the
+    /// packet once for everyone).
+    pub(crate) fn sent_chunk(
+        &mut self,
+        now: Instant,
+        p: &[u8],
+        ty: u8,
+        chunk: &[u8],
+        rto: Duration,
+    ) {
+        match ty {
+            CHUNK_SACK => {
+                if let Some(cum) = be32(chunk, 4) {
+                    if self.acked.is_none_or(|a| tsn_after(cum, a)) {
+                        self.acked = Some(cum);
                     }
                 }
-                CHUNK_RECONFIG => self.sent_request(now, p, chunk, rto),
-                _ => {}
             }
+            CHUNK_RECONFIG => self.sent_request(now, p, chunk, rto),
+            _ => {}
         }
     }
 

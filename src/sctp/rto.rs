@@ -32,7 +32,10 @@
 //! through each lost retransmission: 2, 4, 8, 16 s. At 10% loss half the runs of the
 //! test had 2–2.5 s gaps, and one CI run stalled for its whole 30 s. A stalled association takes
 //! no new messages, so after one lifetime nothing holds the jump back any more. The
-//! right fix is a configurable minimum RTO in rtc-sctp.
+//! right fix is a configurable minimum RTO in rtc-sctp (its `association/timer.rs`
+//! `RTO_MIN`, applied in `RtoManager::set_new_rtt`; docs/SCTP-UPSTREAM.md). Switched
+//! off (`Workarounds::rto_clock`), `workaround_tests.rs`
+//! `no_stall_waits_for_rtc_sctps_one_second_timeout` fails.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -1,18 +1,29 @@
-//! Fair sending across streams, in front of rtc-sctp's own queue.
+//! Fair sending across streams, in front of rtc-sctp's own queue: two workarounds.
 //!
-//! rtc-sctp 0.21.1 keeps one queue of messages waiting for the congestion window, and
-//! sends every queued unordered message before any ordered one (`PendingQueue`), ordered
-//! ones in the order they were written whatever their stream. DCEP messages and stream
-//! resets are ordered too. So a busy unordered channel shut every ordered channel out,
-//! new channels did not open and closes did not complete; and behind a busy ordered
-//! channel's megabytes a new channel's DCEP OPEN waited its turn.
+//! rtc-sctp 0.21.1 keeps one queue of messages waiting for the congestion window
+//! (`queue/pending_queue.rs`, `PendingQueue`): `front_queue` serves every queued unordered
+//! message before any ordered one, ordered ones in the order they were written whatever
+//! their stream, and `pop_ready_reset` lets a stream reset go only while no unordered
+//! message waits. DCEP messages and stream resets are ordered. So a busy unordered
+//! channel shut every ordered channel out, new channels did not open and closes did not
+//! complete; and behind a busy ordered channel's megabytes a new channel's DCEP OPEN
+//! waited its turn.
 //!
-//! [`SendQueue`] holds what the router asks to send, one queue per stream, and hands it
-//! to the association a message at a time, the streams sharing by bytes (deficit round
-//! robin, [`QUANTUM`] a turn), only while little is waiting in rtc-sctp's queue: at most [`MIN_WAITING`] bytes or a quarter of what is
-//! in flight. What rtc-sctp has waiting is what we wrote less what has left in DATA
-//! chunks (new TSNs seen in the packets it sends) — never more than what is not yet
-//! acknowledged or abandoned.
+//! [`SendQueue`] holds what the router asks to send, one queue per stream, and hands it to
+//! the association a message at a time:
+//! 1. **Queue depth** ([`SendQueue::has_room`]): only while little is waiting in rtc-sctp's
+//!    queue, at most [`MIN_WAITING`] bytes or a quarter of what is in flight. rtc-sctp
+//!    does not say how much that is (`Association::buffered_amount` and
+//!    `PendingQueue::get_num_bytes` are `pub(crate)`; `Stream::buffered_amount` counts a
+//!    stream's bytes in flight too), so it is guessed: what we wrote less what has left
+//!    in DATA chunks (new TSNs seen in the packets it sends), never more than what is not
+//!    yet acknowledged or abandoned.
+//! 2. **Fair scheduling** ([`SendQueue::next`]): the streams share by bytes (deficit round
+//!    robin, [`QUANTUM`] a turn), whatever their ordering.
+//!
+//! Each is pinned by a test on the simulated network that fails with it switched off
+//! (`sim_tests.rs`: `a_channel_opens_beside_a_full_queue`,
+//! `an_ordered_channel_gets_its_share_beside_a_busy_unordered_one`).
 //!
 //! The queue itself has no bound of its own: every message in it was reserved by
 //! `DataChannel::send` in its channel's and its connection's send buffer (see
@@ -24,7 +35,7 @@
 use super::{be16, be32, chunk_walk, tsn_after};
 use super::{Ppi, Reliability};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Bytes allowed to wait in rtc-sctp's queue whatever the flight size: enough to fill
@@ -38,6 +49,9 @@ pub(crate) const QUANTUM: usize = 16 * 1024;
 const CHUNK_DATA: u8 = 0;
 const CHUNK_SACK: u8 = 3;
 const CHUNK_FORWARD_TSN: u8 = 192;
+/// DATA chunk flags (RFC 9260 §3.3.1): unordered, last fragment.
+const FLAG_UNORDERED: u8 = 4;
+const FLAG_END: u8 = 1;
 const DATA_HEADER: usize = 16;
 
 /// One thing to do on a stream, in order with the rest of that stream.
@@ -63,8 +77,14 @@ struct StreamQueue {
 }
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SendQueue {
+    /// Workaround 1 (module docs): hand rtc-sctp a message only while [`Self::has_room`].
+    /// Off (tests only): everything goes to rtc-sctp at once, as without this queue.
+    limit_depth: bool,
+    /// Workaround 2: bytes a stream may send per turn, [`QUANTUM`]. Without fair
+    /// scheduling (tests only) a stream keeps its turn while it has anything queued.
+    quantum: usize,
     streams: HashMap<u16, StreamQueue>,
     /// Streams with something queued, in the order they get their next turn.
     turns: VecDeque<u16>,
@@ -78,15 +98,51 @@ pub(crate) struct SendQueue {
     highest_tsn: Option<u32>,
     /// maxPacketLifeTime of the streams that have one.
     lifetimes: HashMap<u16, Duration>,
+    /// Streams opened unordered.
+    unordered: HashSet<u16>,
+    /// Ordered messages handed to rtc-sctp and not seen sent yet: while any is, no
+    /// unordered message is handed over (rtc-sctp sends every unordered one first,
+    /// so a steady flow of them would keep it there for good).
+    ordered_waiting: usize,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
     /// A SACK reported gap blocks since [`SendQueue::take_gap_report`].
     gap_reported: bool,
 }
 
+impl Default for SendQueue {
+    fn default() -> Self {
+        Self::new(true, true)
+    }
+}
+
 impl SendQueue {
+    /// `limit_depth` and `fair`: the two workarounds (module docs), on but in tests.
+    pub(crate) fn new(limit_depth: bool, fair: bool) -> Self {
+        Self {
+            limit_depth,
+            quantum: if fair { QUANTUM } else { usize::MAX / 2 },
+            streams: HashMap::new(),
+            turns: VecDeque::new(),
+            written: 0,
+            transmitted: 0,
+            released: 0,
+            highest_tsn: None,
+            lifetimes: HashMap::new(),
+            unordered: HashSet::new(),
+            ordered_waiting: 0,
+            peer_cum: None,
+            gap_reported: false,
+        }
+    }
+
     pub(crate) fn push(&mut self, stream: u16, item: Item) {
-        if let Item::Open { rel, .. } = &item {
+        if let Item::Open { rel, unordered } = &item {
+            if *unordered {
+                self.unordered.insert(stream);
+            } else {
+                self.unordered.remove(&stream);
+            }
             if let Reliability::Timed(ms) = rel {
                 let life = Duration::from_millis(u64::from(*ms));
                 self.lifetimes.insert(stream, life);
@@ -97,7 +153,7 @@ impl SendQueue {
         let q = self.streams.entry(stream).or_default();
         if q.items.is_empty() {
             // A stream starts its turn with a quantum to spend.
-            q.deficit = QUANTUM;
+            q.deficit = self.quantum;
             self.turns.push_back(stream);
         }
         q.items.push_back(item);
@@ -123,15 +179,24 @@ impl SendQueue {
         not_sent.min(not_released)
     }
 
-    /// Whether the association may be given another message now.
+    /// Whether the association may be given another message now (workaround 1, module
+    /// docs).
     fn has_room(&self) -> bool {
+        if !self.limit_depth {
+            return true;
+        }
         let in_flight = self.transmitted.saturating_sub(self.released);
         self.waiting() < MIN_WAITING.max(in_flight / 4)
     }
 
     /// The next item to hand over: control items (Open, Reset) always, a message while
-    /// there is room. Streams take turns by bytes.
+    /// there is room. Streams take turns by bytes (workaround 2, module docs).
     pub(crate) fn next(&mut self) -> Option<(u16, Item)> {
+        if self.waiting() == 0 {
+            // Nothing waits in rtc-sctp, so no ordered message either (one given up or
+            // refused unsent is never seen leaving).
+            self.ordered_waiting = 0;
+        }
         let room = self.has_room();
         loop {
             let stream = *self.turns.front()?;
@@ -150,9 +215,12 @@ impl SendQueue {
             };
             match size {
                 Some(_) if !room => return self.next_control(),
+                Some(_) if self.ordered_waiting > 0 && self.unordered.contains(&stream) => {
+                    return self.next_control()
+                }
                 Some(n) if q.deficit < n => {
                     // Its turn is over: the next stream's begins.
-                    q.deficit += QUANTUM;
+                    q.deficit += self.quantum;
                     self.turns.rotate_left(1);
                     continue;
                 }
@@ -211,7 +279,10 @@ impl SendQueue {
             .is_some_and(|life| now.duration_since(queued) > *life)
     }
 
-    pub(crate) fn wrote(&mut self, bytes: usize) {
+    /// A message of `bytes` was handed to the association; `ordered` as it was sent (DCEP
+    /// messages always are).
+    pub(crate) fn wrote(&mut self, bytes: usize, ordered: bool) {
+        self.ordered_waiting += usize::from(ordered);
         self.written += bytes as u64;
     }
 
@@ -219,52 +290,73 @@ impl SendQueue {
         self.released += bytes as u64;
     }
 
-    /// Looks at a packet the association sends: its new DATA chunks have left the queue.
-    /// Returns the user data bytes sent for the first time.
+    /// Looks at a packet the association sends (tests, fuzzing; the engine walks each
+    /// packet once and calls [`Self::sent_chunk`]). Returns the user data bytes sent for
+    /// the first time.
     pub(crate) fn sent_packet(&mut self, p: &[u8]) -> usize {
-        let mut fresh = 0;
-        for (ty, len, chunk) in chunk_walk(p) {
-            if ty != CHUNK_DATA && ty != CHUNK_FORWARD_TSN {
-                continue;
-            }
-            let Some(tsn) = be32(chunk, 4) else { continue };
-            if self.highest_tsn.is_none_or(|h| tsn_after(tsn, h)) {
-                self.highest_tsn = Some(tsn);
-                // A FORWARD TSN (RFC 3758) may name TSNs given up before they were ever
-                // sent: unacknowledged until the peer's SACK says so.
-                if ty == CHUNK_DATA {
-                    fresh += len.saturating_sub(DATA_HEADER);
-                }
-            }
+        chunk_walk(p)
+            .map(|(ty, len, chunk)| self.sent_chunk(ty, len, chunk))
+            .sum()
+    }
+
+    /// A chunk the association sends: new DATA chunks have left the queue. Returns the
+    /// user data bytes sent for the first time.
+    pub(crate) fn sent_chunk(&mut self, ty: u8, len: usize, chunk: &[u8]) -> usize {
+        if ty != CHUNK_DATA && ty != CHUNK_FORWARD_TSN {
+            return 0;
         }
+        let Some(tsn) = be32(chunk, 4) else { return 0 };
+        if self.highest_tsn.is_some_and(|h| !tsn_after(tsn, h)) {
+            return 0;
+        }
+        self.highest_tsn = Some(tsn);
+        // A FORWARD TSN (RFC 3758) may name TSNs given up before they were ever sent:
+        // unacknowledged until the peer's SACK says so.
+        if ty != CHUNK_DATA {
+            return 0;
+        }
+        let flags = chunk.get(1).copied().unwrap_or(0);
+        if flags & (FLAG_UNORDERED | FLAG_END) == FLAG_END {
+            self.ordered_waiting = self.ordered_waiting.saturating_sub(1);
+        }
+        let fresh = len.saturating_sub(DATA_HEADER);
         self.transmitted += fresh as u64;
         fresh
     }
 
-    /// Looks at a packet from the peer: true when its SACK moved the cumulative
-    /// acknowledgement on (abandoned data skipped by a FORWARD TSN included).
+    /// Looks at a packet from the peer (tests, fuzzing; the engine calls
+    /// [`Self::received_chunk`]): true when its SACK moved the cumulative acknowledgement
+    /// on (abandoned data skipped by a FORWARD TSN included).
     pub(crate) fn received_packet(&mut self, p: &[u8]) -> bool {
         let mut moved = false;
         for (ty, _, chunk) in chunk_walk(p) {
-            let Some(cum) = be32(chunk, 4).filter(|_| ty == CHUNK_SACK) else {
-                continue;
-            };
-            // Gap blocks in a SACK no older than the last: a hole (rto.rs).
-            if self.peer_cum.is_none_or(|c| !tsn_after(c, cum)) {
-                self.gap_reported |= be16(chunk, 12).is_some_and(|n| n > 0);
-            }
-            if self.peer_cum.is_none_or(|c| tsn_after(cum, c)) {
-                moved |= self.peer_cum.is_some();
-                self.peer_cum = Some(cum);
-            }
+            moved |= self.received_chunk(ty, chunk);
         }
         moved
     }
 
-    /// Whether a SACK seen by [`Self::received_packet`] since the last call reported
+    /// Whether a SACK seen by [`Self::received_chunk`] since the last call reported
     /// gap blocks (data received above a hole).
     pub(crate) fn take_gap_report(&mut self) -> bool {
         std::mem::take(&mut self.gap_reported)
+    }
+
+    /// A chunk from the peer: true when it is a SACK that moved the cumulative
+    /// acknowledgement on.
+    pub(crate) fn received_chunk(&mut self, ty: u8, chunk: &[u8]) -> bool {
+        let Some(cum) = be32(chunk, 4).filter(|_| ty == CHUNK_SACK) else {
+            return false;
+        };
+        // Gap blocks in a SACK no older than the last: a hole (rto.rs).
+        if self.peer_cum.is_none_or(|c| !tsn_after(c, cum)) {
+            self.gap_reported |= be16(chunk, 12).is_some_and(|n| n > 0);
+        }
+        if self.peer_cum.is_some_and(|c| !tsn_after(cum, c)) {
+            return false;
+        }
+        let moved = self.peer_cum.is_some();
+        self.peer_cum = Some(cum);
+        moved
     }
 
     /// Whether the association has sent DATA the peer has not acknowledged yet, given up
@@ -366,7 +458,7 @@ mod tests {
         let mut order = Vec::new();
         while let Some((s, item)) = q.next() {
             if let Item::Message { data, .. } = item {
-                q.wrote(data.len());
+                q.wrote(data.len(), true);
                 if sent {
                     q.transmitted += data.len() as u64;
                     q.released(data.len());
@@ -413,7 +505,7 @@ mod tests {
         q.push(2, Item::Reset);
         q.push(3, Item::Reset);
         assert!(matches!(q.next(), Some((1, Item::Message { .. }))));
-        q.wrote(usize::try_from(MIN_WAITING).unwrap());
+        q.wrote(usize::try_from(MIN_WAITING).unwrap(), true);
         // No room for messages: the reset of stream 3 goes, stream 2's waits its message.
         assert!(matches!(q.next(), Some((3, Item::Reset))));
         assert!(q.next().is_none());

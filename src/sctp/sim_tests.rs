@@ -2,7 +2,7 @@
 //! the impairment matrix, fast and the same every run. No DTLS: SCTP packets go on the
 //! simulated wire as they are. tests/lossy.rs keeps a smaller set on real UDP.
 
-use super::engine::{SctpEngine, SctpEvent, SctpIo};
+use super::engine::{SctpEngine, SctpEvent, SctpIo, Workarounds};
 use super::SctpConfig;
 use super::{Ppi, Reliability};
 use crate::testkit::impair::Impairment;
@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 
 /// One endpoint's outputs.
 #[derive(Default)]
-struct Out {
+pub(super) struct Out {
     /// The virtual time of the step being run (messages are stamped with it).
     now: Option<Instant>,
     packets: Vec<Bytes>,
-    connected: bool,
+    pub(super) connected: bool,
     closed: bool,
     /// Messages received, per stream, in arrival order: (virtual time, data).
-    got: HashMap<u16, Vec<(Instant, Bytes)>>,
+    pub(super) got: HashMap<u16, Vec<(Instant, Bytes)>>,
     /// Bytes released per stream (acknowledged, abandoned or dropped unsent).
-    released: HashMap<u16, usize>,
-    /// Streams the peer reset.
-    reset: Vec<u16>,
+    pub(super) released: HashMap<u16, usize>,
+    /// Streams the peer reset (or ours that could not be), with when.
+    pub(super) reset: Vec<(u16, Instant)>,
 }
 
 impl SctpIo for Out {
@@ -42,7 +42,9 @@ impl SctpIo for Out {
             SctpEvent::Released { stream, bytes } => {
                 *self.released.entry(stream).or_default() += bytes
             }
-            SctpEvent::StreamClosed { stream } => self.reset.push(stream),
+            SctpEvent::StreamClosed { stream } => self
+                .reset
+                .push((stream, self.now.expect("set by the pair"))),
             SctpEvent::Failed(e) => panic!("association failed: {e}"),
             SctpEvent::Closed { .. } => self.closed = true,
         }
@@ -53,27 +55,42 @@ impl SctpIo for Out {
     }
 }
 
-struct Node {
-    engine: SctpEngine,
-    out: Out,
+pub(super) struct Node {
+    pub(super) engine: SctpEngine,
+    pub(super) out: Out,
 }
 
 /// Two engines, A the DTLS client, over a [`SimNet`].
-struct Pair {
-    net: SimNet<Bytes>,
+pub(super) struct Pair {
+    pub(super) net: SimNet<Bytes>,
     /// When the application wants to run again (a timer of the test's own).
-    wake: Option<Instant>,
-    a: Node,
-    b: Node,
+    pub(super) wake: Option<Instant>,
+    pub(super) a: Node,
+    pub(super) b: Node,
     /// Watches the packets delivered (the loss-recovery figures).
     trace: Option<loss::Trace>,
 }
 
 impl Pair {
     fn new(seed: u64, imp: Impairment) -> Self {
+        Self::with(seed, imp, Workarounds::ALL)
+    }
+
+    /// Both engines with only the workarounds `work`.
+    pub(super) fn with(seed: u64, imp: Impairment, work: Workarounds) -> Self {
+        Self::with_config(seed, imp, work, SctpConfig::default())
+    }
+
+    /// Both engines with `config` and only the workarounds `work`.
+    pub(super) fn with_config(
+        seed: u64,
+        imp: Impairment,
+        work: Workarounds,
+        config: SctpConfig,
+    ) -> Self {
         let t0 = Instant::now();
         let node = |name: &str| Node {
-            engine: SctpEngine::new(name.into(), SctpConfig::default(), t0),
+            engine: SctpEngine::with_workarounds(name.into(), config.clone(), t0, work),
             out: Out::default(),
         };
         let mut p = Pair {
@@ -153,7 +170,11 @@ impl Pair {
     }
 
     /// Steps until `done` or `limit` of virtual time; false on the limit.
-    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Pair) -> bool) -> bool {
+    pub(super) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Pair) -> bool,
+    ) -> bool {
         let end = self.net.now() + limit;
         while !done(self) {
             if self.net.now() > end || !self.step() {
@@ -163,7 +184,7 @@ impl Pair {
         true
     }
 
-    fn connect(&mut self) {
+    pub(super) fn connect(&mut self) {
         assert!(
             self.run_until(Duration::from_secs(60), |p| p.a.out.connected
                 && p.b.out.connected),
