@@ -1,7 +1,8 @@
 //! One test per workaround for rtc-sctp 0.21.1 (`engine::Workarounds`), on the simulated
 //! network (`sim_tests::Pair`: two engines, a virtual clock, seeded impairments, so every
 //! run gives the same answer). Each fails with its workaround switched off: the `_off`
-//! variants, `#[ignore]`d, show it (`cargo test --lib workaround_tests -- --ignored`).
+//! variants expect that failure, so the day an rtc-sctp release fixes a defect, its
+//! `_off` test stops failing and says the workaround can go (docs/SCTP-UPSTREAM.md).
 
 use super::engine::Workarounds;
 use super::sim_tests::Pair;
@@ -92,7 +93,7 @@ fn a_channel_opens_beside_a_full_queue() {
 }
 
 #[test]
-#[ignore = "shows the workaround is needed: fails"]
+#[should_panic(expected = "over 10 RTTs")]
 fn a_channel_opens_beside_a_full_queue_off() {
     open_beside_a_full_queue(Workarounds {
         queue_depth: false,
@@ -136,7 +137,7 @@ fn an_ordered_channel_gets_its_share_beside_a_busy_unordered_one() {
 }
 
 #[test]
-#[ignore = "shows the workaround is needed: fails"]
+#[should_panic(expected = "ordered got")]
 fn an_ordered_channel_gets_its_share_beside_a_busy_unordered_one_off() {
     share_beside_a_busy_unordered_one(Workarounds {
         fair: false,
@@ -206,7 +207,7 @@ fn channels_closed_beside_a_busy_one_close_on_both_sides() {
 }
 
 #[test]
-#[ignore = "shows the workaround is needed: fails"]
+#[should_panic(expected = "not every channel closed")]
 fn channels_closed_beside_a_busy_one_close_on_both_sides_off() {
     closes_beside_a_busy_one(Workarounds {
         reset_gate: false,
@@ -246,7 +247,7 @@ fn no_stall_waits_for_rtc_sctps_one_second_timeout() {
 }
 
 #[test]
-#[ignore = "shows the workaround is needed: fails"]
+#[should_panic(expected = "stall")]
 fn no_stall_waits_for_rtc_sctps_one_second_timeout_off() {
     no_one_second_stalls(Workarounds {
         rto_clock: false,
