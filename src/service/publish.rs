@@ -585,9 +585,35 @@ impl Leg<'_> {
         codecs: &crate::sdp::StreamCodecs,
         stop: &async_channel::Receiver<()>,
     ) -> Ended {
-        let name = self.name;
         let mut events = pc.events();
-        // The stream's tracks, sent as one more viewer of each.
+        let legs = match self.add_tracks(pc, codecs).await {
+            Ok(legs) => legs,
+            Err(ended) => return ended,
+        };
+        let (offer, early) = match self.offer_and_gather(pc, &mut events, stop).await {
+            Ok(o) => o,
+            Err(ended) => return ended,
+        };
+        let (reply, resource) = match self.post_offer(&offer.sdp, stop).await {
+            Ok(r) => r,
+            Err(ended) => return ended,
+        };
+        self.status.borrow_mut().resource = Some(resource.to_string());
+        self.take_link_servers(pc, &reply.headers).await;
+        let ended = self
+            .run_connected(pc, &mut events, early, &offer, &reply.body, &resource, stop)
+            .await;
+        self.delete_resource(&resource).await;
+        drop(legs);
+        ended
+    }
+
+    /// The stream's tracks, sent as one more viewer of each.
+    async fn add_tracks(
+        &self,
+        pc: &PeerConnection,
+        codecs: &crate::sdp::StreamCodecs,
+    ) -> std::result::Result<Vec<Task<()>>, Ended> {
         let mut legs = Vec::new();
         for (kind, c) in [
             (MediaKind::Video, codecs.video),
@@ -601,44 +627,65 @@ impl Leg<'_> {
             match pc.add_stream_track(init).await {
                 Ok(rx) => legs.push(self.shared.ex.spawn(feed(
                     self.shared.clone(),
-                    name.to_owned(),
+                    self.name.to_owned(),
                     kind,
                     rx,
                 ))),
-                Err(e) => return Ended::Failed(format!("add_track: {e}")),
+                Err(e) => return Err(Ended::Failed(format!("add_track: {e}"))),
             }
         }
+        Ok(legs)
+    }
+
+    /// Sets the offer and waits (at most GATHER_WAIT) for its host candidates, which go in
+    /// the offer; later ones trickle. Returns the offer and the events seen meanwhile.
+    async fn offer_and_gather(
+        &self,
+        pc: &PeerConnection,
+        events: &mut crate::peer::EventStream,
+        stop: &async_channel::Receiver<()>,
+    ) -> std::result::Result<(Description, Vec<Event>), Ended> {
         let offer = match pc.create_offer().await {
             Ok(o) => o,
-            Err(e) => return Ended::Failed(format!("create_offer: {e}")),
+            Err(e) => return Err(Ended::Failed(format!("create_offer: {e}"))),
         };
         if let Err(e) = pc.set_local_description(offer).await {
-            return Ended::Failed(format!("set_local_description: {e}"));
+            return Err(Ended::Failed(format!("set_local_description: {e}")));
         }
-        // Host candidates first, in the offer; later ones trickle.
         let deadline = Instant::now() + GATHER_WAIT;
         let mut early = Vec::new();
         let mut gathered = false;
         while !gathered {
-            match next_or(&mut events, stop, Some(deadline)).await {
+            match next_or(events, stop, Some(deadline)).await {
                 Wake::Event(Some(Event::IceCandidate(None))) => gathered = true,
                 Wake::Event(Some(Event::IceCandidate(Some(_)))) => {}
                 Wake::Event(Some(e)) => early.push(e),
-                Wake::Event(None) => return Ended::Failed("the peer connection closed".into()),
-                Wake::Stop => return Ended::Stopped,
+                Wake::Event(None) => {
+                    return Err(Ended::Failed("the peer connection closed".into()))
+                }
+                Wake::Stop => return Err(Ended::Stopped),
                 Wake::Deadline => break,
             }
         }
-        let Some(offer) = pc.local_description().await else {
-            return Ended::Failed("no local description".into());
-        };
+        match pc.local_description().await {
+            Some(offer) => Ok((offer, early)),
+            None => Err(Ended::Failed("no local description".into())),
+        }
+    }
+
+    /// POSTs the offer; a 201 gives the reply and the resource it names in `Location`.
+    async fn post_offer(
+        &self,
+        sdp: &str,
+        stop: &async_channel::Receiver<()>,
+    ) -> std::result::Result<(client::Reply, Uri), Ended> {
         let reply = futures_lite::future::or(
             async {
                 Some(
                     self.request(
                         Method::POST,
                         self.url,
-                        Some(("application/sdp", offer.sdp.clone())),
+                        Some(("application/sdp", sdp.to_owned())),
                     )
                     .await,
                 )
@@ -650,8 +697,8 @@ impl Leg<'_> {
         )
         .await;
         let reply = match reply {
-            None => return Ended::Stopped,
-            Some(Err(e)) => return Ended::Failed(format!("POST {}: {e}", self.url)),
+            None => return Err(Ended::Stopped),
+            Some(Err(e)) => return Err(Ended::Failed(format!("POST {}: {e}", self.url))),
             Some(Ok(r)) => r,
         };
         if reply.status != StatusCode::CREATED {
@@ -665,50 +712,61 @@ impl Leg<'_> {
                 reply.status,
                 StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
             );
-            return match client::retry_after(&reply.headers, SystemTime::now()) {
-                Some(asked) if busy => Ended::Busy(why, asked),
-                _ => Ended::Failed(why),
-            };
+            return Err(
+                match client::retry_after(&reply.headers, SystemTime::now()) {
+                    Some(asked) if busy => Ended::Busy(why, asked),
+                    _ => Ended::Failed(why),
+                },
+            );
         }
         let location = reply
             .headers
             .get(hyper::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(|l| client::resolve_location(self.url, l));
-        let resource = match location {
-            Some(Ok(u)) => u,
-            Some(Err(e)) => return Ended::Failed(format!("POST {}: {e}", self.url)),
-            None => return Ended::Failed(format!("POST {}: 201 without a Location", self.url)),
-        };
-        self.status.borrow_mut().resource = Some(resource.to_string());
-        let servers = client::link_ice_servers(&reply.headers);
-        if !servers.is_empty() {
-            // RFC 9725 §4.4: the 201's servers are for this connection; their candidates
-            // trickle by PATCH like any late one (run_connected).
-            let new: Vec<IceServer> = servers
-                .iter()
-                .filter(|s| !self.in_use.contains(s))
-                .cloned()
-                .collect();
-            if !new.is_empty() {
-                log::info!(
-                    "publish {name}: the endpoint names {} new ICE servers (Link, 201); used by this connection",
-                    new.len()
-                );
-                if let Err(e) = pc.add_ice_servers(new.clone()).await {
-                    log::warn!("publish {name}: add_ice_servers: {e}");
-                }
-                self.in_use.extend(new);
-            }
-            *self.link_servers = servers;
+        match location {
+            Some(Ok(u)) => Ok((reply, u)),
+            Some(Err(e)) => Err(Ended::Failed(format!("POST {}: {e}", self.url))),
+            None => Err(Ended::Failed(format!(
+                "POST {}: 201 without a Location",
+                self.url
+            ))),
         }
-        let ended = self
-            .run_connected(pc, &mut events, early, &offer, &reply.body, &resource, stop)
-            .await;
-        // The endpoint's resource is freed whatever ended the connection (best effort: an
-        // endpoint that went away answers nothing).
+    }
+
+    /// The ICE servers the 201 names in `Link` headers: kept for later connections.
+    async fn take_link_servers(&mut self, pc: &PeerConnection, headers: &hyper::HeaderMap) {
+        let name = self.name;
+        let servers = client::link_ice_servers(headers);
+        if servers.is_empty() {
+            return;
+        }
+        // RFC 9725 §4.4: the 201's servers are for this connection; their candidates
+        // trickle by PATCH like any late one (run_connected).
+        let new: Vec<IceServer> = servers
+            .iter()
+            .filter(|s| !self.in_use.contains(s))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            log::info!(
+                "publish {name}: the endpoint names {} new ICE servers (Link, 201); used by this connection",
+                new.len()
+            );
+            if let Err(e) = pc.add_ice_servers(new.clone()).await {
+                log::warn!("publish {name}: add_ice_servers: {e}");
+            }
+            self.in_use.extend(new);
+        }
+        *self.link_servers = servers;
+    }
+
+    /// The endpoint's resource is freed whatever ended the connection (best effort: an
+    /// endpoint that went away answers nothing).
+    async fn delete_resource(&self, resource: &Uri) {
+        let name = self.name;
         let deleted = futures_lite::future::or(
-            async { Some(self.request(Method::DELETE, &resource, None).await) },
+            async { Some(self.request(Method::DELETE, resource, None).await) },
             async {
                 async_io::Timer::after(DELETE_TIMEOUT).await;
                 None
@@ -720,8 +778,6 @@ impl Leg<'_> {
             Some(Err(e)) => log::debug!("publish {name}: DELETE {resource}: {e}"),
             None => log::debug!("publish {name}: DELETE {resource}: no answer"),
         }
-        drop(legs);
-        ended
     }
 
     /// Sets the answer and follows the connection: trickles late candidates, restarts ICE
