@@ -324,23 +324,9 @@ impl PeerActor {
             PeerCmd::States(r) => {
                 let _ = r.try_send((self.signaling, self.gathering, self.connection));
             }
-            PeerCmd::ChannelCreated => {
-                if self.negotiation == Negotiation::Initial && !self.closed() {
-                    self.negotiation = Negotiation::Needed;
-                    log::info!(target: crate::EVENT_LOG_TARGET, "[{}] negotiation needed", self.name);
-                    self.events.push(Event::NegotiationNeeded);
-                }
-            }
+            PeerCmd::ChannelCreated => self.channel_created(),
             PeerCmd::RestartIce(r) => {
-                let res = self.check_open();
-                if res.is_ok() && matches!(self.restart, IceRestart::Idle) {
-                    self.restart = IceRestart::Wanted;
-                    log::info!("[{}] ICE restart requested", self.name);
-                    if matches!(self.transport, Transport::Started { .. }) {
-                        self.events.push(Event::NegotiationNeeded);
-                    }
-                }
-                let _ = r.try_send(res);
+                let _ = r.try_send(self.restart_ice());
             }
             PeerCmd::AddIceServers(servers, r) => {
                 let res = self.check_open();
@@ -368,6 +354,28 @@ impl PeerActor {
                 let _ = r.try_send(self.set_media_plan(*plan, keyframes));
             }
         }
+    }
+
+    /// The first channel of a connection not negotiated yet asks for negotiation.
+    fn channel_created(&mut self) {
+        if self.negotiation == Negotiation::Initial && !self.closed() {
+            self.negotiation = Negotiation::Needed;
+            log::info!(target: crate::EVENT_LOG_TARGET, "[{}] negotiation needed", self.name);
+            self.events.push(Event::NegotiationNeeded);
+        }
+    }
+
+    /// `restartIce()`: the next offer restarts ICE (asked for once while one is pending).
+    fn restart_ice(&mut self) -> Result<()> {
+        let res = self.check_open();
+        if res.is_ok() && matches!(self.restart, IceRestart::Idle) {
+            self.restart = IceRestart::Wanted;
+            log::info!("[{}] ICE restart requested", self.name);
+            if matches!(self.transport, Transport::Started { .. }) {
+                self.events.push(Event::NegotiationNeeded);
+            }
+        }
+        res
     }
 
     /// Answers `r` once ICE (the last actor of the chain) has closed its sockets.

@@ -778,6 +778,21 @@ fn credentials(
     Ok((ice_ufrag, ice_pwd, fingerprints))
 }
 
+/// Whether data section `i` is rejected (port 0, not bundle-only) beside accepted audio or
+/// video: an answer that takes media only. It is then no data section, and the transport is
+/// the media's.
+fn rejected_beside_media(sections: &[Section<'_>], i: usize) -> bool {
+    let rejected = sections[i].media.port == 0
+        && !sections[i]
+            .attrs
+            .iter()
+            .any(|l| matches!(l.attribute(), Some(("bundle-only", _))));
+    let has_media = sections
+        .iter()
+        .any(|s| matches!(s.media.kind.as_str(), "audio" | "video") && s.media.port != 0);
+    rejected && has_media
+}
+
 /// Parses with or without a data section required (see [`parse`], [`parse_description`]).
 fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpError> {
     let lines = read_lines(sdp)?;
@@ -786,19 +801,7 @@ fn parse_sections(sdp: &str, need_data: bool) -> Result<RemoteDescription, SdpEr
     if need_data && data.is_none() {
         return Err(SdpError::NoDataSection);
     }
-    // Beside audio/video, a rejected data section (port 0, not bundle-only: an answer
-    // that takes media only) is no data section; the transport is the media's.
-    let rejected = |i: usize| {
-        sections[i].media.port == 0
-            && !sections[i]
-                .attrs
-                .iter()
-                .any(|l| matches!(l.attribute(), Some(("bundle-only", _))))
-    };
-    let has_media = sections
-        .iter()
-        .any(|s| matches!(s.media.kind.as_str(), "audio" | "video") && s.media.port != 0);
-    if !need_data && has_media && data.is_some_and(|(i, _)| rejected(i)) {
+    if !need_data && data.is_some_and(|(i, _)| rejected_beside_media(&sections, i)) {
         data = None;
     }
     let mut sess = read_session_level(&session)?;
