@@ -230,6 +230,57 @@ impl TrackState {
 }
 
 impl TrackState {
+    /// A frame from the source: packetized once (every viewer's sender shares it) and
+    /// offered to every viewer.
+    fn on_frame(&mut self, stream: &str, f: SourceFrame) {
+        let viewers = self.viewers.len();
+        let track = self.track.get_or_insert_with(|| {
+            let mut t = Track::new(f.codec);
+            (0..viewers).for_each(|_| t.add_viewer());
+            t
+        });
+        let before = track.profile_level_id();
+        let frame = track.handle_frame(f.arrival, f.frame);
+        if let (Some(old), Some(new)) = (before, track.profile_level_id()) {
+            if old != new {
+                // No server-initiated renegotiation in WHEP: viewers keep their
+                // answer, the new SPS reaches their decoders in band.
+                log::warn!(
+                    "stream {stream}: the source's H.264 profile-level-id changed from {old} to {new}; viewers watching keep the one they negotiated, new viewers negotiate for {new}"
+                );
+            }
+        }
+        // Frames of the ended run still queued do not make it live again.
+        if !matches!(self.status, Status::Restarting(_, at) if f.arrival <= at) {
+            self.status = Status::Live(f.arrival);
+        }
+        self.offer(None, |i| MediaMsg::Frame(i, frame.clone()));
+    }
+
+    /// A new viewer `id` asks for the catch-up from the cached keyframe.
+    fn on_request(&mut self, stream: &str, id: u64) {
+        let now = Instant::now();
+        let Some(track) = self.track.as_mut() else {
+            return;
+        };
+        let frames = track.catch_up(now);
+        if frames.is_empty() {
+            // No keyframe cached yet: the next live one serves it. None of the
+            // service's sources makes one on demand (a file or pipe has its own
+            // keyframe interval), so the request is only logged (once a second).
+            if track.poll_source_keyframe_request() {
+                log::info!(
+                    "stream {stream}: a viewer waits for a keyframe (none cached yet); {} sends one at its own interval",
+                    self.source
+                );
+            }
+            return;
+        }
+        self.offer(Some(id), |i| MediaMsg::CatchUp(i, frames.clone()));
+    }
+}
+
+impl TrackState {
     fn state(&self, now: Instant) -> &'static str {
         match self.status {
             Status::Starting => "starting",
@@ -460,52 +511,8 @@ fn spawn_track(
             .await;
             let mut s = state.borrow_mut();
             match input {
-                TrackInput::Frame(f) => {
-                    let viewers = s.viewers.len();
-                    let track = s.track.get_or_insert_with(|| {
-                        let mut t = Track::new(f.codec);
-                        (0..viewers).for_each(|_| t.add_viewer());
-                        t
-                    });
-                    let before = track.profile_level_id();
-                    // Packetized once; every viewer's sender shares it.
-                    let frame = track.handle_frame(f.arrival, f.frame);
-                    if let (Some(old), Some(new)) = (before, track.profile_level_id()) {
-                        if old != new {
-                            // No server-initiated renegotiation in WHEP: viewers keep their
-                            // answer, the new SPS reaches their decoders in band.
-                            log::warn!(
-                                "stream {stream}: the source's H.264 profile-level-id changed from {old} to {new}; viewers watching keep the one they negotiated, new viewers negotiate for {new}"
-                            );
-                        }
-                    }
-                    // Frames of the ended run still queued do not make it live again.
-                    if !matches!(s.status, Status::Restarting(_, at) if f.arrival <= at) {
-                        s.status = Status::Live(f.arrival);
-                    }
-                    s.offer(None, |i| MediaMsg::Frame(i, frame.clone()));
-                }
-                TrackInput::Request(id) => {
-                    let now = Instant::now();
-                    let Some(track) = s.track.as_mut() else {
-                        continue;
-                    };
-                    let frames = track.catch_up(now);
-                    if frames.is_empty() {
-                        // No keyframe cached yet: the next live one serves it. None of the
-                        // service's sources makes one on demand (a file or pipe has its own
-                        // keyframe interval), so the request is only logged (once a second).
-                        if track.poll_source_keyframe_request() {
-                            let s = &*s;
-                            log::info!(
-                                "stream {stream}: a viewer waits for a keyframe (none cached yet); {} sends one at its own interval",
-                                s.source
-                            );
-                        }
-                        continue;
-                    }
-                    s.offer(Some(id), |i| MediaMsg::CatchUp(i, frames.clone()));
-                }
+                TrackInput::Frame(f) => s.on_frame(&stream, f),
+                TrackInput::Request(id) => s.on_request(&stream, id),
                 TrackInput::End => break,
             }
         }
