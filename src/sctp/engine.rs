@@ -601,6 +601,7 @@ fn pump(
         clock,
         io,
     };
+    queue.tick(now);
     while let Some((stream, item)) = queue.next() {
         match item {
             Item::Open { unordered, rel } => p.open(stream, unordered, rel),

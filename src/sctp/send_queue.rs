@@ -38,6 +38,10 @@ use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+/// How long an ordered message handed to rtc-sctp may hold unordered ones back without
+/// any ordered message seen leaving ([`SendQueue::tick`]).
+const ORDERED_GUARD_MAX: Duration = Duration::from_secs(1);
+
 /// Bytes allowed to wait in rtc-sctp's queue whatever the flight size: enough to fill
 /// the window between two of our passes at a few hundred Mbit/s.
 pub(crate) const MIN_WAITING: u64 = 128 * 1024;
@@ -104,6 +108,9 @@ pub(crate) struct SendQueue {
     /// unordered message is handed over (rtc-sctp sends every unordered one first,
     /// so a steady flow of them would keep it there for good).
     ordered_waiting: usize,
+    /// Since when an ordered message has waited without any being seen leaving (the
+    /// guard above lapses after [`ORDERED_GUARD_MAX`]).
+    ordered_since: Option<Instant>,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
     /// A SACK reported gap blocks since [`SendQueue::take_gap_report`].
@@ -131,6 +138,7 @@ impl SendQueue {
             lifetimes: HashMap::new(),
             unordered: HashSet::new(),
             ordered_waiting: 0,
+            ordered_since: None,
             peer_cum: None,
             gap_reported: false,
         }
@@ -187,6 +195,22 @@ impl SendQueue {
         }
         let in_flight = self.transmitted.saturating_sub(self.released);
         self.waiting() < MIN_WAITING.max(in_flight / 4)
+    }
+
+    /// Lets the ordered guard lapse when no ordered message has been seen leaving for
+    /// [`ORDERED_GUARD_MAX`]: one that rtc-sctp drops unsent (its stream reset, its
+    /// lifetime over) is never seen leaving, and while unordered data keeps rtc-sctp's
+    /// queue from emptying, it would hold every unordered stream back for good.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        if self.ordered_waiting == 0 {
+            self.ordered_since = None;
+            return;
+        }
+        let since = *self.ordered_since.get_or_insert(now);
+        if now.saturating_duration_since(since) > ORDERED_GUARD_MAX {
+            self.ordered_waiting = 0;
+            self.ordered_since = None;
+        }
     }
 
     /// The next item to hand over: control items (Open, Reset) always, a message while
@@ -318,6 +342,7 @@ impl SendQueue {
         let flags = chunk.get(1).copied().unwrap_or(0);
         if flags & (FLAG_UNORDERED | FLAG_END) == FLAG_END {
             self.ordered_waiting = self.ordered_waiting.saturating_sub(1);
+            self.ordered_since = None;
         }
         let fresh = len.saturating_sub(DATA_HEADER);
         self.transmitted += fresh as u64;
@@ -433,6 +458,28 @@ mod tests {
             },
         );
         assert!(!q.expired(1, t0, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_ordered_message_never_seen_leaving_holds_unordered_ones_back_one_second_at_most() {
+        let mut q = SendQueue::default();
+        let t0 = Instant::now();
+        let unordered = Item::Open {
+            unordered: true,
+            rel: Reliability::Reliable,
+        };
+        q.push(2, unordered);
+        assert!(matches!(q.next(), Some((2, Item::Open { .. }))));
+        // An ordered message handed over and dropped by rtc-sctp unsent (its stream reset):
+        // never seen leaving, never released.
+        q.wrote(100, true);
+        q.push(2, msg(10));
+        q.tick(t0);
+        assert!(q.next().is_none(), "held back behind the ordered one");
+        q.tick(t0 + Duration::from_millis(900));
+        assert!(q.next().is_none(), "still inside the guard");
+        q.tick(t0 + Duration::from_millis(1100));
+        assert!(matches!(q.next(), Some((2, Item::Message { .. }))));
     }
 
     /// A packet with DATA chunks of the given (tsn, user data length).
