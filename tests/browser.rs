@@ -1690,7 +1690,10 @@ fn chromium_behind_nat_via_broker_direct_and_relay() {
         };
         let steps = &r["steps"];
         let pair = &steps["selected_pair"];
-        println!("{NAME}: relay={relay}: selected pair {pair}");
+        println!(
+            "{NAME}: relay={relay}: selected pair {pair}, succeeded {}",
+            steps["succeeded_pairs"]
+        );
         let mut traffic = steps["broker"].clone();
         traffic["devices"] = traffic["devices"].as_array().map_or(0, |d| d.len()).into();
         println!("BROKER_SESSION relay={relay} {traffic}");
@@ -1709,18 +1712,31 @@ fn chromium_behind_nat_via_broker_direct_and_relay() {
             bad.push(format!("ice servers: {}", steps["broker"]["ice_servers"]));
         }
         let local = &pair["local"];
-        let remote = &pair["remote"];
         if relay {
             if local["type"] != "relay" || local["address"] != topo.turn_addr().to_string() {
                 bad.push(format!("relay=1 but the page's side is {local}"));
             }
-        } else if local["type"] == "relay"
-            || remote["type"] == "relay"
-            || remote["address"] != topo.nat_b_public().to_string()
-        {
-            bad.push(format!(
-                "not a direct pair to NAT B's public address: {pair}"
-            ));
+        } else {
+            // Directly: a pair with no relay on either side, to NAT B's public address, passed
+            // its checks. Chromium may keep the relay pair that worked first for a while (it
+            // did under CI load), so the selected pair alone is not the test.
+            let nat_b = topo.nat_b_public().to_string();
+            let direct = |p: &serde_json::Value| {
+                p["local"]["type"] != "relay"
+                    && p["remote"]["type"] != "relay"
+                    && p["remote"]["address"] == nat_b.as_str()
+            };
+            let succeeded = steps["succeeded_pairs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !direct(pair) && !succeeded.iter().any(direct) {
+                bad.push(format!(
+                    "no direct pair to NAT B's public address succeeded: selected {pair}, \
+                     succeeded {}",
+                    steps["succeeded_pairs"]
+                ));
+            }
         }
         if !bad.is_empty() {
             failures.extend(bad.into_iter().map(|f| format!("relay={relay}: {f}")));

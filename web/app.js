@@ -728,7 +728,15 @@
         const address = s.address || s.ip;
         return { type: s.candidateType, protocol: s.protocol, address, port: s.port, text: `${s.candidateType} ${s.protocol} ${address}:${s.port}` };
       };
-      return { local: c(pair.localCandidateId), remote: c(pair.remoteCandidateId) };
+      // Every pair whose checks succeeded: Chromium may stay on the first pair that worked
+      // (a relay) for a while after a direct one succeeds too.
+      const succeeded = [];
+      stats.forEach((r) => {
+        if (r.type === 'candidate-pair' && r.state === 'succeeded') {
+          succeeded.push({ local: c(r.localCandidateId), remote: c(r.remoteCandidateId) });
+        }
+      });
+      return { local: c(pair.localCandidateId), remote: c(pair.remoteCandidateId), succeeded };
     } catch (_) {
       return null;
     }
@@ -1014,7 +1022,10 @@
       steps.server_channels = [...s.serverLabels];
       steps.local_candidates = s.localCount;
       steps.remote_candidates = s.remoteCount;
-      if (s.pair) steps.selected_pair = { local: s.pair.local, remote: s.pair.remote };
+      if (s.pair) {
+        steps.selected_pair = { local: s.pair.local, remote: s.pair.remote };
+        steps.succeeded_pairs = s.pair.succeeded;
+      }
       if (s.whip) steps.whip_patch_errors = s.whip.patchErrors;
       if (s.broker) steps.broker = s.broker.report();
     };
