@@ -37,8 +37,7 @@ const PUMP_ROUNDS: usize = 8;
 /// smolrtc's workarounds for rtc-sctp 0.21.1 defects, one named piece each (its module
 /// names the defect; docs/SCTP-UPSTREAM.md the upstream change that would delete it).
 /// Always all on; tests switch one off to show the test that pins it fails
-/// (`sim_tests.rs`). The fifth, the router's stream id choice, is
-/// `channel::router::StreamIds`.
+/// (`workaround_tests.rs`). The engine runs the first four; the router the fifth.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Workarounds {
     /// `rto.rs`: retransmit sooner than rtc-sctp's fixed 1 s RTO.min.
@@ -49,6 +48,9 @@ pub(crate) struct Workarounds {
     pub(crate) queue_depth: bool,
     /// `send_queue.rs` 2: streams share the link by bytes.
     pub(crate) fair: bool,
+    /// `channel::router` `free_stream`: a freed stream id is reused last (off: the lowest
+    /// free id, which rtc-sctp's redundant reset can close again).
+    pub(crate) stream_ids: bool,
 }
 
 impl Workarounds {
@@ -57,6 +59,7 @@ impl Workarounds {
         reset_gate: true,
         queue_depth: true,
         fair: true,
+        stream_ids: true,
     };
 }
 

@@ -26,6 +26,8 @@ pub(crate) mod send_queue;
 #[cfg(all(test, feature = "testkit"))]
 mod sim_tests;
 #[cfg(all(test, feature = "testkit"))]
+mod stack_sim;
+#[cfg(all(test, feature = "testkit"))]
 mod workaround_tests;
 use engine::{SctpEngine, SctpEvent, SctpIo};
 
@@ -288,17 +290,24 @@ impl SctpActor {
         let (engine, mut io) = self.parts();
         engine.drain(now, &mut io);
     }
+
+    /// Drains the engine at `now` and hands its outputs to the links.
+    fn flush_at(&mut self, now: Instant) {
+        self.drain_at(now);
+        self.router_ctl.flush();
+        self.router.flush();
+        self.dtls.flush();
+        self.peer.flush();
+    }
 }
 
 impl Actor for SctpActor {
     type Msg = SctpMsg;
 
+    /// The runtime gives no time here: the wall clock (tests on a virtual clock call
+    /// `flush_at`).
     async fn drain(&mut self) {
-        self.drain_at(Instant::now());
-        self.router_ctl.flush();
-        self.router.flush();
-        self.dtls.flush();
-        self.peer.flush();
+        self.flush_at(Instant::now());
     }
 
     /// Closed, and the ABORT and the router's notice handed over.

@@ -113,14 +113,82 @@ impl Pair {
     }
 
     fn node(&mut self, side: Side) -> &mut Node {
-        match side {
-            Side::A => &mut self.a,
-            Side::B => &mut self.b,
+        side.of(&mut self.a, &mut self.b)
+    }
+
+    pub(super) fn connect(&mut self) {
+        assert!(
+            self.run_until(Duration::from_secs(60), |p| p.a.out.connected
+                && p.b.out.connected),
+            "no association in 60 s"
+        );
+    }
+}
+
+/// Two endpoints stepped on the simulated network's clock ([`Pair`] and
+/// `stack_sim::StackPair`).
+pub(super) trait Sim {
+    fn net(&mut self) -> &mut SimNet<Bytes>;
+    /// Takes the test's own wake-up time, if it set one.
+    fn wake(&mut self) -> Option<Instant>;
+    /// When each side's timer is next due.
+    fn timeouts(&mut self) -> [Option<Instant>; 2];
+    /// Runs both sides on what they were given and puts what they send on the wire.
+    fn flush(&mut self);
+    /// `to` receives `packet` at `now`.
+    fn deliver(&mut self, now: Instant, to: Side, packet: Bytes);
+    /// Both sides handle the timers due by `now`.
+    fn on_timeouts(&mut self, now: Instant);
+
+    /// Runs to the next thing that happens (a delivery, a timeout, the test's wake-up);
+    /// false when nothing will.
+    fn step(&mut self) -> bool {
+        self.flush();
+        let [a, b] = self.timeouts();
+        let next = [self.wake(), self.net().next_due(), a, b];
+        let Some(next) = next.into_iter().flatten().min() else {
+            return false;
+        };
+        self.net().advance(next);
+        let now = self.net().now();
+        while let Some((to, packet)) = self.net().deliver() {
+            self.deliver(now, to, packet);
         }
+        self.on_timeouts(now);
+        true
+    }
+
+    /// Steps until `done` or `limit` of virtual time; false on the limit.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool
+    where
+        Self: Sized,
+    {
+        let end = self.net().now() + limit;
+        while !done(self) {
+            if self.net().now() > end || !self.step() {
+                return done(self);
+            }
+        }
+        true
+    }
+}
+
+impl Sim for Pair {
+    fn net(&mut self) -> &mut SimNet<Bytes> {
+        &mut self.net
+    }
+
+    fn wake(&mut self) -> Option<Instant> {
+        self.wake.take()
+    }
+
+    fn timeouts(&mut self) -> [Option<Instant>; 2] {
+        [self.a.engine.poll_timeout(), self.b.engine.poll_timeout()]
     }
 
     /// Drains both engines and puts their packets on the wire.
     fn flush(&mut self) {
+        self.set_now();
         let now = self.net.now();
         for side in [Side::A, Side::B] {
             let n = self.node(side);
@@ -132,64 +200,23 @@ impl Pair {
         }
     }
 
-    /// Runs to the next thing that happens (a delivery or a timeout); false when nothing
-    /// will.
-    fn step(&mut self) -> bool {
+    fn deliver(&mut self, now: Instant, to: Side, p: Bytes) {
         self.set_now();
-        self.flush();
-        let next = [
-            self.wake.take(),
-            self.net.next_due(),
-            self.a.engine.poll_timeout(),
-            self.b.engine.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(next) = next else {
-            return false;
-        };
-        self.net.advance(next);
-        let now = self.net.now();
-        self.set_now();
-        while let Some((to, p)) = self.net.deliver() {
-            if let Some(t) = self.trace.as_mut() {
-                t.delivered(to, &p, now);
-            }
-            let n = self.node(to);
-            n.engine.packet(now, BytesMut::from(&p[..]));
-            n.engine.drain(now, &mut n.out);
+        if let Some(t) = self.trace.as_mut() {
+            t.delivered(to, &p, now);
         }
+        let n = self.node(to);
+        n.engine.packet(now, BytesMut::from(&p[..]));
+        n.engine.drain(now, &mut n.out);
+    }
+
+    fn on_timeouts(&mut self, now: Instant) {
         for side in [Side::A, Side::B] {
             let n = self.node(side);
             if n.engine.poll_timeout().is_some_and(|t| t <= now) {
                 n.engine.handle_timeout(now);
             }
         }
-        true
-    }
-
-    /// Steps until `done` or `limit` of virtual time; false on the limit.
-    pub(super) fn run_until(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&mut Pair) -> bool,
-    ) -> bool {
-        let end = self.net.now() + limit;
-        while !done(self) {
-            if self.net.now() > end || !self.step() {
-                return done(self);
-            }
-        }
-        true
-    }
-
-    pub(super) fn connect(&mut self) {
-        assert!(
-            self.run_until(Duration::from_secs(60), |p| p.a.out.connected
-                && p.b.out.connected),
-            "no association in 60 s"
-        );
     }
 }
 
@@ -216,7 +243,7 @@ impl Kind {
 }
 
 /// Message `i` of a transfer: its index, then bytes that follow from it.
-fn message(i: u32, sizes: &[usize]) -> Bytes {
+pub(super) fn message(i: u32, sizes: &[usize]) -> Bytes {
     let n = sizes[i as usize % sizes.len()].max(4);
     let mut m = Vec::with_capacity(n);
     m.extend_from_slice(&i.to_be_bytes());
@@ -228,13 +255,13 @@ fn raw_index(m: &[u8]) -> u32 {
     u32::from_be_bytes(m[..4].try_into().unwrap())
 }
 
-fn index(m: &[u8]) -> u32 {
+pub(super) fn index(m: &[u8]) -> u32 {
     let i = raw_index(m);
     assert_eq!(m, &message(i, SIZES)[..m.len()], "message {i} corrupted");
     i
 }
 
-const SIZES: &[usize] = &[4, 100, 1100, 1300, 3000, 9000, 20_000, 600, 50];
+pub(super) const SIZES: &[usize] = &[4, 100, 1100, 1300, 3000, 9000, 20_000, 600, 50];
 /// Most unreleased bytes the sender keeps written (an application's buffered amount).
 const WINDOW: usize = 256 * 1024;
 

@@ -1,12 +1,15 @@
 //! One test per workaround for rtc-sctp 0.21.1 (`engine::Workarounds`), on the simulated
 //! network (`sim_tests::Pair`: two engines, a virtual clock, seeded impairments, so every
-//! run gives the same answer). Each fails with its workaround switched off: the `_off`
+//! run gives the same answer; the router's stream id choice with two engines and routers,
+//! `stack_sim::StackPair`). Each fails with its workaround switched off: the `_off`
 //! variants expect that failure, so the day an rtc-sctp release fixes a defect, its
 //! `_off` test stops failing and says the workaround can go (docs/SCTP-UPSTREAM.md).
 
 use super::engine::Workarounds;
-use super::sim_tests::Pair;
+use super::sim_tests::{message, Pair, Sim, SIZES};
+use super::stack_sim::{keep_writing, StackPair};
 use super::{Ppi, Reliability, SctpConfig};
+use crate::channel::{ChannelInit, DataChannel};
 use crate::testkit::impair::Impairment;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -251,6 +254,81 @@ fn no_stall_waits_for_rtc_sctps_one_second_timeout() {
 fn no_stall_waits_for_rtc_sctps_one_second_timeout_off() {
     no_one_second_stalls(Workarounds {
         rto_clock: false,
+        ..Workarounds::ALL
+    });
+}
+
+/// `stream_ids` (the router's): B closes a channel A opened, beside a busy one, and A
+/// opens a new channel the moment it hears of the close. B's rtc-sctp answers A's reset
+/// back with a redundant reset of the same stream, still in flight then: a new channel on
+/// the freed id (the lowest free one, as browsers pick) is reset by it on A, while B,
+/// which hears of the new channel after, keeps it open with none of its messages
+/// (docs/SCTP-UPSTREAM.md 6). The new channel must stay open and carry all of them.
+fn new_channel_beside_a_redundant_reset(work: Workarounds) {
+    let mut p = StackPair::new(1, "delay=10ms", work, false);
+    p.connect();
+    let bulk = p.a.create("bulk", ChannelInit::default());
+    let old = p.a.create("old", ChannelInit::default());
+    let opened = p.run_until(Duration::from_secs(5), |p| {
+        p.a.opened("old").is_some() && p.b.announced("old").is_some()
+    });
+    assert!(opened, "channels not open in 5 s");
+    p.b.announced("old").expect("announced").close();
+    let (mut busy, mut next, count) = (0, 0, 20);
+    let mut new: Option<DataChannel> = None;
+    p.run_until(Duration::from_secs(10), |p| {
+        keep_writing(&bulk, &mut busy, u32::MAX, 64 * 1024);
+        if new.is_none() && p.a.closed("old").is_some() {
+            new = Some(p.a.create("new", ChannelInit::default()));
+        }
+        if let Some(ch) = &new {
+            keep_writing(ch, &mut next, count, usize::MAX);
+        }
+        let closed = p.a.closed("new").or(p.b.closed("new"));
+        closed.is_some() || p.b.messages("new").count() == count as usize
+    });
+    let new = new.expect("the old channel closed on A");
+    // What B makes of it a little later.
+    let later = p.net.now() + Duration::from_millis(200);
+    p.run_until(Duration::from_secs(1), |p| {
+        p.wake = Some(later);
+        p.net.now() >= later
+    });
+    // Since A heard of the old channel's close.
+    let heard = p.a.closed("old").expect("closed");
+    let (a, b) = (p.a.closed("new"), p.b.closed("new"));
+    let (a, b) = (a.map(|t| t - heard), b.map(|t| t - heard));
+    let on_b = p.b.announced("new").map(|h| h.state());
+    println!(
+        "old channel on stream {:?}, new one on {:?}: closed on A after {a:?}, on B after \
+         {b:?}; on B {on_b:?} with {} messages",
+        old.id(),
+        new.id(),
+        p.b.messages("new").count()
+    );
+    assert!(
+        a.is_none() && b.is_none(),
+        "the new channel (stream {:?}) was reset",
+        new.id()
+    );
+    let got: Vec<Bytes> =
+        p.b.messages("new")
+            .map(|m| Bytes::copy_from_slice(m.as_bytes()))
+            .collect();
+    let want: Vec<Bytes> = (0..count).map(|i| message(i, SIZES)).collect();
+    assert_eq!(got, want, "the new channel's messages");
+}
+
+#[test]
+fn a_new_channel_survives_the_redundant_reset_of_a_closed_one() {
+    new_channel_beside_a_redundant_reset(Workarounds::ALL);
+}
+
+#[test]
+#[should_panic(expected = "was reset")]
+fn a_new_channel_survives_the_redundant_reset_of_a_closed_one_off() {
+    new_channel_beside_a_redundant_reset(Workarounds {
+        stream_ids: false,
         ..Workarounds::ALL
     });
 }

@@ -193,6 +193,14 @@ impl Side {
             Side::B => Side::A,
         }
     }
+
+    /// Which of `a` and `b` is this side's.
+    pub fn of<'a, T>(self, a: &'a mut T, b: &'a mut T) -> &'a mut T {
+        match self {
+            Side::A => a,
+            Side::B => b,
+        }
+    }
 }
 
 /// Two endpoints joined by two [`Link`]s, on a virtual clock (see the module docs).
