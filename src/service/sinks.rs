@@ -699,11 +699,11 @@ impl Sinks {
 /// The task that writes one received track to its sink's output.
 struct TrackWriter {
     shared: Rc<Shared>,
-    /// The sink's index.
+    /// The sink's index in `Sinks::list`.
     sink: usize,
-    /// The session's.
+    /// The session's id.
     id: String,
-    /// The sink's.
+    /// The sink's name.
     name: String,
     /// The output's file, command or address.
     target: String,
