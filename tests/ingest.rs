@@ -16,6 +16,7 @@ use common::browser::{
 use common::http::request;
 use common::media::{ffprobe, Probe};
 use common::{whip_answer, whip_offer};
+use smolrtc::media::{Codec, MediaKind, TrackSender};
 use smolrtc::service::{Service, ServiceConfig, ServiceHandle, SinkConfig};
 use smolrtc::{Config, Runtime};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -60,6 +61,96 @@ fn sinks(h: &ServiceHandle) -> serde_json::Value {
     r.json()
 }
 
+/// Sink `name` in `/api/sinks`.
+fn sink_of(h: &ServiceHandle, name: &str) -> serde_json::Value {
+    let v = sinks(h);
+    let s = v["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned();
+    s.unwrap_or_else(|| panic!("no sink {name}: {v}"))
+}
+
+/// How many sessions the service has (`/api/sessions`).
+fn session_count(h: &ServiceHandle) -> usize {
+    let r = request(h.addr, "GET", "/api/sessions", None, b"");
+    r.json()["sessions"].as_array().unwrap().len()
+}
+
+/// `POST path` of an SDP offer.
+fn post_sdp(addr: SocketAddr, path: &str, sdp: &str) -> common::http::Reply {
+    request(addr, "POST", path, Some("application/sdp"), sdp.as_bytes())
+}
+
+/// An even port from `base` on, one per process (test binaries run at once).
+fn port_from(base: u16) -> u16 {
+    base + (std::process::id() % 200) as u16 * 2
+}
+
+/// Where the source media are made (each once per test binary; see `common::media`).
+fn media_dir() -> PathBuf {
+    common::media::temp_dir("ingest-media")
+}
+
+/// Publishes a `codec` track of `p` to sink `sink` (`POST /whip/NAME`): the 201 checked,
+/// the answer applied, connected. The track and the 201.
+async fn whip_publish(
+    p: &mut common::Peer,
+    addr: SocketAddr,
+    sink: &str,
+    codec: Codec,
+) -> (TrackSender, common::http::Reply) {
+    let (track, offer) = whip_offer(p, codec).await;
+    let r = post_sdp(addr, &format!("/whip/{sink}"), &offer);
+    assert_eq!(r.status, 201, "{}", r.text());
+    whip_answer(p, r.text()).await;
+    (track, r)
+}
+
+/// Writes each of `units` to every track at 30 fps, after 300 ms (SRTP is keyed just after
+/// the connection: frames before it are dropped by design); `before(i)` runs before frame
+/// `i`. Returns how many writes were queued.
+async fn play<'u>(
+    tracks: &mut [TrackSender],
+    units: impl IntoIterator<Item = &'u Vec<u8>>,
+    mut before: impl FnMut(usize),
+) -> usize {
+    async_io::Timer::after(Duration::from_millis(300)).await;
+    let mut queued = 0;
+    for (i, au) in units.into_iter().enumerate() {
+        before(i);
+        for t in tracks.iter_mut() {
+            queued += usize::from(t.write_frame(au, Duration::from_millis(33)).unwrap());
+        }
+        async_io::Timer::after(Duration::from_millis(33)).await;
+    }
+    queued
+}
+
+/// The access units of `secs` s of lavfi `source` in H.264 (`kbps` above 0 caps the rate).
+fn h264_units(source: &str, secs: u32, kbps: u32) -> Vec<Vec<u8>> {
+    let file = common::media::video(&media_dir(), "H264", source, secs, kbps);
+    common::media::annexb_units(&file)
+}
+
+/// 4 s of a 320x240 test pattern at 30 fps in VP8 (IVF).
+fn vp8_source() -> PathBuf {
+    common::media::video(&media_dir(), "VP8", "testsrc=size=320x240:rate=30", 4, 0)
+}
+
+/// Adds stream `name` playing `file` as its `kind` to `config`.
+fn add_file_stream(config: &mut ServiceConfig, kind: MediaKind, name: &str, file: &Path) {
+    smolrtc::service::StreamConfig::add_source(
+        &mut config.streams,
+        kind,
+        name,
+        &format!("file:{}", file.display()),
+    )
+    .unwrap();
+}
+
 #[test]
 fn whip_ingest_refusals_and_api_sinks() {
     let dir = temp_dir("refusals");
@@ -100,8 +191,7 @@ fn whip_ingest_refusals_and_api_sinks() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
     // A refused offer costs no session.
-    let r = request(h.addr, "GET", "/api/sessions", None, b"");
-    assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
+    assert_eq!(session_count(&h), 0);
 
     let v = sinks(&h);
     let list = v["sinks"].as_array().unwrap();
@@ -158,18 +248,35 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Waits until `/api/sinks` shows sink `name` with a session whose tracks all ended.
+/// The one file in `dir` whose name ends with `ext`.
+fn only_file(dir: &Path, ext: &str) -> PathBuf {
+    let files = files(dir, ext);
+    assert_eq!(files.len(), 1, "one .{ext} file: {files:?}");
+    files[0].clone()
+}
+
+/// The one recording in `dir` whose name ends with `ext`, probed (printed).
+fn probe_recording(dir: &Path, ext: &str) -> Probe {
+    let file = only_file(dir, ext);
+    let p = ffprobe(&file);
+    println!("{}: {p:?}", file.display());
+    p
+}
+
+/// A recording is named after its sink and session: `NAME-<session id>-..`.
+fn assert_session_file(file: &Path, sink: &serde_json::Value) {
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let session = sink["sessions"][0]["id"].as_str().unwrap();
+    let prefix = format!("{}-{session}-", sink["name"].as_str().unwrap());
+    assert!(name.starts_with(&prefix), "{name}");
+}
+
+/// Waits until `/api/sinks` shows sink `name` with a session whose tracks all ended
+/// (printed).
 fn sink_done(h: &ServiceHandle, name: &str) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        let v = sinks(h);
-        let s = v["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-            .unwrap();
+        let s = sink_of(h, name);
         let ended = s["sessions"].as_array().is_some_and(|ss| {
             !ss.is_empty()
                 && ss.iter().all(|x| {
@@ -179,6 +286,7 @@ fn sink_done(h: &ServiceHandle, name: &str) -> serde_json::Value {
                 })
         });
         if ended {
+            println!("sink {name}: {s}");
             return s;
         }
         assert!(Instant::now() < until, "sink {name} never ended: {s}");
@@ -307,13 +415,9 @@ fn chromium_whip_to_an_h264_file() {
         |_| (),
         |h, report, ()| {
             let s = sink_done(h, "cam");
-            println!("sink: {s}");
-            let files = files(&d, "h264");
-            assert_eq!(files.len(), 1, "{files:?}");
-            let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
-            let session = s["sessions"][0]["id"].as_str().unwrap();
-            assert!(name.starts_with(&format!("cam-{session}-")), "{name}");
-            check_video(&files[0], "h264", report);
+            let file = only_file(&d, "h264");
+            assert_session_file(&file, &s);
+            check_video(&file, "h264", report);
             assert!(
                 s["frames"].as_u64().unwrap() > 0 && s["error"].is_null(),
                 "{s}"
@@ -360,16 +464,11 @@ fn file_sink_case(name: &str, kind: BrowserKind) {
         |_| (),
         |h, report, ()| {
             let s = sink_done(h, "door");
-            println!("sink: {s}");
-            let (ivf, ogg) = (files(&d, "ivf"), files(&d, "ogg"));
-            assert!(ivf.len() == 1 && ogg.len() == 1, "{ivf:?} {ogg:?}");
-            let session = s["sessions"][0]["id"].as_str().unwrap();
-            for f in [&ivf[0], &ogg[0]] {
-                let n = f.file_name().unwrap().to_string_lossy().into_owned();
-                assert!(n.starts_with(&format!("door-{session}-")), "{n}");
-            }
-            check_video(&ivf[0], "vp8", report);
-            check_audio(&ogg[0], report);
+            let (ivf, ogg) = (only_file(&d, "ivf"), only_file(&d, "ogg"));
+            assert_session_file(&ivf, &s);
+            assert_session_file(&ogg, &s);
+            check_video(&ivf, "vp8", report);
+            check_audio(&ogg, report);
             assert!(s["error"].is_null(), "{s}");
         },
     );
@@ -408,7 +507,7 @@ fn firefox_whip_to_an_rtp_sink_read_by_ffmpeg() {
 fn rtp_sink_case(name: &str, kind: BrowserKind) {
     let dir = temp_dir(name);
     let d = dir.clone();
-    let port = 5500 + (std::process::id() % 200) as u16 * 2;
+    let port = port_from(5500);
     browser_case(
         name,
         kind,
@@ -432,7 +531,6 @@ fn rtp_sink_case(name: &str, kind: BrowserKind) {
         },
         |h, report, (mut child, out)| {
             let s = sink_done(h, "cam");
-            println!("sink: {s}");
             let status = common::browser::wait_bounded(&mut child, Duration::from_secs(20));
             if status.is_none() {
                 let _ = child.kill();
@@ -470,16 +568,16 @@ fn chromium_whip_to_failing_sinks_goes_on() {
     std::fs::create_dir_all(&gone).unwrap();
     let g = gone.clone();
     let mut cfg = config(&[]).unwrap();
-    smolrtc::service::SinkConfig::add_dest(
+    SinkConfig::add_dest(
         &mut cfg.sinks,
-        Some(smolrtc::media::MediaKind::Video),
+        Some(MediaKind::Video),
         "bad",
         "exec:head -c 2000 >/dev/null?codec=h264",
     )
     .unwrap();
-    smolrtc::service::SinkConfig::add_dest(
+    SinkConfig::add_dest(
         &mut cfg.sinks,
-        Some(smolrtc::media::MediaKind::Audio),
+        Some(MediaKind::Audio),
         "bad",
         &format!("file:{}/mic.ogg", gone.display()),
     )
@@ -493,7 +591,6 @@ fn chromium_whip_to_failing_sinks_goes_on() {
         |_| std::fs::remove_dir_all(&g).unwrap(),
         |h, report, ()| {
             let s = sink_done(h, "bad");
-            println!("sink: {s}");
             let f = &report["figures"];
             // The session went on: the page sent all along (some 6 s of frames).
             assert!(f["framesSent"].as_u64().unwrap() > 30, "{report}");
@@ -516,11 +613,6 @@ fn chromium_whip_to_failing_sinks_goes_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A file made by ffmpeg from `args` in `dir`.
-fn media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    common::media::make(&dir.join(name), args)
-}
-
 /// Talk-back: one session plays the device's stream (VP8 + Opus files) and sends the
 /// page's microphone to an `rtp://` sink; the page must hear the device, the sink must get
 /// the page's Opus.
@@ -536,28 +628,12 @@ fn firefox_talk_back_in_one_session() {
 }
 
 fn talk_back_case(name: &str, kind: BrowserKind) {
-    let dir = temp_dir("talk");
-    let port = 5900 + (std::process::id() % 200) as u16 * 2;
+    let port = port_from(5900);
     let mut config = config(&[&format!("intercom=rtp://127.0.0.1:{port}?codec=opus")]).unwrap();
     if in_namespace_copy() {
-        #[rustfmt::skip]
-        let video = media(&dir, "door.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
-            "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
-        #[rustfmt::skip]
-        let audio = media(&dir, "door.ogg", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "4", "-c:a", "libopus", "-b:a", "64k", "-f", "ogg"]);
-        for (kind, file) in [
-            (smolrtc::media::MediaKind::Video, video),
-            (smolrtc::media::MediaKind::Audio, audio),
-        ] {
-            smolrtc::service::StreamConfig::add_source(
-                &mut config.streams,
-                kind,
-                "door",
-                &format!("file:{}", file.display()),
-            )
-            .unwrap();
-        }
+        add_file_stream(&mut config, MediaKind::Video, "door", &vp8_source());
+        let audio = common::media::opus(&media_dir(), 4);
+        add_file_stream(&mut config, MediaKind::Audio, "door", &audio);
     }
     browser_case(
         name,
@@ -587,7 +663,6 @@ fn talk_back_case(name: &str, kind: BrowserKind) {
             let f = &report["figures"];
             assert!(f["audioSamplesReceived"].as_u64().unwrap() > 0, "{report}");
             let s = sink_done(h, "intercom");
-            println!("sink: {s}");
             let track = &s["sessions"][0]["tracks"][0];
             assert_eq!(track["codec"], "opus");
             let opus = counter.join().unwrap();
@@ -596,7 +671,6 @@ fn talk_back_case(name: &str, kind: BrowserKind) {
             assert_eq!(track["frames"].as_u64().unwrap(), opus, "{s}");
         },
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Whether this is the test's copy inside the namespace (where files are made).
@@ -612,45 +686,21 @@ fn in_namespace_copy() -> bool {
 /// decodes at the source's size.
 #[test]
 fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
-    use smolrtc::media::Codec;
     let dir = temp_dir("peer");
-    #[rustfmt::skip]
-    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
-        "-t", "3", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = common::media::annexb_units(&source);
+    let units = h264_units("testsrc=size=320x240:rate=30", 3, 0);
     assert_eq!(units.len(), 90);
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     common::run(async {
         let mut p = common::Peer::new("publisher");
-        let (mut track, offer) = whip_offer(&mut p, Codec::H264).await;
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip/cam",
-            Some("application/sdp"),
-            offer.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
+        let (mut track, r) = whip_publish(&mut p, h.addr, "cam", Codec::H264).await;
         assert!(r.header("location").unwrap().starts_with("/whip/cam/"));
-        whip_answer(&mut p, r.text()).await;
-
-        // SRTP is keyed just after: frames before it are dropped by design.
-        async_io::Timer::after(Duration::from_millis(300)).await;
-        for au in &units {
-            assert!(track.write_frame(au, Duration::from_millis(33)).unwrap());
-            async_io::Timer::after(Duration::from_millis(33)).await;
-        }
+        let queued = play(std::slice::from_mut(&mut track), &units, |_| {}).await;
+        assert_eq!(queued, units.len());
         async_io::Timer::after(Duration::from_millis(500)).await;
         p.pc.close().await;
     });
-    let s = sink_done(&h, "cam");
-    println!("sink: {s}");
-    let files = files(&dir, "h264");
-    let recorded: Vec<_> = files.iter().filter(|f| !f.ends_with("src.h264")).collect();
-    assert_eq!(recorded.len(), 1, "{files:?}");
-    let p = ffprobe(recorded[0]);
-    println!("{p:?}");
+    sink_done(&h, "cam");
+    let p = probe_recording(&dir, "h264");
     assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 320, 240));
     assert!(p.frames >= 81 && p.frames <= 90, "{p:?} of 90 sent");
     let _ = std::fs::remove_dir_all(&dir);
@@ -663,16 +713,10 @@ fn a_smolrtc_peer_publishes_through_whip_to_a_file_sink() {
 /// track ends the command is killed and the track shows `ended`.
 #[test]
 fn a_command_that_never_reads_drops_frames_and_the_sessions_go_on() {
-    use smolrtc::media::Codec;
     let dir = temp_dir("stuck");
     // Noise at 8 Mbit/s, ~30 KB frames: the pipe (64 KiB) and the queue (64 frames) are
     // full after ~66.
-    #[rustfmt::skip]
-    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i",
-        "testsrc=size=640x480:rate=30,noise=alls=40:allf=t", "-t", "4", "-c:v", "libx264",
-        "-profile:v", "baseline", "-bf", "0", "-g", "30", "-b:v", "8M", "-pix_fmt", "yuv420p",
-        "-f", "h264"]);
-    let units = common::media::annexb_units(&source);
+    let units = h264_units("testsrc=size=640x480:rate=30,noise=alls=40:allf=t", 4, 8000);
     assert_eq!(units.len(), 120);
     let (_rt, h) = start(
         config(&[
@@ -681,45 +725,25 @@ fn a_command_that_never_reads_drops_frames_and_the_sessions_go_on() {
         ])
         .unwrap(),
     );
-    let track_of = |name: &str| {
-        let v = sinks(&h);
-        let s = v["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned();
-        s.unwrap()["sessions"][0]["tracks"][0].clone()
-    };
+    let track_of = |name: &str| sink_of(&h, name)["sessions"][0]["tracks"][0].clone();
     let mid = common::run(async {
         let mut peers = Vec::new();
         let mut tracks = Vec::new();
         for sink in ["stuck", "rec"] {
             let mut p = common::Peer::new(sink);
-            let (track, offer) = whip_offer(&mut p, Codec::H264).await;
-            let r = request(
-                h.addr,
-                "POST",
-                &format!("/whip/{sink}"),
-                Some("application/sdp"),
-                offer.as_bytes(),
-            );
-            assert_eq!(r.status, 201, "{}", r.text());
-            whip_answer(&mut p, r.text()).await;
+            let (track, _) = whip_publish(&mut p, h.addr, sink, Codec::H264).await;
             peers.push(p);
             tracks.push(track);
         }
-        async_io::Timer::after(Duration::from_millis(300)).await;
         let mut mid = serde_json::Value::Null;
-        for (i, au) in units.iter().enumerate() {
-            for t in &mut tracks {
-                assert!(t.write_frame(au, Duration::from_millis(33)).unwrap());
-            }
-            async_io::Timer::after(Duration::from_millis(33)).await;
-            if i == 100 {
+        // Frames 0 to 100 written.
+        let queued = play(&mut tracks, &units, |i| {
+            if i == 101 {
                 mid = track_of("stuck");
             }
-        }
+        })
+        .await;
+        assert_eq!(queued, 2 * units.len());
         async_io::Timer::after(Duration::from_millis(500)).await;
         let end = track_of("stuck");
         println!("stuck at frame 100: {mid}\nstuck at the end: {end}");
@@ -743,10 +767,7 @@ fn a_command_that_never_reads_drops_frames_and_the_sessions_go_on() {
         "{stuck}"
     );
     sink_done(&h, "rec");
-    let files = files(&dir, "h264");
-    let recorded: Vec<_> = files.iter().filter(|f| !f.ends_with("src.h264")).collect();
-    assert_eq!(recorded.len(), 1, "{files:?}");
-    let p = ffprobe(recorded[0]);
+    let p = probe_recording(&dir, "h264");
     assert!(p.frames >= 108, "{p:?} of 120 sent");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -772,6 +793,40 @@ enum Via {
     ApiOfferSinkOnly,
 }
 
+/// The service's answer to `offer` at `query`, through `POST /api/offer` or `/ws` (its
+/// socket, kept open as long as the session).
+fn answer_via(
+    via: Via,
+    addr: SocketAddr,
+    query: &str,
+    offer: &smolrtc::Description,
+) -> (smolrtc::Description, Option<std::net::TcpStream>) {
+    if !matches!(via, Via::WebSocket) {
+        let r = request(
+            addr,
+            "POST",
+            &format!("/api/offer{query}"),
+            Some("application/json"),
+            offer.to_json().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        return (smolrtc::Description::from_json(&r.text()).unwrap(), None);
+    }
+    let (mut s, r) = common::http::ws_upgrade_from(addr, None, &format!("/ws{query}"), &[]);
+    assert_eq!(r.status, 101, "{}", r.text());
+    let msg = serde_json::json!({"type": "description",
+        "value": {"type": "offer", "sdp": offer.sdp}});
+    std::io::Write::write_all(&mut s, &common::http::ws_text_frame(&msg.to_string())).unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(&common::http::ws_read_text(&mut s)).unwrap();
+    assert_eq!(reply["type"], "description", "{reply}");
+    let answer = smolrtc::Description {
+        kind: smolrtc::SdpType::Answer,
+        sdp: reply["value"]["sdp"].as_str().unwrap().to_owned(),
+    };
+    (answer, Some(s))
+}
+
 /// Talk-back between smolrtc peers: a library peer with an Opus track (`add_track`) and an
 /// audio receiver (`add_transceiver`) offers one sendrecv audio section with
 /// `?stream=door&sink=intercom`, through `POST /api/offer` and through `/ws`; it hears the
@@ -779,20 +834,12 @@ enum Via {
 /// Opus, the duration sent). Then `?sink=intercom` alone: a sendonly offer, recorded too.
 #[test]
 fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
-    use smolrtc::media::{Codec, MediaKind, TrackInit};
+    use smolrtc::media::TrackInit;
     let dir = temp_dir("peer-talk");
-    #[rustfmt::skip]
-    let ogg = media(&dir, "door.opus", &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", "3", "-c:a", "libopus", "-b:a", "48k", "-f", "ogg"]);
+    let ogg = common::media::opus(&media_dir(), 3);
     let packets = opus_packets(&ogg);
     let mut cfg = config(&[&format!("intercom=file:{}/talk.ogg", dir.display())]).unwrap();
-    smolrtc::service::StreamConfig::add_source(
-        &mut cfg.streams,
-        MediaKind::Audio,
-        "door",
-        &format!("file:{}", ogg.display()),
-    )
-    .unwrap();
+    add_file_stream(&mut cfg, MediaKind::Audio, "door", &ogg);
     let (_rt, h) = start(cfg);
     for via in [Via::ApiOffer, Via::WebSocket, Via::ApiOfferSinkOnly] {
         common::run(async {
@@ -804,9 +851,7 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
                     .await
                     .unwrap();
             }
-            let offer = p.pc.create_offer().await.unwrap();
-            p.pc.set_local_description(offer).await.unwrap();
-            let offer = p.complete_description().await;
+            let offer = p.complete_offer().await;
             let (offered, answered) = if talk {
                 ("a=sendrecv", "a=sendrecv")
             } else {
@@ -818,40 +863,7 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
             } else {
                 "?sink=intercom"
             };
-            let mut ws = None;
-            let answer = match via {
-                Via::ApiOffer | Via::ApiOfferSinkOnly => {
-                    let r = request(
-                        h.addr,
-                        "POST",
-                        &format!("/api/offer{path}"),
-                        Some("application/json"),
-                        offer.to_json().as_bytes(),
-                    );
-                    assert_eq!(r.status, 200, "{}", r.text());
-                    smolrtc::Description::from_json(&r.text()).unwrap()
-                }
-                Via::WebSocket => {
-                    let (mut s, r) =
-                        common::http::ws_upgrade_from(h.addr, None, &format!("/ws{path}"), &[]);
-                    assert_eq!(r.status, 101, "{}", r.text());
-                    let msg = serde_json::json!({"type": "description",
-                        "value": {"type": "offer", "sdp": offer.sdp}});
-                    std::io::Write::write_all(
-                        &mut s,
-                        &common::http::ws_text_frame(&msg.to_string()),
-                    )
-                    .unwrap();
-                    let reply: serde_json::Value =
-                        serde_json::from_str(&common::http::ws_read_text(&mut s)).unwrap();
-                    assert_eq!(reply["type"], "description", "{reply}");
-                    ws = Some(s);
-                    smolrtc::Description {
-                        kind: smolrtc::SdpType::Answer,
-                        sdp: reply["value"]["sdp"].as_str().unwrap().to_owned(),
-                    }
-                }
-            };
+            let (answer, ws) = answer_via(via, h.addr, path, &offer);
             assert!(answer.sdp.contains(answered), "{}", answer.sdp);
             p.pc.set_remote_description(answer).await.unwrap();
             // The stream's audio arrives as a track of this peer's (a sendrecv section).
@@ -884,8 +896,8 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
             }
         });
         // The sink's new file for this session.
-        let s = sink_done(&h, "intercom");
-        println!("{via:?}: sink {s}");
+        println!("{via:?}:");
+        sink_done(&h, "intercom");
     }
     let got = files(&dir, "ogg");
     assert_eq!(got.len(), 3, "one file per session: {got:?}");
@@ -908,25 +920,15 @@ fn a_smolrtc_peer_talks_back_over_api_offer_and_ws() {
 /// the first session is gone.
 #[test]
 fn an_rtp_sink_takes_one_session_at_a_time() {
-    use smolrtc::media::{Codec, TrackInit};
-    let port = 6500 + (std::process::id() % 200) as u16 * 2;
+    use smolrtc::media::TrackInit;
+    let port = port_from(6500);
     let (_rt, h) = start(config(&[&format!("cam=rtp://127.0.0.1:{port}?codec=vp8")]).unwrap());
     common::run(async {
         let offer_of = async |p: &mut common::Peer| {
             p.pc.add_track(TrackInit::new(Codec::Vp8)).await.unwrap();
-            let offer = p.pc.create_offer().await.unwrap();
-            p.pc.set_local_description(offer).await.unwrap();
-            p.complete_description().await.sdp
+            p.complete_offer().await.sdp
         };
-        let whip = |sdp: &str| {
-            request(
-                h.addr,
-                "POST",
-                "/whip/cam",
-                Some("application/sdp"),
-                sdp.as_bytes(),
-            )
-        };
+        let whip = |sdp: &str| post_sdp(h.addr, "/whip/cam", sdp);
         let (mut first, mut second) = (common::Peer::new("first"), common::Peer::new("second"));
         let (a, b) = (offer_of(&mut first).await, offer_of(&mut second).await);
         let r = whip(&a);
@@ -984,8 +986,7 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
                 e.contains("secure pages") && e.contains("https://"),
                 "{report}"
             );
-            let r = request(h.addr, "GET", "/api/sessions", None, b"");
-            assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 0);
+            assert_eq!(session_count(h), 0);
         },
         false,
     );
@@ -998,19 +999,9 @@ fn chromium_on_an_insecure_origin_says_it_needs_https() {
 /// those relayed.
 #[test]
 fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
-    use smolrtc::media::{Codec, MediaKind};
     let dir = temp_dir("relay");
-    #[rustfmt::skip]
-    let source = media(&dir, "src.ivf", &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
-        "-t", "4", "-c:v", "libvpx", "-g", "30", "-b:v", "500k", "-f", "ivf"]);
     let mut a = config(&[]).unwrap();
-    smolrtc::service::StreamConfig::add_source(
-        &mut a.streams,
-        MediaKind::Video,
-        "cam",
-        &format!("file:{}", source.display()),
-    )
-    .unwrap();
+    add_file_stream(&mut a, MediaKind::Video, "cam", &vp8_source());
     let (_ra, device) = start(a);
     let (_rb, recorder) = start(config(&[&format!("rec=file:{}/rec.ivf", dir.display())]).unwrap());
     let relayed = common::run(async {
@@ -1026,19 +1017,11 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
         viewer
             .channel("relay", smolrtc::ChannelInit::default())
             .await;
-        let offer = viewer.pc.create_offer().await.unwrap();
-        viewer.pc.set_local_description(offer).await.unwrap();
-        let offer = viewer.complete_description().await;
+        let offer = viewer.complete_offer().await;
         // The source shows its codec once its first keyframe is read.
         let until = Instant::now() + Duration::from_secs(20);
         let answer = loop {
-            let r = request(
-                device.addr,
-                "POST",
-                "/whep/cam",
-                Some("application/sdp"),
-                offer.sdp.as_bytes(),
-            );
+            let r = post_sdp(device.addr, "/whep/cam", &offer.sdp);
             if r.status == 201 {
                 break r.text();
             }
@@ -1054,28 +1037,17 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
             })
             .await
             .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        let mut rx = loop {
-            match common::next_until(&mut viewer.events, until).await {
-                common::Next::Event(smolrtc::Event::Track(t)) => break t,
-                common::Next::Event(_) => {}
-                other => panic!("no track: {}", matches!(other, common::Next::Timeout)),
-            }
-        };
+        let mut rx = viewer
+            .take("the stream's track", |e| match e {
+                smolrtc::Event::Track(t) => Ok(t),
+                other => Err(other),
+            })
+            .await;
         assert_eq!(rx.codec(), Codec::Vp8);
 
         // The publisher to the second service.
         let mut publisher = common::Peer::new("publisher");
-        let (mut track, offer) = whip_offer(&mut publisher, Codec::Vp8).await;
-        let r = request(
-            recorder.addr,
-            "POST",
-            "/whip/rec",
-            Some("application/sdp"),
-            offer.as_bytes(),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        whip_answer(&mut publisher, r.text()).await;
+        let (mut track, _) = whip_publish(&mut publisher, recorder.addr, "rec", Codec::Vp8).await;
 
         async_io::Timer::after(Duration::from_millis(300)).await;
         // Relay 90 frames (3 s), from a keyframe on: the recording starts decodable.
@@ -1099,13 +1071,8 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
         viewer.pc.close().await;
         relayed
     });
-    let s = sink_done(&recorder, "rec");
-    println!("sink: {s}");
-    let got = files(&dir, "ivf");
-    let recorded: Vec<_> = got.iter().filter(|f| !f.ends_with("src.ivf")).collect();
-    assert_eq!(recorded.len(), 1, "{got:?}");
-    let p = ffprobe(recorded[0]);
-    println!("{p:?}");
+    sink_done(&recorder, "rec");
+    let p = probe_recording(&dir, "ivf");
     assert_eq!((p.codec.as_str(), p.width, p.height), ("vp8", 320, 240));
     assert!(
         p.frames + 5 >= u64::from(relayed) && p.frames <= u64::from(relayed),
@@ -1124,14 +1091,9 @@ fn a_stream_of_one_service_recorded_by_another_through_a_relay() {
 /// recorded broken: every recorded frame decodes), and the recovery is printed.
 #[test]
 fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
-    use smolrtc::media::Codec;
     use smolrtc::testkit::impair::{Impairment, Relay};
     let dir = temp_dir("lossy");
-    #[rustfmt::skip]
-    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
-        "-t", "5", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = common::media::annexb_units(&source);
+    let units = h264_units("testsrc=size=640x480:rate=30", 5, 1000);
     assert_eq!(units.len(), 150);
     let (_rt, h) = start(config(&[&format!("cam=file:{}/cam.h264", dir.display())]).unwrap());
     let _relay = common::run(async {
@@ -1139,13 +1101,7 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
         let (mut track, offer) = whip_offer(&mut p, Codec::H264).await;
         // The service learns the publisher only at the relay's back (peer-reflexive).
         let offer = common::strip_candidates(&offer);
-        let r = request(
-            h.addr,
-            "POST",
-            "/whip/cam",
-            Some("application/sdp"),
-            offer.as_bytes(),
-        );
+        let r = post_sdp(h.addr, "/whip/cam", &offer);
         assert_eq!(r.status, 201, "{}", r.text());
         let answer = r.text();
         let line = answer
@@ -1167,12 +1123,7 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
             1,
         );
         whip_answer(&mut p, answer).await;
-
-        async_io::Timer::after(Duration::from_millis(300)).await;
-        for au in &units {
-            track.write_frame(au, Duration::from_millis(33)).unwrap();
-            async_io::Timer::after(Duration::from_millis(33)).await;
-        }
+        play(std::slice::from_mut(&mut track), &units, |_| {}).await;
         // Time for the last retransmissions.
         async_io::Timer::after(Duration::from_millis(1500)).await;
         p.pc.close().await;
@@ -1200,11 +1151,7 @@ fn whip_ingest_through_two_percent_loss_recovers_by_nack() {
         received["recovered"].as_u64().unwrap() > 0,
         "nothing recovered: {received}"
     );
-    let files: Vec<_> = files(&dir, "h264")
-        .into_iter()
-        .filter(|f| !f.ends_with("src.h264"))
-        .collect();
-    let p = ffprobe(&files[0]);
+    let p = probe_recording(&dir, "h264");
     assert_eq!((p.width, p.height), (640, 480));
     // Every recorded frame decodes: no frame went in with a hole.
     assert_eq!(p.frames, recorded, "{p:?}");
@@ -1241,14 +1188,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 #[ignore]
 fn ingest_sessions_benchmark() {
-    use smolrtc::media::Codec;
     use std::io::{BufRead, BufReader};
     let dir = temp_dir("bench");
-    #[rustfmt::skip]
-    let source = media(&dir, "src.h264", &["-f", "lavfi", "-i", "testsrc=size=640x480:rate=30",
-        "-t", "4", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-        "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "h264"]);
-    let units = common::media::annexb_units(&source);
+    let units = h264_units("testsrc=size=640x480:rate=30", 4, 1000);
     let rec = dir.join("rec");
     std::fs::create_dir_all(&rec).unwrap();
     println!("| sessions | service CPU | CPU per session | RSS above idle | RSS per session |");
@@ -1294,31 +1236,18 @@ fn ingest_sessions_benchmark() {
             let mut tracks = Vec::new();
             for i in 0..n {
                 let mut p = common::Peer::new(&format!("pub{i}"));
-                let (track, offer) = whip_offer(&mut p, Codec::H264).await;
+                let (track, _) = whip_publish(&mut p, addr, "cam", Codec::H264).await;
                 tracks.push(track);
-                let r = request(
-                    addr,
-                    "POST",
-                    "/whip/cam",
-                    Some("application/sdp"),
-                    offer.as_bytes(),
-                );
-                assert_eq!(r.status, 201, "{}", r.text());
-                whip_answer(&mut p, r.text()).await;
                 peers.push(p);
             }
-            async_io::Timer::after(Duration::from_millis(300)).await;
             let mut t0 = None;
             // 2 s to settle, then 10 s measured.
-            for (k, au) in units.iter().cycle().take(12 * 30).enumerate() {
+            play(&mut tracks, units.iter().cycle().take(12 * 30), |k| {
                 if k == 60 {
                     t0 = Some((Instant::now(), cpu_ticks(pid)));
                 }
-                for t in &mut tracks {
-                    t.write_frame(au, Duration::from_millis(33)).unwrap();
-                }
-                async_io::Timer::after(Duration::from_millis(33)).await;
-            }
+            })
+            .await;
             let (at, ticks) = t0.unwrap();
             let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / at.elapsed().as_secs_f64();
             let rss = rss_kib(pid);

@@ -46,6 +46,44 @@ struct Building {
     broken: bool,
 }
 
+impl Building {
+    /// Marks an H.264 packet's IDR (whole, in a STAP-A or a starting FU-A) and SPS, and
+    /// caches its parameter sets in `sps` and `pps` (slices of `payload`, not copies).
+    #[inline]
+    fn scan_h264(&mut self, payload: &Bytes, sps: &mut Option<Bytes>, pps: &mut Option<Bytes>) {
+        let h = payload[0];
+        let units = h264_nals_in_payload(payload);
+        for n in &units {
+            match nal_unit_type(n[0]) {
+                nal_type::IDR => self.keyframe = true,
+                nal_type::SPS => {
+                    self.has_sps = true;
+                    *sps = Some(payload.slice_ref(n));
+                }
+                nal_type::PPS => *pps = Some(payload.slice_ref(n)),
+                _ => {}
+            }
+        }
+        if nal_unit_type(h) == nal_type::FU_A
+            && payload.len() > 1
+            && payload[1] & 0x80 != 0
+            && payload[1] & 0x1f == nal_type::IDR
+        {
+            self.keyframe = true;
+        }
+    }
+}
+
+/// Whether a VP8 frame's first packet starts a keyframe; `None` when its payload
+/// descriptor does not parse.
+#[inline]
+fn vp8_keyframe(payload: &[u8]) -> Option<bool> {
+    let off = vp8_descriptor_len(payload)?;
+    // S bit and partition 0 start the frame; bit 0 of the frame tag is 0 for a keyframe.
+    let start = payload[0] & 0x1f == 0x10;
+    Some(start && payload.get(off).is_some_and(|b| b & 1 == 0))
+}
+
 /// Groups RTP packets of one codec into frames; see the module doc.
 #[derive(Debug)]
 pub struct RtpFramer {
@@ -88,6 +126,29 @@ impl RtpFramer {
             return;
         };
         self.stats.packets += 1;
+        self.follow_ssrc(ssrc);
+        if !self.in_sequence(seq) {
+            return;
+        }
+        let payload = datagram.slice(payload);
+        if payload.is_empty() {
+            return;
+        }
+        if self.codec == Codec::Opus {
+            self.ready.push_back(Frame {
+                timestamp: ts,
+                keyframe: true,
+                data: FrameData::Whole(payload),
+            });
+            return;
+        }
+        self.push_video(ts, marker, payload);
+    }
+
+    /// A new SSRC (the encoder restarted) drops the frame being built and, for video,
+    /// waits for a keyframe; sequence numbers start over.
+    #[inline]
+    fn follow_ssrc(&mut self, ssrc: u32) {
         if self.ssrc != Some(ssrc) {
             if self.ssrc.is_some() {
                 self.stats.ssrc_changes += 1;
@@ -97,11 +158,17 @@ impl RtpFramer {
             self.ssrc = Some(ssrc);
             self.last_seq = None;
         }
+    }
+
+    /// Takes `seq` as the last sequence number: `false` for a late or duplicated packet
+    /// (counted, dropped); a gap is counted as lost and breaks the frame being built.
+    #[inline]
+    fn in_sequence(&mut self, seq: u16) -> bool {
         if let Some(last) = self.last_seq {
             let d = seq.wrapping_sub(last);
             if d == 0 || d >= 0x8000 {
                 self.stats.late += 1;
-                return;
+                return false;
             }
             if d > 1 {
                 self.stats.lost += u64::from(d - 1);
@@ -115,18 +182,13 @@ impl RtpFramer {
             }
         }
         self.last_seq = Some(seq);
-        let payload = datagram.slice(payload);
-        if payload.is_empty() {
-            return;
-        }
-        if self.codec == Codec::Opus {
-            self.ready.push_back(Frame {
-                timestamp: ts,
-                keyframe: true,
-                data: FrameData::Whole(payload),
-            });
-            return;
-        }
+        true
+    }
+
+    /// A video packet into the frame of timestamp `ts` (a new timestamp finishes the last
+    /// frame); the marker bit finishes it.
+    #[inline]
+    fn push_video(&mut self, ts: u32, marker: bool, payload: Bytes) {
         if self.current.as_ref().is_some_and(|c| c.timestamp != ts) {
             // A new timestamp without the last frame's marker: the frame is complete as is.
             self.finish();
@@ -140,35 +202,11 @@ impl RtpFramer {
             broken: false,
         });
         match self.codec {
-            Codec::H264 => {
-                let h = payload[0];
-                let units = h264_nals_in_payload(&payload);
-                for n in &units {
-                    match nal_unit_type(n[0]) {
-                        nal_type::IDR => c.keyframe = true,
-                        nal_type::SPS => {
-                            c.has_sps = true;
-                            self.sps = Some(payload.slice_ref(n));
-                        }
-                        nal_type::PPS => self.pps = Some(payload.slice_ref(n)),
-                        _ => {}
-                    }
-                }
-                if nal_unit_type(h) == nal_type::FU_A
-                    && payload.len() > 1
-                    && payload[1] & 0x80 != 0
-                    && payload[1] & 0x1f == nal_type::IDR
-                {
-                    c.keyframe = true;
-                }
-            }
+            Codec::H264 => c.scan_h264(&payload, &mut self.sps, &mut self.pps),
             Codec::Vp8 => {
                 if first {
-                    if let Some(off) = vp8_descriptor_len(&payload) {
-                        // S bit and partition 0 start the frame; bit 0 of the frame tag is 0
-                        // for a keyframe.
-                        let start = payload[0] & 0x1f == 0x10;
-                        c.keyframe = start && payload.get(off).is_some_and(|b| b & 1 == 0);
+                    if let Some(keyframe) = vp8_keyframe(&payload) {
+                        c.keyframe = keyframe;
                     }
                 }
             }

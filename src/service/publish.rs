@@ -384,19 +384,9 @@ async fn run(
     let mut link_servers: Vec<IceServer> = Vec::new();
     let mut waiting_logged = false;
     loop {
-        let codecs = match stream_codecs(&shared, &name) {
-            Ok(c) => c,
-            Err(why) => {
-                if !waiting_logged {
-                    log::info!("publish {name}: waiting for the stream: {why}");
-                    waiting_logged = true;
-                }
-                status.borrow_mut().set(State::Waiting);
-                if stopped_within(&stop, Duration::from_millis(500)).await {
-                    break;
-                }
-                continue;
-            }
+        let Some(codecs) = stream_ready(&shared, &name, &status, &stop, &mut waiting_logged).await
+        else {
+            break;
         };
         if attempts > 0 {
             status.borrow_mut().reconnects += 1;
@@ -415,41 +405,8 @@ async fn run(
         };
         let ended = leg.connect(&codecs, &stop).await;
         status.borrow_mut().resource = None;
-        let wait = match ended {
-            Ended::Stopped => break,
-            Ended::Dropped(why, up_for) => {
-                // Up for a while: the schedule starts over.
-                if up_for >= STABLE {
-                    step = 0;
-                }
-                let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
-                step += 1;
-                log::warn!(
-                    "publish {name}: the connection to {} ended: {why}; reconnecting in {} s",
-                    config.url,
-                    wait.as_secs()
-                );
-                status.borrow_mut().last_error = Some(why);
-                wait
-            }
-            Ended::Failed(why) => {
-                let wait = BACKOFF[step.min(BACKOFF.len() - 1)];
-                step += 1;
-                log::warn!("publish {name}: {why}; retrying in {} s", wait.as_secs());
-                status.borrow_mut().last_error = Some(why);
-                wait
-            }
-            Ended::Busy(why, asked) => {
-                // The endpoint's wait when longer than the backoff's (RFC 9110 §10.2.3).
-                let wait = BACKOFF[step.min(BACKOFF.len() - 1)].max(asked);
-                step += 1;
-                log::warn!(
-                    "publish {name}: {why}; retrying in {} s (Retry-After)",
-                    wait.as_secs()
-                );
-                status.borrow_mut().last_error = Some(why);
-                wait
-            }
+        let Some(wait) = wait_after(ended, &mut step, &config, &status) else {
+            break;
         };
         status.borrow_mut().set(State::Retrying);
         if stopped_within(&stop, wait).await {
@@ -457,6 +414,77 @@ async fn run(
         }
     }
     status.borrow_mut().set(State::Stopped);
+}
+
+/// The stream's codecs once it has them (H.264: an SPS seen), checked every 500 ms
+/// (logged once per publisher); `None` when the service stops first.
+async fn stream_ready(
+    shared: &Rc<Shared>,
+    name: &str,
+    status: &RefCell<Status>,
+    stop: &async_channel::Receiver<()>,
+    waiting_logged: &mut bool,
+) -> Option<crate::sdp::StreamCodecs> {
+    loop {
+        match stream_codecs(shared, name) {
+            Ok(c) => return Some(c),
+            Err(why) => {
+                if !*waiting_logged {
+                    log::info!("publish {name}: waiting for the stream: {why}");
+                    *waiting_logged = true;
+                }
+                status.borrow_mut().set(State::Waiting);
+                if stopped_within(stop, Duration::from_millis(500)).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The wait before the next attempt after `ended` (the backoff's next `step`), logged and
+/// kept as the last error; `None` when the service stops.
+fn wait_after(
+    ended: Ended,
+    step: &mut usize,
+    config: &PublishConfig,
+    status: &RefCell<Status>,
+) -> Option<Duration> {
+    let name = &config.name;
+    let backoff = |step: usize| BACKOFF[step.min(BACKOFF.len() - 1)];
+    let (why, wait) = match ended {
+        Ended::Stopped => return None,
+        Ended::Dropped(why, up_for) => {
+            // Up for a while: the schedule starts over.
+            if up_for >= STABLE {
+                *step = 0;
+            }
+            let wait = backoff(*step);
+            log::warn!(
+                "publish {name}: the connection to {} ended: {why}; reconnecting in {} s",
+                config.url,
+                wait.as_secs()
+            );
+            (why, wait)
+        }
+        Ended::Failed(why) => {
+            let wait = backoff(*step);
+            log::warn!("publish {name}: {why}; retrying in {} s", wait.as_secs());
+            (why, wait)
+        }
+        Ended::Busy(why, asked) => {
+            // The endpoint's wait when longer than the backoff's (RFC 9110 §10.2.3).
+            let wait = backoff(*step).max(asked);
+            log::warn!(
+                "publish {name}: {why}; retrying in {} s (Retry-After)",
+                wait.as_secs()
+            );
+            (why, wait)
+        }
+    };
+    *step += 1;
+    status.borrow_mut().last_error = Some(why);
+    Some(wait)
 }
 
 /// Waits `d`; `true` when the service stops meanwhile.
@@ -485,6 +513,36 @@ struct Leg<'a> {
     link_servers: &'a mut Vec<IceServer>,
     /// The ICE servers of this connection.
     in_use: Vec<IceServer>,
+}
+
+/// A connection whose offer the endpoint took (its `201`): what `run_connected` follows.
+struct Posted<'a> {
+    pc: &'a PeerConnection,
+    events: &'a mut crate::peer::EventStream,
+    /// Events seen while gathering, before the POST.
+    early: Vec<Event>,
+    offer: &'a Description,
+    /// The endpoint's answer (the `201`'s body).
+    answer: &'a str,
+    /// The endpoint's resource for this connection (`Location`).
+    resource: &'a Uri,
+    stop: &'a async_channel::Receiver<()>,
+}
+
+/// A connection's state between its events (`run_connected`).
+struct Live {
+    /// The endpoint's answer as set (an ICE restart changes its credentials).
+    answer: String,
+    /// Our ufrag, pwd and mid, for trickle fragments.
+    ice: (String, String, String),
+    /// Late candidates are PATCHed (until the endpoint refuses them).
+    trickle: bool,
+    /// When it first connected.
+    up: Option<Instant>,
+    /// When waiting ends: to connect, to reconnect (ICE disconnected), or for a restart.
+    deadline: Option<Instant>,
+    /// An ICE restart is under way (PATCHed, not connected yet).
+    restarting: bool,
 }
 
 /// What wakes a connected leg.
@@ -600,9 +658,16 @@ impl Leg<'_> {
         };
         self.status.borrow_mut().resource = Some(resource.to_string());
         self.take_link_servers(pc, &reply.headers).await;
-        let ended = self
-            .run_connected(pc, &mut events, early, &offer, &reply.body, &resource, stop)
-            .await;
+        let posted = Posted {
+            pc,
+            events: &mut events,
+            early,
+            offer: &offer,
+            answer: &reply.body,
+            resource: &resource,
+            stop,
+        };
+        let ended = self.run_connected(posted).await;
         self.delete_resource(&resource).await;
         drop(legs);
         ended
@@ -783,137 +848,169 @@ impl Leg<'_> {
     /// Sets the answer and follows the connection: trickles late candidates, restarts ICE
     /// by PATCH when it stays disconnected, ends when it fails, closes, or the restart is
     /// refused or does not connect.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_connected(
-        &mut self,
-        pc: &PeerConnection,
-        events: &mut crate::peer::EventStream,
-        early: Vec<Event>,
-        offer: &Description,
-        answer: &str,
-        resource: &Uri,
-        stop: &async_channel::Receiver<()>,
-    ) -> Ended {
-        let name = self.name;
-        let mut answer = answer.to_owned();
+    async fn run_connected(&mut self, posted: Posted<'_>) -> Ended {
+        let Posted {
+            pc,
+            events,
+            early,
+            offer,
+            answer,
+            resource,
+            stop,
+        } = posted;
         let set = Description {
             kind: SdpType::Answer,
-            sdp: answer.clone(),
+            sdp: answer.to_owned(),
         };
         if let Err(e) = pc.set_remote_description(set).await {
             return Ended::Failed(format!("the endpoint's answer: {e}"));
         }
-        let mut ice = ice_of(&offer.sdp);
-        let mut trickle = true;
-        let mut up: Option<Instant> = None;
-        let mut deadline = Some(Instant::now() + self.shared.config.connect_timeout);
-        // An ICE restart is under way (PATCHed, not connected yet).
-        let mut restarting = false;
+        let mut live = Live {
+            answer: answer.to_owned(),
+            ice: ice_of(&offer.sdp),
+            trickle: true,
+            up: None,
+            deadline: Some(Instant::now() + self.shared.config.connect_timeout),
+            restarting: false,
+        };
         let mut queued = early.into_iter();
         loop {
             let wake = match queued.next() {
                 Some(e) => Wake::Event(Some(e)),
-                None => next_or(events, stop, deadline).await,
+                None => next_or(events, stop, live.deadline).await,
             };
             let event = match wake {
                 Wake::Stop => return Ended::Stopped,
-                Wake::Deadline if restarting => {
-                    let why = format!(
-                        "the ICE restart did not connect within {} s",
-                        RESTART_WAIT.as_secs()
-                    );
-                    return ended(why, up);
-                }
-                Wake::Deadline if up.is_some() => {
-                    log::info!(
-                        "publish {name}: ICE disconnected for {} s; restarting ICE (PATCH)",
-                        DISCONNECTED_GRACE.as_secs()
-                    );
-                    match self.restart_ice(pc, &mut answer, resource).await {
-                        Ok(new) => {
-                            ice = new;
-                            restarting = true;
-                            deadline = Some(Instant::now() + RESTART_WAIT);
-                            continue;
-                        }
-                        Err(e) => {
-                            let why = format!("ICE disconnected and the restart failed: {e}");
-                            return ended(why, up);
-                        }
-                    }
-                }
-                Wake::Deadline => {
-                    return Ended::Failed(format!(
-                        "not connected within {} s",
-                        self.shared.config.connect_timeout.as_secs()
-                    ))
-                }
-                Wake::Event(None) => return ended("the peer connection closed".into(), up),
+                Wake::Deadline => match self.on_deadline(&mut live, pc, resource).await {
+                    Some(ended) => return ended,
+                    None => continue,
+                },
+                Wake::Event(None) => return ended("the peer connection closed".into(), live.up),
                 Wake::Event(Some(e)) => e,
             };
-            match event {
-                Event::IceCandidate(c) if trickle => {
-                    let (cands, end) = match c {
-                        Some(c) => (vec![c.candidate], false),
-                        None => (Vec::new(), true),
-                    };
-                    let (ufrag, pwd, mid) = &ice;
-                    let frag = crate::sdp::write_candidate_fragment(ufrag, pwd, mid, &cands, end);
-                    match self
-                        .request(
-                            Method::PATCH,
-                            resource,
-                            Some(("application/trickle-ice-sdpfrag", frag)),
-                        )
-                        .await
-                    {
-                        Ok(r) if r.status.is_success() => {}
-                        Ok(r) => {
-                            // RFC 9725: an endpoint may not take trickle (405/501).
-                            log::info!(
-                                "publish {name}: PATCH (trickle) answered {}; not trickling",
-                                r.status
-                            );
-                            trickle = false;
-                        }
-                        Err(e) => log::info!("publish {name}: PATCH (trickle): {e}"),
-                    }
-                }
-                Event::ConnectionState(ConnectionState::Connected) => {
-                    if up.is_none() {
-                        log::info!("publish {name}: connected to {}", self.url);
-                        up = Some(Instant::now());
-                    }
-                    deadline = None;
-                    let mut s = self.status.borrow_mut();
-                    s.set(State::Connected);
-                    s.last_error = None;
-                }
-                Event::ConnectionState(ConnectionState::Failed) => {
-                    return ended("ICE or DTLS failed".into(), up)
-                }
-                Event::ConnectionState(ConnectionState::Closed) => {
-                    return ended("closed by the endpoint".into(), up)
-                }
-                Event::IceConnectionState(IceConnectionState::Disconnected)
-                    if up.is_some() && !restarting =>
-                {
-                    deadline = Some(Instant::now() + DISCONNECTED_GRACE);
-                }
-                Event::IceConnectionState(
-                    IceConnectionState::Connected | IceConnectionState::Completed,
-                ) if up.is_some() => {
-                    if restarting {
-                        log::info!("publish {name}: the ICE restart connected");
-                        restarting = false;
-                    }
-                    deadline = None;
-                }
-                Event::Error(e) => {
-                    self.status.borrow_mut().last_error = Some(e.to_string());
-                }
-                _ => {}
+            if let Some(ended) = self.on_event(&mut live, event, resource).await {
+                return ended;
             }
+        }
+    }
+
+    /// The deadline passed: the end of a restart that did not connect or of a connection
+    /// that never came up, or (ICE disconnected too long) an ICE restart, `None` when
+    /// it is under way.
+    async fn on_deadline(
+        &self,
+        live: &mut Live,
+        pc: &PeerConnection,
+        resource: &Uri,
+    ) -> Option<Ended> {
+        if live.restarting {
+            let why = format!(
+                "the ICE restart did not connect within {} s",
+                RESTART_WAIT.as_secs()
+            );
+            return Some(ended(why, live.up));
+        }
+        if live.up.is_none() {
+            return Some(Ended::Failed(format!(
+                "not connected within {} s",
+                self.shared.config.connect_timeout.as_secs()
+            )));
+        }
+        log::info!(
+            "publish {}: ICE disconnected for {} s; restarting ICE (PATCH)",
+            self.name,
+            DISCONNECTED_GRACE.as_secs()
+        );
+        match self.restart_ice(pc, &mut live.answer, resource).await {
+            Ok(new) => {
+                live.ice = new;
+                live.restarting = true;
+                live.deadline = Some(Instant::now() + RESTART_WAIT);
+                None
+            }
+            Err(e) => {
+                let why = format!("ICE disconnected and the restart failed: {e}");
+                Some(ended(why, live.up))
+            }
+        }
+    }
+
+    /// One event of the connection; `Some` when it ends the connection.
+    async fn on_event(&self, live: &mut Live, event: Event, resource: &Uri) -> Option<Ended> {
+        let name = self.name;
+        match event {
+            Event::IceCandidate(c) if live.trickle => self.trickle(live, c, resource).await,
+            Event::ConnectionState(ConnectionState::Connected) => {
+                if live.up.is_none() {
+                    log::info!("publish {name}: connected to {}", self.url);
+                    live.up = Some(Instant::now());
+                }
+                live.deadline = None;
+                let mut s = self.status.borrow_mut();
+                s.set(State::Connected);
+                s.last_error = None;
+            }
+            Event::ConnectionState(ConnectionState::Failed) => {
+                return Some(ended("ICE or DTLS failed".into(), live.up))
+            }
+            Event::ConnectionState(ConnectionState::Closed) => {
+                return Some(ended("closed by the endpoint".into(), live.up))
+            }
+            Event::IceConnectionState(IceConnectionState::Disconnected)
+                if live.up.is_some() && !live.restarting =>
+            {
+                live.deadline = Some(Instant::now() + DISCONNECTED_GRACE);
+            }
+            Event::IceConnectionState(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) if live.up.is_some() => {
+                if live.restarting {
+                    log::info!("publish {name}: the ICE restart connected");
+                    live.restarting = false;
+                }
+                live.deadline = None;
+            }
+            Event::Error(e) => {
+                self.status.borrow_mut().last_error = Some(e.to_string());
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// A late local candidate (`None`: the end of them) PATCHed to the resource; an
+    /// endpoint that refuses trickle gets no more.
+    async fn trickle(
+        &self,
+        live: &mut Live,
+        candidate: Option<crate::sdp::IceCandidateInit>,
+        resource: &Uri,
+    ) {
+        let name = self.name;
+        let (cands, end) = match candidate {
+            Some(c) => (vec![c.candidate], false),
+            None => (Vec::new(), true),
+        };
+        let (ufrag, pwd, mid) = &live.ice;
+        let frag = crate::sdp::write_candidate_fragment(ufrag, pwd, mid, &cands, end);
+        match self
+            .request(
+                Method::PATCH,
+                resource,
+                Some(("application/trickle-ice-sdpfrag", frag)),
+            )
+            .await
+        {
+            Ok(r) if r.status.is_success() => {}
+            Ok(r) => {
+                // RFC 9725: an endpoint may not take trickle (405/501).
+                log::info!(
+                    "publish {name}: PATCH (trickle) answered {}; not trickling",
+                    r.status
+                );
+                live.trickle = false;
+            }
+            Err(e) => log::info!("publish {name}: PATCH (trickle): {e}"),
         }
     }
 

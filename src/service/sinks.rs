@@ -622,21 +622,31 @@ async fn receive_into(
 impl Sinks {
     /// A track session `id` receives: written to its sink by a task of its own, or
     /// dropped (logged) when the session has no sink or the sink no DEST of its kind.
-    pub(crate) fn on_track(
-        &self,
-        shared: &Rc<Shared>,
-        id: &str,
-        mut rx: crate::media::TrackReceiver,
-    ) {
-        let kind = rx.kind();
-        let codec = rx.codec();
+    pub(crate) fn on_track(&self, shared: &Rc<Shared>, id: &str, rx: crate::media::TrackReceiver) {
         let Some(i) = self.bound.borrow().get(id).copied() else {
             log::info!(
                 "[{id}] a received {} track and no sink: ignored",
-                kind.as_str()
+                rx.kind().as_str()
             );
             return;
         };
+        if let Some(writer) = self.track_writer(shared, i, id, rx) {
+            shared.ex.spawn(writer.run()).detach();
+        }
+    }
+
+    /// The writer of session `id`'s track `rx` to sink `i`: the track listed in the
+    /// session's and its output opened. `None` (logged) when the sink takes no track of its
+    /// kind or the output does not open (the error kept in the track and the sink).
+    fn track_writer(
+        &self,
+        shared: &Rc<Shared>,
+        i: usize,
+        id: &str,
+        rx: crate::media::TrackReceiver,
+    ) -> Option<TrackWriter> {
+        let kind = rx.kind();
+        let codec = rx.codec();
         let mut sink = self.list[i].borrow_mut();
         let name = sink.config.name.clone();
         let Some((_, spec)) = sink.config.dest(kind).cloned() else {
@@ -644,7 +654,7 @@ impl Sinks {
                 "[{id}] sink {name} takes no {}: the track is ignored",
                 kind.as_str()
             );
-            return;
+            return None;
         };
         let track = Rc::new(RefCell::new(TrackOut {
             kind,
@@ -659,7 +669,7 @@ impl Sinks {
             s.tracks.push(track.clone());
         }
         let max = shared.config.max_sink_file_bytes;
-        let mut out = match Output::open(&spec, &name, id, (kind, codec), max, &shared.ex) {
+        let out = match Output::open(&spec, &name, id, (kind, codec), max, &shared.ex) {
             Ok(out) => out,
             Err(why) => {
                 log::warn!("[{id}] sink {name}: {why}; the session goes on without it");
@@ -667,70 +677,113 @@ impl Sinks {
                 t.live = false;
                 t.stats.error = Some(why.clone());
                 sink.error = Some(why);
-                return;
+                return None;
             }
         };
         let target = out.target();
         log::info!("[{id}] sink {name}: {} {codec} to {target}", kind.as_str());
         track.borrow_mut().target = target.clone();
-        drop(sink);
-        let shared2 = shared.clone();
-        let id = id.to_owned();
-        shared
-            .ex
-            .spawn(async move {
-                let sink = &shared2.sinks.list[i];
-                while let Some(f) = rx.read_frame().await {
-                    {
-                        let mut t = track.borrow_mut();
-                        t.received = rx.stats();
-                        if f.width_height.is_some() {
-                            t.resolution = f.width_height;
-                        }
-                    }
-                    match out.write(&f) {
-                        Ok(None) => track.borrow_mut().stats.dropped += 1,
-                        Ok(Some(n)) => {
-                            let mut t = track.borrow_mut();
-                            t.stats.frames += 1;
-                            t.stats.bytes += n as u64;
-                            let mut s = sink.borrow_mut();
-                            s.frames += 1;
-                            s.bytes += n as u64;
-                        }
-                        Err(why) => {
-                            // The output is done; the session (and its other track) go on.
-                            log::warn!(
-                                "[{id}] sink {name}: {why}; no more {} written",
-                                kind.as_str()
-                            );
-                            track.borrow_mut().stats.error = Some(why.clone());
-                            sink.borrow_mut().error = Some(why);
-                            break;
-                        }
-                    }
-                }
-                if let Err(why) = out.finish().await {
-                    log::warn!("[{id}] sink {name}: {why}");
-                    track.borrow_mut().stats.error = Some(why);
-                }
-                let mut t = track.borrow_mut();
-                t.live = false;
-                t.received = rx.stats();
-                let r = &t.received;
-                log::info!(
-                    "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {target} \
-                     (received {} packets, {} lost, {} recovered, {} frames dropped)",
-                    kind.as_str(),
-                    t.stats.frames,
-                    t.stats.bytes,
-                    r.packets,
-                    r.lost,
-                    r.recovered,
-                    r.frames_dropped
+        Some(TrackWriter {
+            shared: shared.clone(),
+            sink: i,
+            id: id.to_owned(),
+            name,
+            target,
+            rx,
+            out,
+            track,
+        })
+    }
+}
+
+/// The task that writes one received track to its sink's output.
+struct TrackWriter {
+    shared: Rc<Shared>,
+    /// The sink's index in `Sinks::list`.
+    sink: usize,
+    /// The session's id.
+    id: String,
+    /// The sink's name.
+    name: String,
+    /// The output's file, command or address.
+    target: String,
+    rx: crate::media::TrackReceiver,
+    out: Output,
+    track: Rc<RefCell<TrackOut>>,
+}
+
+impl TrackWriter {
+    /// Writes every frame until the track ends or the output fails, then finishes it.
+    async fn run(mut self) {
+        while let Some(f) = self.rx.read_frame().await {
+            if !self.write(&f) {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// One frame to the output, counted (written, or dropped when its queue is full);
+    /// `false` when the output failed (logged, the error kept) and takes no more.
+    fn write(&mut self, f: &crate::media::ReceivedFrame) -> bool {
+        let sink = &self.shared.sinks.list[self.sink];
+        {
+            let mut t = self.track.borrow_mut();
+            t.received = self.rx.stats();
+            if f.width_height.is_some() {
+                t.resolution = f.width_height;
+            }
+        }
+        match self.out.write(f) {
+            Ok(None) => self.track.borrow_mut().stats.dropped += 1,
+            Ok(Some(n)) => {
+                let mut t = self.track.borrow_mut();
+                t.stats.frames += 1;
+                t.stats.bytes += n as u64;
+                let mut s = sink.borrow_mut();
+                s.frames += 1;
+                s.bytes += n as u64;
+            }
+            Err(why) => {
+                // The output is done; the session (and its other track) go on.
+                let (id, name) = (&self.id, &self.name);
+                let kind = self.track.borrow().kind;
+                log::warn!(
+                    "[{id}] sink {name}: {why}; no more {} written",
+                    kind.as_str()
                 );
-            })
-            .detach();
+                self.track.borrow_mut().stats.error = Some(why.clone());
+                sink.borrow_mut().error = Some(why);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Finishes the output (a file renamed into place, a command's stdin closed) and logs
+    /// the track's figures; the track is no longer live.
+    async fn finish(mut self) {
+        let (id, name) = (&self.id, &self.name);
+        if let Err(why) = self.out.finish().await {
+            log::warn!("[{id}] sink {name}: {why}");
+            self.track.borrow_mut().stats.error = Some(why);
+        }
+        let mut t = self.track.borrow_mut();
+        t.live = false;
+        t.received = self.rx.stats();
+        let r = &t.received;
+        log::info!(
+            "[{id}] sink {name}: {} track ended: {} frames, {} bytes to {} \
+             (received {} packets, {} lost, {} recovered, {} frames dropped)",
+            t.kind.as_str(),
+            t.stats.frames,
+            t.stats.bytes,
+            self.target,
+            r.packets,
+            r.lost,
+            r.recovered,
+            r.frames_dropped
+        );
     }
 }
 

@@ -187,6 +187,13 @@ impl Peer {
             .expect("local description")
     }
 
+    /// Creates an offer, sets it, and returns it once gathering is complete.
+    pub async fn complete_offer(&mut self) -> Description {
+        let offer = self.pc.create_offer().await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        self.complete_description().await
+    }
+
     /// Offers to a smolrtc service at `addr` through `POST /api/offer` (the complete
     /// offer, non-trickle): its answer, the 200 and the answer's type checked. The
     /// answer is not applied (callers may edit it first).
@@ -201,9 +208,7 @@ impl Peer {
         from: Option<std::net::IpAddr>,
         headers: &[&str],
     ) -> Description {
-        let offer = self.pc.create_offer().await.unwrap();
-        self.pc.set_local_description(offer).await.unwrap();
-        let offer = self.complete_description().await;
+        let offer = self.complete_offer().await;
         let r = http::request_from(
             addr,
             from,
@@ -749,9 +754,7 @@ pub async fn whip_offer(
         init.profile_level_id = smolrtc::media::ProfileLevelId::parse("42e01f");
     }
     let track = p.pc.add_track(init).await.unwrap();
-    let offer = p.pc.create_offer().await.unwrap();
-    p.pc.set_local_description(offer).await.unwrap();
-    (track, p.complete_description().await.sdp)
+    (track, p.complete_offer().await.sdp)
 }
 
 /// A library viewer (`name`) of the video of stream `stream` at the service `addr`, through

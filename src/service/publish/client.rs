@@ -110,39 +110,7 @@ async fn send(
     body: Option<(&'static str, String)>,
     extra: Extra<'_>,
 ) -> Result<Reply, String> {
-    let host = uri.host().unwrap_or_default();
-    let https = uri.scheme_str() == Some("https");
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    // `[::1]` in a URL is `::1` to the resolver and to rustls.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = smol::net::resolve((bare, port))
-        .await
-        .map_err(|e| format!("resolve {host}: {e}"))?;
-    let mut last = format!("resolve {host}: no address");
-    let mut tcp = None;
-    for a in addrs {
-        match async_io::Async::<TcpStream>::connect(a).await {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = format!("connect {a}: {e}"),
-        }
-    }
-    let tcp = tcp.ok_or(last)?;
-    let _ = tcp.get_ref().set_nodelay(true);
-    let io: Box<dyn Io> = if https {
-        let config = tls.ok_or("https:// without TLS settings")?;
-        let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let s = TlsConnector::from(config.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        Box::new(s)
-    } else {
-        Box::new(tcp)
-    };
+    let io = open(uri, tls).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(smol_hyper::rt::FuturesIo::new(io))
             .await
@@ -151,6 +119,67 @@ async fn send(
     let _conn = ex.spawn(async move {
         let _ = conn.await;
     });
+    let req = build_request(method, uri, token, body, extra)?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    read_reply(resp).await
+}
+
+/// A connection to `uri`'s host: TCP to the first address that takes it, then TLS for
+/// `https://` (the name checked against the certificate).
+async fn open(uri: &Uri, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Box<dyn Io>, String> {
+    let host = uri.host().unwrap_or_default();
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // `[::1]` in a URL is `::1` to the resolver and to rustls.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = connect_tcp(host, bare, port).await?;
+    let _ = tcp.get_ref().set_nodelay(true);
+    if !https {
+        return Ok(Box::new(tcp));
+    }
+    let config = tls.ok_or("https:// without TLS settings")?;
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let s = TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    Ok(Box::new(s))
+}
+
+/// TCP to the first of `bare`'s addresses that answers; the error names the last failure
+/// (`host` as the URL writes it).
+async fn connect_tcp(
+    host: &str,
+    bare: &str,
+    port: u16,
+) -> Result<async_io::Async<TcpStream>, String> {
+    let addrs = smol::net::resolve((bare, port))
+        .await
+        .map_err(|e| format!("resolve {host}: {e}"))?;
+    let mut last = format!("resolve {host}: no address");
+    for a in addrs {
+        match async_io::Async::<TcpStream>::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("connect {a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// The request to `uri`'s path: `Host`, `Authorization: Bearer` with a token, the `extra`
+/// fields, and the body with its `Content-Type`.
+fn build_request(
+    method: Method,
+    uri: &Uri,
+    token: Option<&str>,
+    body: Option<(&'static str, String)>,
+    extra: Extra<'_>,
+) -> Result<Request<Full<Bytes>>, String> {
+    let host = uri.host().unwrap_or_default();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = Request::builder()
         .method(method)
@@ -171,13 +200,11 @@ async fn send(
         }
         None => Bytes::new(),
     };
-    let req = req
-        .body(Full::new(body))
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+    req.body(Full::new(body)).map_err(|e| format!("HTTP: {e}"))
+}
+
+/// The answer's status, header fields and body (at most [`MAX_BODY`], as text).
+async fn read_reply(resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, String> {
     let (parts, body) = resp.into_parts();
     let bytes = Limited::new(body, MAX_BODY)
         .collect()
