@@ -1,7 +1,7 @@
 //! The service's memory on the board (issue 19 item 4), measured in the qemu-system guest:
 //! `smolrtc serve` (every session on UDP port 50000, `--single-port`) with 1, 10 and 100
 //! idle data-channel connections from native peers, then, booted again with a looped
-//! 640x360 H.264 file (`--video cam=file:/cam.h264`), 1, 10 and 50 WHEP viewers. The guest
+//! 320x240 15 fps H.264 file (`--video cam=file:/cam.h264`), 1, 10 and 50 WHEP viewers. The guest
 //! prints the service's VmRSS and VmHWM every second; the test prints them for each count,
 //! with the per-connection and per-viewer slopes, against the issue's targets. A
 //! measurement, not a check of the figures: it asserts only that every connection echoes
@@ -140,6 +140,12 @@ async fn viewer(n: usize, stop: &Arc<AtomicBool>) -> Viewer {
             count.fetch_add(1, Ordering::Relaxed);
         }
     });
+    // Live before the next one joins: the emulated guest sets up one session at a time.
+    let until = Instant::now() + Duration::from_secs(30);
+    while frames.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < until, "viewer {n} read no frame in 30 s");
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
     Viewer {
         peer,
         frames,
