@@ -69,11 +69,33 @@ fn main() {
             }
         }
     }
+    drop_unwind_tables(&target);
     println!("cargo:rustc-env=SMOLRTC_BOARD={board}");
     println!("cargo:rustc-env=SMOLRTC_TARGET={target}");
     println!("cargo:rustc-env=SMOLRTC_BOARD_CPU={cpu}");
     println!("cargo:rustc-env=SMOLRTC_BOARD_MAX_SESSIONS={max_sessions}");
     println!("cargo:rustc-env=SMOLRTC_BOARD_SCTP_RECEIVE_BUFFER={receive_buffer}");
+}
+
+/// `SMOLRTC_DROP_UNWIND_TABLES=1` (cross/build sets it for the `board` profile, which aborts
+/// on panic): the binary is linked without its unwind tables, .eh_frame and .eh_frame_hdr
+/// (16% of the rpi4 binary; rustc emits them even with `-C force-unwind-tables=no`). Nothing
+/// unwinds when a panic aborts, and std's backtrace printer, finding no frame information,
+/// prints none (docs/FOOTPRINT.md). GNU ld on aarch64 musl only, where that was tested (other
+/// targets ignore it); a profile that unwinds must not set it (its panics could not unwind).
+fn drop_unwind_tables(target: &str) {
+    println!("cargo:rerun-if-env-changed=SMOLRTC_DROP_UNWIND_TABLES");
+    if std::env::var("SMOLRTC_DROP_UNWIND_TABLES").as_deref() != Ok("1") {
+        return;
+    }
+    if !(target.starts_with("aarch64-") && target.ends_with("-musl")) {
+        return;
+    }
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let script = Path::new(&dir).join("cross/no-eh-frame.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-eh-frame-hdr");
+    println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
 }
 
 /// gzip (best compression, no file name, time 0: the same bytes on every build) of each

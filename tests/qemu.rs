@@ -13,6 +13,9 @@
 //!   USB controller; needs the initramfs built with `--machine raspi3b`),
 //! - `SMOLRTC_QEMU_DTB`: for `raspi3b`, the kernel package's `bcm2837-rpi-3-b.dtb`.
 //!
+//! `arm64_guest_memory_per_connection_and_viewer` (gated by `SMOLRTC_QEMU_MEMORY=1`, run by
+//! `cross/qemu-test --memory`) measures instead: see [`memory`].
+//!
 //! Everything runs in a private network namespace (the test re-executes itself under
 //! `unshare -n`), so the forwarded ports exist only there and nothing leaves loopback.
 //! The guest's host candidate says 10.0.2.15:PORT; qemu forwards 127.0.0.1:PORT to it, so the
@@ -21,6 +24,8 @@
 //! peer-reflexive candidate.
 
 mod common;
+#[path = "qemu/memory.rs"]
+mod memory;
 
 use common::http::request;
 use common::{block_on, init_log, message, opened, Peer};
@@ -155,7 +160,7 @@ impl Drop for Qemu {
 
 /// Re-runs this test in a private network namespace with loopback up; false when already
 /// inside one (then the caller runs the test body).
-fn reexec_in_netns() -> bool {
+fn reexec_in_netns(test_name: &str) -> bool {
     if std::env::var_os("SMOLRTC_IN_NETNS").is_some() {
         return false;
     }
@@ -163,7 +168,7 @@ fn reexec_in_netns() -> bool {
     let status = Command::new("unshare")
         .args(["-n", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
         .arg(&exe)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("SMOLRTC_IN_NETNS", "1")
         .status()
         .expect("run unshare -n (needs root or user namespaces)");
@@ -226,7 +231,7 @@ fn arm64_guest_serves_channels_to_a_native_peer() {
         }
         Ok(other) => panic!("SMOLRTC_QEMU_MACHINE={other}: virt or raspi3b"),
     };
-    if reexec_in_netns() {
+    if reexec_in_netns(TEST_NAME) {
         return;
     }
     init_log();

@@ -764,6 +764,17 @@ pub async fn whep_viewer(
     stream: &str,
     name: &str,
 ) -> (Peer, smolrtc::media::TrackReceiver, std::time::Instant) {
+    whep_viewer_through(addr, stream, name, |answer| answer).await
+}
+
+/// [`whep_viewer`] with `edit` applied to the answer before it is set (the qemu guest's
+/// candidates rewritten to its port forwards, say).
+pub async fn whep_viewer_through(
+    addr: std::net::SocketAddr,
+    stream: &str,
+    name: &str,
+    edit: impl FnOnce(Description) -> Description,
+) -> (Peer, smolrtc::media::TrackReceiver, std::time::Instant) {
     let mut viewer = Peer::new(name);
     viewer
         .pc
@@ -793,7 +804,7 @@ pub async fn whep_viewer(
     };
     viewer
         .pc
-        .set_remote_description(answer)
+        .set_remote_description(edit(answer))
         .await
         .expect("answer");
     let track = viewer
