@@ -293,8 +293,12 @@ impl SctpEngine {
             moved |= self.queue.received_chunk(ty, chunk);
             gate |= ResetGate::wants(ty);
         }
-        if moved {
-            self.clock.progressed(now);
+        match moved {
+            true if self.pacer.is_some() && self.queue.in_recovery() => {
+                self.clock.progressed_in_recovery(now)
+            }
+            true => self.clock.progressed(now),
+            false => {}
         }
         if self.queue.take_gap_report() {
             self.clock.hole(now);
@@ -585,6 +589,13 @@ impl SctpEngine {
             forced: self.clock.forced().0,
             forced_for_hole: self.clock.forced().1,
         }
+    }
+
+    /// Bytes in flight and SRTT, as the pacer sees them (tests).
+    #[cfg(test)]
+    pub(crate) fn flight(&self) -> (u64, Duration) {
+        let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
+        (self.queue.in_flight(), srtt)
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {

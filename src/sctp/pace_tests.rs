@@ -109,6 +109,8 @@ pub(super) fn run(seed: u64, imp: &str, mib: usize, flows: usize, pacing: bool) 
     let mut began = None;
     let mut first_done: Option<Vec<usize>> = None;
     let limit = t0 + Duration::from_secs(3600);
+    let trace = std::env::var("SIM_TRACE").is_ok();
+    let mut next_trace = t0;
     loop {
         let connected = fl.iter().all(|f| f.a.1.connected && f.b.1.connected);
         if connected && began.is_none() {
@@ -130,6 +132,22 @@ pub(super) fn run(seed: u64, imp: &str, mib: usize, flows: usize, pacing: bool) 
             break;
         }
         assert!(now < limit, "stalled: {:?}", up.stats());
+        if trace && now >= next_trace {
+            next_trace = now + Duration::from_millis(100);
+            let f = &fl[0];
+            let (flight, srtt) = f.a.0.flight();
+            let s = f.a.0.recovery_stats();
+            println!(
+                "{:>6.2} s flight {:>7} srtt {:>3?} got {:>9} drops {:>4} fr {:>4} t3 {:>3}",
+                (now - t0).as_secs_f64(),
+                flight,
+                srtt,
+                f.b.1.received,
+                up.stats().tail_dropped,
+                s.fast_retransmits,
+                s.t3_timeouts
+            );
+        }
         for (i, f) in fl.iter_mut().enumerate() {
             for (side, link) in [(&mut f.a, &mut up), (&mut f.b, &mut down)] {
                 side.0.drain(now, &mut side.1);

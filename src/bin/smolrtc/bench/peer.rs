@@ -70,6 +70,9 @@ pub struct PeerOptions {
     /// SCTP receive window (advertised a_rwnd) in bytes; default: the library's.
     #[arg(long)]
     pub receive_window: Option<u32>,
+    /// Send each congestion window as rtc-sctp hands it over, unpaced (to compare).
+    #[arg(long)]
+    pub no_pacing: bool,
     /// ICE host candidates, servers.
     #[command(flatten)]
     pub ice: crate::settings::IceSettings,
@@ -216,6 +219,7 @@ fn peer_config(opts: &PeerOptions) -> Result<Config> {
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
+    config.sctp.pacing = !opts.no_pacing;
     Ok(config)
 }
 
