@@ -512,6 +512,12 @@ impl SctpEngine {
                 break;
             }
         }
+        if let Some(pacer) = self.pacer.as_mut() {
+            // Again with what was just handed over in flight: a burst after an idle
+            // spell is paced at its own size.
+            pacer.set_rate(now, srtt, self.queue.in_flight());
+            pacer.release(now, &mut |p| io.transmit(p));
+        }
         self.clock.set_unacked(now, self.queue.unacknowledged());
         if self.work.reset_gate {
             for p in self.resets.resend(now, rto) {

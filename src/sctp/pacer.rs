@@ -64,7 +64,10 @@ impl Pacer {
     /// The pacing rate from `flight` bytes unacknowledged over `srtt` (zero: unpaced).
     pub(crate) fn set_rate(&mut self, now: Instant, srtt: Duration, flight: u64) {
         self.refill(now);
-        self.rate = (!srtt.is_zero()).then(|| GAIN * flight as f64 / srtt.as_secs_f64());
+        // Never below a few packets a round trip: idle, the flight is empty, and a
+        // rate of zero would hold the next burst for good.
+        let flight = (flight as f64).max(self.min_burst);
+        self.rate = (!srtt.is_zero()).then(|| GAIN * flight / srtt.as_secs_f64());
         self.burst = match self.rate {
             Some(r) => (r * BURST_TIME.as_secs_f64()).max(self.min_burst),
             None => f64::INFINITY,
@@ -144,6 +147,19 @@ mod tests {
             pacer.send(now, Bytes::from(vec![0u8; len]), true, &mut |_| sent += 1);
         }
         sent
+    }
+
+    #[test]
+    fn an_empty_flight_still_lets_packets_go() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1200);
+        p.set_rate(t0, Duration::from_millis(20), 0);
+        packets(&mut p, t0, 10, 1200);
+        let mut sent = 0;
+        while let Some(at) = p.next_release() {
+            p.release(at, &mut |_| sent += 1);
+        }
+        assert_eq!(sent, 10 - BURST_PACKETS);
     }
 
     #[test]
