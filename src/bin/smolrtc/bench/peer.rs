@@ -70,9 +70,10 @@ pub struct PeerOptions {
     /// SCTP receive window (advertised a_rwnd) in bytes; default: the library's.
     #[arg(long)]
     pub receive_window: Option<u32>,
-    /// Send each congestion window as rtc-sctp hands it over, unpaced (to compare).
+    /// Pace SCTP DATA at the congestion window's rate (`SctpConfig::pacing`, off by
+    /// default).
     #[arg(long)]
-    pub no_pacing: bool,
+    pub pacing: bool,
     /// ICE host candidates, servers.
     #[command(flatten)]
     pub ice: crate::settings::IceSettings,
@@ -219,7 +220,7 @@ fn peer_config(opts: &PeerOptions) -> Result<Config> {
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
-    config.sctp.pacing = !opts.no_pacing;
+    config.sctp.pacing = opts.pacing;
     Ok(config)
 }
 
