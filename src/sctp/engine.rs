@@ -293,12 +293,8 @@ impl SctpEngine {
             moved |= self.queue.received_chunk(ty, chunk);
             gate |= ResetGate::wants(ty);
         }
-        match moved {
-            true if self.pacer.is_some() && self.queue.in_recovery() => {
-                self.clock.progressed_in_recovery(now)
-            }
-            true => self.clock.progressed(now),
-            false => {}
+        if moved {
+            self.clock.progressed(now);
         }
         if self.queue.take_gap_report() {
             self.clock.hole(now);

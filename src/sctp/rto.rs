@@ -169,16 +169,6 @@ impl RtoClock {
         self.backoff = 0;
     }
 
-    /// The peer's cumulative acknowledgement moved on, but not past the losses of the
-    /// flight in which it first reported a hole: the hole's timer keeps running. Paced,
-    /// a bottleneck's queue drops every other packet rather than a run of them, and
-    /// rtc-sctp, its window full of the lost chunks, repaired one per round trip
-    /// (`pace_tests.rs`; docs/SCTP.md "Pacing").
-    pub(crate) fn progressed_in_recovery(&mut self, now: Instant) {
-        self.progress = now;
-        self.backoff = 0;
-    }
-
     /// The peer's SACK reported data above a hole (gap blocks).
     pub(crate) fn hole(&mut self, now: Instant) {
         self.hole_since.get_or_insert(now);

@@ -113,9 +113,6 @@ pub(crate) struct SendQueue {
     ordered_since: Option<Instant>,
     /// The peer's cumulative TSN acknowledgement, from its latest SACK.
     peer_cum: Option<u32>,
-    /// Highest TSN sent when the peer first reported a hole: until its cumulative
-    /// acknowledgement passes it, the losses of that flight are being repaired.
-    recovery: Option<u32>,
     /// A SACK reported gap blocks since [`SendQueue::take_gap_report`].
     gap_reported: bool,
 }
@@ -143,7 +140,6 @@ impl SendQueue {
             ordered_waiting: 0,
             ordered_since: None,
             peer_cum: None,
-            recovery: None,
             gap_reported: false,
         }
     }
@@ -383,27 +379,14 @@ impl SendQueue {
         };
         // Gap blocks in a SACK no older than the last: a hole (rto.rs).
         if self.peer_cum.is_none_or(|c| !tsn_after(c, cum)) {
-            let gaps = be16(chunk, 12).is_some_and(|n| n > 0);
-            self.gap_reported |= gaps;
-            if gaps && self.recovery.is_none() {
-                self.recovery = self.highest_tsn;
-            }
+            self.gap_reported |= be16(chunk, 12).is_some_and(|n| n > 0);
         }
         if self.peer_cum.is_some_and(|c| !tsn_after(cum, c)) {
             return false;
         }
         let moved = self.peer_cum.is_some();
         self.peer_cum = Some(cum);
-        if self.recovery.is_some_and(|r| !tsn_after(r, cum)) {
-            self.recovery = None;
-        }
         moved
-    }
-
-    /// Whether losses the peer reported are still being repaired: its cumulative
-    /// acknowledgement has not passed what was sent when it first reported one.
-    pub(crate) fn in_recovery(&self) -> bool {
-        self.recovery.is_some()
     }
 
     /// Whether the association has sent DATA the peer has not acknowledged yet, given up
