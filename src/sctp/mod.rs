@@ -122,8 +122,8 @@ pub struct SctpConfig {
     /// together may reach; a send past it fails. See [`DEFAULT_SEND_BUFFER_PER_CONNECTION`].
     pub send_buffer_per_connection: usize,
     /// Pace DATA at the congestion window's rate instead of sending each window as one
-    /// burst (docs/SCTP.md "Pacing"). Off by default: with it on, tests/lossy.rs
-    /// `long_run_keeps_memory_flat` stalls (not yet understood).
+    /// burst (docs/SCTP.md "Pacing"). Off by default: on the simulated access link it
+    /// fills less of the link than unpaced.
     pub pacing: bool,
 }
 
