@@ -7,9 +7,10 @@
 //! `mod.rs` wraps it with the links to DTLS, the router and the peer connection; tests
 //! drive two of them over the simulated network (`testkit::simnet`, tests/sctp_sim.rs).
 
+use super::pacer::Pacer;
 use super::reset_gate::ResetGate;
 use super::rto::{self, RtoClock, Timers};
-use super::send_queue::{Item, SendQueue};
+use super::send_queue::{Item, SendQueue, CHUNK_DATA};
 use super::{chunk_walk, Ppi, Reliability, SctpConfig, DEFAULT_REMOTE_MAX_MESSAGE_SIZE};
 use crate::error::SctpError;
 use bytes::{Bytes, BytesMut};
@@ -158,6 +159,8 @@ pub(crate) struct SctpEngine {
     params: HashMap<u16, (bool, ReliabilityType, u32)>,
     /// Which workarounds run (all but in tests).
     work: Workarounds,
+    /// Spreads DATA packets over the round trip (`SctpConfig::pacing`).
+    pacer: Option<Pacer>,
 }
 
 impl SctpEngine {
@@ -172,6 +175,7 @@ impl SctpEngine {
         now: Instant,
         work: Workarounds,
     ) -> Self {
+        let pacer = config.pacing.then(|| Pacer::new(config.mtu as usize));
         Self {
             name,
             config,
@@ -189,6 +193,7 @@ impl SctpEngine {
             resets: ResetGate::default(),
             params: HashMap::new(),
             work,
+            pacer,
         }
     }
 
@@ -463,6 +468,11 @@ impl SctpEngine {
             return;
         };
         let rto = self.clock.rto(a.rtt());
+        let srtt = a.rtt();
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.set_rate(now, srtt, self.queue.in_flight());
+            pacer.release(now, &mut |p| io.transmit(p));
+        }
         for _ in 0..PUMP_ROUNDS {
             if self.connected {
                 pump(
@@ -477,22 +487,35 @@ impl SctpEngine {
             }
             let mut fresh = 0;
             while let Some(t) = a.poll_transmit(self.clock.at(now)) {
-                if let Payload::RawEncode(packets) = t.message {
-                    for p in packets {
-                        // The one walk of a packet we send, for the queue and the gate.
-                        for (ty, len, chunk) in chunk_walk(&p) {
-                            fresh += self.queue.sent_chunk(ty, len, chunk);
-                            if self.work.reset_gate {
-                                self.resets.sent_chunk(now, &p, ty, chunk, rto);
-                            }
+                let Payload::RawEncode(packets) = t.message else {
+                    continue;
+                };
+                for p in packets {
+                    // The one walk of a packet we send, for the queue, the gate and the
+                    // pacer.
+                    let mut data = false;
+                    for (ty, len, chunk) in chunk_walk(&p) {
+                        fresh += self.queue.sent_chunk(ty, len, chunk);
+                        data |= ty == CHUNK_DATA;
+                        if self.work.reset_gate {
+                            self.resets.sent_chunk(now, &p, ty, chunk, rto);
                         }
-                        io.transmit(p);
+                    }
+                    match self.pacer.as_mut() {
+                        Some(pacer) => pacer.send(now, p, data, &mut |p| io.transmit(p)),
+                        None => io.transmit(p),
                     }
                 }
             }
             if fresh == 0 {
                 break;
             }
+        }
+        if let Some(pacer) = self.pacer.as_mut() {
+            // Again with what was just handed over in flight: a burst after an idle
+            // spell is paced at its own size.
+            pacer.set_rate(now, srtt, self.queue.in_flight());
+            pacer.release(now, &mut |p| io.transmit(p));
         }
         self.clock.set_unacked(now, self.queue.unacknowledged());
         if self.work.reset_gate {
@@ -525,6 +548,9 @@ impl SctpEngine {
             return;
         }
         self.queue.clear();
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.clear();
+        }
         if let Some((_, a)) = self.assoc.as_mut() {
             // W3C close(): an ABORT, no round trip. drain() sends it and reports the close.
             let _ = a.abort();
@@ -548,6 +574,7 @@ impl SctpEngine {
             .or(engine.map(|t| self.clock.real(t)))
             .into_iter()
             .chain(self.resets.deadline())
+            .chain(self.pacer.as_ref().and_then(Pacer::next_release))
             .min()
     }
 
@@ -567,6 +594,13 @@ impl SctpEngine {
             forced: self.clock.forced().0,
             forced_for_hole: self.clock.forced().1,
         }
+    }
+
+    /// Bytes in flight and SRTT, as the pacer sees them (tests).
+    #[cfg(test)]
+    pub(crate) fn flight(&self) -> (u64, Duration) {
+        let srtt = self.assoc.as_ref().map_or(Duration::ZERO, |(_, a)| a.rtt());
+        (self.queue.in_flight(), srtt)
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {

@@ -50,7 +50,7 @@ pub(crate) const MIN_WAITING: u64 = 128 * 1024;
 /// bytes, whatever their message sizes.
 pub(crate) const QUANTUM: usize = 16 * 1024;
 
-const CHUNK_DATA: u8 = 0;
+pub(super) const CHUNK_DATA: u8 = 0;
 const CHUNK_SACK: u8 = 3;
 const CHUNK_FORWARD_TSN: u8 = 192;
 /// DATA chunk flags (RFC 9260 §3.3.1): unordered, last fragment.
@@ -193,8 +193,13 @@ impl SendQueue {
         if !self.limit_depth {
             return true;
         }
-        let in_flight = self.transmitted.saturating_sub(self.released);
-        self.waiting() < MIN_WAITING.max(in_flight / 4)
+        self.waiting() < MIN_WAITING.max(self.in_flight() / 4)
+    }
+
+    /// Bytes the association has sent and not had acknowledged (or abandoned): its
+    /// congestion window while that is what holds it back.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.transmitted.saturating_sub(self.released)
     }
 
     /// Lets the ordered guard lapse when no ordered message has been seen leaving for

@@ -70,6 +70,10 @@ pub struct PeerOptions {
     /// SCTP receive window (advertised a_rwnd) in bytes; default: the library's.
     #[arg(long)]
     pub receive_window: Option<u32>,
+    /// Pace SCTP DATA at the congestion window's rate (`SctpConfig::pacing`, off by
+    /// default).
+    #[arg(long)]
+    pub pacing: bool,
     /// ICE host candidates, servers.
     #[command(flatten)]
     pub ice: crate::settings::IceSettings,
@@ -216,6 +220,7 @@ fn peer_config(opts: &PeerOptions) -> Result<Config> {
     if let Some(window) = opts.receive_window {
         config.sctp.receive_buffer = window;
     }
+    config.sctp.pacing = opts.pacing;
     Ok(config)
 }
 
