@@ -47,9 +47,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Packets kept for retransmission per viewer (a power of two): 1024, about a second of a
-/// 10 Mbit/s stream. Payloads are shared with the source, so the cost is ~64 bytes each.
+/// Most packets kept for retransmission per viewer: 1024, about a second of a 10 Mbit/s
+/// stream. Payloads are shared with the source, so the cost is ~64 bytes each.
 pub const HISTORY_PACKETS: usize = 1024;
+/// Packets older than this leave the history even below [`HISTORY_PACKETS`]: a NACK comes
+/// within a round trip or two, and the history's memory follows the stream's packet rate
+/// (a 200 kbit/s viewer keeps a few dozen packets, not 1024 slots).
+pub const HISTORY_AGE: Duration = Duration::from_secs(1);
 /// Packets that may wait to be sent per viewer before it is considered slow: 4096, enough
 /// for a catch-up burst of a ~4 MB group of pictures.
 pub const QUEUE_PACKETS: usize = 4096;
@@ -207,7 +211,10 @@ struct Sent {
     timestamp: u32,
     marker: bool,
     payload: Payload,
-    resent_at: Option<Instant>,
+    /// Milliseconds since the sender's first packet ([`Sender::ms`]): a history slot stays
+    /// as small as the fixed 1024-slot ring it replaced (~64 bytes).
+    sent_ms: u32,
+    resent_ms: Option<u32>,
 }
 
 /// A token bucket over the catch-up's packets at the front of the queue.
@@ -253,7 +260,10 @@ pub struct Sender {
     queue: VecDeque<Queued>,
     pace: Option<Pace>,
     retransmit: VecDeque<u16>,
-    history: Vec<Option<Sent>>,
+    /// Packets sent, oldest first, with consecutive sequence numbers.
+    history: VecDeque<Sent>,
+    /// The time [`Sender::ms`] counts from.
+    epoch: Option<Instant>,
     rtcp_out: VecDeque<Vec<u8>>,
     events: VecDeque<SenderEvent>,
     next_sr: Option<Instant>,
@@ -284,7 +294,8 @@ impl Sender {
             queue: VecDeque::new(),
             pace: None,
             retransmit: VecDeque::new(),
-            history: vec![None; HISTORY_PACKETS],
+            history: VecDeque::new(),
+            epoch: None,
             rtcp_out: VecDeque::new(),
             events,
             next_sr: None,
@@ -580,23 +591,23 @@ impl Sender {
             return Some(Transmit::Rtcp);
         }
         while let Some(seq) = self.retransmit.pop_front() {
-            let slot = usize::from(seq) % HISTORY_PACKETS;
             let min_gap = self
                 .stats
                 .rtt
                 .unwrap_or(Duration::from_millis(20))
                 .max(Duration::from_millis(5));
-            let Some(sent) = self.history[slot].as_mut().filter(|s| s.seq == seq) else {
+            let now_ms = self.ms(now);
+            let Some(sent) = self.sent_mut(seq) else {
                 self.stats.retransmits_missed += 1;
                 continue;
             };
             if sent
-                .resent_at
-                .is_some_and(|t| now.saturating_duration_since(t) < min_gap)
+                .resent_ms
+                .is_some_and(|t| u128::from(now_ms.wrapping_sub(t)) < min_gap.as_millis())
             {
                 continue; // just resent: this NACK crossed it
             }
-            sent.resent_at = Some(now);
+            sent.resent_ms = Some(now_ms);
             let (timestamp, marker) = (sent.timestamp, sent.marker);
             let payload = sent.payload.clone();
             match self.cfg.rtx {
@@ -631,14 +642,48 @@ impl Sender {
         q.payload.write_to(buf);
         self.stats.packets_sent += 1;
         self.stats.payload_bytes += q.payload.len() as u64;
-        self.history[usize::from(seq) % HISTORY_PACKETS] = Some(Sent {
+        let sent_ms = self.ms(now);
+        self.remember(Sent {
             seq,
             timestamp: q.timestamp,
             marker: q.marker,
             payload: q.payload,
-            resent_at: None,
+            sent_ms,
+            resent_ms: None,
         });
         Some(Transmit::Rtp)
+    }
+
+    /// Keeps a sent packet for NACKs; forgets those past [`HISTORY_PACKETS`] or
+    /// [`HISTORY_AGE`].
+    fn remember(&mut self, sent: Sent) {
+        let now = sent.sent_ms;
+        if self.history.len() >= HISTORY_PACKETS {
+            self.history.pop_front(); // before the push: the deque never grows past the cap
+        }
+        self.history.push_back(sent);
+        while self
+            .history
+            .front()
+            .is_some_and(|s| u128::from(now.wrapping_sub(s.sent_ms)) > HISTORY_AGE.as_millis())
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// `now` in milliseconds since the first packet this sender sent (wrapping after 49
+    /// days; only differences of recent times are used).
+    fn ms(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u32
+    }
+
+    /// The sent packet `seq` if the history still has it (its sequence numbers run on
+    /// from the oldest one's).
+    fn sent_mut(&mut self, seq: u16) -> Option<&mut Sent> {
+        let first = self.history.front()?.seq;
+        let sent = self.history.get_mut(usize::from(seq.wrapping_sub(first)))?;
+        (sent.seq == seq).then_some(sent)
     }
 }
 

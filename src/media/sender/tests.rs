@@ -249,6 +249,35 @@ fn nack_not_negotiated_is_ignored_and_history_is_bounded() {
 }
 
 #[test]
+fn a_packet_older_than_the_history_age_is_not_resent() {
+    let t0 = Instant::now();
+    let mut src = Source::new(Codec::H264);
+    let nack_of = |seq| {
+        rtcp_bytes(vec![Box::new(TransportLayerNack {
+            sender_ssrc: 9,
+            media_ssrc: SSRC,
+            nacks: vec![NackPair::new(seq)],
+        })])
+    };
+    let mut s = sender(Codec::H264, false);
+    s.handle_frame(t0, &src.frame(t0, true, 50));
+    let first = rtp(&drain(&mut s, t0)[0].1).header.sequence_number;
+    // Within the age, a later packet leaves the first one in the history.
+    let t1 = t0 + HISTORY_AGE / 2;
+    s.handle_frame(t1, &src.frame(t1, false, 50));
+    drain(&mut s, t1);
+    s.handle_rtcp(t1, &nack_of(first));
+    assert_eq!(drain(&mut s, t1).len(), 1, "resent within the age");
+    // Past the age, the next packet sent pushes it out.
+    let t2 = t0 + HISTORY_AGE + Duration::from_millis(100);
+    s.handle_frame(t2, &src.frame(t2, false, 50));
+    drain(&mut s, t2);
+    s.handle_rtcp(t2, &nack_of(first));
+    assert_eq!(drain(&mut s, t2).len(), 0);
+    assert_eq!(s.stats().retransmits_missed, 1);
+}
+
+#[test]
 fn pli_and_fir_ask_for_a_keyframe_once_per_interval() {
     let t0 = Instant::now();
     let mut s = sender(Codec::H264, false);
